@@ -1,0 +1,116 @@
+"""float32 numerics, autocast policy, and input validation of the geometry functions."""
+
+import math
+
+import pytest
+import torch
+
+from hysafe.geometry import EuclideanSpace, LorentzSpace, euclidean, lorentz as L, space_from_dict, validation
+
+
+@pytest.mark.parametrize("curv", [0.1, 1.0, 2.5])
+def test_float32_norm_range_round_trip(curv):
+    direction = torch.nn.functional.normalize(torch.ones(1, 64), dim=-1)
+    cap = L.EXP_MAP_MAX_ARG / math.sqrt(curv)
+    norms = torch.logspace(-6, math.log10(cap * 0.999), 200).unsqueeze(-1)
+    v = norms * direction
+    x = L.exp_map0(v, curv=curv)
+    assert torch.isfinite(x).all()
+    back = L.log_map0(x, curv=curv)
+    rel = (back - v).norm(dim=-1) / v.norm(dim=-1)
+    assert rel.max().item() < 1e-4
+    d0 = L.dist_to_root(x, curv=curv)
+    assert torch.allclose(d0, norms.squeeze(-1), rtol=1e-4)
+
+
+def test_zero_huge_and_root_points_are_finite_with_finite_grads():
+    curv = 1.0
+    v = torch.tensor([[0.0, 0.0, 0.0], [1e30, -1e30, 0.0], [1e-20, 0.0, 0.0]], requires_grad=True)
+    x = L.exp_map0(v, curv=curv)
+    assert torch.isfinite(x).all()
+    assert torch.equal(x[0].detach(), torch.zeros(3))
+    # huge inputs are capped at the documented distance from the root
+    assert L.dist_to_root(x[1:2].detach(), curv=curv).item() == pytest.approx(L.EXP_MAP_MAX_ARG, rel=1e-4)
+    out = (
+        L.dist_to_root(x, curv=curv).sum()
+        + L.dist(x, x, curv=curv).sum()
+        + L.half_aperture(x, curv=curv).sum()
+        + L.exterior_angle(x, x.flip(0), curv=curv).sum()
+        + L.log_map0(x, curv=curv).sum()
+    )
+    out.backward()
+    assert torch.isfinite(v.grad).all()
+
+
+def test_identical_points_distance_is_small_and_grad_finite():
+    x = torch.randn(5, 8, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    d = L.dist(x, x, curv=1.0)
+    assert d.max().item() < 2e-3
+    d.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_autocast_runs_hyperbolic_math_in_float32():
+    x = torch.randn(4, 8, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        d = L.dist_pairwise(x, x, curv=1.0)
+        e = L.exp_map0(x, curv=1.0)
+    assert d.dtype == torch.float32 and e.dtype == torch.float32
+    ref = L.dist_pairwise(x.float(), x.float(), curv=1.0)
+    assert torch.allclose(d, ref)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: L.exp_map0(torch.tensor([[float("nan"), 1.0]]), curv=1.0), "v contains 1 NaN/Inf"),
+        (lambda: L.dist(torch.zeros(2, 3), torch.zeros(2, 4), curv=1.0), "feature dimension"),
+        (lambda: L.dist_pairwise(torch.zeros(3), torch.zeros(2, 3), curv=1.0), "at least 2 dimension"),
+        (lambda: L.dist_to_root(torch.zeros(2, 3), curv=-1.0), "curv must be > 0"),
+        (lambda: L.dist_to_root(torch.zeros(2, 3, dtype=torch.long), curv=1.0), "floating-point"),
+        (lambda: L.inner(torch.tensor([[float("inf")]]), torch.zeros(1, 1), curv=1.0), "x contains"),
+        (lambda: L.geodesic_to_root(torch.zeros(2, 3), 1, curv=1.0), "steps must be"),
+        (lambda: L.move_to_root_distance(torch.ones(2, 3), -1.0, curv=1.0), "distance must be"),
+        (lambda: LorentzSpace(curv=0.0), "curv must be > 0"),
+        (lambda: space_from_dict({"name": "sphere"}), "unknown space"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_validation_can_be_disabled_for_hot_loops():
+    bad = torch.tensor([[float("nan"), 1.0]])
+    with validation(False):
+        out = L.exp_map0(bad, curv=1.0)
+    assert torch.isnan(out).any()
+    with pytest.raises(ValueError):
+        L.exp_map0(bad, curv=1.0)
+
+
+def test_euclidean_space_interface(gen):
+    s = EuclideanSpace()
+    x, y = torch.randn(6, 5, generator=gen), torch.randn(7, 5, generator=gen)
+    sim = s.similarity(x, y)
+    ref = torch.nn.functional.normalize(x, dim=-1) @ torch.nn.functional.normalize(y, dim=-1).T
+    assert torch.allclose(sim, ref, atol=1e-6)
+    assert torch.allclose(s.distance(x, y), 1 - ref, atol=1e-6)
+    assert torch.allclose(s.dist_to_root(x), x.norm(dim=-1))
+    moved = s.move_to_root_distance(x, 0.5)
+    assert torch.allclose(moved.norm(dim=-1), torch.full((6,), 0.5))
+    assert torch.allclose(s.similarity(moved, y), sim, atol=1e-6)  # rescaling never changes cosine ranking
+    ip = s.query_vectors(x) @ s.gallery_vectors(y).T
+    assert torch.allclose(s.distance_from_inner(ip), s.distance(x, y), atol=1e-6)
+    assert torch.equal(euclidean.normalize(torch.zeros(1, 3)), torch.zeros(1, 3))
+    assert s.path_to_root(x, 3).shape == (3, 6, 5)
+    assert space_from_dict(s.to_dict()) == s
+
+
+def test_lorentz_space_interface(gen):
+    s = LorentzSpace(curv=0.7)
+    x, y = torch.randn(6, 5, generator=gen, dtype=torch.float64), torch.randn(7, 5, generator=gen, dtype=torch.float64)
+    assert torch.allclose(s.similarity(x, y), -L.dist_pairwise(x, y, curv=0.7))
+    ip = s.query_vectors(x) @ s.gallery_vectors(y).T
+    assert torch.allclose(s.distance_from_inner(ip), s.distance(x, y), atol=1e-9)
+    assert space_from_dict(s.to_dict()) == s
