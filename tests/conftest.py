@@ -13,3 +13,20 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 def gen():
     """Seeded generator: every random draw in a test goes through it."""
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory):
+    """A local open_clip checkpoint of the tiny config (random init, seeded): the offline
+    stand-in for a pretrained tag."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    from hysafe.backbone import TINY_MODEL, register_model_configs
+
+    register_model_configs()
+    torch.manual_seed(0)
+    model = open_clip.create_model(TINY_MODEL)
+    path = tmp_path_factory.mktemp("base") / "tiny-base.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return str(path)

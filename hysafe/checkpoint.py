@@ -1,0 +1,146 @@
+"""Model checkpoints: safetensors only (nothing is ever unpickled), written atomically.
+
+Two forms:
+
+* **adapter** -- the trainable tensors only (LoRA weights and HySAC scalars). The backbone is
+  rebuilt from the ``pretrained`` source recorded in the metadata (a tag or a local file).
+* **merged** -- LoRA merged into the weights (``merge_and_unload``): the file is a plain
+  open_clip state dict, so ``open_clip.create_model_and_transforms(name, pretrained=FILE)``
+  loads it in any downstream pipeline; HySAC's scalars live in the metadata.
+
+The metadata always holds the resolved :class:`~hysafe.models.ModelConfig`, the form, the
+model's scalars and, when known, the safety bounds (distance-to-root statistics).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .models import ModelConfig, SafetyModel, build_model
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["save_model", "load_model", "read_metadata", "atomic_save_file", "FORMAT_VERSION"]
+
+FORMAT_VERSION = "1"
+_META_KEY = "hysafe"
+
+
+def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:
+    """``safetensors.save_file`` to a temporary file in the same folder, then ``os.replace``:
+    a crash mid-write never leaves a truncated checkpoint under ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _config_dict(config: ModelConfig) -> dict:
+    d = asdict(config)
+    if d["lora"] is not None:
+        d["lora"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["lora"].items()}
+    return d
+
+
+def save_model(
+    model: SafetyModel, path: str | Path, *, merged: bool = False, bounds: dict | None = None, extra: dict | None = None
+) -> Path:
+    """Save ``model`` to ``path`` (``.safetensors``) in adapter or merged form. Returns the path."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"checkpoint path must end in .safetensors, got {path}")
+    config = copy.deepcopy(model.config)
+    if merged:
+        clip = copy.deepcopy(model.peft).merge_and_unload() if model.peft is not None else model.clip
+        tensors = dict(clip.state_dict())
+        config.lora = None
+        config.backbone.pretrained = str(path.resolve())  # a merged file is its own backbone source
+    else:
+        if config.backbone.pretrained is None:
+            raise ValueError(
+                "adapter checkpoints need a re-loadable backbone, but this model was built with pretrained=None "
+                "(random init): save with merged=True, or build it from a pretrained tag or checkpoint file"
+            )
+        tensors = {n: p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("reference.")}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "form": "merged" if merged else "adapter",
+        "config": _config_dict(config),
+        "scalars": model.scalars(),
+        "bounds": bounds,
+        "extra": extra or {},
+    }
+    atomic_save_file(tensors, path, {_META_KEY: json.dumps(meta)})
+    logger.info("saved %s checkpoint of %s to %s (%d tensors)", meta["form"], model.kind, path, len(tensors))
+    return path
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The hysafe metadata of a checkpoint, with clear errors for missing, corrupt or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(_META_KEY)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
+    if raw is None:
+        raise ValueError(f"{path}: safetensors file without hysafe metadata (not saved by hysafe.save_model)")
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: corrupt hysafe metadata ({e})") from e
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: checkpoint format {meta.get('format_version')!r}, this hysafe reads {FORMAT_VERSION!r}")
+    return meta
+
+
+def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> SafetyModel:
+    """Restore a :class:`CLIP`, :class:`SafeCLIP` or :class:`HySAC` saved by :func:`save_model`."""
+    path = Path(path)
+    meta = read_metadata(path)
+    config = ModelConfig(**meta["config"])
+    if meta["form"] == "merged":
+        config.backbone.pretrained = str(path)  # the file may have moved since it was written
+        model = build_model(config, device=device)
+    else:
+        model = build_model(config, device=device)
+        tensors = load_file(str(path), device=str(device))
+        expected = {n for n, p in model.named_parameters() if p.requires_grad and not n.startswith("reference.")}
+        missing, unexpected = expected - set(tensors), set(tensors) - expected
+        if missing or unexpected:
+            raise ValueError(
+                f"{path}: checkpoint does not match the model it describes; "
+                f"missing {sorted(missing)[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"unexpected {sorted(unexpected)[:5]}{'...' if len(unexpected) > 5 else ''}"
+            )
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in tensors.items():
+                if params[name].shape != value.shape:
+                    raise ValueError(f"{path}: tensor {name} has shape {tuple(value.shape)}, model expects {tuple(params[name].shape)}")
+                params[name].copy_(value)
+    model.load_scalars_(meta["scalars"])
+    model.bounds = meta.get("bounds")
+    model.eval()
+    return model

@@ -1,0 +1,30 @@
+"""Cross-process negatives: gather embeddings from every rank, keeping gradients."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+__all__ = ["world_info", "gather_with_grad"]
+
+
+def world_info() -> tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` when torch.distributed is not initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate ``x`` ``(B, D)`` from all ranks along dim 0 -> ``(world * B, D)``.
+
+    Gradients flow back to every rank's own slice (``torch.distributed.nn.all_gather``), so
+    negatives from other processes shape this process's update. A no-op in one process.
+    """
+    _, world = world_info()
+    if world == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()), dim=0)

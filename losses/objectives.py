@@ -1,0 +1,192 @@
+"""Objectives as declarative, weighted lists of loss terms over named embeddings.
+
+Embedding names: ``T``, ``V`` (safe text/image, trained towers), ``T*``, ``V*`` (unsafe),
+``T0``, ``V0``, ``T0*``, ``V0*`` (the same inputs through the frozen original towers), and
+``T0^``, ``V0^`` (frozen embeddings of the proximal safe target, SafeR-CLIP).
+
+An objective returns the weighted total and every term's value by name, for logging.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .contrastive import euclidean_info_nce, lorentz_info_nce
+from .entailment import entailment_loss
+from .redirection import cosine_distance_loss, redirection_loss
+
+__all__ = ["LossContext", "Term", "Objective", "hysac_objective", "safeclip_objective", "safer_clip_objective", "OBJECTIVES", "get_objective"]
+
+
+@dataclass
+class LossContext:
+    """Scalars the terms need: geometry, learnable curvature and logit scale, cone settings."""
+
+    geometry: str  # "lorentz" or "euclidean"
+    logit_scale: Tensor | float
+    curv: Tensor | float | None = None
+    aperture_scale: float = 1.0
+    min_radius: float = 0.1
+
+
+def _contrastive(ctx: LossContext, a: Tensor, b: Tensor) -> Tensor:
+    if ctx.geometry == "lorentz":
+        return lorentz_info_nce(a, b, curv=ctx.curv, logit_scale=ctx.logit_scale)
+    return euclidean_info_nce(a, b, logit_scale=ctx.logit_scale)
+
+
+def _entailment(ctx: LossContext, x: Tensor, y: Tensor) -> Tensor:
+    if ctx.geometry != "lorentz":
+        raise ValueError("entailment terms need the Lorentz geometry")
+    return entailment_loss(x, y, curv=ctx.curv, aperture_scale=ctx.aperture_scale, min_radius=ctx.min_radius)
+
+
+LOSSES: dict[str, Callable[..., Tensor]] = {
+    "contrastive": _contrastive,
+    "entailment": _entailment,
+    "cosine": lambda ctx, x, target: cosine_distance_loss(x, target),
+    "redirection": lambda ctx, anchor, neg, pos: redirection_loss(anchor, neg, pos),
+}
+
+
+@dataclass(frozen=True)
+class Term:
+    """One weighted loss term: ``weight * LOSSES[loss](ctx, *embeddings[inputs])``."""
+
+    loss: str
+    inputs: tuple[str, ...]
+    weight: float = 1.0
+    name: str = ""
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; expected one of {sorted(LOSSES)}")
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.loss}({','.join(self.inputs)})")
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A named list of terms; ``normalize`` divides the total by the sum of weights (once)."""
+
+    name: str
+    geometry: str
+    terms: tuple[Term, ...]
+    normalize: bool = False
+    fixed_logit_scale: float | None = None  # Safe-CLIP uses a fixed 100
+    needs_reference: bool = field(init=False, default=False)
+
+    def __post_init__(self):
+        names = [t.name for t in self.terms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate term names in objective {self.name!r}: {names}")
+        object.__setattr__(self, "needs_reference", any("0" in i for t in self.terms for i in t.inputs))
+
+    @property
+    def inputs(self) -> set[str]:
+        return {i for t in self.terms for i in t.inputs}
+
+    def with_weights(self, **weights: float) -> "Objective":
+        """Copy with some term weights changed, by term name (``with_weights(**{"entailment(T,V)": 0.5})``)."""
+        unknown = set(weights) - {t.name for t in self.terms}
+        if unknown:
+            raise ValueError(f"no term named {sorted(unknown)} in objective {self.name!r}")
+        terms = tuple(replace(t, weight=weights.get(t.name, t.weight)) for t in self.terms)
+        return replace(self, terms=terms)
+
+    def __call__(self, embeddings: dict[str, Tensor], ctx: LossContext) -> tuple[Tensor, dict[str, float]]:
+        missing = self.inputs - set(embeddings)
+        if missing:
+            raise ValueError(f"objective {self.name!r} needs embeddings {sorted(missing)}")
+        total: Tensor | float = 0.0
+        logs: dict[str, float] = {}
+        for term in self.terms:
+            value = LOSSES[term.loss](ctx, *(embeddings[i] for i in term.inputs))
+            total = total + term.weight * value
+            logs[term.name] = float(value.detach())
+        if self.normalize:
+            total = total / sum(t.weight for t in self.terms)
+        logs["total"] = float(total.detach())
+        return total, logs
+
+
+def hysac_objective(entailment_weight: float = 1.0) -> Objective:
+    """HySAC: 4 Lorentzian contrastive terms + 3 entailment terms weighted by lambda (the cone
+    aperture scale lives in :class:`LossContext`)."""
+    c, e = "contrastive", "entailment"
+    return Objective(
+        name="hysac",
+        geometry="lorentz",
+        terms=(
+            Term(c, ("T", "V")),
+            Term(c, ("T*", "V*")),
+            Term(c, ("T", "V*")),
+            Term(c, ("T*", "V")),
+            Term(e, ("T", "V"), entailment_weight),
+            Term(e, ("T*", "V*"), entailment_weight),
+            Term(e, ("V", "T*"), entailment_weight),
+        ),
+    )
+
+
+def safeclip_objective() -> Objective:
+    """Safe-CLIP: four cosine (redirection / preservation) and four contrastive terms, fixed scale 100."""
+    cos, c = "cosine", "contrastive"
+    return Objective(
+        name="safeclip",
+        geometry="euclidean",
+        normalize=True,
+        fixed_logit_scale=100.0,
+        terms=(
+            Term(cos, ("T", "T0"), 0.1),
+            Term(cos, ("T*", "T0"), 0.1),
+            Term(cos, ("V", "V0"), 0.1),
+            Term(cos, ("V*", "V0"), 0.2),
+            Term(c, ("T", "V0"), 0.25),
+            Term(c, ("T*", "V0"), 0.25),
+            Term(c, ("T0", "V"), 0.25),
+            Term(c, ("T0", "V*"), 0.5),
+        ),
+    )
+
+
+def safer_clip_objective() -> Objective:
+    """SafeR-CLIP: Safe-CLIP's structure with unsafe inputs redirected to their *proximal* safe
+    target (``T0^``/``V0^``, nearest safe caption under the frozen text tower) plus the relative
+    redirection terms that use the unsafe pair as the hard negative."""
+    cos, c, r = "cosine", "contrastive", "redirection"
+    return Objective(
+        name="safer-clip",
+        geometry="euclidean",
+        normalize=True,
+        fixed_logit_scale=100.0,
+        terms=(
+            Term(cos, ("T", "T0"), 0.1),
+            Term(cos, ("T*", "T0^"), 0.1),
+            Term(cos, ("V", "V0"), 0.1),
+            Term(cos, ("V*", "V0^"), 0.2),
+            Term(c, ("T", "V0"), 0.25),
+            Term(c, ("T0", "V"), 0.25),
+            Term(r, ("V*", "T0*", "T0^"), 0.5),
+            Term(r, ("T*", "V0*", "V0^"), 0.5),
+        ),
+    )
+
+
+OBJECTIVES: dict[str, Callable[[], Objective]] = {
+    "hysac": hysac_objective,
+    "safeclip": safeclip_objective,
+    "safer-clip": safer_clip_objective,
+}
+
+
+def get_objective(objective: str | Objective) -> Objective:
+    if isinstance(objective, Objective):
+        return objective
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; expected one of {sorted(OBJECTIVES)}")
+    return OBJECTIVES[objective]()

@@ -1,0 +1,119 @@
+"""Loss terms: closed forms, naive references (forward and backward), cone semantics."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hysafe.geometry import lorentz as L
+from hysafe.losses import (
+    LossContext,
+    cosine_distance_loss,
+    entailment_loss,
+    euclidean_info_nce,
+    get_objective,
+    hysac_objective,
+    lorentz_info_nce,
+    redirection_loss,
+    safeclip_objective,
+)
+
+
+def naive_info_nce(a, b, sim, scale):
+    """Row-by-row reference: -log softmax of the matching pair, both directions."""
+    n = a.shape[0]
+    total = 0.0
+    for i in range(n):
+        row_ab = torch.stack([scale * sim(a[i], b[j]) for j in range(n)])
+        row_ba = torch.stack([scale * sim(b[i], a[j]) for j in range(n)])
+        total = total - torch.log_softmax(row_ab, 0)[i] - torch.log_softmax(row_ba, 0)[i]
+    return total / (2 * n)
+
+
+def test_euclidean_info_nce_closed_form():
+    a = torch.eye(2, dtype=torch.float64)
+    s = 3.0
+    assert euclidean_info_nce(a, a, logit_scale=s).item() == pytest.approx(math.log(1 + math.exp(-s)), abs=1e-12)
+
+
+def test_lorentz_info_nce_closed_form():
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    s, curv = 2.0, 1.0
+    d12 = L.dist(x[:1], x[1:], curv=curv).item()
+    expected = math.log(1 + math.exp(-s * d12))
+    assert lorentz_info_nce(x, x, curv=curv, logit_scale=s).item() == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("geometry", ["euclidean", "lorentz"])
+def test_contrastive_matches_naive_reference_forward_and_backward(geometry, gen):
+    a = torch.randn(6, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    curv = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+    if geometry == "euclidean":
+        fast = euclidean_info_nce(a, b, logit_scale=7.0)
+        slow = naive_info_nce(a, b, lambda u, v: F.cosine_similarity(u, v, dim=0), 7.0)
+    else:
+        fast = lorentz_info_nce(a, b, curv=curv, logit_scale=7.0)
+        slow = naive_info_nce(a, b, lambda u, v: -L.dist(u, v, curv=curv), 7.0)
+    assert fast.item() == pytest.approx(slow.item(), abs=1e-10)
+    inputs = (a, b, curv) if geometry == "lorentz" else (a, b)
+    g_fast = torch.autograd.grad(fast, inputs)
+    g_slow = torch.autograd.grad(slow, inputs)
+    for gf, gs in zip(g_fast, g_slow):
+        assert torch.allclose(gf, gs, atol=1e-10)
+
+
+def test_entailment_zero_exactly_inside_cone(gen):
+    curv = 1.0
+    x = torch.randn(500, 4, generator=gen, dtype=torch.float64) * 0.5  # |x| ~ 1: aperture ~ asin(0.2)
+    y = x * (1.5 + torch.rand(500, 1, generator=gen, dtype=torch.float64)) + 0.2 * torch.randn(500, 4, generator=gen, dtype=torch.float64)
+    phi = L.exterior_angle(x, y, curv=curv)
+    w = L.half_aperture(x, curv=curv)
+    inside = phi <= w
+    assert 0 < int(inside.sum()) < 500  # both cases occur
+    per_row = torch.stack([entailment_loss(x[i : i + 1], y[i : i + 1], curv=curv) for i in range(500)])
+    assert torch.equal(per_row == 0, inside)
+    assert entailment_loss(x[inside], y[inside], curv=curv).item() == 0.0
+    assert entailment_loss(x, y, curv=curv).item() == pytest.approx((phi - w).clamp(min=0).mean().item(), abs=1e-12)
+
+
+def test_entailment_closed_form_behind_parent():
+    x = torch.tensor([[2.0, 0.0]], dtype=torch.float64)
+    y = torch.tensor([[0.5, 0.0]], dtype=torch.float64)  # between root and x: phi = pi
+    w = L.half_aperture(x, curv=1.0).item()
+    assert entailment_loss(x, y, curv=1.0).item() == pytest.approx(math.pi - w, abs=5e-4)
+    # a wider aperture scale admits more
+    assert entailment_loss(x, y, curv=1.0, aperture_scale=2.0).item() < entailment_loss(x, y, curv=1.0).item()
+
+
+def test_cosine_and_redirection_closed_form():
+    e1, e2 = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    assert cosine_distance_loss(e1, e2).item() == pytest.approx(1.0)
+    assert cosine_distance_loss(e1, 3 * e1).item() == pytest.approx(0.0, abs=1e-7)
+    assert redirection_loss(e1, e1, e2).item() == pytest.approx(math.log(1 + math.e), abs=1e-6)
+    assert redirection_loss(e1, e2, e1).item() == pytest.approx(math.log(1 + math.exp(-1)), abs=1e-6)
+
+
+def test_objectives_are_weighted_sums_of_named_terms(gen):
+    emb = {k: torch.randn(4, 3, generator=gen, dtype=torch.float64) for k in ["T", "V", "T*", "V*", "T0", "V0"]}
+    obj = hysac_objective(entailment_weight=0.5)
+    ctx = LossContext(geometry="lorentz", logit_scale=10.0, curv=1.0)
+    total, logs = obj(emb, ctx)
+    manual = sum(logs[t.name] * t.weight for t in obj.terms)
+    assert total.item() == pytest.approx(manual, abs=1e-9)
+    assert len(logs) == 8 and logs["total"] == pytest.approx(total.item())
+    sc = safeclip_objective()
+    total, logs = sc(emb, LossContext(geometry="euclidean", logit_scale=100.0))
+    assert total.item() == pytest.approx(sum(logs[t.name] * t.weight for t in sc.terms) / 1.75, abs=1e-9)
+    assert sc.needs_reference and not obj.needs_reference
+    changed = obj.with_weights(**{"entailment(T,V)": 2.0})
+    assert [t.weight for t in changed.terms][4] == 2.0
+    with pytest.raises(ValueError, match="no term named"):
+        obj.with_weights(nope=1.0)
+    with pytest.raises(ValueError, match="needs embeddings"):
+        obj({"T": emb["T"]}, ctx)
+    with pytest.raises(ValueError, match="unknown objective"):
+        get_objective("nope")
+    with pytest.raises(ValueError, match="Lorentz geometry"):
+        hysac_objective()(emb, LossContext(geometry="euclidean", logit_scale=1.0))

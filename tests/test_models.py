@@ -1,0 +1,182 @@
+"""Models, LoRA, clamping, a few HySAC steps, and checkpoint round trips."""
+
+import math
+
+import open_clip
+import pytest
+import torch
+
+import hysafe
+from hysafe.backbone import TINY_MODEL, BackboneConfig, LoraConfig, create_backbone, lora_target_regex
+from hysafe.checkpoint import load_model, read_metadata, save_model
+from hysafe.embed import embed_quadruplets
+from hysafe.geometry import EuclideanSpace, LorentzSpace
+from hysafe.losses import LossContext, hysac_objective
+from hysafe.models import create_model
+
+LORA = LoraConfig(r=4, alpha=8.0, dropout=0.0)
+
+
+def toy_batch(model, gen, n=8):
+    words = ["cat", "dog", "car", "tree", "boat", "house", "bird", "chair"]
+    imgs = torch.randn(n, 3, 32, 32, generator=gen)
+    marker = torch.zeros_like(imgs)
+    marker[:, 0, :8, :8] = 3.0
+    return {
+        "image": imgs,
+        "unsafe_image": imgs + marker,
+        "text": model.tokenize([f"a photo of a {w}" for w in words[:n]]),
+        "unsafe_text": model.tokenize([f"a photo of a {w} covered in blood" for w in words[:n]]),
+    }
+
+
+def test_kinds_spaces_and_frozen_reference(tiny_base):
+    clip = create_model("clip", TINY_MODEL, tiny_base)
+    assert isinstance(clip.space, EuclideanSpace) and not any(p.requires_grad for p in clip.parameters())
+    safe = create_model("safeclip", TINY_MODEL, tiny_base, lora=LORA)
+    trainable = {n for n, p in safe.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert not any(p.requires_grad for p in safe.reference.parameters())
+    # the reference has no LoRA layers: peft did not touch the deep copy
+    assert not any("lora" in n for n, _ in safe.reference.named_modules())
+    safe.train()
+    assert not safe.reference.training
+    hy = create_model("hysac", TINY_MODEL, tiny_base, lora=LORA)
+    assert isinstance(hy.space, LorentzSpace) and hy.space.curv == pytest.approx(1.0)
+    assert hy.log_alpha_image.item() == pytest.approx(math.log(64**-0.5))
+
+
+def test_lora_targets_both_towers():
+    regex = lora_target_regex(LoraConfig())
+    import re
+
+    assert re.fullmatch(regex, "visual.transformer.resblocks.3.attn")
+    assert re.fullmatch(regex, "transformer.resblocks.0.mlp.c_fc")
+    assert not re.fullmatch(regex, "transformer.resblocks.0.ln_1")
+    assert not re.fullmatch(lora_target_regex(LoraConfig(towers=("visual",))), "transformer.resblocks.0.attn")
+    with pytest.raises(ValueError, match="towers"):
+        LoraConfig(towers=("audio",))
+
+
+def test_hysac_clamp_bounds(tiny_base):
+    hy = create_model("hysac", TINY_MODEL, tiny_base, lora=LORA, curv_init=2.0)
+    with torch.no_grad():
+        hy.log_curv.fill_(10.0)
+        hy.log_alpha_text.fill_(1.0)
+        hy.log_logit_scale.fill_(0.0)
+    hy.clamp_parameters_()
+    assert hy.curv.item() == pytest.approx(20.0)
+    assert hy.log_alpha_text.item() == 0.0
+    assert hy.logit_scale.item() == pytest.approx(1 / 0.07)
+    with torch.no_grad():
+        hy.log_curv.fill_(-10.0)
+        hy.log_logit_scale.fill_(9.0)
+    hy.clamp_parameters_()
+    assert hy.curv.item() == pytest.approx(0.2) and hy.logit_scale.item() == pytest.approx(100.0)
+
+
+def test_few_hysac_steps_reduce_terms_and_order_safety(tiny_base):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    hy = create_model("hysac", TINY_MODEL, tiny_base, lora=LORA)
+    batch = toy_batch(hy, gen)
+    obj = hysac_objective()
+    params = [p for p in hy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0)
+
+    def step():
+        emb = embed_quadruplets(hy, batch, obj.inputs)
+        ctx = LossContext(geometry="lorentz", logit_scale=hy.logit_scale, curv=hy.curv)
+        return obj(emb, ctx), emb
+
+    (_, first), emb0 = step()
+    d0 = {k: hy.space.dist_to_root(v).mean().item() for k, v in emb0.items()}
+    hy.train()
+    for _ in range(150):
+        (loss, _), _ = step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        hy.clamp_parameters_()
+    hy.eval()
+    with torch.no_grad():
+        (_, last), emb = step()
+    for name, value in first.items():
+        assert last[name] <= value + 1e-6, (name, value, last[name])
+    assert last["total"] < 0.2 * first["total"]
+    d = {k: hy.space.dist_to_root(v).mean().item() for k, v in emb.items()}
+    # unsafe embeddings moved away from the root relative to their safe counterparts
+    assert d["T*"] / d["T"] > d0["T*"] / d0["T"] and d["V*"] / d["V"] > d0["V*"] / d0["V"]
+    assert d["T"] < d["V"] < d["V*"] and d["T"] < d["T*"] < d["V*"]
+
+
+def test_adapter_and_merged_round_trips(tiny_base, tmp_path):
+    torch.manual_seed(1)
+    gen = torch.Generator().manual_seed(1)
+    for kind in ("hysac", "safeclip"):
+        model = create_model(kind, TINY_MODEL, tiny_base, lora=LORA)
+        with torch.no_grad():  # give the adapters non-zero weights
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.05, generator=gen)
+            if kind == "hysac":
+                model.log_curv.fill_(0.3)
+        model.eval()
+        batch = toy_batch(model, gen, n=4)
+        with torch.no_grad():
+            ref_img, ref_txt = model.encode_image(batch["image"]), model.encode_text(batch["text"])
+        a = save_model(model, tmp_path / f"{kind}-adapter.safetensors", bounds={"S": {"avg": 1.0}})
+        m = save_model(model, tmp_path / f"{kind}-merged.safetensors", merged=True)
+        # saving merged must not merge the live model
+        assert model.peft is not None and any("lora_A" in n for n, _ in model.named_parameters())
+        for path, tol in ((a, 0.0), (m, 1e-5)):
+            loaded = load_model(path)
+            assert loaded.kind == kind and type(loaded) is type(model)
+            with torch.no_grad():
+                img, txt = loaded.encode_image(batch["image"]), loaded.encode_text(batch["text"])
+            assert torch.allclose(img, ref_img, atol=tol, rtol=0) and torch.allclose(txt, ref_txt, atol=tol, rtol=0)
+        assert load_model(a).bounds == {"S": {"avg": 1.0}}
+        assert read_metadata(m)["form"] == "merged"
+    # merged HySAC file is a plain open_clip checkpoint
+    plain, _, _ = open_clip.create_model_and_transforms(TINY_MODEL, pretrained=str(tmp_path / "hysac-merged.safetensors"))
+    loaded = load_model(tmp_path / "hysac-merged.safetensors")
+    with torch.no_grad():
+        x = batch["image"]
+        assert torch.allclose(plain.encode_image(x), loaded.clip.encode_image(x), atol=1e-6)
+
+
+def test_checkpoint_errors(tiny_base, tmp_path):
+    model = create_model("hysac", TINY_MODEL, None, lora=LORA)
+    with pytest.raises(ValueError, match="re-loadable backbone"):
+        save_model(model, tmp_path / "x.safetensors")
+    with pytest.raises(ValueError, match="must end in .safetensors"):
+        save_model(model, tmp_path / "x.pt", merged=True)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_model(bad)
+    with pytest.raises(ValueError, match="without hysafe metadata"):
+        load_model(tiny_base)
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        load_model(tmp_path / "missing.safetensors")
+    # adapter saved with one LoRA rank, metadata edited to another: mismatch is named
+    good = create_model("hysac", TINY_MODEL, tiny_base, lora=LORA)
+    path = save_model(good, tmp_path / "good.safetensors")
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    meta = read_metadata(path)
+    meta["config"]["lora"]["r"] = 2
+    save_file(load_file(str(path)), str(tmp_path / "mismatch.safetensors"), metadata={"hysafe": json.dumps(meta)})
+    with pytest.raises(ValueError, match="shape"):
+        load_model(tmp_path / "mismatch.safetensors")
+
+
+def test_backbone_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown open_clip model"):
+        create_backbone(BackboneConfig(model="ViT-Nope"))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        create_backbone(BackboneConfig(model=TINY_MODEL, pretrained=str(tmp_path / "w.safetensors")))
+    with pytest.raises(ValueError, match="unknown model kind"):
+        create_model("resnet", TINY_MODEL)
