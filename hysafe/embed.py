@@ -12,7 +12,7 @@ from torch import Tensor
 
 from .models import SafetyModel
 
-__all__ = ["QUADRUPLET_KEYS", "embed_quadruplets"]
+__all__ = ["QUADRUPLET_KEYS", "embed_quadruplets", "embed_dataset"]
 
 #: batch key -> (modality, embedding name under the trained towers, under the frozen reference)
 QUADRUPLET_KEYS = {
@@ -54,3 +54,25 @@ def embed_quadruplets(model: SafetyModel, batch: dict[str, Tensor], needed: set[
             for k, emb in zip(keys, _encode_many(encode, [batch[k] for k in keys])):
                 out[QUADRUPLET_KEYS[k][2 if use_reference else 1]] = emb
     return out
+
+
+@torch.no_grad()
+def embed_dataset(model: SafetyModel, dataset, *, batch_size: int = 256, num_workers: int = 0, progress: bool = False) -> dict[str, Tensor]:
+    """Embed every row of a :class:`~hysafe.data.QuadrupletDataset` in eval mode.
+
+    Returns ``{"T", "T*"}`` and, when the rows have images, ``{"V", "V*"}``, each ``(N, D)`` on CPU.
+    """
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    was_training = model.training
+    model.eval()
+    needed = {"T", "T*"} | ({"V", "V*"} if getattr(dataset, "has_images", True) else set())
+    parts: dict[str, list[Tensor]] = {k: [] for k in needed}
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    for batch in tqdm(loader, desc="embedding", disable=not progress, leave=False):
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        for name, emb in embed_quadruplets(model, batch, needed).items():
+            parts[name].append(emb.float().cpu())
+    model.train(was_training)
+    return {k: torch.cat(v) for k, v in parts.items()}

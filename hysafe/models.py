@@ -104,6 +104,11 @@ class SafetyModel(nn.Module):
     def space(self) -> Space:
         raise NotImplementedError
 
+    @property
+    def logit_scale(self) -> Tensor:
+        """open_clip's (learnable, stored as log) logit scale."""
+        return self.clip.logit_scale.exp()
+
     def clamp_parameters_(self) -> None:
         """Project learnable scalars back into their bounds (the trainer calls this after each step)."""
 

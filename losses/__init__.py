@@ -8,6 +8,7 @@ from .objectives import (
     LossContext,
     Objective,
     Term,
+    clip_pretrain_objective,
     get_objective,
     hysac_objective,
     safeclip_objective,
@@ -32,4 +33,5 @@ __all__ = [
     "hysac_objective",
     "safeclip_objective",
     "safer_clip_objective",
+    "clip_pretrain_objective",
 ]

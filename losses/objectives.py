@@ -19,7 +19,7 @@ from .contrastive import euclidean_info_nce, lorentz_info_nce
 from .entailment import entailment_loss
 from .redirection import cosine_distance_loss, redirection_loss
 
-__all__ = ["LossContext", "Term", "Objective", "hysac_objective", "safeclip_objective", "safer_clip_objective", "OBJECTIVES", "get_objective"]
+__all__ = ["LossContext", "Term", "Objective", "hysac_objective", "safeclip_objective", "safer_clip_objective", "clip_pretrain_objective", "OBJECTIVES", "get_objective"]
 
 
 @dataclass
@@ -177,7 +177,18 @@ def safer_clip_objective() -> Objective:
     )
 
 
+def clip_pretrain_objective() -> Objective:
+    """Plain CLIP training on safe and unsafe pairs alike (stands in for web-scale pretraining
+    that has seen unsafe data): contrastive (T, V) and (T*, V*) with the model's logit scale."""
+    return Objective(
+        name="clip-pretrain",
+        geometry="euclidean",
+        terms=(Term("contrastive", ("T", "V")), Term("contrastive", ("T*", "V*"))),
+    )
+
+
 OBJECTIVES: dict[str, Callable[[], Objective]] = {
+    "clip-pretrain": clip_pretrain_objective,
     "hysac": hysac_objective,
     "safeclip": safeclip_objective,
     "safer-clip": safer_clip_objective,

@@ -1,0 +1,94 @@
+"""A torch Dataset over quadruplet rows: preprocessed images and pre-tokenised captions."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Sequence
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from .manifest import Quadruplet
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["QuadrupletDataset", "load_image"]
+
+
+def load_image(path: str, preprocess: Callable, *, row_id: str = "?", field: str = "image") -> torch.Tensor:
+    """Open an image file and preprocess it; unreadable files raise ``ValueError`` naming row and field."""
+    try:
+        with Image.open(path) as im:
+            return preprocess(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"row {row_id}, field {field!r}: unreadable image {path} ({e})") from e
+
+
+class QuadrupletDataset(Dataset):
+    """Items are dicts with ``index``, ``text``, ``unsafe_text`` (token ids) and, for rows with
+    images, ``image`` and ``unsafe_image`` (preprocessed tensors).
+
+    ``preload=True`` decodes every image once up front (fast epochs for small datasets);
+    ``targets[i]`` (optional) names the row whose safe caption/image is row ``i``'s proximal safe
+    target (SafeR-CLIP), yielded as ``target_text``/``target_image``.
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[Quadruplet],
+        *,
+        preprocess: Callable | None,
+        tokenizer: Callable,
+        preload: bool = False,
+        targets: Sequence[int] | None = None,
+    ):
+        if not rows:
+            raise ValueError("QuadrupletDataset needs at least one row")
+        self.rows = list(rows)
+        self.preprocess = preprocess
+        self.has_images = all(r.safe_image is not None for r in self.rows)
+        if not self.has_images and any(r.safe_image is not None for r in self.rows):
+            raise ValueError("mixing rows with and without images in one dataset is not supported")
+        if self.has_images and preprocess is None:
+            raise ValueError("rows have images: pass the model's preprocess")
+        self.safe_tokens = tokenizer([r.safe_text for r in self.rows])
+        self.unsafe_tokens = tokenizer([r.unsafe_text for r in self.rows])
+        self.targets = None if targets is None else torch.as_tensor(targets, dtype=torch.long)
+        if self.targets is not None and self.targets.shape != (len(self.rows),):
+            raise ValueError(f"targets must have one entry per row ({len(self.rows)}), got {tuple(self.targets.shape)}")
+        self._images: torch.Tensor | None = None
+        if preload and self.has_images:
+            self._images = torch.stack(
+                [torch.stack([self._load(i, "safe_image"), self._load(i, "unsafe_image")])
+                 for i in tqdm(range(len(self.rows)), desc="loading images", leave=False, mininterval=1.0)]
+            )
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _load(self, i: int, field: str) -> torch.Tensor:
+        row = self.rows[i]
+        return load_image(getattr(row, field), self.preprocess, row_id=row.id, field=field)
+
+    def image(self, i: int, unsafe: bool = False) -> torch.Tensor:
+        if self._images is not None:
+            return self._images[i, int(unsafe)]
+        return self._load(i, "unsafe_image" if unsafe else "safe_image")
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        item = {"index": torch.tensor(i), "text": self.safe_tokens[i], "unsafe_text": self.unsafe_tokens[i]}
+        if self.has_images:
+            item["image"] = self.image(i)
+            item["unsafe_image"] = self.image(i, unsafe=True)
+        if self.targets is not None:
+            t = int(self.targets[i])
+            item["target_text"] = self.safe_tokens[t]
+            if self.has_images:
+                item["target_image"] = self.image(t)
+        return item
+
+    @property
+    def categories(self) -> list[str]:
+        return [r.category for r in self.rows]

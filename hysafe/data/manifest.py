@@ -1,0 +1,175 @@
+"""On-disk quadruplet manifests: JSONL, CSV or Parquet rows with image paths relative to a root.
+
+One row per quadruplet::
+
+    {"id": "q0001", "safe_text": "a red circle ...", "unsafe_text": "a red circle ... blood",
+     "safe_image": "images/q0001_safe.png", "unsafe_image": "images/q0001_unsafe.png",
+     "category": "blood", "split": "train"}
+
+Required: ``safe_text``, ``unsafe_text``. Optional: ``id`` (defaults to the row number),
+``safe_image``, ``unsafe_image`` (omit both for text-only use), ``category``, ``split``
+(default ``"train"``). Image paths are relative to ``root`` (default: the manifest's folder).
+Any other column is an error, so a typo never silently drops a field.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Quadruplet", "ManifestError", "REQUIRED", "OPTIONAL", "load_manifest", "write_manifest", "read_rows"]
+
+REQUIRED = ("safe_text", "unsafe_text")
+OPTIONAL = ("id", "safe_image", "unsafe_image", "category", "split")
+SPLITS = ("train", "validation", "test")
+
+
+class ManifestError(ValueError):
+    """A bad manifest row; the message names the file, the row and the field."""
+
+
+@dataclass(frozen=True)
+class Quadruplet:
+    id: str
+    safe_text: str
+    unsafe_text: str
+    safe_image: str | None = None  # absolute path, or None for text-only rows
+    unsafe_image: str | None = None
+    category: str = "unknown"
+    split: str = "train"
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    """``(row_number, row)`` pairs from a JSONL, CSV or Parquet file (row numbers are 1-based
+    data rows; for CSV the header is not counted)."""
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        with path.open(encoding="utf-8") as f:
+            for i, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ManifestError(f"{path}, row {i}: invalid JSON ({e.msg})") from e
+                if not isinstance(row, dict):
+                    raise ManifestError(f"{path}, row {i}: expected a JSON object, got {type(row).__name__}")
+                yield i, row
+    elif suffix in (".csv", ".tsv"):
+        with path.open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+            for i, row in enumerate(reader, start=1):
+                yield i, {k: v for k, v in row.items() if v not in ("", None)}
+    elif suffix == ".parquet":
+        try:
+            import pandas as pd
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ManifestError(f"{path}: reading Parquet needs pandas and pyarrow (pip install pandas pyarrow)") from e
+        for i, row in enumerate(pd.read_parquet(path).to_dict("records"), start=1):
+            yield i, {k: v for k, v in row.items() if v is not None and v == v}
+    else:
+        raise ManifestError(f"{path}: unsupported manifest type {suffix!r}; use .jsonl, .csv, .tsv or .parquet")
+
+
+def _check_image(path: Path, i: int, field: str, full: Path) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(full) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ManifestError(f"{path}, row {i}, field {field!r}: unreadable image {full} ({e})") from e
+
+
+def _parse_row(path: Path, i: int, row: dict, root: Path, check_files: bool, verify_images: bool) -> Quadruplet:
+    unknown = set(row) - set(REQUIRED) - set(OPTIONAL)
+    if unknown:
+        raise ManifestError(f"{path}, row {i}: unknown column(s) {sorted(unknown)}; allowed: {REQUIRED + OPTIONAL}")
+    for field in REQUIRED:
+        value = row.get(field)
+        if not isinstance(value, str) or not value.strip():
+            raise ManifestError(f"{path}, row {i}, field {field!r}: empty or missing caption")
+    split = str(row.get("split", "train"))
+    if split not in SPLITS:
+        raise ManifestError(f"{path}, row {i}, field 'split': {split!r} is not one of {SPLITS}")
+    images = {}
+    for field in ("safe_image", "unsafe_image"):
+        rel = row.get(field)
+        if rel is None:
+            images[field] = None
+            continue
+        full = (root / str(rel)).resolve()
+        if check_files and not full.is_file():
+            raise ManifestError(f"{path}, row {i}, field {field!r}: image file not found: {full}")
+        if verify_images:
+            _check_image(path, i, field, full)
+        images[field] = str(full)
+    if (images["safe_image"] is None) != (images["unsafe_image"] is None):
+        raise ManifestError(f"{path}, row {i}: give both safe_image and unsafe_image, or neither (text-only)")
+    return Quadruplet(
+        id=str(row.get("id", i)),
+        safe_text=row["safe_text"].strip(),
+        unsafe_text=row["unsafe_text"].strip(),
+        category=str(row.get("category", "unknown")),
+        split=split,
+        **images,
+    )
+
+
+def load_manifest(
+    path: str | Path,
+    *,
+    root: str | Path | None = None,
+    split: str | None = None,
+    skip_bad_rows: bool = False,
+    check_files: bool = True,
+    verify_images: bool = False,
+) -> list[Quadruplet]:
+    """Read and validate a manifest. Bad rows raise :class:`ManifestError` naming file, row and
+    field; with ``skip_bad_rows=True`` they are dropped and counted in a warning instead.
+
+    ``check_files`` checks that image files exist; ``verify_images`` also decodes their headers
+    (slower; catches truncated or non-image files up front instead of mid-training)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    root = Path(root) if root is not None else path.parent
+    rows, skipped = [], []
+    for i, raw in read_rows(path):
+        try:
+            q = _parse_row(path, i, raw, root, check_files, verify_images)
+        except ManifestError as e:
+            if not skip_bad_rows:
+                raise
+            skipped.append(str(e))
+            continue
+        if split is None or q.split == split:
+            rows.append(q)
+    if skipped:
+        logger.warning("skipped %d bad row(s) of %s; first: %s", len(skipped), path, skipped[0])
+    if not rows:
+        raise ManifestError(f"{path}: no usable rows" + (f" in split {split!r}" if split else ""))
+    return rows
+
+
+def write_manifest(rows: Iterable[Quadruplet], path: str | Path, *, root: str | Path | None = None) -> Path:
+    """Write rows as JSONL with image paths relative to ``root`` (default: the manifest's folder)."""
+    path = Path(path)
+    root = Path(root) if root is not None else path.parent
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for q in rows:
+            d = asdict(q)
+            for field in ("safe_image", "unsafe_image"):
+                if d[field] is None:
+                    del d[field]
+                else:
+                    d[field] = str(Path(d[field]).resolve().relative_to(root.resolve()))
+            f.write(json.dumps(d) + "\n")
+    return path
