@@ -4,6 +4,9 @@ Embedding names: ``T``, ``V`` (safe text/image, trained towers), ``T*``, ``V*`` 
 ``T0``, ``V0``, ``T0*``, ``V0*`` (the same inputs through the frozen original towers), and
 ``T0^``, ``V0^`` (frozen embeddings of the proximal safe target, SafeR-CLIP).
 
+A term input may join populations along the batch with ``|`` (``"T|T*"``: safe then unsafe
+texts), so that they compete in one softmax.
+
 An objective returns the weighted total and every term's value by name, for logging.
 """
 
@@ -53,6 +56,10 @@ LOSSES: dict[str, Callable[..., Tensor]] = {
 }
 
 
+def _resolve(embeddings: dict[str, Tensor], name: str) -> Tensor:
+    return embeddings[name] if "|" not in name else torch.cat([embeddings[p] for p in name.split("|")])
+
+
 @dataclass(frozen=True)
 class Term:
     """One weighted loss term: ``weight * LOSSES[loss](ctx, *embeddings[inputs])``."""
@@ -88,7 +95,8 @@ class Objective:
 
     @property
     def inputs(self) -> set[str]:
-        return {i for t in self.terms for i in t.inputs}
+        """Atomic embedding names the terms read (joined inputs ``"A|B"`` split)."""
+        return {part for t in self.terms for i in t.inputs for part in i.split("|")}
 
     def with_weights(self, **weights: float) -> "Objective":
         """Copy with some term weights changed, by term name (``with_weights(**{"entailment(T,V)": 0.5})``)."""
@@ -105,7 +113,7 @@ class Objective:
         total: Tensor | float = 0.0
         logs: dict[str, float] = {}
         for term in self.terms:
-            value = LOSSES[term.loss](ctx, *(embeddings[i] for i in term.inputs))
+            value = LOSSES[term.loss](ctx, *(_resolve(embeddings, i) for i in term.inputs))
             total = total + term.weight * value
             logs[term.name] = float(value.detach())
         if self.normalize:
@@ -179,12 +187,9 @@ def safer_clip_objective() -> Objective:
 
 def clip_pretrain_objective() -> Objective:
     """Plain CLIP training on safe and unsafe pairs alike (stands in for web-scale pretraining
-    that has seen unsafe data): contrastive (T, V) and (T*, V*) with the model's logit scale."""
-    return Objective(
-        name="clip-pretrain",
-        geometry="euclidean",
-        terms=(Term("contrastive", ("T", "V")), Term("contrastive", ("T*", "V*"))),
-    )
+    that has seen unsafe data): one contrastive term over the joined batch ``[T; T*]`` vs
+    ``[V; V*]`` with the model's logit scale, so safe and unsafe versions are negatives of each other."""
+    return Objective(name="clip-pretrain", geometry="euclidean", terms=(Term("contrastive", ("T|T*", "V|V*")),))
 
 
 OBJECTIVES: dict[str, Callable[[], Objective]] = {

@@ -1,0 +1,115 @@
+"""Exact and approximate retrieval on faiss, for cosine and Lorentz spaces alike.
+
+Both spaces reduce nearest-neighbour search to maximum inner product over the vectors of
+:meth:`Space.query_vectors` / :meth:`Space.gallery_vectors` (for the Lorentz model ``[x, x_t]``
+and ``[y, -y_t]``, whose plain inner product is the Lorentzian one), so one faiss inner-product
+index serves every model. Results come back as true distances in the model's space.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+from torch import Tensor
+
+from hysafe.geometry import Space, space_from_dict
+
+from .traversal import traverse
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RetrievalIndex"]
+
+
+def _np(x: Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().float().cpu().numpy())
+
+
+class RetrievalIndex:
+    """A faiss inner-product index over embeddings of one :class:`Space`.
+
+    ``kind="flat"`` is exact; ``kind="ivf"`` clusters the gallery into ``nlist`` lists and probes
+    ``nprobe`` of them per query (train it with :meth:`train` or let :meth:`add` do it).
+    """
+
+    def __init__(self, space: Space, dim: int, *, kind: str = "flat", nlist: int = 1024, nprobe: int = 32):
+        if kind not in ("flat", "ivf"):
+            raise ValueError(f"kind must be 'flat' or 'ivf', got {kind!r}")
+        self.space, self.dim, self.kind, self.nlist, self.nprobe = space, dim, kind, nlist, nprobe
+        vec_dim = space.gallery_vectors(torch.zeros(1, dim)).shape[-1]
+        if kind == "flat":
+            self.index = faiss.IndexFlatIP(vec_dim)
+        else:
+            self._quantizer = faiss.IndexFlatIP(vec_dim)
+            self.index = faiss.IndexIVFFlat(self._quantizer, vec_dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            self.index.nprobe = nprobe
+
+    def __len__(self) -> int:
+        return self.index.ntotal
+
+    def _check(self, x: Tensor, name: str) -> None:
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"{name} must be (N, {self.dim}), got {tuple(x.shape)}")
+
+    def train(self, sample: Tensor) -> None:
+        """Train the IVF quantizer on (a sample of) gallery embeddings."""
+        self._check(sample, "sample")
+        if self.kind == "ivf" and not self.index.is_trained:
+            if sample.shape[0] < self.nlist:
+                raise ValueError(f"IVF with nlist={self.nlist} needs at least that many training vectors, got {sample.shape[0]}")
+            self.index.train(_np(self.space.gallery_vectors(sample)))
+
+    def add(self, gallery: Tensor, *, batch_size: int = 65536) -> None:
+        """Add gallery embeddings ``(N, D)`` in batches (ids continue from the current size)."""
+        self._check(gallery, "gallery")
+        if not self.index.is_trained:
+            self.train(gallery)
+        for i in range(0, gallery.shape[0], batch_size):
+            self.index.add(_np(self.space.gallery_vectors(gallery[i : i + batch_size])))
+
+    def search(
+        self, queries: Tensor, k: int, *, tau: float | Tensor | None = None, batch_size: int = 4096
+    ) -> tuple[Tensor, Tensor]:
+        """Top-``k`` ``(distances, indices)``, each ``(Q, k)``, nearest first.
+
+        ``tau``: traverse the queries toward the root first (:func:`~hysafe.traversal.traverse`).
+        """
+        self._check(queries, "queries")
+        if len(self) == 0:
+            raise ValueError("the index is empty: add() a gallery first")
+        if tau is not None:
+            queries = traverse(queries, tau, self.space)
+        k = min(k, len(self))
+        dists, ids = [], []
+        for i in range(0, queries.shape[0], batch_size):
+            ip, idx = self.index.search(_np(self.space.query_vectors(queries[i : i + batch_size])), k)
+            dists.append(self.space.distance_from_inner(torch.from_numpy(ip)))
+            ids.append(torch.from_numpy(idx))
+        return torch.cat(dists), torch.cat(ids)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``PATH`` (faiss index) and ``PATH.json`` (space, dim, kind)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(self.index, str(path))
+        meta = {"space": self.space.to_dict(), "dim": self.dim, "kind": self.kind, "nlist": self.nlist, "nprobe": self.nprobe}
+        Path(f"{path}.json").write_text(json.dumps(meta))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RetrievalIndex":
+        path = Path(path)
+        meta_path = Path(f"{path}.json")
+        if not path.is_file() or not meta_path.is_file():
+            raise FileNotFoundError(f"index files not found: {path} and {meta_path}")
+        meta = json.loads(meta_path.read_text())
+        obj = cls(space_from_dict(meta["space"]), meta["dim"], kind=meta["kind"], nlist=meta["nlist"], nprobe=meta["nprobe"])
+        obj.index = faiss.read_index(str(path))
+        if obj.kind == "ivf":
+            obj.index.nprobe = obj.nprobe
+        return obj
