@@ -116,9 +116,14 @@ def read_metadata(path: str | Path) -> dict:
 
 
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> SafetyModel:
-    """Restore a :class:`CLIP`, :class:`SafeCLIP` or :class:`HySAC` saved by :func:`save_model`."""
+    """Restore a :class:`CLIP`, :class:`SafeCLIP` or :class:`HySAC` saved by :func:`save_model`
+    (or a :class:`~hysafe.features.FeatureHead` saved by :func:`~hysafe.features.save_head`)."""
     path = Path(path)
     meta = read_metadata(path)
+    if meta["form"] == "head":
+        from .features import load_head
+
+        return load_head(path)
     config = ModelConfig(**meta["config"])
     if meta["form"] == "merged":
         config.backbone.pretrained = str(path)  # the file may have moved since it was written

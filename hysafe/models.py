@@ -171,24 +171,23 @@ class SafeCLIP(SafetyModel):
         return EuclideanSpace()
 
 
-class HySAC(SafetyModel):
-    """Hyperbolic safety-aware CLIP (Lorentz model).
+class HyperbolicScalarsMixin:
+    """Learnable HySAC scalars, stored as logs, and their one explicit projection.
 
-    Learnable scalars are stored as logs and projected by :meth:`clamp_parameters_`:
     ``log_curv`` in ``[log(c0/10), log(10 c0)]``, ``log_alpha_image/text <= 0``,
-    ``log_logit_scale`` in ``[log(1/0.07), log(logit_scale_max)]``.
+    ``log_logit_scale`` in ``[log(logit_scale_init), log(logit_scale_max)]``.
     """
 
-    kind = "hysac"
+    SCALARS = ("log_curv", "log_alpha_image", "log_alpha_text", "log_logit_scale")
 
-    def __init__(self, backbone: Backbone, config: ModelConfig):
-        super().__init__(backbone, config)
-        alpha = config.alpha_init if config.alpha_init is not None else self.embed_dim**-0.5
-        self.log_curv = nn.Parameter(torch.tensor(math.log(config.curv_init)), requires_grad=config.learn_curv)
+    def _init_scalars(self, embed_dim: int, *, curv_init: float, learn_curv: bool, alpha_init: float | None,
+                      logit_scale_init: float, logit_scale_max: float) -> None:
+        alpha = alpha_init if alpha_init is not None else embed_dim**-0.5
+        self._bounds = (curv_init, logit_scale_init, logit_scale_max)
+        self.log_curv = nn.Parameter(torch.tensor(math.log(curv_init)), requires_grad=learn_curv)
         self.log_alpha_image = nn.Parameter(torch.tensor(math.log(alpha)))
         self.log_alpha_text = nn.Parameter(torch.tensor(math.log(alpha)))
-        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
-        self.to(self.device)
+        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init)))
 
     @property
     def curv(self) -> Tensor:
@@ -198,31 +197,45 @@ class HySAC(SafetyModel):
     def logit_scale(self) -> Tensor:
         return self.log_logit_scale.exp()
 
+    @property
+    def space(self) -> Space:
+        return LorentzSpace(curv=float(self.curv.detach()))
+
     def lift(self, features: Tensor, log_alpha: Tensor) -> Tensor:
         """Scale Euclidean features by ``alpha`` and map them onto the hyperboloid (float32 math)."""
         return L.exp_map0(features.float() * log_alpha.exp(), curv=self.curv)
+
+    @torch.no_grad()
+    def clamp_parameters_(self) -> None:
+        c0, scale_init, scale_max = self._bounds
+        self.log_curv.clamp_(math.log(c0 / 10), math.log(c0 * 10))
+        self.log_alpha_image.clamp_(max=0.0)
+        self.log_alpha_text.clamp_(max=0.0)
+        self.log_logit_scale.clamp_(math.log(scale_init), math.log(scale_max))
+
+    def scalars(self) -> dict[str, float]:
+        return {n: float(getattr(self, n).detach()) for n in self.SCALARS}
+
+
+class HySAC(HyperbolicScalarsMixin, SafetyModel):
+    """Hyperbolic safety-aware CLIP (Lorentz model): LoRA-adapted towers, features scaled by
+    learnable ``alpha`` and lifted with ``exp_map0`` under a learnable curvature."""
+
+    kind = "hysac"
+
+    def __init__(self, backbone: Backbone, config: ModelConfig):
+        super().__init__(backbone, config)
+        self._init_scalars(
+            self.embed_dim, curv_init=config.curv_init, learn_curv=config.learn_curv, alpha_init=config.alpha_init,
+            logit_scale_init=config.logit_scale_init, logit_scale_max=config.logit_scale_max,
+        )
+        self.to(self.device)
 
     def encode_image(self, images: Tensor) -> Tensor:
         return self.lift(self.raw_image_features(images), self.log_alpha_image)
 
     def encode_text(self, tokens: Tensor) -> Tensor:
         return self.lift(self.raw_text_features(tokens), self.log_alpha_text)
-
-    @property
-    def space(self) -> Space:
-        return LorentzSpace(curv=float(self.curv.detach()))
-
-    @torch.no_grad()
-    def clamp_parameters_(self) -> None:
-        c0 = self.config.curv_init
-        self.log_curv.clamp_(math.log(c0 / 10), math.log(c0 * 10))
-        self.log_alpha_image.clamp_(max=0.0)
-        self.log_alpha_text.clamp_(max=0.0)
-        self.log_logit_scale.clamp_(math.log(self.config.logit_scale_init), math.log(self.config.logit_scale_max))
-
-    def scalars(self) -> dict[str, float]:
-        names = ("log_curv", "log_alpha_image", "log_alpha_text", "log_logit_scale")
-        return {n: float(getattr(self, n).detach()) for n in names}
 
 
 MODEL_KINDS = {"clip": CLIP, "safeclip": SafeCLIP, "hysac": HySAC}

@@ -265,8 +265,10 @@ def _load_training_state(path: Path, model, optimizer, scheduler, scaler) -> dic
 # ------------------------------------------------------------------------------ data helpers
 
 
-def _as_dataset(data, model: SafetyModel, split: str, preload: bool) -> QuadrupletDataset | None:
-    if data is None or isinstance(data, QuadrupletDataset):
+def _as_dataset(data, model: SafetyModel, split: str, preload: bool):
+    from .features import FeatureDataset
+
+    if data is None or isinstance(data, (QuadrupletDataset, FeatureDataset)):
         return data
     if isinstance(data, (str, Path)):
         try:
@@ -380,6 +382,8 @@ def train(
     val_source = val_data if val_data is not None else (data if isinstance(data, (str, Path)) else None)
     val_set = _as_dataset(val_source, model, "validation", preload) if cfg.validate else None
     if objective.inputs & {"T0^", "V0^"}:
+        if not isinstance(train_set, QuadrupletDataset):
+            raise ValueError(f"objective {objective.name!r} needs captions to pick proximal targets; cached features carry none")
         train_set = _with_targets(train_set, nearest_safe_targets(model, train_set))
     if not train_set.has_images and objective.inputs & {"V", "V*", "V0", "V0*", "V0^"}:
         raise ValueError(f"objective {objective.name!r} needs images, but the training rows are text-only")
@@ -511,6 +515,11 @@ def train(
 
 
 def _save_best(model: SafetyModel, path: Path, extra: dict) -> None:
+    from .features import FeatureHead, save_head
+
+    if isinstance(model, FeatureHead):
+        save_head(model, path)
+        return
     # models trained from random init cannot be rebuilt from an adapter: store them merged
     merged = model.config.backbone.pretrained is None or model.peft is None
     save_model(model, path, merged=merged, bounds=model.bounds, extra=extra)

@@ -1,0 +1,22 @@
+"""Quadruplet data: manifests, ViSU, the synthetic world, and the torch Dataset."""
+
+from .categories import CATEGORIES, I2P_GROUPS, category_group
+from .dataset import QuadrupletDataset, load_image
+from .manifest import ManifestError, Quadruplet, load_manifest, write_manifest
+from .synthetic import WorldConfig, generate_world
+from .visu import load_visu
+
+__all__ = [
+    "CATEGORIES",
+    "I2P_GROUPS",
+    "category_group",
+    "QuadrupletDataset",
+    "load_image",
+    "ManifestError",
+    "Quadruplet",
+    "load_manifest",
+    "write_manifest",
+    "WorldConfig",
+    "generate_world",
+    "load_visu",
+]

@@ -1,0 +1,142 @@
+"""hysafe.train: exact resume, 2-process DDP equivalence, SafeR targets, feature heads."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from hysafe.backbone import TINY_MODEL, LoraConfig
+from hysafe.checkpoint import load_model
+from hysafe.data import QuadrupletDataset, WorldConfig, generate_world, load_manifest
+from hysafe.features import FeatureDataset, FeatureHead, cache_features
+from hysafe.models import create_model
+from hysafe.training import ResumableBatchSampler, TrainConfig, nearest_safe_targets, train
+
+LORA = LoraConfig(r=4, alpha=8.0, dropout=0.1)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return generate_world(tmp_path_factory.mktemp("world"), WorldConfig(n_train=64, n_val=16, n_test=16, seed=1))
+
+
+def trainable(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad and not n.startswith("reference.")}
+
+
+def fresh(kind, tiny_base, lora=LORA):
+    torch.manual_seed(0)  # LoRA initialisation draws from the global RNG
+    return create_model(kind, TINY_MODEL, tiny_base, lora=lora)
+
+
+def test_sampler_splits_global_batches_across_ranks():
+    single = list(ResumableBatchSampler(20, 8, seed=3))
+    ranks = [list(ResumableBatchSampler(20, 4, seed=3, rank=r, world=2)) for r in range(2)]
+    assert len(single) == 2 and all(len(r) == 2 for r in ranks)
+    for b in range(2):
+        assert single[b] == ranks[0][b] + ranks[1][b]
+    s = ResumableBatchSampler(20, 8, seed=3)
+    s.set_epoch(0, start_batch=1)
+    assert list(s) == single[1:]
+    with pytest.raises(ValueError, match="smaller than one global batch"):
+        ResumableBatchSampler(5, 8, seed=0)
+
+
+def test_killed_mid_epoch_then_resumed_equals_uninterrupted(world, tiny_base, tmp_path):
+    cfg = dict(epochs=2, batch_size=8, lr=3e-3, checkpoint_every=3, validate=False, progress=False, warmup_steps=2)
+    full = train(fresh("hysac", tiny_base), world, "hysac", TrainConfig(**cfg, output_dir=str(tmp_path / "a")))
+    assert full.steps == 16
+
+    class Kill(Exception):
+        pass
+
+    def kill_at_step_5(record):
+        if record["step"] == 5:  # after the checkpoint at step 3, mid-epoch
+            raise Kill
+
+    with pytest.raises(Kill):
+        train(fresh("hysac", tiny_base), world, "hysac", TrainConfig(**cfg, output_dir=str(tmp_path / "b")), callbacks=[kill_at_step_5])
+    assert (tmp_path / "b" / "last.safetensors").is_file()
+    resumed = train(fresh("hysac", tiny_base), world, "hysac", TrainConfig(**cfg, output_dir=str(tmp_path / "b")))
+    a, b = trainable(full.model), trainable(resumed.model)
+    assert a.keys() == b.keys() and resumed.steps == 16
+    # Model, optimiser, scheduler, RNG and sampler position are restored exactly; MKL's GEMM
+    # sums in an alignment-dependent order, so a fresh process may differ in the last bits.
+    for n in a:
+        assert torch.allclose(a[n], b[n], atol=1e-6, rtol=1e-5), n
+    assert not any(torch.allclose(a[n], trainable(fresh("hysac", tiny_base))[n]) for n in a if "lora_B" in n)
+
+
+def _ddp_worker(rank, world_size, port, tiny_base, manifest, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    losses = []
+    model = fresh("hysac", tiny_base, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0))
+    res = train(model, manifest, "hysac", TrainConfig(epochs=1, batch_size=8 // world_size, lr=3e-3, validate=False, progress=False),
+                callbacks=[lambda r: losses.append(r["total"])])
+    out[rank] = (losses[:3], {n: p for n, p in trainable(res.model).items()})
+    dist.destroy_process_group()
+
+
+def test_two_process_gloo_matches_single_process_global_batch(world, tiny_base):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = mp.Manager().dict()
+    mp.spawn(_ddp_worker, args=(2, port, tiny_base, str(world), out), nprocs=2, join=True)
+    losses = []
+    single = train(fresh("hysac", tiny_base, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0)), world, "hysac",
+                   TrainConfig(epochs=1, batch_size=8, lr=3e-3, validate=False, progress=False), callbacks=[lambda r: losses.append(r["total"])])
+    (l0, w0), (l1, w1) = out[0], out[1]
+    # each rank's loss covers its own queries against the global batch: their mean is the global loss
+    for step in range(3):
+        assert (l0[step] + l1[step]) / 2 == pytest.approx(losses[step], abs=1e-4)
+    ref = trainable(single.model)
+    for n in ref:
+        assert torch.allclose(w0[n], w1[n])  # ranks stay in sync
+        assert torch.allclose(w0[n], ref[n], atol=1e-5), n
+
+
+def test_safer_clip_targets_and_training(world, tiny_base):
+    model = fresh("safeclip", tiny_base)
+    rows = load_manifest(world, split="train")
+    ds = QuadrupletDataset(rows, preprocess=model.preprocess, tokenizer=model.tokenizer)
+    targets = nearest_safe_targets(model, ds)
+    with torch.no_grad():
+        safe = torch.nn.functional.normalize(model.encode_text_ref(ds.safe_tokens), dim=-1)
+        unsafe = torch.nn.functional.normalize(model.encode_text_ref(ds.unsafe_tokens), dim=-1)
+    assert targets == (unsafe @ safe.T).argmax(1).tolist()
+    res = train(model, world, "safer-clip", TrainConfig(epochs=1, batch_size=16, lr=1e-3, optimizer="adam", progress=False))
+    assert res.steps == 4 and set(res.bounds) == {"S", "U", "V", "G"}
+    with pytest.raises(ValueError, match="needs a HySAC model"):
+        train(model, world, "hysac", TrainConfig(epochs=1, progress=False))
+
+
+def test_feature_head_strategy(world, tiny_base, tmp_path):
+    clip = create_model("clip", TINY_MODEL, tiny_base)
+    rows = load_manifest(world, split="train")
+    ds = QuadrupletDataset(rows, preprocess=clip.preprocess, tokenizer=clip.tokenizer)
+    path = cache_features(clip, ds, tmp_path / "feats.safetensors")
+    feats = FeatureDataset.load(path)
+    assert len(feats) == 64 and feats.dims == (64, 64)
+    with torch.no_grad():
+        assert torch.allclose(feats[3]["text"], clip.encode_text(ds[3]["text"][None])[0], atol=1e-5)
+    for kind in ("hysac", "safeclip"):
+        head = FeatureHead(*feats.dims, kind=kind)
+        res = train(head, feats, None if kind == "hysac" else "safeclip",
+                    TrainConfig(epochs=3, batch_size=16, lr=1e-2, progress=False, output_dir=str(tmp_path / kind)),
+                    val_data=feats.subset(range(32)))
+        assert res.best_checkpoint is not None
+        loaded = load_model(res.best_checkpoint)
+        x = feats.features["image"][:5]
+        with torch.no_grad():
+            assert torch.allclose(loaded.encode_image(x), res.model.encode_image(x), atol=1e-6)
+        assert loaded.bounds == res.bounds
+    with pytest.raises(ValueError, match="missing"):
+        FeatureDataset(image=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="NaN/Inf"):
+        FeatureDataset(image=torch.full((2, 3), float("nan")), unsafe_image=torch.zeros(2, 3), text=torch.zeros(2, 3), unsafe_text=torch.zeros(2, 3))
