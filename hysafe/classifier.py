@@ -28,7 +28,7 @@ from .data.categories import CATEGORIES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NSFWClassifier", "classification_metrics", "choose_threshold", "CONCEPT_TEMPLATE"]
+__all__ = ["NSFWClassifier", "classification_metrics", "choose_threshold", "threshold_from_bounds", "CONCEPT_TEMPLATE"]
 
 CONCEPT_TEMPLATE = "a picture showing {}"
 
@@ -128,3 +128,12 @@ class NSFWClassifier:
 
         clf = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(prep(embeddings), _np(labels).astype(int))
         return cls(scorer=lambda e: torch.from_numpy(clf.decision_function(prep(e))), name="logistic-probe", threshold=0.0)
+
+
+def threshold_from_bounds(bounds: dict, modality: str) -> float:
+    """A distance-to-root threshold from stored bounds with no labelled data at hand: the midpoint
+    between the mean distance of the safe and the unsafe population of that modality."""
+    safe, unsafe = {"text": ("S", "U"), "image": ("V", "G")}[modality]
+    if not bounds or safe not in bounds or unsafe not in bounds:
+        raise ValueError(f"the checkpoint has no {safe}/{unsafe} bounds: pass --threshold or fit one on labelled data")
+    return 0.5 * (bounds[safe]["avg"] + bounds[unsafe]["avg"])
