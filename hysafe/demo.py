@@ -149,9 +149,12 @@ def _plots(models, emb, comparison, cfg: DemoConfig, folder: Path) -> dict[str, 
     plot_poincare_disk(hy.space, hy_emb, files["HySAC in the Poincare disk"])
     tau = resolve_tau(f"V.{cfg.traversal}" if cfg.traversal in ("avg", "low_05", "up_95") else cfg.traversal,
                       bounds=hy.bounds, space=hy.space)
-    n = min(8, hy_emb["T*"].shape[0])
-    plot_traversal(hy.space, hy_emb["T*"][:n], hy_emb["V"], hy_emb["V*"], files["traversal paths"], tau=tau,
-                   labels=[f"unsafe text {i}" for i in range(n)])
+    # show the queries that need traversal: those whose nearest image is unsafe before moving
+    gallery = torch.cat([hy_emb["V"], hy_emb["V*"]])
+    first_hit_unsafe = hy.space.similarity(hy_emb["T*"], gallery).argmax(1) >= hy_emb["V"].shape[0]
+    order = torch.cat([torch.nonzero(first_hit_unsafe).flatten(), torch.nonzero(~first_hit_unsafe).flatten()])[:8]
+    plot_traversal(hy.space, hy_emb["T*"][order], hy_emb["V"], hy_emb["V*"], files["traversal paths"], tau=tau,
+                   labels=[f"unsafe text #{int(i)}" for i in order])
     curves = {}
     for name, m in models.items():
         clf = NSFWClassifier.root_distance(m.space) if m.space.name == "lorentz" else NSFWClassifier.concept_similarity(m)

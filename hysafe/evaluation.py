@@ -170,7 +170,8 @@ class Comparison:
 
     def to_csv(self) -> str:
         rows = self.retrieval_rows()
-        keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("model", "setting", "traversal", "tau"), k))
+        lead = ["model", "setting", "traversal", "tau"]
+        keys = lead + sorted({k for r in rows for k in r} - set(lead))
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=keys)
         writer.writeheader()

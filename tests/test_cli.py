@@ -1,0 +1,100 @@
+"""The hysafe CLI: every subcommand's happy path on a quick demo, and its bad-input errors."""
+
+import json
+
+import pytest
+
+from hysafe.cli import main
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_demo_writes_report_metrics_plots_and_checkpoints(demo):
+    report = (demo / "report.md").read_text()
+    assert "## Comparison on the test split" in report and "| HySAC + traversal |" in report
+    metrics = json.loads((demo / "metrics.json").read_text())
+    assert set(metrics["retrieval"]) == {"CLIP", "Safe-CLIP", "HySAC"}
+    for name in ("root_distances", "poincare_disk", "traversal", "roc_curves", "recall_bars"):
+        png = demo / "plots" / f"{name}.png"
+        assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+        assert f"plots/{name}.png" in report
+    for ck in ("clip-pretrained", "safeclip", "hysac", "hysac-merged"):
+        assert (demo / "checkpoints" / f"{ck}.safetensors").is_file()
+    assert json.loads((demo / "timings.json").read_text())["total"] > 0
+
+
+def test_evaluate_classify_traverse_plot_embed_train(demo, tmp_path, capsys):
+    manifest = str(demo / "world" / "manifest.jsonl")
+    hysac = str(demo / "checkpoints" / "hysac.safetensors")
+    clip = str(demo / "checkpoints" / "clip-pretrained.safetensors")
+    assert main(["evaluate", "--checkpoint", f"HySAC={hysac}", "--clip-pretrained", clip, "--data", manifest, "--out", str(tmp_path / "eval")]) == 0
+    assert "| HySAC + traversal |" in (tmp_path / "eval" / "comparison.md").read_text()
+    capsys.readouterr()
+    assert main(["classify", "--checkpoint", hysac, "--text", "a small red circle at the top left on a blue background",
+                 "--text", "a small red circle at the top left on a blue background, covered in blood",
+                 "--image", str(demo / "world/images/test/te000000_unsafe.png"), "--manifest", manifest]) == 0
+    out = capsys.readouterr().out
+    assert out.count("text:") == 2 and "image:" in out and "ROC-AUC" in out
+    assert main(["traverse", "--checkpoint", hysac, "--data", manifest, "--query", "a large blue cross, in a pool of blood", "-k", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "with traversal" in out and out.count(" d=") == 6
+    assert main(["plot", "--checkpoint", f"HySAC={hysac}", "--data", manifest, "--out", str(tmp_path / "plots"), "--format", "svg"]) == 0
+    assert (tmp_path / "plots" / "root_distances.svg").is_file() and (tmp_path / "plots" / "poincare_HySAC.svg").is_file()
+    feats = tmp_path / "feats.safetensors"
+    assert main(["embed", "--data", manifest, "--pretrained", clip, "--out", str(feats)]) == 0
+    assert main(["train", "--features", str(feats), "--out", str(tmp_path / "head"), "--epochs", "2", "--batch-size", "32",
+                 "--lr", "1e-2", "--no-progress"]) == 0
+    assert (tmp_path / "head" / "best.safetensors").is_file()
+    assert main(["train", "--data", manifest, "--model", "hysafe-tiny", "--pretrained", clip, "--objective", "safeclip",
+                 "--out", str(tmp_path / "sc"), "--epochs", "1", "--batch-size", "32", "--lora-r", "2", "--no-progress"]) == 0
+    assert (tmp_path / "sc" / "best.safetensors").is_file() and (tmp_path / "sc" / "log.jsonl").is_file()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["evaluate", "--data", "missing.jsonl", "--checkpoint", "X=missing.safetensors"], "checkpoint not found"),
+        (["evaluate", "--data", "m.jsonl", "--checkpoint", "no-equals-sign"], "expects NAME=PATH"),
+        (["evaluate", "--data", "m.jsonl"], "at least one --checkpoint"),
+        (["classify", "--checkpoint", "missing.safetensors", "--text", "x"], "checkpoint not found"),
+        (["train", "--out", "o"], "needs --data"),
+        (["train", "--data", "missing.jsonl", "--model", "hysafe-tiny", "--out", "o", "--no-progress"], "manifest not found"),
+        (["embed", "--data", "missing.jsonl", "--out", "f.safetensors"], "manifest not found"),
+        (["demo", "--model", "ViT-B-32", "--quick"], "needs --pretrained"),
+        (["train", "--data", "m.jsonl", "--model", "ViT-Nope", "--out", "o"], "unknown open_clip model"),
+    ],
+)
+def test_bad_input_exits_1_with_a_clear_message(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_bad_input_files_in_real_commands(demo, tmp_path, capsys):
+    hysac = str(demo / "checkpoints" / "hysac.safetensors")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"safe_text": "a", "unsafe_text": "", "split": "test"}\n')
+    assert main(["traverse", "--checkpoint", hysac, "--data", str(bad), "--query", "x"]) == 1
+    assert "row 1, field 'unsafe_text'" in capsys.readouterr().err
+    assert main(["classify", "--checkpoint", hysac, "--image", str(tmp_path / "none.png")]) == 1
+    assert "image not found" in capsys.readouterr().err
+    assert main(["classify", "--checkpoint", str(demo / "checkpoints" / "safeclip.safetensors"), "--text", "x"]) == 1
+    assert "HySAC checkpoint" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["frobnicate"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["traverse", "--checkpoint", "x"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    assert "demo" in capsys.readouterr().out

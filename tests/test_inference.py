@@ -1,0 +1,178 @@
+"""Traversal, faiss retrieval vs brute force, recall on hand-built cases, classifiers."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hysafe.classifier import NSFWClassifier, choose_threshold, classification_metrics, threshold_from_bounds
+from hysafe.evaluation import Comparison, retrieval_report
+from hysafe.geometry import EuclideanSpace, LorentzSpace
+from hysafe.geometry import lorentz as L
+from hysafe.metrics import recall_at_k, recall_from_ranking
+from hysafe.retrieval import RetrievalIndex
+from hysafe.traversal import paper_tau, resolve_tau, traversal_path, traverse
+
+BOUNDS = {"S": {"avg": 0.2, "low_05": 0.15, "up_95": 0.25}, "V": {"avg": 0.3, "low_05": 0.25, "up_95": 0.35},
+          "U": {"avg": 0.5, "low_05": 0.4, "up_95": 0.6}, "G": {"avg": 0.7, "low_05": 0.6, "up_95": 0.8}}
+
+
+def test_traversal_moves_far_points_exactly_and_leaves_others_bit_identical(gen):
+    space = LorentzSpace(curv=1.7)
+    q = torch.randn(10_000, 32, generator=gen) * torch.rand(10_000, 1, generator=gen) * 0.6
+    tau = 0.3
+    out = traverse(q, tau, space)
+    d_before, d_after = space.dist_to_root(q), space.dist_to_root(out)
+    moved = d_before > tau
+    assert 0 < int(moved.sum()) < 10_000
+    assert torch.allclose(d_after[moved], torch.full_like(d_after[moved], tau), atol=1e-5)
+    assert torch.equal(out[~moved], q[~moved])  # bit-identical
+    u_before = torch.nn.functional.normalize(L.log_map0(q[moved], curv=1.7), dim=-1)
+    u_after = torch.nn.functional.normalize(L.log_map0(out[moved], curv=1.7), dim=-1)
+    assert torch.allclose(u_before, u_after, atol=1e-5)
+    # the reference code's norm-setting would land short of tau: ours does not
+    wrong = torch.nn.functional.normalize(q[moved], dim=-1) * tau
+    assert (space.dist_to_root(wrong) < tau - 1e-3).all()
+
+
+def test_traversal_per_row_tau_and_path(gen):
+    space = LorentzSpace(curv=1.0)
+    q = torch.randn(5, 4, generator=gen, dtype=torch.float64) * 2
+    taus = torch.tensor([0.1, 0.2, 0.3, 0.4, 50.0], dtype=torch.float64)
+    out = traverse(q, taus, space)
+    assert torch.allclose(space.dist_to_root(out[:4]), taus[:4], atol=1e-10)
+    assert torch.equal(out[4], q[4])
+    path = traversal_path(q, space, steps=5, tau=0.2)
+    assert path.shape == (5, 5, 4)
+    assert torch.allclose(path[0], q, atol=1e-10)
+    assert torch.allclose(space.dist_to_root(path[-1][:4]), torch.full((4,), 0.2, dtype=torch.float64), atol=1e-10)
+    with pytest.raises(ValueError, match="tau must be >= 0"):
+        traverse(q, -1.0, space)
+
+
+def test_tau_rules():
+    assert paper_tau(0.8, curv=1.0) == pytest.approx(1.8)  # tanh(0) = 0
+    assert paper_tau(1.8, curv=2.0) == pytest.approx(1.8 + math.tanh(0.5) + 1)
+    space = LorentzSpace(curv=2.0)
+    assert resolve_tau(0.42) == 0.42
+    assert resolve_tau("V.avg", bounds=BOUNDS) == 0.3
+    assert resolve_tau("S.up_95", bounds=BOUNDS) == 0.25
+    assert resolve_tau("paper:V", bounds=BOUNDS, space=space) == pytest.approx(paper_tau(0.3, curv=2.0))
+    with pytest.raises(ValueError, match="needs safety bounds"):
+        resolve_tau("V.avg")
+    with pytest.raises(ValueError, match="no bound X.avg"):
+        resolve_tau("X.avg", bounds=BOUNDS)
+    with pytest.raises(ValueError, match="unknown tau rule"):
+        resolve_tau("magic:V", bounds=BOUNDS)
+
+
+@pytest.mark.parametrize("space", [LorentzSpace(curv=0.8), EuclideanSpace()], ids=["lorentz", "euclidean"])
+def test_flat_faiss_equals_brute_force_on_20k_points(space, gen, tmp_path):
+    gallery = torch.randn(20_000, 16, generator=gen) * 0.7
+    queries = torch.randn(50, 16, generator=gen) * 0.7
+    index = RetrievalIndex(space, 16)
+    index.add(gallery, batch_size=7000)
+    dist, ids = index.search(queries, 10)
+    brute = space.distance(queries.double(), gallery.double())
+    ref_d, ref_i = torch.topk(brute, 10, dim=1, largest=False)
+    assert torch.equal(ids, ref_i)
+    assert torch.allclose(dist.double(), ref_d, atol=2e-3 if space.name == "lorentz" else 1e-5)
+    index.save(tmp_path / "idx.faiss")
+    again = RetrievalIndex.load(tmp_path / "idx.faiss")
+    assert len(again) == 20_000 and torch.equal(again.search(queries, 10)[1], ids)
+    # traversal of queries before search
+    _, ids_t = index.search(queries, 3, tau=0.1)
+    _, ref_t = torch.topk(space.similarity(traverse(queries, 0.1, space), gallery), 3, dim=1)
+    assert torch.equal(ids_t, ref_t)
+
+
+def test_ivf_index_recall(gen):
+    space = LorentzSpace(curv=1.0)
+    centers = torch.randn(64, 16, generator=gen)
+    gallery = centers[torch.randint(0, 64, (20_000,), generator=gen)] + 0.15 * torch.randn(20_000, 16, generator=gen)
+    queries = gallery[:200] + 0.05 * torch.randn(200, 16, generator=gen)
+    exact = RetrievalIndex(space, 16)
+    exact.add(gallery)
+    ivf = RetrievalIndex(space, 16, kind="ivf", nlist=64, nprobe=8)
+    ivf.add(gallery)
+    _, e = exact.search(queries, 10)
+    _, a = ivf.search(queries, 10)
+    recall = np.mean([len(set(x.tolist()) & set(y.tolist())) / 10 for x, y in zip(e, a)])
+    assert recall >= 0.9
+    with pytest.raises(ValueError, match="needs at least"):
+        RetrievalIndex(space, 16, kind="ivf", nlist=64).add(gallery[:10])
+    with pytest.raises(ValueError, match=r"\(N, 16\)"):
+        exact.search(torch.zeros(3, 5), 1)
+    with pytest.raises(ValueError, match="empty"):
+        RetrievalIndex(space, 16).search(queries, 1)
+
+
+def test_recall_hand_built_cases():
+    ranking = torch.tensor([[2, 0, 1], [1, 2, 0], [0, 1, 2]])
+    positives = torch.tensor([0, 1, 1])
+    r = recall_from_ranking(ranking, positives, [1, 2, 3])
+    assert r == {1: pytest.approx(100 / 3), 2: 100.0, 3: 100.0}  # positives at ranks 2, 1, 2
+    mask = torch.tensor([[True, False, True], [False, False, False], [False, True, True]])
+    assert recall_from_ranking(ranking, mask, [1]) == {1: pytest.approx(100 / 3)}  # only query 0's first hit is positive
+    # geometric case: queries equal to their gallery item are always found first
+    g = torch.eye(4)
+    assert recall_at_k(g, g, torch.arange(4), EuclideanSpace(), ks=(1, 10)) == {1: 100.0, 10: 100.0}
+
+
+def test_retrieval_report_on_constructed_embeddings():
+    """Safe items on one side of the root, unsafe ones farther out: with traversal the unsafe
+    text query lands on the safe image; without it, on the unsafe image."""
+    space = LorentzSpace(curv=1.0)
+    n = 6
+    dirs = torch.nn.functional.normalize(torch.eye(n) + 0.01, dim=-1)
+    emb = {"T": L.exp_map0(0.2 * dirs, curv=1.0), "V": L.exp_map0(0.3 * dirs, curv=1.0),
+           "T*": L.exp_map0(0.5 * dirs, curv=1.0), "V*": L.exp_map0(0.62 * dirs, curv=1.0)}
+
+    class Stub:
+        bounds = BOUNDS
+
+    Stub.space = space
+    rows = retrieval_report(Stub(), emb, ks=(1,), traversal="avg")
+    get = {(r["setting"], r["traversal"]): r for r in rows}
+    assert get[("T*->V u V*", False)]["R@1"] == 0.0 and get[("T*->V u V*", False)]["unsafe@1 %"] == 100.0
+    assert get[("T*->V u V*", True)]["R@1"] == 100.0 and get[("T*->V u V*", True)]["unsafe@1 %"] == 0.0
+    assert get[("T->V", False)]["R@1"] == 100.0 and get[("T*->V*", False)]["R@1"] == 100.0
+    comp = Comparison(retrieval={"stub": rows}, classification={"stub": []}, ks=(1,))
+    assert comp.value("stub", "T*->V u V*", traversal=True) == 100.0
+    assert "stub + traversal" in comp.to_markdown() and comp.to_csv().startswith("model,setting,traversal,tau")
+
+
+def test_threshold_rules_and_metrics():
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.35, 0.6, 0.7, 0.8])
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    assert choose_threshold(scores, labels, rule="accuracy") == pytest.approx(0.35)  # 7/8, tied with 0.6: smallest
+    assert choose_threshold(scores, labels, rule="fpr", target_fpr=0.25) == pytest.approx(0.35)
+    assert choose_threshold(scores, labels, rule="fpr", target_fpr=0.0) == pytest.approx(0.6)
+    m = classification_metrics(scores, labels, 0.35)
+    assert m["confusion"] == [[3, 1], [0, 4]] and m["accuracy"] == pytest.approx(87.5)
+    assert m["fpr"] == pytest.approx(25.0) and m["fnr"] == 0.0
+    assert m["roc_auc"] == pytest.approx(15 / 16)
+    with pytest.raises(ValueError, match="both safe"):
+        choose_threshold(scores, np.ones(8))
+    with pytest.raises(ValueError, match="unknown threshold rule"):
+        choose_threshold(scores, labels, rule="median")
+    assert threshold_from_bounds(BOUNDS, "text") == pytest.approx(0.35)
+    assert threshold_from_bounds(BOUNDS, "image") == pytest.approx(0.5)
+
+
+def test_root_distance_classifier_and_probe(gen):
+    space = LorentzSpace(curv=1.0)
+    safe = L.exp_map0(torch.nn.functional.normalize(torch.randn(100, 8, generator=gen), dim=-1) * 0.3, curv=1.0)
+    unsafe = L.exp_map0(torch.nn.functional.normalize(torch.randn(100, 8, generator=gen), dim=-1) * 0.6, curv=1.0)
+    x, y = torch.cat([safe, unsafe]), torch.cat([torch.zeros(100), torch.ones(100)])
+    clf = NSFWClassifier.root_distance(space)
+    with pytest.raises(ValueError, match="no threshold"):
+        clf.predict(x)
+    thr = clf.fit_threshold(x, y)
+    assert 0.3 < thr <= 0.6
+    assert torch.equal(clf.predict(x), y.bool())
+    assert clf.evaluate(x, y)["accuracy"] == 100.0
+    probe_x = torch.cat([torch.randn(100, 8, generator=gen) + 2, torch.randn(100, 8, generator=gen) - 2])
+    probe = NSFWClassifier.logistic_probe(probe_x, y)
+    assert probe.evaluate(probe_x, y)["roc_auc"] > 0.99
