@@ -39,7 +39,7 @@ from .models import SafetyModel, create_model
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "TrainResult", "train", "safety_bounds", "validation_recalls", "nearest_safe_targets"]
+__all__ = ["TrainConfig", "TrainResult", "train", "compute_loss", "safety_bounds", "validation_recalls", "nearest_safe_targets"]
 
 DEFAULT_OBJECTIVE = {"hysac": "hysac", "safeclip": "safeclip", "clip": "clip-pretrain"}
 
@@ -192,6 +192,16 @@ def _loss_context(model: SafetyModel, objective: Objective, cfg: TrainConfig) ->
     scale = objective.fixed_logit_scale if objective.fixed_logit_scale is not None else model.logit_scale
     curv = model.curv if objective.geometry == "lorentz" else None
     return LossContext(objective.geometry, scale, curv, cfg.aperture_scale, cfg.min_radius)
+
+
+def compute_loss(model: SafetyModel, objective: Objective, batch: dict[str, Tensor], cfg: TrainConfig,
+                 amp_dtype: torch.dtype | None = None) -> tuple[Tensor, dict[str, float]]:
+    """Forward pass of one training step: batched embeddings (autocast when ``amp_dtype``) and the
+    objective's weighted total with per-term values."""
+    device_type = batch[next(iter(batch))].device.type
+    with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        emb = embed_quadruplets(model, batch, objective.inputs)
+        return objective(emb, _loss_context(model, objective, cfg))
 
 
 # ----------------------------------------------------------------------------------- state I/O
@@ -432,9 +442,7 @@ def train(
                 micro = 0
                 for batch in bar:
                     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                        emb = embed_quadruplets(model, batch, objective.inputs)
-                        loss, logs = objective(emb, _loss_context(model, objective, cfg))
+                    loss, logs = compute_loss(model, objective, batch, cfg, amp_dtype)
                     scaler.scale(loss / cfg.grad_accum).backward()
                     micro += 1
                     progress["batch"] += 1

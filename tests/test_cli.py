@@ -39,7 +39,7 @@ def test_evaluate_classify_traverse_plot_embed_train(demo, tmp_path, capsys):
                  "--text", "a small red circle at the top left on a blue background, covered in blood",
                  "--image", str(demo / "world/images/test/te000000_unsafe.png"), "--manifest", manifest]) == 0
     out = capsys.readouterr().out
-    assert out.count("text:") == 2 and "image:" in out and "ROC-AUC" in out
+    assert out.count("\ttext: ") == 2 and "\timage: " in out and "ROC-AUC" in out
     assert main(["traverse", "--checkpoint", hysac, "--data", manifest, "--query", "a large blue cross, in a pool of blood", "-k", "3"]) == 0
     out = capsys.readouterr().out
     assert "with traversal" in out and out.count(" d=") == 6
