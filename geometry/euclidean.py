@@ -20,6 +20,7 @@ __all__ = [
     "cosine_pairwise",
     "dist_to_root",
     "move_to_root_distance",
+    "root_ray_scale",
     "geodesic_to_root",
     "index_vectors",
     "dist_from_index_inner",
@@ -53,12 +54,17 @@ def dist_to_root(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x, dim=-1)
 
 
-def move_to_root_distance(x: Tensor, distance: Tensor | float) -> Tensor:
-    """Rescale ``x`` to norm ``distance`` (direction kept; zero vectors stay zero)."""
+def root_ray_scale(x: Tensor, distance: Tensor | float) -> Tensor:
+    """Per-point factor ``s`` with ``|s * x| = distance``. ``(..., D) -> (...)``."""
     d = torch.as_tensor(distance, dtype=x.dtype, device=x.device)
     if validation_enabled() and d.numel() and bool((d < 0).any()):
         raise ValueError("distance must be >= 0")
-    return (d.unsqueeze(-1) if d.dim() else d) * normalize(x)
+    return d / torch.linalg.vector_norm(x, dim=-1).clamp(min=_NORM_EPS)
+
+
+def move_to_root_distance(x: Tensor, distance: Tensor | float) -> Tensor:
+    """Rescale ``x`` to norm ``distance`` (direction kept; zero vectors stay zero)."""
+    return root_ray_scale(x, distance).unsqueeze(-1) * x
 
 
 def geodesic_to_root(x: Tensor, steps: int) -> Tensor:

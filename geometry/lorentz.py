@@ -35,6 +35,7 @@ __all__ = [
     "exp_map0",
     "log_map0",
     "move_to_root_distance",
+    "root_ray_scale",
     "geodesic_to_root",
     "half_aperture",
     "exterior_angle",
@@ -137,14 +138,17 @@ def dist_to_root(x: Tensor, *, curv: float | Tensor) -> Tensor:
 def _norm(v: Tensor, eps: float | None = None, *, keepdim: bool = False) -> Tensor:
     """``max(|v|, eps)`` over the last dim, safe at both ends.
 
-    Zero vectors get a zero (never NaN) gradient; vectors with entries above ``sqrt(float max)``
-    are pre-divided by their largest entry (a constant for autograd, so the gradient stays
-    exactly ``v / |v|``) so that squaring does not overflow.
+    Zero vectors get a zero (never NaN) gradient. With validation on, rows whose squared norm
+    overflows (entries above ``sqrt(float max)``) are recomputed pre-divided by their largest entry
+    (a constant for autograd, so the gradient stays exactly ``v / |v|``); the hot path is one fused
+    reduction.
     """
     floor = _eps(_NORM_EPS, v.dtype, eps)
-    scale = v.detach().abs().amax(-1, keepdim=True).clamp(min=1.0)
-    sq = ((v / scale) ** 2).sum(-1, keepdim=True).clamp(min=(floor / scale) ** 2)
-    norm = scale * torch.sqrt(sq)
+    norm = torch.linalg.vector_norm(v, dim=-1, keepdim=True)
+    if validation_enabled() and bool(torch.isinf(norm).any()):
+        scale = torch.linalg.vector_norm(v.detach(), ord=float("inf"), dim=-1, keepdim=True).clamp(min=1.0)
+        norm = scale * torch.linalg.vector_norm(v / scale, dim=-1, keepdim=True)
+    norm = norm.clamp(min=floor)
     return norm if keepdim else norm.squeeze(-1)
 
 
@@ -178,20 +182,31 @@ def log_map0(x: Tensor, *, curv: float | Tensor, eps: float | None = None) -> Te
 
 
 @float32_math
-def move_to_root_distance(x: Tensor, distance: Tensor | float, *, curv: float | Tensor) -> Tensor:
-    """Point on the geodesic ray root -> ``x`` at geodesic distance ``distance`` from the root.
+def root_ray_scale(x: Tensor, distance: Tensor | float, *, curv: float | Tensor, max_arg: float = EXP_MAP_MAX_ARG) -> Tensor:
+    """Per-point factor ``s`` such that ``s * x`` lies on the ray root -> ``x`` at geodesic distance
+    ``distance`` from the root: ``s = sinh(sqrt(c) d) / (sqrt(c) |x|)``. ``(..., D) -> (...)``.
 
-    ``x: (..., D)``, ``distance``: scalar or broadcastable to ``(...)``. Computed as
-    ``exp_map0(distance * u)`` with ``u`` the unit tangent direction of ``x``, so the result's
-    distance to the root is exactly ``distance`` (up to rounding). Points at the root have no
-    direction and stay at the root.
+    This is ``exp_map0(d * x / |x|) = s * x`` written as a scale, so moving a batch costs one
+    reduction and one multiply.
     """
     check_points(x, "x")
     d = torch.as_tensor(distance, dtype=x.dtype, device=x.device)
     if validation_enabled() and d.numel() and bool((d < 0).any()):
         raise ValueError("distance must be >= 0")
-    unit = x / _norm(x, keepdim=True)  # zero vectors stay zero: they have no direction
-    return exp_map0(d.unsqueeze(-1) * unit if d.dim() else d * unit, curv=curv)
+    sc = _sqrt_curv(curv, x)
+    return torch.sinh((sc * d).clamp(max=max_arg)) / (sc * _norm(x))
+
+
+@float32_math
+def move_to_root_distance(x: Tensor, distance: Tensor | float, *, curv: float | Tensor) -> Tensor:
+    """Point on the geodesic ray root -> ``x`` at geodesic distance ``distance`` from the root.
+
+    ``x: (..., D)``, ``distance``: scalar or broadcastable to ``(...)``. Equals
+    ``exp_map0(distance * u)`` with ``u`` the unit tangent direction of ``x``, so the result's
+    distance to the root is exactly ``distance`` (up to rounding). Points at the root have no
+    direction and stay at the root.
+    """
+    return root_ray_scale(x, distance, curv=curv).unsqueeze(-1) * x
 
 
 @float32_math

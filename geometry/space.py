@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from . import euclidean, lorentz
@@ -42,9 +41,13 @@ class Space:
         """Distance of each point to the root. ``(..., D) -> (...)``."""
         raise NotImplementedError
 
+    def root_ray_scale(self, x: Tensor, distance: Tensor | float) -> Tensor:
+        """Per-point factors ``s`` ``(...)`` such that ``s * x`` is at ``distance`` from the root."""
+        raise NotImplementedError
+
     def move_to_root_distance(self, x: Tensor, distance: Tensor | float) -> Tensor:
         """Points on the rays root -> ``x`` at the given distance from the root. ``(..., D)``."""
-        raise NotImplementedError
+        return self.root_ray_scale(x, distance).unsqueeze(-1) * x
 
     def path_to_root(self, x: Tensor, steps: int) -> Tensor:
         """``steps`` points from ``x`` to the root. ``(..., D) -> (steps, ..., D)``."""
@@ -85,8 +88,8 @@ class LorentzSpace(Space):
     def dist_to_root(self, x):
         return lorentz.dist_to_root(x, curv=self.curv)
 
-    def move_to_root_distance(self, x, distance):
-        return lorentz.move_to_root_distance(x, distance, curv=self.curv)
+    def root_ray_scale(self, x, distance):
+        return lorentz.root_ray_scale(x, distance, curv=self.curv)
 
     def path_to_root(self, x, steps):
         return lorentz.geodesic_to_root(x, steps, curv=self.curv)
@@ -119,8 +122,8 @@ class EuclideanSpace(Space):
     def dist_to_root(self, x):
         return euclidean.dist_to_root(x)
 
-    def move_to_root_distance(self, x, distance):
-        return euclidean.move_to_root_distance(x, distance)
+    def root_ray_scale(self, x, distance):
+        return euclidean.root_ray_scale(x, distance)
 
     def path_to_root(self, x, steps):
         return euclidean.geodesic_to_root(x, steps)

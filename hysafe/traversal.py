@@ -28,8 +28,8 @@ def traverse(query: Tensor, tau: float | Tensor, space: Space) -> Tensor:
     if bool((tau_t < 0).any()):
         raise ValueError(f"tau must be >= 0, got {tau}")
     d0 = space.dist_to_root(query)
-    moved = space.move_to_root_distance(query, tau_t.expand_as(d0))
-    return torch.where((d0 > tau_t).unsqueeze(-1), moved, query)
+    scale = torch.where(d0 > tau_t, space.root_ray_scale(query, tau_t), torch.ones_like(d0))
+    return scale.unsqueeze(-1) * query  # untouched rows are multiplied by exactly 1: bit-identical
 
 
 def traversal_path(query: Tensor, space: Space, *, steps: int = 8, tau: float | Tensor = 0.0) -> Tensor:
