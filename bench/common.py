@@ -32,6 +32,28 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _status_mib(field: str) -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def current_rss_mib() -> float:
+    return _status_mib("VmRSS")
+
+
+def reset_peak_rss() -> None:
+    """Reset this process's resident-memory high-water mark (Linux: clear_refs 5)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_hwm_mib() -> float:
+    """Peak resident memory since the last :func:`reset_peak_rss` (or process start)."""
+    return _status_mib("VmHWM")
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()

@@ -26,6 +26,11 @@ logger = logging.getLogger(__name__)
 __all__ = ["RetrievalIndex"]
 
 
+#: faiss's exhaustive search multiplies query blocks by database blocks of this many vectors; its
+#: default (1024) makes many small GEMMs, and a larger block is ~1.8x faster on a 2-core CPU.
+BLAS_DATABASE_BLOCK = 16384
+
+
 def _np(x: Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.detach().float().cpu().numpy())
 
@@ -86,10 +91,15 @@ class RetrievalIndex:
             queries = traverse(queries, tau, self.space)
         k = min(k, len(self))
         dists, ids = [], []
-        for i in range(0, queries.shape[0], batch_size):
-            ip, idx = self.index.search(_np(self.space.query_vectors(queries[i : i + batch_size])), k)
-            dists.append(self.space.distance_from_inner(torch.from_numpy(ip)))
-            ids.append(torch.from_numpy(idx))
+        previous = faiss.cvar.distance_compute_blas_database_bs
+        faiss.cvar.distance_compute_blas_database_bs = max(previous, BLAS_DATABASE_BLOCK)
+        try:
+            for i in range(0, queries.shape[0], batch_size):
+                ip, idx = self.index.search(_np(self.space.query_vectors(queries[i : i + batch_size])), k)
+                dists.append(self.space.distance_from_inner(torch.from_numpy(ip)))
+                ids.append(torch.from_numpy(idx))
+        finally:
+            faiss.cvar.distance_compute_blas_database_bs = previous
         return torch.cat(dists), torch.cat(ids)
 
     def save(self, path: str | Path) -> Path:

@@ -140,3 +140,23 @@ def test_feature_head_strategy(world, tiny_base, tmp_path):
         FeatureDataset(image=torch.zeros(2, 3))
     with pytest.raises(ValueError, match="NaN/Inf"):
         FeatureDataset(image=torch.full((2, 3), float("nan")), unsafe_image=torch.zeros(2, 3), text=torch.zeros(2, 3), unsafe_text=torch.zeros(2, 3))
+
+
+def test_bf16_accumulation_workers_and_early_stopping(world, tiny_base, tmp_path):
+    logged = []
+    res = train(fresh("hysac", tiny_base), world, "hysac",
+                TrainConfig(epochs=3, batch_size=8, grad_accum=2, num_workers=1, precision="bf16", lr=1e-2,
+                            early_stopping_patience=1, progress=False, output_dir=str(tmp_path), log_every=1),
+                callbacks=[lambda r: logged.append(r)])
+    assert all(torch.isfinite(torch.tensor(r["total"])) for r in logged)
+    assert logged[0]["step"] == 1 and len({r["epoch"] for r in logged}) == len(res.history)
+    assert len(logged) == 4 * len(res.history)  # 8 batches per epoch / accumulation of 2
+    sums = [h["recall_sum"] for h in res.history]
+    # early stopping: the run ends once an epoch fails to beat the best so far
+    stopped_early = len(sums) < 3
+    assert stopped_early == (len(sums) >= 2 and sums[-1] <= max(sums[:-1]))
+    assert res.best_score == max(sums)
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert len(lines) == len(logged) + len(res.history)
+    with pytest.raises(ValueError, match="invalid TrainConfig"):
+        TrainConfig(precision="fp8")

@@ -1,0 +1,63 @@
+"""Render the benchmark JSON files in docs/ as Markdown tables (pasted into docs/benchmarks.md).
+
+    python bench/report.py docs/bench_train_cpu.json docs/bench_train_gpu.json docs/bench_retrieval_cpu.json ...
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def machine_line(m: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in m.items())
+
+
+def train_table(d: dict) -> str:
+    lines = [f"Machine: {machine_line(d['machine'])}; measured matmul peak {d['matmul_peak_flops'] / 1e9:.0f} GFLOP/s ({d['peak_dtype']}).", "",
+             "| model | batch | step | precision | quadruplets/s | s/step | GFLOP/step | MFU | speed-up vs naive | peak RSS MiB | peak GPU MiB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        lines.append(f"| {r['kind']} | {r['batch']} | {r['impl']} | {r['precision']} | {r['quadruplets_per_s']:.2f} | {r['step_s']:.3f} | "
+                     f"{r['flops_per_step'] / 1e9:.0f} | {100 * r['mfu']:.1f}% | {r.get('speedup_vs_naive', 1.0):.2f}x | "
+                     f"{r['peak_rss_mib']:.0f} | {r.get('peak_gpu_mib', float('nan')):.0f} |")
+    return "\n".join(lines)
+
+
+def retrieval_table(d: dict) -> str:
+    lines = [f"Machine: {machine_line(d['machine'])}; {d['threads']} threads.", "",
+             "| gallery | dim | method | queries/s | speed-up vs brute force | recall@10 vs exact | search peak RSS MiB | stored gallery MiB | build s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        lines.append(f"| {r['n']:,} | {r['dim']} | {r['method']} | {r['qps']:.1f} | {r['speedup_vs_brute']:.1f}x | {r['recall@10_vs_exact']:.3f} | "
+                     f"{r['peak_rss_mib']:.0f} | {r['data_rss_mib']:.0f} | {r['build_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def inference_table(d: dict) -> str:
+    lines = [f"Machine: {machine_line(d['machine'])}; {d['n']:,} embeddings of dim {d['dim']} on {d['device']}.", "",
+             "| operation | M items/s | ms per 1M |", "|---|---|---|"]
+    for name, r in d["rows"].items():
+        lines.append(f"| {name} | {r['items_per_s'] / 1e6:.2f} | {1e3 * r['seconds'] * 1e6 / d['n']:.1f} |")
+    return "\n".join(lines)
+
+
+def embed_table(d: dict) -> str:
+    lines = [f"Machine: {machine_line(d['machine'])}; model {d['model']}, {d['n']} quadruplets.", "",
+             "| processes | threads/process | DataLoader workers | device | precision | images/s | texts/s |", "|---|---|---|---|---|---|---|"]
+    for r in d["rows"]:
+        lines.append(f"| {r['processes']} | {r['threads_per_process']} | {r['workers']} | {r['device']} | {r['precision']} | {r['images_per_s']:.1f} | {r['texts_per_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    for path in sys.argv[1:]:
+        d = json.loads(Path(path).read_text())
+        name = Path(path).stem
+        render = train_table if "train" in name else retrieval_table if "retrieval" in name else inference_table if "inference" in name else embed_table
+        print(f"### {name}\n\n{render(d)}\n")
+
+
+if __name__ == "__main__":
+    main()
