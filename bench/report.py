@@ -15,13 +15,20 @@ def machine_line(m: dict) -> str:
 
 
 def train_table(d: dict) -> str:
-    lines = [f"Machine: {machine_line(d['machine'])}; measured matmul peak {d['matmul_peak_flops'] / 1e9:.0f} GFLOP/s ({d['peak_dtype']}).", "",
+    peaks = d["matmul_peak_flops"]
+    if not isinstance(peaks, dict):  # files written before per-precision peaks: one peak of d["peak_dtype"]
+        peaks = {"bf16" if "bfloat16" in d["peak_dtype"] else "fp32": peaks}
+    for r in d["rows"]:
+        r["mfu"] = r["flops_per_step"] / r["step_s"] / peaks.get(r["precision"], max(peaks.values()))
+    peak_text = ", ".join(f"{p} {v / 1e9:,.0f} GFLOP/s" for p, v in peaks.items())
+    lines = [f"Machine: {machine_line(d['machine'])}; measured matmul peak {peak_text} (MFU uses the row's precision, "
+             "else the highest peak).", "",
              "| model | batch | step | precision | quadruplets/s | s/step | GFLOP/step | MFU | speed-up vs naive | peak RSS MiB | peak GPU MiB |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
         lines.append(f"| {r['kind']} | {r['batch']} | {r['impl']} | {r['precision']} | {r['quadruplets_per_s']:.2f} | {r['step_s']:.3f} | "
                      f"{r['flops_per_step'] / 1e9:.0f} | {100 * r['mfu']:.1f}% | {r.get('speedup_vs_naive', 1.0):.2f}x | "
-                     f"{r['peak_rss_mib']:.0f} | {r.get('peak_gpu_mib', float('nan')):.0f} |")
+                     f"{r['peak_rss_mib']:.0f} | {'%.0f' % r['peak_gpu_mib'] if 'peak_gpu_mib' in r else '-'} |")
     return "\n".join(lines)
 
 

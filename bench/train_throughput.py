@@ -107,10 +107,11 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    peak_dtype = torch.float32 if args.device == "cpu" else torch.bfloat16
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
-    peak = matmul_peak_flops(args.device, peak_dtype, n=2048 if args.device == "cpu" else 8192)
+    n = 2048 if args.device == "cpu" else 8192
+    peaks = {p: matmul_peak_flops(args.device, {"fp32": torch.float32, "bf16": torch.bfloat16}[p], n=n)
+             for p in sorted({"fp32", *args.precisions})}
     rows, flops_per_quadruplet = [], {}
     for kind in args.kinds:
         for batch in args.batch_sizes:
@@ -124,7 +125,7 @@ def main() -> None:
                     flops_per_quadruplet[(kind, impl, precision)] = r["flops_per_step"] / batch
                 else:  # FLOPs are linear in the batch: counted once (FlopCounterMode costs a step)
                     r["flops_per_step"] = flops_per_quadruplet[(kind, impl, precision)] * batch
-                r["mfu"] = r["flops_per_step"] / r["step_s"] / peak
+                r["mfu"] = r["flops_per_step"] / r["step_s"] / peaks[precision]  # against the same precision's peak
                 rows.append(r)
                 print(f"{kind:8s} batch {batch:3d} {impl:6s} {precision}: {r['quadruplets_per_s']:8.2f} quadruplets/s, "
                       f"step {r['step_s']:.3f} s, {r['flops_per_step'] / 1e9:.1f} GFLOP/step, MFU {100 * r['mfu']:.1f}%, "
@@ -136,11 +137,11 @@ def main() -> None:
                 if r["kind"] == kind and r["batch"] == batch and r["impl"] == "hysafe":
                     r["speedup_vs_naive"] = r["quadruplets_per_s"] / naive["quadruplets_per_s"]
                     print(f"speed-up {kind} batch {batch} {r['precision']}: {r['speedup_vs_naive']:.2f}x")
-    result = {"machine": machine(), "matmul_peak_flops": peak, "peak_dtype": str(peak_dtype), "rows": rows}
+    result = {"machine": machine(), "matmul_peak_flops": peaks, "rows": rows}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2))
-    print(f"measured matmul peak: {peak / 1e9:.1f} GFLOP/s ({peak_dtype})")
+    print("measured matmul peaks: " + ", ".join(f"{p} {v / 1e9:.1f} GFLOP/s" for p, v in peaks.items()))
 
 
 if __name__ == "__main__":

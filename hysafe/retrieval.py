@@ -40,6 +40,12 @@ class RetrievalIndex:
 
     ``kind="flat"`` is exact; ``kind="ivf"`` clusters the gallery into ``nlist`` lists and probes
     ``nprobe`` of them per query (train it with :meth:`train` or let :meth:`add` do it).
+
+    IVF lists are assigned in the space's own geometry: centroids are stored as gallery vectors and
+    both gallery items and queries are routed by the inner product of their *query* vectors with
+    them (for the Lorentz model, the Lorentzian inner product, i.e. the geodesically nearest
+    centroid). faiss's own routing would compare ``[y, -y_t]`` with the centroids, a different
+    criterion from the queries', and loses recall.
     """
 
     def __init__(self, space: Space, dim: int, *, kind: str = "flat", nlist: int = 1024, nprobe: int = 32):
@@ -61,13 +67,30 @@ class RetrievalIndex:
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"{name} must be (N, {self.dim}), got {tuple(x.shape)}")
 
-    def train(self, sample: Tensor) -> None:
-        """Train the IVF quantizer on (a sample of) gallery embeddings."""
+    def train(self, sample: Tensor, *, niter: int = 20, seed: int = 1) -> None:
+        """Train the IVF centroids (k-means on a sample of gallery embeddings)."""
         self._check(sample, "sample")
         if self.kind == "ivf" and not self.index.is_trained:
             if sample.shape[0] < self.nlist:
                 raise ValueError(f"IVF with nlist={self.nlist} needs at least that many training vectors, got {sample.shape[0]}")
-            self.index.train(_np(self.space.gallery_vectors(sample)))
+            kmeans = faiss.Kmeans(self.dim, self.nlist, niter=niter, seed=seed, spherical=self.space.name == "euclidean")
+            x = _np(sample)
+            kmeans.train(x)
+            centroids = kmeans.centroids
+            # a Euclidean mean is shrunk toward the root and would be geodesically near everything:
+            # put each centroid back at the mean norm of its members (balanced lists)
+            members = kmeans.index.search(x, 1)[1][:, 0]
+            count = np.bincount(members, minlength=self.nlist)
+            mean_norm = np.bincount(members, weights=np.linalg.norm(x, axis=1), minlength=self.nlist) / np.maximum(count, 1)
+            scale = np.where(count > 0, mean_norm / np.maximum(np.linalg.norm(centroids, axis=1), 1e-12), 1.0)
+            centroids = (centroids * scale[:, None]).astype(np.float32)
+            self._quantizer.add(_np(self.space.gallery_vectors(torch.from_numpy(centroids))))
+            self.index.is_trained = True
+
+    def _route(self, x: Tensor, nprobe: int) -> np.ndarray:
+        """Lists of the ``nprobe`` nearest centroids, in the space's geometry. ``(N, nprobe)``."""
+        quantizer = faiss.downcast_index(self.index.quantizer)
+        return quantizer.search(_np(self.space.query_vectors(x)), nprobe)[1]
 
     def add(self, gallery: Tensor, *, batch_size: int = 65536) -> None:
         """Add gallery embeddings ``(N, D)`` in batches (ids continue from the current size)."""
@@ -75,12 +98,19 @@ class RetrievalIndex:
         if not self.index.is_trained:
             self.train(gallery)
         for i in range(0, gallery.shape[0], batch_size):
-            self.index.add(_np(self.space.gallery_vectors(gallery[i : i + batch_size])))
+            chunk = gallery[i : i + batch_size]
+            if self.kind == "ivf":
+                from faiss.contrib.ivf_tools import add_preassigned
+
+                add_preassigned(self.index, _np(self.space.gallery_vectors(chunk)), self._route(chunk, 1)[:, 0])
+            else:
+                self.index.add(_np(self.space.gallery_vectors(chunk)))
 
     def search(
         self, queries: Tensor, k: int, *, tau: float | Tensor | None = None, batch_size: int = 4096
     ) -> tuple[Tensor, Tensor]:
-        """Top-``k`` ``(distances, indices)``, each ``(Q, k)``, nearest first.
+        """Top-``k`` ``(distances, indices)``, each ``(Q, k)``, nearest first (IVF: index -1 and
+        distance inf where the probed lists hold fewer than ``k`` items).
 
         ``tau``: traverse the queries toward the root first (:func:`~hysafe.traversal.traverse`).
         """
@@ -95,9 +125,17 @@ class RetrievalIndex:
         faiss.cvar.distance_compute_blas_database_bs = max(previous, BLAS_DATABASE_BLOCK)
         try:
             for i in range(0, queries.shape[0], batch_size):
-                ip, idx = self.index.search(_np(self.space.query_vectors(queries[i : i + batch_size])), k)
-                dists.append(self.space.distance_from_inner(torch.from_numpy(ip)))
-                ids.append(torch.from_numpy(idx))
+                chunk = queries[i : i + batch_size]
+                if self.kind == "ivf":
+                    from faiss.contrib.ivf_tools import search_preassigned
+
+                    ip, idx = search_preassigned(self.index, _np(self.space.query_vectors(chunk)), k, self._route(chunk, self.index.nprobe))
+                else:
+                    ip, idx = self.index.search(_np(self.space.query_vectors(chunk)), k)
+                idx = torch.from_numpy(idx)
+                dist = self.space.distance_from_inner(torch.from_numpy(ip))
+                dists.append(torch.where(idx < 0, torch.full_like(dist, float("inf")), dist))  # IVF: fewer than k found
+                ids.append(idx)
         finally:
             faiss.cvar.distance_compute_blas_database_bs = previous
         return torch.cat(dists), torch.cat(ids)
