@@ -29,7 +29,7 @@ from common import machine, sync  # noqa: E402
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="ViT-B-32")
-    p.add_argument("--n", type=int, default=512, help="quadruplets (safe image + safe text each)")
+    p.add_argument("--rows", type=int, default=512, help="quadruplets (safe and unsafe image, safe text each)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     p.add_argument("--device", default="cpu")
@@ -47,9 +47,9 @@ def main() -> None:
     from hysafe.data import QuadrupletDataset, WorldConfig, generate_world, load_manifest
     from hysafe.models import create_model
 
-    folder = Path(args.world_dir or Path(tempfile.gettempdir()) / f"hysafe-bench-world-{args.n}")
+    folder = Path(args.world_dir or Path(tempfile.gettempdir()) / f"hysafe-bench-world-{args.rows}")
     if rank == 0:
-        generate_world(folder, WorldConfig(n_train=args.n, n_val=1, n_test=1))
+        generate_world(folder, WorldConfig(n_train=args.rows, n_val=1, n_test=1))
     if world > 1:
         dist.barrier()
     model = create_model("clip", args.model, None, lora=None, device=args.device)
@@ -88,7 +88,7 @@ def main() -> None:
             print(f"{world} process(es) x {row['threads_per_process']} threads, {workers} workers: "
                   f"{row['images_per_s']:.1f} images/s (incl. PNG decode + preprocess), {row['texts_per_s']:.1f} texts/s", flush=True)
     if rank == 0 and args.out:
-        Path(args.out).write_text(json.dumps({"machine": machine(), "model": args.model, "n": args.n, "rows": results}, indent=2))
+        Path(args.out).write_text(json.dumps({"machine": machine(), "model": args.model, "n": args.rows, "rows": results}, indent=2))
     if world > 1:
         dist.destroy_process_group()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -138,7 +138,3 @@ def apply_lora(model: nn.Module, config: LoraConfig) -> Any:
     logger.info("LoRA on %d modules (r=%d, alpha=%g)", len(names), config.r, config.alpha)
     return peft_model
 
-
-def config_to_dict(config: Any) -> dict:
-    d = asdict(config)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
