@@ -378,6 +378,9 @@ def train(
         model = create_model(model, **model_kwargs)
     objective = get_objective(objective or DEFAULT_OBJECTIVE[model.kind])
     device = torch.device(cfg.device) if cfg.device else model.device
+    if device.type == "cuda" and device.index is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per torchrun process
+        torch.cuda.set_device(device)
     model.to(device)
     rank, world = _maybe_init_distributed(device)
     is_main = rank == 0
