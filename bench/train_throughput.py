@@ -38,7 +38,7 @@ def child(args) -> None:
     from hysafe.backbone import LoraConfig
     from hysafe.geometry import validation
     from hysafe.losses import get_objective
-    from hysafe.models import create_model
+    from hysafe.models import create_model, trainable_parameters
     from hysafe.training import TrainConfig, compute_loss
 
     torch.manual_seed(0)
@@ -46,7 +46,7 @@ def child(args) -> None:
         torch.set_num_threads(args.threads)
     model = create_model(args.kind, args.model, None, lora=LoraConfig(r=16, alpha=1.0, dropout=0.1), device=args.device)
     model.train()
-    params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("reference.")]
+    params = [p for _, p in trainable_parameters(model)]
     opt = torch.optim.AdamW(params, lr=1e-4)
     size = model.clip.visual.image_size
     batch = make_batch(model, args.batch, args.device, size[0] if isinstance(size, tuple) else size)

@@ -26,7 +26,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .models import ModelConfig, SafetyModel, build_model
+from .models import ModelConfig, SafetyModel, build_model, trainable_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def save_model(
                 "adapter checkpoints need a re-loadable backbone, but this model was built with pretrained=None "
                 "(random init): save with merged=True, or build it from a pretrained tag or checkpoint file"
             )
-        tensors = {n: p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("reference.")}
+        tensors = dict(trainable_parameters(model))
     meta = {
         "format_version": FORMAT_VERSION,
         "form": "merged" if merged else "adapter",
@@ -131,7 +131,7 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Safet
     else:
         model = build_model(config, device=device)
         tensors = load_file(str(path), device=str(device))
-        expected = {n for n, p in model.named_parameters() if p.requires_grad and not n.startswith("reference.")}
+        expected = {n for n, _ in trainable_parameters(model)}
         missing, unexpected = expected - set(tensors), set(tensors) - expected
         if missing or unexpected:
             raise ValueError(

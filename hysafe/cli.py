@@ -17,6 +17,14 @@ __all__ = ["main", "build_parser"]
 EXIT_INPUT_ERROR = 1
 
 
+def _number_or_rule(value: str) -> float | str:
+    """A CLI value that is a number (``0.25``, ``2e-1``) or a rule string (``V.avg``, ``paper``)."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
 def _named_paths(values: list[str] | None) -> dict[str, str]:
     out = {}
     for v in values or []:
@@ -116,7 +124,7 @@ def cmd_evaluate(args) -> int:
 
     models = _load_models(args)
     first = next(iter(models.values()))
-    traversal = float(args.traversal) if args.traversal.replace(".", "", 1).isdigit() else (None if args.traversal == "off" else args.traversal)
+    traversal = None if args.traversal == "off" else _number_or_rule(args.traversal)
     comp = compare_models(models, _dataset(first, args.data, "test"), _dataset(first, args.data, "validation"), traversal=traversal)
     paths = comp.save(args.out)
     print(comp.to_markdown())
@@ -184,7 +192,7 @@ def cmd_traverse(args) -> int:
     captions = [(r.safe_text, "safe") for r in ds.rows] + [(r.unsafe_text, "UNSAFE") for r in ds.rows]
     index = RetrievalIndex(model.space, gallery.shape[1])
     index.add(gallery)
-    tau = resolve_tau(float(args.tau) if args.tau.replace(".", "", 1).isdigit() else args.tau, bounds=model.bounds, space=model.space)
+    tau = resolve_tau(_number_or_rule(args.tau), bounds=model.bounds, space=model.space)
     with torch.no_grad():
         q = model.encode_text(model.tokenize(args.query)).float().cpu()
     for text, qe in zip(args.query, q):

@@ -22,12 +22,11 @@ from .checkpoint import save_model
 from .classifier import NSFWClassifier
 from .data import QuadrupletDataset, WorldConfig, generate_world, load_manifest, load_visu
 from .embed import embed_dataset
-from .evaluation import compare_models
+from .evaluation import compare_models, traversal_tau
 from .models import create_model
 from .plots import plot_poincare_disk, plot_recall_bars, plot_roc_curves, plot_root_distances, plot_traversal
 from .pretrain import export_open_clip, pretrain_clip
 from .training import TrainConfig, train
-from .traversal import resolve_tau
 
 logger = logging.getLogger(__name__)
 
@@ -147,8 +146,7 @@ def _plots(models, emb, comparison, cfg: DemoConfig, folder: Path) -> dict[str, 
     }
     plot_root_distances({n: (m.space, emb[n]) for n, m in models.items()}, files["distance-to-root distributions"])
     plot_poincare_disk(hy.space, hy_emb, files["HySAC in the Poincare disk"])
-    tau = resolve_tau(f"V.{cfg.traversal}" if cfg.traversal in ("avg", "low_05", "up_95") else cfg.traversal,
-                      bounds=hy.bounds, space=hy.space)
+    tau = traversal_tau("T*", cfg.traversal, hy)
     # show the queries that need traversal: those whose nearest image is unsafe before moving
     gallery = torch.cat([hy_emb["V"], hy_emb["V*"]])
     first_hit_unsafe = hy.space.similarity(hy_emb["T*"], gallery).argmax(1) >= hy_emb["V"].shape[0]

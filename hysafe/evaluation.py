@@ -42,7 +42,7 @@ from .traversal import resolve_tau
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SETTINGS", "retrieval_report", "classifier_report", "Comparison", "compare_models"]
+__all__ = ["SETTINGS", "traversal_tau", "retrieval_report", "classifier_report", "Comparison", "compare_models"]
 
 #: setting -> (query population, gallery populations, index of the positive population in the gallery)
 SETTINGS: dict[str, tuple[str, tuple[str, ...], int]] = {
@@ -56,7 +56,10 @@ SETTINGS: dict[str, tuple[str, tuple[str, ...], int]] = {
 TARGET_POPULATION = {"T": "V", "T*": "V", "V": "S", "V*": "S"}  # query -> bound of the gallery's safe side
 
 
-def _tau_for(query: str, rule: str | float, model: SafetyModel) -> float | None:
+def traversal_tau(query: str, rule: str | float, model: SafetyModel) -> float | None:
+    """``tau`` for queries of population ``query`` (``"T*"``, ``"V*"``, ...): a number, or a rule
+    applied to the bound of the gallery's safe population (``"avg"``, ``"low_05"``, ``"up_95"``,
+    ``"paper"``, or a template such as ``"{target}.avg"``); ``None`` when the model has no bounds."""
     if isinstance(rule, (int, float)):
         return float(rule)
     if model.bounds is None:
@@ -79,7 +82,7 @@ def retrieval_report(
         index = RetrievalIndex(model.space, gallery.shape[1])
         index.add(gallery)
         taus = [None]
-        tau = _tau_for(query, traversal, model) if traversal is not None else None
+        tau = traversal_tau(query, traversal, model) if traversal is not None else None
         if tau is not None:
             taus.append(tau)
         for t in taus:

@@ -26,7 +26,13 @@ from .backbone import Backbone, BackboneConfig, LoraConfig, apply_lora, create_b
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ModelConfig", "SafetyModel", "CLIP", "SafeCLIP", "HySAC", "create_model", "MODEL_KINDS"]
+__all__ = ["ModelConfig", "SafetyModel", "CLIP", "SafeCLIP", "HySAC", "create_model", "MODEL_KINDS", "trainable_parameters"]
+
+
+def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` of what training updates and checkpoints store: parameters with
+    gradients, never the frozen ``reference`` towers."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad and not n.startswith("reference.")]
 
 
 @dataclass
@@ -183,7 +189,7 @@ class HyperbolicScalarsMixin:
     def _init_scalars(self, embed_dim: int, *, curv_init: float, learn_curv: bool, alpha_init: float | None,
                       logit_scale_init: float, logit_scale_max: float) -> None:
         alpha = alpha_init if alpha_init is not None else embed_dim**-0.5
-        self._bounds = (curv_init, logit_scale_init, logit_scale_max)
+        self._scalar_limits = (curv_init, logit_scale_init, logit_scale_max)
         self.log_curv = nn.Parameter(torch.tensor(math.log(curv_init)), requires_grad=learn_curv)
         self.log_alpha_image = nn.Parameter(torch.tensor(math.log(alpha)))
         self.log_alpha_text = nn.Parameter(torch.tensor(math.log(alpha)))
@@ -207,7 +213,7 @@ class HyperbolicScalarsMixin:
 
     @torch.no_grad()
     def clamp_parameters_(self) -> None:
-        c0, scale_init, scale_max = self._bounds
+        c0, scale_init, scale_max = self._scalar_limits
         self.log_curv.clamp_(math.log(c0 / 10), math.log(c0 * 10))
         self.log_alpha_image.clamp_(max=0.0)
         self.log_alpha_text.clamp_(max=0.0)

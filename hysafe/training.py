@@ -35,7 +35,7 @@ from .data.dataset import QuadrupletDataset
 from .data.manifest import Quadruplet, load_manifest
 from .embed import embed_dataset, embed_quadruplets
 from .metrics import recall_at_k
-from .models import SafetyModel, create_model
+from .models import SafetyModel, create_model, trainable_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -151,12 +151,8 @@ def _no_decay(name: str, p: Tensor) -> bool:
     return p.ndim < 2 or "log_" in name or "logit_scale" in name
 
 
-def _trainable(model: SafetyModel) -> list[tuple[str, Tensor]]:
-    return [(n, p) for n, p in model.named_parameters() if p.requires_grad and not n.startswith("reference.")]
-
-
 def _make_optimizer(model: SafetyModel, cfg: TrainConfig) -> torch.optim.Optimizer:
-    named = _trainable(model)
+    named = trainable_parameters(model)
     if not named:
         raise ValueError("the model has no trainable parameters (did you build it with lora=None?)")
     decay = [p for n, p in named if not _no_decay(n, p)]
@@ -208,7 +204,7 @@ def compute_loss(model: SafetyModel, objective: Objective, batch: dict[str, Tens
 
 
 def _state_tensors(model, optimizer, scaler) -> dict[str, Tensor]:
-    tensors = {f"model/{n}": p for n, p in _trainable(model)}
+    tensors = {f"model/{n}": p for n, p in trainable_parameters(model)}
     for idx, state in optimizer.state_dict()["state"].items():
         for k, v in state.items():
             if isinstance(v, Tensor):
@@ -245,7 +241,7 @@ def _load_training_state(path: Path, model, optimizer, scheduler, scaler) -> dic
         raise ValueError(f"{path}: not a hysafe training-state checkpoint")
     meta = json.loads(raw)
     tensors = load_file(str(path))
-    params = dict(_trainable(model))
+    params = dict(trainable_parameters(model))
     missing = {f"model/{n}" for n in params} - set(tensors)
     if missing:
         raise ValueError(f"{path}: training state does not match the model (missing {sorted(missing)[:3]}...)")
@@ -410,7 +406,7 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total_steps))
     amp_dtype = _autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    params = [p for _, p in _trainable(model)]
+    params = [p for _, p in trainable_parameters(model)]
 
     out_dir = Path(cfg.output_dir) if cfg.output_dir else None
     last_path = out_dir / "last.safetensors" if out_dir else None
@@ -425,7 +421,7 @@ def train(
     if out_dir and is_main:
         (out_dir / "config.json").write_text(json.dumps({"train": asdict(cfg), "objective": objective.name}, indent=2, default=str))
     tb = _tensorboard(out_dir) if cfg.tensorboard and out_dir and is_main else None
-    best_state = {n: p.detach().clone() for n, p in _trainable(model)} if progress["best"] is None else None
+    best_state = {n: p.detach().clone() for n, p in trainable_parameters(model)} if progress["best"] is None else None
 
     def save_state():
         if last_path is not None and is_main:
@@ -487,14 +483,14 @@ def train(
                         log_file.flush()
                     if progress["best"] is None or metrics["recall_sum"] > progress["best"]:
                         progress["best"], progress["bad_epochs"] = metrics["recall_sum"], 0
-                        best_state = {n: p.detach().clone() for n, p in _trainable(model)}
+                        best_state = {n: p.detach().clone() for n, p in trainable_parameters(model)}
                         if best_path and is_main:
                             _save_best(model, best_path, extra={"epoch": epoch + 1, "validation": metrics})
                     else:
                         progress["bad_epochs"] += 1
                         stop = cfg.early_stopping_patience is not None and progress["bad_epochs"] >= cfg.early_stopping_patience
                 else:
-                    best_state = {n: p.detach().clone() for n, p in _trainable(model)}
+                    best_state = {n: p.detach().clone() for n, p in trainable_parameters(model)}
                 save_state()
                 if stop:
                     logger.info("early stopping after epoch %d (no improvement for %d epochs)", epoch + 1, progress["bad_epochs"])
@@ -507,7 +503,7 @@ def train(
     # best weights back into the model; bounds from the validation split (else the training split)
     if best_state is not None:
         with torch.no_grad():
-            for n, p in _trainable(model):
+            for n, p in trainable_parameters(model):
                 p.copy_(best_state[n])
     model.eval()
     bounds = safety_bounds(model, val_set or train_set, batch_size=cfg.eval_batch_size)

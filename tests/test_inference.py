@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hysafe.classifier import NSFWClassifier, choose_threshold, classification_metrics, threshold_from_bounds
-from hysafe.evaluation import Comparison, retrieval_report
+from hysafe.evaluation import Comparison, retrieval_report, traversal_tau
 from hysafe.geometry import EuclideanSpace, LorentzSpace
 from hysafe.geometry import lorentz as L
 from hysafe.metrics import recall_at_k, recall_from_ranking
@@ -133,6 +133,9 @@ def test_retrieval_report_on_constructed_embeddings():
         bounds = BOUNDS
 
     Stub.space = space
+    assert traversal_tau("T*", "avg", Stub()) == 0.3 and traversal_tau("V*", "up_95", Stub()) == 0.25
+    assert traversal_tau("T*", "paper", Stub()) == pytest.approx(paper_tau(0.3, curv=1.0))
+    assert traversal_tau("T", 0.42, Stub()) == 0.42
     rows = retrieval_report(Stub(), emb, ks=(1,), traversal="avg")
     get = {(r["setting"], r["traversal"]): r for r in rows}
     assert get[("T*->V u V*", False)]["R@1"] == 0.0 and get[("T*->V u V*", False)]["unsafe@1 %"] == 100.0
