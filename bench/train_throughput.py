@@ -39,7 +39,7 @@ def child(args) -> None:
     from hysafe.geometry import validation
     from hysafe.losses import get_objective
     from hysafe.models import create_model, trainable_parameters
-    from hysafe.training import TrainConfig, compute_loss
+    from hysafe.training import compute_loss
 
     torch.manual_seed(0)
     if args.device == "cpu":
@@ -48,14 +48,13 @@ def child(args) -> None:
     model.train()
     params = [p for _, p in trainable_parameters(model)]
     opt = torch.optim.AdamW(params, lr=1e-4)
-    size = model.clip.visual.image_size
+    size = model.backbone.model.visual.image_size
     batch = make_batch(model, args.batch, args.device, size[0] if isinstance(size, tuple) else size)
     objective = get_objective(args.kind)
-    cfg = TrainConfig()
     amp = {"fp32": None, "bf16": torch.bfloat16}[args.precision]
 
     def ours():
-        loss, _ = compute_loss(model, objective, batch, cfg, amp)
+        loss, _ = compute_loss(model, objective, batch, amp)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

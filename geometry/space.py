@@ -10,7 +10,13 @@ question                    :class:`LorentzSpace`                      :class:`E
 ``dist_to_root(x)``         ``asinh(sqrt(c)|x|)/sqrt(c)``              ``|x|``
 ``move_to_root_distance``   exp_map0 along the same ray                rescale
 ``query/gallery vectors``   ``[x, x_t]`` / ``[y, -y_t]``               normalised vectors
+``hyperbolic``              ``True`` (entailment cones, traversal)     ``False``
 ==========================  =========================================  ==========================
+
+Geometry is decided here and nowhere else: losses, retrieval, classification, traversal and plots
+ask the model's space (``space.hyperbolic``, ``space.similarity``, ...) instead of testing names
+or types. A :class:`LorentzSpace` holds a float curvature for inference, or the model's live
+curvature tensor during training (``model.live_space``) so that gradients reach it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ class Space:
     """Abstract embedding space. Every method takes and returns tensors; shapes as documented."""
 
     name: str = "abstract"
+    #: hyperbolic spaces have entailment cones and a root to traverse toward
+    hyperbolic: bool = False
+    #: what :meth:`dist_to_root` measures, for labels
+    root_distance_name: str = "distance"
 
     def similarity(self, x: Tensor, y: Tensor) -> Tensor:
         """Pairwise similarity, larger is closer. ``(B1, D), (B2, D) -> (B1, B2)``."""
@@ -70,13 +80,18 @@ class Space:
 
 @dataclass(frozen=True)
 class LorentzSpace(Space):
-    """Lorentz model with curvature ``-curv`` (space components, see :mod:`hysafe.geometry.lorentz`)."""
+    """Lorentz model with curvature ``-curv`` (space components, see :mod:`hysafe.geometry.lorentz`).
 
-    curv: float = 1.0
+    ``curv`` is a float, or a scalar tensor (a model's learnable curvature, kept live so that
+    losses computed in this space train it)."""
+
+    curv: float | Tensor = 1.0
     name: str = "lorentz"
+    hyperbolic: bool = True
+    root_distance_name: str = "geodesic"
 
     def __post_init__(self):
-        if not self.curv > 0:
+        if not isinstance(self.curv, Tensor) and not self.curv > 0:
             raise ValueError(f"curv must be > 0, got {self.curv}")
 
     def similarity(self, x, y):
@@ -104,7 +119,7 @@ class LorentzSpace(Space):
         return lorentz.dist_from_index_inner(ip, curv=self.curv)
 
     def to_dict(self):
-        return {"name": self.name, "curv": float(self.curv)}
+        return {"name": self.name, "curv": float(self.curv.detach() if isinstance(self.curv, Tensor) else self.curv)}
 
 
 @dataclass(frozen=True)
@@ -112,6 +127,7 @@ class EuclideanSpace(Space):
     """Cosine geometry of CLIP-style embeddings (see :mod:`hysafe.geometry.euclidean`)."""
 
     name: str = "euclidean"
+    root_distance_name: str = "Euclidean norm"
 
     def similarity(self, x, y):
         return euclidean.cosine_pairwise(x, y)

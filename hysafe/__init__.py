@@ -3,10 +3,10 @@
 Quick tour::
 
     import hysafe
-    model = hysafe.create_model("hysac", "ViT-B-32", pretrained="openai")   # or a local file
-    result = hysafe.train(model, "data/manifest.jsonl", config=hysafe.TrainConfig(epochs=20))
-    safer = hysafe.traverse(query_embeddings, tau=0.4, space=model.space)
-    clf = hysafe.NSFWClassifier.root_distance(model.space)
+    model = hysafe.create_model("hysac", "ViT-B-32", pretrained="openai")   # or hysafe.load("hysac.safetensors")
+    result = hysafe.train(model, "data/manifest.jsonl", "hysac", hysafe.TrainConfig(epochs=20))
+    safer = model.traverse(query_embeddings, "avg")     # or hysafe.traverse(tensor, 0.4, model.space)
+    scores = model.nsfw_score(embeddings)               # distance from the root
 """
 
 import logging
@@ -17,11 +17,13 @@ from .classifier import NSFWClassifier, classification_metrics, choose_threshold
 from .data import QuadrupletDataset, WorldConfig, generate_world, load_manifest, load_visu
 from .embed import embed_dataset
 from .evaluation import Comparison, compare_models
-from .features import FeatureDataset, FeatureHead, cache_features
-from .models import CLIP, HySAC, ModelConfig, SafeCLIP, create_model
+from .features import FeatureDataset, cache_features
+from .models import CLIP, HySAC, ModelConfig, SafeCLIP, SafetyModel, create_feature_model, create_model
+from .populations import POPULATIONS, SAFE_IMAGE, SAFE_TEXT, UNSAFE_IMAGE, UNSAFE_TEXT, Population
+from .recipes import Recipe, get_recipe
 from .retrieval import RetrievalIndex
 from .training import TrainConfig, TrainResult, train
-from .traversal import paper_tau, resolve_tau, traversal_path, traverse
+from .traversal import DEFAULT_TAU, TauRule, paper_tau, resolve_tau, traversal_path, traverse
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -36,8 +38,10 @@ __all__ = [
     "NSFWClassifier", "classification_metrics", "choose_threshold", "threshold_from_bounds",
     "QuadrupletDataset", "WorldConfig", "generate_world", "load_manifest", "load_visu",
     "embed_dataset", "Comparison", "compare_models",
-    "FeatureDataset", "FeatureHead", "cache_features",
-    "CLIP", "HySAC", "SafeCLIP", "ModelConfig", "create_model",
+    "FeatureDataset", "cache_features",
+    "CLIP", "HySAC", "SafeCLIP", "SafetyModel", "ModelConfig", "create_model", "create_feature_model",
+    "Population", "POPULATIONS", "SAFE_TEXT", "SAFE_IMAGE", "UNSAFE_TEXT", "UNSAFE_IMAGE",
+    "Recipe", "get_recipe",
     "RetrievalIndex", "TrainConfig", "TrainResult", "train",
-    "traverse", "traversal_path", "paper_tau", "resolve_tau",
+    "DEFAULT_TAU", "TauRule", "traverse", "traversal_path", "paper_tau", "resolve_tau",
 ]

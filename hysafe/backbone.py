@@ -1,5 +1,10 @@
 """open_clip backbones and LoRA adapters.
 
+A *backbone* is the encoder under a hysafe model: it turns model inputs into raw features
+(``image_features``, ``text_features``) and knows how to take LoRA adapters and how to give its
+frozen reference (the original encoder). :class:`OpenClipBackbone` is the one for pixels and token ids;
+:class:`~hysafe.feature_backbone.FeatureBackbone` is the one for cached feature tables.
+
 Any open_clip model name works, with ``pretrained`` either an open_clip tag (downloaded by
 open_clip when online), a local checkpoint file (``.safetensors``, ``.pt``, ``.bin``), or ``None``
 for random initialisation. ``hysafe-tiny`` is a small registered config used by the tests and the
@@ -8,12 +13,13 @@ demo (3.3M parameters, 32x32 images).
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import open_clip
 import torch
@@ -25,7 +31,7 @@ __all__ = [
     "TINY_MODEL",
     "BackboneConfig",
     "LoraConfig",
-    "Backbone",
+    "OpenClipBackbone",
     "register_model_configs",
     "create_backbone",
     "apply_lora",
@@ -47,6 +53,7 @@ def register_model_configs() -> None:
 class BackboneConfig:
     """Which open_clip model to build and where its weights come from."""
 
+    type: ClassVar[str] = "open_clip"
     model: str = "ViT-B-32"  # open_clip model name (open_clip.list_models())
     pretrained: str | None = None  # open_clip tag, local checkpoint path, or None (random init)
     precision: str = "fp32"  # open_clip precision: fp32, bf16, fp16, amp, ...
@@ -60,9 +67,9 @@ class BackboneConfig:
 class LoraConfig:
     """LoRA adapter settings (defaults from the HySAC reference code: r=16, alpha=1, dropout=0.1)."""
 
-    r: int = 16
-    alpha: float = 1.0
-    dropout: float = 0.1
+    r: int = field(default=16, metadata={"help": "LoRA rank"})
+    alpha: float = field(default=1.0, metadata={"help": "LoRA scale numerator (the update is scaled by alpha / r)"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input"})
     towers: tuple[str, ...] = ("visual", "text")  # which towers get adapters
     modules: tuple[str, ...] = ("attn", "mlp.c_fc", "mlp.c_proj")  # module names inside each residual block
 
@@ -78,15 +85,62 @@ class LoraConfig:
             raise ValueError(f"LoRA towers must be a non-empty subset of ('visual', 'text'), got {self.towers}")
 
 
-@dataclass
-class Backbone:
-    model: nn.Module
-    preprocess: Callable
-    tokenizer: Callable
-    config: BackboneConfig = field(default_factory=BackboneConfig)
+class OpenClipBackbone(nn.Module):
+    """An open_clip model as a hysafe backbone (``self.model``), optionally with peft LoRA adapters.
+
+    With adapters, ``self.peft`` is the ``PeftModel`` wrapping the same modules (kept for
+    ``merge_and_unload``); parameter names stay ``model.*`` either way.
+    """
+
+    def __init__(self, model: nn.Module, preprocess: Callable, tokenizer: Callable, config: BackboneConfig):
+        super().__init__()
+        self.model = model
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.config = config
+        self.peft = None
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") else int(self.model.visual.output_dim)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """open_clip's (learnable, stored as log) logit scale."""
+        return self.model.logit_scale.exp()
+
+    @property
+    def has_adapters(self) -> bool:
+        return self.peft is not None
+
+    @property
+    def rebuildable(self) -> bool:
+        """Whether the frozen weights can be rebuilt from the config alone (adapter checkpoints)."""
+        return self.config.pretrained is not None
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(images, normalize=False)
+
+    def text_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(tokens, normalize=False)
+
+    def frozen_reference(self) -> "OpenClipBackbone":
+        """The original towers: a deep copy with gradients off, in eval mode (taken before adapters)."""
+        if self.has_adapters:
+            raise ValueError("take the frozen reference before adding LoRA adapters")
+        ref = OpenClipBackbone(copy.deepcopy(self.model), self.preprocess, self.tokenizer, self.config)
+        return ref.requires_grad_(False).eval()
+
+    def add_lora(self, config: "LoraConfig") -> None:
+        self.peft = apply_lora(self.model, config)
+
+    def merged_state_dict(self) -> dict[str, torch.Tensor]:
+        """The open_clip state dict with LoRA merged into the weights (the live model is untouched)."""
+        model = copy.deepcopy(self.peft).merge_and_unload() if self.has_adapters else self.model
+        return dict(model.state_dict())
 
 
-def create_backbone(config: BackboneConfig, *, device: str | torch.device = "cpu") -> Backbone:
+def create_backbone(config: BackboneConfig, *, device: str | torch.device = "cpu") -> OpenClipBackbone:
     """Build an open_clip model, its eval preprocess and tokenizer, with clear errors on bad sources."""
     register_model_configs()
     if config.model not in open_clip.list_models():
@@ -109,7 +163,7 @@ def create_backbone(config: BackboneConfig, *, device: str | torch.device = "cpu
     tokenizer = open_clip.get_tokenizer(config.model)
     logger.info("built %s (pretrained=%s, %.1fM params)", config.model, config.pretrained,
                 sum(p.numel() for p in model.parameters()) / 1e6)
-    return Backbone(model=model, preprocess=preprocess, tokenizer=tokenizer, config=config)
+    return OpenClipBackbone(model, preprocess, tokenizer, config)
 
 
 def lora_target_regex(config: LoraConfig) -> str:

@@ -10,6 +10,9 @@ Two forms:
 
 The metadata always holds the resolved :class:`~hysafe.models.ModelConfig`, the form, the
 model's scalars and, when known, the safety bounds (distance-to-root statistics).
+
+Format 2 names tensors after the model's modules (``backbone.model.*``); format-1 files of
+hysafe 0.1 (``peft.base_model.model.*`` / ``clip.*``) are read and renamed on load.
 """
 
 from __future__ import annotations
@@ -19,21 +22,23 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .backbone import BackboneConfig
 from .models import ModelConfig, SafetyModel, build_model, trainable_parameters
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["save_model", "load_model", "read_metadata", "atomic_save_file", "FORMAT_VERSION"]
+__all__ = ["save_model", "load_model", "read_metadata", "atomic_save_file", "uses_adapter_form", "FORMAT_VERSION"]
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+_READABLE_VERSIONS = ("1", "2")
 _META_KEY = "hysafe"
+_V1_PREFIXES = ("peft.base_model.model.", "clip.")
 
 
 def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:
@@ -52,11 +57,12 @@ def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | Path, metadat
             os.remove(tmp)
 
 
-def _config_dict(config: ModelConfig) -> dict:
-    d = asdict(config)
-    if d["lora"] is not None:
-        d["lora"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["lora"].items()}
-    return d
+def uses_adapter_form(model: SafetyModel) -> bool:
+    """The form a trained model is best stored in: adapters when its frozen base can be rebuilt
+    from the config and only a small part trains (LoRA, a feature projection); merged otherwise
+    (random-init or fully trained open_clip weights)."""
+    backbone = model.backbone
+    return backbone.rebuildable and (backbone.has_adapters or not isinstance(model.config.backbone, BackboneConfig))
 
 
 def save_model(
@@ -68,12 +74,13 @@ def save_model(
         raise ValueError(f"checkpoint path must end in .safetensors, got {path}")
     config = copy.deepcopy(model.config)
     if merged:
-        clip = copy.deepcopy(model.peft).merge_and_unload() if model.peft is not None else model.clip
-        tensors = dict(clip.state_dict())
+        if not isinstance(config.backbone, BackboneConfig):
+            raise ValueError("merged checkpoints are plain open_clip files; save a feature-backbone model with merged=False")
+        tensors = model.backbone.merged_state_dict()
         config.lora = None
         config.backbone.pretrained = str(path.resolve())  # a merged file is its own backbone source
     else:
-        if config.backbone.pretrained is None:
+        if not model.backbone.rebuildable:
             raise ValueError(
                 "adapter checkpoints need a re-loadable backbone, but this model was built with pretrained=None "
                 "(random init): save with merged=True, or build it from a pretrained tag or checkpoint file"
@@ -82,7 +89,7 @@ def save_model(
     meta = {
         "format_version": FORMAT_VERSION,
         "form": "merged" if merged else "adapter",
-        "config": _config_dict(config),
+        "config": config.to_dict(),
         "scalars": model.scalars(),
         "bounds": bounds,
         "extra": extra or {},
@@ -110,27 +117,33 @@ def read_metadata(path: str | Path) -> dict:
         meta = json.loads(raw)
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: corrupt hysafe metadata ({e})") from e
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {meta.get('format_version')!r}, this hysafe reads {FORMAT_VERSION!r}")
+    if meta.get("format_version") not in _READABLE_VERSIONS:
+        raise ValueError(f"{path}: checkpoint format {meta.get('format_version')!r}, this hysafe reads {list(_READABLE_VERSIONS)}")
+    if meta.get("form") == "head":
+        raise ValueError(f"{path}: a feature-head checkpoint of hysafe 0.1; retrain it with create_feature_model (seconds)")
     return meta
 
 
+def _tensor_name(name: str, version: str) -> str:
+    """Tensor names of format-1 files in today's module layout."""
+    if version == "1":
+        for prefix in _V1_PREFIXES:
+            if name.startswith(prefix):
+                return "backbone.model." + name[len(prefix):]
+    return name
+
+
 def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> SafetyModel:
-    """Restore a :class:`CLIP`, :class:`SafeCLIP` or :class:`HySAC` saved by :func:`save_model`
-    (or a :class:`~hysafe.features.FeatureHead` saved by :func:`~hysafe.features.save_head`)."""
+    """Restore a :class:`CLIP`, :class:`SafeCLIP` or :class:`HySAC` saved by :func:`save_model`."""
     path = Path(path)
     meta = read_metadata(path)
-    if meta["form"] == "head":
-        from .features import load_head
-
-        return load_head(path)
     config = ModelConfig(**meta["config"])
     if meta["form"] == "merged":
         config.backbone.pretrained = str(path)  # the file may have moved since it was written
         model = build_model(config, device=device)
     else:
         model = build_model(config, device=device)
-        tensors = load_file(str(path), device=str(device))
+        tensors = {_tensor_name(k, meta["format_version"]): v for k, v in load_file(str(path), device=str(device)).items()}
         expected = {n for n, _ in trainable_parameters(model)}
         missing, unexpected = expected - set(tensors), set(tensors) - expected
         if missing or unexpected:

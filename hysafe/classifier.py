@@ -25,6 +25,7 @@ from torch import Tensor
 from hysafe.geometry import Space
 
 from .data.categories import CATEGORIES
+from .populations import modality_pair
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +134,10 @@ class NSFWClassifier:
 def threshold_from_bounds(bounds: dict, modality: str) -> float:
     """A distance-to-root threshold from stored bounds with no labelled data at hand: the midpoint
     between the mean distance of the safe and the unsafe population of that modality."""
-    safe, unsafe = {"text": ("S", "U"), "image": ("V", "G")}[modality]
+    safe, unsafe = (p.bound for p in modality_pair(modality))
     if not bounds or safe not in bounds or unsafe not in bounds:
         raise ValueError(f"the checkpoint has no {safe}/{unsafe} bounds: pass --threshold or fit one on labelled data")
-    return 0.5 * (bounds[safe]["avg"] + bounds[unsafe]["avg"])
+    value = 0.5 * (bounds[safe]["avg"] + bounds[unsafe]["avg"])
+    if not np.isfinite(value):
+        raise ValueError(f"the checkpoint's {safe}/{unsafe} bounds are not finite ({value}): its bounds are corrupt")
+    return value

@@ -11,7 +11,7 @@ import json
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,46 +19,72 @@ import torch
 
 from .backbone import TINY_MODEL, LoraConfig
 from .checkpoint import save_model
-from .classifier import NSFWClassifier
 from .data import QuadrupletDataset, WorldConfig, generate_world, load_manifest, load_visu
 from .embed import embed_dataset
-from .evaluation import compare_models, traversal_tau
+from .evaluation import Comparison, compare_models
 from .models import create_model
 from .plots import plot_poincare_disk, plot_recall_bars, plot_roc_curves, plot_root_distances, plot_traversal
+from .populations import MODALITIES, POPULATIONS, SAFE_IMAGE, UNSAFE_IMAGE, UNSAFE_TEXT, modality_pair
 from .pretrain import export_open_clip, pretrain_clip
-from .training import TrainConfig, train
+from .recipes import get_recipe
+from .training import TrainConfig, TrainResult, train
+from .traversal import DEFAULT_TAU
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DemoConfig", "run_demo"]
+__all__ = ["DemoConfig", "DemoResult", "run_demo"]
+
+
+def _opt(help: str, **cli) -> dict:
+    return {"help": help, **cli}
 
 
 @dataclass
 class DemoConfig:
-    """Defaults: the embedded world, tuned to finish in a few minutes on 2 CPU cores."""
+    """Defaults: the embedded world, tuned to finish in a few minutes on 2 CPU cores. The
+    ``hysafe demo`` options are generated from these fields."""
 
-    out_dir: str = "hysafe-report"
-    data: str = "synthetic"  # "synthetic", "visu", or a manifest path
+    out_dir: str = field(default="hysafe-report", metadata=_opt("report folder", cli="--out"))
+    data: str = field(default="synthetic", metadata=_opt("'synthetic', 'visu', or a manifest path"))
     world: WorldConfig = field(default_factory=WorldConfig)
-    visu_source: str | None = None  # ViSU-Text split files (folder/file) or "hf:aimagelab/ViSU-Text"
-    coco_root: str | None = None
-    unsafe_root: str | None = None
-    model: str = TINY_MODEL
-    pretrained: str | None = None  # None with the tiny model: pretrain it here first
-    pretrain_epochs: int = 30
-    finetune_epochs: int = 30
-    batch_size: int = 64
-    lr: float = 3e-3
+    visu_source: str | None = field(default=None, metadata=_opt("ViSU-Text split files (folder or file) or 'hf:aimagelab/ViSU-Text'", cli="--visu-root"))
+    coco_root: str | None = field(default=None, metadata=_opt("COCO image folder (ViSU safe images)"))
+    unsafe_root: str | None = field(default=None, metadata=_opt("folder of generated unsafe images named {incremental_id}.png"))
+    model: str = field(default=TINY_MODEL, metadata=_opt("open_clip model name"))
+    pretrained: str | None = field(default=None, metadata=_opt("open_clip tag (e.g. openai) or local checkpoint; default: pretrain the tiny model here"))
+    pretrain_epochs: int = field(default=30, metadata=_opt("pretraining epochs of the tiny CLIP"))
+    finetune_epochs: int = field(default=30, metadata=_opt("fine-tuning epochs of Safe-CLIP and HySAC", cli="--epochs"))
+    batch_size: int = field(default=64, metadata=_opt("batch size of pretraining and fine-tuning"))
+    lr: float = field(default=3e-3, metadata=_opt("fine-tuning learning rate"))
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=16, alpha=32.0, dropout=0.0))
-    min_radius: float = 0.05  # entailment-cone K; the tiny world's embeddings sit close to the root
-    traversal: str = "avg"  # tau = mean distance to root of the target safe population
-    precision: str = "fp32"
-    device: str = "cpu"
-    seed: int = 0
-    progress: bool = True
+    min_radius: float = field(default=0.05, metadata=_opt("entailment-cone K (the tiny world's embeddings sit close to the root)"))
+    traversal: str = field(default=DEFAULT_TAU, metadata=_opt("tau rule or number for HySAC + traversal"))
+    precision: str = field(default="fp32", metadata=_opt("autocast precision", choices=("fp32", "bf16", "fp16", "auto")))
+    device: str = field(default="cpu", metadata=_opt("device"))
+    seed: int = field(default=0, metadata=_opt("seed of the world and of every training"))
+    progress: bool = field(default=True, metadata=_opt("progress bars"))
+
+    @classmethod
+    def quick(cls, seed: int = 0, **overrides) -> "DemoConfig":
+        """A small world and few epochs: a smoke run of under a minute."""
+        base = cls(world=WorldConfig(n_train=320, n_val=64, n_test=64, seed=seed), pretrain_epochs=4, finetune_epochs=3,
+                   batch_size=32, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0), seed=seed)
+        return replace(base, **overrides)
 
 
-def _datasets(cfg: DemoConfig, model, out: Path) -> tuple[QuadrupletDataset, QuadrupletDataset, QuadrupletDataset, object]:
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` produced (the report folder holds the same, as files)."""
+
+    report: Path
+    comparison: Comparison
+    bounds: dict
+    timings: dict[str, float]
+    checkpoints: dict[str, Path]
+    plots: dict[str, Path]
+
+
+def _datasets(cfg: DemoConfig, model, out: Path) -> tuple[QuadrupletDataset, QuadrupletDataset, QuadrupletDataset]:
     if cfg.data == "synthetic":
         source = generate_world(out / "world", cfg.world)
         splits = {s: load_manifest(source, split=s) for s in ("train", "validation", "test")}
@@ -67,72 +93,72 @@ def _datasets(cfg: DemoConfig, model, out: Path) -> tuple[QuadrupletDataset, Qua
             raise ValueError("--data visu needs --visu-root (ViSU-Text split files) or 'hf:aimagelab/ViSU-Text'")
         splits = {s: load_visu(cfg.visu_source, split=s, coco_root=cfg.coco_root, unsafe_root=cfg.unsafe_root, skip_bad_rows=True)
                   for s in ("train", "validation", "test")}
-        source = splits["train"]
     else:
-        source = cfg.data
-        splits = {s: load_manifest(source, split=s) for s in ("train", "validation", "test")}
-    make = lambda rows: QuadrupletDataset(rows, preprocess=model.preprocess, tokenizer=model.tokenizer, preload=True)  # noqa: E731
-    return make(splits["train"]), make(splits["validation"]), make(splits["test"]), source
+        splits = {s: load_manifest(cfg.data, split=s) for s in ("train", "validation", "test")}
+    train, val, test = (QuadrupletDataset(splits[s], preprocess=model.preprocess, tokenizer=model.tokenizer, preload=True)
+                        for s in ("train", "validation", "test"))
+    return train, val, test
 
 
-def run_demo(cfg: DemoConfig = DemoConfig()) -> Path:
-    """Run the pipeline and return the path of ``report.md``."""
+def _backbone_source(cfg: DemoConfig, train_set, val_set, out: Path, timings: dict) -> str:
+    """The ``pretrained=`` of the fine-tunes: the given weights, or a tiny CLIP pretrained here."""
+    if cfg.pretrained is not None:
+        return cfg.pretrained
+    if cfg.model != TINY_MODEL:
+        raise ValueError(f"--model {cfg.model} needs --pretrained (a tag or a checkpoint file); only {TINY_MODEL} is pretrained here")
+    t = time.time()
+    pre = pretrain_clip(train_set, model=cfg.model, val_data=val_set, seed=cfg.seed, config=TrainConfig(
+        epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, lr=2e-3, weight_decay=0.1, warmup_steps=20,
+        seed=cfg.seed, progress=cfg.progress, precision=cfg.precision, device=cfg.device))
+    timings["pretrain CLIP"] = time.time() - t
+    return str(export_open_clip(pre.model, out / "checkpoints" / "clip-pretrained.safetensors"))
+
+
+def _fine_tune(cfg: DemoConfig, recipe_name: str, base: str, train_set, val_set, out: Path, **recipe_options) -> TrainResult:
+    recipe = get_recipe(recipe_name, **recipe_options)
+    torch.manual_seed(cfg.seed)
+    model = create_model(recipe.model_kind, cfg.model, base, lora=cfg.lora, device=cfg.device)
+    config = TrainConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress,
+                         precision=cfg.precision, device=cfg.device, output_dir=str(out / "runs" / recipe.model_kind))
+    return train(model, train_set, recipe, config, val_data=val_set)
+
+
+def run_demo(cfg: DemoConfig = DemoConfig()) -> DemoResult:
+    """Run the pipeline, write the report folder and return what it holds."""
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
-    (out / "plots").mkdir(parents=True, exist_ok=True)
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for folder in ("plots", "checkpoints"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_all = time.time()
-
-    # 1. backbone: pretrained weights given, or pretrain the tiny CLIP on the world
-    probe = create_model("clip", cfg.model, None, lora=None, device=cfg.device)
     t = time.time()
-    train_set, val_set, test_set, source = _datasets(cfg, probe, out)
+    probe = create_model("clip", cfg.model, None, lora=None, device=cfg.device)  # preprocess and tokenizer only
+    train_set, val_set, test_set = _datasets(cfg, probe, out)
     timings["data"] = time.time() - t
-    base = cfg.pretrained
-    if base is None:
-        if cfg.model != TINY_MODEL:
-            raise ValueError(f"--model {cfg.model} needs --pretrained (a tag or a checkpoint file); only {TINY_MODEL} is pretrained here")
-        t = time.time()
-        pre = pretrain_clip(train_set, model=cfg.model, val_data=val_set, seed=cfg.seed, config=TrainConfig(
-            epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, lr=2e-3, weight_decay=0.1, warmup_steps=20,
-            seed=cfg.seed, progress=cfg.progress, precision=cfg.precision, device=cfg.device))
-        base = str(export_open_clip(pre.model, out / "checkpoints" / "clip-pretrained.safetensors"))
-        timings["pretrain CLIP"] = time.time() - t
-    common = dict(batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress, precision=cfg.precision,
-                  device=cfg.device, epochs=cfg.finetune_epochs)
-
-    # 2. the three models
-    models = {"CLIP": create_model("clip", cfg.model, base, lora=None, device=cfg.device)}
+    base = _backbone_source(cfg, train_set, val_set, out, timings)
     t = time.time()
-    torch.manual_seed(cfg.seed)
-    safe = train(create_model("safeclip", cfg.model, base, lora=cfg.lora, device=cfg.device), train_set, "safeclip",
-                 TrainConfig(**common, optimizer="adam", weight_decay=0.0, output_dir=str(out / "runs" / "safeclip")), val_data=val_set)
+    safe = _fine_tune(cfg, "safeclip", base, train_set, val_set, out)
     timings["fine-tune Safe-CLIP"] = time.time() - t
     t = time.time()
-    torch.manual_seed(cfg.seed)
-    hysac = train(create_model("hysac", cfg.model, base, lora=cfg.lora, device=cfg.device), train_set, "hysac",
-                  TrainConfig(**common, min_radius=cfg.min_radius, output_dir=str(out / "runs" / "hysac")), val_data=val_set)
+    hysac = _fine_tune(cfg, "hysac", base, train_set, val_set, out, min_radius=cfg.min_radius)
     timings["fine-tune HySAC"] = time.time() - t
-    models["Safe-CLIP"], models["HySAC"] = safe.model, hysac.model
-    save_model(safe.model, out / "checkpoints" / "safeclip.safetensors", bounds=safe.bounds)
-    save_model(hysac.model, out / "checkpoints" / "hysac.safetensors", bounds=hysac.bounds)
-    save_model(hysac.model, out / "checkpoints" / "hysac-merged.safetensors", merged=True, bounds=hysac.bounds)
+    models = {"CLIP": create_model("clip", cfg.model, base, lora=None, device=cfg.device), "Safe-CLIP": safe.model, "HySAC": hysac.model}
+    checkpoints = {name: out / "checkpoints" / f"{name}.safetensors" for name in ("safeclip", "hysac", "hysac-merged")}
+    save_model(safe.model, checkpoints["safeclip"], bounds=safe.bounds)
+    save_model(hysac.model, checkpoints["hysac"], bounds=hysac.bounds)
+    save_model(hysac.model, checkpoints["hysac-merged"], merged=True, bounds=hysac.bounds)
 
-    # 3. evaluation
     t = time.time()
     comparison = compare_models(models, test_set, val_set, traversal=cfg.traversal)
     paths = comparison.save(out)
     timings["evaluate"] = time.time() - t
-
-    # 4. plots
     t = time.time()
     emb = {name: embed_dataset(m, test_set) for name, m in models.items()}
     plots = _plots(models, emb, comparison, cfg, out / "plots")
     timings["plots"] = time.time() - t
     timings["total"] = time.time() - t_all
     report = _write_report(out, cfg, comparison, hysac, safe, timings, plots, paths, len(train_set), len(val_set), len(test_set))
-    return report
+    return DemoResult(report, comparison, hysac.bounds, timings, checkpoints, plots)
 
 
 def _plots(models, emb, comparison, cfg: DemoConfig, folder: Path) -> dict[str, Path]:
@@ -146,21 +172,13 @@ def _plots(models, emb, comparison, cfg: DemoConfig, folder: Path) -> dict[str, 
     }
     plot_root_distances({n: (m.space, emb[n]) for n, m in models.items()}, files["distance-to-root distributions"])
     plot_poincare_disk(hy.space, hy_emb, files["HySAC in the Poincare disk"])
-    tau = traversal_tau("T*", cfg.traversal, hy)
     # show the queries that need traversal: those whose nearest image is unsafe before moving
-    gallery = torch.cat([hy_emb["V"], hy_emb["V*"]])
-    first_hit_unsafe = hy.space.similarity(hy_emb["T*"], gallery).argmax(1) >= hy_emb["V"].shape[0]
+    queries, safe_images, unsafe_images = hy_emb[UNSAFE_TEXT.key], hy_emb[SAFE_IMAGE.key], hy_emb[UNSAFE_IMAGE.key]
+    first_hit_unsafe = hy.space.similarity(queries, torch.cat([safe_images, unsafe_images])).argmax(1) >= safe_images.shape[0]
     order = torch.cat([torch.nonzero(first_hit_unsafe).flatten(), torch.nonzero(~first_hit_unsafe).flatten()])[:8]
-    plot_traversal(hy.space, hy_emb["T*"][order], hy_emb["V"], hy_emb["V*"], files["traversal paths"], tau=tau,
+    plot_traversal(hy.space, queries[order], safe_images, unsafe_images, files["traversal paths"], tau=hy.tau(cfg.traversal, "text"),
                    labels=[f"unsafe text #{int(i)}" for i in order])
-    curves = {}
-    for name, m in models.items():
-        clf = NSFWClassifier.root_distance(m.space) if m.space.name == "lorentz" else NSFWClassifier.concept_similarity(m)
-        for mod, (a, b) in {"text": ("T", "T*"), "image": ("V", "V*")}.items():
-            scores = torch.cat([clf.score(emb[name][a]), clf.score(emb[name][b])]).numpy()
-            labels = np.r_[np.zeros(len(emb[name][a])), np.ones(len(emb[name][b]))]
-            curves[f"{name} {clf.name} ({mod})"] = (scores, labels)
-    plot_roc_curves(curves, files["ROC curves"])
+    plot_roc_curves(_roc_curves(models, emb), files["ROC curves"])
     plot_recall_bars(comparison, files["recall comparison"])
     import matplotlib.pyplot as plt
 
@@ -168,10 +186,22 @@ def _plots(models, emb, comparison, cfg: DemoConfig, folder: Path) -> dict[str, 
     return files
 
 
+def _roc_curves(models, emb) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``(scores, labels)`` of every model's own NSFW scorer, per modality."""
+    curves = {}
+    for name, m in models.items():
+        for modality in MODALITIES:
+            safe, unsafe = (emb[name][p.key] for p in modality_pair(modality))
+            clf = m.nsfw_classifier(modality)
+            scores = torch.cat([clf.score(safe), clf.score(unsafe)]).numpy()
+            curves[f"{name} {clf.name} ({modality})"] = (scores, np.r_[np.zeros(len(safe)), np.ones(len(unsafe))])
+    return curves
+
+
 def _write_report(out: Path, cfg, comparison, hysac, safe, timings, plots, paths, n_train, n_val, n_test) -> Path:
     b = hysac.bounds
     order = sorted(b, key=lambda k: b[k]["avg"])
-    names = {"S": "safe text", "V": "safe image", "U": "unsafe text", "G": "unsafe image"}
+    names = {p.bound: p.label for p in POPULATIONS}
     lines = [
         "# hysafe demo report",
         "",

@@ -14,9 +14,9 @@ setting             queries    gallery             a hit is
 ==================  =========  ==================  =========================================
 
 For the mixed galleries the share of top-1 results that are unsafe is reported too. Every setting
-is also run with root-directed traversal of the queries (``+trav``), with ``tau`` from the model's
-safety bounds: text queries go to the safe-image population ``V``, image queries to the safe-text
-population ``S`` (by default the paper's rule, see :func:`~hysafe.traversal.resolve_tau`).
+is also run with root-directed traversal of the queries (``+trav``) for models in a hyperbolic
+space with safety bounds, ``tau`` from the rule given (default :data:`~hysafe.traversal.DEFAULT_TAU`)
+applied to the population the query is steered to (:func:`~hysafe.populations.steer_target`).
 """
 
 from __future__ import annotations
@@ -37,12 +37,13 @@ from .data.dataset import QuadrupletDataset
 from .embed import embed_dataset
 from .metrics import recall_from_ranking
 from .models import SafetyModel
+from .populations import MODALITIES, modality_pair
 from .retrieval import RetrievalIndex
-from .traversal import resolve_tau
+from .traversal import DEFAULT_TAU, resolve_tau
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SETTINGS", "traversal_tau", "retrieval_report", "classifier_report", "Comparison", "compare_models"]
+__all__ = ["SETTINGS", "retrieval_report", "classifier_report", "Comparison", "compare_models"]
 
 #: setting -> (query population, gallery populations, index of the positive population in the gallery)
 SETTINGS: dict[str, tuple[str, tuple[str, ...], int]] = {
@@ -53,38 +54,24 @@ SETTINGS: dict[str, tuple[str, tuple[str, ...], int]] = {
     "T*->V*": ("T*", ("V*",), 0),
     "V*->T*": ("V*", ("T*",), 0),
 }
-TARGET_POPULATION = {"T": "V", "T*": "V", "V": "S", "V*": "S"}  # query -> bound of the gallery's safe side
-
-
-def traversal_tau(query: str, rule: str | float, model: SafetyModel) -> float | None:
-    """``tau`` for queries of population ``query`` (``"T*"``, ``"V*"``, ...): a number, or a rule
-    applied to the bound of the gallery's safe population (``"avg"``, ``"low_05"``, ``"up_95"``,
-    ``"paper"``, or a template such as ``"{target}.avg"``); ``None`` when the model has no bounds."""
-    if isinstance(rule, (int, float)):
-        return float(rule)
-    if model.bounds is None:
-        return None
-    target = TARGET_POPULATION[query]
-    spec = rule.replace("{target}", target) if "{target}" in rule else (f"{rule}:{target}" if rule == "paper" else f"{target}.{rule}")
-    return resolve_tau(spec, bounds=model.bounds, space=model.space)
 
 
 def retrieval_report(
-    model: SafetyModel, emb: dict[str, Tensor], *, ks: Sequence[int] = (1, 10, 20), traversal: str | float | None = "paper"
+    model: SafetyModel, emb: dict[str, Tensor], *, ks: Sequence[int] = (1, 10, 20), traversal: str | float | None = DEFAULT_TAU
 ) -> list[dict]:
-    """One row per (setting, traversal on/off): recall@k and, for mixed galleries, % unsafe at top-1."""
+    """One row per (setting, traversal on/off): recall@k and, for mixed galleries, % unsafe at top-1.
+
+    Traversal rows need a hyperbolic space and safety bounds; ``traversal=None`` turns them off."""
     rows = []
     n = emb["T"].shape[0]
+    traverses = traversal is not None and model.space.hyperbolic and model.bounds is not None
     for setting, (query, gallery_pops, positive) in SETTINGS.items():
         if query not in emb or any(p not in emb for p in gallery_pops):
             continue
         gallery = torch.cat([emb[p] for p in gallery_pops])
         index = RetrievalIndex(model.space, gallery.shape[1])
         index.add(gallery)
-        taus = [None]
-        tau = traversal_tau(query, traversal, model) if traversal is not None else None
-        if tau is not None:
-            taus.append(tau)
+        taus = [None, resolve_tau(traversal, bounds=model.bounds, space=model.space, query=query)] if traverses else [None]
         for t in taus:
             _, ids = index.search(emb[query], max(ks), tau=t)
             row = {"setting": setting, "traversal": t is not None, "tau": t}
@@ -101,17 +88,17 @@ def classifier_report(model: SafetyModel, test: dict[str, Tensor], val: dict[str
     HySAC: distance from the root. Euclidean models: concept-prompt similarity and a logistic
     probe (trained on the validation embeddings)."""
     rows = []
-    for modality, (safe, unsafe) in {"text": ("T", "T*"), "image": ("V", "V*")}.items():
+    for modality in MODALITIES:
+        safe, unsafe = (p.key for p in modality_pair(modality))
         if safe not in test:
             continue
         def stack(e):
             return torch.cat([e[safe], e[unsafe]]), torch.cat([torch.zeros(len(e[safe])), torch.ones(len(e[unsafe]))])
         xv, yv = stack(val)
         xt, yt = stack(test)
-        if model.space.name == "lorentz":
-            classifiers = [NSFWClassifier.root_distance(model.space)]
-        else:
-            classifiers = [NSFWClassifier.concept_similarity(model), NSFWClassifier.logistic_probe(xv, yv)]
+        classifiers = [model.nsfw_classifier(modality)]
+        if not model.space.hyperbolic:  # a trained probe is the stronger Euclidean baseline
+            classifiers.append(NSFWClassifier.logistic_probe(xv, yv))
         for clf in classifiers:
             if clf.name != "logistic-probe":
                 clf.fit_threshold(xv, yv, rule=rule)
@@ -200,21 +187,20 @@ def compare_models(
     val: QuadrupletDataset,
     *,
     ks: Sequence[int] = (1, 10, 20),
-    traversal: str | float | None = "paper",
+    traversal: str | float | None = DEFAULT_TAU,
     batch_size: int = 256,
 ) -> Comparison:
     """Evaluate every model on the same test split (thresholds fitted on ``val``).
 
-    ``traversal``: ``"paper"`` (HySAC's rule on the target population's mean distance),
-    a bound statistic (``"avg"``, ``"low_05"``, ``"up_95"``), a number, or ``None`` (off).
-    Traversal rows are produced only for models with safety bounds in the Lorentz space.
+    ``traversal``: a tau rule (:func:`~hysafe.traversal.resolve_tau`: ``"avg"``, ``"up_95"``,
+    ``"paper"``, ``"V.avg"``, ...), a number, or ``None`` (off). Traversal rows are produced only
+    for models with safety bounds in a hyperbolic space.
     """
     out = Comparison(ks=tuple(ks))
     for name, model in models.items():
         emb_test = embed_dataset(model, test, batch_size=batch_size)
         emb_val = embed_dataset(model, val, batch_size=batch_size)
-        trav = traversal if model.space.name == "lorentz" else None
-        out.retrieval[name] = retrieval_report(model, emb_test, ks=ks, traversal=trav)
+        out.retrieval[name] = retrieval_report(model, emb_test, ks=ks, traversal=traversal)
         out.classification[name] = classifier_report(model, emb_test, emb_val)
         logger.info("evaluated %s", name)
     return out

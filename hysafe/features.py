@@ -1,13 +1,12 @@
-"""The cheap "head" strategy: frozen encoder, cached features, a small trainable head.
+"""The cheap "head" strategy: frozen encoder, cached features, a small trainable projection.
 
 1. :func:`cache_features` runs any frozen encoder once over a quadruplet dataset and stores the
    raw features (``image``, ``unsafe_image``, ``text``, ``unsafe_text``) in one safetensors file
    (or build a :class:`FeatureDataset` from your own ``.npy`` arrays of any encoder).
-2. :class:`FeatureHead` is a linear projection per modality (initialised to the identity) plus,
-   for HySAC, the learnable scalars and the ``exp_map0`` lift. The frozen features themselves are
-   the "original encoder" of the Safe-CLIP terms.
-3. ``hysafe.train(head, FeatureDataset(...), "hysac")`` trains it with the same objectives and loop
-   as the full models, in seconds on a CPU.
+2. :func:`~hysafe.models.create_feature_model` builds an ordinary ``HySAC`` or ``SafeCLIP`` on a
+   :class:`~hysafe.feature_backbone.FeatureBackbone` (identity-initialised projections).
+3. ``hysafe.train(model, FeatureDataset(...), "hysac")`` trains it with the same recipes, loop and
+   checkpoints as the full models, in seconds on a CPU.
 """
 
 from __future__ import annotations
@@ -19,18 +18,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import Dataset
 
-from hysafe.geometry import EuclideanSpace, Space
-
-from .checkpoint import FORMAT_VERSION, atomic_save_file, read_metadata
+from .checkpoint import atomic_save_file
 from .embed import embed_dataset
-from .models import HyperbolicScalarsMixin, SafetyModel
+from .models import SafetyModel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FEATURE_KEYS", "cache_features", "FeatureDataset", "FeatureHead", "save_head", "load_head"]
+__all__ = ["FEATURE_KEYS", "cache_features", "FeatureDataset"]
 
 #: feature-file key -> embedding name of the frozen encoder
 FEATURE_KEYS = {"image": "V", "unsafe_image": "V*", "text": "T", "unsafe_text": "T*"}
@@ -90,88 +87,3 @@ class FeatureDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Tensor]:
         return {"index": torch.tensor(i), **{k: v[i] for k, v in self.features.items()}}
-
-
-class _Identity(nn.Module):
-    def forward(self, x):
-        return x
-
-
-class FeatureHead(HyperbolicScalarsMixin, nn.Module):
-    """Trainable head over frozen features with the models' interface (``kind`` is ``"hysac"`` or
-    ``"safeclip"``). ``encode_image``/``encode_text`` take features instead of pixels/tokens."""
-
-    def __init__(self, image_dim: int, text_dim: int, *, kind: str = "hysac", embed_dim: int | None = None,
-                 curv_init: float = 1.0, learn_curv: bool = True, alpha_init: float | None = None,
-                 logit_scale_init: float = 1 / 0.07, logit_scale_max: float = 100.0):
-        nn.Module.__init__(self)
-        if kind not in ("hysac", "safeclip"):
-            raise ValueError(f"FeatureHead kind must be 'hysac' or 'safeclip', got {kind!r}")
-        if kind == "safeclip" and image_dim != text_dim:
-            raise ValueError("a Safe-CLIP head compares features across modalities: image_dim must equal text_dim")
-        embed_dim = embed_dim or text_dim
-        self.kind = kind
-        self.head_config = dict(image_dim=image_dim, text_dim=text_dim, kind=kind, embed_dim=embed_dim, curv_init=curv_init,
-                                learn_curv=learn_curv, alpha_init=alpha_init, logit_scale_init=logit_scale_init,
-                                logit_scale_max=logit_scale_max)
-        self.proj_image = nn.Linear(image_dim, embed_dim, bias=False)
-        self.proj_text = nn.Linear(text_dim, embed_dim, bias=False)
-        with torch.no_grad():  # start from the frozen encoder's own geometry
-            for proj, d in ((self.proj_image, image_dim), (self.proj_text, text_dim)):
-                proj.weight.copy_(torch.eye(embed_dim, d))
-        self.peft = None
-        self.bounds: dict | None = None
-        self.config = None
-        if kind == "hysac":
-            self._init_scalars(embed_dim, curv_init=curv_init, learn_curv=learn_curv, alpha_init=alpha_init,
-                               logit_scale_init=logit_scale_init, logit_scale_max=logit_scale_max)
-        self.reference = _Identity()
-
-    @property
-    def device(self) -> torch.device:
-        return self.proj_image.weight.device
-
-    @property
-    def space(self) -> Space:
-        return HyperbolicScalarsMixin.space.fget(self) if self.kind == "hysac" else EuclideanSpace()
-
-    def encode_image(self, features: Tensor) -> Tensor:
-        x = self.proj_image(features.float())
-        return self.lift(x, self.log_alpha_image) if self.kind == "hysac" else x
-
-    def encode_text(self, features: Tensor) -> Tensor:
-        x = self.proj_text(features.float())
-        return self.lift(x, self.log_alpha_text) if self.kind == "hysac" else x
-
-    def encode_image_ref(self, features: Tensor) -> Tensor:
-        return features.float()
-
-    def encode_text_ref(self, features: Tensor) -> Tensor:
-        return features.float()
-
-    def clamp_parameters_(self) -> None:
-        if self.kind == "hysac":
-            HyperbolicScalarsMixin.clamp_parameters_(self)
-
-    def scalars(self) -> dict[str, float]:
-        return HyperbolicScalarsMixin.scalars(self) if self.kind == "hysac" else {}
-
-
-def save_head(head: FeatureHead, path: str | Path) -> Path:
-    """Save a :class:`FeatureHead` (all its weights, config and bounds) to ``.safetensors``."""
-    meta = {"format_version": FORMAT_VERSION, "form": "head", "config": head.head_config, "scalars": head.scalars(),
-            "bounds": head.bounds, "extra": {}}
-    atomic_save_file(dict(head.state_dict()), path, {"hysafe": json.dumps(meta)})
-    return Path(path)
-
-
-def load_head(path: str | Path) -> FeatureHead:
-    meta = read_metadata(path)
-    if meta["form"] != "head":
-        raise ValueError(f"{path}: a {meta['form']} model checkpoint, not a feature head (use hysafe.load)")
-    head = FeatureHead(**meta["config"])
-    missing, unexpected = head.load_state_dict(load_file(str(path)), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}: head weights do not match its config (missing {missing}, unexpected {unexpected})")
-    head.bounds = meta.get("bounds")
-    return head.eval()

@@ -1,20 +1,23 @@
 """The three models behind one small interface: ``encode_image``, ``encode_text``, ``space``.
 
 * :class:`CLIP` -- the frozen reference model, cosine geometry.
-* :class:`SafeCLIP` -- LoRA-adapted towers plus a genuinely frozen deep copy of the originals
+* :class:`SafeCLIP` -- LoRA-adapted towers plus a genuinely frozen reference backbone
   (``encode_image_ref`` / ``encode_text_ref``) for the structure-preservation terms.
 * :class:`HySAC` -- LoRA-adapted towers lifted into the Lorentz model: features are scaled by
-  learnable ``alpha`` and mapped with ``exp_map0`` under a learnable curvature.
+  learnable ``alpha`` and mapped with ``exp_map0`` under a learnable curvature. HySAC models also
+  answer the safety questions directly: :meth:`HySAC.traverse`, :meth:`HySAC.nsfw_score`.
 
-Models return embeddings and scalars only; losses live in :mod:`hysafe.losses`.
+Each model sits on a *backbone* (:class:`~hysafe.backbone.OpenClipBackbone` for pixels and token
+ids, :class:`~hysafe.feature_backbone.FeatureBackbone` for cached feature tables). Models return
+embeddings and scalars only; losses live in :mod:`hysafe.losses`. (Over 300 lines: the model
+family, its one config and its factories are read together; each class is short.)
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -22,16 +25,24 @@ from torch import Tensor, nn
 from hysafe.geometry import EuclideanSpace, LorentzSpace, Space
 from hysafe.geometry import lorentz as L
 
-from .backbone import Backbone, BackboneConfig, LoraConfig, apply_lora, create_backbone
+from .backbone import BackboneConfig, LoraConfig, create_backbone
+from .classifier import NSFWClassifier, threshold_from_bounds
+from .feature_backbone import FeatureBackbone, FeatureBackboneConfig
+from .traversal import DEFAULT_TAU, resolve_tau, traverse
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ModelConfig", "SafetyModel", "CLIP", "SafeCLIP", "HySAC", "create_model", "MODEL_KINDS", "trainable_parameters"]
+__all__ = [
+    "ModelConfig", "SafetyModel", "CLIP", "SafeCLIP", "HySAC", "MODEL_KINDS",
+    "create_model", "create_feature_model", "build_model", "trainable_parameters",
+]
+
+BACKBONE_CONFIGS = {BackboneConfig.type: BackboneConfig, FeatureBackboneConfig.type: FeatureBackboneConfig}
 
 
 def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """``(name, parameter)`` of what training updates and checkpoints store: parameters with
-    gradients, never the frozen ``reference`` towers."""
+    gradients, never the frozen ``reference`` backbone."""
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad and not n.startswith("reference.")]
 
 
@@ -40,8 +51,8 @@ class ModelConfig:
     """Everything needed to rebuild a model (saved with every checkpoint)."""
 
     kind: str = "hysac"  # "clip", "safeclip" or "hysac"
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    lora: LoraConfig | None = field(default_factory=LoraConfig)  # None: no adapters (CLIP, merged models)
+    backbone: BackboneConfig | FeatureBackboneConfig = field(default_factory=BackboneConfig)
+    lora: LoraConfig | None = field(default_factory=LoraConfig)  # None: no adapters (CLIP, merged models, features)
     # HySAC only
     curv_init: float = 1.0  # c0; learnable curvature is clamped to [c0/10, 10 c0]
     learn_curv: bool = True
@@ -51,7 +62,11 @@ class ModelConfig:
 
     def __post_init__(self):
         if isinstance(self.backbone, dict):
-            self.backbone = BackboneConfig(**self.backbone)
+            spec = dict(self.backbone)
+            kind = spec.pop("type", BackboneConfig.type)
+            if kind not in BACKBONE_CONFIGS:
+                raise ValueError(f"unknown backbone type {kind!r}; expected one of {sorted(BACKBONE_CONFIGS)}")
+            self.backbone = BACKBONE_CONFIGS[kind](**spec)
         if isinstance(self.lora, dict):
             self.lora = LoraConfig(**self.lora)
         if self.kind not in MODEL_KINDS:
@@ -59,61 +74,63 @@ class ModelConfig:
         if self.curv_init <= 0:
             raise ValueError(f"curv_init must be > 0, got {self.curv_init}")
 
+    def to_dict(self) -> dict:
+        """JSON-ready form (tuples as lists, the backbone's ``type`` included); inverse of ``ModelConfig(**d)``."""
+        d = asdict(self)
+        d["backbone"]["type"] = self.backbone.type
+        if d["lora"] is not None:
+            d["lora"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["lora"].items()}
+        return d
+
 
 class SafetyModel(nn.Module):
-    """Common interface. Subclasses implement ``encode_image``/``encode_text`` and ``space``."""
+    """Common interface. Subclasses define ``space`` and, where they differ, ``encode_*``."""
 
     kind = "abstract"
 
-    def __init__(self, backbone: Backbone, config: ModelConfig):
+    def __init__(self, backbone: nn.Module, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.preprocess = backbone.preprocess
-        self.tokenizer = backbone.tokenizer
         self.bounds: dict | None = None  # distance-to-root statistics, set by training / loading
-        self.peft = None
         if config.lora is not None:
-            self.peft = apply_lora(backbone.model, config.lora)
-            self.clip = self.peft.base_model.model
-        else:
-            self.clip = backbone.model
+            backbone.add_lora(config.lora)
+        self.backbone = backbone
+
+    preprocess = property(lambda self: self.backbone.preprocess)
+    tokenizer = property(lambda self: self.backbone.tokenizer)
+    embed_dim = property(lambda self: self.backbone.embed_dim)
 
     @property
     def device(self) -> torch.device:
-        return next(self.clip.parameters()).device
-
-    @property
-    def embed_dim(self) -> int:
-        return int(self.clip.text_projection.shape[1]) if hasattr(self.clip, "text_projection") else int(
-            self.clip.visual.output_dim
-        )
+        return next(self.backbone.parameters()).device
 
     def tokenize(self, texts: list[str]) -> Tensor:
         """Token ids ``(B, context_length)`` on the model's device."""
+        if self.tokenizer is None:
+            raise ValueError("this model encodes cached features, not captions: it has no tokenizer")
         return self.tokenizer(list(texts)).to(self.device)
 
-    def raw_image_features(self, images: Tensor) -> Tensor:
-        return self.clip.encode_image(images, normalize=False)
-
-    def raw_text_features(self, tokens: Tensor) -> Tensor:
-        return self.clip.encode_text(tokens, normalize=False)
-
     def encode_image(self, images: Tensor) -> Tensor:
-        """Images ``(B, 3, H, W)`` -> embeddings ``(B, D)`` in :attr:`space`."""
-        return self.raw_image_features(images)
+        """Images ``(B, 3, H, W)`` (or feature rows) -> embeddings ``(B, D)`` in :attr:`space`."""
+        return self.backbone.image_features(images)
 
     def encode_text(self, tokens: Tensor) -> Tensor:
-        """Token ids ``(B, L)`` -> embeddings ``(B, D)`` in :attr:`space`."""
-        return self.raw_text_features(tokens)
+        """Token ids ``(B, L)`` (or feature rows) -> embeddings ``(B, D)`` in :attr:`space`."""
+        return self.backbone.text_features(tokens)
 
     @property
     def space(self) -> Space:
+        """The embedding space for inference (float scalars)."""
         raise NotImplementedError
 
     @property
+    def live_space(self) -> Space:
+        """The embedding space with the model's learnable scalars as live tensors (for losses)."""
+        return self.space
+
+    @property
     def logit_scale(self) -> Tensor:
-        """open_clip's (learnable, stored as log) logit scale."""
-        return self.clip.logit_scale.exp()
+        return self.backbone.logit_scale
 
     def clamp_parameters_(self) -> None:
         """Project learnable scalars back into their bounds (the trainer calls this after each step)."""
@@ -126,16 +143,25 @@ class SafetyModel(nn.Module):
         for name, value in scalars.items():
             getattr(self, name).data.fill_(float(value))
 
+    def nsfw_classifier(self, modality: str = "text") -> NSFWClassifier:
+        """The model's own NSFW scorer for embeddings of ``modality``: similarity to NSFW concept
+        prompts (cosine models); HySAC overrides it with the distance from the root."""
+        return NSFWClassifier.concept_similarity(self)
+
+    def nsfw_score(self, embeddings: Tensor, modality: str = "text") -> Tensor:
+        """Unsafety scores ``(N,)`` of embeddings ``(N, D)``; higher is more likely unsafe."""
+        return self.nsfw_classifier(modality).score(embeddings)
+
 
 class CLIP(SafetyModel):
     """Frozen open_clip model in cosine geometry."""
 
     kind = "clip"
 
-    def __init__(self, backbone: Backbone, config: ModelConfig):
+    def __init__(self, backbone: nn.Module, config: ModelConfig):
         super().__init__(backbone, config)
-        if self.peft is None:
-            self.clip.requires_grad_(False)
+        if not backbone.has_adapters:
+            self.backbone.requires_grad_(False)
         self.eval()
 
     @property
@@ -146,17 +172,15 @@ class CLIP(SafetyModel):
 class SafeCLIP(SafetyModel):
     """LoRA-adapted CLIP trained to redirect unsafe inputs (cosine geometry).
 
-    ``reference`` is a deep copy of the original towers taken *before* LoRA is injected, with
+    ``reference`` is the backbone's frozen reference, taken *before* LoRA is injected, with
     gradients off and kept in eval mode: peft cannot touch it.
     """
 
     kind = "safeclip"
 
-    def __init__(self, backbone: Backbone, config: ModelConfig):
-        reference = copy.deepcopy(backbone.model)
+    def __init__(self, backbone: nn.Module, config: ModelConfig):
+        reference = backbone.frozen_reference()
         super().__init__(backbone, config)
-        reference.requires_grad_(False)
-        reference.eval()
         self.reference = reference
 
     def train(self, mode: bool = True):
@@ -166,34 +190,36 @@ class SafeCLIP(SafetyModel):
 
     @torch.no_grad()
     def encode_image_ref(self, images: Tensor) -> Tensor:
-        return self.reference.encode_image(images, normalize=False)
+        return self.reference.image_features(images)
 
     @torch.no_grad()
     def encode_text_ref(self, tokens: Tensor) -> Tensor:
-        return self.reference.encode_text(tokens, normalize=False)
+        return self.reference.text_features(tokens)
 
     @property
     def space(self) -> Space:
         return EuclideanSpace()
 
 
-class HyperbolicScalarsMixin:
-    """Learnable HySAC scalars, stored as logs, and their one explicit projection.
+class HySAC(SafetyModel):
+    """Hyperbolic safety-aware CLIP (Lorentz model): LoRA-adapted towers, features scaled by
+    learnable ``alpha`` and lifted with ``exp_map0`` under a learnable curvature.
 
-    ``log_curv`` in ``[log(c0/10), log(10 c0)]``, ``log_alpha_image/text <= 0``,
-    ``log_logit_scale`` in ``[log(logit_scale_init), log(logit_scale_max)]``.
+    Scalars are stored as logs: ``log_curv`` in ``[log(c0/10), log(10 c0)]``,
+    ``log_alpha_image/text <= 0``, ``log_logit_scale`` in ``[log(logit_scale_init), log(logit_scale_max)]``.
     """
 
+    kind = "hysac"
     SCALARS = ("log_curv", "log_alpha_image", "log_alpha_text", "log_logit_scale")
 
-    def _init_scalars(self, embed_dim: int, *, curv_init: float, learn_curv: bool, alpha_init: float | None,
-                      logit_scale_init: float, logit_scale_max: float) -> None:
-        alpha = alpha_init if alpha_init is not None else embed_dim**-0.5
-        self._scalar_limits = (curv_init, logit_scale_init, logit_scale_max)
-        self.log_curv = nn.Parameter(torch.tensor(math.log(curv_init)), requires_grad=learn_curv)
+    def __init__(self, backbone: nn.Module, config: ModelConfig):
+        super().__init__(backbone, config)
+        alpha = config.alpha_init if config.alpha_init is not None else self.embed_dim**-0.5
+        self.log_curv = nn.Parameter(torch.tensor(math.log(config.curv_init)), requires_grad=config.learn_curv)
         self.log_alpha_image = nn.Parameter(torch.tensor(math.log(alpha)))
         self.log_alpha_text = nn.Parameter(torch.tensor(math.log(alpha)))
-        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init)))
+        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
+        self.to(self.device)
 
     @property
     def curv(self) -> Tensor:
@@ -207,41 +233,50 @@ class HyperbolicScalarsMixin:
     def space(self) -> Space:
         return LorentzSpace(curv=float(self.curv.detach()))
 
+    @property
+    def live_space(self) -> Space:
+        return LorentzSpace(curv=self.curv)
+
     def lift(self, features: Tensor, log_alpha: Tensor) -> Tensor:
         """Scale Euclidean features by ``alpha`` and map them onto the hyperboloid (float32 math)."""
         return L.exp_map0(features.float() * log_alpha.exp(), curv=self.curv)
 
+    def encode_image(self, images: Tensor) -> Tensor:
+        return self.lift(self.backbone.image_features(images), self.log_alpha_image)
+
+    def encode_text(self, tokens: Tensor) -> Tensor:
+        return self.lift(self.backbone.text_features(tokens), self.log_alpha_text)
+
     @torch.no_grad()
     def clamp_parameters_(self) -> None:
-        c0, scale_init, scale_max = self._scalar_limits
+        c0, cfg = self.config.curv_init, self.config
         self.log_curv.clamp_(math.log(c0 / 10), math.log(c0 * 10))
         self.log_alpha_image.clamp_(max=0.0)
         self.log_alpha_text.clamp_(max=0.0)
-        self.log_logit_scale.clamp_(math.log(scale_init), math.log(scale_max))
+        self.log_logit_scale.clamp_(math.log(cfg.logit_scale_init), math.log(cfg.logit_scale_max))
 
     def scalars(self) -> dict[str, float]:
         return {n: float(getattr(self, n).detach()) for n in self.SCALARS}
 
+    # ------------------------------------------------------------------ safety questions
+    def tau(self, rule: float | str = DEFAULT_TAU, modality: str = "text") -> float:
+        """The traversal distance for queries of ``modality`` from a number or a rule
+        (:func:`~hysafe.traversal.resolve_tau`) on this model's bounds and curvature."""
+        return resolve_tau(rule, bounds=self.bounds, space=self.space, query=modality)
 
-class HySAC(HyperbolicScalarsMixin, SafetyModel):
-    """Hyperbolic safety-aware CLIP (Lorentz model): LoRA-adapted towers, features scaled by
-    learnable ``alpha`` and lifted with ``exp_map0`` under a learnable curvature."""
+    def traverse(self, query: Tensor, tau: float | str | Tensor = DEFAULT_TAU, *, modality: str = "text") -> Tensor:
+        """Move query embeddings ``(B, D)`` toward the root, to distance ``tau`` (a number, a
+        ``(B,)`` tensor, or a rule such as ``"avg"`` / ``"V.up_95"`` / ``"paper"``), before retrieval."""
+        return traverse(query, tau if isinstance(tau, Tensor) else self.tau(tau, modality), self.space)
 
-    kind = "hysac"
+    def nsfw_classifier(self, modality: str = "text") -> NSFWClassifier:
+        """Distance from the root as the unsafety score, with the threshold from the stored
+        bounds (:func:`~hysafe.classifier.threshold_from_bounds`) when the model has them."""
+        threshold = threshold_from_bounds(self.bounds, modality) if self.bounds else None
+        return NSFWClassifier.root_distance(self.space, threshold=threshold)
 
-    def __init__(self, backbone: Backbone, config: ModelConfig):
-        super().__init__(backbone, config)
-        self._init_scalars(
-            self.embed_dim, curv_init=config.curv_init, learn_curv=config.learn_curv, alpha_init=config.alpha_init,
-            logit_scale_init=config.logit_scale_init, logit_scale_max=config.logit_scale_max,
-        )
-        self.to(self.device)
-
-    def encode_image(self, images: Tensor) -> Tensor:
-        return self.lift(self.raw_image_features(images), self.log_alpha_image)
-
-    def encode_text(self, tokens: Tensor) -> Tensor:
-        return self.lift(self.raw_text_features(tokens), self.log_alpha_text)
+    def nsfw_score(self, embeddings: Tensor, modality: str = "text") -> Tensor:
+        return self.space.dist_to_root(embeddings)
 
 
 MODEL_KINDS = {"clip": CLIP, "safeclip": SafeCLIP, "hysac": HySAC}
@@ -268,7 +303,20 @@ def create_model(
     return build_model(config, device=device)
 
 
+def create_feature_model(kind: str, image_dim: int, text_dim: int, *, embed_dim: int | None = None,
+                         device: str | torch.device = "cpu", **overrides) -> SafetyModel:
+    """A ``"hysac"`` or ``"safeclip"`` model on cached features (the head strategy): trainable
+    identity-initialised projections over a :class:`~hysafe.features.FeatureDataset`."""
+    if kind == "safeclip" and image_dim != text_dim:
+        raise ValueError("a Safe-CLIP feature model compares features across modalities: image_dim must equal text_dim")
+    backbone = FeatureBackboneConfig(image_dim=image_dim, text_dim=text_dim, embed_dim=embed_dim)
+    return build_model(ModelConfig(kind=kind, backbone=backbone, lora=None, **overrides), device=device)
+
+
 def build_model(config: ModelConfig, *, device: str | torch.device = "cpu") -> SafetyModel:
     """Build the model described by ``config`` (loads the backbone weights it names)."""
-    backbone = create_backbone(config.backbone, device=device)
+    if isinstance(config.backbone, FeatureBackboneConfig):
+        backbone = FeatureBackbone(config.backbone).to(device)
+    else:
+        backbone = create_backbone(config.backbone, device=device)
     return MODEL_KINDS[config.kind](backbone, config)

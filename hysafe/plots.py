@@ -18,15 +18,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from hysafe.geometry import LorentzSpace, Space  # noqa: E402
+from hysafe.geometry import Space  # noqa: E402
 from hysafe.geometry import lorentz as L  # noqa: E402
 
+from .populations import POPULATIONS, SAFE_IMAGE, SAFE_TEXT, UNSAFE_IMAGE, UNSAFE_TEXT  # noqa: E402
 from .traversal import traversal_path  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "POPULATIONS",
+    "COLOURS",
     "plot_root_distances",
     "plot_poincare_disk",
     "plot_traversal",
@@ -34,13 +35,8 @@ __all__ = [
     "plot_recall_bars",
 ]
 
-#: embedding name -> (label, colour)
-POPULATIONS = {
-    "T": ("safe text", "#1f77b4"),
-    "V": ("safe image", "#2ca02c"),
-    "T*": ("unsafe text", "#ff7f0e"),
-    "V*": ("unsafe image", "#d62728"),
-}
+#: population key -> colour
+COLOURS = {SAFE_TEXT.key: "#1f77b4", SAFE_IMAGE.key: "#2ca02c", UNSAFE_TEXT.key: "#ff7f0e", UNSAFE_IMAGE.key: "#d62728"}
 
 
 def _save(fig, path: str | Path | None):
@@ -60,16 +56,14 @@ def plot_root_distances(models: dict[str, tuple[Space, dict[str, Tensor]]], path
     """
     fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.6), squeeze=False)
     for ax, (name, (space, emb)) in zip(axes[0], models.items()):
-        dists = {k: space.dist_to_root(emb[k]).numpy() for k in POPULATIONS if k in emb}
+        dists = {p: space.dist_to_root(emb[p.key]).numpy() for p in POPULATIONS if p.key in emb}
         scale = np.concatenate(list(dists.values())).mean() if relative else 1.0
         lo = min(d.min() for d in dists.values()) / scale
         hi = max(d.max() for d in dists.values()) / scale
         bins = np.linspace(lo, hi, 50)
-        for k, d in dists.items():
-            label, color = POPULATIONS[k]
-            ax.hist(d / scale, bins=bins, alpha=0.55, color=color, label=f"{label} (mean {d.mean() / scale:.2f})", density=True)
-        kind = "geodesic" if isinstance(space, LorentzSpace) else "Euclidean norm"
-        ax.set_title(f"{name}: distance to root ({kind})")
+        for p, d in dists.items():
+            ax.hist(d / scale, bins=bins, alpha=0.55, color=COLOURS[p.key], label=f"{p.label} (mean {d.mean() / scale:.2f})", density=True)
+        ax.set_title(f"{name}: distance to root ({space.root_distance_name})")
         ax.set_xlabel("distance to root" + (" / model mean" if relative else ""))
         ax.set_ylabel("density")
         ax.legend(fontsize=7)
@@ -91,19 +85,18 @@ def _pca_basis(x: Tensor) -> Tensor:
     return v[:2].T
 
 
-def plot_poincare_disk(space: LorentzSpace, emb: dict[str, Tensor], path=None, *, max_points: int = 400, title: str = "HySAC embeddings"):
+def plot_poincare_disk(space: Space, emb: dict[str, Tensor], path=None, *, max_points: int = 400, title: str = "HySAC embeddings"):
     """Embeddings in the Poincare disk: radius = the point's true position along its geodesic from
     the root (``|p| = tanh(sqrt(c) d / 2)``), angle from a PCA of the ball coordinates."""
-    if not isinstance(space, LorentzSpace):
-        raise ValueError("the Poincare disk view needs a Lorentz-space model (HySAC)")
-    ball = {k: L.to_poincare(emb[k][:max_points].float(), curv=space.curv) for k in POPULATIONS if k in emb}
+    if not space.hyperbolic:
+        raise ValueError("the Poincare disk view needs a hyperbolic (Lorentz-space) model such as HySAC")
+    ball = {p: L.to_poincare(emb[p.key][:max_points].float(), curv=space.curv) for p in POPULATIONS if p.key in emb}
     basis = _pca_basis(torch.cat(list(ball.values())))
     rmax = max(b.norm(dim=-1).max().item() for b in ball.values())
     fig, ax = plt.subplots(figsize=(5.2, 5.2))
-    for k, b in ball.items():
+    for p, b in ball.items():
         xy = _disk_coordinates(b, basis) / rmax
-        label, color = POPULATIONS[k]
-        ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.6, color=color, label=label)
+        ax.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.6, color=COLOURS[p.key], label=p.label)
     ax.add_patch(plt.Circle((0, 0), 1.0, fill=False, color="gray", lw=0.8))
     ax.scatter([0], [0], marker="*", s=120, color="black", label="root")
     ax.set_aspect("equal")

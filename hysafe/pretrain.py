@@ -37,5 +37,5 @@ def export_open_clip(model: SafetyModel, path: str | Path) -> Path:
     ``open_clip.create_model(name, pretrained=path)`` and ``pretrained=`` in hysafe accept)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.clip.state_dict().items()}, str(path))
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.backbone.merged_state_dict().items()}, str(path))
     return path

@@ -73,7 +73,7 @@ class RetrievalIndex:
         if self.kind == "ivf" and not self.index.is_trained:
             if sample.shape[0] < self.nlist:
                 raise ValueError(f"IVF with nlist={self.nlist} needs at least that many training vectors, got {sample.shape[0]}")
-            kmeans = faiss.Kmeans(self.dim, self.nlist, niter=niter, seed=seed, spherical=self.space.name == "euclidean")
+            kmeans = faiss.Kmeans(self.dim, self.nlist, niter=niter, seed=seed, spherical=not self.space.hyperbolic)
             x = _np(sample)
             kmeans.train(x)
             centroids = kmeans.centroids

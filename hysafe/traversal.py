@@ -10,23 +10,39 @@ which lands at ``asinh(sqrt(c) tau)/sqrt(c) < tau``; here ``q' = exp_map0(tau * 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from hysafe.geometry import LorentzSpace, Space
+from hysafe.geometry import Space
 
-__all__ = ["traverse", "traversal_path", "paper_tau", "resolve_tau"]
+from .populations import POPULATIONS, steer_target
+
+__all__ = ["DEFAULT_TAU", "STATS", "TauRule", "traverse", "traversal_path", "paper_tau", "resolve_tau"]
+
+#: the traversal rule used by the API, the CLI, the demo and the evaluation unless told otherwise:
+#: the mean distance to the root of the safe population the query is steered to
+DEFAULT_TAU = "avg"
+#: statistics stored per population in a model's safety bounds
+STATS = ("avg", "low_05", "up_95")
+BOUND_NAMES = tuple(p.bound for p in POPULATIONS)
 
 
-def traverse(query: Tensor, tau: float | Tensor, space: Space) -> Tensor:
+def traverse(query: Tensor, tau: float | Tensor, space: Space | None = None) -> Tensor:
     """Move queries ``(B, D)`` farther than ``tau`` from the root to distance ``tau`` along their ray.
 
-    ``tau`` is a number or a ``(B,)`` tensor. Rows with ``d0 <= tau`` are returned unchanged.
+    ``tau`` is a number or a ``(B,)`` tensor; ``space`` the embeddings' space (``model.space``).
+    Rows with ``d0 <= tau`` are returned unchanged. With a model at hand, ``model.traverse(query,
+    tau)`` does the same with the model's space and accepts tau rules (``"avg"``, ``"up_95"``, ...).
     """
+    if space is None:
+        raise TypeError("traverse(query, tau, space) needs the embeddings' space (model.space); or call model.traverse(query, tau)")
     tau_t = torch.as_tensor(tau, dtype=query.dtype, device=query.device)
-    if bool((tau_t < 0).any()):
-        raise ValueError(f"tau must be >= 0, got {tau}")
+    if tau_t.dim() > 0 and tau_t.shape != query.shape[:1]:
+        raise ValueError(f"tau must be a number or one value per query ({query.shape[0]},), got shape {tuple(tau_t.shape)}")
+    if not bool(((tau_t >= 0) & torch.isfinite(tau_t)).all()):
+        raise ValueError(f"tau must be finite and >= 0, got {tau}")
     d0 = space.dist_to_root(query)
     scale = torch.where(d0 > tau_t, space.root_ray_scale(query, tau_t), torch.ones_like(d0))
     return scale.unsqueeze(-1) * query  # untouched rows are multiplied by exactly 1: bit-identical
@@ -50,29 +66,70 @@ def paper_tau(mu: float, *, curv: float, alpha: float = 0.8) -> float:
     return mu + math.tanh((mu - alpha) / curv) + 1.0
 
 
-def resolve_tau(tau: float | str, *, bounds: dict | None = None, space: Space | None = None) -> float:
-    """A traversal distance from a number or a rule string.
+@dataclass(frozen=True)
+class TauRule:
+    """A parsed tau rule: the statistic ``stat`` of a population's distance to the root, used as
+    is or through :func:`paper_tau` (``paper``). ``population`` is a bound name (``S``, ``V``,
+    ``U``, ``G``) or ``None`` for "the safe population the query is steered to"."""
 
-    * a number: used as is;
-    * ``"V.avg"``, ``"S.up_95"``, ...: that statistic of the stored bounds (``V`` safe image,
-      ``S`` safe text, ``G`` unsafe image, ``U`` unsafe text);
-    * ``"paper:V"`` (or ``"paper:V.avg"``): :func:`paper_tau` of that statistic with the space's curvature.
-    """
-    if isinstance(tau, (int, float)):
-        return float(tau)
-    if not isinstance(tau, str):
-        raise ValueError(f"tau must be a number or a rule string, got {tau!r}")
-    rule, _, key = tau.partition(":") if ":" in tau else ("bound", "", tau)
-    pop, _, stat = key.partition(".")
-    stat = stat or "avg"
-    if bounds is None:
-        raise ValueError(f"tau={tau!r} needs safety bounds, but the model has none (train it or load a checkpoint with bounds)")
-    if pop not in bounds or stat not in bounds[pop]:
-        raise ValueError(f"tau={tau!r}: no bound {pop}.{stat}; available {sorted(bounds)} x {sorted(next(iter(bounds.values())))}")
-    mu = float(bounds[pop][stat])
-    if rule == "bound":
-        return mu
-    if rule == "paper":
-        curv = space.curv if isinstance(space, LorentzSpace) else 1.0
+    stat: str = "avg"
+    population: str | None = None
+    paper: bool = False
+
+    @classmethod
+    def parse(cls, spec: str) -> "TauRule":
+        """``[paper:][POP.]STAT``, ``[paper:]POP`` or ``paper``; e.g. ``avg``, ``up_95``,
+        ``V.avg``, ``S.up_95``, ``paper``, ``paper:V``, ``paper:V.up_95``."""
+        paper = spec == "paper" or spec.startswith("paper:")
+        rest = spec.removeprefix("paper:") if spec != "paper" else ""
+        pop, dot, stat = rest.partition(".")
+        if not dot and pop not in BOUND_NAMES:  # a single word is a statistic
+            pop, stat = "", pop
+        stat = stat or "avg"
+        if not spec or pop and pop not in BOUND_NAMES or stat not in STATS:
+            raise ValueError(
+                f"bad tau rule {spec!r}: use a number, a statistic ({', '.join(STATS)}), POP.STAT with POP one of "
+                f"{', '.join(BOUND_NAMES)} (e.g. 'V.avg'), or the paper's rule ('paper', 'paper:V', 'paper:V.up_95')"
+            )
+        return cls(stat=stat, population=pop or None, paper=paper)
+
+    def resolve(self, bounds: dict | None, *, curv: float | None, query: str = "text") -> float:
+        pop = self.population or steer_target(query).bound
+        if bounds is None:
+            raise ValueError("this tau rule needs safety bounds, but the model has none (train it or load a checkpoint with bounds)")
+        if pop not in bounds or self.stat not in bounds[pop]:
+            raise ValueError(f"no bound {pop}.{self.stat}; the model's bounds have {sorted(bounds)} x {sorted(next(iter(bounds.values()), {}))}")
+        mu = float(bounds[pop][self.stat])
+        if not math.isfinite(mu):
+            raise ValueError(f"bound {pop}.{self.stat} is {mu}: the model's safety bounds are corrupt")
+        if not self.paper:
+            return mu
+        if curv is None:
+            raise ValueError("the paper's tau rule needs the curvature of a hyperbolic space")
         return paper_tau(mu, curv=curv)
-    raise ValueError(f"unknown tau rule {rule!r}; use a number, 'V.avg' or 'paper:V'")
+
+
+def resolve_tau(tau: float | str | TauRule, *, bounds: dict | None = None, space: Space | None = None,
+                query: str = "text") -> float:
+    """A traversal distance from a number or a rule (the one grammar of :meth:`TauRule.parse`).
+
+    A rule without a population uses the one the query is steered to
+    (:func:`~hysafe.populations.steer_target`): ``V`` (safe images) for text queries, ``S`` (safe
+    texts) for image queries; ``query`` is a modality or a population key (``"T*"``).
+    """
+    if isinstance(tau, str):
+        try:
+            tau = float(tau)  # "0.25", "2e-1" (and "nan", rejected below)
+        except ValueError:
+            pass
+    if isinstance(tau, (int, float)) and not isinstance(tau, bool):
+        value = float(tau)
+    elif isinstance(tau, (str, TauRule)):
+        rule = tau if isinstance(tau, TauRule) else TauRule.parse(tau)
+        curv = float(space.curv) if space is not None and space.hyperbolic else None
+        value = rule.resolve(bounds, curv=curv, query=query)
+    else:
+        raise ValueError(f"tau must be a number or a rule string, got {tau!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"tau must be a finite number >= 0, got {value}")
+    return value

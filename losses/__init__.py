@@ -2,7 +2,7 @@
 
 from .contrastive import euclidean_info_nce, lorentz_info_nce, symmetric_info_nce
 from .distributed import gather_with_grad, world_info
-from .entailment import entailment_loss
+from .entailment import ConeConfig, entailment_loss
 from .objectives import (
     OBJECTIVES,
     LossContext,
@@ -22,6 +22,7 @@ __all__ = [
     "lorentz_info_nce",
     "gather_with_grad",
     "world_info",
+    "ConeConfig",
     "entailment_loss",
     "cosine_distance_loss",
     "redirection_loss",

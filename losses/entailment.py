@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import Tensor
 
 from hysafe.geometry import lorentz
 
-__all__ = ["entailment_loss"]
+__all__ = ["ConeConfig", "entailment_loss"]
+
+
+@dataclass(frozen=True)
+class ConeConfig:
+    """Entailment-cone settings of an objective: the cone at ``x`` has half-aperture
+    ``aperture_scale * asin(2 K / (sqrt(c) |x|))`` with ``K = min_radius``, saturated near the root
+    (:func:`hysafe.geometry.lorentz.half_aperture`)."""
+
+    aperture_scale: float = field(default=1.0, metadata={"help": "entailment-cone aperture multiplier"})
+    min_radius: float = field(default=0.1, metadata={"help": "entailment-cone K: radius near the root where cone apertures saturate"})
+
+    def __post_init__(self):
+        if not self.aperture_scale > 0:
+            raise ValueError(f"cone aperture_scale must be > 0, got {self.aperture_scale}")
+        if not self.min_radius > 0:
+            raise ValueError(f"cone min_radius (K) must be > 0, got {self.min_radius}")
 
 
 def entailment_loss(

@@ -7,7 +7,10 @@ Embedding names: ``T``, ``V`` (safe text/image, trained towers), ``T*``, ``V*`` 
 A term input may join populations along the batch with ``|`` (``"T|T*"``: safe then unsafe
 texts), so that they compete in one softmax.
 
-An objective returns the weighted total and every term's value by name, for logging.
+An objective is evaluated in the model's :class:`~hysafe.geometry.Space`: contrastive terms use
+``space.similarity`` (negative geodesic distance in the Lorentz model, cosine otherwise), so no
+objective names a geometry; entailment terms need a hyperbolic space. It returns the weighted
+total and every term's value by name, for logging.
 """
 
 from __future__ import annotations
@@ -18,34 +21,33 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .contrastive import euclidean_info_nce, lorentz_info_nce
-from .entailment import entailment_loss
+from hysafe.geometry import Space
+
+from .contrastive import symmetric_info_nce
+from .entailment import ConeConfig, entailment_loss
 from .redirection import cosine_distance_loss, redirection_loss
 
 __all__ = ["LossContext", "Term", "Objective", "hysac_objective", "safeclip_objective", "safer_clip_objective", "clip_pretrain_objective", "OBJECTIVES", "get_objective"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossContext:
-    """Scalars the terms need: geometry, learnable curvature and logit scale, cone settings."""
+    """What the terms need besides embeddings: the space (with its live curvature), the logit
+    scale and the cone settings."""
 
-    geometry: str  # "lorentz" or "euclidean"
+    space: Space
     logit_scale: Tensor | float
-    curv: Tensor | float | None = None
-    aperture_scale: float = 1.0
-    min_radius: float = 0.1
+    cones: ConeConfig = ConeConfig()
 
 
 def _contrastive(ctx: LossContext, a: Tensor, b: Tensor) -> Tensor:
-    if ctx.geometry == "lorentz":
-        return lorentz_info_nce(a, b, curv=ctx.curv, logit_scale=ctx.logit_scale)
-    return euclidean_info_nce(a, b, logit_scale=ctx.logit_scale)
+    return symmetric_info_nce(a, b, similarity=ctx.space.similarity, logit_scale=ctx.logit_scale)
 
 
 def _entailment(ctx: LossContext, x: Tensor, y: Tensor) -> Tensor:
-    if ctx.geometry != "lorentz":
-        raise ValueError("entailment terms need the Lorentz geometry")
-    return entailment_loss(x, y, curv=ctx.curv, aperture_scale=ctx.aperture_scale, min_radius=ctx.min_radius)
+    if not ctx.space.hyperbolic:
+        raise ValueError(f"entailment terms need a hyperbolic space, got {ctx.space.name!r}")
+    return entailment_loss(x, y, curv=ctx.space.curv, aperture_scale=ctx.cones.aperture_scale, min_radius=ctx.cones.min_radius)
 
 
 LOSSES: dict[str, Callable[..., Tensor]] = {
@@ -78,20 +80,31 @@ class Term:
 
 @dataclass(frozen=True)
 class Objective:
-    """A named list of terms; ``normalize`` divides the total by the sum of weights (once)."""
+    """A named list of terms; ``normalize`` divides the total by the sum of weights (once).
+
+    ``fixed_logit_scale`` replaces the model's learnable scale (Safe-CLIP uses a fixed 100);
+    ``cones`` configures the entailment terms."""
 
     name: str
-    geometry: str
     terms: tuple[Term, ...]
     normalize: bool = False
-    fixed_logit_scale: float | None = None  # Safe-CLIP uses a fixed 100
+    fixed_logit_scale: float | None = None
+    cones: ConeConfig = ConeConfig()
     needs_reference: bool = field(init=False, default=False)
+    needs_hyperbolic: bool = field(init=False, default=False)
 
     def __post_init__(self):
         names = [t.name for t in self.terms]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate term names in objective {self.name!r}: {names}")
         object.__setattr__(self, "needs_reference", any("0" in i for t in self.terms for i in t.inputs))
+        object.__setattr__(self, "needs_hyperbolic", any(t.loss == "entailment" for t in self.terms))
+
+    def check_space(self, space: Space) -> None:
+        """Raise if the objective cannot be evaluated in ``space`` (cones need a hyperbolic one)."""
+        if self.needs_hyperbolic and not space.hyperbolic:
+            raise ValueError(f"objective {self.name!r} has entailment-cone terms and needs a hyperbolic space "
+                             f"(a HySAC model), got a {space.name!r} space")
 
     @property
     def inputs(self) -> set[str]:
@@ -106,10 +119,17 @@ class Objective:
         terms = tuple(replace(t, weight=weights.get(t.name, t.weight)) for t in self.terms)
         return replace(self, terms=terms)
 
-    def __call__(self, embeddings: dict[str, Tensor], ctx: LossContext) -> tuple[Tensor, dict[str, float]]:
+    def __call__(self, embeddings: dict[str, Tensor], space: Space, logit_scale: Tensor | float | None = None) -> tuple[Tensor, dict[str, float]]:
+        """Weighted total and per-term values of the embeddings in ``space`` (pass the model's
+        ``live_space`` and ``logit_scale`` when training)."""
         missing = self.inputs - set(embeddings)
         if missing:
             raise ValueError(f"objective {self.name!r} needs embeddings {sorted(missing)}")
+        self.check_space(space)
+        scale = self.fixed_logit_scale if self.fixed_logit_scale is not None else logit_scale
+        if scale is None:
+            raise ValueError(f"objective {self.name!r} needs the model's logit_scale")
+        ctx = LossContext(space, scale, self.cones)
         total: Tensor | float = 0.0
         logs: dict[str, float] = {}
         for term in self.terms:
@@ -122,13 +142,13 @@ class Objective:
         return total, logs
 
 
-def hysac_objective(entailment_weight: float = 1.0) -> Objective:
-    """HySAC: 4 Lorentzian contrastive terms + 3 entailment terms weighted by lambda (the cone
-    aperture scale lives in :class:`LossContext`)."""
+def hysac_objective(entailment_weight: float = 1.0, cones: ConeConfig = ConeConfig()) -> Objective:
+    """HySAC: 4 contrastive terms (geodesic logits in the model's Lorentz space) + 3 entailment
+    terms weighted by lambda, with cone settings ``cones``."""
     c, e = "contrastive", "entailment"
     return Objective(
         name="hysac",
-        geometry="lorentz",
+        cones=cones,
         terms=(
             Term(c, ("T", "V")),
             Term(c, ("T*", "V*")),
@@ -146,7 +166,6 @@ def safeclip_objective() -> Objective:
     cos, c = "cosine", "contrastive"
     return Objective(
         name="safeclip",
-        geometry="euclidean",
         normalize=True,
         fixed_logit_scale=100.0,
         terms=(
@@ -169,7 +188,6 @@ def safer_clip_objective() -> Objective:
     cos, c, r = "cosine", "contrastive", "redirection"
     return Objective(
         name="safer-clip",
-        geometry="euclidean",
         normalize=True,
         fixed_logit_scale=100.0,
         terms=(
@@ -189,7 +207,7 @@ def clip_pretrain_objective() -> Objective:
     """Plain CLIP training on safe and unsafe pairs alike (stands in for web-scale pretraining
     that has seen unsafe data): one contrastive term over the joined batch ``[T; T*]`` vs
     ``[V; V*]`` with the model's logit scale, so safe and unsafe versions are negatives of each other."""
-    return Objective(name="clip-pretrain", geometry="euclidean", terms=(Term("contrastive", ("T|T*", "V|V*")),))
+    return Objective(name="clip-pretrain", terms=(Term("contrastive", ("T|T*", "V|V*")),))
 
 
 OBJECTIVES: dict[str, Callable[[], Objective]] = {
@@ -201,6 +219,7 @@ OBJECTIVES: dict[str, Callable[[], Objective]] = {
 
 
 def get_objective(objective: str | Objective) -> Objective:
+    """An :class:`Objective` by name (``OBJECTIVES``), or the objective itself."""
     if isinstance(objective, Objective):
         return objective
     if objective not in OBJECTIVES:

@@ -98,3 +98,26 @@ def test_usage_errors_exit_2(capsys):
         main(["--help"])
     assert e.value.code == 0
     assert "demo" in capsys.readouterr().out
+
+
+def test_readme_tour_runs_as_is_on_the_demo_output(demo, tmp_path, monkeypatch):
+    """The README's Python tour, executed verbatim against a demo report folder."""
+    from pathlib import Path
+
+    import torch
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    code = readme.split("## Python API in ten lines")[1].split("```python")[1].split("```")[0]
+    (tmp_path / "hysafe-report").symlink_to(demo, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(compile(code, "README.md", "exec"), ns)
+    model, emb, safer = ns["model"], ns["emb"], ns["safer"]
+    as_loaded = ns["hysafe"].load("hysafe-report/checkpoints/hysac.safetensors")  # the tour trains `model` further
+    tau = as_loaded.tau("avg")
+    assert tau == as_loaded.bounds["V"]["avg"]  # text queries are steered to the safe images
+    before, after = as_loaded.space.dist_to_root(emb["T*"]), as_loaded.space.dist_to_root(safer)
+    assert torch.allclose(after, torch.clamp(before, max=tau), atol=1e-4)
+    assert ns["flagged"].dtype == torch.bool and ns["ids"].shape == (emb["T*"].shape[0], 10)
+    assert (tmp_path / "eval" / "comparison.md").is_file() and (tmp_path / "runs" / "hysac" / "best.safetensors").is_file()
+    assert "| HySAC + traversal |" in ns["table"].to_markdown()

@@ -7,6 +7,7 @@ from hysafe.backbone import LoraConfig
 from hysafe.data import QuadrupletDataset, WorldConfig, generate_world, load_manifest
 from hysafe.models import create_model
 from hysafe.pretrain import export_open_clip, pretrain_clip
+from hysafe.recipes import get_recipe
 from hysafe.training import TrainConfig, train, validation_recalls
 
 
@@ -18,7 +19,7 @@ def test_pretrain_then_hysac_orders_safe_text_safe_image_unsafe_text_unsafe_imag
     model = create_model("hysac", "hysafe-tiny", base, lora=LoraConfig(r=16, alpha=32.0, dropout=0.0))
     val = QuadrupletDataset(load_manifest(manifest, split="validation"), preprocess=model.preprocess, tokenizer=model.tokenizer, preload=True)
     untrained = validation_recalls(model, val)["recall_sum"]
-    res = train(model, manifest, "hysac", TrainConfig(epochs=30, batch_size=64, lr=3e-3, min_radius=0.05, progress=False), val_data=val)
+    res = train(model, manifest, get_recipe("hysac", min_radius=0.05), TrainConfig(epochs=30, batch_size=64, lr=3e-3, progress=False), val_data=val)
     b = {k: v["avg"] for k, v in res.bounds.items()}
     assert b["S"] < b["V"] < b["U"] < b["G"], b
     assert res.best_score > untrained

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from hysafe.classifier import NSFWClassifier, choose_threshold, classification_metrics, threshold_from_bounds
-from hysafe.evaluation import Comparison, retrieval_report, traversal_tau
+from hysafe.evaluation import Comparison, retrieval_report
 from hysafe.geometry import EuclideanSpace, LorentzSpace
 from hysafe.geometry import lorentz as L
 from hysafe.metrics import recall_at_k, recall_from_ranking
 from hysafe.retrieval import RetrievalIndex
-from hysafe.traversal import paper_tau, resolve_tau, traversal_path, traverse
+from hysafe.traversal import TauRule, paper_tau, resolve_tau, traversal_path, traverse
 
 BOUNDS = {"S": {"avg": 0.2, "low_05": 0.15, "up_95": 0.25}, "V": {"avg": 0.3, "low_05": 0.25, "up_95": 0.35},
           "U": {"avg": 0.5, "low_05": 0.4, "up_95": 0.6}, "G": {"avg": 0.7, "low_05": 0.6, "up_95": 0.8}}
@@ -47,7 +47,7 @@ def test_traversal_per_row_tau_and_path(gen):
     assert path.shape == (5, 5, 4)
     assert torch.allclose(path[0], q, atol=1e-10)
     assert torch.allclose(space.dist_to_root(path[-1][:4]), torch.full((4,), 0.2, dtype=torch.float64), atol=1e-10)
-    with pytest.raises(ValueError, match="tau must be >= 0"):
+    with pytest.raises(ValueError, match="tau must be finite and >= 0"):
         traverse(q, -1.0, space)
 
 
@@ -55,16 +55,37 @@ def test_tau_rules():
     assert paper_tau(0.8, curv=1.0) == pytest.approx(1.8)  # tanh(0) = 0
     assert paper_tau(1.8, curv=2.0) == pytest.approx(1.8 + math.tanh(0.5) + 1)
     space = LorentzSpace(curv=2.0)
-    assert resolve_tau(0.42) == 0.42
+    assert resolve_tau(0.42) == 0.42 and resolve_tau("2e-1") == 0.2
     assert resolve_tau("V.avg", bounds=BOUNDS) == 0.3
     assert resolve_tau("S.up_95", bounds=BOUNDS) == 0.25
     assert resolve_tau("paper:V", bounds=BOUNDS, space=space) == pytest.approx(paper_tau(0.3, curv=2.0))
+    assert resolve_tau("paper:V.up_95", bounds=BOUNDS, space=space) == pytest.approx(paper_tau(0.35, curv=2.0))
+    # a rule without a population applies to the one the query is steered to: V for text, S for images
+    assert resolve_tau("avg", bounds=BOUNDS) == 0.3 and resolve_tau("avg", bounds=BOUNDS, query="T*") == 0.3
+    assert resolve_tau("up_95", bounds=BOUNDS, query="image") == 0.25 and resolve_tau("low_05", bounds=BOUNDS, query="V*") == 0.15
+    assert resolve_tau("paper", bounds=BOUNDS, space=space, query="V*") == pytest.approx(paper_tau(0.2, curv=2.0))
+    assert TauRule.parse("paper:G") == TauRule(stat="avg", population="G", paper=True)
     with pytest.raises(ValueError, match="needs safety bounds"):
         resolve_tau("V.avg")
-    with pytest.raises(ValueError, match="no bound X.avg"):
-        resolve_tau("X.avg", bounds=BOUNDS)
-    with pytest.raises(ValueError, match="unknown tau rule"):
-        resolve_tau("magic:V", bounds=BOUNDS)
+    for bad in ("X.avg", "V.median", "magic:V", "", "paper:"):
+        if bad == "paper:":
+            assert resolve_tau(bad, bounds=BOUNDS, space=space) == pytest.approx(paper_tau(0.3, curv=2.0))
+            continue
+        with pytest.raises(ValueError, match="bad tau rule"):
+            resolve_tau(bad, bounds=BOUNDS)
+    with pytest.raises(ValueError, match="curvature of a hyperbolic space"):
+        resolve_tau("paper", bounds=BOUNDS, space=EuclideanSpace())
+    for value in (float("nan"), "nan", -0.1, float("inf")):
+        with pytest.raises(ValueError, match="finite number >= 0"):
+            resolve_tau(value)
+    with pytest.raises(ValueError, match="corrupt"):
+        resolve_tau("avg", bounds={"V": {"avg": float("nan")}})
+    q = torch.ones(3, 4)
+    for tau in (float("nan"), torch.tensor([0.1, float("nan"), 0.1])):
+        with pytest.raises(ValueError, match="finite and >= 0"):
+            traverse(q, tau, space)
+    with pytest.raises(ValueError, match="one value per query"):
+        traverse(q, torch.tensor([0.1, 0.2]), space)
 
 
 @pytest.mark.parametrize("space", [LorentzSpace(curv=0.8), EuclideanSpace()], ids=["lorentz", "euclidean"])
@@ -133,14 +154,13 @@ def test_retrieval_report_on_constructed_embeddings():
         bounds = BOUNDS
 
     Stub.space = space
-    assert traversal_tau("T*", "avg", Stub()) == 0.3 and traversal_tau("V*", "up_95", Stub()) == 0.25
-    assert traversal_tau("T*", "paper", Stub()) == pytest.approx(paper_tau(0.3, curv=1.0))
-    assert traversal_tau("T", 0.42, Stub()) == 0.42
     rows = retrieval_report(Stub(), emb, ks=(1,), traversal="avg")
     get = {(r["setting"], r["traversal"]): r for r in rows}
     assert get[("T*->V u V*", False)]["R@1"] == 0.0 and get[("T*->V u V*", False)]["unsafe@1 %"] == 100.0
     assert get[("T*->V u V*", True)]["R@1"] == 100.0 and get[("T*->V u V*", True)]["unsafe@1 %"] == 0.0
     assert get[("T->V", False)]["R@1"] == 100.0 and get[("T*->V*", False)]["R@1"] == 100.0
+    assert get[("T*->V u V*", True)]["tau"] == 0.3 and get[("V*->T u T*", True)]["tau"] == 0.2  # steered to V / S
+    assert len(retrieval_report(Stub(), emb, ks=(1,), traversal=None)) == len(rows) // 2
     comp = Comparison(retrieval={"stub": rows}, classification={"stub": []}, ks=(1,))
     assert comp.value("stub", "T*->V u V*", traversal=True) == 100.0
     assert "stub + traversal" in comp.to_markdown() and comp.to_csv().startswith("model,setting,traversal,tau")

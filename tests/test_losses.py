@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hysafe.geometry import EuclideanSpace, LorentzSpace
 from hysafe.geometry import lorentz as L
 from hysafe.losses import (
-    LossContext,
+    ConeConfig,
     cosine_distance_loss,
     entailment_loss,
     euclidean_info_nce,
@@ -98,22 +99,47 @@ def test_cosine_and_redirection_closed_form():
 def test_objectives_are_weighted_sums_of_named_terms(gen):
     emb = {k: torch.randn(4, 3, generator=gen, dtype=torch.float64) for k in ["T", "V", "T*", "V*", "T0", "V0"]}
     obj = hysac_objective(entailment_weight=0.5)
-    ctx = LossContext(geometry="lorentz", logit_scale=10.0, curv=1.0)
-    total, logs = obj(emb, ctx)
+    lorentz = LorentzSpace(curv=1.0)
+    total, logs = obj(emb, lorentz, 10.0)
     manual = sum(logs[t.name] * t.weight for t in obj.terms)
     assert total.item() == pytest.approx(manual, abs=1e-9)
     assert len(logs) == 8 and logs["total"] == pytest.approx(total.item())
     sc = safeclip_objective()
-    total, logs = sc(emb, LossContext(geometry="euclidean", logit_scale=100.0))
+    total, logs = sc(emb, EuclideanSpace())  # fixed logit scale: the model's is not needed
     assert total.item() == pytest.approx(sum(logs[t.name] * t.weight for t in sc.terms) / 1.75, abs=1e-9)
     assert sc.needs_reference and not obj.needs_reference
+    assert obj.needs_hyperbolic and not sc.needs_hyperbolic
     changed = obj.with_weights(**{"entailment(T,V)": 2.0})
     assert [t.weight for t in changed.terms][4] == 2.0
     with pytest.raises(ValueError, match="no term named"):
         obj.with_weights(nope=1.0)
     with pytest.raises(ValueError, match="needs embeddings"):
-        obj({"T": emb["T"]}, ctx)
+        obj({"T": emb["T"]}, lorentz, 10.0)
+    with pytest.raises(ValueError, match="needs the model's logit_scale"):
+        obj(emb, lorentz)
     with pytest.raises(ValueError, match="unknown objective"):
         get_objective("nope")
-    with pytest.raises(ValueError, match="Lorentz geometry"):
-        hysac_objective()(emb, LossContext(geometry="euclidean", logit_scale=1.0))
+    with pytest.raises(ValueError, match="needs a hyperbolic space"):
+        hysac_objective()(emb, EuclideanSpace(), 1.0)
+    with pytest.raises(ValueError, match="needs a hyperbolic space"):
+        obj.check_space(EuclideanSpace())
+
+
+def test_terms_follow_the_space_and_the_objective_cones(gen):
+    """Geometry comes from the space (live curvature tensor included) and cone settings from the
+    objective: each term equals the standalone loss function with the same arguments."""
+    emb = {k: 0.4 * torch.randn(6, 5, generator=gen, dtype=torch.float64) for k in ["T", "V", "T*", "V*"]}
+    curv = torch.tensor(1.7, dtype=torch.float64, requires_grad=True)
+    cones = ConeConfig(aperture_scale=0.8, min_radius=0.3)
+    _, logs = hysac_objective(cones=cones)(emb, LorentzSpace(curv=curv), 12.0)
+    assert logs["contrastive(T,V)"] == pytest.approx(lorentz_info_nce(emb["T"], emb["V"], curv=1.7, logit_scale=12.0).item(), abs=1e-10)
+    assert logs["entailment(V,T*)"] == pytest.approx(
+        entailment_loss(emb["V"], emb["T*"], curv=1.7, aperture_scale=0.8, min_radius=0.3).item(), abs=1e-10)
+    total, _ = hysac_objective(cones=cones)(emb, LorentzSpace(curv=curv), 12.0)
+    total.backward()
+    assert curv.grad is not None and curv.grad.abs() > 0  # the live curvature trains
+    _, logs = get_objective("clip-pretrain")(emb, EuclideanSpace(), 12.0)
+    joined = euclidean_info_nce(torch.cat([emb["T"], emb["T*"]]), torch.cat([emb["V"], emb["V*"]]), logit_scale=12.0)
+    assert logs["contrastive(T|T*,V|V*)"] == pytest.approx(joined.item(), abs=1e-10)
+    with pytest.raises(ValueError, match="min_radius"):
+        ConeConfig(min_radius=0.0)

@@ -11,8 +11,8 @@ import torch.multiprocessing as mp
 from hysafe.backbone import TINY_MODEL, LoraConfig
 from hysafe.checkpoint import load_model
 from hysafe.data import QuadrupletDataset, WorldConfig, generate_world, load_manifest
-from hysafe.features import FeatureDataset, FeatureHead, cache_features
-from hysafe.models import create_model
+from hysafe.features import FeatureDataset, cache_features
+from hysafe.models import create_feature_model, create_model
 from hysafe.training import ResumableBatchSampler, TrainConfig, nearest_safe_targets, train
 
 LORA = LoraConfig(r=4, alpha=8.0, dropout=0.1)
@@ -112,7 +112,7 @@ def test_safer_clip_targets_and_training(world, tiny_base):
     assert targets == (unsafe @ safe.T).argmax(1).tolist()
     res = train(model, world, "safer-clip", TrainConfig(epochs=1, batch_size=16, lr=1e-3, optimizer="adam", progress=False))
     assert res.steps == 4 and set(res.bounds) == {"S", "U", "V", "G"}
-    with pytest.raises(ValueError, match="needs a HySAC model"):
+    with pytest.raises(ValueError, match="needs a hyperbolic space \\(a HySAC model\\)"):
         train(model, world, "hysac", TrainConfig(epochs=1, progress=False))
 
 
@@ -126,7 +126,7 @@ def test_feature_head_strategy(world, tiny_base, tmp_path):
     with torch.no_grad():
         assert torch.allclose(feats[3]["text"], clip.encode_text(ds[3]["text"][None])[0], atol=1e-5)
     for kind in ("hysac", "safeclip"):
-        head = FeatureHead(*feats.dims, kind=kind)
+        head = create_feature_model(kind, *feats.dims)
         res = train(head, feats, None if kind == "hysac" else "safeclip",
                     TrainConfig(epochs=3, batch_size=16, lr=1e-2, progress=False, output_dir=str(tmp_path / kind)),
                     val_data=feats.subset(range(32)))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -10,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .manifest import Quadruplet
+from .manifest import Quadruplet, load_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -55,15 +57,32 @@ class QuadrupletDataset(Dataset):
             raise ValueError("rows have images: pass the model's preprocess")
         self.safe_tokens = tokenizer([r.safe_text for r in self.rows])
         self.unsafe_tokens = tokenizer([r.unsafe_text for r in self.rows])
-        self.targets = None if targets is None else torch.as_tensor(targets, dtype=torch.long)
-        if self.targets is not None and self.targets.shape != (len(self.rows),):
-            raise ValueError(f"targets must have one entry per row ({len(self.rows)}), got {tuple(self.targets.shape)}")
+        self.targets = None if targets is None else self._as_targets(targets)
         self._images: torch.Tensor | None = None
         if preload and self.has_images:
             self._images = torch.stack(
                 [torch.stack([self._load(i, "safe_image"), self._load(i, "unsafe_image")])
                  for i in tqdm(range(len(self.rows)), desc="loading images", leave=False, mininterval=1.0)]
             )
+
+    @classmethod
+    def from_manifest(cls, manifest: str | Path, model, *, split: str | None = None, preload: bool = True, **manifest_options) -> "QuadrupletDataset":
+        """The rows of ``split`` of a manifest, preprocessed and tokenised for ``model`` (anything
+        with ``preprocess`` and ``tokenizer``); ``manifest_options`` go to :func:`load_manifest`."""
+        rows = load_manifest(manifest, split=split, **manifest_options)
+        return cls(rows, preprocess=model.preprocess, tokenizer=model.tokenizer, preload=preload)
+
+    def with_targets(self, targets: Sequence[int]) -> "QuadrupletDataset":
+        """A shallow copy (shared images and tokens) whose items carry proximal targets."""
+        clone = copy.copy(self)
+        clone.targets = self._as_targets(targets)
+        return clone
+
+    def _as_targets(self, targets: Sequence[int]) -> torch.Tensor:
+        t = torch.as_tensor(targets, dtype=torch.long)
+        if t.shape != (len(self.rows),):
+            raise ValueError(f"targets must have one entry per row ({len(self.rows)}), got {tuple(t.shape)}")
+        return t
 
     def __len__(self) -> int:
         return len(self.rows)

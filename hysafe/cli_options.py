@@ -1,0 +1,69 @@
+"""Command-line options generated from dataclass fields, so every default exists once.
+
+A field's ``metadata`` may hold ``help`` (shown by ``--help``), ``choices``, and ``cli`` (the
+option's name, e.g. ``"--out"``; ``None`` leaves the field off the command line). Booleans
+become ``--flag`` (default off) or ``--no-flag`` (default on); ``X | None`` fields take an ``X``.
+
+Options that are not given stay out of the parsed namespace (``argparse.SUPPRESS``):
+:func:`options_to_kwargs` returns only what the user typed, and the dataclass (or a preset such as
+``DemoConfig.quick()``) supplies the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any
+
+__all__ = ["add_options", "options_to_kwargs"]
+
+
+def _scalar_type(hint) -> type | None:
+    """``int``, ``float``, ``str`` or ``bool`` behind a type hint (``None``: not a CLI scalar)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _scalar_type(args[0]) if len(args) == 1 else None
+    return hint if hint in (int, float, str, bool) else None
+
+
+def _cli_fields(cls, prefix: str, exclude: tuple[str, ...]) -> list[tuple[dataclasses.Field, type, str]]:
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        typ = _scalar_type(hints[f.name])
+        name = f.metadata.get("cli", "--" + prefix + f.name.replace("_", "-"))
+        if f.name in exclude or typ is None or name is None or not f.init:
+            continue
+        out.append((f, typ, name))
+    return out
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
+
+def add_options(parser: argparse.ArgumentParser, cls, *, prefix: str = "", exclude: tuple[str, ...] = (),
+                required: tuple[str, ...] = ()) -> None:
+    """Add one option per scalar field of dataclass ``cls`` (``required``: fields that must be given)."""
+    for f, typ, name in _cli_fields(cls, prefix, exclude):
+        default = _default(f)
+        dest = prefix.replace("-", "_") + f.name
+        help_text = f.metadata.get("help", "")
+        if typ is bool:
+            flag = name if not default else "--" + prefix + "no-" + f.name.replace("_", "-")
+            help_text = f"turn off: {help_text}" if default else help_text
+            parser.add_argument(flag, dest=dest, action="store_false" if default else "store_true", default=argparse.SUPPRESS, help=help_text)
+            continue
+        shown = f" (default: {default})" if default is not None else ""
+        parser.add_argument(name, dest=dest, type=typ, default=argparse.SUPPRESS, choices=f.metadata.get("choices"),
+                            required=f.name in required, help=help_text + shown)
+
+
+def options_to_kwargs(args: argparse.Namespace, cls, *, prefix: str = "", exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The options the user gave for ``cls`` (made by :func:`add_options`), as constructor keywords."""
+    dests = {f.name: prefix.replace("-", "_") + f.name for f, _, _ in _cli_fields(cls, prefix, exclude)}
+    return {field: getattr(args, dest) for field, dest in dests.items() if hasattr(args, dest)}

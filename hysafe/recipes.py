@@ -1,0 +1,85 @@
+"""Training recipes: what it takes to train one kind of safety model, in one object.
+
+A :class:`Recipe` bundles the objective (its terms, weights and cone settings), the model kind it
+trains and the optimiser settings the method's reference code uses. The API (``hysafe.train``),
+the CLI and the demo all start from :func:`get_recipe`; :class:`~hysafe.training.TrainConfig`
+only overrides the optimiser when asked to.
+
+==================  ==========  =========  ============  ==========================================
+recipe              model kind  optimiser  weight decay  objective
+==================  ==========  =========  ============  ==========================================
+``hysac``           hysac       AdamW      0.2           contrastive + entailment cones (Lorentz)
+``safeclip``        safeclip    Adam       0             redirection + structure preservation
+``safer-clip``      safeclip    Adam       0             proximity-aware redirection (SafeR-CLIP)
+``clip-pretrain``   clip        AdamW      0.2           plain CLIP loss on safe and unsafe pairs
+==================  ==========  =========  ============  ==========================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from hysafe.losses import ConeConfig, Objective, get_objective, hysac_objective
+
+__all__ = ["Recipe", "RECIPES", "get_recipe", "default_recipe", "as_recipe"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Objective + the model kind it trains + optimiser settings (no decay on scalars, biases
+    and norms is applied for every recipe)."""
+
+    name: str
+    model_kind: str
+    objective: Objective
+    optimizer: str = "adamw"  # "adamw" or "adam"
+    weight_decay: float = 0.2
+    betas: tuple[float, float] = (0.9, 0.98)
+
+    def check_model(self, model) -> None:
+        """Raise a clear error when ``model`` cannot be trained with this recipe."""
+        self.objective.check_space(model.space)
+        if self.objective.needs_reference and not hasattr(model, "encode_image_ref"):
+            raise ValueError(f"objective {self.objective.name!r} needs a frozen reference (a SafeCLIP model), got {model.kind!r}")
+
+
+#: name -> (model kind, optimiser, weight decay)
+RECIPES: dict[str, tuple[str, str, float]] = {
+    "hysac": ("hysac", "adamw", 0.2),
+    "safeclip": ("safeclip", "adam", 0.0),
+    "safer-clip": ("safeclip", "adam", 0.0),
+    "clip-pretrain": ("clip", "adamw", 0.2),
+}
+_DEFAULT_FOR_KIND = {"hysac": "hysac", "safeclip": "safeclip", "clip": "clip-pretrain"}
+
+
+def get_recipe(name: str, *, entailment_weight: float = 1.0, **cone_options: float) -> Recipe:
+    """The recipe ``name``; ``entailment_weight`` and the :class:`~hysafe.losses.ConeConfig`
+    fields (``min_radius``, ``aperture_scale``) configure HySAC's cone terms."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe/objective {name!r}; expected one of {sorted(RECIPES)}")
+    kind, optimizer, weight_decay = RECIPES[name]
+    if name == "hysac":
+        objective = hysac_objective(entailment_weight, ConeConfig(**cone_options))
+    elif cone_options or entailment_weight != 1.0:
+        raise ValueError(f"cone settings and the entailment weight belong to the hysac recipe, not {name!r}")
+    else:
+        objective = get_objective(name)
+    return Recipe(name, kind, objective, optimizer, weight_decay)
+
+
+def default_recipe(model) -> Recipe:
+    """The recipe a model of this kind trains with when none is named."""
+    return get_recipe(_DEFAULT_FOR_KIND[model.kind])
+
+
+def as_recipe(spec: str | Recipe | Objective | None, model) -> Recipe:
+    """A recipe from a name, a recipe, a bare objective (trained with the model kind's optimiser
+    settings) or ``None`` (the model kind's default)."""
+    if spec is None:
+        return default_recipe(model)
+    if isinstance(spec, Recipe):
+        return spec
+    if isinstance(spec, Objective):
+        return replace(default_recipe(model), name=spec.name, objective=spec)
+    return get_recipe(spec)

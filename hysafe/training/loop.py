@@ -1,0 +1,180 @@
+"""``hysafe.train``: the loop, top to bottom. Each piece it calls has a module of its own:
+datasets (:mod:`.data`), batches (:mod:`.sampler`), processes (:mod:`.distributed`), optimiser
+and precision (:mod:`.optim`), resume (:mod:`.state`), selection and bounds (:mod:`.validation`),
+logs (:mod:`.logs`); what to optimise comes from the recipe (:mod:`hysafe.recipes`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from hysafe.geometry import validation as geometry_validation
+from hysafe.losses import Objective
+
+from ..embed import embed_quadruplets
+from ..models import SafetyModel, create_model
+from ..recipes import Recipe, as_recipe
+from .config import TrainConfig, TrainResult
+from .data import training_datasets
+from .distributed import DistributedContext, init_distributed
+from .logs import RunLog
+from .optim import Optimization, build_optimization
+from .sampler import ResumableBatchSampler
+from .state import load_training_state, new_progress, save_training_state
+from .validation import BestWeights, safety_bounds, save_best, validation_recalls
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["train", "compute_loss"]
+
+
+def compute_loss(model: SafetyModel, objective: Objective, batch: dict[str, Tensor],
+                 amp_dtype: torch.dtype | None = None) -> tuple[Tensor, dict[str, float]]:
+    """Forward pass of one training step: batched embeddings (autocast when ``amp_dtype``) and the
+    objective's weighted total with per-term values, in the model's live space."""
+    device_type = batch[next(iter(batch))].device.type
+    with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        emb = embed_quadruplets(model, batch, objective.inputs)
+        return objective(emb, model.live_space, model.logit_scale)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainingRun:
+    """The fixed parts of one run and its mutable ``progress`` (what :mod:`.state` saves)."""
+
+    model: SafetyModel
+    objective: Objective
+    opt: Optimization
+    data: Dataset
+    sampler: ResumableBatchSampler
+    cfg: TrainConfig
+    dist: DistributedContext
+    progress: dict
+    folder: Path | None
+    callbacks: Sequence[Callable[[dict], None]] = ()
+
+    def save_state(self) -> None:
+        if self.folder is not None and self.dist.is_main:
+            save_training_state(self.folder / "last.safetensors", self.model, self.opt, self.progress)
+
+    def resume(self) -> None:
+        last = self.folder / "last.safetensors" if self.folder else None
+        if self.cfg.resume and last is not None and last.is_file():
+            self.progress = load_training_state(last, self.model, self.opt)
+            logger.info("resumed from %s at epoch %d, step %d", last, self.progress["epoch"], self.progress["step"])
+
+    def run_epoch(self, epoch: int, log: RunLog) -> None:
+        """One pass over the (remaining) batches of ``epoch``."""
+        cfg, p = self.cfg, self.progress
+        self.sampler.set_epoch(epoch, p["batch"] if epoch == p["epoch"] else 0)
+        loader = DataLoader(self.data, batch_sampler=self.sampler, num_workers=cfg.num_workers,
+                            generator=torch.Generator().manual_seed(cfg.seed + epoch), persistent_workers=False)
+        bar = tqdm(loader, desc=f"{self.objective.name} epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and self.dist.is_main), leave=False)
+        for micro, batch in enumerate(bar, start=1):
+            batch = {k: v.to(self.dist.device, non_blocking=True) for k, v in batch.items()}
+            loss, losses = compute_loss(self.model, self.objective, batch, self.opt.amp_dtype)
+            self.opt.backward(loss, cfg.grad_accum)
+            p["batch"] += 1
+            if micro % cfg.grad_accum == 0:
+                self._after_step(epoch, self.opt.step(self.model, self.dist.world), losses, log)
+                bar.set_postfix(loss=f"{losses['total']:.3f}")
+        p["epoch"], p["batch"] = epoch + 1, 0
+
+    def _after_step(self, epoch: int, lr: float, losses: dict[str, float], log: RunLog) -> None:
+        p, cfg = self.progress, self.cfg
+        p["step"] += 1
+        record = {"step": p["step"], "epoch": epoch, "lr": lr, **losses}
+        if p["step"] % cfg.log_every == 0:
+            log.step(record, losses)
+        if cfg.checkpoint_every and p["step"] % cfg.checkpoint_every == 0:
+            self.save_state()
+        for cb in self.callbacks:
+            cb(record)
+
+    def validate(self, val_set: Dataset | None, log: RunLog) -> dict | None:
+        if val_set is None:
+            return None
+        self.model.eval()
+        recalls = validation_recalls(self.model, val_set, batch_size=self.cfg.eval_batch_size)
+        self.model.train()
+        metrics = {"epoch": self.progress["epoch"], "step": self.progress["step"], **recalls}
+        self.progress["history"].append(metrics)
+        logger.info("epoch %d validation: %s", metrics["epoch"], {k: round(v, 2) for k, v in metrics.items()})
+        log.validation(metrics)
+        return metrics
+
+
+def train(
+    model: SafetyModel | str,
+    data,
+    recipe: str | Recipe | Objective | None = None,
+    config: TrainConfig | None = None,
+    *,
+    val_data=None,
+    callbacks: Sequence[Callable[[dict], None]] = (),
+    **model_kwargs,
+) -> TrainResult:
+    """Train ``model`` on quadruplets with a recipe (:func:`~hysafe.recipes.get_recipe`).
+
+    ``model``: a :class:`~hysafe.models.SafetyModel`, or a kind (``"hysac"``, ``"safeclip"``) built
+    with :func:`~hysafe.models.create_model` and ``model_kwargs`` (``model=``, ``pretrained=``, ...).
+    ``data``: a dataset (:class:`~hysafe.data.QuadrupletDataset`, :class:`~hysafe.features.FeatureDataset`),
+    a manifest path (its ``train`` split; its ``validation`` split validates unless ``val_data``
+    is given), or a list of rows. ``recipe``: ``"hysac"``, ``"safeclip"``, ``"safer-clip"``,
+    ``"clip-pretrain"``, a :class:`~hysafe.recipes.Recipe` or a bare objective; default from the
+    model kind. ``callbacks`` receive a dict after every optimiser step (step, epoch, lr, losses).
+    """
+    cfg = config or TrainConfig()
+    model = create_model(model, **model_kwargs) if isinstance(model, str) else model
+    recipe = as_recipe(recipe, model)
+    dist = init_distributed(cfg.device or model.device)
+    model.to(dist.device)
+    recipe.check_model(model)
+    _seed_everything(cfg.seed)
+    train_set, val_set = training_datasets(data, val_data, model, recipe.objective, preload=cfg.num_workers == 0, validate=cfg.validate)
+    sampler = ResumableBatchSampler(len(train_set), cfg.batch_size, seed=cfg.seed, rank=dist.rank, world=dist.world)
+    steps_per_epoch = sampler.batches_per_epoch // cfg.grad_accum
+    if steps_per_epoch == 0:
+        raise ValueError(f"grad_accum={cfg.grad_accum} exceeds the {sampler.batches_per_epoch} batches of an epoch")
+    opt = build_optimization(model, recipe, cfg, steps_per_epoch * cfg.epochs, dist.device)
+    folder = Path(cfg.output_dir) if cfg.output_dir else None
+    run = TrainingRun(model, recipe.objective, opt, train_set, sampler, cfg, dist, new_progress(), folder, callbacks)
+    run.resume()
+    best_path = folder / "best.safetensors" if folder and dist.is_main else None
+    best = BestWeights(model, run.progress, path=best_path, patience=cfg.early_stopping_patience)
+    start = time.time()
+    config_record = {"train": asdict(cfg), "recipe": recipe.name, "objective": recipe.objective.name}
+    with RunLog(folder if dist.is_main else None, config=config_record, tensorboard=cfg.tensorboard) as log, geometry_validation(False):
+        model.train()  # no per-call finiteness syncs in the hot loop (geometry validation off)
+        for epoch in range(run.progress["epoch"], cfg.epochs):
+            run.run_epoch(epoch, log)
+            stop = best.update(model, run.validate(val_set, log), epoch + 1)
+            run.save_state()
+            if stop:
+                logger.info("early stopping after epoch %d (no improvement for %d epochs)", epoch + 1, run.progress["bad_epochs"])
+                break
+    best.restore(model)  # best weights back into the model; bounds from validation (else training) rows
+    model.eval()
+    model.bounds = safety_bounds(model, val_set or train_set, batch_size=cfg.eval_batch_size)
+    if best_path is not None:
+        save_best(model, best_path, extra={"best_validation_recall_sum": run.progress["best"]})
+    return TrainResult(model=model, history=run.progress["history"], best_score=run.progress["best"],
+                       best_checkpoint=best_path if best_path and best_path.is_file() else None,
+                       bounds=model.bounds, steps=run.progress["step"], seconds=time.time() - start)

@@ -1,0 +1,100 @@
+"""Resumable training state in one safetensors file (nothing is unpickled).
+
+Tensors: trainable parameters (``model/*``), optimiser moments (``optim/<i>/<key>``) and torch RNG
+states; metadata (JSON): progress (epoch, batch, step, best score, history), optimiser param
+groups and scalar state, scheduler, grad scaler, Python and NumPy RNG states.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..checkpoint import atomic_save_file
+from ..models import trainable_parameters
+from .optim import Optimization
+
+__all__ = ["save_training_state", "load_training_state", "new_progress"]
+
+_META_KEY = "hysafe_train_state"
+
+
+def new_progress() -> dict:
+    """Progress of a run that has not started: where the loop is, the best score, the history."""
+    return {"epoch": 0, "batch": 0, "step": 0, "best": None, "bad_epochs": 0, "history": []}
+
+
+def _tensors(model, opt: Optimization) -> dict[str, Tensor]:
+    tensors = {f"model/{n}": p for n, p in trainable_parameters(model)}
+    for idx, state in opt.optimizer.state_dict()["state"].items():
+        for k, v in state.items():
+            if isinstance(v, Tensor):
+                tensors[f"optim/{idx}/{k}"] = v
+    tensors["rng/torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng/cuda"] = torch.cuda.get_rng_state()
+    return tensors
+
+
+def save_training_state(path: Path, model, opt: Optimization, progress: dict) -> None:
+    opt_sd = opt.optimizer.state_dict()
+    scalars = {str(i): {k: v for k, v in s.items() if not isinstance(v, Tensor)} for i, s in opt_sd["state"].items()}
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    meta = {
+        "progress": progress,
+        "optimizer_groups": opt_sd["param_groups"],
+        "optimizer_scalars": scalars,
+        "scheduler": {k: v for k, v in opt.scheduler.state_dict().items() if k != "lr_lambdas"},
+        "scaler": opt.scaler.state_dict() if opt.scaler.is_enabled() else None,
+        "python_rng": [py_state[0], list(py_state[1]), py_state[2]],
+        "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+    }
+    atomic_save_file(_tensors(model, opt), path, {_META_KEY: json.dumps(meta, default=float)})
+
+
+def _restore_rng(tensors: dict[str, Tensor], meta: dict) -> None:
+    torch.set_rng_state(tensors["rng/torch"])
+    if "rng/cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng/cuda"])
+    py = meta["python_rng"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npr = meta["numpy_rng"]
+    np.random.set_state((npr[0], np.array(npr[1], dtype=np.uint32), *npr[2:]))
+
+
+def load_training_state(path: Path, model, opt: Optimization) -> dict:
+    """Restore model, optimiser, scheduler, scaler and RNGs; returns the saved progress."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get(_META_KEY)
+    if raw is None:
+        raise ValueError(f"{path}: not a hysafe training-state checkpoint")
+    meta = json.loads(raw)
+    tensors = load_file(str(path))
+    params = dict(trainable_parameters(model))
+    missing = {f"model/{n}" for n in params} - set(tensors)
+    if missing:
+        raise ValueError(f"{path}: training state does not match the model (missing {sorted(missing)[:3]}...)")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(tensors[f"model/{n}"])
+    state = {}
+    for idx, scal in meta["optimizer_scalars"].items():
+        s = dict(scal)
+        for k in [key.split("/")[2] for key in tensors if key.startswith(f"optim/{idx}/")]:
+            s[k] = tensors[f"optim/{idx}/{k}"]
+        state[int(idx)] = s
+    opt.optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer_groups"]})
+    opt.scheduler.load_state_dict({**opt.scheduler.state_dict(), **meta["scheduler"]})
+    if meta["scaler"] is not None:
+        opt.scaler.load_state_dict(meta["scaler"])
+    _restore_rng(tensors, meta)
+    return meta["progress"]

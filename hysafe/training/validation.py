@@ -1,0 +1,94 @@
+"""Validation, model selection and the safety bounds a trained model carries.
+
+* :func:`validation_recalls`: safe retrieval recall (T->V, V->T) and its sum, the selection score;
+* :class:`BestWeights`: keeps the best epoch's weights, writes ``best.safetensors``, decides
+  early stopping;
+* :func:`safety_bounds`: distance-to-root statistics per population (traversal and thresholds).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..checkpoint import save_model, uses_adapter_form
+from ..embed import embed_dataset
+from ..metrics import recall_at_k
+from ..models import SafetyModel, trainable_parameters
+from ..populations import POPULATIONS
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["validation_recalls", "safety_bounds", "BestWeights"]
+
+
+def validation_recalls(model: SafetyModel, dataset, *, batch_size: int = 256, ks=(1, 5, 10)) -> dict:
+    """Safe retrieval recalls (T->V, V->T) on a validation set and their sum (model selection)."""
+    emb = embed_dataset(model, dataset, batch_size=batch_size)
+    space, out = model.space, {}
+    idx = torch.arange(len(dataset))
+    if "V" in emb:
+        for name, (q, g) in {"T->V": (emb["T"], emb["V"]), "V->T": (emb["V"], emb["T"])}.items():
+            for k, v in recall_at_k(q, g, idx, space, ks).items():
+                out[f"{name} R@{k}"] = v
+    else:  # text-only data: safe/unsafe caption retrieval
+        for k, v in recall_at_k(emb["T*"], emb["T"], idx, space, ks).items():
+            out[f"T*->T R@{k}"] = v
+    out["recall_sum"] = sum(out.values())
+    return out
+
+
+def _stats(d: Tensor) -> dict[str, float]:
+    return {"avg": d.mean().item(), "low_05": torch.quantile(d, 0.05).item(), "up_95": torch.quantile(d, 0.95).item()}
+
+
+def safety_bounds(model: SafetyModel, dataset, *, batch_size: int = 256) -> dict:
+    """Distance-to-root statistics ``{"avg", "low_05", "up_95"}`` per population, keyed by bound
+    name (``S`` safe text, ``V`` safe image, ``U`` unsafe text, ``G`` unsafe image)."""
+    emb = embed_dataset(model, dataset, batch_size=batch_size)
+    return {p.bound: _stats(model.space.dist_to_root(emb[p.key])) for p in POPULATIONS if p.key in emb}
+
+
+def _snapshot(model: SafetyModel) -> dict[str, Tensor]:
+    return {n: p.detach().clone() for n, p in trainable_parameters(model)}
+
+
+def save_best(model: SafetyModel, path: Path, extra: dict) -> None:
+    save_model(model, path, merged=not uses_adapter_form(model), bounds=model.bounds, extra=extra)
+
+
+class BestWeights:
+    """Model selection by the validation recall sum (``progress["best"]``, higher is better).
+
+    Without validation the last epoch counts as the best. ``path`` (main process only) receives
+    the best weights after every improvement; ``patience`` epochs without one stop the run.
+    """
+
+    def __init__(self, model: SafetyModel, progress: dict, *, path: Path | None, patience: int | None):
+        self.progress, self.path, self.patience = progress, path, patience
+        self.weights = _snapshot(model) if progress["best"] is None else None
+
+    def update(self, model: SafetyModel, metrics: dict | None, epoch: int) -> bool:
+        """Record one epoch's validation (``None``: no validation); returns whether to stop."""
+        if metrics is None:
+            self.weights = _snapshot(model)
+            return False
+        p = self.progress
+        if p["best"] is not None and metrics["recall_sum"] <= p["best"]:
+            p["bad_epochs"] += 1
+            return self.patience is not None and p["bad_epochs"] >= self.patience
+        p["best"], p["bad_epochs"] = metrics["recall_sum"], 0
+        self.weights = _snapshot(model)
+        if self.path is not None:
+            save_best(model, self.path, extra={"epoch": epoch, "validation": metrics})
+        return False
+
+    def restore(self, model: SafetyModel) -> None:
+        """Put the best weights back into ``model`` (no-op after a resume that kept none)."""
+        if self.weights is not None:
+            with torch.no_grad():
+                for n, p in trainable_parameters(model):
+                    p.copy_(self.weights[n])

@@ -1,0 +1,157 @@
+"""The orchestration layer's API: model safety methods, recipes, feature models, generated CLI
+options, format-1 checkpoints."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import hysafe
+from hysafe.backbone import TINY_MODEL, LoraConfig
+from hysafe.checkpoint import load_model, read_metadata, save_model
+from hysafe.classifier import threshold_from_bounds
+from hysafe.cli import build_parser
+from hysafe.cli_options import options_to_kwargs
+from hysafe.geometry import EuclideanSpace, LorentzSpace
+from hysafe.losses import hysac_objective
+from hysafe.models import create_feature_model, create_model
+from hysafe.populations import POPULATIONS, SAFE_IMAGE, SAFE_TEXT, UNSAFE_TEXT, modality_pair, population, steer_target
+from hysafe.recipes import as_recipe, get_recipe
+from hysafe.training import TrainConfig
+from hysafe.training.distributed import init_distributed
+from hysafe.training.optim import build_optimization
+from hysafe.traversal import paper_tau, traverse
+
+BOUNDS = {"S": {"avg": 0.2, "low_05": 0.15, "up_95": 0.25}, "V": {"avg": 0.3, "low_05": 0.25, "up_95": 0.35},
+          "U": {"avg": 0.5, "low_05": 0.4, "up_95": 0.6}, "G": {"avg": 0.7, "low_05": 0.6, "up_95": 0.8}}
+LORA = LoraConfig(r=4, alpha=8.0, dropout=0.0)
+
+
+def test_population_vocabulary():
+    assert [p.key for p in POPULATIONS] == ["T", "V", "T*", "V*"] and [p.bound for p in POPULATIONS] == ["S", "V", "U", "G"]
+    assert population("U") is UNSAFE_TEXT and population("T*") is UNSAFE_TEXT and population("V") is SAFE_IMAGE
+    assert modality_pair("text") == (SAFE_TEXT, UNSAFE_TEXT)
+    assert steer_target("T*") is SAFE_IMAGE and steer_target("image") is SAFE_TEXT and steer_target("V") is SAFE_TEXT
+    with pytest.raises(ValueError, match="unknown population"):
+        population("X")
+
+
+def test_hysac_answers_the_safety_questions(tiny_base, gen):
+    model = create_model("hysac", TINY_MODEL, tiny_base, lora=LORA)
+    x = torch.randn(16, 64, generator=gen) * 0.05
+    with pytest.raises(ValueError, match="needs safety bounds"):
+        model.traverse(x)
+    model.bounds = BOUNDS
+    space = model.space
+    assert isinstance(space, LorentzSpace) and space.hyperbolic and float(space.curv) == pytest.approx(1.0)
+    assert model.tau() == 0.3 and model.tau("avg", "image") == 0.2 and model.tau(0.11) == 0.11
+    assert model.tau("paper") == pytest.approx(paper_tau(0.3, curv=1.0))
+    assert torch.equal(model.traverse(x, "up_95"), traverse(x, 0.35, space))
+    assert torch.equal(model.traverse(x, 0.01), traverse(x, 0.01, space))
+    per_row = torch.full((16,), 0.02)
+    assert torch.equal(model.traverse(x, per_row), traverse(x, per_row, space))
+    assert torch.equal(model.nsfw_score(x), space.dist_to_root(x))
+    with pytest.raises(TypeError, match="model.traverse"):
+        hysafe.traverse(x, 0.3)
+    clf = model.nsfw_classifier("image")
+    assert clf.name == "root-distance" and clf.threshold == threshold_from_bounds(BOUNDS, "image") == pytest.approx(0.5)
+    assert torch.equal(clf.predict(x), space.dist_to_root(x) >= 0.5)
+    # the live space carries the learnable curvature itself (gradients reach it)
+    assert model.live_space.curv is not None and model.live_space.curv.requires_grad
+    safe = create_model("safeclip", TINY_MODEL, tiny_base, lora=LORA)
+    assert isinstance(safe.space, EuclideanSpace) and not safe.space.hyperbolic and not hasattr(safe, "traverse")
+    assert safe.nsfw_classifier().name == "concept-similarity"
+
+
+def test_recipes_choose_objective_optimiser_and_cones(tiny_base):
+    hy = get_recipe("hysac", min_radius=0.05, aperture_scale=0.9)
+    assert hy.model_kind == "hysac" and hy.optimizer == "adamw" and hy.weight_decay == 0.2
+    assert hy.objective.cones.min_radius == 0.05 and hy.objective.cones.aperture_scale == 0.9
+    sc = get_recipe("safeclip")
+    assert (sc.model_kind, sc.optimizer, sc.weight_decay) == ("safeclip", "adam", 0.0)
+    assert get_recipe("safer-clip").model_kind == "safeclip" and get_recipe("clip-pretrain").model_kind == "clip"
+    with pytest.raises(ValueError, match="belong to the hysac recipe"):
+        get_recipe("safeclip", min_radius=0.2)
+    with pytest.raises(ValueError, match="unknown recipe"):
+        get_recipe("nope")
+    model = create_model("safeclip", TINY_MODEL, tiny_base, lora=LORA)
+    assert as_recipe(None, model).name == "safeclip"
+    custom = hysac_objective(entailment_weight=0.3)
+    with pytest.raises(ValueError, match="needs a hyperbolic space"):
+        as_recipe(custom, model).check_model(model)
+    # the optimiser follows the recipe unless the config overrides it
+    dist = init_distributed("cpu", env={})
+    opt = build_optimization(model, sc, TrainConfig(), 10, dist.device)
+    assert type(opt.optimizer) is torch.optim.Adam and all(g["weight_decay"] == 0.0 for g in opt.optimizer.param_groups)
+    opt = build_optimization(model, sc, TrainConfig(optimizer="adamw", weight_decay=0.05), 10, dist.device)
+    assert type(opt.optimizer) is torch.optim.AdamW and {g["weight_decay"] for g in opt.optimizer.param_groups} <= {0.05, 0.0}
+
+
+def test_distributed_context_reads_the_environment_once():
+    ctx = init_distributed("cpu", env={"WORLD_SIZE": "1", "LOCAL_RANK": "0"})
+    assert (ctx.rank, ctx.world, ctx.device.type, ctx.is_main) == (0, 1, "cpu", True)
+
+
+def test_feature_model_is_an_ordinary_model(tmp_path, gen):
+    model = create_feature_model("hysac", 8, 6, embed_dim=6)
+    assert model.kind == "hysac" and model.tokenizer is None and model.preprocess is None
+    x = torch.randn(3, 8, generator=gen)
+    with torch.no_grad():  # identity start: the lift of the (truncated) features themselves
+        assert torch.allclose(model.encode_image(x), model.lift(x[:, :6], model.log_alpha_image), atol=1e-6)
+    safe = create_feature_model("safeclip", 6, 6)
+    y = torch.randn(3, 6, generator=gen)
+    assert torch.equal(safe.encode_text_ref(y), y) and not any(p.requires_grad for p in safe.reference.parameters())
+    with torch.no_grad():
+        for p in model.backbone.parameters():
+            p.add_(0.1)
+        model.log_curv.fill_(0.4)
+    path = save_model(model, tmp_path / "feat.safetensors", bounds=BOUNDS)
+    assert read_metadata(path)["config"]["backbone"]["type"] == "features"
+    loaded = load_model(path)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_image(x), model.encode_image(x)) and loaded.bounds == BOUNDS
+    with pytest.raises(ValueError, match="image_dim must equal text_dim"):
+        create_feature_model("safeclip", 8, 6)
+    with pytest.raises(ValueError, match="LoRA adapters need an open_clip backbone"):
+        hysafe.models.build_model(hysafe.ModelConfig(kind="hysac", backbone={"type": "features", "image_dim": 4, "text_dim": 4}))
+    with pytest.raises(ValueError, match="merged checkpoints are plain open_clip files"):
+        save_model(model, tmp_path / "m.safetensors", merged=True)
+
+
+def test_format_1_adapter_checkpoints_still_load(tiny_base, tmp_path, gen):
+    """hysafe 0.1 named adapter tensors after its old module layout; they load renamed."""
+    model = create_model("hysac", TINY_MODEL, tiny_base, lora=LORA)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05, generator=gen)
+    path = save_model(model, tmp_path / "v2.safetensors")
+    meta = read_metadata(path)
+    meta["format_version"] = "1"
+    del meta["config"]["backbone"]["type"]
+    old = {n.replace("backbone.model.", "peft.base_model.model.", 1): t for n, t in load_file(str(path)).items()}
+    save_file(old, str(tmp_path / "v1.safetensors"), metadata={"hysafe": json.dumps(meta)})
+    loaded = load_model(tmp_path / "v1.safetensors")
+    img = torch.randn(2, 3, 32, 32, generator=gen)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode_image(img), model.eval().encode_image(img))
+
+
+def test_cli_options_come_from_the_dataclasses():
+    parser = build_parser()
+    args = parser.parse_args(["train", "--data", "m.jsonl", "--out", "run", "--lr", "3e-3", "--no-progress", "--lora-r", "4",
+                              "--min-radius", "0.2", "--workers", "2", "--patience", "3"])
+    cfg = TrainConfig(**options_to_kwargs(args, TrainConfig))
+    default = TrainConfig()
+    assert (cfg.lr, cfg.progress, cfg.num_workers, cfg.early_stopping_patience, cfg.output_dir) == (3e-3, False, 2, 3, "run")
+    assert cfg.epochs == default.epochs and cfg.checkpoint_every == default.checkpoint_every  # not given: the dataclass's
+    assert options_to_kwargs(args, LoraConfig, prefix="lora-") == {"r": 4}
+    assert get_recipe("hysac", **options_to_kwargs(args, hysafe.losses.ConeConfig)).objective.cones.min_radius == 0.2
+    demo = parser.parse_args(["demo", "--quick", "--epochs", "5", "--seed", "3"])
+    from hysafe.demo import DemoConfig
+
+    cfg = DemoConfig.quick(**options_to_kwargs(demo, DemoConfig))
+    assert cfg.finetune_epochs == 5 and cfg.pretrain_epochs == 4 and cfg.seed == 3 and cfg.world.seed == 3
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--data", "m.jsonl"])  # --out is required

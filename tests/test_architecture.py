@@ -1,0 +1,83 @@
+"""Structure the project keeps: no import cycle inside hysafe, short functions in the
+orchestration layer, long modules say why at their top."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = {"hysafe": ROOT / "hysafe", "hysafe.geometry": ROOT / "geometry", "hysafe.losses": ROOT / "losses"}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for package, folder in PACKAGES.items():
+        for path in folder.rglob("*.py"):
+            if package == "hysafe" and path.parts[len(folder.parts)] in ("geometry", "losses"):
+                continue
+            rel = path.relative_to(folder).with_suffix("").parts
+            name = ".".join((package, *rel))
+            out[name.removesuffix(".__init__")] = path
+    return out
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """hysafe modules imported anywhere in a module (a lazy import inside a function still ties
+    the two concepts together)."""
+    is_package = path.name == "__init__.py"
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".")[: len(name.split(".")) - node.level + (1 if is_package else 0)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            candidates = [target] + [f"{target}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            candidates = [a.name for a in node.names]
+        else:
+            continue
+        out |= {c for c in candidates if c in known and c != name}
+    return out
+
+
+def test_no_import_cycle_between_hysafe_modules():
+    modules = _modules()
+    graph = {m: _imports(m, p, set(modules)) for m, p in modules.items()}
+    # a package importing its own submodules is not a cycle of concepts
+    graph = {m: {d for d in deps if not d.startswith(m + ".")} for m, deps in graph.items()}
+    state: dict[str, int] = {}
+
+    def visit(m, stack):
+        state[m] = 1
+        for d in graph[m]:
+            if state.get(d) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(d):] + [d]))
+            if d not in state:
+                visit(d, stack + [d])
+        state[m] = 2
+
+    assert "hysafe.checkpoint" in graph and "hysafe.training.loop" in graph
+    for m in graph:
+        if m not in state:
+            visit(m, [m])
+
+
+@pytest.mark.parametrize("folder", ["hysafe"])
+def test_orchestration_functions_are_short(folder):
+    long = []
+    for path in (ROOT / folder).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                long.append(f"{path.relative_to(ROOT)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long
+
+
+def test_long_modules_state_why():
+    for path in list(ROOT.glob("hysafe/**/*.py")) + list(ROOT.glob("geometry/*.py")) + list(ROOT.glob("losses/*.py")):
+        text = path.read_text()
+        if text.count("\n") > 300:
+            docstring = ast.get_docstring(ast.parse(text)) or ""
+            assert "Over 300 lines" in docstring, f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines and no reason at its top"
