@@ -16,7 +16,9 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import pickle
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -34,6 +36,7 @@ __all__ = [
     "OpenClipBackbone",
     "register_model_configs",
     "create_backbone",
+    "check_device",
     "apply_lora",
     "lora_target_regex",
 ]
@@ -150,20 +153,53 @@ def create_backbone(config: BackboneConfig, *, device: str | torch.device = "cpu
         )
     if config.is_local() and not os.path.isfile(config.pretrained):
         raise FileNotFoundError(f"pretrained checkpoint file not found: {config.pretrained}")
+    check_device(device)
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            config.model, pretrained=config.pretrained, precision=config.precision, device=device
-        )
-    except RuntimeError as e:  # unknown tag, failed download, mismatched state dict
-        where = "local checkpoint" if config.is_local() else "pretrained tag"
-        raise RuntimeError(
-            f"could not load {where} {config.pretrained!r} for {config.model!r}: {e}. "
-            "Offline? Pass a local checkpoint file path as pretrained."
-        ) from e
+        with _quiet_random_init(config):
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                config.model, pretrained=config.pretrained, precision=config.precision, device=device
+            )
+    except pickle.UnpicklingError as e:  # torch.load(weights_only=True) refused it: nothing was executed
+        raise ValueError(f"{config.pretrained}: a pickle that is not plain weights; hysafe never unpickles code. "
+                         "Convert it to .safetensors (or a weights-only torch file) first") from e
+    except (RuntimeError, AssertionError, KeyError) as e:  # unknown tag, failed download, mismatched state dict
+        if config.is_local():
+            raise ValueError(f"{config.pretrained}: does not load into open_clip {config.model!r} "
+                             f"(a checkpoint of another model or width?): {type(e).__name__}: {e}") from e
+        raise RuntimeError(f"could not load pretrained tag {config.pretrained!r} for {config.model!r}: {e}. "
+                           "Offline? Pass a local checkpoint file path as pretrained.") from e
     tokenizer = open_clip.get_tokenizer(config.model)
     logger.info("built %s (pretrained=%s, %.1fM params)", config.model, config.pretrained,
                 sum(p.numel() for p in model.parameters()) / 1e6)
     return OpenClipBackbone(model, preprocess, tokenizer, config)
+
+
+def check_device(device: str | torch.device) -> None:
+    """Refuse a CUDA device on a machine without one, before any weights are loaded."""
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested, but this machine has no usable CUDA GPU "
+                         "(torch.cuda.is_available() is False); use --device cpu")
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_random_init(config: BackboneConfig):
+    """open_clip warns on every random initialisation; hysafe asked for it, so it says so itself."""
+    if config.pretrained is not None:
+        yield
+        return
+    logger.info("building %s with random weights (pretrained=None)", config.model)
+    root, drop = logging.getLogger(), _DropRandomInitWarning()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 def lora_target_regex(config: LoraConfig) -> str:

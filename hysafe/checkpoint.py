@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from .backbone import BackboneConfig
 from .models import ModelConfig, SafetyModel, build_model, trainable_parameters
+from .traversal import check_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +52,17 @@ def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | Path, metadat
     try:
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a checkpoint gets the usual file mode
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def uses_adapter_form(model: SafetyModel) -> bool:
@@ -72,6 +80,7 @@ def save_model(
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"checkpoint path must end in .safetensors, got {path}")
+    check_bounds(bounds, "bounds to save")
     config = copy.deepcopy(model.config)
     if merged:
         if not isinstance(config.backbone, BackboneConfig):
@@ -80,6 +89,8 @@ def save_model(
         config.lora = None
         config.backbone.pretrained = str(path.resolve())  # a merged file is its own backbone source
     else:
+        if isinstance(config.backbone, BackboneConfig) and config.backbone.is_local():  # absolute: loads from any working directory
+            config.backbone.pretrained = str(Path(config.backbone.pretrained).resolve())
         if not model.backbone.rebuildable:
             raise ValueError(
                 "adapter checkpoints need a re-loadable backbone, but this model was built with pretrained=None "
@@ -137,11 +148,15 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Safet
     """Restore a :class:`CLIP`, :class:`SafeCLIP` or :class:`HySAC` saved by :func:`save_model`."""
     path = Path(path)
     meta = read_metadata(path)
-    config = ModelConfig(**meta["config"])
+    try:
+        config = ModelConfig(**meta["config"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: its model config is not one this hysafe can build ({e})") from e
     if meta["form"] == "merged":
         config.backbone.pretrained = str(path)  # the file may have moved since it was written
         model = build_model(config, device=device)
     else:
+        _find_backbone_beside(config, path)
         model = build_model(config, device=device)
         tensors = {_tensor_name(k, meta["format_version"]): v for k, v in load_file(str(path), device=str(device)).items()}
         expected = {n for n, _ in trainable_parameters(model)}
@@ -158,7 +173,21 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Safet
                 if params[name].shape != value.shape:
                     raise ValueError(f"{path}: tensor {name} has shape {tuple(value.shape)}, model expects {tuple(params[name].shape)}")
                 params[name].copy_(value)
-    model.load_scalars_(meta["scalars"])
-    model.bounds = meta.get("bounds")
+    model.load_scalars_(meta["scalars"], source=str(path))
+    model.bounds = check_bounds(meta.get("bounds"), str(path))
     model.eval()
     return model
+
+
+def _find_backbone_beside(config: ModelConfig, path: Path) -> None:
+    """An adapter's local backbone file that is not where it was at training time is looked up
+    beside the checkpoint (a run folder copied or moved as a whole)."""
+    backbone = getattr(config, "backbone", None)
+    if not isinstance(backbone, BackboneConfig) or not backbone.is_local() or Path(backbone.pretrained).is_file():
+        return
+    for candidate in (path.parent / backbone.pretrained, path.parent / Path(backbone.pretrained).name):
+        if candidate.is_file():
+            logger.info("backbone %s not found; using %s beside the checkpoint", backbone.pretrained, candidate)
+            backbone.pretrained = str(candidate)
+            return
+    raise FileNotFoundError(f"{path}: its backbone weights {backbone.pretrained} are missing (also not beside the checkpoint)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -120,6 +121,8 @@ def cmd_evaluate(args) -> int:
 
 
 def _classifier(model, modality: str, threshold: float | None):
+    if threshold is not None and not math.isfinite(threshold):
+        raise ValueError(f"--threshold must be a finite number, got {threshold}")
     clf = model.nsfw_classifier(modality)
     clf.threshold = threshold if threshold is not None else clf.threshold
     if clf.threshold is None:
@@ -182,6 +185,8 @@ def cmd_traverse(args) -> int:
     captions = [(r.safe_text, "safe") for r in ds.rows] + [(r.unsafe_text, "UNSAFE") for r in ds.rows]
     index = RetrievalIndex(model.space, gallery.shape[1])
     index.add(gallery)
+    if args.k < 1:
+        raise ValueError(f"-k must be >= 1, got {args.k}")
     tau = model.tau(args.tau, "text")
     with torch.no_grad():
         q = model.encode_text(model.tokenize(args.query)).float().cpu()
@@ -329,12 +334,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("hysafe").setLevel(logging.INFO if args.verbose else logging.WARNING)
+    logging.getLogger("hysafe.progress").setLevel(logging.INFO)  # a line per epoch where bars are off
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"hysafe {args.command}: error: {msg}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError, KeyError) as e:
+        print(f"hysafe {args.command}: error: {error_message(e)}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+
+
+def error_message(e: BaseException) -> str:
+    """One line for the user. An error raised in a DataLoader worker arrives with the worker's
+    whole traceback in its message; its last line is the original message."""
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    if "Original Traceback" in msg:
+        last = [line for line in msg.splitlines() if line.strip()][-1]
+        msg = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].isidentifier() else last
+    return msg
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -86,7 +86,7 @@ class DemoResult:
 
 def _datasets(cfg: DemoConfig, model, out: Path) -> tuple[QuadrupletDataset, QuadrupletDataset, QuadrupletDataset]:
     if cfg.data == "synthetic":
-        source = generate_world(out / "world", cfg.world)
+        source = generate_world(out / "world", cfg.world, progress=cfg.progress)
         splits = {s: load_manifest(source, split=s) for s in ("train", "validation", "test")}
     elif cfg.data == "visu":
         if cfg.visu_source is None:
@@ -95,7 +95,7 @@ def _datasets(cfg: DemoConfig, model, out: Path) -> tuple[QuadrupletDataset, Qua
                   for s in ("train", "validation", "test")}
     else:
         splits = {s: load_manifest(cfg.data, split=s) for s in ("train", "validation", "test")}
-    train, val, test = (QuadrupletDataset(splits[s], preprocess=model.preprocess, tokenizer=model.tokenizer, preload=True)
+    train, val, test = (QuadrupletDataset(splits[s], preprocess=model.preprocess, tokenizer=model.tokenizer, preload=True, progress=cfg.progress)
                         for s in ("train", "validation", "test"))
     return train, val, test
 

@@ -63,14 +63,14 @@ def embed_dataset(model: SafetyModel, dataset, *, batch_size: int = 256, num_wor
     Returns ``{"T", "T*"}`` and, when the rows have images, ``{"V", "V*"}``, each ``(N, D)`` on CPU.
     """
     from torch.utils.data import DataLoader
-    from tqdm.auto import tqdm
+    from .progress import bar
 
     was_training = model.training
     model.eval()
     needed = {"T", "T*"} | ({"V", "V*"} if getattr(dataset, "has_images", True) else set())
     parts: dict[str, list[Tensor]] = {k: [] for k in needed}
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    for batch in tqdm(loader, desc="embedding", disable=not progress, leave=False):
+    for batch in bar(loader, desc="embedding", enabled=progress):
         batch = {k: v.to(model.device) for k, v in batch.items()}
         for name, emb in embed_quadruplets(model, batch, needed).items():
             parts[name].append(emb.float().cpu())

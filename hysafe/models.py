@@ -25,8 +25,9 @@ from torch import Tensor, nn
 from hysafe.geometry import EuclideanSpace, LorentzSpace, Space
 from hysafe.geometry import lorentz as L
 
-from .backbone import BackboneConfig, LoraConfig, create_backbone
+from .backbone import BackboneConfig, LoraConfig, check_device, create_backbone
 from .classifier import NSFWClassifier, threshold_from_bounds
+from .data.dataset import tokenize_captions
 from .feature_backbone import FeatureBackbone, FeatureBackboneConfig
 from .traversal import DEFAULT_TAU, resolve_tau, traverse
 
@@ -108,7 +109,7 @@ class SafetyModel(nn.Module):
         """Token ids ``(B, context_length)`` on the model's device."""
         if self.tokenizer is None:
             raise ValueError("this model encodes cached features, not captions: it has no tokenizer")
-        return self.tokenizer(list(texts)).to(self.device)
+        return tokenize_captions(self.tokenizer, texts).to(self.device)
 
     def encode_image(self, images: Tensor) -> Tensor:
         """Images ``(B, 3, H, W)`` (or feature rows) -> embeddings ``(B, D)`` in :attr:`space`."""
@@ -139,9 +140,22 @@ class SafetyModel(nn.Module):
         """Learnable scalars (stored in checkpoint metadata)."""
         return {}
 
-    def load_scalars_(self, scalars: dict[str, float]) -> None:
+    def load_scalars_(self, scalars: dict[str, float], source: str = "scalars") -> None:
+        """Set learnable scalars (checkpoint metadata), refusing unknown names and values outside
+        the range training keeps them in."""
+        limits = self.scalar_limits()
         for name, value in scalars.items():
+            if name not in limits:
+                raise ValueError(f"{source}: unknown scalar {name!r} for a {self.kind} model; expected {sorted(limits)}")
+            low, high = limits[name]
+            ok = isinstance(value, (int, float)) and math.isfinite(value) and low - 1e-6 <= value <= high + 1e-6
+            if not ok:
+                raise ValueError(f"{source}: scalar {name} = {value!r} is outside [{low:.4g}, {high:.4g}] (an edited or corrupt checkpoint?)")
             getattr(self, name).data.fill_(float(value))
+
+    def scalar_limits(self) -> dict[str, tuple[float, float]]:
+        """``name -> (low, high)`` of each learnable scalar (logs), as :meth:`clamp_parameters_` keeps them."""
+        return {}
 
     def nsfw_classifier(self, modality: str = "text") -> NSFWClassifier:
         """The model's own NSFW scorer for embeddings of ``modality``: similarity to NSFW concept
@@ -247,13 +261,15 @@ class HySAC(SafetyModel):
     def encode_text(self, tokens: Tensor) -> Tensor:
         return self.lift(self.backbone.text_features(tokens), self.log_alpha_text)
 
+    def scalar_limits(self) -> dict[str, tuple[float, float]]:
+        c0, cfg = self.config.curv_init, self.config
+        return {"log_curv": (math.log(c0 / 10), math.log(c0 * 10)), "log_alpha_image": (-math.inf, 0.0),
+                "log_alpha_text": (-math.inf, 0.0), "log_logit_scale": (math.log(cfg.logit_scale_init), math.log(cfg.logit_scale_max))}
+
     @torch.no_grad()
     def clamp_parameters_(self) -> None:
-        c0, cfg = self.config.curv_init, self.config
-        self.log_curv.clamp_(math.log(c0 / 10), math.log(c0 * 10))
-        self.log_alpha_image.clamp_(max=0.0)
-        self.log_alpha_text.clamp_(max=0.0)
-        self.log_logit_scale.clamp_(math.log(cfg.logit_scale_init), math.log(cfg.logit_scale_max))
+        for name, (low, high) in self.scalar_limits().items():
+            getattr(self, name).clamp_(low, high)
 
     def scalars(self) -> dict[str, float]:
         return {n: float(getattr(self, n).detach()) for n in self.SCALARS}
@@ -316,6 +332,7 @@ def create_feature_model(kind: str, image_dim: int, text_dim: int, *, embed_dim:
 def build_model(config: ModelConfig, *, device: str | torch.device = "cpu") -> SafetyModel:
     """Build the model described by ``config`` (loads the backbone weights it names)."""
     if isinstance(config.backbone, FeatureBackboneConfig):
+        check_device(device)
         backbone = FeatureBackbone(config.backbone).to(device)
     else:
         backbone = create_backbone(config.backbone, device=device)

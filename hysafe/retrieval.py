@@ -115,11 +115,15 @@ class RetrievalIndex:
         ``tau``: traverse the queries toward the root first (:func:`~hysafe.traversal.traverse`).
         """
         self._check(queries, "queries")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
         if len(self) == 0:
             raise ValueError("the index is empty: add() a gallery first")
+        k = min(k, len(self))
+        if queries.shape[0] == 0:
+            return torch.empty(0, k), torch.empty(0, k, dtype=torch.long)
         if tau is not None:
             queries = traverse(queries, tau, self.space)
-        k = min(k, len(self))
         dists, ids = [], []
         previous = faiss.cvar.distance_compute_blas_database_bs
         faiss.cvar.distance_compute_blas_database_bs = max(previous, BLAS_DATABASE_BLOCK)
@@ -155,9 +159,22 @@ class RetrievalIndex:
         meta_path = Path(f"{path}.json")
         if not path.is_file() or not meta_path.is_file():
             raise FileNotFoundError(f"index files not found: {path} and {meta_path}")
-        meta = json.loads(meta_path.read_text())
-        obj = cls(space_from_dict(meta["space"]), meta["dim"], kind=meta["kind"], nlist=meta["nlist"], nprobe=meta["nprobe"])
-        obj.index = faiss.read_index(str(path))
+        try:
+            meta = json.loads(meta_path.read_text())
+            obj = cls(space_from_dict(meta["space"]), int(meta["dim"]), kind=meta["kind"], nlist=int(meta["nlist"]), nprobe=int(meta["nprobe"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"{meta_path}: not a hysafe index description ({type(e).__name__}: {e})") from e
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as e:
+            raise ValueError(f"{path}: not a readable faiss index (truncated or another format): {str(e).splitlines()[0]}") from e
+        if (obj.kind == "ivf") != isinstance(faiss.downcast_index(index), faiss.IndexIVF):
+            raise ValueError(f"{path}: the faiss file does not hold the {obj.kind!r} index its description {meta_path} names")
+        expected = obj.index.d
+        if index.d != expected or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise ValueError(f"{path}: index vectors have dimension {index.d}, but {meta_path} describes a {obj.space.name} "
+                             f"space of dim {obj.dim} (vectors of {expected}); the two files do not belong together")
+        obj.index = index
         if obj.kind == "ivf":
             obj.index.nprobe = obj.nprobe
         return obj

@@ -19,7 +19,7 @@ from hysafe.geometry import Space
 
 from .populations import POPULATIONS, steer_target
 
-__all__ = ["DEFAULT_TAU", "STATS", "TauRule", "traverse", "traversal_path", "paper_tau", "resolve_tau"]
+__all__ = ["DEFAULT_TAU", "STATS", "TauRule", "check_bounds", "traverse", "traversal_path", "paper_tau", "resolve_tau"]
 
 #: the traversal rule used by the API, the CLI, the demo and the evaluation unless told otherwise:
 #: the mean distance to the root of the safe population the query is steered to
@@ -58,6 +58,23 @@ def traversal_path(query: Tensor, space: Space, *, steps: int = 8, tau: float | 
     fractions = torch.linspace(0.0, 1.0, steps, dtype=query.dtype, device=query.device).unsqueeze(-1)
     distances = d_start + fractions * (d_end - d_start)  # (steps, B)
     return torch.stack([space.move_to_root_distance(query, d) for d in distances])
+
+
+def check_bounds(bounds, source: str = "bounds") -> dict | None:
+    """Safety bounds as stored with a model: ``{POP: {STAT: distance}}`` with POP a bound name and
+    every value a finite distance >= 0. Returns them; raises naming the bad entry."""
+    if bounds is None:
+        return None
+    if not isinstance(bounds, dict):
+        raise ValueError(f"{source}: safety bounds must be a mapping, got {type(bounds).__name__}")
+    for pop, stats in bounds.items():
+        if pop not in BOUND_NAMES or not isinstance(stats, dict):
+            raise ValueError(f"{source}: bounds entry {pop!r} is not one of {list(BOUND_NAMES)} with statistics")
+        for stat, value in stats.items():
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+            if not ok:
+                raise ValueError(f"{source}: bound {pop}.{stat} = {value!r} is not a finite distance >= 0")
+    return bounds
 
 
 def paper_tau(mu: float, *, curv: float, alpha: float = 0.8) -> float:

@@ -10,22 +10,39 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+from ..progress import bar
 
 from .manifest import Quadruplet, load_manifest
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["QuadrupletDataset", "load_image"]
+__all__ = ["QuadrupletDataset", "load_image", "tokenize_captions"]
 
 
-def load_image(path: str, preprocess: Callable, *, row_id: str = "?", field: str = "image") -> torch.Tensor:
-    """Open an image file and preprocess it; unreadable files raise ``ValueError`` naming row and field."""
+def load_image(path: str, preprocess: Callable, *, row_id: str = "?", field: str = "image", manifest: str | None = None) -> torch.Tensor:
+    """Open an image file and preprocess it; unreadable files (corrupt, not an image, a
+    decompression bomb) raise ``ValueError`` naming the manifest, row and field."""
     try:
         with Image.open(path) as im:
             return preprocess(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"row {row_id}, field {field!r}: unreadable image {path} ({e})") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
+        where = f"{manifest}, " if manifest else ""
+        raise ValueError(f"{where}row {row_id}, field {field!r}: unreadable image {path} ({e})") from e
+
+
+def tokenize_captions(tokenizer: Callable, texts: Sequence[str], *, what: str = "texts") -> torch.Tensor:
+    """Token ids of ``texts``; empty or blank texts are refused (they would be scored, not
+    rejected), and captions cut at the model's context length are counted in one warning."""
+    texts = list(texts)
+    blank = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if blank:
+        raise ValueError(f"{what}: {len(blank)} empty or blank text(s) (first at position {blank[0]}); give non-empty text")
+    tokens = tokenizer(texts)
+    truncated = int((tokens[:, -1] != 0).sum()) if tokens.dim() == 2 else 0
+    if truncated:
+        logger.warning("%s: %d of %d reach the model's context length of %d tokens and were truncated",
+                       what, truncated, len(texts), tokens.shape[-1])
+    return tokens
 
 
 class QuadrupletDataset(Dataset):
@@ -45,6 +62,7 @@ class QuadrupletDataset(Dataset):
         tokenizer: Callable,
         preload: bool = False,
         targets: Sequence[int] | None = None,
+        progress: bool = True,
     ):
         if not rows:
             raise ValueError("QuadrupletDataset needs at least one row")
@@ -55,14 +73,14 @@ class QuadrupletDataset(Dataset):
             raise ValueError("mixing rows with and without images in one dataset is not supported")
         if self.has_images and preprocess is None:
             raise ValueError("rows have images: pass the model's preprocess")
-        self.safe_tokens = tokenizer([r.safe_text for r in self.rows])
-        self.unsafe_tokens = tokenizer([r.unsafe_text for r in self.rows])
+        self.safe_tokens = tokenize_captions(tokenizer, [r.safe_text for r in self.rows], what="safe captions")
+        self.unsafe_tokens = tokenize_captions(tokenizer, [r.unsafe_text for r in self.rows], what="unsafe captions")
         self.targets = None if targets is None else self._as_targets(targets)
         self._images: torch.Tensor | None = None
         if preload and self.has_images:
             self._images = torch.stack(
                 [torch.stack([self._load(i, "safe_image"), self._load(i, "unsafe_image")])
-                 for i in tqdm(range(len(self.rows)), desc="loading images", leave=False, mininterval=1.0)]
+                 for i in bar(range(len(self.rows)), desc="loading images", enabled=progress)]
             )
 
     @classmethod
@@ -89,7 +107,7 @@ class QuadrupletDataset(Dataset):
 
     def _load(self, i: int, field: str) -> torch.Tensor:
         row = self.rows[i]
-        return load_image(getattr(row, field), self.preprocess, row_id=row.id, field=field)
+        return load_image(getattr(row, field), self.preprocess, row_id=row.id, field=field, manifest=row.manifest)
 
     def image(self, i: int, unsafe: bool = False) -> torch.Tensor:
         if self._images is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -43,38 +43,74 @@ class Quadruplet:
     unsafe_image: str | None = None
     category: str = "unknown"
     split: str = "train"
+    manifest: str | None = field(default=None, compare=False)  # the file the row came from, for messages
 
 
-def read_rows(path: Path) -> Iterator[tuple[int, dict]]:
+def _decode(raw: bytes, path: Path, i: int) -> str | ManifestError:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return ManifestError(f"{path}, row {i}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); save the manifest as UTF-8")
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict | ManifestError]]:
+    with path.open("rb") as f:
+        for i, raw in enumerate(f, start=1):
+            line = _decode(raw.removeprefix(b"\xef\xbb\xbf") if i == 1 else raw, path, i)
+            if isinstance(line, ManifestError):
+                yield i, line
+                continue
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield i, ManifestError(f"{path}, row {i}: invalid JSON ({e.msg})")
+                continue
+            yield i, row if isinstance(row, dict) else ManifestError(f"{path}, row {i}: expected a JSON object, got {type(row).__name__}")
+
+
+def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, dict | ManifestError]]:
+    # undecodable bytes become lone surrogates, so one bad row can be named (and skipped)
+    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+        for i, row in enumerate(csv.DictReader(f, delimiter=delimiter), start=1):
+            values = [str(v) for v in list(row.values()) + list(row) if v is not None]
+            if any(_has_surrogate(v) for v in values):
+                yield i, ManifestError(f"{path}, row {i}: not UTF-8 text; save the manifest as UTF-8")
+                continue
+            yield i, {k: v for k, v in row.items() if v not in ("", None)}
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[int, dict | ManifestError]]:
+    try:
+        import pandas as pd
+        import pyarrow  # noqa: F401  (pandas' Parquet engine)
+    except ImportError as e:
+        raise ManifestError(f"{path}: reading Parquet needs pandas and pyarrow: pip install 'hysafe[parquet]'") from e
+    try:
+        records = pd.read_parquet(path).to_dict("records")
+    except Exception as e:  # pyarrow raises several types for foreign or truncated files
+        raise ManifestError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from e
+    for i, row in enumerate(records, start=1):
+        yield i, {k: v for k, v in row.items() if v is not None and v == v}
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, dict | ManifestError]]:
     """``(row_number, row)`` pairs from a JSONL, CSV or Parquet file (row numbers are 1-based
-    data rows; for CSV the header is not counted)."""
+    data rows; for CSV the header is not counted). A row that cannot be read (bad JSON, bad
+    encoding) comes as a :class:`ManifestError` in place of the dict, so callers can skip it."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        with path.open(encoding="utf-8") as f:
-            for i, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ManifestError(f"{path}, row {i}: invalid JSON ({e.msg})") from e
-                if not isinstance(row, dict):
-                    raise ManifestError(f"{path}, row {i}: expected a JSON object, got {type(row).__name__}")
-                yield i, row
-    elif suffix in (".csv", ".tsv"):
-        with path.open(encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            for i, row in enumerate(reader, start=1):
-                yield i, {k: v for k, v in row.items() if v not in ("", None)}
-    elif suffix == ".parquet":
-        try:
-            import pandas as pd
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ManifestError(f"{path}: reading Parquet needs pandas and pyarrow (pip install pandas pyarrow)") from e
-        for i, row in enumerate(pd.read_parquet(path).to_dict("records"), start=1):
-            yield i, {k: v for k, v in row.items() if v is not None and v == v}
-    else:
-        raise ManifestError(f"{path}: unsupported manifest type {suffix!r}; use .jsonl, .csv, .tsv or .parquet")
+        return _jsonl_rows(path)
+    if suffix in (".csv", ".tsv"):
+        return _csv_rows(path, "\t" if suffix == ".tsv" else ",")
+    if suffix == ".parquet":
+        return _parquet_rows(path)
+    raise ManifestError(f"{path}: unsupported manifest type {suffix!r}; use .jsonl, .csv, .tsv or .parquet")
 
 
 def _check_image(path: Path, i: int, field: str, full: Path) -> None:
@@ -83,7 +119,7 @@ def _check_image(path: Path, i: int, field: str, full: Path) -> None:
     try:
         with Image.open(full) as im:
             im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as e:
         raise ManifestError(f"{path}, row {i}, field {field!r}: unreadable image {full} ({e})") from e
 
 
@@ -93,8 +129,12 @@ def _parse_row(path: Path, i: int, row: dict, root: Path, check_files: bool, ver
         raise ManifestError(f"{path}, row {i}: unknown column(s) {sorted(unknown)}; allowed: {REQUIRED + OPTIONAL}")
     for field in REQUIRED:
         value = row.get(field)
-        if not isinstance(value, str) or not value.strip():
-            raise ManifestError(f"{path}, row {i}, field {field!r}: empty or missing caption")
+        if value is None:
+            raise ManifestError(f"{path}, row {i}, field {field!r}: missing caption")
+        if not isinstance(value, str):
+            raise ManifestError(f"{path}, row {i}, field {field!r}: a caption must be text, got {type(value).__name__} {value!r}")
+        if not value.strip():
+            raise ManifestError(f"{path}, row {i}, field {field!r}: empty caption")
     split = str(row.get("split", "train"))
     if split not in SPLITS:
         raise ManifestError(f"{path}, row {i}, field 'split': {split!r} is not one of {SPLITS}")
@@ -118,6 +158,7 @@ def _parse_row(path: Path, i: int, row: dict, root: Path, check_files: bool, ver
         unsafe_text=row["unsafe_text"].strip(),
         category=str(row.get("category", "unknown")),
         split=split,
+        manifest=str(path),
         **images,
     )
 
@@ -143,6 +184,8 @@ def load_manifest(
     rows, skipped = [], []
     for i, raw in read_rows(path):
         try:
+            if isinstance(raw, ManifestError):
+                raise raw
             q = _parse_row(path, i, raw, root, check_files, verify_images)
         except ManifestError as e:
             if not skip_bad_rows:
@@ -166,6 +209,7 @@ def write_manifest(rows: Iterable[Quadruplet], path: str | Path, *, root: str | 
     with path.open("w", encoding="utf-8") as f:
         for q in rows:
             d = asdict(q)
+            del d["manifest"]
             for field in ("safe_image", "unsafe_image"):
                 if d[field] is None:
                     del d[field]

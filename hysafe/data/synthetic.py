@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm.auto import tqdm
+from ..progress import bar as progress_bar
 
 from .categories import CATEGORIES, CATEGORY_TO_GROUP, I2P_GROUPS
 from .manifest import Quadruplet, write_manifest
@@ -190,7 +190,7 @@ def _item_rng(config: WorldConfig, split: str, index: int) -> np.random.Generato
     return np.random.default_rng([config.seed, SPLIT_CODES[split], index])
 
 
-def generate_world(out_dir: str | Path, config: WorldConfig = WorldConfig(), *, overwrite: bool = False) -> Path:
+def generate_world(out_dir: str | Path, config: WorldConfig = WorldConfig(), *, overwrite: bool = False, progress: bool = True) -> Path:
     """Write the world's images and ``manifest.jsonl`` under ``out_dir``; returns the manifest path.
 
     An existing world with the same config is reused (``world.json`` records it).
@@ -204,7 +204,7 @@ def generate_world(out_dir: str | Path, config: WorldConfig = WorldConfig(), *, 
     rows = []
     sizes = {"train": config.n_train, "validation": config.n_val, "test": config.n_test}
     total = sum(sizes.values())
-    with tqdm(total=total, desc="generating synthetic world", leave=False, mininterval=1.0) as bar:
+    with progress_bar(total=total, desc="generating synthetic world", enabled=progress) as bar:
         for split, n in sizes.items():
             folder = out / "images" / split
             folder.mkdir(parents=True, exist_ok=True)

@@ -101,7 +101,9 @@ def load_visu(
     return out
 
 
-def _parse(where: str, i: int, row: dict, split: str, coco: dict | None, unsafe_dir: Path | None) -> Quadruplet:
+def _parse(where: str, i: int, row: dict | ManifestError, split: str, coco: dict | None, unsafe_dir: Path | None) -> Quadruplet:
+    if isinstance(row, ManifestError):
+        raise row
     unknown = set(row) - set(VISU_COLUMNS)
     if unknown:
         raise ManifestError(f"{where}, row {i}: unknown column(s) {sorted(unknown)}; ViSU columns are {VISU_COLUMNS}")
@@ -125,5 +127,5 @@ def _parse(where: str, i: int, row: dict, split: str, coco: dict | None, unsafe_
         images["unsafe_image"] = str(found)
     return Quadruplet(
         id=qid, safe_text=row["safe"].strip(), unsafe_text=row["nsfw"].strip(),
-        category=str(row.get("tag", "unknown")), split=split, **images,
+        category=str(row.get("tag", "unknown")), split=split, manifest=where, **images,
     )

@@ -35,30 +35,32 @@ def _load(data) -> Dataset | list[Quadruplet]:
     raise TypeError(f"data must be a dataset, a manifest path or a list of Quadruplet, got {type(data).__name__}")
 
 
-def _split(source, split: str, model: SafetyModel, preload: bool, *, whole_if_unlabelled: bool) -> Dataset | None:
+def _split(source, split: str, model: SafetyModel, preload: bool, *, whole_if_unlabelled: bool, progress: bool = True) -> Dataset | None:
     """The ``split`` rows of ``source`` as a dataset (all rows when none carry that label and
     ``whole_if_unlabelled``); ``None`` when there are none; a dataset is returned as is."""
     if isinstance(source, Dataset):
         return source
     rows = [r for r in source if r.split == split] or (source if whole_if_unlabelled else [])
-    return QuadrupletDataset(rows, preprocess=model.preprocess, tokenizer=model.tokenizer, preload=preload) if rows else None
+    return QuadrupletDataset(rows, preprocess=model.preprocess, tokenizer=model.tokenizer, preload=preload, progress=progress) if rows else None
 
 
-def training_datasets(data, val_data, model: SafetyModel, objective, *, preload: bool, validate: bool) -> tuple[Dataset, Dataset | None]:
+def training_datasets(data, val_data, model: SafetyModel, objective, *, preload: bool, validate: bool,
+                      progress: bool = True) -> tuple[Dataset, Dataset | None]:
     """``(train, validation)`` datasets; validation is ``None`` when off or when there is none.
 
     A list of rows (not a manifest) without ``train`` labels trains as a whole; likewise an
     explicit ``val_data`` list without ``validation`` labels validates as a whole. SafeR-CLIP's
     proximal targets are attached here (they need captions)."""
     source = _load(data)
-    train_set = _split(source, "train", model, preload, whole_if_unlabelled=not isinstance(data, (str, Path)))
+    train_set = _split(source, "train", model, preload, whole_if_unlabelled=not isinstance(data, (str, Path)), progress=progress)
     if train_set is None:
         raise ValueError(f"{data}: no rows in split 'train'")
     val_set = None
     if validate and (val_data is not None or not isinstance(source, Dataset)):  # a dataset never validates itself
         explicit = val_data is not None
         val_source = _load(val_data) if explicit else source
-        val_set = _split(val_source, "validation", model, preload, whole_if_unlabelled=explicit and not isinstance(val_data, (str, Path)))
+        val_set = _split(val_source, "validation", model, preload, progress=progress,
+                         whole_if_unlabelled=explicit and not isinstance(val_data, (str, Path)))
     if objective.inputs & _TARGET_INPUTS:
         if not isinstance(train_set, QuadrupletDataset):
             raise ValueError(f"objective {objective.name!r} needs captions to pick proximal targets; cached features carry none")

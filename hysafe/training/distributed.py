@@ -17,6 +17,8 @@ from torch import Tensor
 
 from hysafe.losses import world_info
 
+from ..backbone import check_device
+
 __all__ = ["DistributedContext", "init_distributed", "all_reduce_grads"]
 
 
@@ -33,6 +35,7 @@ class DistributedContext:
 
 def init_distributed(device: str | torch.device, env: Mapping[str, str] = os.environ) -> DistributedContext:
     """Device and (rank, world size) of this process; one GPU per process under torchrun."""
+    check_device(device)
     device = torch.device(device)
     world = int(env.get("WORLD_SIZE", "1"))
     if device.type == "cuda" and device.index is None and world > 1:

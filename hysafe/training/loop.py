@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -17,13 +17,14 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from hysafe.geometry import validation as geometry_validation
 from hysafe.losses import Objective
 
+from ..checkpoint import read_metadata
 from ..embed import embed_quadruplets
 from ..models import SafetyModel, create_model
+from ..progress import bar, report
 from ..recipes import Recipe, as_recipe
 from .config import TrainConfig, TrainResult
 from .data import training_datasets
@@ -31,7 +32,8 @@ from .distributed import DistributedContext, init_distributed
 from .logs import RunLog
 from .optim import Optimization, build_optimization
 from .sampler import ResumableBatchSampler
-from .state import load_training_state, new_progress, save_training_state
+from .run_folder import locked_run_folder
+from .state import load_training_state, new_progress, run_fingerprint, save_training_state
 from .validation import BestWeights, safety_bounds, save_best, validation_recalls
 
 logger = logging.getLogger(__name__)
@@ -66,19 +68,40 @@ class TrainingRun:
     sampler: ResumableBatchSampler
     cfg: TrainConfig
     dist: DistributedContext
-    progress: dict
     folder: Path | None
+    best: BestWeights
+    fingerprint: dict
     callbacks: Sequence[Callable[[dict], None]] = ()
+    progress: dict = field(default_factory=new_progress)
 
     def save_state(self) -> None:
         if self.folder is not None and self.dist.is_main:
-            save_training_state(self.folder / "last.safetensors", self.model, self.opt, self.progress)
+            save_training_state(self.folder / "last.safetensors", self.model, self.opt, self.progress,
+                                best=self.best.weights, fingerprint=self.fingerprint)
 
     def resume(self) -> None:
+        """Continue from the run folder's state when there is one (and resuming is on)."""
         last = self.folder / "last.safetensors" if self.folder else None
+        best = None
         if self.cfg.resume and last is not None and last.is_file():
-            self.progress = load_training_state(last, self.model, self.opt)
+            self.progress, best = load_training_state(last, self.model, self.opt, self.fingerprint)
             logger.info("resumed from %s at epoch %d, step %d", last, self.progress["epoch"], self.progress["step"])
+        self.best.start(self.model, self.progress, best)
+
+    def fit(self, val_set: Dataset | None, log: RunLog) -> bool:
+        """Epochs from where the progress stands to the end (or early stopping); returns whether
+        any epoch ran (a finished run re-run with the same command runs none)."""
+        if self.progress["epoch"] >= self.cfg.epochs:
+            return False
+        self.model.train()
+        for epoch in range(self.progress["epoch"], self.cfg.epochs):
+            self.run_epoch(epoch, log)
+            stop = self.best.update(self.model, self.validate(val_set, log), epoch + 1)
+            self.save_state()
+            if stop:
+                logger.info("early stopping after epoch %d (no improvement for %d epochs)", epoch + 1, self.progress["bad_epochs"])
+                break
+        return True
 
     def run_epoch(self, epoch: int, log: RunLog) -> None:
         """One pass over the (remaining) batches of ``epoch``."""
@@ -86,16 +109,19 @@ class TrainingRun:
         self.sampler.set_epoch(epoch, p["batch"] if epoch == p["epoch"] else 0)
         loader = DataLoader(self.data, batch_sampler=self.sampler, num_workers=cfg.num_workers,
                             generator=torch.Generator().manual_seed(cfg.seed + epoch), persistent_workers=False)
-        bar = tqdm(loader, desc=f"{self.objective.name} epoch {epoch + 1}/{cfg.epochs}", disable=not (cfg.progress and self.dist.is_main), leave=False)
-        for micro, batch in enumerate(bar, start=1):
+        shown = cfg.progress and self.dist.is_main
+        batches = bar(loader, desc=f"{self.objective.name} epoch {epoch + 1}/{cfg.epochs}", enabled=shown)
+        start, losses = time.time(), {"total": float("nan")}
+        for micro, batch in enumerate(batches, start=1):
             batch = {k: v.to(self.dist.device, non_blocking=True) for k, v in batch.items()}
             loss, losses = compute_loss(self.model, self.objective, batch, self.opt.amp_dtype)
             self.opt.backward(loss, cfg.grad_accum)
             p["batch"] += 1
             if micro % cfg.grad_accum == 0:
                 self._after_step(epoch, self.opt.step(self.model, self.dist.world), losses, log)
-                bar.set_postfix(loss=f"{losses['total']:.3f}")
+                batches.set_postfix(loss=f"{losses['total']:.3f}")
         p["epoch"], p["batch"] = epoch + 1, 0
+        report(shown, "%s epoch %d/%d: step %d, loss %.4f, %.1f s", self.objective.name, epoch + 1, cfg.epochs, p["step"], losses["total"], time.time() - start)
 
     def _after_step(self, epoch: int, lr: float, losses: dict[str, float], log: RunLog) -> None:
         p, cfg = self.progress, self.cfg
@@ -148,33 +174,33 @@ def train(
     model.to(dist.device)
     recipe.check_model(model)
     _seed_everything(cfg.seed)
-    train_set, val_set = training_datasets(data, val_data, model, recipe.objective, preload=cfg.num_workers == 0, validate=cfg.validate)
+    train_set, val_set = training_datasets(data, val_data, model, recipe.objective, preload=cfg.num_workers == 0,
+                                           validate=cfg.validate, progress=cfg.progress)
     sampler = ResumableBatchSampler(len(train_set), cfg.batch_size, seed=cfg.seed, rank=dist.rank, world=dist.world)
     steps_per_epoch = sampler.batches_per_epoch // cfg.grad_accum
     if steps_per_epoch == 0:
         raise ValueError(f"grad_accum={cfg.grad_accum} exceeds the {sampler.batches_per_epoch} batches of an epoch")
     opt = build_optimization(model, recipe, cfg, steps_per_epoch * cfg.epochs, dist.device)
     folder = Path(cfg.output_dir) if cfg.output_dir else None
-    run = TrainingRun(model, recipe.objective, opt, train_set, sampler, cfg, dist, new_progress(), folder, callbacks)
-    run.resume()
     best_path = folder / "best.safetensors" if folder and dist.is_main else None
-    best = BestWeights(model, run.progress, path=best_path, patience=cfg.early_stopping_patience)
+    best = BestWeights(path=best_path, patience=cfg.early_stopping_patience)
+    run = TrainingRun(model, recipe.objective, opt, train_set, sampler, cfg, dist, folder, best, run_fingerprint(model, recipe), callbacks)
     start = time.time()
-    config_record = {"train": asdict(cfg), "recipe": recipe.name, "objective": recipe.objective.name}
-    with RunLog(folder if dist.is_main else None, config=config_record, tensorboard=cfg.tensorboard) as log, geometry_validation(False):
-        model.train()  # no per-call finiteness syncs in the hot loop (geometry validation off)
-        for epoch in range(run.progress["epoch"], cfg.epochs):
-            run.run_epoch(epoch, log)
-            stop = best.update(model, run.validate(val_set, log), epoch + 1)
-            run.save_state()
-            if stop:
-                logger.info("early stopping after epoch %d (no improvement for %d epochs)", epoch + 1, run.progress["bad_epochs"])
-                break
-    best.restore(model)  # best weights back into the model; bounds from validation (else training) rows
-    model.eval()
-    model.bounds = safety_bounds(model, val_set or train_set, batch_size=cfg.eval_batch_size)
-    if best_path is not None:
-        save_best(model, best_path, extra={"best_validation_recall_sum": run.progress["best"]})
+    with locked_run_folder(folder if dist.is_main else None):
+        run.resume()
+        config_record = {"train": asdict(cfg), "recipe": recipe.name, "objective": recipe.objective.name}
+        log_folder = folder if dist.is_main else None
+        with RunLog(log_folder, config=config_record, tensorboard=cfg.tensorboard, resumed_at_step=run.progress["step"]) as log, \
+                geometry_validation(False):
+            ran = run.fit(val_set, log)  # no per-call finiteness syncs in the hot loop (geometry validation off)
+        best.restore(model)  # best weights back into the model; bounds from validation (else training) rows
+        model.eval()
+        if not ran and best_path is not None and best_path.is_file():  # a finished run: its files stay as they are
+            model.bounds = read_metadata(best_path).get("bounds")
+        else:
+            model.bounds = safety_bounds(model, val_set or train_set, batch_size=cfg.eval_batch_size)
+            if best_path is not None:
+                save_best(model, best_path, extra={"best_validation_recall_sum": run.progress["best"]})
     return TrainResult(model=model, history=run.progress["history"], best_score=run.progress["best"],
                        best_checkpoint=best_path if best_path and best_path.is_file() else None,
                        bounds=model.bounds, steps=run.progress["step"], seconds=time.time() - start)

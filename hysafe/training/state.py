@@ -1,8 +1,10 @@
 """Resumable training state in one safetensors file (nothing is unpickled).
 
-Tensors: trainable parameters (``model/*``), optimiser moments (``optim/<i>/<key>``) and torch RNG
-states; metadata (JSON): progress (epoch, batch, step, best score, history), optimiser param
-groups and scalar state, scheduler, grad scaler, Python and NumPy RNG states.
+Tensors: trainable parameters (``model/*``), the best epoch's parameters (``best/*``), optimiser
+moments (``optim/<i>/<key>``) and torch RNG states; metadata (JSON): progress (epoch, batch, step,
+best score, history), the run's fingerprint (recipe and model configuration: a resume with other
+settings is refused by name), optimiser param groups and scalar state, scheduler, grad scaler,
+Python and NumPy RNG states.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ..checkpoint import atomic_save_file
 from ..models import trainable_parameters
 from .optim import Optimization
 
-__all__ = ["save_training_state", "load_training_state", "new_progress"]
+__all__ = ["save_training_state", "load_training_state", "new_progress", "run_fingerprint"]
 
 _META_KEY = "hysafe_train_state"
 
@@ -29,8 +31,24 @@ def new_progress() -> dict:
     return {"epoch": 0, "batch": 0, "step": 0, "best": None, "bad_epochs": 0, "history": []}
 
 
-def _tensors(model, opt: Optimization) -> dict[str, Tensor]:
+def run_fingerprint(model, recipe) -> dict:
+    """What must not change between a run and its resume: recipe and model configuration (the
+    backbone's file path may move; its architecture may not)."""
+    config = model.config.to_dict()
+    config["backbone"].pop("pretrained", None)
+    return {"recipe": recipe.name, "objective": [list(map(str, (t.loss, t.inputs, t.weight))) for t in recipe.objective.terms],
+            "cones": [recipe.objective.cones.aperture_scale, recipe.objective.cones.min_radius], "model": config}
+
+
+def _differences(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} there, {b!r} now"]
+
+
+def _tensors(model, opt: Optimization, best: dict[str, Tensor] | None) -> dict[str, Tensor]:
     tensors = {f"model/{n}": p for n, p in trainable_parameters(model)}
+    tensors.update({f"best/{n}": t for n, t in (best or {}).items()})
     for idx, state in opt.optimizer.state_dict()["state"].items():
         for k, v in state.items():
             if isinstance(v, Tensor):
@@ -41,13 +59,14 @@ def _tensors(model, opt: Optimization) -> dict[str, Tensor]:
     return tensors
 
 
-def save_training_state(path: Path, model, opt: Optimization, progress: dict) -> None:
+def save_training_state(path: Path, model, opt: Optimization, progress: dict, *, best: dict[str, Tensor] | None, fingerprint: dict) -> None:
     opt_sd = opt.optimizer.state_dict()
     scalars = {str(i): {k: v for k, v in s.items() if not isinstance(v, Tensor)} for i, s in opt_sd["state"].items()}
     np_state = np.random.get_state()
     py_state = random.getstate()
     meta = {
         "progress": progress,
+        "fingerprint": fingerprint,
         "optimizer_groups": opt_sd["param_groups"],
         "optimizer_scalars": scalars,
         "scheduler": {k: v for k, v in opt.scheduler.state_dict().items() if k != "lr_lambdas"},
@@ -55,7 +74,7 @@ def save_training_state(path: Path, model, opt: Optimization, progress: dict) ->
         "python_rng": [py_state[0], list(py_state[1]), py_state[2]],
         "numpy_rng": [np_state[0], np_state[1].tolist(), *np_state[2:]],
     }
-    atomic_save_file(_tensors(model, opt), path, {_META_KEY: json.dumps(meta, default=float)})
+    atomic_save_file(_tensors(model, opt, best), path, {_META_KEY: json.dumps(meta, default=float)})
 
 
 def _restore_rng(tensors: dict[str, Tensor], meta: dict) -> None:
@@ -68,17 +87,32 @@ def _restore_rng(tensors: dict[str, Tensor], meta: dict) -> None:
     np.random.set_state((npr[0], np.array(npr[1], dtype=np.uint32), *npr[2:]))
 
 
-def load_training_state(path: Path, model, opt: Optimization) -> dict:
-    """Restore model, optimiser, scheduler, scaler and RNGs; returns the saved progress."""
-    from safetensors import safe_open
+def _read(path: Path) -> tuple[dict, dict[str, Tensor]]:
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    with safe_open(str(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get(_META_KEY)
-    if raw is None:
-        raise ValueError(f"{path}: not a hysafe training-state checkpoint")
-    meta = json.loads(raw)
-    tensors = load_file(str(path))
+    fresh = "delete it, or pass --no-resume (resume=False) to start this run afresh"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(_META_KEY)
+        meta = json.loads(raw) if raw is not None else None
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable training state ({type(e).__name__}: {e}); {fresh}") from e
+    if meta is None:
+        raise ValueError(f"{path}: not a hysafe training-state checkpoint; {fresh}")
+    return meta, tensors
+
+
+def load_training_state(path: Path, model, opt: Optimization, fingerprint: dict) -> tuple[dict, dict[str, Tensor] | None]:
+    """Restore model, optimiser, scheduler, scaler and RNGs; returns the saved progress and the
+    best epoch's parameters (``None`` if the file holds none)."""
+    meta, tensors = _read(path)
+    saved = meta.get("fingerprint")
+    if saved is not None and saved != fingerprint:
+        diff = _differences(saved, fingerprint)
+        raise ValueError(f"{path.parent} holds a run with a different configuration ({'; '.join(diff[:4])}); "
+                         "resume it with its own settings, or choose another --out")
     params = dict(trainable_parameters(model))
     missing = {f"model/{n}" for n in params} - set(tensors)
     if missing:
@@ -97,4 +131,5 @@ def load_training_state(path: Path, model, opt: Optimization) -> dict:
     if meta["scaler"] is not None:
         opt.scaler.load_state_dict(meta["scaler"])
     _restore_rng(tensors, meta)
-    return meta["progress"]
+    best = {n: tensors[f"best/{n}"] for n in params} if all(f"best/{n}" in tensors for n in params) else None
+    return meta["progress"], best

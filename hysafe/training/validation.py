@@ -67,9 +67,18 @@ class BestWeights:
     the best weights after every improvement; ``patience`` epochs without one stop the run.
     """
 
-    def __init__(self, model: SafetyModel, progress: dict, *, path: Path | None, patience: int | None):
-        self.progress, self.path, self.patience = progress, path, patience
-        self.weights = _snapshot(model) if progress["best"] is None else None
+    def __init__(self, *, path: Path | None, patience: int | None):
+        self.path, self.patience = path, patience
+        self.progress: dict = {}
+        self.weights: dict[str, Tensor] | None = None
+
+    def start(self, model: SafetyModel, progress: dict, resumed_weights: dict[str, Tensor] | None) -> None:
+        """Begin (or, after a resume, continue) selection: the best so far are the resumed best
+        weights, or the starting weights of a fresh run."""
+        self.progress = progress
+        self.weights = resumed_weights if progress["best"] is not None else _snapshot(model)
+        if progress["best"] is not None and resumed_weights is None:
+            logger.warning("the resumed state holds no best weights (written by an older hysafe); best.safetensors will hold the final ones")
 
     def update(self, model: SafetyModel, metrics: dict | None, epoch: int) -> bool:
         """Record one epoch's validation (``None``: no validation); returns whether to stop."""
