@@ -17,7 +17,9 @@ from .classifier import NSFWClassifier, classification_metrics, choose_threshold
 from .data import QuadrupletDataset, WorldConfig, generate_world, load_manifest, load_visu
 from .embed import embed_dataset
 from .evaluation import Comparison, compare_models
+from . import interop
 from .features import FeatureDataset, cache_features
+from .interop import export_transformers, load_hysac_release, load_transformers_clip
 from .models import CLIP, HySAC, ModelConfig, SafeCLIP, SafetyModel, create_feature_model, create_model
 from .populations import POPULATIONS, SAFE_IMAGE, SAFE_TEXT, UNSAFE_IMAGE, UNSAFE_TEXT, Population
 from .recipes import Recipe, get_recipe
@@ -38,7 +40,7 @@ __all__ = [
     "NSFWClassifier", "classification_metrics", "choose_threshold", "threshold_from_bounds",
     "QuadrupletDataset", "WorldConfig", "generate_world", "load_manifest", "load_visu",
     "embed_dataset", "Comparison", "compare_models",
-    "FeatureDataset", "cache_features",
+    "FeatureDataset", "cache_features", "interop", "load_hysac_release", "load_transformers_clip", "export_transformers",
     "CLIP", "HySAC", "SafeCLIP", "SafetyModel", "ModelConfig", "create_model", "create_feature_model",
     "Population", "POPULATIONS", "SAFE_TEXT", "SAFE_IMAGE", "UNSAFE_TEXT", "UNSAFE_IMAGE",
     "Recipe", "get_recipe",

@@ -14,9 +14,11 @@ demo (3.3M parameters, 32x32 images).
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import pickle
+import tempfile
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,6 +48,18 @@ _CONFIG_DIR = Path(__file__).parent / "model_configs"
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
 
+def register_model_config(name: str, cfg: dict) -> None:
+    """Register one open_clip architecture under ``name`` (a checkpoint that carries its own config)."""
+    existing = open_clip.get_model_config(name) if name in open_clip.list_models() else None
+    if existing == cfg:
+        return
+    if existing is not None:
+        raise ValueError(f"open_clip model name {name!r} is already registered with another architecture")
+    folder = Path(tempfile.mkdtemp(prefix="hysafe-open-clip-configs-"))
+    (folder / f"{name}.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(folder / f"{name}.json")
+
+
 def register_model_configs() -> None:
     """Register hysafe's bundled open_clip configs (idempotent)."""
     if TINY_MODEL not in open_clip.list_models():
@@ -60,6 +74,7 @@ class BackboneConfig:
     model: str = "ViT-B-32"  # open_clip model name (open_clip.list_models())
     pretrained: str | None = None  # open_clip tag, local checkpoint path, or None (random init)
     precision: str = "fp32"  # open_clip precision: fp32, bf16, fp16, amp, ...
+    model_cfg: dict | None = None  # an architecture open_clip does not name (e.g. converted from transformers)
 
     def is_local(self) -> bool:
         p = self.pretrained
@@ -146,6 +161,8 @@ class OpenClipBackbone(nn.Module):
 def create_backbone(config: BackboneConfig, *, device: str | torch.device = "cpu") -> OpenClipBackbone:
     """Build an open_clip model, its eval preprocess and tokenizer, with clear errors on bad sources."""
     register_model_configs()
+    if config.model_cfg is not None:
+        register_model_config(config.model, config.model_cfg)
     if config.model not in open_clip.list_models():
         raise ValueError(
             f"unknown open_clip model {config.model!r}; choose one of open_clip.list_models() "

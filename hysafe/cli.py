@@ -1,5 +1,6 @@
 """The ``hysafe`` command line: demo, train, embed, evaluate, classify, traverse, plot.
 
+Commands: demo, train, embed, evaluate, classify, traverse, plot, convert, export.
 A thin layer: each command parses its options and calls the Python API. Options of ``demo`` and
 ``train`` are generated from ``DemoConfig``/``TrainConfig``/``LoraConfig``/``ConeConfig`` fields
 (:mod:`hysafe.cli_options`), so their defaults live only in those dataclasses. (Over 300 lines:
@@ -231,6 +232,30 @@ def _add_models(p, *, need_data: bool = True):
         p.add_argument("--data", required=True, metavar="MANIFEST", help="quadruplet manifest (JSONL/CSV/Parquet)")
 
 
+def cmd_convert(args) -> int:
+    from .checkpoint import save_model
+    from .interop import load_hysac_release, load_transformers_clip
+
+    if args.source == "hysac-release":
+        model = load_hysac_release(args.weights, args.bounds, base=args.base, repo=args.repo)
+    else:
+        if not args.transformers:
+            raise ValueError("convert transformers needs --transformers FOLDER|HUB_ID (a transformers CLIPModel)")
+        model = load_transformers_clip(args.transformers, args.kind)
+    path = save_model(model, args.out, merged=True, bounds=model.bounds)
+    print(f"{model.kind} checkpoint: {path}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .checkpoint import load_model
+    from .interop import export_transformers
+
+    out = export_transformers(load_model(args.checkpoint), args.out_dir)
+    print(f"transformers CLIPModel folder: {out} (text encoder alone: {out / 'text_encoder'})")
+    return 0
+
+
 _SPLITS = ["train", "validation", "test"]
 _TAU_HELP = "a number or a rule: a statistic of the target safe population ('avg', 'up_95'), 'V.avg', or the paper's 'paper' / 'paper:V'"
 
@@ -306,6 +331,25 @@ def _args_plot(p) -> None:
     p.add_argument("--format", default="png", choices=["png", "svg"])
 
 
+def _args_convert(p) -> None:
+    from .interop import HYSAC_BASE, HYSAC_REPO
+
+    p.add_argument("source", choices=["hysac-release", "transformers"], help="the released HySAC, or a transformers CLIPModel (e.g. Safe-CLIP)")
+    p.add_argument("--weights", default="hysac_model.pth", help="HySAC weights: a local file, or a file name in --repo (default: %(default)s)")
+    p.add_argument("--bounds", default="hysac_bounds.json", help="HySAC bounds: a local file, or a file name in --repo (default: %(default)s)")
+    p.add_argument("--repo", default=HYSAC_REPO, help="hub repo of the HySAC files (default: %(default)s)")
+    p.add_argument("--base", default=HYSAC_BASE, help="transformers CLIP the release was trained from: folder or hub id (default: %(default)s)")
+    p.add_argument("--transformers", metavar="FOLDER|HUB_ID", help="a transformers CLIPModel (for source 'transformers')")
+    p.add_argument("--kind", default="safeclip", choices=["safeclip", "clip"], help="hysafe model kind of a transformers CLIPModel")
+    p.add_argument("--out", required=True, help="output hysafe checkpoint (.safetensors, merged)")
+
+
+def _args_export(p) -> None:
+    p.add_argument("--format", default="transformers", choices=["transformers"])
+    p.add_argument("checkpoint", help="a hysafe checkpoint")
+    p.add_argument("out_dir", help="new folder: CLIPModel + tokenizer, text_encoder/ and tokenizer/ (diffusers layout)")
+
+
 #: command -> (help, arguments, handler)
 COMMANDS = {
     "demo": ("the whole pipeline on the embedded synthetic world; writes a report folder", _args_demo, cmd_demo),
@@ -315,6 +359,8 @@ COMMANDS = {
     "classify": ("NSFW scores (distance to root) of texts, images or a manifest", _args_classify, cmd_classify),
     "traverse": ("retrieve images for a text query with and without root-directed traversal", _args_traverse, cmd_traverse),
     "plot": ("distance-to-root distributions (and Poincare disk for HySAC)", _args_plot, cmd_plot),
+    "convert": ("the released HySAC, or a transformers CLIPModel, as a hysafe checkpoint", _args_convert, cmd_convert),
+    "export": ("a hysafe checkpoint as a transformers CLIPModel folder (and text encoder for diffusers)", _args_export, cmd_export),
 }
 
 
@@ -337,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("hysafe.progress").setLevel(logging.INFO)  # a line per epoch where bars are off
     try:
         return args.func(args)
-    except (ValueError, OSError, RuntimeError, KeyError) as e:
+    except (ValueError, OSError, RuntimeError, KeyError, ImportError) as e:
         print(f"hysafe {args.command}: error: {error_message(e)}", file=sys.stderr)
         return EXIT_INPUT_ERROR
 

@@ -19,7 +19,7 @@ from hysafe.geometry import Space
 
 from .populations import POPULATIONS, steer_target
 
-__all__ = ["DEFAULT_TAU", "STATS", "TauRule", "check_bounds", "traverse", "traversal_path", "paper_tau", "resolve_tau"]
+__all__ = ["DEFAULT_TAU", "STATS", "TAU_ALIASES", "TauRule", "check_bounds", "traverse", "traversal_path", "paper_tau", "resolve_tau"]
 
 #: the traversal rule used by the API, the CLI, the demo and the evaluation unless told otherwise:
 #: the mean distance to the root of the safe population the query is steered to
@@ -27,6 +27,9 @@ DEFAULT_TAU = "avg"
 #: statistics stored per population in a model's safety bounds
 STATS = ("avg", "low_05", "up_95")
 BOUND_NAMES = tuple(p.bound for p in POPULATIONS)
+#: named rules: ``authors`` is the released HySAC code's choice (the paper's formula on the 95th
+#: percentile of the target population, ``traverse_to_safe_image/text``), geodesically exact here
+TAU_ALIASES = {"authors": "paper:up_95"}
 
 
 def traverse(query: Tensor, tau: float | Tensor, space: Space | None = None) -> Tensor:
@@ -96,7 +99,9 @@ class TauRule:
     @classmethod
     def parse(cls, spec: str) -> "TauRule":
         """``[paper:][POP.]STAT``, ``[paper:]POP`` or ``paper``; e.g. ``avg``, ``up_95``,
-        ``V.avg``, ``S.up_95``, ``paper``, ``paper:V``, ``paper:V.up_95``."""
+        ``V.avg``, ``S.up_95``, ``paper``, ``paper:V``, ``paper:V.up_95``; or a name from
+        :data:`TAU_ALIASES` (``authors``)."""
+        spec = TAU_ALIASES.get(spec, spec)
         paper = spec == "paper" or spec.startswith("paper:")
         rest = spec.removeprefix("paper:") if spec != "paper" else ""
         pop, dot, stat = rest.partition(".")
@@ -106,7 +111,7 @@ class TauRule:
         if not spec or pop and pop not in BOUND_NAMES or stat not in STATS:
             raise ValueError(
                 f"bad tau rule {spec!r}: use a number, a statistic ({', '.join(STATS)}), POP.STAT with POP one of "
-                f"{', '.join(BOUND_NAMES)} (e.g. 'V.avg'), or the paper's rule ('paper', 'paper:V', 'paper:V.up_95')"
+                f"{', '.join(BOUND_NAMES)} (e.g. 'V.avg'), the paper's rule ('paper', 'paper:V', 'paper:V.up_95') or 'authors'"
             )
         return cls(stat=stat, population=pop or None, paper=paper)
 

@@ -127,29 +127,29 @@ def _parse_row(path: Path, i: int, row: dict, root: Path, check_files: bool, ver
     unknown = set(row) - set(REQUIRED) - set(OPTIONAL)
     if unknown:
         raise ManifestError(f"{path}, row {i}: unknown column(s) {sorted(unknown)}; allowed: {REQUIRED + OPTIONAL}")
-    for field in REQUIRED:
-        value = row.get(field)
+    for column in REQUIRED:
+        value = row.get(column)
         if value is None:
-            raise ManifestError(f"{path}, row {i}, field {field!r}: missing caption")
+            raise ManifestError(f"{path}, row {i}, field {column!r}: missing caption")
         if not isinstance(value, str):
-            raise ManifestError(f"{path}, row {i}, field {field!r}: a caption must be text, got {type(value).__name__} {value!r}")
+            raise ManifestError(f"{path}, row {i}, field {column!r}: a caption must be text, got {type(value).__name__} {value!r}")
         if not value.strip():
-            raise ManifestError(f"{path}, row {i}, field {field!r}: empty caption")
+            raise ManifestError(f"{path}, row {i}, field {column!r}: empty caption")
     split = str(row.get("split", "train"))
     if split not in SPLITS:
         raise ManifestError(f"{path}, row {i}, field 'split': {split!r} is not one of {SPLITS}")
     images = {}
-    for field in ("safe_image", "unsafe_image"):
-        rel = row.get(field)
+    for column in ("safe_image", "unsafe_image"):
+        rel = row.get(column)
         if rel is None:
-            images[field] = None
+            images[column] = None
             continue
         full = (root / str(rel)).resolve()
         if check_files and not full.is_file():
-            raise ManifestError(f"{path}, row {i}, field {field!r}: image file not found: {full}")
+            raise ManifestError(f"{path}, row {i}, field {column!r}: image file not found: {full}")
         if verify_images:
-            _check_image(path, i, field, full)
-        images[field] = str(full)
+            _check_image(path, i, column, full)
+        images[column] = str(full)
     if (images["safe_image"] is None) != (images["unsafe_image"] is None):
         raise ManifestError(f"{path}, row {i}: give both safe_image and unsafe_image, or neither (text-only)")
     return Quadruplet(
@@ -210,10 +210,10 @@ def write_manifest(rows: Iterable[Quadruplet], path: str | Path, *, root: str | 
         for q in rows:
             d = asdict(q)
             del d["manifest"]
-            for field in ("safe_image", "unsafe_image"):
-                if d[field] is None:
-                    del d[field]
+            for column in ("safe_image", "unsafe_image"):
+                if d[column] is None:
+                    del d[column]
                 else:
-                    d[field] = str(Path(d[field]).resolve().relative_to(root.resolve()))
+                    d[column] = str(Path(d[column]).resolve().relative_to(root.resolve()))
             f.write(json.dumps(d) + "\n")
     return path
