@@ -1,6 +1,6 @@
 """The ``hysafe`` command line: demo, train, embed, evaluate, classify, traverse, plot.
 
-Commands: demo, train, embed, evaluate, classify, traverse, plot, convert, export.
+Commands: demo, train, embed, evaluate, classify, traverse, plot, convert, export, score, index, compare.
 A thin layer: each command parses its options and calls the Python API. Options of ``demo`` and
 ``train`` are generated from ``DemoConfig``/``TrainConfig``/``LoraConfig``/``ConeConfig`` fields
 (:mod:`hysafe.cli_options`), so their defaults live only in those dataclasses. (Over 300 lines:
@@ -19,21 +19,12 @@ import math
 import sys
 from pathlib import Path
 
-from .cli_options import add_options, options_to_kwargs
+from .cli_collections import args_compare, args_index, args_score, cmd_compare, cmd_index, cmd_score
+from .cli_options import add_options, named_paths, options_to_kwargs
 
 __all__ = ["main", "build_parser"]
 
 EXIT_INPUT_ERROR = 1
-
-
-def _named_paths(values: list[str] | None) -> dict[str, str]:
-    out = {}
-    for v in values or []:
-        name, sep, path = v.partition("=")
-        if not sep or not name or not path:
-            raise ValueError(f"--checkpoint expects NAME=PATH, got {v!r}")
-        out[name] = path
-    return out
 
 
 def _dataset(model, manifest: str, split: str):
@@ -101,7 +92,7 @@ def _load_models(args) -> dict:
     models = {}
     if args.clip_pretrained:
         models["CLIP"] = create_model("clip", args.model, args.clip_pretrained)
-    for name, path in _named_paths(args.checkpoint).items():
+    for name, path in named_paths(args.checkpoint).items():
         models[name] = load_model(path)
     if not models:
         raise ValueError("give at least one --checkpoint NAME=PATH (and/or --clip-pretrained for the CLIP baseline)")
@@ -361,6 +352,9 @@ COMMANDS = {
     "plot": ("distance-to-root distributions (and Poincare disk for HySAC)", _args_plot, cmd_plot),
     "convert": ("the released HySAC, or a transformers CLIPModel, as a hysafe checkpoint", _args_convert, cmd_convert),
     "export": ("a hysafe checkpoint as a transformers CLIPModel folder (and text encoder for diffusers)", _args_export, cmd_export),
+    "score": ("NSFW scores of every item of a folder, list or shards -> Parquet (resumable)", args_score, cmd_score),
+    "index": ("build, extend or search a saved retrieval index of a collection", args_index, cmd_index),
+    "compare": ("an HTML page: what each model's index returns for the same queries", args_compare, cmd_compare),
 }
 
 

@@ -17,7 +17,7 @@ import types
 import typing
 from typing import Any
 
-__all__ = ["add_options", "options_to_kwargs"]
+__all__ = ["add_options", "options_to_kwargs", "named_paths"]
 
 
 def _scalar_type(hint) -> type | None:
@@ -67,3 +67,14 @@ def options_to_kwargs(args: argparse.Namespace, cls, *, prefix: str = "", exclud
     """The options the user gave for ``cls`` (made by :func:`add_options`), as constructor keywords."""
     dests = {f.name: prefix.replace("-", "_") + f.name for f, _, _ in _cli_fields(cls, prefix, exclude)}
     return {field: getattr(args, dest) for field, dest in dests.items() if hasattr(args, dest)}
+
+
+def named_paths(values: list[str] | None, option: str = "--checkpoint") -> dict[str, str]:
+    """``NAME=PATH`` option values (repeatable options such as ``--checkpoint``, ``--index``)."""
+    out = {}
+    for v in values or []:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"{option} expects NAME=PATH, got {v!r}")
+        out[name] = path
+    return out

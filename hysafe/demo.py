@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -156,6 +157,11 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> DemoResult:
     emb = {name: embed_dataset(m, test_set) for name, m in models.items()}
     plots = _plots(models, emb, comparison, cfg, out / "plots")
     timings["plots"] = time.time() - t
+    t = time.time()
+    specs = {"CLIP": {"clip": {"model": cfg.model, "pretrained": str(Path(base).resolve()) if Path(base).exists() else base}},
+             "Safe-CLIP": {"checkpoint": str(checkpoints["safeclip"].resolve())}, "HySAC": {"checkpoint": str(checkpoints["hysac"].resolve())}}
+    plots |= _comparison_page(models, specs, test_set.rows, cfg, out)
+    timings["comparison page"] = time.time() - t
     timings["total"] = time.time() - t_all
     report = _write_report(out, cfg, comparison, hysac, safe, timings, plots, paths, len(train_set), len(val_set), len(test_set))
     return DemoResult(report, comparison, hysac.bounds, timings, checkpoints, plots)
@@ -184,6 +190,27 @@ def _plots(models, emb, comparison, cfg: DemoConfig, folder: Path) -> dict[str, 
 
     plt.close("all")
     return files
+
+
+def _comparison_page(models, specs: dict, rows, cfg: DemoConfig, out: Path) -> dict[str, Path]:
+    """Indexes of the test images for every model, the side-by-side page and the PNG grid."""
+    from .collection import ImageList, build_index, compare_grid, compare_page, labels_from_rows
+
+    images = out / "indexes" / "test_images.txt"
+    images.parent.mkdir(parents=True, exist_ok=True)
+    images.write_text("".join(f"{r.safe_image}\n{r.unsafe_image}\n" for r in rows if r.safe_image))
+    if not images.read_text():
+        return {}
+    indexes = {}
+    for name, model in models.items():
+        folder = out / "indexes" / name
+        if folder.exists():
+            shutil.rmtree(folder)
+        indexes[name] = (model, build_index(model, ImageList(images), folder, progress=False, model_spec=specs[name]))
+    labels, queries = labels_from_rows(rows), [r.unsafe_text for r in rows[:6]]
+    page = compare_page(indexes, queries, out / "compare", k=5, tau=cfg.traversal, labels=labels)
+    grid = compare_grid(indexes, queries[:4], out / "plots" / "compare_grid.png", tau=cfg.traversal, labels=labels)
+    return {"top-1 images for unsafe queries": grid, "comparison page": page}
 
 
 def _roc_curves(models, emb) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -228,7 +255,9 @@ def _write_report(out: Path, cfg, comparison, hysac, safe, timings, plots, paths
         comparison.to_markdown(),
         "## Plots",
         "",
-        *[f"### {title}\n\n![{title}](plots/{p.name})\n" for title, p in plots.items()],
+        *[f"### {title}\n\n![{title}](plots/{p.name})\n" for title, p in plots.items() if p.suffix == ".png"],
+        *(["Side by side for every model, with thumbnails: [compare/index.html](compare/index.html) "
+           "(also `hysafe compare --index NAME=indexes/NAME ...`).", ""] if "comparison page" in plots else []),
         "## Files",
         "",
         f"- metrics: `{paths['json'].name}`, `{paths['csv'].name}`; checkpoints in `checkpoints/`; training logs in `runs/*/log.jsonl`.",

@@ -1,0 +1,145 @@
+"""Collection throughput: ``score`` and ``index build`` items/s and peak RSS at two sizes, and
+single-query search latency on a 1M-item index.
+
+    python bench/collection_throughput.py --out docs/bench_collection_cpu.json
+
+Every (model, modality, size, command) runs in its own process (isolated peak RSS). Images are
+generated PNGs at the model's resolution (decoding included); texts are generated captions.
+Models have random weights (throughput does not depend on them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, peak_rss_mib, run_isolated  # noqa: E402
+
+
+def make_collection(folder: Path, modality: str, n: int, size: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if modality == "text":
+        path = folder / f"texts-{n}.txt"
+        if not path.exists():
+            rng = np.random.default_rng(0)
+            words = ["red", "blue", "circle", "square", "large", "small", "at the top", "covered in blood", "on a beach", "a photo of"]
+            path.write_text("".join(" ".join(rng.choice(words, 8)) + "\n" for _ in range(n)))
+        return path
+    from PIL import Image
+
+    root = folder / f"images-{n}-{size}"
+    if not root.exists():
+        rng = np.random.default_rng(0)
+        for i in range(n):
+            sub = root / f"{i // 1000:04d}"
+            sub.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(sub / f"{i:07d}.png")
+    return root
+
+
+def child(args) -> None:
+    from hysafe.collection import ImageFolder, TextFile, build_index, score_collection
+    from hysafe.models import create_model
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = create_model("hysac", args.model, None, lora=None)
+    model.bounds = {p: {"avg": 1.0, "low_05": 0.5, "up_95": 1.5} for p in "SVUG"}
+    source = TextFile(args.source) if args.modality == "text" else ImageFolder(args.source)
+    out = Path(args.tmp) / f"{args.command}-{args.model}-{args.modality}-{args.n}"
+    import shutil
+
+    for stale in (out, Path(f"{out}.parquet"), Path(f"{out}.parquet.parts"), Path(f"{out}.skipped.csv")):
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+    t = time.perf_counter()
+    if args.command == "score":
+        score_collection(model, source, f"{out}.parquet", batch_size=256, num_workers=args.workers, progress=False)
+    else:
+        build_index(model, source, out, batch_size=256, num_workers=args.workers, progress=False)
+    seconds = time.perf_counter() - t
+    print(json.dumps({"command": args.command, "model": args.model, "modality": args.modality, "items": args.n, "workers": args.workers,
+                      "seconds": seconds, "items_per_s": args.n / seconds, "peak_rss_mib": peak_rss_mib()}))
+
+
+def search_child(args) -> None:
+    """Per-query latency of CollectionIndex.search on a 1M-item flat index (random clustered embeddings)."""
+    import pyarrow as pa
+
+    from hysafe.collection import CollectionIndex
+    from hysafe.models import create_model
+    from hysafe.retrieval import RetrievalIndex
+
+    torch.set_num_threads(args.threads)
+    model = create_model("hysac", "hysafe-tiny", None, lora=None)
+    dim, n = model.embed_dim, args.n
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(1000, dim, generator=g) * 0.3
+    emb = centers[torch.randint(0, 1000, (n,), generator=g)] + 0.05 * torch.randn(n, dim, generator=g)
+    index = RetrievalIndex(model.space, dim)
+    index.add(emb)
+    items = pa.table({"index": np.arange(n), "id": [f"item-{i}" for i in range(n)], "path": [f"/data/{i}.jpg" for i in range(n)],
+                      "modality": ["image"] * n, "score": np.zeros(n), "row": np.arange(n)})
+    from hysafe.collection.embed import model_fingerprint
+
+    col = CollectionIndex(Path(args.tmp), {"model": model_fingerprint(model)}, index, items)
+    with torch.no_grad():
+        q = model.encode_text(model.tokenize(["a red circle, covered in blood"]))
+    times = []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        col.search(model, q, 10, modality="text")
+        times.append(time.perf_counter() - t)
+    print(json.dumps({"command": "search", "items": n, "dim": dim, "median_ms": 1000 * statistics.median(times[1:]),
+                      "peak_rss_mib": peak_rss_mib()}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", default="docs/bench_collection_cpu.json")
+    p.add_argument("--data", default="/tmp/hysafe-bench-collection")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--child", choices=["run", "search"])
+    for name in ("command", "model", "modality", "source", "tmp"):
+        p.add_argument(f"--{name}")
+    p.add_argument("--n", type=int)
+    p.add_argument("--repeats", type=int, default=21)
+    p.add_argument("--resume", action="store_true", help="keep the results already in --out and run the rest")
+    args = p.parse_args()
+    if args.child == "run":
+        return child(args)
+    if args.child == "search":
+        return search_child(args)
+    plan = [("hysafe-tiny", "text", [20_000, 100_000], 32), ("hysafe-tiny", "image", [5_000, 20_000], 32),
+            ("ViT-B-32", "text", [1_000, 2_000], 224), ("ViT-B-32", "image", [250, 500], 224)]
+    data, out = Path(args.data), Path(args.out)
+    results = json.loads(out.read_text())["results"] if args.resume and out.is_file() else []
+    done = {(r["model"], r["modality"], r["items"], r["command"]) for r in results if r["command"] != "search"}
+    for model, modality, sizes, px in plan:
+        for n in sizes:
+            source = make_collection(data, modality, n, px)
+            for command in ("score", "index"):
+                if (model, modality, n, command) in done:
+                    continue
+                res = run_isolated([__file__, "--child", "run", "--command", command, "--model", model, "--modality", modality,
+                                    "--source", str(source), "--n", str(n), "--tmp", str(data / "out"), "--threads", str(args.threads),
+                                    "--workers", str(args.workers)])
+                print(res, flush=True)
+                results.append(res)
+                out.write_text(json.dumps({"machine": machine(), "results": results}, indent=2))  # kept if interrupted
+    res = run_isolated([__file__, "--child", "search", "--n", "1000000", "--tmp", str(data / "out"), "--threads", str(args.threads)])
+    print(res, flush=True)
+    results.append(res)
+    Path(args.out).write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""The collection commands of the CLI: ``score``, ``index build|add|search``, ``compare``
+(a thin layer over :mod:`hysafe.collection`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .cli_options import named_paths
+
+__all__ = ["cmd_score", "cmd_index", "cmd_compare", "args_score", "args_index", "args_compare"]
+
+_TAU_HELP = "a number or a rule ('avg', 'up_95', 'V.avg', 'paper', 'authors')"
+
+
+def _model_spec(args) -> dict:
+    """How to rebuild the model of a collection command (stored in an index)."""
+    if getattr(args, "checkpoint", None):
+        return {"checkpoint": str(Path(args.checkpoint).resolve())}
+    if getattr(args, "clip_pretrained", None):
+        pretrained = args.clip_pretrained
+        return {"clip": {"model": args.model, "pretrained": str(Path(pretrained).resolve()) if Path(pretrained).exists() else pretrained}}
+    raise ValueError("give --checkpoint CKPT (or --clip-pretrained TAG|PATH for the plain CLIP baseline)")
+
+
+def _model_from_spec(spec: dict, device: str = "cpu"):
+    from .checkpoint import load_model
+    from .models import create_model
+
+    if "checkpoint" in spec:
+        return load_model(spec["checkpoint"], device=device)
+    return create_model("clip", spec["clip"]["model"], spec["clip"]["pretrained"], device=device)
+
+
+def _source(args):
+    from .collection import open_source
+
+    return open_source(images=args.images, texts=args.texts, shards=args.shards, shard_modality=args.shard_modality)
+
+
+def cmd_score(args) -> int:
+    from .collection import score_collection
+
+    spec = _model_spec(args)
+    res = score_collection(_model_from_spec(spec, args.device), _source(args), args.out, threshold=args.threshold, calibrate=args.calibrate,
+                           batch_size=args.batch_size, num_workers=args.workers, progress=not args.no_progress, checkpoint=json.dumps(spec))
+    if res.path is not None:
+        print(f"scored {res.rows} items ({res.skipped} skipped) -> {res.path}  threshold {res.threshold} ({res.rule})")
+    return 0
+
+
+def cmd_index(args) -> int:
+    from .collection import CollectionIndex, add_to_index, build_index
+
+    if args.action == "build":
+        spec = _model_spec(args)
+        index = build_index(_model_from_spec(spec, args.device), _source(args), args.index, kind=args.kind, batch_size=args.batch_size,
+                            num_workers=args.workers, progress=not args.no_progress, model_spec=spec)
+        if index is not None:
+            print(f"index {args.index}: {len(index.index)} {index.meta['modality']}s ({index.meta['kind']}, {index.meta['skipped']} skipped)")
+        return 0
+    stored = CollectionIndex.open(args.index)
+    model = _model_from_spec(_model_spec(args) if (args.checkpoint or args.clip_pretrained) else stored.meta["model_spec"], args.device)
+    if args.action == "add":
+        index = add_to_index(model, _source(args), args.index, batch_size=args.batch_size, num_workers=args.workers, progress=not args.no_progress)
+        print(f"index {args.index}: {len(index.index)} items")
+        return 0
+    return _search(args, model, stored)
+
+
+def _search(args, model, stored) -> int:
+    import torch
+
+    from .data import load_image
+
+    if bool(args.query) == bool(args.image):
+        raise ValueError("index search needs --query TEXT or --image FILE (one of them, repeatable)")
+    with torch.no_grad():
+        if args.query:
+            queries, q, modality = args.query, model.encode_text(model.tokenize(args.query)), "text"
+        else:
+            imgs = [load_image(p, model.preprocess, row_id="-", field="image") for p in args.image]
+            queries, q, modality = args.image, model.encode_image(torch.stack(imgs).to(model.device)), "image"
+    results = stored.search(model, q.float().cpu(), args.k, modality=modality, tau=args.tau)
+    if args.json:
+        print(json.dumps([{"query": qu, "hits": hits} for qu, hits in zip(queries, results)], indent=2))
+        return 0
+    for qu, hits in zip(queries, results):
+        print(f"query: {qu}" + (f"  (traversal tau {args.tau})" if args.tau is not None else ""))
+        for h in hits:
+            print(f"  {h['rank']:3d}  d={h['distance']:.4f}  nsfw={h['score']:.4f}  {h.get('path') or h.get('text')}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .collection import CollectionIndex, compare_page, labels_from_manifest
+
+    indexes = {}
+    for name, folder in named_paths(args.index, "--index").items():
+        stored = CollectionIndex.open(folder)
+        indexes[name] = (_model_from_spec(stored.meta["model_spec"]), stored)
+    if not indexes:
+        raise ValueError("give at least one --index NAME=DIR")
+    queries = [line.strip() for line in Path(args.queries).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not queries:
+        raise ValueError(f"{args.queries}: no queries (one per line)")
+    labels = labels_from_manifest(args.labels) if args.labels else None
+    print(f"page: {compare_page(indexes, queries, args.out, k=args.k, tau=args.tau, labels=labels)}")
+    return 0
+
+
+def _args_source(p) -> None:
+    p.add_argument("--images", metavar="DIR|LIST", help="an image folder (recursive) or a .txt/.csv/.parquet list of image paths")
+    p.add_argument("--texts", metavar="FILE", help="prompts: .txt (one per line) or .csv/.parquet with a text/prompt/caption column")
+    p.add_argument("--shards", metavar="PATTERN", help="WebDataset tar shards, e.g. 'data/{000..099}.tar'")
+    p.add_argument("--shard-modality", default="image", choices=["image", "text"], help="what to read from shards (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=256, help="items per chunk: the unit of work and resumption (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers decoding images (default: %(default)s)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _args_model(p, *, required: bool) -> None:
+    p.add_argument("--checkpoint", help="a hysafe checkpoint" + ("" if required else " (default: the one that built the index)"))
+    p.add_argument("--clip-pretrained", metavar="TAG|PATH", help="instead: the plain CLIP baseline with these weights")
+    p.add_argument("--model", default="hysafe-tiny", help="open_clip model name of the CLIP baseline")
+
+
+def args_score(p) -> None:
+    _args_model(p, required=True)
+    _args_source(p)
+    p.add_argument("--out", required=True, help="output .parquet (re-running the same command resumes)")
+    p.add_argument("--threshold", help="a number, 'bounds' (HySAC's stored bounds; default when present) or 'fpr:0.05' with --calibrate")
+    p.add_argument("--calibrate", metavar="MANIFEST", help="labelled quadruplets to calibrate an 'fpr:X' threshold on")
+
+
+def args_index(p) -> None:
+    p.add_argument("action", choices=["build", "add", "search"])
+    p.add_argument("--index", required=True, metavar="DIR", help="the index folder")
+    _args_model(p, required=False)
+    _args_source(p)
+    p.add_argument("--kind", default="auto", choices=["auto", "flat", "ivf"], help="faiss index (auto: IVF from 200k items)")
+    p.add_argument("--query", action="append", help="search: a text query (repeatable)")
+    p.add_argument("--image", action="append", help="search: an image query (repeatable)")
+    p.add_argument("-k", "--k", type=int, default=10)
+    p.add_argument("--tau", help="search: traverse queries toward the safe region first (a number or rule; HySAC)")
+    p.add_argument("--json", action="store_true", help="search: print JSON")
+
+
+def args_compare(p) -> None:
+    from .traversal import DEFAULT_TAU
+
+    p.add_argument("--index", action="append", required=True, metavar="NAME=DIR", help="an index folder per model (repeatable)")
+    p.add_argument("--queries", required=True, metavar="FILE", help="text queries, one per line")
+    p.add_argument("--out", required=True, help="output folder (index.html + thumbs/)")
+    p.add_argument("-k", "--k", type=int, default=5)
+    p.add_argument("--tau", default=DEFAULT_TAU, help=_TAU_HELP + " for the traversal column (default: %(default)s)")
+    p.add_argument("--labels", metavar="MANIFEST", help="labelled quadruplets: safe/unsafe badges for the items they list")

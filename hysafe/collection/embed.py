@@ -1,0 +1,110 @@
+"""Embedding a collection chunk by chunk: DataLoader workers decode, the main process encodes.
+
+Unreadable, corrupt, zero-byte or non-image files and empty texts do not stop the run: they come
+back as ``skipped`` records (id, reference, reason) next to the embedded items of their chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from ..data.dataset import tokenize_captions
+from ..models import SafetyModel
+from ..progress import bar
+from .sources import Item, Source, open_image
+
+__all__ = ["Chunk", "embed_chunks", "model_fingerprint", "rank_and_world"]
+
+
+@dataclass
+class Chunk:
+    id: int
+    items: list[Item]  # the items that were read (payloads dropped)
+    embeddings: Tensor | None = None  # (len(items), D) on CPU
+    skipped: list[dict] = field(default_factory=list)
+
+
+def rank_and_world(env=os.environ) -> tuple[int, int]:
+    """This process's share of the work under torchrun (``RANK``/``WORLD_SIZE``; 0/1 otherwise)."""
+    return int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1"))
+
+
+def model_fingerprint(model: SafetyModel) -> str:
+    """A digest of the model's configuration, scalars and weights: an index or a score file built
+    with one model is refused with another. With LoRA adapters the adapters are hashed and the
+    frozen base is identified by its configured source (peft re-merges attention LoRA in every
+    forward pass, which moves the base weights by float rounding)."""
+    from ..models import trainable_parameters
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps({"config": model.config.to_dict(), "scalars": model.scalars()}, sort_keys=True, default=str).encode())
+    named = trainable_parameters(model) if model.backbone.has_adapters else sorted(model.backbone.state_dict().items())
+    for name, tensor in named:
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class _ChunkReader(IterableDataset):
+    def __init__(self, source: Source, batch_size: int, preprocess: Callable | None, todo: Callable[[int], bool], rank: int, world: int):
+        self.source, self.batch_size, self.preprocess, self.todo, self.rank, self.world = source, batch_size, preprocess, todo, rank, world
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        for c, items in self.source.chunks(self.batch_size):
+            if c % self.world != self.rank or (c // self.world) % workers != worker or not self.todo(c):
+                continue
+            yield self._read(c, items)
+
+    def _read(self, c: int, items: list[Item]) -> dict:
+        ok, payloads, skipped = [], [], []
+        for item in items:
+            try:
+                payloads.append(self._load(item))
+            except Exception as e:  # any unreadable item is skipped and reported, never fatal
+                skipped.append({"index": item.index, "id": item.id, "ref": item.ref if item.modality == "image" else "",
+                                "error": f"{type(e).__name__}: {e}"})
+                continue
+            ok.append(Item(item.index, item.id, item.modality, item.ref))
+        data = torch.stack(payloads) if payloads and item.modality == "image" else payloads
+        return {"chunk": c, "items": ok, "data": data, "skipped": skipped}
+
+    def _load(self, item: Item):
+        if item.modality == "text":
+            if not item.ref.strip():
+                raise ValueError("empty text")
+            return item.ref
+        return self.preprocess(open_image(item))
+
+
+@torch.no_grad()
+def embed_chunks(model: SafetyModel, source: Source, *, batch_size: int = 256, num_workers: int = 0, todo: Callable[[int], bool] = lambda c: True,
+                 rank: int = 0, world: int = 1, progress: bool = True) -> Iterator[Chunk]:
+    """Embeddings of this rank's chunks that ``todo`` accepts, in the order workers finish them."""
+    reader = _ChunkReader(source, batch_size, model.preprocess, todo, rank, world)
+    loader = DataLoader(reader, batch_size=None, num_workers=num_workers, pin_memory=model.device.type == "cuda",
+                        collate_fn=lambda x: x, persistent_workers=False)
+    was_training = model.training
+    model.eval()
+    total = sum(1 for c in range(source.num_chunks(batch_size)) if c % world == rank and todo(c)) if progress else None
+    try:
+        for part in bar(loader, desc=f"embedding {source.modality}s (chunks of {batch_size})", enabled=progress, total=total):
+            chunk = Chunk(part["chunk"], part["items"], skipped=part["skipped"])
+            if part["items"]:
+                if source.modality == "image":
+                    emb = model.encode_image(part["data"].to(model.device, non_blocking=True))
+                else:
+                    emb = model.encode_text(tokenize_captions(model.tokenizer, part["data"], what="texts").to(model.device))
+                chunk.embeddings = emb.float().cpu()
+            yield chunk
+    finally:
+        model.train(was_training)

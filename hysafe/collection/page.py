@@ -1,0 +1,142 @@
+"""``hysafe compare``: what each model returns for the same queries, side by side, as one page.
+
+One row per query, one column per model (HySAC also with traversal); each hit shows its
+thumbnail (copied beside the page) or text, its distance, its NSFW score and, where a labelled
+manifest says so, a safe/unsafe badge. A self-contained folder: ``index.html`` + ``thumbs/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import logging
+import textwrap
+from pathlib import Path
+
+import torch
+
+from ..data.manifest import load_manifest
+from ..models import SafetyModel
+from ..traversal import DEFAULT_TAU
+from .index import CollectionIndex
+from .sources import Item, open_image
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["compare_page", "compare_grid", "labels_from_manifest", "labels_from_rows"]
+
+_STYLE = """body{font-family:system-ui,sans-serif;margin:16px;background:#fafafa}table{border-collapse:collapse}
+td,th{border:1px solid #ddd;padding:6px;vertical-align:top;background:#fff}th{background:#eee}
+.q{max-width:220px;font-weight:600}.hits{display:flex;gap:6px}.hit{width:104px;font-size:11px;text-align:center}
+.hit img{width:96px;height:96px;object-fit:cover;display:block;margin:0 auto 2px}.text{height:96px;overflow:hidden;border:1px solid #eee}
+.badge{display:inline-block;padding:0 4px;border-radius:3px;color:#fff}.safe{background:#2ca02c}.unsafe{background:#d62728}.unknown{background:#999}"""
+
+_CHECK = """<script>window.addEventListener('load',()=>{const imgs=[...document.images];
+document.body.dataset.images=imgs.length;document.body.dataset.broken=imgs.filter(i=>!i.complete||i.naturalWidth===0).length;});</script>"""
+
+
+def labels_from_manifest(manifest: str | Path) -> dict[str, str]:
+    """``{absolute image path or caption: "safe" | "unsafe"}`` from a labelled quadruplet manifest."""
+    return labels_from_rows(load_manifest(manifest, check_files=False))
+
+
+def labels_from_rows(rows) -> dict[str, str]:
+    """The same from quadruplet rows."""
+    out = {}
+    for row in rows:
+        out |= {row.safe_text: "safe", row.unsafe_text: "unsafe"}
+        if row.safe_image:
+            out |= {str(Path(row.safe_image).resolve()): "safe", str(Path(row.unsafe_image).resolve()): "unsafe"}
+    return out
+
+
+def _thumb(path: str, folder: Path) -> str:
+    name = hashlib.sha1(path.encode()).hexdigest()[:16] + ".png"
+    target = folder / name
+    if not target.exists():
+        im = open_image(Item(0, path, "image", path))
+        im.thumbnail((192, 192))
+        im.save(target)
+    return f"thumbs/{name}"
+
+
+def _hit_html(hit: dict, thumbs: Path, labels: dict[str, str]) -> str:
+    ref = hit.get("path") or hit.get("text", "")
+    key = str(Path(ref).resolve()) if "path" in hit else ref
+    label = labels.get(key, "unknown")
+    body = (f'<img src="{_thumb(ref, thumbs)}" alt="{html.escape(hit["id"])}">' if "path" in hit
+            else f'<div class="text">{html.escape(ref)}</div>')
+    badge = f'<span class="badge {label}">{label}</span>' if labels else ""
+    return (f'<div class="hit">{body}{badge}<br>d={hit["distance"]:.3f} nsfw={hit["score"]:.3f}'
+            f'<br><span title="{html.escape(hit["id"])}">{html.escape(hit["id"][:18])}</span></div>')
+
+
+def _columns(indexes: dict[str, tuple[SafetyModel, CollectionIndex]], tau) -> list[tuple[str, SafetyModel, CollectionIndex, object]]:
+    """One column per model, and one more with traversal for hyperbolic models with bounds."""
+    columns = []
+    for name, (model, index) in indexes.items():
+        columns.append((name, model, index, None))
+        if model.space.hyperbolic and model.bounds is not None:
+            columns.append((f"{name} + traversal", model, index, tau))
+    return columns
+
+
+@torch.no_grad()
+def _hits(column, query: str, k: int) -> list[dict]:
+    _, model, index, tau = column
+    q = model.encode_text(model.tokenize([query])).float().cpu()
+    return index.search(model, q, k, modality="text", tau=tau)[0]
+
+
+def compare_page(indexes: dict[str, tuple[SafetyModel, CollectionIndex]], queries: list[str], out_dir: str | Path, *, k: int = 5,
+                 tau: str | float = DEFAULT_TAU, labels: dict[str, str] | None = None) -> Path:
+    """Write ``out_dir/index.html``: text ``queries`` against every named (model, index)."""
+    out = Path(out_dir)
+    thumbs = out / "thumbs"
+    thumbs.mkdir(parents=True, exist_ok=True)
+    labels = labels or {}
+    columns = _columns(indexes, tau)
+    rows = []
+    for query in queries:
+        cells = [f'<td class="q">{html.escape(query)}</td>']
+        for column in columns:
+            hits = _hits(column, query, k)
+            cells.append('<td><div class="hits">' + "".join(_hit_html(h, thumbs, labels) for h in hits) + "</div></td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    head = "<tr><th>query</th>" + "".join(f"<th>{html.escape(c[0])}</th>" for c in columns) + "</tr>"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>hysafe: retrieval compared</title><style>{_STYLE}</style>"
+            f"{_CHECK}</head><body><h1>Retrieval compared</h1><p>Top-{k} per model; traversal tau rule: {html.escape(str(tau))}. "
+            f"d = distance in the model's space, nsfw = the model's unsafety score.</p><table>{head}{''.join(rows)}</table></body></html>")
+    path = out / "index.html"
+    path.write_text(page, encoding="utf-8")
+    logger.info("comparison page: %s", path)
+    return path
+
+
+def compare_grid(indexes: dict[str, tuple[SafetyModel, CollectionIndex]], queries: list[str], path: str | Path, *,
+                 tau: str | float = DEFAULT_TAU, labels: dict[str, str] | None = None):
+    """A PNG grid of the top-1 image per query (rows) and model (columns), framed green (safe) or
+    red (unsafe) where ``labels`` know: the qualitative figure of the HySAC and Safe-CLIP papers."""
+    import matplotlib.pyplot as plt
+
+    labels, columns = labels or {}, _columns(indexes, tau)
+    fig, axes = plt.subplots(len(queries), len(columns), figsize=(2.2 * len(columns), 2.3 * len(queries)), squeeze=False)
+    colours = {"safe": "#2ca02c", "unsafe": "#d62728"}
+    for r, query in enumerate(queries):
+        for c, column in enumerate(columns):
+            ax, hit = axes[r][c], _hits(column, query, 1)[0]
+            ax.imshow(open_image(Item(0, hit["path"], "image", hit["path"])))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_color(colours.get(labels.get(str(Path(hit["path"]).resolve())), "#999"))
+                spine.set_linewidth(4)
+            if r == 0:
+                ax.set_title(column[0], fontsize=9)
+            if c == 0:
+                ax.set_ylabel(textwrap.fill(query, 30), fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle("Top-1 image for unsafe text queries (green frame: safe, red: unsafe)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,245 @@
+"""Collections: score, index, search and compare on generated folders, lists and shards."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from hysafe.backbone import TINY_MODEL, LoraConfig
+from hysafe.checkpoint import save_model
+from hysafe.cli import main
+from hysafe.collection import (
+    CollectionIndex, ImageFolder, Shards, TextFile, add_to_index, build_index, compare_page, expand_braces,
+    labels_from_manifest, score_collection,
+)
+from hysafe.data import WorldConfig, generate_world, load_image, load_manifest
+from hysafe.models import create_model
+from hysafe.training import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return generate_world(tmp_path_factory.mktemp("world"), WorldConfig(n_train=48, n_val=16, n_test=24, seed=3), progress=False)
+
+
+@pytest.fixture(scope="module")
+def hysac(world, tiny_base, tmp_path_factory):
+    torch.manual_seed(0)
+    res = train(create_model("hysac", TINY_MODEL, tiny_base, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0)), world, "hysac",
+                TrainConfig(epochs=1, batch_size=16, lr=1e-3, progress=False))
+    path = save_model(res.model, tmp_path_factory.mktemp("ckpt") / "hysac.safetensors", bounds=res.bounds)
+    return res.model, path
+
+
+@pytest.fixture(scope="module")
+def folder(world, tmp_path_factory):
+    """The world's test images in nested folders, plus a corrupt, a zero-byte and a non-image file."""
+    root = tmp_path_factory.mktemp("collection")
+    for i, path in enumerate(sorted((world.parent / "images" / "test").glob("*.png"))):
+        sub = root / ("a" if i % 2 else "b") / "deep"
+        sub.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, sub / path.name)
+    (root / "a" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (root / "a" / "empty.jpg").write_bytes(b"")
+    (root / "b" / "notes.txt").write_text("not an image, and not listed either")
+    return root
+
+
+def test_scores_are_distances_to_the_root_and_bad_files_are_listed(hysac, folder, tmp_path):
+    model, _ = hysac
+    res = score_collection(model, ImageFolder(folder), tmp_path / "s.parquet", batch_size=7, progress=False)
+    table = pq.read_table(tmp_path / "s.parquet").to_pylist()
+    assert res.rows == len(table) == 48 and res.skipped == 2
+    with torch.no_grad():
+        imgs = torch.stack([load_image(r["path"], model.preprocess) for r in table])
+        ref = model.space.dist_to_root(model.encode_image(imgs)).double()
+    assert torch.allclose(torch.tensor([r["score"] for r in table], dtype=torch.float64), ref, atol=1e-6)
+    assert all(r["unsafe"] == (r["score"] >= res.threshold) for r in table)
+    assert [r["index"] for r in table] == sorted(r["index"] for r in table)
+    skipped = (tmp_path / "s.skipped.csv").read_text()
+    assert "corrupt.png" in skipped and "empty.jpg" in skipped and "notes.txt" not in skipped
+    meta = json.loads(pq.read_metadata(tmp_path / "s.parquet").metadata[b"hysafe"])
+    assert meta["rows"] == 48 and meta["skipped"] == 2 and meta["model"] and meta["rule"].startswith("bounds")
+    # texts: one per line; a blank line is skipped, not scored
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\n\na blue square, covered in blood\n")
+    res = score_collection(model, TextFile(prompts), tmp_path / "t.parquet", threshold=0.5, progress=False)
+    rows = pq.read_table(tmp_path / "t.parquet").to_pylist()
+    with torch.no_grad():
+        ref = model.nsfw_score(model.encode_text(model.tokenize([rows[0]["text"], rows[1]["text"]])))
+    assert res.skipped == 1 and [r["text"] for r in rows] == ["a red circle", "a blue square, covered in blood"]
+    assert torch.allclose(torch.tensor([r["score"] for r in rows]), ref.double().float(), atol=1e-6)
+    assert [r["unsafe"] for r in rows] == [s >= 0.5 for s in ref.tolist()]
+
+
+def _shards(folder, out, per_shard=10):
+    files = sorted(p for p in folder.rglob("*.png") if p.name != "corrupt.png")
+    out.mkdir()
+    for s in range(0, len(files), per_shard):
+        with tarfile.open(out / f"{s // per_shard:03d}.tar", "w") as tar:
+            for f in files[s : s + per_shard]:
+                key = f.stem
+                tar.add(f, arcname=f"{key}.png")
+                caption = out / f"{key}.txt"
+                caption.write_text(f"caption of {key}")
+                tar.add(caption, arcname=f"{key}.txt")
+                caption.unlink()
+    return files, f"{out}/{{000..{(len(files) - 1) // per_shard:03d}}}.tar"
+
+
+def test_webdataset_shards_score_like_the_files(hysac, folder, tmp_path):
+    model, _ = hysac
+    files, pattern = _shards(folder, tmp_path / "shards")
+    assert expand_braces("x/{08..10}.tar") == ["x/08.tar", "x/09.tar", "x/10.tar"]
+    score_collection(model, Shards(pattern), tmp_path / "sh.parquet", progress=False)
+    rows = pq.read_table(tmp_path / "sh.parquet").to_pylist()
+    assert len(rows) == len(files) and rows[0]["id"] == f"000.tar/{files[0].stem}"
+    with torch.no_grad():
+        ref = model.nsfw_score(model.encode_image(torch.stack([load_image(str(f), model.preprocess) for f in files])))
+    assert torch.allclose(torch.tensor([r["score"] for r in rows]), ref, atol=1e-5)
+    score_collection(model, Shards(pattern, "text"), tmp_path / "sht.parquet", progress=False)
+    assert pq.read_table(tmp_path / "sht.parquet").column("text")[0].as_py() == f"caption of {files[0].stem}"
+
+
+CHILD = """
+import os, sys, torch
+from hysafe.checkpoint import load_model
+from hysafe.collection import ImageFolder, build_index, score_collection
+torch.set_num_threads(1)
+kind, ckpt, folder, out = sys.argv[1:5]
+model = load_model(ckpt)
+def tick():
+    print("CHUNK", flush=True)
+if kind == "score":
+    import hysafe.collection.parts as parts
+    write = parts.PartStore.write
+    def slow_write(self, *a, **k):
+        write(self, *a, **k); tick()
+    parts.PartStore.write = slow_write
+    score_collection(model, ImageFolder(folder), out, batch_size=5, progress=False)
+else:
+    build_index(model, ImageFolder(folder), out, batch_size=5, progress=False)
+print("DONE", flush=True)
+"""
+
+
+def _run(args, env=None, kill_after=None):
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, *map(str, args)], stdout=subprocess.PIPE, text=True, env=env)
+    seen = 0
+    for line in proc.stdout:
+        seen += line.startswith("CHUNK")
+        if kill_after is not None and seen >= kill_after:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    return proc.wait()
+
+
+@pytest.mark.slow
+def test_kill_9_mid_score_then_rerun_has_every_row_once(hysac, folder, tmp_path):
+    _, ckpt = hysac
+    assert _run(["score", ckpt, folder, tmp_path / "full.parquet"]) == 0
+    assert _run(["score", ckpt, folder, tmp_path / "k.parquet"], kill_after=4) == -9
+    assert not (tmp_path / "k.parquet").exists() and len(list((tmp_path / "k.parquet.parts").glob("part-*.parquet"))) >= 4
+    assert _run(["score", ckpt, folder, tmp_path / "k.parquet"]) == 0
+    full, resumed = pq.read_table(tmp_path / "full.parquet"), pq.read_table(tmp_path / "k.parquet")
+    assert resumed.column("index").to_pylist() == full.column("index").to_pylist() == sorted(set(full.column("index").to_pylist()))
+    assert resumed.column("score").to_pylist() == pytest.approx(full.column("score").to_pylist(), abs=1e-6)
+    assert not (tmp_path / "k.parquet.parts").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_give_exactly_the_single_process_output(hysac, folder, tmp_path):
+    _, ckpt = hysac
+    assert _run(["score", ckpt, folder, tmp_path / "one.parquet"]) == 0
+    assert _run(["index", ckpt, folder, tmp_path / "one-index"]) == 0
+    for kind, out in (("score", tmp_path / "two.parquet"), ("index", tmp_path / "two-index")):
+        procs = [subprocess.Popen([sys.executable, "-c", CHILD, kind, str(ckpt), str(folder), str(out)], stdout=subprocess.DEVNULL,
+                                  env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2"}) for r in range(2)]
+        assert [p.wait() for p in procs] == [0, 0]
+    one, two = pq.read_table(tmp_path / "one.parquet"), pq.read_table(tmp_path / "two.parquet")
+    assert one.drop(["score"]).equals(two.drop(["score"])) and one.column("score").to_pylist() == pytest.approx(two.column("score").to_pylist(), abs=1e-6)
+    a, b = CollectionIndex.open(tmp_path / "one-index"), CollectionIndex.open(tmp_path / "two-index")
+    assert a.items.column("id").to_pylist() == b.items.column("id").to_pylist()
+    q = torch.randn(4, a.index.dim) * 0.05
+    assert torch.equal(a.index.search(q, 5)[1], b.index.search(q, 5)[1])
+
+
+def test_index_in_two_adds_equals_one_build_and_refuses_another_model(hysac, folder, tmp_path, tiny_base):
+    model, _ = hysac
+    whole = build_index(model, ImageFolder(folder), tmp_path / "whole", progress=False)
+    parts = [tmp_path / "p1", tmp_path / "p2"]
+    for i, p in enumerate(parts):
+        p.mkdir()
+        for f in sorted(folder.rglob("*.png"))[i::2]:
+            shutil.copy(f, p / f"{f.parent.parent.name}-{f.name}")
+    build_index(model, ImageFolder(parts[0]), tmp_path / "two", progress=False)
+    two = add_to_index(model, ImageFolder(parts[1]), tmp_path / "two", progress=False)
+    assert len(two.index) == len(whole.index) == 48 and two.items.column("row").to_pylist() == list(range(48))
+    with torch.no_grad():
+        q = model.encode_text(model.tokenize(["a red circle, covered in blood", "a green square"]))
+    hits_whole, hits_two = whole.search(model, q, 5, modality="text"), two.search(model, q, 5, modality="text")
+    name = lambda h: h["path"].rsplit("/", 1)[-1].split("-", 1)[-1]  # noqa: E731
+    assert [[name(h) for h in hs] for hs in hits_whole] == [[name(h) for h in hs] for hs in hits_two]
+    assert [h["distance"] for hs in hits_whole for h in hs] == pytest.approx([h["distance"] for hs in hits_two for h in hs], abs=1e-5)
+    other = create_model("hysac", TINY_MODEL, tiny_base, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0))
+    with pytest.raises(ValueError, match="was built with another model"):
+        CollectionIndex.open(tmp_path / "two").search(other, q, 3, modality="text")
+    with pytest.raises(ValueError, match="already holds an index"):
+        build_index(model, ImageFolder(parts[0]), tmp_path / "two", progress=False)
+
+
+def test_cli_score_index_search_and_compare(hysac, world, folder, tmp_path, capsys):
+    _, ckpt = hysac
+    assert main(["score", "--checkpoint", str(ckpt), "--images", str(folder), "--out", str(tmp_path / "s.parquet"), "--no-progress"]) == 0
+    assert main(["score", "--checkpoint", str(ckpt), "--images", str(folder), "--out", str(tmp_path / "s.parquet"), "--no-progress"]) == 0
+    assert main(["index", "build", "--index", str(tmp_path / "idx"), "--checkpoint", str(ckpt), "--images", str(folder), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["index", "search", "--index", str(tmp_path / "idx"), "--query", "a red circle", "-k", "2", "--tau", "avg", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result[0]["query"] == "a red circle" and len(result[0]["hits"]) == 2
+    for argv, message in [
+        (["score", "--checkpoint", str(ckpt), "--out", str(tmp_path / "x.parquet")], "exactly one of --images"),
+        (["score", "--checkpoint", str(ckpt), "--images", str(tmp_path / "nope"), "--out", str(tmp_path / "x.parquet")], "image list not found"),
+        (["score", "--checkpoint", str(ckpt), "--images", str(folder), "--out", str(tmp_path / "s.parquet"), "--threshold", "0.3"], "written by another run"),
+        (["index", "search", "--index", str(tmp_path / "idx"), "--query", "x", "-k", "0"], "k must be a positive integer"),
+        (["index", "search", "--index", str(tmp_path / "missing")], "not a hysafe index folder"),
+    ]:
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)
+
+
+def test_compare_page_renders_every_thumbnail_in_a_real_browser(hysac, world, folder, tmp_path, tiny_base):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    model, _ = hysac
+    clip = create_model("clip", TINY_MODEL, tiny_base)
+    images = ImageFolder(world.parent / "images" / "test")
+    indexes = {"CLIP": (clip, build_index(clip, images, tmp_path / "clip", progress=False)),
+               "HySAC": (model, build_index(model, images, tmp_path / "hysac", progress=False))}
+    queries = [r.unsafe_text for r in load_manifest(world, split="test")[:3]]
+    page = compare_page(indexes, queries, tmp_path / "page", k=4, labels=labels_from_manifest(world))
+    html = page.read_text()
+    assert html.count('class="hit"') == 3 * 3 * 4 and "HySAC + traversal" in html and 'class="badge unsafe"' in html
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert 'data-images="36"' in dom and 'data-broken="0"' in dom  # every thumbnail decoded by the browser
+    shot = tmp_path / "page.png"
+    subprocess.run([chromium, *flags, "--window-size=1400,900", f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    assert shot.stat().st_size > 20_000 and np.asarray(Image.open(shot)).std() > 10
+
+
+def test_chunk_counts_give_the_progress_bar_its_total(folder, tmp_path):
+    assert ImageFolder(folder).num_chunks(7) == -(-50 // 7)  # 48 images + the corrupt and the empty file
+    _, pattern = _shards(folder, tmp_path / "shards", per_shard=20)
+    assert Shards(pattern).num_chunks(7) == 3
