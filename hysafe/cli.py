@@ -1,6 +1,6 @@
 """The ``hysafe`` command line: demo, train, embed, evaluate, classify, traverse, plot.
 
-Commands: demo, train, embed, evaluate, classify, traverse, plot, convert, export, score, index, compare.
+Commands: demo, train, embed, evaluate, classify, traverse, plot, convert, export, score, index, compare, serve.
 A thin layer: each command parses its options and calls the Python API. Options of ``demo`` and
 ``train`` are generated from ``DemoConfig``/``TrainConfig``/``LoraConfig``/``ConeConfig`` fields
 (:mod:`hysafe.cli_options`), so their defaults live only in those dataclasses. (Over 300 lines:
@@ -19,7 +19,7 @@ import math
 import sys
 from pathlib import Path
 
-from .cli_collections import args_compare, args_index, args_score, cmd_compare, cmd_index, cmd_score
+from .cli_collections import args_compare, args_index, args_score, args_serve, cmd_compare, cmd_index, cmd_score, cmd_serve
 from .cli_options import add_options, named_paths, options_to_kwargs
 
 __all__ = ["main", "build_parser"]
@@ -355,6 +355,7 @@ COMMANDS = {
     "score": ("NSFW scores of every item of a folder, list or shards -> Parquet (resumable)", args_score, cmd_score),
     "index": ("build, extend or search a saved retrieval index of a collection", args_index, cmd_index),
     "compare": ("an HTML page: what each model's index returns for the same queries", args_compare, cmd_compare),
+    "serve": ("a search and moderation service with a comparative search page (needs [serve])", args_serve, cmd_serve),
 }
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .cli_options import named_paths
 
-__all__ = ["cmd_score", "cmd_index", "cmd_compare", "args_score", "args_index", "args_compare"]
+__all__ = ["cmd_score", "cmd_index", "cmd_compare", "cmd_serve", "args_score", "args_index", "args_compare", "args_serve"]
 
 _TAU_HELP = "a number or a rule ('avg', 'up_95', 'V.avg', 'paper', 'authors')"
 
@@ -156,3 +156,67 @@ def args_compare(p) -> None:
     p.add_argument("-k", "--k", type=int, default=5)
     p.add_argument("--tau", default=DEFAULT_TAU, help=_TAU_HELP + " for the traversal column (default: %(default)s)")
     p.add_argument("--labels", metavar="MANIFEST", help="labelled quadruplets: safe/unsafe badges for the items they list")
+
+
+def _demo_indexes(report: Path) -> dict[str, str]:
+    """The indexes ``hysafe demo`` wrote for its test images (built now if the report has none)."""
+    folders = {name: report / "indexes" / name for name in ("CLIP", "Safe-CLIP", "HySAC")}
+    if all((f / "index.json").is_file() for f in folders.values()):
+        return {n: str(f) for n, f in folders.items()}
+    from .collection import ImageList, build_index
+
+    images, manifest = report / "indexes" / "test_images.txt", report / "world" / "manifest.jsonl"
+    if not images.is_file():
+        if not manifest.is_file() or not (report / "checkpoints" / "hysac.safetensors").is_file():
+            raise FileNotFoundError(f"{report}: not a hysafe demo report (run 'hysafe demo --out {report}' first)")
+        from .data import load_manifest
+
+        images.parent.mkdir(parents=True, exist_ok=True)
+        images.write_text("".join(f"{r.safe_image}\n{r.unsafe_image}\n" for r in load_manifest(manifest, split="test")))
+    specs = {"CLIP": {"clip": {"model": json.loads((report / "demo_config.json").read_text())["model"],
+                               "pretrained": str((report / "checkpoints" / "clip-pretrained.safetensors").resolve())}},
+             "Safe-CLIP": {"checkpoint": str((report / "checkpoints" / "safeclip.safetensors").resolve())},
+             "HySAC": {"checkpoint": str((report / "checkpoints" / "hysac.safetensors").resolve())}}
+    for name, folder in folders.items():
+        if not (folder / "index.json").is_file():
+            build_index(_model_from_spec(specs[name]), ImageList(images), folder, progress=False, model_spec=specs[name])
+    return {n: str(f) for n, f in folders.items()}
+
+
+def cmd_serve(args) -> int:
+    from .checkpoint import load_model
+    from .collection import CollectionIndex, labels_from_manifest
+    from .service import Served, Service, create_app
+
+    indexes = named_paths(args.index, "--index")
+    labels_file = args.labels
+    if args.demo:
+        report = Path(args.demo)
+        indexes = {**_demo_indexes(report), **indexes}
+        if labels_file is None and (report / "world" / "manifest.jsonl").is_file():
+            labels_file = str(report / "world" / "manifest.jsonl")
+    served = {}
+    for name, folder in indexes.items():
+        stored = CollectionIndex.open(folder)
+        served[name] = Served(_model_from_spec(stored.meta["model_spec"], args.device), stored)
+    for name, ckpt in named_paths(args.checkpoint).items():
+        served[name] = Served(load_model(ckpt, device=args.device))
+    service = Service(served, labels=labels_from_manifest(labels_file) if labels_file else None, max_k=args.max_k, max_upload_mb=args.max_upload_mb)
+    app = create_app(service)
+    import uvicorn
+
+    print(f"serving {sorted(served)} on http://{args.host}:{args.port}/  (API docs: /docs)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def args_serve(p) -> None:
+    p.add_argument("--index", action="append", metavar="NAME=DIR", help="an index folder per model (repeatable)")
+    p.add_argument("--checkpoint", action="append", metavar="NAME=CKPT", help="a model for /classify only (repeatable)")
+    p.add_argument("--demo", metavar="REPORT", help="serve a 'hysafe demo' report folder: its three indexes (built if absent) and labels")
+    p.add_argument("--labels", metavar="MANIFEST", help="labelled quadruplets: safe/unsafe badges")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-k", type=int, default=100)
+    p.add_argument("--max-upload-mb", type=float, default=10.0)
+    p.add_argument("--device", default="cpu")

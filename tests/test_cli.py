@@ -112,7 +112,7 @@ def test_readme_tour_runs_as_is_on_the_demo_output(demo, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
     exec(compile(code, "README.md", "exec"), ns)
-    model, emb, safer = ns["model"], ns["emb"], ns["safer"]
+    emb, safer = ns["emb"], ns["safer"]
     as_loaded = ns["hysafe"].load("hysafe-report/checkpoints/hysac.safetensors")  # the tour trains `model` further
     tau = as_loaded.tau("avg")
     assert tau == as_loaded.bounds["V"]["avg"]  # text queries are steered to the safe images

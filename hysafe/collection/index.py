@@ -97,10 +97,13 @@ class CollectionIndex:
         self._save()
 
     @torch.no_grad()
-    def search(self, model: SafetyModel, queries: torch.Tensor, k: int, *, modality: str, tau: str | float | None = None) -> list[list[dict]]:
+    def search(self, model: SafetyModel, queries: torch.Tensor, k: int, *, modality: str, tau: str | float | None = None,
+               check_model: bool = True) -> list[list[dict]]:
         """Top-``k`` items per query embedding ``(Q, D)`` (optionally traversed toward the safe
-        region first, HySAC only): dicts with rank, row, id, path/text, distance, score."""
-        self.check_model(model)
+        region first, HySAC only): dicts with rank, row, id, path/text, distance, score.
+        ``check_model=False`` skips the fingerprint check (a service checks once at start)."""
+        if check_model:
+            self.check_model(model)
         if tau is not None:
             if not model.space.hyperbolic:
                 raise ValueError("traversal (--tau) needs a hyperbolic model such as HySAC")
