@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from .collection import CollectionIndex
+from .collection.page import label_of
 from .models import SafetyModel
 from .service_page import PAGE
 from .traversal import DEFAULT_TAU
@@ -113,9 +114,7 @@ class Service:
             return s.model.encode_image(s.model.preprocess(image).unsqueeze(0).to(s.model.device)).float().cpu(), "image"
 
     def _hit(self, name: str, hit: dict) -> dict:
-        ref = hit.get("path") or hit.get("text")
-        key = str(Path(ref).resolve()) if "path" in hit else ref
-        out = {"rank": hit["rank"], "id": hit["id"], "distance": hit["distance"], "score": hit["score"], "label": self.labels.get(key, "unknown")}
+        out = {"rank": hit["rank"], "id": hit["id"], "distance": hit["distance"], "score": hit["score"], "label": label_of(hit, self.labels)}
         if "path" in hit:
             out["thumb"] = f"/thumb/{name}/{hit['row']}"
         else:

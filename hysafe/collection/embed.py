@@ -75,7 +75,7 @@ class _ChunkReader(IterableDataset):
                                 "error": f"{type(e).__name__}: {e}"})
                 continue
             ok.append(Item(item.index, item.id, item.modality, item.ref))
-        data = torch.stack(payloads) if payloads and item.modality == "image" else payloads
+        data = torch.stack(payloads) if payloads and items[0].modality == "image" else payloads
         return {"chunk": c, "items": ok, "data": data, "skipped": skipped}
 
     def _load(self, item: Item):

@@ -23,7 +23,7 @@ from .sources import Item, open_image
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["compare_page", "compare_grid", "labels_from_manifest", "labels_from_rows"]
+__all__ = ["compare_page", "compare_grid", "labels_from_manifest", "labels_from_rows", "label_of"]
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:16px;background:#fafafa}table{border-collapse:collapse}
 td,th{border:1px solid #ddd;padding:6px;vertical-align:top;background:#fff}th{background:#eee}
@@ -60,10 +60,15 @@ def _thumb(path: str, folder: Path) -> str:
     return f"thumbs/{name}"
 
 
+def label_of(hit: dict, labels: dict[str, str]) -> str:
+    """``"safe"``/``"unsafe"`` of a search hit where ``labels`` know its image file or text, else ``"unknown"``."""
+    key = str(Path(hit["path"]).resolve()) if "path" in hit else hit.get("text", "")
+    return labels.get(key, "unknown")
+
+
 def _hit_html(hit: dict, thumbs: Path, labels: dict[str, str]) -> str:
     ref = hit.get("path") or hit.get("text", "")
-    key = str(Path(ref).resolve()) if "path" in hit else ref
-    label = labels.get(key, "unknown")
+    label = label_of(hit, labels)
     body = (f'<img src="{_thumb(ref, thumbs)}" alt="{html.escape(hit["id"])}">' if "path" in hit
             else f'<div class="text">{html.escape(ref)}</div>')
     badge = f'<span class="badge {label}">{label}</span>' if labels else ""
@@ -129,7 +134,7 @@ def compare_grid(indexes: dict[str, tuple[SafetyModel, CollectionIndex]], querie
             ax.set_xticks([])
             ax.set_yticks([])
             for spine in ax.spines.values():
-                spine.set_color(colours.get(labels.get(str(Path(hit["path"]).resolve())), "#999"))
+                spine.set_color(colours.get(label_of(hit, labels), "#999"))
                 spine.set_linewidth(4)
             if r == 0:
                 ax.set_title(column[0], fontsize=9)
