@@ -13,6 +13,7 @@ import logging
 
 from .backbone import TINY_MODEL, BackboneConfig, LoraConfig, create_backbone
 from .checkpoint import load_model, read_metadata, save_model
+from .checks import Check, safety_checks
 from .classifier import NSFWClassifier, classification_metrics, choose_threshold, threshold_from_bounds
 from .data import QuadrupletDataset, WorldConfig, generate_world, load_manifest, load_visu
 from .embed import embed_dataset
@@ -39,7 +40,7 @@ __all__ = [
     "load", "save", "load_model", "save_model", "read_metadata",
     "NSFWClassifier", "classification_metrics", "choose_threshold", "threshold_from_bounds",
     "QuadrupletDataset", "WorldConfig", "generate_world", "load_manifest", "load_visu",
-    "embed_dataset", "Comparison", "compare_models",
+    "embed_dataset", "Comparison", "compare_models", "Check", "safety_checks",
     "FeatureDataset", "cache_features", "interop", "load_hysac_release", "load_transformers_clip", "export_transformers",
     "CLIP", "HySAC", "SafeCLIP", "SafetyModel", "ModelConfig", "create_model", "create_feature_model",
     "Population", "POPULATIONS", "SAFE_TEXT", "SAFE_IMAGE", "UNSAFE_TEXT", "UNSAFE_IMAGE",

@@ -41,6 +41,7 @@ __all__ = [
     "check_device",
     "apply_lora",
     "lora_target_regex",
+    "finetune_record",
 ]
 
 TINY_MODEL = "hysafe-tiny"
@@ -75,10 +76,35 @@ class BackboneConfig:
     pretrained: str | None = None  # open_clip tag, local checkpoint path, or None (random init)
     precision: str = "fp32"  # open_clip precision: fp32, bf16, fp16, amp, ...
     model_cfg: dict | None = None  # an architecture open_clip does not name (e.g. converted from transformers)
+    # the weights ``pretrained`` was fine-tuned from, when it is a merged hysafe fine-tune: the frozen
+    # reference of Safe-CLIP training (recorded by save_model(merged=True), read back from the file)
+    origin: str | None = None
 
     def is_local(self) -> bool:
         p = self.pretrained
         return p is not None and (os.sep in p or p.endswith(_CHECKPOINT_SUFFIXES) or os.path.exists(p))
+
+
+#: safetensors metadata key of hysafe checkpoints
+CHECKPOINT_META_KEY = "hysafe"
+
+
+def finetune_record(path: str | None) -> tuple[str | None, str | None]:
+    """``(kind, origin)`` of a merged hysafe fine-tune at ``path`` (a Safe-CLIP / HySAC whose LoRA
+    was merged into the weights), ``(None, None)`` for anything else (a tag, plain open_clip weights)."""
+    if path is None or not str(path).endswith(".safetensors") or not os.path.isfile(path):
+        return None, None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get(CHECKPOINT_META_KEY) or "{}")
+    except (OSError, ValueError):
+        return None, None
+    config = meta.get("config") or {}
+    if meta.get("form") != "merged" or config.get("kind", "clip") == "clip" and not (config.get("backbone") or {}).get("origin"):
+        return None, None
+    return config.get("kind"), (config.get("backbone") or {}).get("origin")
 
 
 @dataclass
@@ -117,6 +143,7 @@ class OpenClipBackbone(nn.Module):
         self.tokenizer = tokenizer
         self.config = config
         self.peft = None
+        self.finetune_kind: str | None = None  # set when the weights are a merged hysafe fine-tune
 
     @property
     def embed_dim(self) -> int:
@@ -188,7 +215,10 @@ def create_backbone(config: BackboneConfig, *, device: str | torch.device = "cpu
     tokenizer = open_clip.get_tokenizer(config.model)
     logger.info("built %s (pretrained=%s, %.1fM params)", config.model, config.pretrained,
                 sum(p.numel() for p in model.parameters()) / 1e6)
-    return OpenClipBackbone(model, preprocess, tokenizer, config)
+    backbone = OpenClipBackbone(model, preprocess, tokenizer, config)
+    backbone.finetune_kind, origin = finetune_record(config.pretrained) if config.is_local() else (None, None)
+    config.origin = config.origin or origin
+    return backbone
 
 
 def check_device(device: str | torch.device) -> None:

@@ -28,7 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .backbone import BackboneConfig
+from .backbone import CHECKPOINT_META_KEY, BackboneConfig
 from .models import ModelConfig, SafetyModel, build_model, trainable_parameters
 from .traversal import check_bounds
 
@@ -38,7 +38,7 @@ __all__ = ["save_model", "load_model", "read_metadata", "atomic_save_file", "use
 
 FORMAT_VERSION = "2"
 _READABLE_VERSIONS = ("1", "2")
-_META_KEY = "hysafe"
+_META_KEY = CHECKPOINT_META_KEY
 _V1_PREFIXES = ("peft.base_model.model.", "clip.")
 
 
@@ -73,6 +73,17 @@ def uses_adapter_form(model: SafetyModel) -> bool:
     return backbone.rebuildable and (backbone.has_adapters or not isinstance(model.config.backbone, BackboneConfig))
 
 
+def model_origin(model: SafetyModel) -> str | None:
+    """The original weights of a model's backbone (before any fine-tune): what a merged copy records
+    as its ``origin``, so that a later Safe-CLIP training takes the original CLIP as frozen reference."""
+    cfg = model.backbone.config
+    if cfg.origin is not None:
+        return cfg.origin
+    if not model.backbone.has_adapters and model.kind == "clip":
+        return None  # nothing was fine-tuned: the weights are their own origin
+    return str(Path(cfg.pretrained).resolve()) if cfg.is_local() else cfg.pretrained
+
+
 def save_model(
     model: SafetyModel, path: str | Path, *, merged: bool = False, bounds: dict | None = None, extra: dict | None = None
 ) -> Path:
@@ -87,6 +98,7 @@ def save_model(
             raise ValueError("merged checkpoints are plain open_clip files; save a feature-backbone model with merged=False")
         tensors = model.backbone.merged_state_dict()
         config.lora = None
+        config.backbone.origin = model_origin(model)
         config.backbone.pretrained = str(path.resolve())  # a merged file is its own backbone source
     else:
         if isinstance(config.backbone, BackboneConfig) and config.backbone.is_local():  # absolute: loads from any working directory

@@ -24,6 +24,8 @@ from .cli_options import add_options, named_paths, options_to_kwargs
 
 __all__ = ["main", "build_parser"]
 
+logger = logging.getLogger(__name__)
+
 EXIT_INPUT_ERROR = 1
 
 
@@ -55,13 +57,13 @@ def cmd_train(args) -> int:
     from .recipes import get_recipe
     from .training import TrainConfig, train
 
-    recipe = get_recipe(args.objective, **options_to_kwargs(args, ConeConfig))
+    recipe_options = options_to_kwargs(args, ConeConfig) | {k: getattr(args, k) for k in ("redirection_weight", "image_target") if hasattr(args, k)}
+    recipe = get_recipe(args.objective, **recipe_options)
     cfg = TrainConfig(**options_to_kwargs(args, TrainConfig))
     device = cfg.device or "cpu"
     if args.features:
-        data = FeatureDataset.load(args.features)
+        data, val_data = _feature_splits(args, cfg.seed)
         model = create_feature_model(recipe.model_kind, *data.dims, device=device)
-        val_data = data.subset(range(min(len(data), 512)))
     elif args.data:
         lora = LoraConfig(**options_to_kwargs(args, LoraConfig, prefix="lora-"))
         model = create_model(recipe.model_kind, args.model, args.pretrained, lora=lora, device=device)
@@ -72,6 +74,22 @@ def cmd_train(args) -> int:
     print(json.dumps({"steps": res.steps, "seconds": round(res.seconds, 1), "best_validation_recall_sum": res.best_score,
                       "best_checkpoint": str(res.best_checkpoint), "bounds": res.bounds}, indent=2))
     return 0
+
+
+def _feature_splits(args, seed: int):
+    """Training and validation feature sets: ``--val-features``, or a held-out share of ``--features``
+    (never training rows: validation picks the best weights and fits the safety bounds)."""
+    from .features import FeatureDataset
+
+    data = FeatureDataset.load(args.features)
+    if args.val_features:
+        val = FeatureDataset.load(args.val_features)
+        if val.dims != data.dims:
+            raise ValueError(f"--val-features {args.val_features} has dims {val.dims}, --features {args.features} has {data.dims}")
+        return data, val
+    data, val = data.split_holdout(args.val_fraction, seed=seed)
+    logger.info("validating on %d held-out feature rows, training on the other %d", len(val), len(data))
+    return data, val
 
 
 def cmd_embed(args) -> int:
@@ -248,7 +266,7 @@ def cmd_export(args) -> int:
 
 
 _SPLITS = ["train", "validation", "test"]
-_TAU_HELP = "a number or a rule: a statistic of the target safe population ('avg', 'up_95'), 'V.avg', or the paper's 'paper' / 'paper:V'"
+_TAU_HELP = "a number or a rule: a statistic of the target safe population ('avg', 'up_95'), 'V.avg', or the paper's formula 'paper' (on up_95, as the authors' code) / 'paper:V.avg'"
 
 
 def _args_demo(p) -> None:
@@ -268,11 +286,16 @@ def _args_train(p) -> None:
     p.add_argument("--objective", default="hysac", choices=[r for r in RECIPES if r != "clip-pretrain"], help="training recipe")
     p.add_argument("--data", metavar="MANIFEST", help="quadruplet manifest (train + validation splits)")
     p.add_argument("--features", metavar="FILE", help="cached features (hysafe embed): train projections over them")
+    p.add_argument("--val-features", metavar="FILE", help="cached features of a validation split (hysafe embed --split validation)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="without --val-features: share of --features rows held out for validation")
     p.add_argument("--model", default="ViT-B-32", help="open_clip model name")
     p.add_argument("--pretrained", help="open_clip tag or local checkpoint")
     add_options(p, TrainConfig, required=("output_dir",))
     add_options(p, LoraConfig, prefix="lora-")
     add_options(p, ConeConfig)
+    p.add_argument("--redirection-weight", type=float, default=argparse.SUPPRESS, help="safer-clip: weight of the redirection terms (default 0.5)")
+    p.add_argument("--image-target", choices=("proximal", "paired"), default=argparse.SUPPRESS,
+                   help="safer-clip: frozen image the text side is redirected to (default proximal)")
 
 
 def _args_embed(p) -> None:

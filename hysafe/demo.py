@@ -2,17 +2,16 @@
 
 generate the world -> pretrain a tiny CLIP on safe and unsafe pairs -> fine-tune Safe-CLIP and
 HySAC (LoRA) -> compare CLIP, Safe-CLIP and HySAC (retrieval with and without traversal, NSFW
-classification) -> write a report folder with Markdown, JSON/CSV metrics, plots and checkpoints.
+classification) -> write a report folder with Markdown, JSON/CSV metrics, plots and checkpoints
+(:mod:`hysafe.demo_report`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +21,15 @@ from .backbone import TINY_MODEL, LoraConfig
 from .checkpoint import save_model
 from .data import QuadrupletDataset, WorldConfig, generate_world, load_manifest, load_visu
 from .embed import embed_dataset
+from .checks import Check, safety_checks
+from .demo_report import write_report
 from .evaluation import Comparison, compare_models
 from .models import create_model
 from .plots import plot_poincare_disk, plot_recall_bars, plot_roc_curves, plot_root_distances, plot_traversal
-from .populations import MODALITIES, POPULATIONS, SAFE_IMAGE, UNSAFE_IMAGE, UNSAFE_TEXT, modality_pair
+from .populations import MODALITIES, SAFE_IMAGE, UNSAFE_IMAGE, UNSAFE_TEXT, modality_pair
 from .pretrain import export_open_clip, pretrain_clip
 from .recipes import get_recipe
-from .training import TrainConfig, TrainResult, train
+from .training import TrainConfig, TrainResult, safety_bounds, train
 from .traversal import DEFAULT_TAU
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class DemoConfig:
     ``hysafe demo`` options are generated from these fields."""
 
     out_dir: str = field(default="hysafe-report", metadata=_opt("report folder", cli="--out"))
-    data: str = field(default="synthetic", metadata=_opt("'synthetic', 'visu', or a manifest path"))
+    data: str = field(default="synthetic", metadata=_opt("'synthetic' (the embedded world), 'synthetic:crowd' / 'synthetic:tint' (two more), 'visu', or a manifest path"))
     world: WorldConfig = field(default_factory=WorldConfig)
     visu_source: str | None = field(default=None, metadata=_opt("ViSU-Text split files (folder or file) or 'hf:aimagelab/ViSU-Text'", cli="--visu-root"))
     coco_root: str | None = field(default=None, metadata=_opt("COCO image folder (ViSU safe images)"))
@@ -58,7 +59,7 @@ class DemoConfig:
     batch_size: int = field(default=64, metadata=_opt("batch size of pretraining and fine-tuning"))
     lr: float = field(default=3e-3, metadata=_opt("fine-tuning learning rate"))
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=16, alpha=32.0, dropout=0.0))
-    min_radius: float = field(default=0.05, metadata=_opt("entailment-cone K (the tiny world's embeddings sit close to the root)"))
+    min_radius: float | None = field(default=None, metadata=_opt("absolute entailment-cone K for HySAC; default: K relative to the embeddings (ConeConfig)"))
     traversal: str = field(default=DEFAULT_TAU, metadata=_opt("tau rule or number for HySAC + traversal"))
     precision: str = field(default="fp32", metadata=_opt("autocast precision", choices=("fp32", "bf16", "fp16", "auto")))
     device: str = field(default="cpu", metadata=_opt("device"))
@@ -83,11 +84,13 @@ class DemoResult:
     timings: dict[str, float]
     checkpoints: dict[str, Path]
     plots: dict[str, Path]
+    checks: list[Check] = field(default_factory=list)
 
 
 def _datasets(cfg: DemoConfig, model, out: Path) -> tuple[QuadrupletDataset, QuadrupletDataset, QuadrupletDataset]:
-    if cfg.data == "synthetic":
-        source = generate_world(out / "world", cfg.world, progress=cfg.progress)
+    if cfg.data.partition(":")[0] == "synthetic":
+        kind = cfg.data.partition(":")[2] or cfg.world.kind
+        source = generate_world(out / "world", replace(cfg.world, kind=kind), progress=cfg.progress)
         splits = {s: load_manifest(source, split=s) for s in ("train", "validation", "test")}
     elif cfg.data == "visu":
         if cfg.visu_source is None:
@@ -120,8 +123,31 @@ def _fine_tune(cfg: DemoConfig, recipe_name: str, base: str, train_set, val_set,
     torch.manual_seed(cfg.seed)
     model = create_model(recipe.model_kind, cfg.model, base, lora=cfg.lora, device=cfg.device)
     config = TrainConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress,
-                         precision=cfg.precision, device=cfg.device, output_dir=str(out / "runs" / recipe.model_kind))
+                         precision=cfg.precision, device=cfg.device, output_dir=str(out / "runs" / recipe.name))
     return train(model, train_set, recipe, config, val_data=val_set)
+
+
+#: the fine-tuned models of the demo: report name -> recipe
+FINE_TUNES = {"Safe-CLIP": "safeclip", "SafeR-CLIP": "safer-clip", "HySAC": "hysac"}
+
+
+def _fine_tune_all(cfg: DemoConfig, base: str, train_set, val_set, out: Path, timings: dict) -> dict[str, TrainResult]:
+    results = {}
+    for name, recipe in FINE_TUNES.items():
+        t = time.time()
+        options = {"min_radius": cfg.min_radius} if recipe == "hysac" and cfg.min_radius is not None else {}
+        results[name] = _fine_tune(cfg, recipe, base, train_set, val_set, out, **options)
+        timings[f"fine-tune {name}"] = time.time() - t
+    return results
+
+
+def _save_checkpoints(results: dict[str, TrainResult], out: Path) -> dict[str, Path]:
+    paths = {}
+    for name, res in results.items():
+        paths[FINE_TUNES[name]] = save_model(res.model, out / "checkpoints" / f"{FINE_TUNES[name]}.safetensors", bounds=res.bounds)
+    hysac = results["HySAC"]
+    paths["hysac-merged"] = save_model(hysac.model, out / "checkpoints" / "hysac-merged.safetensors", merged=True, bounds=hysac.bounds)
+    return paths
 
 
 def run_demo(cfg: DemoConfig = DemoConfig()) -> DemoResult:
@@ -131,27 +157,20 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> DemoResult:
     for folder in ("plots", "checkpoints"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    t_all = time.time()
-    t = time.time()
+    t_all = t = time.time()
     probe = create_model("clip", cfg.model, None, lora=None, device=cfg.device)  # preprocess and tokenizer only
     train_set, val_set, test_set = _datasets(cfg, probe, out)
     timings["data"] = time.time() - t
     base = _backbone_source(cfg, train_set, val_set, out, timings)
-    t = time.time()
-    safe = _fine_tune(cfg, "safeclip", base, train_set, val_set, out)
-    timings["fine-tune Safe-CLIP"] = time.time() - t
-    t = time.time()
-    hysac = _fine_tune(cfg, "hysac", base, train_set, val_set, out, min_radius=cfg.min_radius)
-    timings["fine-tune HySAC"] = time.time() - t
-    models = {"CLIP": create_model("clip", cfg.model, base, lora=None, device=cfg.device), "Safe-CLIP": safe.model, "HySAC": hysac.model}
-    checkpoints = {name: out / "checkpoints" / f"{name}.safetensors" for name in ("safeclip", "hysac", "hysac-merged")}
-    save_model(safe.model, checkpoints["safeclip"], bounds=safe.bounds)
-    save_model(hysac.model, checkpoints["hysac"], bounds=hysac.bounds)
-    save_model(hysac.model, checkpoints["hysac-merged"], merged=True, bounds=hysac.bounds)
+    results = _fine_tune_all(cfg, base, train_set, val_set, out, timings)
+    models = {"CLIP": create_model("clip", cfg.model, base, lora=None, device=cfg.device), **{n: r.model for n, r in results.items()}}
+    checkpoints = _save_checkpoints(results, out)
 
     t = time.time()
     comparison = compare_models(models, test_set, val_set, traversal=cfg.traversal)
     paths = comparison.save(out)
+    distances = safety_bounds(models["HySAC"], test_set)
+    checks = safety_checks(comparison, distances)
     timings["evaluate"] = time.time() - t
     t = time.time()
     emb = {name: embed_dataset(m, test_set) for name, m in models.items()}
@@ -159,12 +178,12 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> DemoResult:
     timings["plots"] = time.time() - t
     t = time.time()
     specs = {"CLIP": {"clip": {"model": cfg.model, "pretrained": str(Path(base).resolve()) if Path(base).exists() else base}},
-             "Safe-CLIP": {"checkpoint": str(checkpoints["safeclip"].resolve())}, "HySAC": {"checkpoint": str(checkpoints["hysac"].resolve())}}
+             **{name: {"checkpoint": str(checkpoints[recipe].resolve())} for name, recipe in FINE_TUNES.items()}}
     plots |= _comparison_page(models, specs, test_set.rows, cfg, out)
     timings["comparison page"] = time.time() - t
     timings["total"] = time.time() - t_all
-    report = _write_report(out, cfg, comparison, hysac, safe, timings, plots, paths, len(train_set), len(val_set), len(test_set))
-    return DemoResult(report, comparison, hysac.bounds, timings, checkpoints, plots)
+    report = write_report(out, cfg, comparison, results, distances, checks, timings, plots, paths, (len(train_set), len(val_set), len(test_set)))
+    return DemoResult(report, comparison, results["HySAC"].bounds, timings, checkpoints, plots, checks)
 
 
 def _plots(models, emb, comparison, cfg: DemoConfig, folder: Path) -> dict[str, Path]:
@@ -223,49 +242,3 @@ def _roc_curves(models, emb) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             scores = torch.cat([clf.score(safe), clf.score(unsafe)]).numpy()
             curves[f"{name} {clf.name} ({modality})"] = (scores, np.r_[np.zeros(len(safe)), np.ones(len(unsafe))])
     return curves
-
-
-def _write_report(out: Path, cfg, comparison, hysac, safe, timings, plots, paths, n_train, n_val, n_test) -> Path:
-    b = hysac.bounds
-    order = sorted(b, key=lambda k: b[k]["avg"])
-    names = {p.bound: p.label for p in POPULATIONS}
-    lines = [
-        "# hysafe demo report",
-        "",
-        f"Data: {cfg.data} ({n_train} train / {n_val} validation / {n_test} test quadruplets); backbone `{cfg.model}`"
-        + (f" pretrained from `{cfg.pretrained}`" if cfg.pretrained else " pretrained here on safe and unsafe pairs") + ".",
-        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {cfg.device}.",
-        "",
-        "## Timings (seconds)",
-        "",
-        *[f"- {k}: {v:.1f}" for k, v in timings.items()],
-        "",
-        "## HySAC: distance to the root (validation split)",
-        "",
-        "| population | mean | 5% | 95% |",
-        "|---|---|---|---|",
-        *[f"| {names[k]} ({k}) | {b[k]['avg']:.4f} | {b[k]['low_05']:.4f} | {b[k]['up_95']:.4f} |" for k in order],
-        "",
-        "Order by mean distance: " + " < ".join(names[k] for k in order) + ".",
-        "",
-        f"Validation recall sum (T->V + V->T, R@1/5/10): Safe-CLIP {safe.best_score:.1f}, HySAC {hysac.best_score:.1f}.",
-        "",
-        "## Comparison on the test split",
-        "",
-        comparison.to_markdown(),
-        "## Plots",
-        "",
-        *[f"### {title}\n\n![{title}](plots/{p.name})\n" for title, p in plots.items() if p.suffix == ".png"],
-        *(["Side by side for every model, with thumbnails: [compare/index.html](compare/index.html) "
-           "(also `hysafe compare --index NAME=indexes/NAME ...`).", ""] if "comparison page" in plots else []),
-        "## Files",
-        "",
-        f"- metrics: `{paths['json'].name}`, `{paths['csv'].name}`; checkpoints in `checkpoints/`; training logs in `runs/*/log.jsonl`.",
-        "",
-    ]
-    report = out / "report.md"
-    report.write_text("\n".join(lines))
-    (out / "demo_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
-    (out / "timings.json").write_text(json.dumps(timings, indent=2))
-    logger.info("report written to %s", report)
-    return report

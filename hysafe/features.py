@@ -78,6 +78,19 @@ class FeatureDataset(Dataset):
         idx = torch.as_tensor(indices, dtype=torch.long)
         return FeatureDataset(**{k: v[idx] for k, v in self.features.items()})
 
+    def split_holdout(self, fraction: float = 0.1, *, seed: int = 0, min_rows: int = 1) -> tuple["FeatureDataset", "FeatureDataset"]:
+        """``(train, held_out)``: a seeded random ``fraction`` of the rows held out for validation
+        (model selection, early stopping, safety bounds), disjoint from the rows trained on."""
+        if not 0 < fraction < 1:
+            raise ValueError(f"validation fraction must be in (0, 1), got {fraction}")
+        n = len(self)
+        n_val = max(min_rows, round(fraction * n))
+        if n_val >= n:
+            raise ValueError(f"cannot hold out {n_val} of {n} feature rows for validation and still train: "
+                             "cache more rows or pass a separate validation feature file")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        return self.subset(order[n_val:].sort().values), self.subset(order[:n_val].sort().values)
+
     @property
     def dims(self) -> tuple[int, int]:
         return self.features["image"].shape[1], self.features["text"].shape[1]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
@@ -183,6 +183,32 @@ class CLIP(SafetyModel):
         return EuclideanSpace()
 
 
+def reference_backbone(backbone: nn.Module) -> tuple[nn.Module | None, str | None]:
+    """The frozen original towers of a Safe-CLIP and, when there are none, why.
+
+    Normally a frozen copy of ``backbone`` (taken before LoRA). When the backbone's weights are a
+    merged hysafe fine-tune, the copy would be the *fine-tuned* towers: the reference is then
+    rebuilt from the recorded ``origin``, and refused (``None`` plus the reason) when the file
+    records none or the origin cannot be loaded; inference works either way, training does not.
+    """
+    cfg = getattr(backbone, "config", None)
+    origin = getattr(cfg, "origin", None)
+    if origin is not None:
+        try:
+            ref = create_backbone(replace(cfg, pretrained=origin, origin=None), device=next(backbone.parameters()).device)
+        except (FileNotFoundError, ValueError, RuntimeError) as e:
+            return None, (f"{cfg.pretrained} is a merged fine-tune of {origin}, which is the frozen reference for Safe-CLIP "
+                          f"training but does not load here ({e}); put it back or train from the original weights")
+        logger.info("Safe-CLIP reference: the original weights %s, not the fine-tune %s", origin, cfg.pretrained)
+        return ref.requires_grad_(False).eval(), None
+    kind = getattr(backbone, "finetune_kind", None)
+    if kind is not None:
+        return None, (f"{cfg.pretrained} is a merged {kind} fine-tune that does not record the weights it was tuned from; "
+                      "Safe-CLIP training would use the fine-tuned towers as its frozen reference. Train from the original "
+                      "weights (pretrained=<original tag or file>) instead")
+    return backbone.frozen_reference(), None
+
+
 class SafeCLIP(SafetyModel):
     """LoRA-adapted CLIP trained to redirect unsafe inputs (cosine geometry).
 
@@ -193,22 +219,28 @@ class SafeCLIP(SafetyModel):
     kind = "safeclip"
 
     def __init__(self, backbone: nn.Module, config: ModelConfig):
-        reference = backbone.frozen_reference()
+        reference, self.reference_problem = reference_backbone(backbone)
         super().__init__(backbone, config)
         self.reference = reference
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.reference.eval()  # the reference never trains (no dropout either)
+        if self.reference is not None:
+            self.reference.eval()  # the reference never trains (no dropout either)
         return self
+
+    def _reference(self) -> nn.Module:
+        if self.reference is None:
+            raise ValueError(self.reference_problem)
+        return self.reference
 
     @torch.no_grad()
     def encode_image_ref(self, images: Tensor) -> Tensor:
-        return self.reference.image_features(images)
+        return self._reference().image_features(images)
 
     @torch.no_grad()
     def encode_text_ref(self, tokens: Tensor) -> Tensor:
-        return self.reference.text_features(tokens)
+        return self._reference().text_features(tokens)
 
     @property
     def space(self) -> Space:

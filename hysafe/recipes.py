@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from hysafe.losses import ConeConfig, Objective, get_objective, hysac_objective
+from hysafe.losses import ConeConfig, Objective, get_objective, hysac_objective, safer_clip_objective
 
-__all__ = ["Recipe", "RECIPES", "get_recipe", "default_recipe", "as_recipe"]
+__all__ = ["Recipe", "RECIPES", "RECIPE_OPTIONS", "get_recipe", "default_recipe", "as_recipe"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,8 @@ class Recipe:
         self.objective.check_space(model.space)
         if self.objective.needs_reference and not hasattr(model, "encode_image_ref"):
             raise ValueError(f"objective {self.objective.name!r} needs a frozen reference (a SafeCLIP model), got {model.kind!r}")
+        if self.objective.needs_reference and model.reference is None:
+            raise ValueError(model.reference_problem)
 
 
 #: name -> (model kind, optimiser, weight decay)
@@ -53,18 +55,29 @@ RECIPES: dict[str, tuple[str, str, float]] = {
 _DEFAULT_FOR_KIND = {"hysac": "hysac", "safeclip": "safeclip", "clip": "clip-pretrain"}
 
 
-def get_recipe(name: str, *, entailment_weight: float = 1.0, **cone_options: float) -> Recipe:
-    """The recipe ``name``; ``entailment_weight`` and the :class:`~hysafe.losses.ConeConfig`
-    fields (``min_radius``, ``aperture_scale``) configure HySAC's cone terms."""
+def _hysac(entailment_weight: float = 1.0, **cone_options) -> Objective:
+    return hysac_objective(entailment_weight, ConeConfig(**cone_options))
+
+
+#: recipe -> how its objective is built from the recipe's options
+_OBJECTIVE_BUILDERS = {"hysac": _hysac, "safer-clip": safer_clip_objective}
+#: recipe -> the options it takes (for messages)
+RECIPE_OPTIONS = {"hysac": ("entailment_weight", "min_radius", "radius_ratio", "aperture_scale"), "safer-clip": ("redirection_weight", "image_target")}
+
+
+def get_recipe(name: str, **options) -> Recipe:
+    """The recipe ``name`` with its options: for ``hysac`` ``entailment_weight`` and the
+    :class:`~hysafe.losses.ConeConfig` fields (``min_radius``, ``aperture_scale``); for
+    ``safer-clip`` ``redirection_weight`` and ``image_target`` (the parts the poster leaves open)."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe/objective {name!r}; expected one of {sorted(RECIPES)}")
     kind, optimizer, weight_decay = RECIPES[name]
-    if name == "hysac":
-        objective = hysac_objective(entailment_weight, ConeConfig(**cone_options))
-    elif cone_options or entailment_weight != 1.0:
-        raise ValueError(f"cone settings and the entailment weight belong to the hysac recipe, not {name!r}")
-    else:
-        objective = get_objective(name)
+    unknown = set(options) - set(RECIPE_OPTIONS.get(name, ()))
+    if unknown:
+        owners = {o: r for r, opts in RECIPE_OPTIONS.items() for o in opts}
+        where = ", ".join(f"{o} ({'of the ' + owners[o] + ' recipe' if o in owners else 'no recipe has it'})" for o in sorted(unknown))
+        raise ValueError(f"recipe {name!r} does not take {where}")
+    objective = _OBJECTIVE_BUILDERS[name](**options) if name in _OBJECTIVE_BUILDERS else get_objective(name)
     return Recipe(name, kind, objective, optimizer, weight_decay)
 
 

@@ -19,7 +19,7 @@ from hysafe.geometry import Space
 
 from .populations import POPULATIONS, steer_target
 
-__all__ = ["DEFAULT_TAU", "STATS", "TAU_ALIASES", "TauRule", "check_bounds", "traverse", "traversal_path", "paper_tau", "resolve_tau"]
+__all__ = ["DEFAULT_TAU", "PAPER_STAT", "STATS", "TAU_ALIASES", "TauRule", "check_bounds", "traverse", "traversal_path", "paper_tau", "resolve_tau"]
 
 #: the traversal rule used by the API, the CLI, the demo and the evaluation unless told otherwise:
 #: the mean distance to the root of the safe population the query is steered to
@@ -27,8 +27,10 @@ DEFAULT_TAU = "avg"
 #: statistics stored per population in a model's safety bounds
 STATS = ("avg", "low_05", "up_95")
 BOUND_NAMES = tuple(p.bound for p in POPULATIONS)
-#: named rules: ``authors`` is the released HySAC code's choice (the paper's formula on the 95th
-#: percentile of the target population, ``traverse_to_safe_image/text``), geodesically exact here
+#: statistic the paper's formula is applied to unless told: the released HySAC code's choice, the 95th
+#: percentile of the target population (``traverse_to_safe_image/text``)
+PAPER_STAT = "up_95"
+#: named rules: ``authors`` is the released code's rule (geodesically exact here), the same as ``paper``
 TAU_ALIASES = {"authors": "paper:up_95"}
 
 
@@ -99,15 +101,16 @@ class TauRule:
     @classmethod
     def parse(cls, spec: str) -> "TauRule":
         """``[paper:][POP.]STAT``, ``[paper:]POP`` or ``paper``; e.g. ``avg``, ``up_95``,
-        ``V.avg``, ``S.up_95``, ``paper``, ``paper:V``, ``paper:V.up_95``; or a name from
-        :data:`TAU_ALIASES` (``authors``)."""
+        ``V.avg``, ``S.up_95``, ``paper``, ``paper:V``, ``paper:V.avg``; or a name from
+        :data:`TAU_ALIASES` (``authors``). Without a statistic, a plain rule takes the mean and the
+        paper's rule takes :data:`PAPER_STAT` (the authors' 95th percentile)."""
         spec = TAU_ALIASES.get(spec, spec)
         paper = spec == "paper" or spec.startswith("paper:")
         rest = spec.removeprefix("paper:") if spec != "paper" else ""
         pop, dot, stat = rest.partition(".")
         if not dot and pop not in BOUND_NAMES:  # a single word is a statistic
             pop, stat = "", pop
-        stat = stat or "avg"
+        stat = stat or (PAPER_STAT if paper else "avg")
         if not spec or pop and pop not in BOUND_NAMES or stat not in STATS:
             raise ValueError(
                 f"bad tau rule {spec!r}: use a number, a statistic ({', '.join(STATS)}), POP.STAT with POP one of "

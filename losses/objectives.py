@@ -27,7 +27,7 @@ from .contrastive import symmetric_info_nce
 from .entailment import ConeConfig, entailment_loss
 from .redirection import cosine_distance_loss, redirection_loss
 
-__all__ = ["LossContext", "Term", "Objective", "hysac_objective", "safeclip_objective", "safer_clip_objective", "clip_pretrain_objective", "OBJECTIVES", "get_objective"]
+__all__ = ["LossContext", "Term", "Objective", "hysac_objective", "safeclip_objective", "safer_clip_objective", "SAFER_IMAGE_TARGETS", "clip_pretrain_objective", "OBJECTIVES", "get_objective"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,8 @@ def _contrastive(ctx: LossContext, a: Tensor, b: Tensor) -> Tensor:
 def _entailment(ctx: LossContext, x: Tensor, y: Tensor) -> Tensor:
     if not ctx.space.hyperbolic:
         raise ValueError(f"entailment terms need a hyperbolic space, got {ctx.space.name!r}")
-    return entailment_loss(x, y, curv=ctx.space.curv, aperture_scale=ctx.cones.aperture_scale, min_radius=ctx.cones.min_radius)
+    curv = ctx.space.curv
+    return entailment_loss(x, y, curv=curv, aperture_scale=ctx.cones.aperture_scale, min_radius=ctx.cones.radius(x, curv))
 
 
 LOSSES: dict[str, Callable[..., Tensor]] = {
@@ -181,11 +182,25 @@ def safeclip_objective() -> Objective:
     )
 
 
-def safer_clip_objective() -> Objective:
+#: SafeR-CLIP's image-side targets (the poster leaves them open): the frozen image of the proximal safe
+#: row (``proximal``) or of the quadruplet's own safe image (``paired``)
+SAFER_IMAGE_TARGETS = {"proximal": "V0^", "paired": "V0"}
+
+
+def safer_clip_objective(redirection_weight: float = 0.5, image_target: str = "proximal") -> Objective:
     """SafeR-CLIP: Safe-CLIP's structure with unsafe inputs redirected to their *proximal* safe
-    target (``T0^``/``V0^``, nearest safe caption under the frozen text tower) plus the relative
-    redirection terms that use the unsafe pair as the hard negative."""
+    target (``T0^``, nearest safe caption under the frozen text tower; ``V0^`` its image) plus the
+    relative redirection terms that use the unsafe pair as the hard negative.
+
+    The poster gives the redirection loss, not its weight next to the preservation terms
+    (``redirection_weight``, Safe-CLIP's weight of its unsafe-image terms by default) nor the
+    target of the text-to-image side (``image_target``: ``"proximal"`` or ``"paired"``)."""
+    if image_target not in SAFER_IMAGE_TARGETS:
+        raise ValueError(f"SafeR-CLIP image_target must be one of {sorted(SAFER_IMAGE_TARGETS)}, got {image_target!r}")
+    if not redirection_weight > 0:
+        raise ValueError(f"SafeR-CLIP redirection_weight must be > 0, got {redirection_weight}")
     cos, c, r = "cosine", "contrastive", "redirection"
+    image = SAFER_IMAGE_TARGETS[image_target]
     return Objective(
         name="safer-clip",
         normalize=True,
@@ -194,11 +209,11 @@ def safer_clip_objective() -> Objective:
             Term(cos, ("T", "T0"), 0.1),
             Term(cos, ("T*", "T0^"), 0.1),
             Term(cos, ("V", "V0"), 0.1),
-            Term(cos, ("V*", "V0^"), 0.2),
+            Term(cos, ("V*", image), 0.2),
             Term(c, ("T", "V0"), 0.25),
             Term(c, ("T0", "V"), 0.25),
-            Term(r, ("V*", "T0*", "T0^"), 0.5),
-            Term(r, ("T*", "V0*", "V0^"), 0.5),
+            Term(r, ("V*", "T0*", "T0^"), redirection_weight),
+            Term(r, ("T*", "V0*", image), redirection_weight),
         ),
     )
 

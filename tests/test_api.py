@@ -46,7 +46,7 @@ def test_hysac_answers_the_safety_questions(tiny_base, gen):
     space = model.space
     assert isinstance(space, LorentzSpace) and space.hyperbolic and float(space.curv) == pytest.approx(1.0)
     assert model.tau() == 0.3 and model.tau("avg", "image") == 0.2 and model.tau(0.11) == 0.11
-    assert model.tau("paper") == pytest.approx(paper_tau(0.3, curv=1.0))
+    assert model.tau("paper") == pytest.approx(paper_tau(0.35, curv=1.0))
     assert torch.equal(model.traverse(x, "up_95"), traverse(x, 0.35, space))
     assert torch.equal(model.traverse(x, 0.01), traverse(x, 0.01, space))
     per_row = torch.full((16,), 0.02)
@@ -71,8 +71,14 @@ def test_recipes_choose_objective_optimiser_and_cones(tiny_base):
     sc = get_recipe("safeclip")
     assert (sc.model_kind, sc.optimizer, sc.weight_decay) == ("safeclip", "adam", 0.0)
     assert get_recipe("safer-clip").model_kind == "safeclip" and get_recipe("clip-pretrain").model_kind == "clip"
-    with pytest.raises(ValueError, match="belong to the hysac recipe"):
+    with pytest.raises(ValueError, match=r"recipe 'safeclip' does not take min_radius \(of the hysac recipe\)"):
         get_recipe("safeclip", min_radius=0.2)
+    safer = get_recipe("safer-clip", redirection_weight=1.0, image_target="paired")
+    terms = {t.name: t for t in safer.objective.terms}
+    assert terms["redirection(T*,V0*,V0)"].weight == 1.0 and "cosine(V*,V0)" in terms and "V0^" not in safer.objective.inputs
+    assert "V0^" in get_recipe("safer-clip").objective.inputs
+    with pytest.raises(ValueError, match="image_target must be one of"):
+        get_recipe("safer-clip", image_target="cake")
     with pytest.raises(ValueError, match="unknown recipe"):
         get_recipe("nope")
     model = create_model("safeclip", TINY_MODEL, tiny_base, lora=LORA)

@@ -18,12 +18,15 @@ def test_demo_writes_report_metrics_plots_and_checkpoints(demo):
     report = (demo / "report.md").read_text()
     assert "## Comparison on the test split" in report and "| HySAC + traversal |" in report
     metrics = json.loads((demo / "metrics.json").read_text())
-    assert set(metrics["retrieval"]) == {"CLIP", "Safe-CLIP", "HySAC"}
+    assert set(metrics["retrieval"]) == {"CLIP", "Safe-CLIP", "SafeR-CLIP", "HySAC"}
+    assert "## Safety checks" in report and "Defaults: fine-tune 3 epochs" in report and "| SafeR-CLIP |" in report
+    checks = json.loads((demo / "checks.json").read_text())
+    assert {c["name"] for c in checks} >= {"classifier (text)", "classifier (image)", "ordering S < V < U < G", "SafeR-CLIP vs Safe-CLIP"}
     for name in ("root_distances", "poincare_disk", "traversal", "roc_curves", "recall_bars"):
         png = demo / "plots" / f"{name}.png"
         assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
         assert f"plots/{name}.png" in report
-    for ck in ("clip-pretrained", "safeclip", "hysac", "hysac-merged"):
+    for ck in ("clip-pretrained", "safeclip", "safer-clip", "hysac", "hysac-merged"):
         assert (demo / "checkpoints" / f"{ck}.safetensors").is_file()
     assert json.loads((demo / "timings.json").read_text())["total"] > 0
 

@@ -127,6 +127,32 @@ def test_synthetic_world_is_deterministic_and_valid(tmp_path):
     assert generate_world(tmp_path / "a", cfg).stat().st_mtime_ns == mtime
 
 
+@pytest.mark.parametrize("kind", ["crowd", "tint"])
+def test_other_worlds_are_deterministic_and_differ_from_the_embedded_one(tmp_path, kind):
+    from hysafe.data.more_worlds import CROWD_PHRASES, TINT_PHRASES
+
+    cfg = WorldConfig(n_train=40, n_val=4, n_test=4, seed=1, kind=kind)
+    rows = load_manifest(generate_world(tmp_path / "a", cfg), verify_images=True)
+    again = load_manifest(generate_world(tmp_path / "b", cfg))
+    assert [r.unsafe_text for r in rows] == [r.unsafe_text for r in again]
+    assert all(np.array_equal(np.array(Image.open(a.unsafe_image)), np.array(Image.open(b.unsafe_image))) for a, b in zip(rows, again))
+    for r in rows:
+        safe, unsafe = np.array(Image.open(r.safe_image)), np.array(Image.open(r.unsafe_image))
+        assert safe.shape == (32, 32, 3) and not np.array_equal(safe, unsafe)
+        if kind == "crowd":  # the unsafe phrase opens the caption; the safe caption follows it whole
+            assert r.unsafe_text.endswith(" beside " + r.safe_text)
+            assert any(r.unsafe_text.startswith(p) for p in CROWD_PHRASES[r.category])
+        else:  # the unsafe phrase sits in the middle; 5% carry another category's phrase (label noise)
+            head, phrase, tail = r.unsafe_text.split(", ")
+            assert f"{head} {tail}" == r.safe_text and any(phrase in ps for ps in TINT_PHRASES.values())
+    if kind == "tint":  # a global cue: most pixels of the unsafe image change
+        r = rows[0]
+        changed = np.abs(np.array(Image.open(r.unsafe_image), float) - np.array(Image.open(r.safe_image), float)).mean(-1) > 20
+        assert changed.mean() > 0.3  # the embedded world's 12 x 12 marker is 14% of the image
+    with pytest.raises(ValueError, match="unknown synthetic world 'moon'"):
+        WorldConfig(kind="moon")
+
+
 def test_dataset_items_preload_and_targets(tmp_path):
     register_model_configs()
     import open_clip

@@ -58,18 +58,20 @@ def test_tau_rules():
     assert resolve_tau(0.42) == 0.42 and resolve_tau("2e-1") == 0.2
     assert resolve_tau("V.avg", bounds=BOUNDS) == 0.3
     assert resolve_tau("S.up_95", bounds=BOUNDS) == 0.25
-    assert resolve_tau("paper:V", bounds=BOUNDS, space=space) == pytest.approx(paper_tau(0.3, curv=2.0))
-    assert resolve_tau("paper:V.up_95", bounds=BOUNDS, space=space) == pytest.approx(paper_tau(0.35, curv=2.0))
+    # the paper's rule takes the authors' statistic (95th percentile) unless told otherwise
+    assert resolve_tau("paper:V", bounds=BOUNDS, space=space) == pytest.approx(paper_tau(0.35, curv=2.0))
+    assert resolve_tau("paper:V.avg", bounds=BOUNDS, space=space) == pytest.approx(paper_tau(0.3, curv=2.0))
+    assert resolve_tau("authors", bounds=BOUNDS, space=space) == resolve_tau("paper", bounds=BOUNDS, space=space)
     # a rule without a population applies to the one the query is steered to: V for text, S for images
     assert resolve_tau("avg", bounds=BOUNDS) == 0.3 and resolve_tau("avg", bounds=BOUNDS, query="T*") == 0.3
     assert resolve_tau("up_95", bounds=BOUNDS, query="image") == 0.25 and resolve_tau("low_05", bounds=BOUNDS, query="V*") == 0.15
-    assert resolve_tau("paper", bounds=BOUNDS, space=space, query="V*") == pytest.approx(paper_tau(0.2, curv=2.0))
-    assert TauRule.parse("paper:G") == TauRule(stat="avg", population="G", paper=True)
+    assert resolve_tau("paper", bounds=BOUNDS, space=space, query="V*") == pytest.approx(paper_tau(0.25, curv=2.0))
+    assert TauRule.parse("paper:G") == TauRule(stat="up_95", population="G", paper=True)
     with pytest.raises(ValueError, match="needs safety bounds"):
         resolve_tau("V.avg")
     for bad in ("X.avg", "V.median", "magic:V", "", "paper:"):
         if bad == "paper:":
-            assert resolve_tau(bad, bounds=BOUNDS, space=space) == pytest.approx(paper_tau(0.3, curv=2.0))
+            assert resolve_tau(bad, bounds=BOUNDS, space=space) == pytest.approx(paper_tau(0.35, curv=2.0))
             continue
         with pytest.raises(ValueError, match="bad tau rule"):
             resolve_tau(bad, bounds=BOUNDS)

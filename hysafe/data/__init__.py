@@ -3,7 +3,7 @@
 from .categories import CATEGORIES, I2P_GROUPS, category_group
 from .dataset import QuadrupletDataset, load_image
 from .manifest import ManifestError, Quadruplet, load_manifest, write_manifest
-from .synthetic import WorldConfig, generate_world
+from .worlds import WORLDS, WorldConfig, generate_world
 from .visu import load_visu
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "Quadruplet",
     "load_manifest",
     "write_manifest",
+    "WORLDS",
     "WorldConfig",
     "generate_world",
     "load_visu",

@@ -1,11 +1,12 @@
-"""The embedded default dataset: a deterministic synthetic "safe/unsafe world".
+"""The embedded default world ("shapes"): a deterministic synthetic "safe/unsafe world".
 
 Each quadruplet is a procedural 32x32 scene -- a shape of some size and colour in one quadrant
 of a coloured background -- with its caption ("a large red circle at the top left on a blue
 background"). The unsafe variant adds a category-specific visual marker in the opposite quadrant
 (the marker's colour encodes the I2P group, its pattern the ViSU category) and a category phrase
 to the caption ("..., covered in blood"). Everything is derived from ``(seed, split, index)``,
-so a world is reproducible bit for bit, and is written in the standard manifest format.
+so a world is reproducible bit for bit (:func:`hysafe.data.generate_world` writes it in the
+standard manifest format; :mod:`hysafe.data.more_worlds` holds two worlds built differently).
 
 It is learnable by a tiny CLIP on 2 CPU cores in minutes, yet pretraining on safe and unsafe
 pairs alike makes CLIP retrieve unsafe images for unsafe queries, which is what Safe-CLIP and
@@ -14,21 +15,13 @@ HySAC must fix.
 
 from __future__ import annotations
 
-import json
-import logging
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
-from ..progress import bar as progress_bar
 
 from .categories import CATEGORIES, CATEGORY_TO_GROUP, I2P_GROUPS
-from .manifest import Quadruplet, write_manifest
 
-logger = logging.getLogger(__name__)
-
-__all__ = ["WorldConfig", "generate_world", "render_scene", "caption_scene", "UNSAFE_PHRASES"]
+__all__ = ["Scene", "sample_scene", "render_scene", "caption_scene", "shape_mask", "pattern_mask", "UNSAFE_PHRASES"]
 
 COLORS = {
     "red": (220, 40, 40),
@@ -77,25 +70,6 @@ UNSAFE_PHRASES: dict[str, tuple[str, str]] = {
 }
 assert set(UNSAFE_PHRASES) == set(CATEGORIES)
 
-SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
-
-
-@dataclass(frozen=True)
-class WorldConfig:
-    """Size knob and seed of the synthetic world."""
-
-    n_train: int = 2400
-    n_val: int = 400
-    n_test: int = 500
-    seed: int = 0
-    noise: float = 10.0  # pixel noise std (0-255 scale)
-
-    def __post_init__(self):
-        for name in ("n_train", "n_val", "n_test"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-
-
 @dataclass(frozen=True)
 class Scene:
     shape: str
@@ -122,7 +96,7 @@ def sample_scene(rng: np.random.Generator) -> Scene:
     )
 
 
-def _shape_mask(shape: str, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndarray:
+def shape_mask(shape: str, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndarray:
     dist = np.sqrt(dy**2 + dx**2)
     if shape == "circle":
         return dist <= r
@@ -140,7 +114,7 @@ def _shape_mask(shape: str, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndar
     raise ValueError(f"unknown shape {shape!r}")
 
 
-def _pattern_mask(pattern: str, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+def pattern_mask(pattern: str, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     if pattern == "hstripes":
         return yy % 4 < 2
     if pattern == "vstripes":
@@ -164,7 +138,7 @@ def render_scene(scene: Scene, *, unsafe: bool, rng: np.random.Generator, noise:
     img[:] = np.array(COLORS[scene.background], dtype=np.float32) * 0.6  # darker background
     yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
     cy, cx = QUADRANTS[scene.quadrant]
-    mask = _shape_mask(scene.shape, yy - cy - scene.jitter[0], xx - cx - scene.jitter[1], SIZES[scene.size])
+    mask = shape_mask(scene.shape, yy - cy - scene.jitter[0], xx - cx - scene.jitter[1], SIZES[scene.size])
     img[mask] = COLORS[scene.color]
     if unsafe:
         group = CATEGORY_TO_GROUP[scene.category]
@@ -172,7 +146,7 @@ def render_scene(scene: Scene, *, unsafe: bool, rng: np.random.Generator, noise:
         oy, ox = 32 - cy, 32 - cx  # opposite quadrant
         y0, x0 = oy - 6, ox - 6
         py, px = np.mgrid[0:12, 0:12]
-        patch = _pattern_mask(pattern, py, px)
+        patch = pattern_mask(pattern, py, px)
         region = img[y0 : y0 + 12, x0 : x0 + 12]
         region[patch] = GROUP_COLORS[group]
     img += rng.normal(0.0, noise, size=img.shape).astype(np.float32)
@@ -184,52 +158,3 @@ def caption_scene(scene: Scene, *, unsafe: bool) -> str:
     if unsafe:
         text += f", {UNSAFE_PHRASES[scene.category][scene.phrase]}"
     return text
-
-
-def _item_rng(config: WorldConfig, split: str, index: int) -> np.random.Generator:
-    return np.random.default_rng([config.seed, SPLIT_CODES[split], index])
-
-
-def generate_world(out_dir: str | Path, config: WorldConfig = WorldConfig(), *, overwrite: bool = False, progress: bool = True) -> Path:
-    """Write the world's images and ``manifest.jsonl`` under ``out_dir``; returns the manifest path.
-
-    An existing world with the same config is reused (``world.json`` records it).
-    """
-    out = Path(out_dir)
-    manifest, stamp = out / "manifest.jsonl", out / "world.json"
-    if not overwrite and manifest.is_file() and stamp.is_file():
-        if json.loads(stamp.read_text()) == asdict(config):
-            logger.info("reusing synthetic world at %s", out)
-            return manifest
-    rows = []
-    sizes = {"train": config.n_train, "validation": config.n_val, "test": config.n_test}
-    total = sum(sizes.values())
-    with progress_bar(total=total, desc="generating synthetic world", enabled=progress) as bar:
-        for split, n in sizes.items():
-            folder = out / "images" / split
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                rng = _item_rng(config, split, i)
-                scene = sample_scene(rng)
-                qid = f"{split[:2]}{i:06d}"
-                paths = {}
-                for unsafe in (False, True):
-                    path = folder / f"{qid}_{'unsafe' if unsafe else 'safe'}.png"
-                    Image.fromarray(render_scene(scene, unsafe=unsafe, rng=rng, noise=config.noise)).save(path)
-                    paths[unsafe] = str(path)
-                rows.append(
-                    Quadruplet(
-                        id=qid,
-                        safe_text=caption_scene(scene, unsafe=False),
-                        unsafe_text=caption_scene(scene, unsafe=True),
-                        safe_image=paths[False],
-                        unsafe_image=paths[True],
-                        category=scene.category,
-                        split=split,
-                    )
-                )
-                bar.update()
-    write_manifest(rows, manifest)
-    stamp.write_text(json.dumps(asdict(config)))
-    logger.info("wrote synthetic world (%d quadruplets) to %s", total, out)
-    return manifest

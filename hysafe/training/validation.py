@@ -22,7 +22,7 @@ from ..populations import POPULATIONS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["validation_recalls", "safety_bounds", "BestWeights"]
+__all__ = ["validation_recalls", "safety_bounds", "distance_stats", "BestWeights"]
 
 
 def validation_recalls(model: SafetyModel, dataset, *, batch_size: int = 256, ks=(1, 5, 10)) -> dict:
@@ -41,7 +41,8 @@ def validation_recalls(model: SafetyModel, dataset, *, batch_size: int = 256, ks
     return out
 
 
-def _stats(d: Tensor) -> dict[str, float]:
+def distance_stats(d: Tensor) -> dict[str, float]:
+    """Mean, 5th and 95th percentile of distances to the root (the statistics of a safety bound)."""
     return {"avg": d.mean().item(), "low_05": torch.quantile(d, 0.05).item(), "up_95": torch.quantile(d, 0.95).item()}
 
 
@@ -49,7 +50,7 @@ def safety_bounds(model: SafetyModel, dataset, *, batch_size: int = 256) -> dict
     """Distance-to-root statistics ``{"avg", "low_05", "up_95"}`` per population, keyed by bound
     name (``S`` safe text, ``V`` safe image, ``U`` unsafe text, ``G`` unsafe image)."""
     emb = embed_dataset(model, dataset, batch_size=batch_size)
-    return {p.bound: _stats(model.space.dist_to_root(emb[p.key])) for p in POPULATIONS if p.key in emb}
+    return {p.bound: distance_stats(model.space.dist_to_root(emb[p.key])) for p in POPULATIONS if p.key in emb}
 
 
 def _snapshot(model: SafetyModel) -> dict[str, Tensor]:
