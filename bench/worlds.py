@@ -36,19 +36,23 @@ from hysafe.training import nearest_safe_targets, safety_bounds  # noqa: E402
 #: name -> (DemoConfig overrides, HySAC recipe options): one change each against the defaults
 VARIANTS: dict[str, tuple[dict, dict]] = {
     "default": ({}, {}),
-    "abs-K0.05": ({}, {"min_radius": 0.05}),  # v0.1's demo setting
+    "abs-K0.05": ({}, {"min_radius": 0.05}),  # v0.1's demo cone setting
+    "v0.1": ({"select": "recall"}, {"min_radius": 0.05}),  # v0.1's demo: absolute K and selection on recall
     "abs-K0.1": ({}, {"min_radius": 0.1}),  # the papers' K
     "rel-0.1": ({}, {"radius_ratio": 0.1}),
     "rel-0.3": ({}, {"radius_ratio": 0.3}),
     "rel-0.5": ({}, {"radius_ratio": 0.5}),
+    "select-recall": ({"select": "recall"}, {}),  # v0.1's model selection
     "lr1e-3": ({"lr": 1e-3}, {}),
     "epochs60": ({"finetune_epochs": 60}, {}),
     "lora-alpha16": ({"lora": LoraConfig(r=16, alpha=16.0, dropout=0.0)}, {}),
     "entail0.3": ({}, {"entailment_weight": 0.3}),
+    "entail2": ({}, {"entailment_weight": 2.0}),
 }
-#: Euclidean models per world: name -> (recipe, recipe options, checkpoint stem); the last is SafeR-CLIP's ablation
-EUCLIDEAN = {"Safe-CLIP": ("safeclip", {}, "safeclip"), "SafeR-CLIP": ("safer-clip", {}, "safer-clip"),
-             "SafeR-CLIP (paired image)": ("safer-clip", {"image_target": "paired"}, "safer-clip-paired")}
+#: Euclidean models per world: name -> (recipe, recipe options, checkpoint stem); the last two are SafeR-CLIP ablations
+EUCLIDEAN = {"Safe-CLIP": ("safeclip", {}, "safeclip"), "SafeR-CLIP": ("safer-clip", {}, "safer-clip-paired-s100"),
+             "SafeR-CLIP (proximal image)": ("safer-clip", {"image_target": "proximal"}, "safer-clip-s100"),
+             "SafeR-CLIP (proximal image, scale 1: v0.1)": ("safer-clip", {"image_target": "proximal", "redirection_scale": 1.0}, "safer-clip")}
 
 
 def _euclidean(cfg: DemoConfig, base: str, train, val, out: Path) -> dict:
@@ -99,14 +103,46 @@ def run_world(world: str, variants: list[str], out: Path, base_cfg: DemoConfig, 
             f"{c.name}: {'ok' if c.passed else 'NO'} ({c.detail})" for c in safety_checks(comparison, distances)), flush=True)
 
 
+_SETTINGS = ("T->V", "V->T", "T*->V u V*", "V*->T u T*", "T*->V*")
+
+
+def _retrieval_table(comparison: dict) -> list[str]:
+    lines = ["| model | " + " | ".join(_SETTINGS) + " |", "|---|" + "---|" * len(_SETTINGS)]
+    for model, rows in comparison["retrieval"].items():
+        for trav in (False, True):
+            cells = []
+            for setting in _SETTINGS:
+                r = next((r for r in rows if r["setting"] == setting and r["traversal"] == trav), None)
+                cells.append("-" if r is None else f"{r['R@1']:.1f}" + (f" ({r['unsafe@1 %']:.1f}%)" if "unsafe@1 %" in r else ""))
+            if any(c != "-" for c in cells):
+                lines.append(f"| {model}{' + traversal' if trav else ''} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _classifier_table(comparison: dict) -> list[str]:
+    lines = ["| model | classifier | ROC-AUC text | ROC-AUC images |", "|---|---|---|---|"]
+    for model, rows in comparison["classification"].items():
+        for name in dict.fromkeys(r["classifier"] for r in rows):
+            auc = {r["modality"]: r["roc_auc"] for r in rows if r["classifier"] == name}
+            lines.append(f"| {model} | {name} | {auc.get('text', float('nan')):.3f} | {auc.get('image', float('nan')):.3f} |")
+    return lines
+
+
 def markdown(records: list[dict]) -> str:
-    """One table of checks per (world, variant), then the distances."""
-    lines = ["| world | variant | " + " | ".join(c["name"] for c in records[0]["checks"]) + " |",
-             "|---|---|" + "---|" * len(records[0]["checks"])]
+    """Per (world, variant): the checks, the population distances, R@1 (unsafe@1) and the classifiers."""
+    out = []
     for r in records:
-        lines.append(f"| {r['world']} | {r['variant']} | " + " | ".join(
-            ("ok: " if c["passed"] else "**no**: ") + c["detail"] for c in r["checks"]) + " |")
-    return "\n".join(lines) + "\n"
+        d = r["distances"]
+        out += [f"### {r['world']}, {r['variant']}", "",
+                f"HySAC fine-tune {r['seconds']:.0f} s; SafeR-CLIP's proximal target is the row's own safe caption for "
+                f"{100 * r['proximal_is_own_pair']:.1f}% of unsafe captions.", "",
+                "| check | holds | numbers |", "|---|---|---|",
+                *[f"| {c['name']} | {'yes' if c['passed'] else '**no**'} | {c['detail']} |" for c in r["checks"]], "",
+                "HySAC distance to the root on the test split (mean, 5%, 95%): "
+                + "; ".join(f"{k} {d[k]['avg']:.3f} ({d[k]['low_05']:.3f}-{d[k]['up_95']:.3f})" for k in "SVUG" if k in d) + ".", "",
+                "R@1 on the test split (unsafe share of top-1 for mixed galleries):", "", *_retrieval_table(r["comparison"]), "",
+                *_classifier_table(r["comparison"]), ""]
+    return "\n".join(out) + "\n"
 
 
 def main(argv=None) -> int:

@@ -57,7 +57,7 @@ def cmd_train(args) -> int:
     from .recipes import get_recipe
     from .training import TrainConfig, train
 
-    recipe_options = options_to_kwargs(args, ConeConfig) | {k: getattr(args, k) for k in ("redirection_weight", "image_target") if hasattr(args, k)}
+    recipe_options = options_to_kwargs(args, ConeConfig) | {k: getattr(args, k) for k in ("redirection_weight", "image_target", "redirection_scale") if hasattr(args, k)}
     recipe = get_recipe(args.objective, **recipe_options)
     cfg = TrainConfig(**options_to_kwargs(args, TrainConfig))
     device = cfg.device or "cpu"
@@ -71,7 +71,7 @@ def cmd_train(args) -> int:
     else:
         raise ValueError("train needs --data MANIFEST (or --features FILE for the head strategy)")
     res = train(model, data, recipe, cfg, val_data=val_data)
-    print(json.dumps({"steps": res.steps, "seconds": round(res.seconds, 1), "best_validation_recall_sum": res.best_score,
+    print(json.dumps({"steps": res.steps, "seconds": round(res.seconds, 1), "best_validation_score": res.best_score,
                       "best_checkpoint": str(res.best_checkpoint), "bounds": res.bounds}, indent=2))
     return 0
 
@@ -295,7 +295,9 @@ def _args_train(p) -> None:
     add_options(p, ConeConfig)
     p.add_argument("--redirection-weight", type=float, default=argparse.SUPPRESS, help="safer-clip: weight of the redirection terms (default 0.5)")
     p.add_argument("--image-target", choices=("proximal", "paired"), default=argparse.SUPPRESS,
-                   help="safer-clip: frozen image the text side is redirected to (default proximal)")
+                   help="safer-clip: frozen image the text side is redirected to (default paired: the row's own safe image)")
+    p.add_argument("--redirection-scale", type=float, default=argparse.SUPPRESS,
+                   help="safer-clip: temperature of the redirection terms (default: the logit scale, 100; 1 is the poster's formula as written)")
 
 
 def _args_embed(p) -> None:

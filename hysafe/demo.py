@@ -60,6 +60,7 @@ class DemoConfig:
     lr: float = field(default=3e-3, metadata=_opt("fine-tuning learning rate"))
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=16, alpha=32.0, dropout=0.0))
     min_radius: float | None = field(default=None, metadata=_opt("absolute entailment-cone K for HySAC; default: K relative to the embeddings (ConeConfig)"))
+    select: str = field(default="auto", metadata=_opt("model selection of the fine-tunes (TrainConfig.select)", choices=("auto", "recall", "safety")))
     traversal: str = field(default=DEFAULT_TAU, metadata=_opt("tau rule or number for HySAC + traversal"))
     precision: str = field(default="fp32", metadata=_opt("autocast precision", choices=("fp32", "bf16", "fp16", "auto")))
     device: str = field(default="cpu", metadata=_opt("device"))
@@ -122,7 +123,7 @@ def _fine_tune(cfg: DemoConfig, recipe_name: str, base: str, train_set, val_set,
     recipe = get_recipe(recipe_name, **recipe_options)
     torch.manual_seed(cfg.seed)
     model = create_model(recipe.model_kind, cfg.model, base, lora=cfg.lora, device=cfg.device)
-    config = TrainConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress,
+    config = TrainConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress, select=cfg.select,
                          precision=cfg.precision, device=cfg.device, output_dir=str(out / "runs" / recipe.name))
     return train(model, train_set, recipe, config, val_data=val_set)
 

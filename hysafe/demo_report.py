@@ -27,6 +27,15 @@ def _distance_table(bounds: dict) -> list[str]:
             "", "Order by mean distance: " + " < ".join(names[k] for k in order) + "."]
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what :mod:`platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def _defaults_line(cfg: DemoConfig) -> str:
     cones = "absolute K = {}".format(cfg.min_radius) if cfg.min_radius is not None else "K relative to the embeddings (ConeConfig defaults)"
     return (f"Defaults: fine-tune {cfg.finetune_epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, LoRA r{cfg.lora.r} alpha {cfg.lora.alpha:g}, "
@@ -41,7 +50,7 @@ def write_report(out: Path, cfg, comparison, results, distances, checks, timings
         f"Data: {cfg.data} ({sizes[0]} train / {sizes[1]} validation / {sizes[2]} test quadruplets); backbone `{cfg.model}`"
         + (f" pretrained from `{cfg.pretrained}`" if cfg.pretrained else " pretrained here on safe and unsafe pairs") + ".",
         _defaults_line(cfg),
-        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {cfg.device}.",
+        f"Machine: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {cfg.device}.",
         "",
         "## Timings (seconds)",
         "",
@@ -56,7 +65,8 @@ def write_report(out: Path, cfg, comparison, results, distances, checks, timings
         "",
         "The validation split's statistics (the safety bounds behind tau and the classifier threshold) are in the checkpoints.",
         "",
-        f"Validation recall sum (T->V + V->T, R@1/5/10): {best}.",
+        f"Selection score of the kept weights (validation recall sum T->V + V->T R@1/5/10; for HySAC times the "
+        f"root-distance ordering 2 AUC - 1): {best}.",
         "",
         "## Comparison on the test split",
         "",

@@ -38,6 +38,7 @@ class LossContext:
     space: Space
     logit_scale: Tensor | float
     cones: ConeConfig = ConeConfig()
+    redirection_scale: Tensor | float = 1.0
 
 
 def _contrastive(ctx: LossContext, a: Tensor, b: Tensor) -> Tensor:
@@ -55,7 +56,7 @@ LOSSES: dict[str, Callable[..., Tensor]] = {
     "contrastive": _contrastive,
     "entailment": _entailment,
     "cosine": lambda ctx, x, target: cosine_distance_loss(x, target),
-    "redirection": lambda ctx, anchor, neg, pos: redirection_loss(anchor, neg, pos),
+    "redirection": lambda ctx, anchor, neg, pos: redirection_loss(anchor, neg, pos, scale=ctx.redirection_scale),
 }
 
 
@@ -84,13 +85,15 @@ class Objective:
     """A named list of terms; ``normalize`` divides the total by the sum of weights (once).
 
     ``fixed_logit_scale`` replaces the model's learnable scale (Safe-CLIP uses a fixed 100);
-    ``cones`` configures the entailment terms."""
+    ``cones`` configures the entailment terms; ``redirection_scale`` is the temperature of the
+    redirection terms (``None``: the same logit scale as the contrastive terms)."""
 
     name: str
     terms: tuple[Term, ...]
     normalize: bool = False
     fixed_logit_scale: float | None = None
     cones: ConeConfig = ConeConfig()
+    redirection_scale: float | None = None  # temperature of redirection terms; None: the logit scale
     needs_reference: bool = field(init=False, default=False)
     needs_hyperbolic: bool = field(init=False, default=False)
 
@@ -130,7 +133,7 @@ class Objective:
         scale = self.fixed_logit_scale if self.fixed_logit_scale is not None else logit_scale
         if scale is None:
             raise ValueError(f"objective {self.name!r} needs the model's logit_scale")
-        ctx = LossContext(space, scale, self.cones)
+        ctx = LossContext(space, scale, self.cones, scale if self.redirection_scale is None else self.redirection_scale)
         total: Tensor | float = 0.0
         logs: dict[str, float] = {}
         for term in self.terms:
@@ -182,29 +185,36 @@ def safeclip_objective() -> Objective:
     )
 
 
-#: SafeR-CLIP's image-side targets (the poster leaves them open): the frozen image of the proximal safe
-#: row (``proximal``) or of the quadruplet's own safe image (``paired``)
+#: SafeR-CLIP's image-side targets (the poster leaves them open): the frozen image of the quadruplet's own
+#: safe image (``paired``, the default) or of the row whose caption is the proximal target (``proximal``)
 SAFER_IMAGE_TARGETS = {"proximal": "V0^", "paired": "V0"}
 
 
-def safer_clip_objective(redirection_weight: float = 0.5, image_target: str = "proximal") -> Objective:
+def safer_clip_objective(redirection_weight: float = 0.5, image_target: str = "paired", redirection_scale: float | None = None) -> Objective:
     """SafeR-CLIP: Safe-CLIP's structure with unsafe inputs redirected to their *proximal* safe
     target (``T0^``, nearest safe caption under the frozen text tower; ``V0^`` its image) plus the
     relative redirection terms that use the unsafe pair as the hard negative.
 
     The poster gives the redirection loss, not its weight next to the preservation terms
-    (``redirection_weight``, Safe-CLIP's weight of its unsafe-image terms by default) nor the
-    target of the text-to-image side (``image_target``: ``"proximal"`` or ``"paired"``)."""
+    (``redirection_weight``, Safe-CLIP's weight of its unsafe-image terms by default), nor the
+    target of the text-to-image side (``image_target``: ``"paired"``, the unsafe input's own safe
+    image, by default: the proximal target is chosen among *captions*, and the image of another
+    row is no counterpart of this unsafe image; or ``"proximal"``, that row's image), nor a
+    temperature (``redirection_scale``; default ``None``: the objective's logit scale 100, the one
+    temperature of every similarity term; ``1.0`` is the poster's formula as written)."""
     if image_target not in SAFER_IMAGE_TARGETS:
         raise ValueError(f"SafeR-CLIP image_target must be one of {sorted(SAFER_IMAGE_TARGETS)}, got {image_target!r}")
     if not redirection_weight > 0:
         raise ValueError(f"SafeR-CLIP redirection_weight must be > 0, got {redirection_weight}")
+    if redirection_scale is not None and not redirection_scale > 0:
+        raise ValueError(f"SafeR-CLIP redirection_scale must be > 0, got {redirection_scale}")
     cos, c, r = "cosine", "contrastive", "redirection"
     image = SAFER_IMAGE_TARGETS[image_target]
     return Objective(
         name="safer-clip",
         normalize=True,
         fixed_logit_scale=100.0,
+        redirection_scale=redirection_scale,
         terms=(
             Term(cos, ("T", "T0"), 0.1),
             Term(cos, ("T*", "T0^"), 0.1),

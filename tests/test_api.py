@@ -73,10 +73,10 @@ def test_recipes_choose_objective_optimiser_and_cones(tiny_base):
     assert get_recipe("safer-clip").model_kind == "safeclip" and get_recipe("clip-pretrain").model_kind == "clip"
     with pytest.raises(ValueError, match=r"recipe 'safeclip' does not take min_radius \(of the hysac recipe\)"):
         get_recipe("safeclip", min_radius=0.2)
-    safer = get_recipe("safer-clip", redirection_weight=1.0, image_target="paired")
+    safer = get_recipe("safer-clip", redirection_weight=1.0)
     terms = {t.name: t for t in safer.objective.terms}
     assert terms["redirection(T*,V0*,V0)"].weight == 1.0 and "cosine(V*,V0)" in terms and "V0^" not in safer.objective.inputs
-    assert "V0^" in get_recipe("safer-clip").objective.inputs
+    assert "V0^" in get_recipe("safer-clip", image_target="proximal").objective.inputs
     with pytest.raises(ValueError, match="image_target must be one of"):
         get_recipe("safer-clip", image_target="cake")
     with pytest.raises(ValueError, match="unknown recipe"):

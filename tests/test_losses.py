@@ -94,6 +94,15 @@ def test_cosine_and_redirection_closed_form():
     assert cosine_distance_loss(e1, 3 * e1).item() == pytest.approx(0.0, abs=1e-7)
     assert redirection_loss(e1, e1, e2).item() == pytest.approx(math.log(1 + math.e), abs=1e-6)
     assert redirection_loss(e1, e2, e1).item() == pytest.approx(math.log(1 + math.exp(-1)), abs=1e-6)
+    assert redirection_loss(e1, e1, e2, scale=100.0).item() == pytest.approx(100 + math.log(1 + math.exp(-100)), abs=1e-4)
+    # SafeR-CLIP's redirection terms run at the objective's logit scale unless told otherwise
+    from hysafe.geometry import EuclideanSpace
+    from hysafe.losses import safer_clip_objective
+
+    emb = {"V*": e1, "T0*": e1, "T0^": e2, "T*": e1, "V0*": e1, "V0^": e2, "T": e1, "T0": e1, "V": e1, "V0": e1}
+    for scale, expected in ((None, 100 + math.log(1 + math.exp(-100))), (1.0, math.log(1 + math.e))):
+        _, logs = safer_clip_objective(redirection_scale=scale)(emb, EuclideanSpace())
+        assert logs["redirection(V*,T0*,T0^)"] == pytest.approx(expected, abs=1e-4)
 
 
 def test_objectives_are_weighted_sums_of_named_terms(gen):

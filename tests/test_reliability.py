@@ -66,7 +66,7 @@ def edited_copy(src, dst, edit):
 def scripted_validation(monkeypatch, scores):
     """Validation recall sums in a fixed order: selection is then decided, not left to chance."""
     it = iter(scores)
-    monkeypatch.setattr("hysafe.training.loop.validation_recalls", lambda *a, **k: {"recall_sum": next(it)})
+    monkeypatch.setattr("hysafe.training.loop.validation_recalls", lambda *a, **k: {"score": (v := next(it)), "recall_sum": v})
 
 
 class Kill(Exception):
@@ -99,7 +99,7 @@ def test_resumed_run_whose_later_epochs_do_not_improve_keeps_the_best(world, tin
     for name in a:
         assert torch.allclose(a[name], b[name], atol=1e-6), name
         assert torch.allclose(b[name], epoch1[name], atol=1e-6), name  # the best epoch's weights, not the last
-    assert read_metadata(tmp_path / "b" / "best.safetensors")["extra"]["best_validation_recall_sum"] == 10.0
+    assert read_metadata(tmp_path / "b" / "best.safetensors")["extra"]["best_validation_score"] == 10.0
     steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines() if '"validation"' not in line]
     assert steps == list(range(1, 10))  # the steps re-run after the kill are logged once
 
@@ -293,7 +293,7 @@ def test_resume_with_other_settings_names_the_difference(trained, world, tiny_ba
     other = create_model("hysac", TINY_MODEL, tiny_base, lora=LoraConfig(r=2, alpha=8.0, dropout=0.0))
     with pytest.raises(ValueError, match=r"holds a run with a different configuration \(model.lora.r: 4 there, 2 now"):
         train(other, world, "hysac", TrainConfig(epochs=2, batch_size=16, progress=False, output_dir=str(run)))
-    with pytest.raises(ValueError, match=r"different configuration \(cones: \[1.0, 0.1\] there, \[1.0, 0.3\] now"):
+    with pytest.raises(ValueError, match=r"different configuration \(cones: \[1.0, None, 0.2\] there, \[1.0, 0.3, 0.2\] now"):
         train(fresh(tiny_base), world, get_recipe("hysac", min_radius=0.3), TrainConfig(epochs=2, batch_size=16, progress=False, output_dir=str(run)))
     with pytest.raises(ValueError, match=r"different configuration \(.*recipe: 'hysac' there, 'safeclip' now"):
         torch.manual_seed(0)

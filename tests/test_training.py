@@ -151,8 +151,10 @@ def test_bf16_accumulation_workers_and_early_stopping(world, tiny_base, tmp_path
     assert all(torch.isfinite(torch.tensor(r["total"])) for r in logged)
     assert logged[0]["step"] == 1 and len({r["epoch"] for r in logged}) == len(res.history)
     assert len(logged) == 4 * len(res.history)  # 8 batches per epoch / accumulation of 2
-    sums = [h["recall_sum"] for h in res.history]
-    # early stopping: the run ends once an epoch fails to beat the best so far
+    sums = [h["score"] for h in res.history]
+    # HySAC selects on recall x root-distance ordering; early stopping ends the run once an epoch fails to beat the best
+    assert all(h["score"] == pytest.approx(h["recall_sum"] * h["ordering"]) for h in res.history)
+    assert all(h["ordering"] == pytest.approx((2 * h["root AUC text"] - 1 + 2 * h["root AUC image"] - 1) / 2) for h in res.history)
     stopped_early = len(sums) < 3
     assert stopped_early == (len(sums) >= 2 and sums[-1] <= max(sums[:-1]))
     assert res.best_score == max(sums)
@@ -160,3 +162,16 @@ def test_bf16_accumulation_workers_and_early_stopping(world, tiny_base, tmp_path
     assert len(lines) == len(logged) + len(res.history)
     with pytest.raises(ValueError, match="invalid TrainConfig"):
         TrainConfig(precision="fp8")
+
+
+def test_ordering_auc_is_the_roc_auc_of_root_distance():
+    from sklearn.metrics import roc_auc_score
+
+    from hysafe.training.validation import ordering_auc
+
+    g = torch.Generator().manual_seed(0)
+    safe, unsafe = torch.randn(50, generator=g), torch.randn(60, generator=g) + 0.5
+    unsafe[:5] = safe[:5]  # ties count half, as in sklearn
+    expected = roc_auc_score([0] * 50 + [1] * 60, torch.cat([safe, unsafe]).numpy())
+    assert ordering_auc(safe, unsafe) == pytest.approx(expected, abs=1e-12)
+    assert ordering_auc(torch.zeros(3), torch.ones(4)) == 1.0 and ordering_auc(torch.ones(3), torch.zeros(4)) == 0.0

@@ -14,6 +14,7 @@ from ..models import SafetyModel
 __all__ = ["TrainConfig", "TrainResult"]
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+SELECTIONS = ("auto", "recall", "safety")
 
 
 def _opt(help: str, **cli) -> dict:
@@ -45,7 +46,10 @@ class TrainConfig:
     checkpoint_every: int | None = field(default=200, metadata=_opt("optimiser steps between resumable training-state checkpoints (also written after every epoch)"))
     resume: bool = field(default=True, metadata=_opt("continue from the run folder's last.safetensors when present"))
     validate: bool = field(default=True, metadata=_opt("validation recall after every epoch (model selection, early stopping)"))
-    early_stopping_patience: int | None = field(default=None, metadata=_opt("stop after this many epochs without a better validation recall sum", cli="--patience"))
+    select: str = field(default="auto", metadata=_opt(
+        "model selection score: 'recall' (validation T->V + V->T recall sum) or 'safety' (that sum x the root-distance "
+        "ordering, 2 ROC-AUC - 1, averaged over text and images; hyperbolic models); 'auto': safety for HySAC", choices=SELECTIONS))
+    early_stopping_patience: int | None = field(default=None, metadata=_opt("stop after this many epochs without a better selection score", cli="--patience"))
     eval_batch_size: int = field(default=256, metadata=_opt("batch size of validation and bounds"))
     log_every: int = field(default=10, metadata=_opt("optimiser steps between log.jsonl records"))
     tensorboard: bool = field(default=False, metadata=_opt("also write TensorBoard scalars (pip install hysafe[tensorboard])"))
@@ -63,6 +67,7 @@ class TrainConfig:
             "precision": self.precision in PRECISIONS,
             "optimizer": self.optimizer in (None, "adamw", "adam"),
             "schedule": self.schedule in ("cosine", "constant"),
+            "select": self.select in SELECTIONS,
             "weight_decay": self.weight_decay is None or self.weight_decay >= 0,
             "checkpoint_every": self.checkpoint_every is None or self.checkpoint_every >= 1,
         }
@@ -75,7 +80,7 @@ class TrainConfig:
 class TrainResult:
     model: SafetyModel
     history: list[dict] = field(default_factory=list)  # one dict per validation (epoch)
-    best_score: float | None = None
+    best_score: float | None = None  # the selection score of the kept weights (TrainConfig.select)
     best_checkpoint: Path | None = None
     bounds: dict | None = None
     steps: int = 0

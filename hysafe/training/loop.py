@@ -138,7 +138,7 @@ class TrainingRun:
         if val_set is None:
             return None
         self.model.eval()
-        recalls = validation_recalls(self.model, val_set, batch_size=self.cfg.eval_batch_size)
+        recalls = validation_recalls(self.model, val_set, batch_size=self.cfg.eval_batch_size, select=self.cfg.select)
         self.model.train()
         metrics = {"epoch": self.progress["epoch"], "step": self.progress["step"], **recalls}
         self.progress["history"].append(metrics)
@@ -200,7 +200,7 @@ def train(
         else:
             model.bounds = safety_bounds(model, val_set or train_set, batch_size=cfg.eval_batch_size)
             if best_path is not None:
-                save_best(model, best_path, extra={"best_validation_recall_sum": run.progress["best"]})
+                save_best(model, best_path, extra={"best_validation_score": run.progress["best"], "select": cfg.select})
     return TrainResult(model=model, history=run.progress["history"], best_score=run.progress["best"],
                        best_checkpoint=best_path if best_path and best_path.is_file() else None,
                        bounds=model.bounds, steps=run.progress["step"], seconds=time.time() - start)

@@ -37,7 +37,8 @@ def run_fingerprint(model, recipe) -> dict:
     config = model.config.to_dict()
     config["backbone"].pop("pretrained", None)
     return {"recipe": recipe.name, "objective": [list(map(str, (t.loss, t.inputs, t.weight))) for t in recipe.objective.terms],
-            "cones": [recipe.objective.cones.aperture_scale, recipe.objective.cones.min_radius, recipe.objective.cones.radius_ratio], "model": config}
+            "cones": [recipe.objective.cones.aperture_scale, recipe.objective.cones.min_radius, recipe.objective.cones.radius_ratio],
+            "redirection_scale": recipe.objective.redirection_scale, "model": config}
 
 
 def _differences(a, b, prefix: str = "") -> list[str]:

@@ -1,6 +1,7 @@
 """Validation, model selection and the safety bounds a trained model carries.
 
-* :func:`validation_recalls`: safe retrieval recall (T->V, V->T) and its sum, the selection score;
+* :func:`validation_recalls`: safe retrieval recall (T->V, V->T) and its sum, the root-distance
+  ordering of hyperbolic models, and the selection ``score`` (:data:`SELECTION_HELP`);
 * :class:`BestWeights`: keeps the best epoch's weights, writes ``best.safetensors``, decides
   early stopping;
 * :func:`safety_bounds`: distance-to-root statistics per population (traversal and thresholds).
@@ -22,11 +23,33 @@ from ..populations import POPULATIONS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["validation_recalls", "safety_bounds", "distance_stats", "BestWeights"]
+__all__ = ["validation_recalls", "ordering_auc", "safety_bounds", "distance_stats", "BestWeights"]
 
 
-def validation_recalls(model: SafetyModel, dataset, *, batch_size: int = 256, ks=(1, 5, 10)) -> dict:
-    """Safe retrieval recalls (T->V, V->T) on a validation set and their sum (model selection)."""
+def ordering_auc(d_safe: Tensor, d_unsafe: Tensor) -> float:
+    """ROC-AUC of "farther from the root = unsafe": the probability that an unsafe item lies
+    farther than a safe one (ties count half)."""
+    diff = d_unsafe.double().flatten().unsqueeze(1) - d_safe.double().flatten().unsqueeze(0)
+    return float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
+
+
+def _ordering(model: SafetyModel, emb: dict) -> dict:
+    """Root-distance ROC-AUC per modality and the ordering ``2 AUC - 1`` averaged over them."""
+    out = {}
+    for modality, (safe, unsafe) in {"text": ("T", "T*"), "image": ("V", "V*")}.items():
+        if safe in emb and unsafe in emb:
+            out[f"root AUC {modality}"] = ordering_auc(model.space.dist_to_root(emb[safe]), model.space.dist_to_root(emb[unsafe]))
+    aucs = list(out.values())
+    out["ordering"] = sum(2 * a - 1 for a in aucs) / len(aucs)
+    return out
+
+
+def validation_recalls(model: SafetyModel, dataset, *, batch_size: int = 256, ks=(1, 5, 10), select: str = "auto") -> dict:
+    """Safe retrieval recalls (T->V, V->T) and their sum on a validation set; for hyperbolic
+    models also the root-distance ordering; and ``score``, what model selection maximises:
+    the recall sum (``select="recall"``), or the recall sum times the ordering (``"safety"``,
+    the default for hyperbolic models: recall saturates within a few epochs while the safety
+    ordering keeps forming, so selecting on recall alone keeps an early, barely ordered model)."""
     emb = embed_dataset(model, dataset, batch_size=batch_size)
     space, out = model.space, {}
     idx = torch.arange(len(dataset))
@@ -38,6 +61,10 @@ def validation_recalls(model: SafetyModel, dataset, *, batch_size: int = 256, ks
         for k, v in recall_at_k(emb["T*"], emb["T"], idx, space, ks).items():
             out[f"T*->T R@{k}"] = v
     out["recall_sum"] = sum(out.values())
+    safety = select == "safety" or select == "auto" and space.hyperbolic
+    if space.hyperbolic:
+        out |= _ordering(model, emb)
+    out["score"] = out["recall_sum"] * out["ordering"] if safety else out["recall_sum"]
     return out
 
 
@@ -62,7 +89,7 @@ def save_best(model: SafetyModel, path: Path, extra: dict) -> None:
 
 
 class BestWeights:
-    """Model selection by the validation recall sum (``progress["best"]``, higher is better).
+    """Model selection by the validation ``score`` (:func:`validation_recalls`; ``progress["best"]``, higher is better).
 
     Without validation the last epoch counts as the best. ``path`` (main process only) receives
     the best weights after every improvement; ``patience`` epochs without one stop the run.
@@ -87,10 +114,10 @@ class BestWeights:
             self.weights = _snapshot(model)
             return False
         p = self.progress
-        if p["best"] is not None and metrics["recall_sum"] <= p["best"]:
+        if p["best"] is not None and metrics["score"] <= p["best"]:
             p["bad_epochs"] += 1
             return self.patience is not None and p["bad_epochs"] >= self.patience
-        p["best"], p["bad_epochs"] = metrics["recall_sum"], 0
+        p["best"], p["bad_epochs"] = metrics["score"], 0
         self.weights = _snapshot(model)
         if self.path is not None:
             save_best(model, self.path, extra={"epoch": epoch, "validation": metrics})
