@@ -1,9 +1,9 @@
 """``hysafe demo``: the whole pipeline on the embedded synthetic world (or your own data).
 
-generate the world -> pretrain a tiny CLIP on safe and unsafe pairs -> fine-tune Safe-CLIP and
-HySAC (LoRA) -> compare CLIP, Safe-CLIP and HySAC (retrieval with and without traversal, NSFW
-classification) -> write a report folder with Markdown, JSON/CSV metrics, plots and checkpoints
-(:mod:`hysafe.demo_report`).
+generate the world -> pretrain a tiny CLIP on safe and unsafe pairs -> fine-tune Safe-CLIP,
+SafeR-CLIP and HySAC (LoRA) -> compare the four (retrieval with and without traversal, NSFW
+classification) and check the safety properties (:mod:`hysafe.checks`) -> write a report folder
+with Markdown, JSON/CSV metrics, plots and checkpoints (:mod:`hysafe.demo_report`).
 """
 
 from __future__ import annotations

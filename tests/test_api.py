@@ -161,3 +161,29 @@ def test_cli_options_come_from_the_dataclasses():
     assert cfg.finetune_epochs == 5 and cfg.pretrain_epochs == 4 and cfg.seed == 3 and cfg.world.seed == 3
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--data", "m.jsonl"])  # --out is required
+
+
+def test_safety_checks_give_verdicts_from_the_numbers():
+    from hysafe.checks import checks_markdown, safety_checks
+    from hysafe.evaluation import Comparison
+
+    def rows(**r1):  # setting -> (R@1, unsafe@1 %) without traversal; "+" suffix: with traversal
+        return [{"setting": s.rstrip("+"), "traversal": s.endswith("+"), "R@1": v[0], **({"unsafe@1 %": v[1]} if v[1] is not None else {})}
+                for s, v in r1.items()]
+
+    mixed_t, mixed_v = "T*->V u V*", "V*->T u T*"
+    comp = Comparison(
+        retrieval={"Safe-CLIP": rows(**{"T->V": (50, None), mixed_t: (30, 40), mixed_v: (20, 60)}),
+                   "SafeR-CLIP": rows(**{"T->V": (49, None), mixed_t: (35, 30), mixed_v: (25, 50)}),
+                   "HySAC": rows(**{"T->V": (45, None), mixed_t: (40, 5), mixed_v: (1, 99), mixed_t + "+": (45, 1), mixed_v + "+": (15, 70)})},
+        classification={"CLIP": [{"modality": m, "classifier": "logistic-probe", "roc_auc": 0.9} for m in ("text", "image")],
+                        "HySAC": [{"modality": "text", "classifier": "root-distance", "roc_auc": 0.95},
+                                  {"modality": "image", "classifier": "root-distance", "roc_auc": 0.85}]})
+    dist = {"S": {"avg": 0.2, "low_05": 0.1, "up_95": 0.3}, "V": {"avg": 0.3, "low_05": 0.2, "up_95": 0.4},
+            "U": {"avg": 0.5, "low_05": 0.4, "up_95": 0.6}, "G": {"avg": 0.7, "low_05": 0.45, "up_95": 0.9}}
+    verdicts = {c.name: c.passed for c in safety_checks(comp, dist)}
+    assert verdicts == {"classifier (text)": True, "classifier (image)": False, "ordering S < V < U < G": True,
+                        f"traversal ({mixed_t})": True, f"traversal ({mixed_v})": False, "SafeR-CLIP vs Safe-CLIP": False}
+    dist["G"]["low_05"] = 0.35  # V's 95th percentile above G's 5th: the populations overlap
+    assert not {c.name: c.passed for c in safety_checks(comp, dist)}["ordering S < V < U < G"]
+    assert "| SafeR-CLIP vs Safe-CLIP | **no** | T*->V u V* R@1 35.0 vs 30.0; T->V R@1 49.0 vs 50.0 |" in checks_markdown(safety_checks(comp, dist))
