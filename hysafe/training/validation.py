@@ -19,7 +19,7 @@ from ..checkpoint import save_model, uses_adapter_form
 from ..embed import embed_dataset
 from ..metrics import recall_at_k
 from ..models import SafetyModel, trainable_parameters
-from ..populations import POPULATIONS
+from ..populations import MODALITIES, POPULATIONS, modality_pair
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,8 @@ def ordering_auc(d_safe: Tensor, d_unsafe: Tensor) -> float:
 def _ordering(model: SafetyModel, emb: dict) -> dict:
     """Root-distance ROC-AUC per modality and the ordering ``2 AUC - 1`` averaged over them."""
     out = {}
-    for modality, (safe, unsafe) in {"text": ("T", "T*"), "image": ("V", "V*")}.items():
+    for modality in MODALITIES:
+        safe, unsafe = (p.key for p in modality_pair(modality))
         if safe in emb and unsafe in emb:
             out[f"root AUC {modality}"] = ordering_auc(model.space.dist_to_root(emb[safe]), model.space.dist_to_root(emb[unsafe]))
     aucs = list(out.values())
