@@ -96,11 +96,12 @@ def run_world(world: str, variants: list[str], out: Path, base_cfg: DemoConfig, 
         seconds = time.time() - t
         comparison = compare_models({**models, "HySAC": hysac.model}, test, val, traversal=vcfg.traversal)
         distances = safety_bounds(hysac.model, test)
-        record = _summary(world, variant, comparison, distances, safety_checks(comparison, distances), seconds, hysac.model, share)
+        checks = safety_checks(comparison, distances)
+        record = _summary(world, variant, comparison, distances, checks, seconds, hysac.model, share)
         with results.open("a") as f:
             f.write(json.dumps(record) + "\n")
         print(f"{world:7s} {variant:14s} passed={record['passed']} " + "; ".join(
-            f"{c.name}: {'ok' if c.passed else 'NO'} ({c.detail})" for c in safety_checks(comparison, distances)), flush=True)
+            f"{c.name}: {'ok' if c.passed else 'NO'} ({c.detail})" for c in checks), flush=True)
 
 
 _SETTINGS = ("T->V", "V->T", "T*->V u V*", "V*->T u T*", "T*->V*")

@@ -54,10 +54,10 @@ def cmd_train(args) -> int:
     from .backbone import LoraConfig
     from .features import FeatureDataset
     from .models import create_feature_model, create_model
-    from .recipes import get_recipe
+    from .recipes import RECIPE_OPTIONS, get_recipe
     from .training import TrainConfig, train
 
-    recipe_options = options_to_kwargs(args, ConeConfig) | {k: getattr(args, k) for k in ("redirection_weight", "image_target", "redirection_scale") if hasattr(args, k)}
+    recipe_options = options_to_kwargs(args, ConeConfig) | {k: getattr(args, k) for k in RECIPE_OPTIONS["safer-clip"] if hasattr(args, k)}
     recipe = get_recipe(args.objective, **recipe_options)
     cfg = TrainConfig(**options_to_kwargs(args, TrainConfig))
     device = cfg.device or "cpu"

@@ -1,7 +1,7 @@
 """Validation, model selection and the safety bounds a trained model carries.
 
 * :func:`validation_recalls`: safe retrieval recall (T->V, V->T) and its sum, the root-distance
-  ordering of hyperbolic models, and the selection ``score`` (:data:`SELECTION_HELP`);
+  ordering of hyperbolic models, and the selection ``score`` (``TrainConfig.select``);
 * :class:`BestWeights`: keeps the best epoch's weights, writes ``best.safetensors``, decides
   early stopping;
 * :func:`safety_bounds`: distance-to-root statistics per population (traversal and thresholds).
