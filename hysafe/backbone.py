@@ -169,6 +169,10 @@ class OpenClipBackbone(nn.Module):
     def text_features(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.model.encode_text(tokens, normalize=False)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute both towers' block activations in the backward pass (open_clip's own switch)."""
+        self.model.set_grad_checkpointing(enable)
+
     def frozen_reference(self) -> "OpenClipBackbone":
         """The original towers: a deep copy with gradients off, in eval mode (taken before adapters)."""
         if self.has_adapters:

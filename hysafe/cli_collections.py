@@ -139,7 +139,8 @@ def args_index(p) -> None:
     p.add_argument("--index", required=True, metavar="DIR", help="the index folder")
     _args_model(p, required=False)
     _args_source(p)
-    p.add_argument("--kind", default="auto", choices=["auto", "flat", "ivf"], help="faiss index (auto: IVF from 200k items)")
+    p.add_argument("--kind", default="auto", choices=["auto", "flat", "ivf", "ivfpq"],
+                   help="faiss index (auto: IVF from 200k items; ivfpq: compressed codes in RAM, full vectors memory-mapped for an exact re-rank)")
     p.add_argument("--query", action="append", help="search: a text query (repeatable)")
     p.add_argument("--image", action="append", help="search: an image query (repeatable)")
     p.add_argument("-k", "--k", type=int, default=10)

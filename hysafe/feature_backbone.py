@@ -70,6 +70,10 @@ class FeatureBackbone(nn.Module):
         """The untrained identity projections, frozen: the cached features themselves."""
         return FeatureBackbone(self.config).to(self.proj_image.weight.device).requires_grad_(False).eval()
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if enable:
+            raise ValueError("gradient checkpointing recomputes transformer blocks; a feature backbone has none (one linear layer per tower)")
+
     def add_lora(self, config) -> None:
         raise ValueError("LoRA adapters need an open_clip backbone; a feature backbone trains its projections directly (lora=None)")
 

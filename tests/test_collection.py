@@ -243,3 +243,24 @@ def test_chunk_counts_give_the_progress_bar_its_total(folder, tmp_path):
     assert ImageFolder(folder).num_chunks(7) == -(-50 // 7)  # 48 images + the corrupt and the empty file
     _, pattern = _shards(folder, tmp_path / "shards", per_shard=20)
     assert Shards(pattern).num_chunks(7) == 3
+
+
+def test_compressed_collection_index_keeps_its_vectors_in_the_folder(hysac, folder, tmp_path):
+    model, _ = hysac
+    copies = tmp_path / "copies"  # 288 images: a product quantizer trains on >= 256
+    copies.mkdir()
+    for i in range(6):
+        for f in sorted(folder.rglob("*.png")):
+            shutil.copy(f, copies / f"{i}-{f.parent.parent.name}-{f.name}")
+    flat = build_index(model, ImageFolder(copies), tmp_path / "flat", kind="flat", progress=False)
+    built = build_index(model, ImageFolder(copies), tmp_path / "pq", kind="ivfpq", progress=False)
+    assert sorted(p.name for p in (tmp_path / "pq").glob("index.faiss*")) == [
+        "index.faiss", "index.faiss.json", "index.faiss.refine.npz", "index.faiss.vectors"]
+    assert (tmp_path / "pq" / "index.faiss.vectors").stat().st_size == 288 * model.embed_dim * 4
+    reopened = CollectionIndex.open(tmp_path / "pq")
+    assert reopened.index.kind == "ivfpq" and len(reopened.index) == 288
+    with torch.no_grad():
+        q = model.encode_text(model.tokenize(["a red circle, covered in blood", "a green square"]))
+    want = [h["distance"] for hs in flat.search(model, q, 8, modality="text") for h in hs]
+    for index in (built, reopened):
+        assert [h["distance"] for hs in index.search(model, q, 8, modality="text") for h in hs] == pytest.approx(want, abs=1e-5)

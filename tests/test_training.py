@@ -175,3 +175,44 @@ def test_ordering_auc_is_the_roc_auc_of_root_distance():
     expected = roc_auc_score([0] * 50 + [1] * 60, torch.cat([safe, unsafe]).numpy())
     assert ordering_auc(safe, unsafe) == pytest.approx(expected, abs=1e-12)
     assert ordering_auc(torch.zeros(3), torch.ones(4)) == 1.0 and ordering_auc(torch.ones(3), torch.zeros(4)) == 0.0
+
+
+def _step_losses(model, world, **options):
+    logged, checkpointing = [], []
+    tower = model.backbone.model.transformer
+    train(model, world, "hysac", TrainConfig(epochs=1, batch_size=16, lr=3e-3, validate=False, progress=False, **options),
+          callbacks=[lambda r: (logged.append(r["total"]), checkpointing.append(tower.grad_checkpointing))])
+    return logged, checkpointing
+
+
+def test_gradient_checkpointing_gives_the_same_losses_and_weights(world, tiny_base):
+    plain_model, ckpt_model = fresh("hysac", tiny_base), fresh("hysac", tiny_base)
+    plain, off = _step_losses(plain_model, world)
+    ckpt, on = _step_losses(ckpt_model, world, grad_checkpointing=True)
+    assert len(plain) == 4 and not any(off) and all(on)  # it was on while training (LoRA dropout replayed exactly) ...
+    assert ckpt_model.backbone.model.transformer.grad_checkpointing is False  # ... and off afterwards
+    assert max(abs(a - b) for a, b in zip(plain, ckpt)) < 1e-5
+    a, b = trainable(plain_model), trainable(ckpt_model)
+    assert all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)
+    features = create_feature_model("hysac", 8, 8)
+    with pytest.raises(ValueError, match="a feature backbone has none"):
+        rows = {k: torch.randn(32, 8) for k in ("image", "unsafe_image", "text", "unsafe_text")}
+        train(features, FeatureDataset(**rows),
+              "hysac", TrainConfig(epochs=1, batch_size=16, validate=False, progress=False, grad_checkpointing=True))
+
+
+INDUCTOR = pytest.mark.skipif(not os.environ.get("HYSAFE_TEST_INDUCTOR"), reason="generates and compiles C++ kernels (~2 min on 2 cores): "
+                              "HYSAFE_TEST_INDUCTOR=1 runs it; aot_eager covers the capture in the default suite")
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=[pytest.mark.slow, INDUCTOR])])
+def test_compiled_step_gives_the_same_losses(world, tiny_base, backend):
+    """torch.compile captures forward + loss (+ backward through AOTAutograd); no dropout, whose RNG
+    differs between eager and generated kernels."""
+    no_dropout = LoraConfig(r=4, alpha=8.0, dropout=0.0)
+    plain, _ = _step_losses(fresh("hysac", tiny_base, no_dropout), world)
+    torch._dynamo.reset()
+    compiled, _ = _step_losses(fresh("hysac", tiny_base, no_dropout), world, compile=backend)
+    assert len(compiled) == 4 and max(abs(a - b) for a, b in zip(plain, compiled)) < 1e-5
+    with pytest.raises(ValueError, match="invalid TrainConfig"):
+        TrainConfig(compile="tvm")

@@ -4,7 +4,8 @@ A folder holds ``index.faiss`` (+ ``.json``, :class:`~hysafe.retrieval.Retrieval
 ``items.parquet`` (row, id, path or text, modality, NSFW score) and ``index.json`` (model
 fingerprint and how to rebuild the model, geometry, sources, size). Searching with another model
 than the one that built the index is refused. Builds are resumable and splittable over torchrun
-ranks like ``score``; the index is flat below ``IVF_FROM`` items and IVF above (or as chosen).
+ranks like ``score``; the index is flat below ``IVF_FROM`` items and IVF above (or as chosen;
+``ivfpq`` keeps compressed codes in RAM and the full vectors in ``index.faiss.vectors``).
 """
 
 from __future__ import annotations
@@ -81,9 +82,7 @@ class CollectionIndex:
     def _save(self) -> None:
         tmp = self.folder / ".items.parquet.tmp"
         pq.write_table(self.items, tmp)
-        self.index.save(self.folder / ".index.faiss.tmp")
-        os.replace(self.folder / ".index.faiss.tmp", self.folder / "index.faiss")
-        os.replace(self.folder / ".index.faiss.tmp.json", self.folder / "index.faiss.json")
+        self.index.save(self.folder / "index.faiss")  # each file replaced atomically; ivfpq vectors already live here
         os.replace(tmp, self.folder / "items.parquet")
         self.meta["size"] = self.items.num_rows
         (self.folder / ".index.json.tmp").write_text(json.dumps(self.meta, indent=2))
@@ -123,8 +122,8 @@ def build_index(model: SafetyModel, source: Source, folder: str | Path, *, kind:
     folder = Path(folder)
     if (folder / "index.json").exists():
         raise ValueError(f"{folder} already holds an index; use 'hysafe index add' to extend it")
-    if kind not in ("auto", "flat", "ivf"):
-        raise ValueError(f"index kind must be 'auto', 'flat' or 'ivf', got {kind!r}")
+    if kind not in ("auto", "flat", "ivf", "ivfpq"):
+        raise ValueError(f"index kind must be 'auto', 'flat', 'ivf' or 'ivfpq', got {kind!r}")
     fingerprint = model_fingerprint(model)
     store = PartStore(folder / "build", {"model": fingerprint, "source": source.describe(), "batch_size": batch_size})
     if not _embed_into(store, model, source, batch_size=batch_size, num_workers=num_workers, progress=progress):
@@ -134,7 +133,8 @@ def build_index(model: SafetyModel, source: Source, folder: str | Path, *, kind:
         raise ValueError(f"{source.describe()}: no readable items to index ({len(skipped)} skipped)")
     n = table.num_rows
     chosen = kind if kind != "auto" else ("ivf" if n >= IVF_FROM else "flat")
-    index = RetrievalIndex(model.space, emb.shape[1], kind=chosen, nlist=max(1, int(4 * math.sqrt(n))) if chosen == "ivf" else 1024)
+    index = RetrievalIndex(model.space, emb.shape[1], kind=chosen, nlist=max(1, int(4 * math.sqrt(n))) if chosen != "flat" else 1024,
+                           **({"vectors": folder / "index.faiss.vectors"} if chosen == "ivfpq" else {}))
     folder.mkdir(parents=True, exist_ok=True)
     meta = {"model": fingerprint, "model_spec": model_spec, "space": model.space.to_dict(), "modality": source.modality,
             "kind": chosen, "sources": [source.describe()], "skipped": len(skipped), "size": 0}

@@ -40,6 +40,11 @@ class TrainConfig:
     grad_accum: int = field(default=1, metadata=_opt("micro-batches accumulated per optimiser step"))
     max_grad_norm: float | None = field(default=None, metadata=_opt("clip the gradient norm to this value"))
     precision: str = field(default="fp32", metadata=_opt("autocast precision (auto: bf16 on capable GPUs); hyperbolic math stays fp32", choices=PRECISIONS))
+    compile: str | None = field(default=None, metadata=_opt(
+        "torch.compile the forward pass and loss with this backend ('inductor': fused kernels; the first steps compile)",
+        choices=("inductor", "aot_eager", "eager")))
+    grad_checkpointing: bool = field(default=False, metadata=_opt(
+        "recompute the transformer blocks' activations in the backward pass: memory for larger batches, ~1/3 more compute"))
     num_workers: int = field(default=0, metadata=_opt("DataLoader worker processes (0 preloads images once)", cli="--workers"))
     seed: int = field(default=0, metadata=_opt("seed of shuffling, dropout and initialisation"))
     output_dir: str | None = field(default=None, metadata=_opt("run folder: log.jsonl, config.json, last.safetensors (resume), best.safetensors", cli="--out"))
@@ -68,6 +73,7 @@ class TrainConfig:
             "optimizer": self.optimizer in (None, "adamw", "adam"),
             "schedule": self.schedule in ("cosine", "constant"),
             "select": self.select in SELECTIONS,
+            "compile": self.compile in (None, "inductor", "aot_eager", "eager"),
             "weight_decay": self.weight_decay is None or self.weight_decay >= 0,
             "checkpoint_every": self.checkpoint_every is None or self.checkpoint_every >= 1,
         }

@@ -6,6 +6,7 @@ logs (:mod:`.logs`); what to optimise comes from the recipe (:mod:`hysafe.recipe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -51,6 +52,41 @@ def compute_loss(model: SafetyModel, objective: Objective, batch: dict[str, Tens
         return objective(emb, model.live_space, model.logit_scale)
 
 
+@contextlib.contextmanager
+def grad_checkpointing(model: SafetyModel, enable: bool):
+    """Activation checkpointing of the backbone while training (off again afterwards)."""
+    if not enable:
+        yield
+        return
+    model.backbone.set_grad_checkpointing(True)
+    try:
+        yield
+    finally:
+        model.backbone.set_grad_checkpointing(False)
+
+
+@contextlib.contextmanager
+def compiled_loss(model: SafetyModel, backend: str | None):
+    """:func:`compute_loss` compiled with ``backend`` (itself when ``None``).
+
+    peft's LoRA on ``nn.MultiheadAttention`` adds the adapter to the attention weights and takes
+    it off again inside every forward (module attributes swapped, which torch.compile cannot
+    capture): those modules run eagerly while compiling, the rest of the step is compiled."""
+    if backend is None:
+        yield compute_loss
+        return
+    from peft.tuners.lora.layer import MultiheadAttention as LoraAttention
+
+    eager = [m for m in model.modules() if isinstance(m, LoraAttention)]
+    for m in eager:
+        m.forward = torch.compiler.disable(m.forward)
+    try:
+        yield torch.compile(compute_loss, backend=backend)
+    finally:
+        for m in eager:
+            del m.forward  # back to the class's method
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -73,6 +109,7 @@ class TrainingRun:
     fingerprint: dict
     callbacks: Sequence[Callable[[dict], None]] = ()
     progress: dict = field(default_factory=new_progress)
+    loss_fn: Callable[..., tuple[Tensor, dict[str, float]]] = compute_loss  # compiled when TrainConfig.compile
 
     def save_state(self) -> None:
         if self.folder is not None and self.dist.is_main:
@@ -114,7 +151,7 @@ class TrainingRun:
         start, losses = time.time(), {"total": float("nan")}
         for micro, batch in enumerate(batches, start=1):
             batch = {k: v.to(self.dist.device, non_blocking=True) for k, v in batch.items()}
-            loss, losses = compute_loss(self.model, self.objective, batch, self.opt.amp_dtype)
+            loss, losses = self.loss_fn(self.model, self.objective, batch, self.opt.amp_dtype)
             self.opt.backward(loss, cfg.grad_accum)
             p["batch"] += 1
             if micro % cfg.grad_accum == 0:
@@ -186,7 +223,8 @@ def train(
     best = BestWeights(path=best_path, patience=cfg.early_stopping_patience)
     run = TrainingRun(model, recipe.objective, opt, train_set, sampler, cfg, dist, folder, best, run_fingerprint(model, recipe), callbacks)
     start = time.time()
-    with locked_run_folder(folder if dist.is_main else None):
+    with locked_run_folder(folder if dist.is_main else None), grad_checkpointing(model, cfg.grad_checkpointing), \
+            compiled_loss(model, cfg.compile) as run.loss_fn:
         run.resume()
         config_record = {"train": asdict(cfg), "recipe": recipe.name, "objective": recipe.objective.name}
         log_folder = folder if dist.is_main else None

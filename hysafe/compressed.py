@@ -1,0 +1,130 @@
+"""The parts of a compressed (``ivfpq``) :class:`~hysafe.retrieval.RetrievalIndex` that faiss does
+not provide as such: code layouts, a second-stage refine code and the exact re-rank.
+
+A query is answered in three stages, each on fewer candidates and more precisely:
+
+1. faiss's IVF-PQ scan of the probed lists, by the residual's product-quantization code
+   (``PQ_DIMS`` dimensions per byte): ``rerank x k`` candidates;
+2. the candidates' reconstructions refined by a second product quantizer of what the first one
+   left over (``REFINE_DIMS`` dimensions per byte, kept in RAM in id order): the best
+   ``EXACT_FACTOR x k``;
+3. those read from the memory-mapped full vectors (:class:`~hysafe.vector_file.VectorFile`) and
+   ranked by the exact distance of the space, in float64.
+
+Both codes together take 8 / ``PQ_DIMS`` + 8 / ``REFINE_DIMS`` = 3 bits per dimension (plus the
+8-byte id faiss stores per vector): 298 bytes for a 768-d Lorentz embedding, 1/10 of the flat
+index's 3,076 bytes of float32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import faiss
+import numpy as np
+import torch
+from torch import Tensor
+
+from hysafe.geometry import Space
+
+from .vector_file import VectorFile
+
+__all__ = ["PQ_CENTROIDS", "PQ_DIMS", "REFINE_DIMS", "EXACT_FACTOR", "PQ_TRAIN_POINTS", "pq_layout", "train_pq", "RefineCodes", "refine_candidates", "exact_rerank"]
+
+#: entries of every 8-bit codebook (the fewest training vectors a product quantizer takes)
+PQ_CENTROIDS = 256
+#: index-vector dimensions per byte of the first-stage (IVF-PQ) code: 2 bits per dimension
+PQ_DIMS = 4
+#: dimensions per byte of the second-stage (refine) code: 1 bit per dimension (faiss encodes
+#: 4- and 8-dim sub-vectors with SIMD kernels; 5 dims take 11x longer)
+REFINE_DIMS = 8
+#: candidates per result read back at full precision for the exact distance
+EXACT_FACTOR = 10
+#: residuals a product quantizer trains on (128 per centroid), and its k-means iterations:
+#: faiss's sub-quantizer k-means at 4-5 dims is memory-bound, ~90 s per 20k x 193 codes x 25 iterations
+PQ_TRAIN_POINTS = 32768
+PQ_TRAIN_ITERATIONS = 15
+
+
+def train_pq(pq: faiss.ProductQuantizer, x: np.ndarray) -> None:
+    """Train ``pq`` on at most ``PQ_TRAIN_POINTS`` rows of ``x`` (already padded to ``pq.d``)."""
+    pq.cp.niter = PQ_TRAIN_ITERATIONS
+    pq.train(np.ascontiguousarray(x[:PQ_TRAIN_POINTS]))
+
+
+def pq_layout(dim: int, dims_per_code: int) -> tuple[int, int]:
+    """``(codes, padded dim)``: one 8-bit sub-quantizer per ``dims_per_code`` dimensions, the
+    vectors zero-padded to a multiple of it."""
+    codes = math.ceil(dim / dims_per_code)
+    return codes, codes * dims_per_code
+
+
+def pad(x: np.ndarray, dim: int) -> np.ndarray:
+    """Zero-pad rows ``(N, d <= dim)`` to ``dim`` columns."""
+    return np.pad(x, ((0, 0), (0, dim - x.shape[1]))) if x.shape[1] < dim else x
+
+
+class RefineCodes:
+    """A product quantizer of residuals ``(N, dim)`` and the codes of every indexed vector, by id."""
+
+    def __init__(self, dim: int, dims_per_code: int = REFINE_DIMS):
+        self.dim = dim
+        self.codes_per_vector, self.padded = pq_layout(dim, dims_per_code)
+        self.pq = faiss.ProductQuantizer(self.padded, self.codes_per_vector, 8)
+        self.codes = np.zeros((0, self.codes_per_vector), np.uint8)
+
+    def __len__(self) -> int:
+        return self.codes.shape[0]
+
+    def train(self, residuals: np.ndarray) -> None:
+        train_pq(self.pq, pad(residuals, self.padded))
+
+    def encode(self, residuals: np.ndarray) -> np.ndarray:
+        return self.pq.compute_codes(np.ascontiguousarray(pad(residuals, self.padded)))
+
+    def append(self, codes: list[np.ndarray]) -> None:
+        """Add the codes of the next ids (one concatenation per call: pass a whole add's chunks)."""
+        self.codes = np.concatenate([self.codes, *codes])
+
+    def decode(self, ids: np.ndarray) -> np.ndarray:
+        """Decoded residuals of ids ``(n,)`` (all valid): ``(n, dim)``."""
+        return self.pq.decode(np.ascontiguousarray(self.codes[ids]))[:, : self.dim]
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"centroids": faiss.vector_to_array(self.pq.centroids), "codes": self.codes}
+
+    def load_state(self, state: dict[str, np.ndarray], source: str) -> None:
+        centroids, codes = state["centroids"], state["codes"]
+        if centroids.size != self.pq.centroids.size() or codes.ndim != 2 or codes.shape[1] != self.codes_per_vector:
+            raise ValueError(f"{source}: refine codes of another layout than the index's "
+                             f"({self.codes_per_vector} codes of {self.padded // self.codes_per_vector} dims)")
+        faiss.copy_array_to_vector(centroids.astype(np.float32), self.pq.centroids)
+        self.codes = codes
+
+
+def refine_candidates(refine: RefineCodes, query_vectors: np.ndarray, candidates: np.ndarray, first_ip: np.ndarray,
+                      keep: int) -> np.ndarray:
+    """Stage 2: the ``keep`` best candidate ids ``(Q, C)`` of each query (``-1`` = none) by the
+    first stage's inner product ``first_ip`` ``(Q, C)`` (centroid + first code) plus the refine
+    code's, from per-query lookup tables. ``(Q, min(keep, C))``."""
+    q = torch.from_numpy(pad(query_vectors, refine.padded).reshape(len(query_vectors), refine.codes_per_vector, -1))
+    centroids = torch.from_numpy(faiss.vector_to_array(refine.pq.centroids).reshape(refine.codes_per_vector, PQ_CENTROIDS, -1))
+    tables = torch.einsum("qmd,mkd->qmk", q, centroids)  # (Q, codes, 256)
+    codes = torch.from_numpy(refine.codes[np.maximum(candidates, 0)]).long().transpose(1, 2)  # (Q, codes, C)
+    estimate = torch.from_numpy(first_ip) + tables.gather(2, codes).sum(1)
+    estimate = torch.where(torch.from_numpy(candidates) < 0, torch.tensor(-float("inf")), estimate)
+    best = torch.topk(estimate, min(keep, candidates.shape[1]), dim=1).indices.numpy()
+    return np.take_along_axis(candidates, best, axis=1)
+
+
+def exact_rerank(space: Space, queries: Tensor, candidates: np.ndarray, vectors: VectorFile, k: int) -> tuple[Tensor, Tensor]:
+    """Stage 3: the ``k`` nearest of each query's candidate ids ``(Q, C)`` (``-1`` = none) by exact
+    distance in ``space``, in float64 from the stored full vectors. ``(distances, ids)``, ``(Q, k)``."""
+    rows = torch.from_numpy(vectors.take(candidates)).double()  # (Q, C, D)
+    q = space.query_vectors(queries.double())
+    g = space.gallery_vectors(rows.reshape(-1, rows.shape[-1])).reshape(*rows.shape[:2], -1)
+    dist = space.distance_from_inner(torch.einsum("qd,qcd->qc", q, g))
+    ids = torch.from_numpy(candidates).long()
+    dist = torch.where(ids < 0, torch.full_like(dist, float("inf")), dist)
+    order = torch.sort(dist, dim=1, stable=True).indices[:, :k]
+    return dist.gather(1, order).float(), ids.gather(1, order)
