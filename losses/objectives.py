@@ -15,6 +15,8 @@ total and every term's value by name, for logging.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -27,7 +29,7 @@ from .contrastive import symmetric_info_nce
 from .entailment import ConeConfig, entailment_loss
 from .redirection import cosine_distance_loss, redirection_loss
 
-__all__ = ["LossContext", "Term", "Objective", "hysac_objective", "safeclip_objective", "safer_clip_objective", "SAFER_IMAGE_TARGETS", "clip_pretrain_objective", "OBJECTIVES", "get_objective"]
+__all__ = ["LossContext", "Term", "Objective", "TermValues", "hysac_objective", "safeclip_objective", "safer_clip_objective", "SAFER_IMAGE_TARGETS", "clip_pretrain_objective", "OBJECTIVES", "get_objective"]
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ class Objective:
         terms = tuple(replace(t, weight=weights.get(t.name, t.weight)) for t in self.terms)
         return replace(self, terms=terms)
 
-    def __call__(self, embeddings: dict[str, Tensor], space: Space, logit_scale: Tensor | float | None = None) -> tuple[Tensor, dict[str, float]]:
+    def __call__(self, embeddings: dict[str, Tensor], space: Space, logit_scale: Tensor | float | None = None) -> tuple[Tensor, "TermValues"]:
         """Weighted total and per-term values of the embeddings in ``space`` (pass the model's
         ``live_space`` and ``logit_scale`` when training)."""
         missing = self.inputs - set(embeddings)
@@ -135,15 +137,44 @@ class Objective:
             raise ValueError(f"objective {self.name!r} needs the model's logit_scale")
         ctx = LossContext(space, scale, self.cones, scale if self.redirection_scale is None else self.redirection_scale)
         total: Tensor | float = 0.0
-        logs: dict[str, float] = {}
+        values: dict[str, Tensor] = {}
         for term in self.terms:
             value = LOSSES[term.loss](ctx, *(_resolve(embeddings, i) for i in term.inputs))
             total = total + term.weight * value
-            logs[term.name] = float(value.detach())
+            values[term.name] = value.detach()
         if self.normalize:
             total = total / sum(t.weight for t in self.terms)
-        logs["total"] = float(total.detach())
-        return total, logs
+        values["total"] = total.detach()
+        return total, TermValues(values)
+
+
+class TermValues(Mapping[str, float]):
+    """Per-term loss values (and ``"total"``) as floats, copied from the device in one transfer on
+    first read: a training step whose values nobody reads (no log, callback or progress line at that
+    step) waits on no host-device synchronisation."""
+
+    def __init__(self, tensors: dict[str, Tensor]):
+        self._tensors, self._floats = tensors, None
+
+    def _values(self) -> dict[str, float]:
+        if self._floats is None:
+            tensors = [t.reshape(()) for t in self._tensors.values()]
+            dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
+            values = torch.stack([t.to(dtype) for t in tensors]).tolist()
+            self._floats = dict(zip(self._tensors, values))
+        return self._floats
+
+    def __getitem__(self, name: str) -> float:
+        return self._values()[name]
+
+    def __iter__(self):
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def __repr__(self) -> str:
+        return f"TermValues({self._values()})"
 
 
 def hysac_objective(entailment_weight: float = 1.0, cones: ConeConfig = ConeConfig()) -> Objective:

@@ -216,3 +216,18 @@ def test_compiled_step_gives_the_same_losses(world, tiny_base, backend):
     assert len(compiled) == 4 and max(abs(a - b) for a, b in zip(plain, compiled)) < 1e-5
     with pytest.raises(ValueError, match="invalid TrainConfig"):
         TrainConfig(compile="tvm")
+
+
+def test_training_reads_loss_values_only_when_it_logs(world, tiny_base, monkeypatch):
+    """Per-term values stay on the device until read, then come over in one transfer: an unlogged
+    step without callbacks causes no host-device synchronisation."""
+    from hysafe.losses.objectives import TermValues
+
+    reads = []
+    original = TermValues._values
+    monkeypatch.setattr(TermValues, "_values", lambda self: (reads.append(self._floats is None), original(self))[1])
+    train(fresh("hysac", tiny_base), world, "hysac", TrainConfig(epochs=2, batch_size=16, validate=False, progress=False, log_every=100))
+    assert sum(reads) == 2  # one transfer per epoch: the epoch's last loss for its summary line
+    values = TermValues({"a": torch.tensor(1.5), "total": torch.tensor([2.0])})
+    assert list(values) == ["a", "total"] and values._floats is None
+    assert dict(values) == {"a": 1.5, "total": 2.0} and values._floats == {"a": 1.5, "total": 2.0}

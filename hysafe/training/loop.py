@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ __all__ = ["train", "compute_loss"]
 
 
 def compute_loss(model: SafetyModel, objective: Objective, batch: dict[str, Tensor],
-                 amp_dtype: torch.dtype | None = None) -> tuple[Tensor, dict[str, float]]:
+                 amp_dtype: torch.dtype | None = None) -> tuple[Tensor, Mapping[str, float]]:
     """Forward pass of one training step: batched embeddings (autocast when ``amp_dtype``) and the
     objective's weighted total with per-term values, in the model's live space."""
     device_type = batch[next(iter(batch))].device.type
@@ -109,7 +109,7 @@ class TrainingRun:
     fingerprint: dict
     callbacks: Sequence[Callable[[dict], None]] = ()
     progress: dict = field(default_factory=new_progress)
-    loss_fn: Callable[..., tuple[Tensor, dict[str, float]]] = compute_loss  # compiled when TrainConfig.compile
+    loss_fn: Callable[..., tuple[Tensor, Mapping[str, float]]] = compute_loss  # compiled when TrainConfig.compile
 
     def save_state(self) -> None:
         if self.folder is not None and self.dist.is_main:
@@ -156,16 +156,20 @@ class TrainingRun:
             p["batch"] += 1
             if micro % cfg.grad_accum == 0:
                 self._after_step(epoch, self.opt.step(self.model, self.dist.world), losses, log)
-                batches.set_postfix(loss=f"{losses['total']:.3f}")
+                if shown and p["step"] % cfg.log_every == 0:  # reading a loss waits for the device
+                    batches.set_postfix(loss=f"{losses['total']:.3f}")
         p["epoch"], p["batch"] = epoch + 1, 0
         report(shown, "%s epoch %d/%d: step %d, loss %.4f, %.1f s", self.objective.name, epoch + 1, cfg.epochs, p["step"], losses["total"], time.time() - start)
 
-    def _after_step(self, epoch: int, lr: float, losses: dict[str, float], log: RunLog) -> None:
+    def _after_step(self, epoch: int, lr: float, losses: Mapping[str, float], log: RunLog) -> None:
+        """Count the step; log, checkpoint and call back. Loss values are read (one device sync)
+        only on logged steps or when there are callbacks."""
         p, cfg = self.progress, self.cfg
         p["step"] += 1
-        record = {"step": p["step"], "epoch": epoch, "lr": lr, **losses}
-        if p["step"] % cfg.log_every == 0:
-            log.step(record, losses)
+        logged = p["step"] % cfg.log_every == 0
+        record = {"step": p["step"], "epoch": epoch, "lr": lr, **losses} if logged or self.callbacks else None
+        if logged:
+            log.step(record, dict(losses))
         if cfg.checkpoint_every and p["step"] % cfg.checkpoint_every == 0:
             self.save_state()
         for cb in self.callbacks:
