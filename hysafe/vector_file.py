@@ -10,6 +10,7 @@ overwritten by the next append).
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 from pathlib import Path
@@ -59,6 +60,9 @@ class VectorFile:
             return np.zeros((0, self.dim), _DTYPE)
         if self._map is None:
             self._map = np.memmap(self.path, dtype=_DTYPE, mode="r", shape=(self.rows, self.dim))
+            # re-ranks read scattered rows: without this, every page fault also reads ahead ~128 KiB
+            # (40 rows of 768-d) that are never used, 40x the I/O once the file is past the page cache
+            self._map._mmap.madvise(mmap.MADV_RANDOM)
         return self._map
 
     def take(self, ids: np.ndarray) -> np.ndarray:
