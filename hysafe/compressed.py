@@ -5,9 +5,9 @@ A query is answered in three stages, each on fewer candidates and more precisely
 
 1. faiss's IVF-PQ scan of the probed lists, by the residual's product-quantization code
    (``PQ_DIMS`` dimensions per byte): ``rerank x k`` candidates;
-2. the candidates' reconstructions refined by a second product quantizer of what the first one
-   left over (``REFINE_DIMS`` dimensions per byte, kept in RAM in id order): the best
-   ``EXACT_FACTOR x k``;
+2. the candidates' first-stage scores plus the score of a second product-quantization code of what
+   the first one left over (``REFINE_DIMS`` dimensions per byte, kept in RAM in id order), from
+   per-query lookup tables: the best ``EXACT_FACTOR x k``;
 3. those read from the memory-mapped full vectors (:class:`~hysafe.vector_file.VectorFile`) and
    ranked by the exact distance of the space, in float64.
 
