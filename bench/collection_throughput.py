@@ -2,10 +2,14 @@
 single-query search latency on a 1M-item index.
 
     python bench/collection_throughput.py --out docs/bench_collection_cpu.json
+    python bench/collection_throughput.py --plan gpu --device cuda --precision bf16 --workers 8 --threads 16 \
+        --out docs/bench_collection_gpu.json
 
 Every (model, modality, size, command) runs in its own process (isolated peak RSS). Images are
-generated PNGs at the model's resolution (decoding included); texts are generated captions.
-Models have random weights (throughput does not depend on them).
+generated PNGs at the model's resolution (decoding included, by the DataLoader workers); texts are
+generated captions. Models have random weights (throughput does not depend on them). ``--plan gpu``
+runs ViT-B-32 and ViT-L-14 at GPU-sized collections (no search row: that part runs on the CPU);
+``--plan smoke`` checks the pipeline in seconds.
 """
 
 from __future__ import annotations
@@ -33,16 +37,37 @@ def make_collection(folder: Path, modality: str, n: int, size: int) -> Path:
             words = ["red", "blue", "circle", "square", "large", "small", "at the top", "covered in blood", "on a beach", "a photo of"]
             path.write_text("".join(" ".join(rng.choice(words, 8)) + "\n" for _ in range(n)))
         return path
-    from PIL import Image
-
     root = folder / f"images-{n}-{size}"
     if not root.exists():
-        rng = np.random.default_rng(0)
-        for i in range(n):
-            sub = root / f"{i // 1000:04d}"
-            sub.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(sub / f"{i:07d}.png")
+        import shutil
+        from concurrent.futures import ProcessPoolExecutor
+
+        part = folder / f"{root.name}.part"  # renamed when complete: an interrupted run leaves no half collection
+        shutil.rmtree(part, ignore_errors=True)
+        with ProcessPoolExecutor() as pool:  # one folder of 1,000 images per task
+            list(pool.map(_write_images, [(part / f"{i // 1000:04d}", i, min(i + 1000, n), size) for i in range(0, n, 1000)]))
+        part.rename(root)
     return root
+
+
+def _write_images(task) -> None:
+    from PIL import Image
+
+    sub, start, stop, size = task
+    sub.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(start)
+    for i in range(start, stop):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(sub / f"{i:07d}.png")
+
+
+#: (model, modality, sizes, image pixels) per plan
+PLANS = {
+    "cpu": [("hysafe-tiny", "text", [20_000, 100_000], 32), ("hysafe-tiny", "image", [5_000, 20_000], 32),
+            ("ViT-B-32", "text", [1_000, 2_000], 224), ("ViT-B-32", "image", [250, 500], 224)],
+    "gpu": [("ViT-B-32", "text", [20_000], 224), ("ViT-B-32", "image", [5_000], 224),
+            ("ViT-L-14", "text", [20_000], 224), ("ViT-L-14", "image", [5_000], 224)],
+    "smoke": [("hysafe-tiny", "text", [500], 32), ("hysafe-tiny", "image", [1_200], 32)],  # checks the pipeline in seconds
+}
 
 
 def child(args) -> None:
@@ -51,7 +76,7 @@ def child(args) -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = create_model("hysac", args.model, None, lora=None)
+    model = create_model("hysac", args.model, None, lora=None, device=args.device)
     model.bounds = {p: {"avg": 1.0, "low_05": 0.5, "up_95": 1.5} for p in "SVUG"}
     source = TextFile(args.source) if args.modality == "text" else ImageFolder(args.source)
     out = Path(args.tmp) / f"{args.command}-{args.model}-{args.modality}-{args.n}"
@@ -61,12 +86,13 @@ def child(args) -> None:
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     t = time.perf_counter()
     if args.command == "score":
-        score_collection(model, source, f"{out}.parquet", batch_size=256, num_workers=args.workers, progress=False)
+        score_collection(model, source, f"{out}.parquet", batch_size=256, num_workers=args.workers, progress=False, precision=args.precision)
     else:
-        build_index(model, source, out, batch_size=256, num_workers=args.workers, progress=False)
+        build_index(model, source, out, batch_size=256, num_workers=args.workers, progress=False, precision=args.precision)
     seconds = time.perf_counter() - t
     print(json.dumps({"command": args.command, "model": args.model, "modality": args.modality, "items": args.n, "workers": args.workers,
-                      "seconds": seconds, "items_per_s": args.n / seconds, "peak_rss_mib": peak_rss_mib()}))
+                      "device": args.device, "precision": args.precision, "seconds": seconds, "items_per_s": args.n / seconds,
+                      "peak_rss_mib": peak_rss_mib()}))
 
 
 def search_child(args) -> None:
@@ -107,6 +133,10 @@ def main() -> None:
     p.add_argument("--data", default="/tmp/hysafe-bench-collection")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "auto"), help="the towers' autocast precision")
+    p.add_argument("--commands", nargs="+", default=["score", "index"], choices=["score", "index"])
+    p.add_argument("--plan", default="cpu", choices=sorted(PLANS), help="which models and sizes (default: %(default)s)")
     p.add_argument("--child", choices=["run", "search"])
     for name in ("command", "model", "modality", "source", "tmp"):
         p.add_argument(f"--{name}")
@@ -118,23 +148,23 @@ def main() -> None:
         return child(args)
     if args.child == "search":
         return search_child(args)
-    plan = [("hysafe-tiny", "text", [20_000, 100_000], 32), ("hysafe-tiny", "image", [5_000, 20_000], 32),
-            ("ViT-B-32", "text", [1_000, 2_000], 224), ("ViT-B-32", "image", [250, 500], 224)]
     data, out = Path(args.data), Path(args.out)
     results = json.loads(out.read_text())["results"] if args.resume and out.is_file() else []
     done = {(r["model"], r["modality"], r["items"], r["command"]) for r in results if r["command"] != "search"}
-    for model, modality, sizes, px in plan:
+    for model, modality, sizes, px in PLANS[args.plan]:
         for n in sizes:
             source = make_collection(data, modality, n, px)
-            for command in ("score", "index"):
+            for command in args.commands:
                 if (model, modality, n, command) in done:
                     continue
                 res = run_isolated([__file__, "--child", "run", "--command", command, "--model", model, "--modality", modality,
                                     "--source", str(source), "--n", str(n), "--tmp", str(data / "out"), "--threads", str(args.threads),
-                                    "--workers", str(args.workers)])
+                                    "--workers", str(args.workers), "--device", args.device, "--precision", args.precision])
                 print(res, flush=True)
                 results.append(res)
                 out.write_text(json.dumps({"machine": machine(), "results": results}, indent=2))  # kept if interrupted
+    if args.plan != "cpu":
+        return
     res = run_isolated([__file__, "--child", "search", "--n", "1000000", "--tmp", str(data / "out"), "--threads", str(args.threads)])
     print(res, flush=True)
     results.append(res)

@@ -161,7 +161,7 @@ def main() -> None:
     p.add_argument("--data", choices=("lowrank", "isotropic"), default="lowrank")
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--nlist", type=int, default=4096)
-    p.add_argument("--nprobe", type=int, default=4)
+    p.add_argument("--nprobe", type=int, nargs="+", default=[4], help="lists probed per query (several: one row each, same build)")
     p.add_argument("--rerank", type=int, nargs="+", default=[30, 100])
     p.add_argument("--train", type=int, default=131072, help="gallery points the centroids and codebooks train on")
     p.add_argument("--chunk", type=int, default=500_000)
@@ -180,13 +180,14 @@ def main() -> None:
     gallery = Gallery(args.n, args.dim, args.data)
     queries = gallery.queries(args.queries, min(args.chunk, args.n))
     args.rerank, reranks = args.rerank[0], args.rerank
+    args.nprobe, nprobes = args.nprobe[0], args.nprobe
     with validation(False):
         index, train_s, build_s = load_or_build(args, gallery)
         ram = index_ram_bytes(index)
         exact, exact_s = exact_search(index, queries, 10, 262_144)
         rows = []
-        for rerank in reranks:
-            index.rerank = rerank
+        for nprobe, rerank in [(p, r) for p in nprobes for r in reranks]:
+            index.rerank, index.nprobe, index.index.nprobe = rerank, nprobe, nprobe
             t = time.perf_counter()
             found = index.search(queries, 10)[1].numpy()
             cold = time.perf_counter() - t
@@ -196,12 +197,12 @@ def main() -> None:
                 index.search(queries, 10)
                 times.append(time.perf_counter() - t)
             warm = statistics.median(times)
-            rows.append({"rerank": rerank, "recall@10": recall(exact, found), "search_s_cold": cold, "search_s_warm": warm,
+            rows.append({"nprobe": nprobe, "rerank": rerank, "recall@10": recall(exact, found), "search_s_cold": cold, "search_s_warm": warm,
                          "speedup_cold": exact_s / cold, "speedup_warm": exact_s / warm, "qps_warm": args.queries / warm})
             print(json.dumps(rows[-1]), flush=True)
     flat_bytes = args.n * (args.dim + 1) * 4
     ram_total = sum(ram.values())
-    result = {"machine": machine(), "args": vars(args) | {"rerank": reranks}, "train_s": train_s, "build_s": build_s,
+    result = {"machine": machine(), "args": vars(args) | {"rerank": reranks, "nprobe": nprobes}, "train_s": train_s, "build_s": build_s,
               "exact_search_s": exact_s, "exact_qps": args.queries / exact_s, "index_ram_bytes": ram, "index_ram_total": ram_total,
               "flat_index_bytes": flat_bytes, "ram_fraction_of_flat": ram_total / flat_bytes, "rows": rows}
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))

@@ -19,16 +19,37 @@ def train_table(d: dict) -> str:
     if not isinstance(peaks, dict):  # files written before per-precision peaks: one peak of d["peak_dtype"]
         peaks = {"bf16" if "bfloat16" in d["peak_dtype"] else "fp32": peaks}
     for r in d["rows"]:
-        r["mfu"] = r["flops_per_step"] / r["step_s"] / peaks.get(r["precision"], max(peaks.values()))
+        if "oom" not in r:
+            r["mfu"] = r["flops_per_step"] / r["step_s"] / peaks.get(r["precision"], max(peaks.values()))
     peak_text = ", ".join(f"{p} {v / 1e9:,.0f} GFLOP/s" for p, v in peaks.items())
-    lines = [f"Machine: {machine_line(d['machine'])}; measured matmul peak {peak_text} (MFU uses the row's precision, "
-             "else the highest peak).", "",
+    lines = [f"Machine: {machine_line(d['machine'])}" + (f"; model {d['model']}" if "model" in d else "")
+             + f"; measured matmul peak {peak_text} (MFU uses the row's precision, else the highest peak).", "",
              "| model | batch | step | precision | variant | quadruplets/s | s/step | GFLOP/step | MFU | speed-up vs naive | peak RSS MiB | peak GPU MiB |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
-        lines.append(f"| {r['kind']} | {r['batch']} | {r['impl']} | {r['precision']} | {r.get('variant', 'plain')} | {r['quadruplets_per_s']:.2f} | {r['step_s']:.3f} | "
-                     f"{r['flops_per_step'] / 1e9:.0f} | {100 * r['mfu']:.1f}% | {r.get('speedup_vs_naive', 1.0):.2f}x | "
-                     f"{r['peak_rss_mib']:.0f} | {'%.0f' % r['peak_gpu_mib'] if 'peak_gpu_mib' in r else '-'} |")
+        head = f"| {r['kind']} | {r['batch']} | {r['impl']} | {r['precision']} | {r.get('variant', 'plain')} |"
+        if "oom" in r:
+            lines.append(head + " out of memory | | | | | | |")
+            continue
+        speedup = f"{r.get('speedup_vs_naive', 1.0):.2f}x" + (f" ({r['naive_precision']})" if "naive_precision" in r else "")
+        lines.append(f"{head} {r['quadruplets_per_s']:.2f} | {r['step_s']:.3f} | {r['flops_per_step'] / 1e9:,.0f} | {100 * r['mfu']:.1f}% | "
+                     f"{speedup} | {r['peak_rss_mib']:.0f} | {'%.0f' % r['peak_gpu_mib'] if 'peak_gpu_mib' in r else '-'} |")
+    for r in d.get("skipped", []):
+        lines.append(f"| {r['kind']} | {r['batch']} | {r['impl']} | {r['precision']} | {r['variant']} | not run (past the deadline) | | | | | | |")
+    return "\n".join(lines)
+
+
+def collection_table(d: dict) -> str:
+    lines = [f"Machine: {machine_line(d['machine'])}.", "",
+             "| model | modality | items | command | device | precision | DataLoader workers | items/s | peak RSS MiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in d["results"]:
+        if r["command"] == "search":
+            lines.append(f"| (tiny, dim {r['dim']}) | text query | {r['items']:,} | search | cpu | fp32 | - | "
+                         f"{1000 / r['median_ms']:.1f} ({r['median_ms']:.1f} ms each) | {r['peak_rss_mib']:.0f} |")
+            continue
+        lines.append(f"| {r['model']} | {r['modality']} | {r['items']:,} | {r['command']} | {r.get('device', 'cpu')} | {r.get('precision', 'fp32')} | "
+                     f"{r['workers']} | {r['items_per_s']:.1f} | {r['peak_rss_mib']:.0f} |")
     return "\n".join(lines)
 
 
@@ -64,10 +85,10 @@ def compressed_table(d: dict) -> str:
              f"{a['queries']} queries, {a['threads']} threads. Exact search (vectors streamed from disk): {d['exact_search_s']:.1f} s "
              f"({d['exact_qps']:.1f} queries/s). Index RAM {d['index_ram_total'] / 2**30:.2f} GiB = {d['ram_fraction_of_flat']:.3f} "
              f"of the flat index's {d['flat_index_bytes'] / 2**30:.1f} GiB; train {d['train_s']:.0f} s, build {d['build_s']:.0f} s.", "",
-             "| rerank | recall@10 vs exact | search s (cold) | search s (warm) | speed-up cold | speed-up warm | queries/s warm |",
-             "|---|---|---|---|---|---|---|"]
+             "| nprobe | rerank | recall@10 vs exact | search s (cold) | search s (warm) | speed-up cold | speed-up warm | queries/s warm |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in d["rows"]:
-        lines.append(f"| {r['rerank']} | {r['recall@10']:.3f} | {r['search_s_cold']:.2f} | {r['search_s_warm']:.2f} | "
+        lines.append(f"| {r.get('nprobe', a['nprobe'])} | {r['rerank']} | {r['recall@10']:.3f} | {r['search_s_cold']:.2f} | {r['search_s_warm']:.2f} | "
                      f"{r['speedup_cold']:.0f}x | {r['speedup_warm']:.0f}x | {r['qps_warm']:.0f} |")
     return "\n".join(lines)
 
@@ -76,7 +97,7 @@ def main() -> None:
     for path in sys.argv[1:]:
         d = json.loads(Path(path).read_text())
         name = Path(path).stem
-        render = train_table if "train" in name else compressed_table if "compressed" in name else retrieval_table if "retrieval" in name else inference_table if "inference" in name else embed_table
+        render = train_table if "train" in name else collection_table if "collection" in name else compressed_table if "compressed" in name else retrieval_table if "retrieval" in name else inference_table if "inference" in name else embed_table
         print(f"### {name}\n\n{render(d)}\n")
 
 

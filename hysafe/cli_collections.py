@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from .cli_options import named_paths
+from .training.config import PRECISIONS
 
 __all__ = ["cmd_score", "cmd_index", "cmd_compare", "cmd_serve", "args_score", "args_index", "args_compare", "args_serve"]
 
@@ -43,7 +44,8 @@ def cmd_score(args) -> int:
 
     spec = _model_spec(args)
     res = score_collection(_model_from_spec(spec, args.device), _source(args), args.out, threshold=args.threshold, calibrate=args.calibrate,
-                           batch_size=args.batch_size, num_workers=args.workers, progress=not args.no_progress, checkpoint=json.dumps(spec))
+                           batch_size=args.batch_size, num_workers=args.workers, progress=not args.no_progress, checkpoint=json.dumps(spec),
+                           precision=args.precision)
     if res.path is not None:
         print(f"scored {res.rows} items ({res.skipped} skipped) -> {res.path}  threshold {res.threshold} ({res.rule})")
     return 0
@@ -55,14 +57,15 @@ def cmd_index(args) -> int:
     if args.action == "build":
         spec = _model_spec(args)
         index = build_index(_model_from_spec(spec, args.device), _source(args), args.index, kind=args.kind, batch_size=args.batch_size,
-                            num_workers=args.workers, progress=not args.no_progress, model_spec=spec)
+                            num_workers=args.workers, progress=not args.no_progress, model_spec=spec, precision=args.precision)
         if index is not None:
             print(f"index {args.index}: {len(index.index)} {index.meta['modality']}s ({index.meta['kind']}, {index.meta['skipped']} skipped)")
         return 0
     stored = CollectionIndex.open(args.index)
     model = _model_from_spec(_model_spec(args) if (args.checkpoint or args.clip_pretrained) else stored.meta["model_spec"], args.device)
     if args.action == "add":
-        index = add_to_index(model, _source(args), args.index, batch_size=args.batch_size, num_workers=args.workers, progress=not args.no_progress)
+        index = add_to_index(model, _source(args), args.index, batch_size=args.batch_size, num_workers=args.workers, progress=not args.no_progress,
+                             precision=args.precision)
         print(f"index {args.index}: {len(index.index)} items")
         return 0
     return _search(args, model, stored)
@@ -117,6 +120,8 @@ def _args_source(p) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="items per chunk: the unit of work and resumption (default: %(default)s)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers decoding images (default: %(default)s)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="the towers' autocast precision (auto: bf16 on capable GPUs); hyperbolic maps stay fp32 (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true")
 
 

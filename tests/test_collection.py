@@ -264,3 +264,17 @@ def test_compressed_collection_index_keeps_its_vectors_in_the_folder(hysac, fold
     want = [h["distance"] for hs in flat.search(model, q, 8, modality="text") for h in hs]
     for index in (built, reopened):
         assert [h["distance"] for hs in index.search(model, q, 8, modality="text") for h in hs] == pytest.approx(want, abs=1e-5)
+
+
+def test_bf16_scoring_runs_the_towers_under_autocast_and_a_resume_cannot_mix_precisions(hysac, folder, tmp_path):
+    model, _ = hysac
+    fp32 = score_collection(model, ImageFolder(folder), tmp_path / "fp32.parquet", batch_size=16, progress=False)
+    bf16 = score_collection(model, ImageFolder(folder), tmp_path / "bf16.parquet", batch_size=16, progress=False, precision="bf16")
+    a = np.array(pq.read_table(fp32.path)["score"].to_pylist())
+    b = np.array(pq.read_table(bf16.path)["score"].to_pylist())
+    assert bf16.rows == fp32.rows == 48
+    assert 0 < np.abs(a - b).max() < 0.02 * np.abs(a).max()  # autocast is on (not bit-equal), bf16-close
+    meta = json.loads(pq.read_metadata(bf16.path).metadata[b"hysafe"])
+    assert meta["precision"] == "bf16" and "precision" not in json.loads(pq.read_metadata(fp32.path).metadata[b"hysafe"])
+    with pytest.raises(ValueError, match="written by another run"):
+        score_collection(model, ImageFolder(folder), tmp_path / "fp32.parquet", batch_size=16, progress=False, precision="bf16")

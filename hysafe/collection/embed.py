@@ -19,9 +19,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from ..data.dataset import tokenize_captions
 from ..models import SafetyModel
 from ..progress import bar
+from ..training.optim import autocast_dtype
 from .sources import Item, Source, open_image
 
-__all__ = ["Chunk", "embed_chunks", "model_fingerprint", "rank_and_world"]
+__all__ = ["Chunk", "embed_chunks", "model_fingerprint", "precision_record", "rank_and_world"]
 
 
 @dataclass
@@ -30,6 +31,12 @@ class Chunk:
     items: list[Item]  # the items that were read (payloads dropped)
     embeddings: Tensor | None = None  # (len(items), D) on CPU
     skipped: list[dict] = field(default_factory=list)
+
+
+def precision_record(precision: str) -> dict:
+    """What a run records about its precision: nothing for fp32 (so files written before the option
+    still resume), the name otherwise (a resumed run cannot mix precisions)."""
+    return {} if precision == "fp32" else {"precision": precision}
 
 
 def rank_and_world(env=os.environ) -> tuple[int, int]:
@@ -88,8 +95,12 @@ class _ChunkReader(IterableDataset):
 
 @torch.no_grad()
 def embed_chunks(model: SafetyModel, source: Source, *, batch_size: int = 256, num_workers: int = 0, todo: Callable[[int], bool] = lambda c: True,
-                 rank: int = 0, world: int = 1, progress: bool = True) -> Iterator[Chunk]:
-    """Embeddings of this rank's chunks that ``todo`` accepts, in the order workers finish them."""
+                 rank: int = 0, world: int = 1, progress: bool = True, precision: str = "fp32") -> Iterator[Chunk]:
+    """Embeddings of this rank's chunks that ``todo`` accepts, in the order workers finish them.
+
+    ``precision`` (fp32, bf16, fp16, auto) is the towers' autocast precision; the models' hyperbolic
+    maps and the returned embeddings stay float32."""
+    amp = autocast_dtype(precision, model.device)
     reader = _ChunkReader(source, batch_size, model.preprocess, todo, rank, world)
     loader = DataLoader(reader, batch_size=None, num_workers=num_workers, pin_memory=model.device.type == "cuda",
                         collate_fn=lambda x: x, persistent_workers=False)
@@ -100,10 +111,11 @@ def embed_chunks(model: SafetyModel, source: Source, *, batch_size: int = 256, n
         for part in bar(loader, desc=f"embedding {source.modality}s (chunks of {batch_size})", enabled=progress, total=total):
             chunk = Chunk(part["chunk"], part["items"], skipped=part["skipped"])
             if part["items"]:
-                if source.modality == "image":
-                    emb = model.encode_image(part["data"].to(model.device, non_blocking=True))
-                else:
-                    emb = model.encode_text(tokenize_captions(model.tokenizer, part["data"], what="texts").to(model.device))
+                with torch.autocast(model.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    if source.modality == "image":
+                        emb = model.encode_image(part["data"].to(model.device, non_blocking=True))
+                    else:
+                        emb = model.encode_text(tokenize_captions(model.tokenizer, part["data"], what="texts").to(model.device))
                 chunk.embeddings = emb.float().cpu()
             yield chunk
     finally:

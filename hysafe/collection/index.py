@@ -23,7 +23,7 @@ import torch
 
 from ..models import SafetyModel
 from ..retrieval import RetrievalIndex
-from .embed import Chunk, embed_chunks, model_fingerprint, rank_and_world
+from .embed import Chunk, embed_chunks, model_fingerprint, precision_record, rank_and_world
 from .parts import PartStore
 from .sources import Source
 
@@ -42,10 +42,11 @@ def _items_table(chunk: Chunk, scores: torch.Tensor, modality: str) -> pa.Table:
                      "modality": [modality] * len(chunk.items), "score": scores.double().tolist()}, schema=schema)
 
 
-def _embed_into(store: PartStore, model: SafetyModel, source: Source, *, batch_size: int, num_workers: int, progress: bool) -> bool:
+def _embed_into(store: PartStore, model: SafetyModel, source: Source, *, batch_size: int, num_workers: int, progress: bool,
+                precision: str) -> bool:
     rank, world = rank_and_world()
     for chunk in embed_chunks(model, source, batch_size=batch_size, num_workers=num_workers, todo=lambda c: not store.done(c),
-                              rank=rank, world=world, progress=progress):
+                              rank=rank, world=world, progress=progress, precision=precision):
         emb = chunk.embeddings if chunk.embeddings is not None else torch.zeros(0, model.embed_dim)
         store.write(chunk.id, _items_table(chunk, model.nsfw_score(emb, source.modality), source.modality), emb)
     return store.finish_rank(rank, world)
@@ -117,16 +118,18 @@ class CollectionIndex:
 
 
 def build_index(model: SafetyModel, source: Source, folder: str | Path, *, kind: str = "auto", batch_size: int = 256,
-                num_workers: int = 0, progress: bool = True, model_spec: dict | None = None) -> CollectionIndex | None:
-    """Embed ``source`` into a new index folder; returns it (``None`` on ranks other than 0)."""
+                num_workers: int = 0, progress: bool = True, model_spec: dict | None = None, precision: str = "fp32") -> CollectionIndex | None:
+    """Embed ``source`` into a new index folder; returns it (``None`` on ranks other than 0).
+    ``precision``: the towers' autocast precision (:func:`embed_chunks`)."""
     folder = Path(folder)
     if (folder / "index.json").exists():
         raise ValueError(f"{folder} already holds an index; use 'hysafe index add' to extend it")
     if kind not in ("auto", "flat", "ivf", "ivfpq"):
         raise ValueError(f"index kind must be 'auto', 'flat', 'ivf' or 'ivfpq', got {kind!r}")
     fingerprint = model_fingerprint(model)
-    store = PartStore(folder / "build", {"model": fingerprint, "source": source.describe(), "batch_size": batch_size})
-    if not _embed_into(store, model, source, batch_size=batch_size, num_workers=num_workers, progress=progress):
+    store = PartStore(folder / "build", {"model": fingerprint, "source": source.describe(), "batch_size": batch_size,
+                                         **precision_record(precision)})
+    if not _embed_into(store, model, source, batch_size=batch_size, num_workers=num_workers, progress=progress, precision=precision):
         return None
     table, emb, skipped = store.read(embeddings=True)
     if table is None or table.num_rows == 0:
@@ -147,14 +150,15 @@ def build_index(model: SafetyModel, source: Source, folder: str | Path, *, kind:
 
 
 def add_to_index(model: SafetyModel, source: Source, folder: str | Path, *, batch_size: int = 256, num_workers: int = 0,
-                 progress: bool = True) -> CollectionIndex:
+                 progress: bool = True, precision: str = "fp32") -> CollectionIndex:
     """Append the items of ``source`` to an existing index (same model, same modality)."""
     index = CollectionIndex.open(folder)
     index.check_model(model)
     if source.modality != index.meta["modality"]:
         raise ValueError(f"{folder} indexes {index.meta['modality']}s; cannot add {source.modality}s")
-    store = PartStore(Path(folder) / f"add-{len(index.meta['sources'])}", {"model": index.meta["model"], "source": source.describe()})
-    _embed_into(store, model, source, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    store = PartStore(Path(folder) / f"add-{len(index.meta['sources'])}", {"model": index.meta["model"], "source": source.describe(),
+                                                                         **precision_record(precision)})
+    _embed_into(store, model, source, batch_size=batch_size, num_workers=num_workers, progress=progress, precision=precision)
     table, emb, skipped = store.read(embeddings=True)
     if table is not None and table.num_rows:
         index.meta["sources"].append(source.describe())

@@ -27,7 +27,7 @@ from ..data.dataset import QuadrupletDataset
 from ..embed import embed_dataset
 from ..models import SafetyModel
 from ..populations import modality_pair
-from .embed import embed_chunks, model_fingerprint, rank_and_world
+from .embed import embed_chunks, model_fingerprint, precision_record, rank_and_world
 from .parts import PartStore
 from .sources import Source
 
@@ -94,15 +94,17 @@ def _table(chunk, scores: torch.Tensor, threshold: float | None, modality: str) 
 
 def score_collection(model: SafetyModel, source: Source, out: str | Path, *, threshold: str | float | None = None,
                      calibrate: str | None = None, batch_size: int = 256, num_workers: int = 0, progress: bool = True,
-                     checkpoint: str | None = None) -> ScoreResult:
+                     checkpoint: str | None = None, precision: str = "fp32") -> ScoreResult:
     """Score every item of ``source`` into ``out`` (Parquet). Re-running continues after the last
-    finished chunk; under torchrun each rank scores its chunks and rank 0 writes the file."""
+    finished chunk; under torchrun each rank scores its chunks and rank 0 writes the file.
+    ``precision``: the towers' autocast precision (:func:`embed_chunks`); scores stay float64."""
     out = Path(out)
     if out.suffix != ".parquet":
         raise ValueError(f"--out must end in .parquet, got {out}")
     value, rule = resolve_threshold(model, source.modality, threshold, calibrate)
     rank, world = rank_and_world()
-    run = {"model": model_fingerprint(model), "source": source.describe(), "batch_size": batch_size, "threshold": value, "rule": rule}
+    run = {"model": model_fingerprint(model), "source": source.describe(), "batch_size": batch_size, "threshold": value, "rule": rule,
+           **precision_record(precision)}
     if out.is_file() and not Path(f"{out}.parts").exists():
         meta = json.loads((pq.read_metadata(out).metadata or {}).get(b"hysafe", b"{}"))
         if {k: meta.get(k) for k in run} == json.loads(json.dumps(run)):
@@ -111,7 +113,7 @@ def score_collection(model: SafetyModel, source: Source, out: str | Path, *, thr
         raise ValueError(f"{out} exists and was written by another run; choose another --out or delete it")
     store = PartStore(out, run)
     for chunk in embed_chunks(model, source, batch_size=batch_size, num_workers=num_workers, todo=lambda c: not store.done(c),
-                              rank=rank, world=world, progress=progress):
+                              rank=rank, world=world, progress=progress, precision=precision):
         scores = model.nsfw_score(chunk.embeddings, source.modality) if chunk.items else torch.zeros(0)
         store.write(chunk.id, _table(chunk, scores.double(), value, source.modality))
     if not store.finish_rank(rank, world):
