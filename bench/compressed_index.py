@@ -121,7 +121,7 @@ def index_ram_bytes(index) -> dict:
     sizes = np.array([ivf.invlists.list_size(i) for i in range(ivf.nlist)])
     return {"codes": int(sizes.sum()) * ivf.code_size, "ids": int(sizes.sum()) * 8,
             "centroids": ivf.nlist * ivf.d * 4, "codebooks": int(ivf.pq.centroids.size() + index.refine.pq.centroids.size()) * 4,
-            "refine_codes": int(index.refine.codes.nbytes)}
+            "refine_codes": int(index.refine.nbytes)}
 
 
 def exact_search(index, queries: torch.Tensor, k: int, block: int) -> tuple[np.ndarray, float]:

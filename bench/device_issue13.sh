@@ -14,7 +14,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 rm -rf /tmp/pkg && mkdir -p /tmp/pkg && cp -r hysafe /tmp/pkg/ && cp -r geometry /tmp/pkg/hysafe/geometry && cp -r losses /tmp/pkg/hysafe/losses
 export PYTHONPATH=/tmp/site:/tmp/pkg PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,driver_version --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import hysafe, torch, open_clip, peft, geoopt, faiss; print('torch', torch.__version__, 'open_clip', open_clip.__version__, 'peft', peft.__version__)" \
+(cd /tmp && python3 -c "import hysafe, torch, open_clip, peft, geoopt, faiss; print('torch', torch.__version__, 'open_clip', open_clip.__version__, 'peft', peft.__version__)") \
     | tee -a "$OUT/gpu.txt" || exit 1
 timeout "${TRAIN_TIMEOUT:-400}" python3 bench/train_throughput.py --model ViT-L-14 --device cuda --batch-sizes 128 64 32 \
     --precisions bf16 --naive-precisions bf16 fp32 --grad-checkpointing --compile inductor --in-process --steps 5 --warmup 2 \

@@ -52,7 +52,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
 #: Euclidean models per world: name -> (recipe, recipe options, checkpoint stem); the last two are SafeR-CLIP ablations
 EUCLIDEAN = {"Safe-CLIP": ("safeclip", {}, "safeclip"), "SafeR-CLIP": ("safer-clip", {}, "safer-clip-paired-s100"),
              "SafeR-CLIP (proximal image)": ("safer-clip", {"image_target": "proximal"}, "safer-clip-s100"),
-             "SafeR-CLIP (proximal image, scale 1: v0.1)": ("safer-clip", {"image_target": "proximal", "redirection_scale": 1.0}, "safer-clip")}
+             "SafeR-CLIP (proximal image, scale 1: v0.1)": ("safer-clip", {"image_target": "proximal", "redirection_scale": 1.0}, "safer-clip"),
+             "SafeR-CLIP (pair within 1%)": ("safer-clip", {"pair_quantile": 0.01}, "safer-clip-pair01"),
+             "SafeR-CLIP (pair within 5%)": ("safer-clip", {"pair_quantile": 0.05}, "safer-clip-pair05")}
 
 
 def _euclidean(cfg: DemoConfig, base: str, train, val, out: Path) -> dict:

@@ -71,10 +71,21 @@ class RefineCodes:
         self.dim = dim
         self.codes_per_vector, self.padded = pq_layout(dim, dims_per_code)
         self.pq = faiss.ProductQuantizer(self.padded, self.codes_per_vector, 8)
-        self.codes = np.zeros((0, self.codes_per_vector), np.uint8)
+        self._buffer = np.zeros((0, self.codes_per_vector), np.uint8)  # rows past len(self) are spare capacity
+        self._size = 0
 
     def __len__(self) -> int:
-        return self.codes.shape[0]
+        return self._size
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the codes hold, spare capacity included."""
+        return self._buffer.nbytes
+
+    @property
+    def codes(self) -> np.ndarray:
+        """``(len(self), codes_per_vector)`` uint8, row ``i`` = id ``i`` (a view: valid until the next append)."""
+        return self._buffer[: self._size]
 
     def train(self, residuals: np.ndarray) -> None:
         train_pq(self.pq, pad(residuals, self.padded))
@@ -83,8 +94,16 @@ class RefineCodes:
         return self.pq.compute_codes(np.ascontiguousarray(pad(residuals, self.padded)))
 
     def append(self, codes: list[np.ndarray]) -> None:
-        """Add the codes of the next ids (one concatenation per call: pass a whole add's chunks)."""
-        self.codes = np.concatenate([self.codes, *codes])
+        """Add the codes of the next ids. Capacity grows geometrically, so many appends (chunks of an
+        add, shards of a merge) copy each code O(1) times on average."""
+        need = self._size + sum(len(c) for c in codes)
+        if need > len(self._buffer):
+            grown = np.empty((max(need, len(self._buffer) * 3 // 2), self.codes_per_vector), np.uint8)
+            grown[: self._size] = self.codes
+            self._buffer = grown
+        for c in codes:
+            self._buffer[self._size : self._size + len(c)] = c
+            self._size += len(c)
 
     def decode(self, ids: np.ndarray) -> np.ndarray:
         """Decoded residuals of ids ``(n,)`` (all valid): ``(n, dim)``."""
@@ -99,7 +118,7 @@ class RefineCodes:
             raise ValueError(f"{source}: refine codes of another layout than the index's "
                              f"({self.codes_per_vector} codes of {self.padded // self.codes_per_vector} dims)")
         faiss.copy_array_to_vector(centroids.astype(np.float32), self.pq.centroids)
-        self.codes = codes
+        self._buffer, self._size = codes, len(codes)
 
 
 def refine_candidates(refine: RefineCodes, query_vectors: np.ndarray, candidates: np.ndarray, first_ip: np.ndarray,

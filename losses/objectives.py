@@ -88,7 +88,8 @@ class Objective:
 
     ``fixed_logit_scale`` replaces the model's learnable scale (Safe-CLIP uses a fixed 100);
     ``cones`` configures the entailment terms; ``redirection_scale`` is the temperature of the
-    redirection terms (``None``: the same logit scale as the contrastive terms)."""
+    redirection terms (``None``: the same logit scale as the contrastive terms); ``pair_quantile``
+    is SafeR-CLIP's target rule (:func:`safer_clip_objective`)."""
 
     name: str
     terms: tuple[Term, ...]
@@ -96,6 +97,7 @@ class Objective:
     fixed_logit_scale: float | None = None
     cones: ConeConfig = ConeConfig()
     redirection_scale: float | None = None  # temperature of redirection terms; None: the logit scale
+    pair_quantile: float = 0.0  # SafeR-CLIP targets: own pair when among this top share of safe captions (0: the nearest)
     needs_reference: bool = field(init=False, default=False)
     needs_hyperbolic: bool = field(init=False, default=False)
 
@@ -221,7 +223,8 @@ def safeclip_objective() -> Objective:
 SAFER_IMAGE_TARGETS = {"proximal": "V0^", "paired": "V0"}
 
 
-def safer_clip_objective(redirection_weight: float = 0.5, image_target: str = "paired", redirection_scale: float | None = None) -> Objective:
+def safer_clip_objective(redirection_weight: float = 0.5, image_target: str = "paired", redirection_scale: float | None = None,
+                         pair_quantile: float = 0.0) -> Objective:
     """SafeR-CLIP: Safe-CLIP's structure with unsafe inputs redirected to their *proximal* safe
     target (``T0^``, nearest safe caption under the frozen text tower; ``V0^`` its image) plus the
     relative redirection terms that use the unsafe pair as the hard negative.
@@ -232,7 +235,12 @@ def safer_clip_objective(redirection_weight: float = 0.5, image_target: str = "p
     image, by default: the proximal target is chosen among *captions*, and the image of another
     row is no counterpart of this unsafe image; or ``"proximal"``, that row's image), nor a
     temperature (``redirection_scale``; default ``None``: the objective's logit scale 100, the one
-    temperature of every similarity term; ``1.0`` is the poster's formula as written)."""
+    temperature of every similarity term; ``1.0`` is the poster's formula as written), nor what
+    "proximal" means when the unsafe input's own safe pair is *nearly* the nearest (``pair_quantile``:
+    the pair is the target when it ranks within this top share of all safe captions by frozen
+    cosine, else the nearest caption is; default 0, always the nearest, the poster's rule)."""
+    if not 0.0 <= pair_quantile <= 1.0:
+        raise ValueError(f"SafeR-CLIP pair_quantile must be in [0, 1], got {pair_quantile}")
     if image_target not in SAFER_IMAGE_TARGETS:
         raise ValueError(f"SafeR-CLIP image_target must be one of {sorted(SAFER_IMAGE_TARGETS)}, got {image_target!r}")
     if not redirection_weight > 0:
@@ -246,6 +254,7 @@ def safer_clip_objective(redirection_weight: float = 0.5, image_target: str = "p
         normalize=True,
         fixed_logit_scale=100.0,
         redirection_scale=redirection_scale,
+        pair_quantile=pair_quantile,
         terms=(
             Term(cos, ("T", "T0"), 0.1),
             Term(cos, ("T*", "T0^"), 0.1),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hysafe.compressed import EXACT_FACTOR, PQ_DIMS, REFINE_DIMS, pq_layout, refine_candidates
+from hysafe.compressed import EXACT_FACTOR, PQ_DIMS, REFINE_DIMS, RefineCodes, pq_layout, refine_candidates
 from hysafe.geometry import EuclideanSpace, LorentzSpace
 from hysafe.geometry import lorentz as L
 from hysafe.index_shards import build_shard, build_sharded, merge_shards, train_index
@@ -191,3 +191,17 @@ def test_build_sharded_in_processes(gen, tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((5, 3), np.float64))
     with pytest.raises(ValueError, match=r"bad.npy: shard embeddings must be float32"):
         build_sharded(space, [tmp_path / "bad.npy"], tmp_path / "x.faiss")
+
+
+def test_refine_codes_grow_geometrically_and_read_back_in_order():
+    rng = np.random.default_rng(0)
+    refine = RefineCodes(64)
+    parts = [rng.integers(0, 256, (int(n), refine.codes_per_vector), dtype=np.uint8) for n in rng.integers(0, 300, 60)]
+    reallocations = 0
+    for i in range(0, len(parts), 3):  # an add of several chunks, then the next
+        before = refine._buffer
+        refine.append(parts[i : i + 3])
+        reallocations += refine._buffer is not before
+    assert np.array_equal(refine.codes, np.concatenate(parts)) and len(refine) == sum(map(len, parts))
+    assert reallocations <= 12 < 20  # O(log N) times, not once per append
+    assert refine.nbytes <= 1.5 * refine.codes.nbytes + refine.codes_per_vector * 300 * 3

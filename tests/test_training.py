@@ -13,6 +13,7 @@ from hysafe.checkpoint import load_model
 from hysafe.data import QuadrupletDataset, WorldConfig, generate_world, load_manifest
 from hysafe.features import FeatureDataset, cache_features
 from hysafe.models import create_feature_model, create_model
+from hysafe.recipes import get_recipe
 from hysafe.training import ResumableBatchSampler, TrainConfig, nearest_safe_targets, train
 
 LORA = LoraConfig(r=4, alpha=8.0, dropout=0.1)
@@ -109,7 +110,17 @@ def test_safer_clip_targets_and_training(world, tiny_base):
     with torch.no_grad():
         safe = torch.nn.functional.normalize(model.encode_text_ref(ds.safe_tokens), dim=-1)
         unsafe = torch.nn.functional.normalize(model.encode_text_ref(ds.unsafe_tokens), dim=-1)
-    assert targets == (unsafe @ safe.T).argmax(1).tolist()
+    sims = unsafe @ safe.T
+    assert targets == sims.argmax(1).tolist()
+    # pair_quantile: the own pair when fewer than q * N safe captions are nearer (a brute-force count per row)
+    nearer = [(sims[i] > sims[i, i]).sum().item() for i in range(len(sims))]
+    for q in (0.05, 0.25):
+        expected = [i if nearer[i] < q * len(sims) else t for i, t in enumerate(targets)]
+        assert nearest_safe_targets(model, ds, pair_quantile=q, batch_size=7) == expected
+    assert sum(t == i for i, t in enumerate(nearest_safe_targets(model, ds, pair_quantile=0.25))) > sum(t == i for i, t in enumerate(targets))
+    assert nearest_safe_targets(model, ds, pair_quantile=1.0) == list(range(len(ds)))
+    with pytest.raises(ValueError, match="pair_quantile must be in \\[0, 1\\]"):
+        get_recipe("safer-clip", pair_quantile=1.5)
     res = train(model, world, "safer-clip", TrainConfig(epochs=1, batch_size=16, lr=1e-3, optimizer="adam", progress=False))
     assert res.steps == 4 and set(res.bounds) == {"S", "U", "V", "G"}
     with pytest.raises(ValueError, match="needs a hyperbolic space \\(a HySAC model\\)"):

@@ -64,19 +64,27 @@ def training_datasets(data, val_data, model: SafetyModel, objective, *, preload:
     if objective.inputs & _TARGET_INPUTS:
         if not isinstance(train_set, QuadrupletDataset):
             raise ValueError(f"objective {objective.name!r} needs captions to pick proximal targets; cached features carry none")
-        train_set = train_set.with_targets(nearest_safe_targets(model, train_set))
+        train_set = train_set.with_targets(nearest_safe_targets(model, train_set, pair_quantile=objective.pair_quantile))
     if not getattr(train_set, "has_images", True) and objective.inputs & _IMAGE_INPUTS:
         raise ValueError(f"objective {objective.name!r} needs images, but the training rows are text-only")
     return train_set, val_set
 
 
 @torch.no_grad()
-def nearest_safe_targets(model: SafetyModel, dataset: QuadrupletDataset, *, batch_size: int = 512) -> list[int]:
+def nearest_safe_targets(model: SafetyModel, dataset: QuadrupletDataset, *, batch_size: int = 512, pair_quantile: float = 0.0) -> list[int]:
     """SafeR-CLIP's proximal targets: for each unsafe caption, the row of the most similar safe
-    caption under the *frozen* text tower (cosine), computed once before training."""
+    caption under the *frozen* text tower (cosine), computed once before training; with
+    ``pair_quantile`` > 0 the row's own safe caption instead, when fewer than ``pair_quantile x N``
+    safe captions are more similar to the unsafe one than it is."""
     encode = model.encode_text_ref if hasattr(model, "encode_text_ref") else model.encode_text
     dev = model.device
     safe = torch.cat([encode(dataset.safe_tokens[i : i + batch_size].to(dev)) for i in range(0, len(dataset), batch_size)])
     unsafe = torch.cat([encode(dataset.unsafe_tokens[i : i + batch_size].to(dev)) for i in range(0, len(dataset), batch_size)])
     safe, unsafe = torch.nn.functional.normalize(safe.float(), dim=-1), torch.nn.functional.normalize(unsafe.float(), dim=-1)
-    return torch.cat([(unsafe[i : i + batch_size] @ safe.T).argmax(1) for i in range(0, len(unsafe), batch_size)]).tolist()
+    targets = []
+    for i in range(0, len(unsafe), batch_size):
+        sims = unsafe[i : i + batch_size] @ safe.T
+        rows = torch.arange(i, i + len(sims), device=sims.device)
+        pair_rank = (sims > sims[torch.arange(len(sims)), rows][:, None]).sum(1)  # safe captions nearer than the pair
+        targets.append(torch.where(pair_rank < pair_quantile * len(safe), rows, sims.argmax(1)))
+    return torch.cat(targets).tolist()
