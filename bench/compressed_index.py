@@ -150,6 +150,17 @@ def exact_search(index, queries: torch.Tensor, k: int, block: int) -> tuple[np.n
     return exact_rerank(space, queries, heap.I, index.vectors, k)[1].numpy(), seconds
 
 
+def cached_exact_search(cache: str | None, index, queries: torch.Tensor) -> tuple[np.ndarray, float]:
+    """:func:`exact_search`'s top 10, read from ``cache`` when an earlier run of the same gallery left it there."""
+    if cache and Path(cache).is_file():
+        saved = np.load(cache)
+        return saved["ids"], float(saved["seconds"])
+    exact, seconds = exact_search(index, queries, 10, 262_144)
+    if cache:
+        np.savez(cache, ids=exact, seconds=seconds)
+    return exact, seconds
+
+
 def recall(exact: np.ndarray, found: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(b)) / exact.shape[1] for a, b in zip(exact, found)]))
 
@@ -169,6 +180,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--work", required=True, help="folder for the index and its vector file (needs n x dim x 4 bytes)")
     p.add_argument("--reuse", action="store_true", help="search the index an earlier run saved in --work instead of rebuilding it")
+    p.add_argument("--exact-factors", type=int, nargs="+", help="vectors read back for the exact re-rank per result "
+                   "(hysafe.compressed.EXACT_FACTOR by default; several: one row each)")
+    p.add_argument("--exact-cache", help="keep the exact search's result here (.npz) and reuse it when it exists")
     p.add_argument("--out")
     args = p.parse_args()
     import faiss
@@ -184,10 +198,14 @@ def main() -> None:
     with validation(False):
         index, train_s, build_s = load_or_build(args, gallery)
         ram = index_ram_bytes(index)
-        exact, exact_s = exact_search(index, queries, 10, 262_144)
+        exact, exact_s = cached_exact_search(args.exact_cache, index, queries)
         rows = []
-        for nprobe, rerank in [(p, r) for p in nprobes for r in reranks]:
+        import hysafe.retrieval
+
+        factors = args.exact_factors or [hysafe.retrieval.EXACT_FACTOR]
+        for nprobe, rerank, factor in [(p, r, f) for p in nprobes for r in reranks for f in factors]:
             index.rerank, index.nprobe, index.index.nprobe = rerank, nprobe, nprobe
+            hysafe.retrieval.EXACT_FACTOR = factor
             t = time.perf_counter()
             found = index.search(queries, 10)[1].numpy()
             cold = time.perf_counter() - t
@@ -197,7 +215,7 @@ def main() -> None:
                 index.search(queries, 10)
                 times.append(time.perf_counter() - t)
             warm = statistics.median(times)
-            rows.append({"nprobe": nprobe, "rerank": rerank, "recall@10": recall(exact, found), "search_s_cold": cold, "search_s_warm": warm,
+            rows.append({"nprobe": nprobe, "rerank": rerank, "exact_factor": factor, "recall@10": recall(exact, found), "search_s_cold": cold, "search_s_warm": warm,
                          "speedup_cold": exact_s / cold, "speedup_warm": exact_s / warm, "qps_warm": args.queries / warm})
             print(json.dumps(rows[-1]), flush=True)
     flat_bytes = args.n * (args.dim + 1) * 4
