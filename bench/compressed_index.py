@@ -126,7 +126,7 @@ def index_ram_bytes(index) -> dict:
 
 def exact_search(index, queries: torch.Tensor, k: int, block: int) -> tuple[np.ndarray, float]:
     """Exhaustive search over the stored vectors, streamed from disk in blocks; top-``k`` confirmed in float64."""
-    import faiss
+    from hysafe._faiss import faiss
 
     space = index.space
     qv = np.ascontiguousarray(space.query_vectors(queries).numpy())
@@ -185,7 +185,7 @@ def main() -> None:
     p.add_argument("--exact-cache", help="keep the exact search's result here (.npz) and reuse it when it exists")
     p.add_argument("--out")
     args = p.parse_args()
-    import faiss
+    from hysafe._faiss import faiss
 
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)

@@ -57,7 +57,7 @@ def child(args) -> None:
     from hysafe.retrieval import RetrievalIndex
 
     torch.set_num_threads(args.threads)
-    import faiss
+    from hysafe._faiss import faiss
 
     faiss.omp_set_num_threads(args.threads)
     gallery, queries = make_data(args.n, args.dim, args.queries)

@@ -49,12 +49,15 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "entail0.3": ({}, {"entailment_weight": 0.3}),
     "entail2": ({}, {"entailment_weight": 2.0}),
 }
-#: Euclidean models per world: name -> (recipe, recipe options, checkpoint stem); the last two are SafeR-CLIP ablations
-EUCLIDEAN = {"Safe-CLIP": ("safeclip", {}, "safeclip"), "SafeR-CLIP": ("safer-clip", {}, "safer-clip-paired-s100"),
-             "SafeR-CLIP (proximal image)": ("safer-clip", {"image_target": "proximal"}, "safer-clip-s100"),
-             "SafeR-CLIP (proximal image, scale 1: v0.1)": ("safer-clip", {"image_target": "proximal", "redirection_scale": 1.0}, "safer-clip"),
+#: Euclidean models per world: name -> (recipe, recipe options, checkpoint stem); all but the first two are SafeR-CLIP
+#: ablations against its defaults (the stems name checkpoints cached by earlier runs of the same settings)
+_POSTER = {"pair_quantile": 0.0}  # the poster's target rule: always the nearest safe caption
+EUCLIDEAN = {"Safe-CLIP": ("safeclip", {}, "safeclip"), "SafeR-CLIP": ("safer-clip", {}, "safer-clip-pair05"),
+             "SafeR-CLIP (nearest caption: the poster's rule)": ("safer-clip", _POSTER, "safer-clip-paired-s100"),
              "SafeR-CLIP (pair within 1%)": ("safer-clip", {"pair_quantile": 0.01}, "safer-clip-pair01"),
-             "SafeR-CLIP (pair within 5%)": ("safer-clip", {"pair_quantile": 0.05}, "safer-clip-pair05")}
+             "SafeR-CLIP (nearest caption, proximal image)": ("safer-clip", {**_POSTER, "image_target": "proximal"}, "safer-clip-s100"),
+             "SafeR-CLIP (nearest caption, proximal image, scale 1: v0.1)": (
+                 "safer-clip", {**_POSTER, "image_target": "proximal", "redirection_scale": 1.0}, "safer-clip")}
 
 
 def _euclidean(cfg: DemoConfig, base: str, train, val, out: Path) -> dict:

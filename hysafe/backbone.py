@@ -56,9 +56,9 @@ def register_model_config(name: str, cfg: dict) -> None:
         return
     if existing is not None:
         raise ValueError(f"open_clip model name {name!r} is already registered with another architecture")
-    folder = Path(tempfile.mkdtemp(prefix="hysafe-open-clip-configs-"))
-    (folder / f"{name}.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(folder / f"{name}.json")
+    with tempfile.TemporaryDirectory(prefix="hysafe-open-clip-configs-") as folder:  # open_clip reads it when added
+        (Path(folder) / f"{name}.json").write_text(json.dumps(cfg))
+        open_clip.add_model_config(Path(folder) / f"{name}.json")
 
 
 def register_model_configs() -> None:

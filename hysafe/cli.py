@@ -300,7 +300,7 @@ def _args_train(p) -> None:
                    help="safer-clip: temperature of the redirection terms (default: the logit scale, 100; 1 is the poster's formula as written)")
     p.add_argument("--pair-quantile", type=float, default=argparse.SUPPRESS,
                    help="safer-clip: the unsafe caption's own safe pair is its target when it ranks within this top share of safe "
-                        "captions (default 0: always the nearest, the poster's rule)")
+                        "captions (default 0.05; 0: always the nearest, the poster's rule)")
 
 
 def _args_embed(p) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-import faiss
+from ._faiss import faiss
 import numpy as np
 import torch
 from torch import Tensor

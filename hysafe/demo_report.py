@@ -13,6 +13,7 @@ import torch
 
 from .checks import checks_markdown
 from .populations import POPULATIONS
+from .recipes import get_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,11 @@ def cpu_name() -> str:
 
 def _defaults_line(cfg: DemoConfig) -> str:
     cones = "absolute K = {}".format(cfg.min_radius) if cfg.min_radius is not None else "K relative to the embeddings (ConeConfig defaults)"
+    safer = get_recipe("safer-clip").objective
     return (f"Defaults: fine-tune {cfg.finetune_epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, LoRA r{cfg.lora.r} alpha {cfg.lora.alpha:g}, "
-            f"HySAC cones: {cones}, traversal tau `{cfg.traversal}`, seed {cfg.seed}.")
+            f"HySAC cones: {cones}, traversal tau `{cfg.traversal}`, SafeR-CLIP target: the own safe pair when within the nearest "
+            f"{100 * safer.pair_quantile:g}% of safe captions, else the nearest (redirection scale: {safer.redirection_scale or 'the logit scale'}), "
+            f"seed {cfg.seed}.")
 
 
 def write_report(out: Path, cfg, comparison, results, distances, checks, timings, plots, paths, sizes) -> Path:

