@@ -3,6 +3,7 @@ safety checks (hysafe.checks), plus HySAC ablations against the defaults.
 
     python bench/worlds.py --out runs/worlds                          # defaults on shapes, crowd, tint
     python bench/worlds.py --out runs/worlds --variants default abs-K0.05 abs-K0.1 rel-0.3
+    python bench/worlds.py --out runs/worlds --euclidean Safe-CLIP SafeR-CLIP  # without the SafeR-CLIP ablations
     python bench/worlds.py --report runs/worlds/results.jsonl --markdown docs/worlds_results.md
 
 Per world the tiny CLIP is pretrained once and Safe-CLIP / SafeR-CLIP are fine-tuned once (cached
@@ -60,9 +61,10 @@ EUCLIDEAN = {"Safe-CLIP": ("safeclip", {}, "safeclip"), "SafeR-CLIP": ("safer-cl
                  "safer-clip", {**_POSTER, "image_target": "proximal", "redirection_scale": 1.0}, "safer-clip")}
 
 
-def _euclidean(cfg: DemoConfig, base: str, train, val, out: Path) -> dict:
+def _euclidean(cfg: DemoConfig, base: str, train, val, out: Path, names: list[str]) -> dict:
     models = {}
-    for name, (recipe, options, stem) in EUCLIDEAN.items():
+    for name in names:
+        recipe, options, stem = EUCLIDEAN[name]
         path = out / "checkpoints" / f"{stem}.safetensors"
         if path.is_file():
             models[name] = load_model(path)
@@ -84,14 +86,14 @@ def _summary(world: str, variant: str, comparison, distances: dict, checks, seco
             "comparison": json.loads(comparison.to_json())}
 
 
-def run_world(world: str, variants: list[str], out: Path, base_cfg: DemoConfig, results: Path) -> None:
+def run_world(world: str, variants: list[str], out: Path, base_cfg: DemoConfig, results: Path, euclidean: list[str]) -> None:
     folder = out / world
     cfg = replace(base_cfg, data=f"synthetic:{world}", out_dir=str(folder))
     probe = create_model("clip", cfg.model, None, lora=None)
     train, val, test = _datasets(cfg, probe, folder)
     cached = folder / "checkpoints" / "clip-pretrained.safetensors"
     base = str(cached) if cached.is_file() else _backbone_source(cfg, train, val, folder, {})
-    models = {"CLIP": create_model("clip", cfg.model, base, lora=None), **_euclidean(cfg, base, train, val, folder)}
+    models = {"CLIP": create_model("clip", cfg.model, base, lora=None), **_euclidean(cfg, base, train, val, folder, euclidean)}
     share = own_pair_share(models["Safe-CLIP"], train)
     for variant in variants:
         overrides, recipe_options = VARIANTS[variant]
@@ -156,17 +158,22 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/worlds")
     p.add_argument("--worlds", nargs="+", default=["shapes", "crowd", "tint"])
     p.add_argument("--variants", nargs="+", default=["default"], choices=sorted(VARIANTS))
+    p.add_argument("--euclidean", nargs="+", default=list(EUCLIDEAN), choices=list(EUCLIDEAN), metavar="MODEL",
+                   help="Euclidean models to fine-tune and compare (Safe-CLIP is needed by the checks; default: all, the "
+                        "SafeR-CLIP ablations included)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report", help="only render this results.jsonl as Markdown")
     p.add_argument("--markdown", help="write the Markdown table here (default: print it)")
     args = p.parse_args(argv)
+    if "Safe-CLIP" not in args.euclidean:
+        p.error("--euclidean must include Safe-CLIP (the reference of the safety checks)")
     if args.report is None:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "machine.json").write_text(json.dumps({**machine(), "command": " ".join(sys.argv)}, indent=2))
         torch.manual_seed(args.seed)
         for world in args.worlds:
-            run_world(world, args.variants, out, DemoConfig(progress=False, seed=args.seed), out / "results.jsonl")
+            run_world(world, args.variants, out, DemoConfig(progress=False, seed=args.seed), out / "results.jsonl", args.euclidean)
     results = Path(args.report) if args.report else Path(args.out) / "results.jsonl"
     table = markdown([json.loads(line) for line in results.read_text().splitlines() if line.strip()])
     if args.markdown:

@@ -9,6 +9,7 @@ with Markdown, JSON/CSV metrics, plots and checkpoints (:mod:`hysafe.demo_report
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from .backbone import TINY_MODEL, LoraConfig
-from .checkpoint import save_model
+from .checkpoint import load_model, save_model
 from .data import QuadrupletDataset, WorldConfig, generate_world, load_manifest, load_visu
 from .embed import embed_dataset
 from .checks import Check, safety_checks
@@ -28,6 +29,7 @@ from .models import create_model
 from .plots import plot_poincare_disk, plot_recall_bars, plot_roc_curves, plot_root_distances, plot_traversal
 from .populations import MODALITIES, SAFE_IMAGE, UNSAFE_IMAGE, UNSAFE_TEXT, modality_pair
 from .pretrain import export_open_clip, pretrain_clip
+from .progress import logger as progress_logger
 from .recipes import get_recipe
 from .training import TrainConfig, TrainResult, safety_bounds, train
 from .traversal import DEFAULT_TAU
@@ -62,6 +64,8 @@ class DemoConfig:
     min_radius: float | None = field(default=None, metadata=_opt("absolute entailment-cone K for HySAC; default: K relative to the embeddings (ConeConfig)"))
     select: str = field(default="auto", metadata=_opt("model selection of the fine-tunes (TrainConfig.select)", choices=("auto", "recall", "safety")))
     traversal: str = field(default=DEFAULT_TAU, metadata=_opt("tau rule or number for HySAC + traversal"))
+    workers: int = field(default=0, metadata=_opt("fine-tunes run at once, each in its own process with its share of the CPU threads "
+                                                    "(0: all three on a CPU with 2+ threads, else 1; 1: one after another in this process)"))
     precision: str = field(default="fp32", metadata=_opt("autocast precision", choices=("fp32", "bf16", "fp16", "auto")))
     device: str = field(default="cpu", metadata=_opt("device"))
     seed: int = field(default=0, metadata=_opt("seed of the world and of every training"))
@@ -71,7 +75,8 @@ class DemoConfig:
     def quick(cls, seed: int = 0, **overrides) -> "DemoConfig":
         """A small world and few epochs: a smoke run of under a minute."""
         base = cls(world=WorldConfig(n_train=320, n_val=64, n_test=64, seed=seed), pretrain_epochs=4, finetune_epochs=3,
-                   batch_size=32, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0), seed=seed)
+                   batch_size=32, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0), seed=seed,
+                   workers=1)  # starting processes costs more than a smoke run's fine-tunes
         return replace(base, **overrides)
 
 
@@ -132,13 +137,62 @@ def _fine_tune(cfg: DemoConfig, recipe_name: str, base: str, train_set, val_set,
 FINE_TUNES = {"Safe-CLIP": "safeclip", "SafeR-CLIP": "safer-clip", "HySAC": "hysac"}
 
 
+def _jobs(cfg: DemoConfig) -> list[tuple[str, str, dict]]:
+    """(report name, recipe, recipe options) of each fine-tune."""
+    return [(name, recipe, {"min_radius": cfg.min_radius} if recipe == "hysac" and cfg.min_radius is not None else {})
+            for name, recipe in FINE_TUNES.items()]
+
+
+def fine_tune_workers(cfg: DemoConfig, threads: int | None = None) -> int:
+    """How many fine-tunes run at once: ``cfg.workers``, or for 0 all of them on a CPU with two or
+    more threads (the tiny model's steps are too small to use two threads well: 1.5x, measured)."""
+    if cfg.workers < 0:
+        raise ValueError(f"workers must be >= 0, got {cfg.workers}")
+    if cfg.workers:
+        return min(cfg.workers, len(FINE_TUNES))
+    threads = torch.get_num_threads() if threads is None else threads
+    return len(FINE_TUNES) if torch.device(cfg.device).type == "cpu" and threads >= 2 else 1
+
+
+def _fine_tune_job(job: tuple) -> tuple[TrainResult, float]:
+    """One fine-tune in a worker process: trains, saves the checkpoint, returns the result with the
+    checkpoint's path in place of the model (loaded back by the parent) and the seconds it took."""
+    cfg, recipe, base, train_set, val_set, out, options, threads = job
+    torch.set_num_threads(threads)
+    if cfg.progress:  # a log line per epoch, tagged with the recipe (bars of three processes would overwrite each other)
+        os.environ["HYSAFE_PROGRESS"] = "log"
+        logging.basicConfig(level=logging.WARNING, format=f"%(levelname)s %(name)s [{recipe}]: %(message)s")
+        progress_logger.setLevel(logging.INFO)
+    t = time.time()
+    res = _fine_tune(cfg, recipe, base, train_set, val_set, out, **options)
+    path = save_model(res.model, out / "checkpoints" / f"{recipe}.safetensors", bounds=res.bounds)
+    return replace(res, model=path), time.time() - t
+
+
 def _fine_tune_all(cfg: DemoConfig, base: str, train_set, val_set, out: Path, timings: dict) -> dict[str, TrainResult]:
-    results = {}
-    for name, recipe in FINE_TUNES.items():
-        t = time.time()
-        options = {"min_radius": cfg.min_radius} if recipe == "hysac" and cfg.min_radius is not None else {}
-        results[name] = _fine_tune(cfg, recipe, base, train_set, val_set, out, **options)
-        timings[f"fine-tune {name}"] = time.time() - t
+    workers, results = fine_tune_workers(cfg), {}
+    if workers == 1:
+        for name, recipe, options in _jobs(cfg):
+            t = time.time()
+            results[name] = _fine_tune(cfg, recipe, base, train_set, val_set, out, **options)
+            timings[f"fine-tune {name}"] = time.time() - t
+        return results
+    import concurrent.futures
+    import multiprocessing
+
+    threads = max(1, torch.get_num_threads() // workers)
+    report = progress_logger.info if cfg.progress else logger.info
+    report("fine-tuning %s at once, in %d processes of %d thread(s) each", ", ".join(FINE_TUNES), workers, threads)
+    t = time.time()
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jobs = {name: pool.submit(_fine_tune_job, (cfg, recipe, base, train_set, val_set, out, options, threads))
+                for name, recipe, options in _jobs(cfg)}
+        for name, job in jobs.items():
+            res, seconds = job.result()
+            results[name] = replace(res, model=load_model(res.model))
+            timings[f"fine-tune {name}"] = seconds
+            report("fine-tuned %s in %.0f s", name, seconds)
+    timings["fine-tunes (wall, in parallel)"] = time.time() - t
     return results
 
 

@@ -7,6 +7,7 @@ long loops report through the ``hysafe.progress`` logger (the CLI shows it at IN
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from tqdm.auto import tqdm
@@ -17,7 +18,9 @@ logger = logging.getLogger("hysafe.progress")
 
 
 def on_terminal() -> bool:
-    return sys.stderr.isatty()
+    """Whether stderr is a terminal that shows bars (``HYSAFE_PROGRESS=log``: never; processes that
+    share one terminal report in log lines instead)."""
+    return os.environ.get("HYSAFE_PROGRESS") != "log" and sys.stderr.isatty()
 
 
 def bar(iterable=None, *, desc: str, enabled: bool = True, total: int | None = None) -> tqdm:
