@@ -207,6 +207,7 @@ def _save_checkpoints(results: dict[str, TrainResult], out: Path) -> dict[str, P
 
 def run_demo(cfg: DemoConfig = DemoConfig()) -> DemoResult:
     """Run the pipeline, write the report folder and return what it holds."""
+    fine_tune_workers(cfg)  # a bad --workers fails here, not after the pretraining
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
     for folder in ("plots", "checkpoints"):

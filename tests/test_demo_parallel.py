@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hysafe.data import WorldConfig
-from hysafe.demo import DemoConfig, FINE_TUNES, _datasets, _fine_tune_all, fine_tune_workers
+from hysafe.demo import DemoConfig, FINE_TUNES, _datasets, _fine_tune_all, fine_tune_workers, run_demo
 from hysafe.models import create_model
 
 
@@ -40,7 +40,7 @@ def test_parallel_fine_tunes_equal_sequential(tmp_path, tiny_base):
             assert par.bounds[key] == pytest.approx(stats, rel=1e-5), (name, key)
 
 
-def test_fine_tune_workers_rule():
+def test_fine_tune_workers_rule(tmp_path):
     assert fine_tune_workers(DemoConfig(), threads=2) == len(FINE_TUNES)
     assert fine_tune_workers(DemoConfig(), threads=1) == 1
     assert fine_tune_workers(DemoConfig(device="cuda"), threads=16) == 1
@@ -48,3 +48,6 @@ def test_fine_tune_workers_rule():
     assert fine_tune_workers(DemoConfig(workers=8), threads=2) == len(FINE_TUNES)
     with pytest.raises(ValueError, match="workers must be >= 0"):
         fine_tune_workers(DemoConfig(workers=-1))
+    with pytest.raises(ValueError, match="workers must be >= 0"):  # before any work: no world generated
+        run_demo(DemoConfig(workers=-1, out_dir=str(tmp_path / "demo")))
+    assert not (tmp_path / "demo").exists()
