@@ -161,6 +161,34 @@ def cached_exact_search(cache: str | None, index, queries: torch.Tensor) -> tupl
     return exact, seconds
 
 
+def stage_seconds(index, queries: torch.Tensor, k: int) -> dict[str, float]:
+    """Seconds per search stage (routing, IVF-PQ scan, refine codes, exact re-rank with its reads from
+    the vector file) over ``queries``, in the batches and order of ``RetrievalIndex.search``."""
+    from faiss.contrib.ivf_tools import search_preassigned
+
+    import hysafe.retrieval as R
+    from hysafe.compressed import exact_rerank, refine_candidates
+
+    out = dict.fromkeys(("route", "scan", "refine", "read rows", "exact"), 0.0)
+    for i in range(0, len(queries), R.RERANK_BATCH):
+        q = queries[i : i + R.RERANK_BATCH]
+        t0 = time.perf_counter()
+        vectors = index._vectors(q, "query")
+        coarse_ip, lists = index._route(q, index.nprobe)
+        t1 = time.perf_counter()
+        ip, idx = search_preassigned(index.index, vectors, min(len(index), k * index.rerank), lists, coarse_ip)
+        t2 = time.perf_counter()
+        best = refine_candidates(index.refine, vectors, idx, ip, R.EXACT_FACTOR * k)
+        t3 = time.perf_counter()
+        index.vectors.take(best)
+        t4 = time.perf_counter()
+        exact_rerank(index.space, q, best, index.vectors, k)  # reads the rows again (now cached) and ranks
+        t5 = time.perf_counter()
+        for name, a, b in (("route", t0, t1), ("scan", t1, t2), ("refine", t2, t3), ("read rows", t3, t4), ("exact", t4, t5)):
+            out[name] += b - a
+    return out
+
+
 def recall(exact: np.ndarray, found: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(b)) / exact.shape[1] for a, b in zip(exact, found)]))
 
@@ -183,6 +211,7 @@ def main() -> None:
     p.add_argument("--exact-factors", type=int, nargs="+", help="vectors read back for the exact re-rank per result "
                    "(hysafe.compressed.EXACT_FACTOR by default; several: one row each)")
     p.add_argument("--exact-cache", help="keep the exact search's result here (.npz) and reuse it when it exists")
+    p.add_argument("--build-only", action="store_true", help="build and save the index in --work, search nothing (search it later with --reuse)")
     p.add_argument("--out")
     args = p.parse_args()
     from hysafe._faiss import faiss
@@ -197,6 +226,9 @@ def main() -> None:
     args.nprobe, nprobes = args.nprobe[0], args.nprobe
     with validation(False):
         index, train_s, build_s = load_or_build(args, gallery)
+        if args.build_only:
+            print(json.dumps({"train_s": train_s, "build_s": build_s, "work": args.work}))
+            return
         ram = index_ram_bytes(index)
         exact, exact_s = cached_exact_search(args.exact_cache, index, queries)
         rows = []
@@ -216,7 +248,8 @@ def main() -> None:
                 times.append(time.perf_counter() - t)
             warm = statistics.median(times)
             rows.append({"nprobe": nprobe, "rerank": rerank, "exact_factor": factor, "recall@10": recall(exact, found), "search_s_cold": cold, "search_s_warm": warm,
-                         "speedup_cold": exact_s / cold, "speedup_warm": exact_s / warm, "qps_warm": args.queries / warm})
+                         "speedup_cold": exact_s / cold, "speedup_warm": exact_s / warm, "qps_warm": args.queries / warm,
+                         "stage_s_warm": {n: round(v, 3) for n, v in stage_seconds(index, queries, 10).items()}})
             print(json.dumps(rows[-1]), flush=True)
     flat_bytes = args.n * (args.dim + 1) * 4
     ram_total = sum(ram.values())

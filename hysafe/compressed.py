@@ -8,8 +8,10 @@ A query is answered in three stages, each on fewer candidates and more precisely
 2. the candidates' first-stage scores plus the score of a second product-quantization code of what
    the first one left over (``REFINE_DIMS`` dimensions per byte, kept in RAM in id order), from
    per-query lookup tables: the best ``EXACT_FACTOR x k``;
-3. those read from the memory-mapped full vectors (:class:`~hysafe.vector_file.VectorFile`) and
-   ranked by the exact distance of the space, in float64.
+3. those read from the memory-mapped full vectors (:class:`~hysafe.vector_file.VectorFile`),
+   their inner products computed in float32, and the best ``FLOAT64_POOL x k`` ranked by the exact
+   distance of the space in float64 (the same top-k as float64 throughout: the float32 rounding
+   bound is checked at the pool's edge).
 
 Both codes together take 8 / ``PQ_DIMS`` + 8 / ``REFINE_DIMS`` = 3 bits per dimension (plus the
 8-byte id faiss stores per vector): 298 bytes for a 768-d Lorentz embedding, 1/10 of the flat
@@ -29,7 +31,7 @@ from hysafe.geometry import Space
 
 from .vector_file import VectorFile
 
-__all__ = ["PQ_CENTROIDS", "PQ_DIMS", "REFINE_DIMS", "EXACT_FACTOR", "PQ_TRAIN_POINTS", "pq_layout", "train_pq", "RefineCodes", "refine_candidates", "exact_rerank"]
+__all__ = ["PQ_CENTROIDS", "PQ_DIMS", "REFINE_DIMS", "EXACT_FACTOR", "FLOAT64_POOL", "PQ_TRAIN_POINTS", "pq_layout", "train_pq", "RefineCodes", "refine_candidates", "exact_rerank"]
 
 #: entries of every 8-bit codebook (the fewest training vectors a product quantizer takes)
 PQ_CENTROIDS = 256
@@ -122,29 +124,98 @@ class RefineCodes:
         self._buffer, self._size = codes, len(codes)
 
 
+#: queries whose candidates' lookup-table scores are summed at once: keeps the gathered indices
+#: (``REFINE_BLOCK x candidates x codes`` int64, ~3 MB at 1,000 x 97) in cache
+REFINE_BLOCK = 4
+
+
 def refine_candidates(refine: RefineCodes, query_vectors: np.ndarray, candidates: np.ndarray, first_ip: np.ndarray,
                       keep: int) -> np.ndarray:
     """Stage 2: the ``keep`` best candidate ids ``(Q, C)`` of each query (``-1`` = none) by the
     first stage's inner product ``first_ip`` ``(Q, C)`` (centroid + first code) plus the refine
     code's, from per-query lookup tables. ``(Q, min(keep, C))``."""
-    q = torch.from_numpy(pad(query_vectors, refine.padded).reshape(len(query_vectors), refine.codes_per_vector, -1))
-    centroids = torch.from_numpy(faiss.vector_to_array(refine.pq.centroids).reshape(refine.codes_per_vector, PQ_CENTROIDS, -1))
-    tables = torch.einsum("qmd,mkd->qmk", q, centroids)  # (Q, codes, 256)
-    codes = torch.from_numpy(refine.codes[np.maximum(candidates, 0)]).long().transpose(1, 2)  # (Q, codes, C)
-    estimate = torch.from_numpy(first_ip) + tables.gather(2, codes).sum(1)
+    n_q, n_c = candidates.shape
+    m = refine.codes_per_vector
+    q = torch.from_numpy(pad(query_vectors, refine.padded).reshape(n_q, m, -1))
+    centroids = torch.from_numpy(faiss.vector_to_array(refine.pq.centroids).reshape(m, PQ_CENTROIDS, -1))
+    tables = torch.einsum("qmd,mkd->qmk", q, centroids).reshape(n_q, m * PQ_CENTROIDS)  # (Q, codes x 256)
+    offsets = torch.arange(m) * PQ_CENTROIDS  # code j of sub-quantizer i is table column i x 256 + j
+    estimate = torch.from_numpy(np.array(first_ip, dtype=np.float32, copy=True))
+    for i in range(0, n_q, REFINE_BLOCK):
+        codes = torch.from_numpy(refine.codes[np.maximum(candidates[i : i + REFINE_BLOCK], 0)])  # (b, C, codes) uint8
+        columns = (codes.long() + offsets).reshape(len(codes), -1)
+        estimate[i : i + REFINE_BLOCK] += tables[i : i + REFINE_BLOCK].gather(1, columns).view(len(codes), n_c, m).sum(2)
     estimate = torch.where(torch.from_numpy(candidates) < 0, torch.tensor(-float("inf")), estimate)
-    best = torch.topk(estimate, min(keep, candidates.shape[1]), dim=1).indices.numpy()
+    best = torch.topk(estimate, min(keep, n_c), dim=1).indices.numpy()
     return np.take_along_axis(candidates, best, axis=1)
+
+
+#: candidates per result kept by the float32 pre-selection of the exact stage for the float64 ranking
+FLOAT64_POOL = 4
+
+
+def _float32_margin(q: Tensor, g: Tensor) -> Tensor:
+    """Bound on the rounding error of float32 inner products ``q . g`` over ``D`` terms, per query
+    ``(Q,)``: twice ``D x 2^-24 x |q| x max|g|`` (the dot product's worst case, each product and
+    partial sum rounding once, doubled for the rounding of the vectors' own float32 coordinates)."""
+    return 2 * q.shape[-1] * 2.0**-24 * q.norm(dim=-1) * g.norm(dim=-1).amax(dim=-1)
 
 
 def exact_rerank(space: Space, queries: Tensor, candidates: np.ndarray, vectors: VectorFile, k: int) -> tuple[Tensor, Tensor]:
     """Stage 3: the ``k`` nearest of each query's candidate ids ``(Q, C)`` (``-1`` = none) by exact
-    distance in ``space``, in float64 from the stored full vectors. ``(distances, ids)``, ``(Q, k)``."""
-    rows = torch.from_numpy(vectors.take(candidates)).double()  # (Q, C, D)
-    q = space.query_vectors(queries.double())
-    g = space.gallery_vectors(rows.reshape(-1, rows.shape[-1])).reshape(*rows.shape[:2], -1)
-    dist = space.distance_from_inner(torch.einsum("qd,qcd->qc", q, g))
+    distance in ``space``, from the stored full vectors. ``(distances, ids)``, ``(Q, k)``.
+
+    Inner products with every candidate in float32, then the float64 distance of the best
+    ``FLOAT64_POOL x k`` (in candidate order, so ties keep it): the same top-k as float64 throughout
+    wherever the float32 rounding bound cannot reorder the pool's edge (a query where it could is
+    ranked wholly in float64)."""
+    rows = torch.from_numpy(vectors.take(candidates))  # (Q, C, D) float32
     ids = torch.from_numpy(candidates).long()
+    n_q, n_c = ids.shape
+    ip, margin = _float32_inner(space, queries, rows)
+    ip = ip.masked_fill(ids < 0, -float("inf"))
+    pool = min(n_c, FLOAT64_POOL * k)
+    if pool < n_c:
+        top = ip.topk(pool + 1, dim=1).values
+        unsafe = top[:, pool] >= top[:, min(k, pool) - 1] - 2 * margin
+        keep = ip.topk(pool, dim=1).indices.sort(dim=1).values
+        keep[unsafe] = torch.arange(pool)  # placeholder rows, replaced below
+        rows_kept, ids_kept = rows.gather(1, keep.unsqueeze(2).expand(-1, -1, rows.shape[-1])), ids.gather(1, keep)
+    else:
+        unsafe = torch.zeros(n_q, dtype=torch.bool)
+        rows_kept, ids_kept = rows, ids
+    dist, order = _float64_topk(space, queries, rows_kept, ids_kept, k)
+    out_d, out_i = dist, ids_kept.gather(1, order)
+    if unsafe.any():  # ties within the rounding bound at the pool's edge: rank every candidate in float64
+        d_all, o_all = _float64_topk(space, queries[unsafe], rows[unsafe], ids[unsafe], k)
+        out_d[unsafe], out_i[unsafe] = d_all, ids[unsafe].gather(1, o_all)
+    return out_d.float(), out_i
+
+
+#: queries whose candidates' index vectors are built and multiplied at once (temporaries in cache:
+#: 4 x 300 x 769 float32 = 3.7 MB), 2x faster than the whole batch at once
+EXACT_BLOCK = 4
+
+
+def _float32_inner(space: Space, queries: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    """Float32 index inner products of each query with its candidate rows ``(Q, C, D)``, and the
+    rounding bound of each query's products (:func:`_float32_margin`). ``(Q, C)``, ``(Q,)``."""
+    q = space.query_vectors(queries.float())
+    ip, margin = torch.empty(rows.shape[:2]), torch.empty(len(rows))
+    for i in range(0, len(rows), EXACT_BLOCK):
+        block = rows[i : i + EXACT_BLOCK]
+        g = space.gallery_vectors(block.reshape(-1, block.shape[-1])).reshape(*block.shape[:2], -1)
+        ip[i : i + EXACT_BLOCK] = torch.bmm(g, q[i : i + EXACT_BLOCK].unsqueeze(2)).squeeze(2)
+        margin[i : i + EXACT_BLOCK] = _float32_margin(q[i : i + EXACT_BLOCK], g)
+    return ip, margin
+
+
+def _float64_topk(space: Space, queries: Tensor, rows: Tensor, ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Float64 distances of the ``k`` nearest of ``rows`` ``(Q, C, D)`` (``ids < 0``: none), and
+    their positions in ``rows``; a stable sort keeps candidate order among ties."""
+    q = space.query_vectors(queries.double())
+    g = space.gallery_vectors(rows.reshape(-1, rows.shape[-1]).double()).reshape(*rows.shape[:2], -1)
+    dist = space.distance_from_inner(torch.einsum("qd,qcd->qc", q, g))
     dist = torch.where(ids < 0, torch.full_like(dist, float("inf")), dist)
     order = torch.sort(dist, dim=1, stable=True).indices[:, :k]
-    return dist.gather(1, order).float(), ids.gather(1, order)
+    return dist.gather(1, order), order

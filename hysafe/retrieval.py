@@ -28,6 +28,7 @@ from hysafe.geometry import Space, space_from_dict
 
 from .compressed import EXACT_FACTOR, PQ_CENTROIDS, PQ_DIMS, PQ_TRAIN_POINTS, RefineCodes, train_pq, exact_rerank, pad, pq_layout, refine_candidates
 from .ivf_scan import scan_lists
+from .ivf_train import geodesic_centroids
 from .traversal import traverse
 from .vector_file import VectorFile
 
@@ -50,21 +51,6 @@ RERANK_BATCH = 512
 
 def _np(x: Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.detach().float().cpu().numpy())
-
-
-def _geodesic_centroids(x: np.ndarray, nlist: int, *, hyperbolic: bool, niter: int, seed: int) -> np.ndarray:
-    """k-means centroids of embeddings ``x``, each rescaled to its members' mean norm.
-
-    A Euclidean mean is shrunk toward the root and would be geodesically near everything; at the
-    members' mean norm the lists stay balanced."""
-    kmeans = faiss.Kmeans(x.shape[1], nlist, niter=niter, seed=seed, spherical=not hyperbolic)
-    kmeans.train(x)
-    centroids = kmeans.centroids
-    members = kmeans.index.search(x, 1)[1][:, 0]
-    count = np.bincount(members, minlength=nlist)
-    mean_norm = np.bincount(members, weights=np.linalg.norm(x, axis=1), minlength=nlist) / np.maximum(count, 1)
-    scale = np.where(count > 0, mean_norm / np.maximum(np.linalg.norm(centroids, axis=1), 1e-12), 1.0)
-    return (centroids * scale[:, None]).astype(np.float32)
 
 
 def _check_mergeable(a: "RetrievalIndex", b: "RetrievalIndex") -> None:
@@ -147,7 +133,7 @@ class RetrievalIndex:
         if self.kind == "ivfpq" and sample.shape[0] < PQ_CENTROIDS:
             raise ValueError(f"ivfpq needs at least {PQ_CENTROIDS} training vectors (codebooks of {PQ_CENTROIDS} entries), "
                              f"got {sample.shape[0]}; use kind='flat' for a gallery this small")
-        centroids = _geodesic_centroids(_np(sample), self.nlist, hyperbolic=self.space.hyperbolic, niter=niter, seed=seed)
+        centroids = geodesic_centroids(self.space, _np(sample), self.nlist, niter=niter, seed=seed)
         self._quantizer.add(self._vectors(torch.from_numpy(centroids), "gallery"))
         if self.kind == "ivfpq":
             part = sample[torch.randperm(sample.shape[0], generator=torch.Generator().manual_seed(seed))[:PQ_TRAIN_POINTS]]

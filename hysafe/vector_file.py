@@ -13,6 +13,7 @@ from __future__ import annotations
 import mmap
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,12 @@ import numpy as np
 __all__ = ["VectorFile"]
 
 _DTYPE = np.dtype("<f4")
+
+#: threads that copy rows out of the memory map at once, and rows per task: a row not in the page
+#: cache faults and waits on the disk, and the disk serves several faults at a time (10M x 768 file
+#: on the 2-core benchmark host: 63 us per scattered row read alone, 23 us with 32 threads)
+READ_THREADS = 16
+READ_CHUNK = 2048
 
 
 class VectorFile:
@@ -68,16 +75,32 @@ class VectorFile:
     def take(self, ids: np.ndarray) -> np.ndarray:
         """Rows for an id array of any shape (``-1`` gives zeros): ``ids.shape + (dim,)``.
 
-        Each distinct row is read once, in file order (the reads a memory map serves best)."""
+        Copied straight from the memory map by several threads (a row asked for twice is copied
+        twice): deduplicating and sorting the ids first took 3x as long on page-cached rows and
+        saved no disk reads."""
         flat = ids.reshape(-1)
         valid = flat >= 0
-        wanted, where = np.unique(flat[valid], return_inverse=True)
-        out = np.zeros((flat.size, self.dim), _DTYPE)
-        if wanted.size:
-            if wanted[-1] >= self.rows:
-                raise ValueError(f"{self.path}: asked for row {wanted[-1]} of {self.rows}")
-            out[valid] = self.mapped()[wanted][where]
+        if flat.size and flat.max() >= self.rows:
+            raise ValueError(f"{self.path}: asked for row {flat.max()} of {self.rows}")
+        if not valid.any():
+            return np.zeros((*ids.shape, self.dim), _DTYPE)
+        out = self._gather(np.where(valid, flat, 0))
+        out[~valid] = 0
         return out.reshape(*ids.shape, self.dim)
+
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
+        """``mapped()[rows]``, copied by ``READ_THREADS`` threads in chunks (numpy releases the GIL)."""
+        mapped = self.mapped()
+        if len(rows) <= READ_CHUNK:
+            return mapped[rows]
+        out = np.empty((len(rows), self.dim), _DTYPE)
+
+        def copy(lo: int) -> None:
+            out[lo : lo + READ_CHUNK] = mapped[rows[lo : lo + READ_CHUNK]]
+
+        with ThreadPoolExecutor(READ_THREADS) as pool:
+            list(pool.map(copy, range(0, len(rows), READ_CHUNK)))
+        return out
 
     def relocate(self, path: str | Path, *, move: bool) -> None:
         """Put the file at ``path`` (renamed when ``move``, else copied); rows past the index's are dropped."""

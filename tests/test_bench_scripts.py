@@ -26,3 +26,37 @@ def test_train_bench_in_process_rows_flops_speedups_and_report(tmp_path):
     assert "aten::" in (tmp_path / "profile.txt").read_text()
     report = subprocess.run([sys.executable, "bench/report.py", str(out)], cwd=ROOT, check=True, capture_output=True, text=True).stdout
     assert report.count("| hysac |") == 6
+
+
+def test_compressed_index_bench_builds_searches_and_times_its_stages(tmp_path):
+    """Build-only, then search the saved index (--reuse): recall against exact search and per-stage seconds."""
+    common = [sys.executable, "bench/compressed_index.py", "--n", "6000", "--dim", "32", "--nlist", "16", "--nprobe", "4",
+              "--train", "6000", "--chunk", "3000", "--queries", "40", "--repeats", "1", "--work", str(tmp_path / "idx")]
+    subprocess.run(common + ["--build-only"], cwd=ROOT, check=True, capture_output=True)
+    assert (tmp_path / "idx" / "index.faiss").is_file()
+    out = tmp_path / "c.json"
+    subprocess.run(common + ["--reuse", "--rerank", "10", "--exact-factors", "3", "--out", str(out)], cwd=ROOT, check=True, capture_output=True)
+    (row,) = json.loads(out.read_text())["rows"]
+    assert 0.5 <= row["recall@10"] <= 1.0 and row["exact_factor"] == 3
+    assert set(row["stage_s_warm"]) == {"route", "scan", "refine", "read rows", "exact"} and all(v >= 0 for v in row["stage_s_warm"].values())
+
+
+def test_image_ceiling_helpers_fit_and_score():
+    """The image-ceiling benchmark's classifier fit picks its best validation epoch and its separation
+    statistics are the check's (safe 95th vs unsafe 5th percentile)."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from image_ceiling import SmallCNN, fit, scores, separation
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 32, 32, generator=g) * 0.2
+    y = torch.cat([torch.zeros(32), torch.ones(32)])
+    x[32:, :, 10:14, 10:14] += 0.8  # the unsafe half carries a bright patch
+    net = fit(SmallCNN(width=8), (x, y), (x, y), epochs=30, lr=1e-2)
+    sep = separation(scores(net, x), y)
+    assert sep["roc_auc"] == 1.0 and sep["separated"] and sep["unsafe_below_safe_95"] == 0.0
+    s = torch.cat([torch.arange(100.0), torch.arange(100.0) + 50])
+    sep = separation(s, torch.cat([torch.zeros(100), torch.ones(100)]))
+    assert not sep["separated"] and sep["safe_up_95"] == pytest.approx(94.05) and sep["unsafe_low_05"] == pytest.approx(54.95)
+    assert sep["unsafe_below_safe_95"] == pytest.approx(0.45)

@@ -56,6 +56,20 @@ def test_vector_file_appends_reads_and_ignores_a_crashed_tail(tmp_path, gen):
     assert not (tmp_path / "v.f32").exists() and (tmp_path / "moved.f32").stat().st_size == 11 * 6 * 4
 
 
+def test_vector_file_threaded_reads_equal_one_gather(tmp_path, gen, monkeypatch):
+    import hysafe.vector_file as vfmod
+
+    rows = torch.randn(500, 8, generator=gen).numpy()
+    vf = VectorFile(tmp_path / "v.f32", 8)
+    vf.append(rows)
+    ids = torch.randint(-1, 500, (37, 11), generator=gen).numpy()
+    want = np.where((ids >= 0)[..., None], rows[np.maximum(ids, 0)], 0)
+    for chunk in (vfmod.READ_CHUNK, 7, 1):  # one gather; many tasks over the thread pool
+        monkeypatch.setattr(vfmod, "READ_CHUNK", chunk)
+        assert np.array_equal(vf.take(ids), want)
+    assert vf.take(np.full((2, 3), -1)).shape == (2, 3, 8) and not vf.take(np.full((2, 3), -1)).any()
+
+
 # ------------------------------------------------------------------------------ the compressed index
 
 
@@ -252,3 +266,54 @@ def test_faiss_openblas_loads_the_kernels_hysafe_chose():
     assert f"chosen {expected}" in out
     if expected is not None and "Core:" in out:  # builds of OpenBLAS without the verbose report print nothing
         assert out.count("Core: Prescott") == 0 and f"Core: {expected}" in out
+
+
+# ------------------------------------------------------------------------------ stages: fast paths against references
+
+
+@pytest.mark.parametrize("space", SPACES, ids=["lorentz", "euclidean"])
+def test_exact_rerank_float32_preselection_equals_float64_throughout(space, gen, tmp_path, monkeypatch):
+    """Stage 3 ranks a float32-chosen pool in float64: the top-k (ids and distances) must equal
+    ranking every candidate in float64, with missing candidates (-1), repeated ids, exact ties at
+    the pool's edge (duplicate rows: the fallback path) and a pool as large as the candidates."""
+    import hysafe.compressed as compressed
+
+    rows = clustered(gen, 2000)
+    rows[1000:1100] = rows[900:1000]  # exact duplicates: ties in any precision
+    vf = VectorFile(tmp_path / "v.f32", 16)
+    vf.append(rows.numpy())
+    queries = clustered(gen, 40)
+    cand = torch.randint(0, 2000, (40, 120), generator=gen).numpy()
+    cand[::5, -7:] = -1
+    cand[3, :60] = np.repeat(np.arange(900, 930), 2)  # a query whose candidates tie everywhere
+    cand[4, :100] = np.r_[np.arange(900, 950), np.arange(1000, 1050)]  # row i and its duplicate i + 100
+
+    def reference(k):
+        monkeypatch.setattr(compressed, "FLOAT64_POOL", 10**6)  # no pre-selection: float64 throughout
+        out = compressed.exact_rerank(space, queries, cand, vf, k)
+        monkeypatch.undo()
+        return out
+
+    for k in (1, 10, 30):
+        want_d, want_i = reference(k)
+        got_d, got_i = compressed.exact_rerank(space, queries, cand, vf, k)
+        assert torch.equal(got_i, want_i) and torch.equal(got_d, want_d)
+    # the distances are the float64 ones, rounded once
+    q = space.query_vectors(queries.double())
+    g = space.gallery_vectors(rows.double())
+    ref = space.distance_from_inner(q @ g.T).gather(1, got_i.clamp(min=0))
+    assert torch.allclose(got_d.double(), ref, atol=1e-6)
+
+
+def test_exact_rerank_margin_bounds_float32_rounding(gen):
+    """The rounding bound used to decide when float32 may choose the pool covers the float32 error."""
+    from hysafe.compressed import _float32_inner
+
+    space = LorentzSpace(curv=0.8)
+    rows = clustered(gen, 64 * 50, dim=768).reshape(64, 50, 768) * 3
+    queries = clustered(gen, 64, dim=768) * 3
+    ip, margin = _float32_inner(space, queries, rows)
+    exact = torch.einsum("qd,qcd->qc", space.query_vectors(queries.double()),
+                         space.gallery_vectors(rows.reshape(-1, 768).double()).reshape(64, 50, -1))
+    err = (ip.double() - exact).abs().amax(1)
+    assert torch.all(err <= margin.double()) and torch.all(margin < 1e-2 * exact.abs().amax(1))
