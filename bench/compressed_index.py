@@ -14,7 +14,7 @@ shorter than the vectors separates them.
 Exact search is what a flat index would do if it fit: the stored vectors streamed from disk in
 blocks through faiss's exhaustive inner-product search, top-10 per query confirmed in float64.
 Both are timed on the same 1,000 queries in one run; the compressed index is timed cold (first
-search after the build) and warm (median of repeats). Index RAM counts what the compressed
+search, the vector file evicted from the page cache first) and warm (median of repeats). Index RAM counts what the compressed
 index keeps in memory (codes, ids, centroids, codebooks, refine codes), against the flat index's
 float32 index vectors.
 """
@@ -147,7 +147,7 @@ def exact_search(index, queries: torch.Tensor, k: int, block: int) -> tuple[np.n
     seconds = time.perf_counter() - t0
     from hysafe.compressed import exact_rerank
 
-    return exact_rerank(space, queries, heap.I, index.vectors, k)[1].numpy(), seconds
+    return exact_rerank(space, queries, heap.I, index.vectors.take(heap.I), k)[1].numpy(), seconds
 
 
 def cached_exact_search(cache: str | None, index, queries: torch.Tensor) -> tuple[np.ndarray, float]:
@@ -162,8 +162,9 @@ def cached_exact_search(cache: str | None, index, queries: torch.Tensor) -> tupl
 
 
 def stage_seconds(index, queries: torch.Tensor, k: int) -> dict[str, float]:
-    """Seconds per search stage (routing, IVF-PQ scan, refine codes, exact re-rank with its reads from
-    the vector file) over ``queries``, in the batches and order of ``RetrievalIndex.search``."""
+    """Seconds per search stage (routing, IVF-PQ scan, refine codes, reading the candidates' full
+    vectors, exact re-rank) over ``queries``, in ``RetrievalIndex.search``'s batches, one stage after
+    another (the search itself reads a batch's vectors while it scans the next)."""
     from faiss.contrib.ivf_tools import search_preassigned
 
     import hysafe.retrieval as R
@@ -180,13 +181,24 @@ def stage_seconds(index, queries: torch.Tensor, k: int) -> dict[str, float]:
         t2 = time.perf_counter()
         best = refine_candidates(index.refine, vectors, idx, ip, R.EXACT_FACTOR * k)
         t3 = time.perf_counter()
-        index.vectors.take(best)
+        rows = index.vectors.take(best)
         t4 = time.perf_counter()
-        exact_rerank(index.space, q, best, index.vectors, k)  # reads the rows again (now cached) and ranks
+        exact_rerank(index.space, q, best, rows, k)
         t5 = time.perf_counter()
         for name, a, b in (("route", t0, t1), ("scan", t1, t2), ("refine", t2, t3), ("read rows", t3, t4), ("exact", t4, t5)):
             out[name] += b - a
     return out
+
+
+def evict(path: Path) -> None:
+    """Drop the file's pages from the page cache, so the next search reads its rows from disk."""
+    import os
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
 
 
 def recall(exact: np.ndarray, found: np.ndarray) -> float:
@@ -238,6 +250,8 @@ def main() -> None:
         for nprobe, rerank, factor in [(p, r, f) for p in nprobes for r in reranks for f in factors]:
             index.rerank, index.nprobe, index.index.nprobe = rerank, nprobe, nprobe
             hysafe.retrieval.EXACT_FACTOR = factor
+            index.vectors.release()  # pages still mapped would stay cached
+            evict(index.vectors.path)  # cold: every row read back comes from disk
             t = time.perf_counter()
             found = index.search(queries, 10)[1].numpy()
             cold = time.perf_counter() - t

@@ -29,7 +29,6 @@ from torch import Tensor
 
 from hysafe.geometry import Space
 
-from .vector_file import VectorFile
 
 __all__ = ["PQ_CENTROIDS", "PQ_DIMS", "REFINE_DIMS", "EXACT_FACTOR", "FLOAT64_POOL", "PQ_TRAIN_POINTS", "pq_layout", "train_pq", "RefineCodes", "refine_candidates", "exact_rerank"]
 
@@ -41,8 +40,9 @@ PQ_DIMS = 4
 #: 4- and 8-dim sub-vectors with SIMD kernels; 5 dims take 11x longer)
 REFINE_DIMS = 8
 #: candidates per result read back at full precision for the exact distance (10M x 768 low-rank
-#: gallery, nprobe 4, rerank 100: recall@10 0.925 / 0.975 / 0.986 at 10 / 30 / 60; docs/benchmarks.md section 5)
-EXACT_FACTOR = 30
+#: gallery, balanced lists, nprobe 2, rerank 50: recall@10 0.971 / 0.983 at 10 / 20, and every row
+#: read costs ~20 us from disk; docs/benchmarks.md section 5)
+EXACT_FACTOR = 10
 #: residuals a product quantizer trains on (128 per centroid), and its k-means iterations:
 #: faiss's sub-quantizer k-means at 4-5 dims is memory-bound, ~90 s per 20k x 193 codes x 25 iterations
 PQ_TRAIN_POINTS = 32768
@@ -151,7 +151,7 @@ def refine_candidates(refine: RefineCodes, query_vectors: np.ndarray, candidates
 
 
 #: candidates per result kept by the float32 pre-selection of the exact stage for the float64 ranking
-FLOAT64_POOL = 4
+FLOAT64_POOL = 2
 
 
 def _float32_margin(q: Tensor, g: Tensor) -> Tensor:
@@ -161,15 +161,16 @@ def _float32_margin(q: Tensor, g: Tensor) -> Tensor:
     return 2 * q.shape[-1] * 2.0**-24 * q.norm(dim=-1) * g.norm(dim=-1).amax(dim=-1)
 
 
-def exact_rerank(space: Space, queries: Tensor, candidates: np.ndarray, vectors: VectorFile, k: int) -> tuple[Tensor, Tensor]:
+def exact_rerank(space: Space, queries: Tensor, candidates: np.ndarray, rows: np.ndarray, k: int) -> tuple[Tensor, Tensor]:
     """Stage 3: the ``k`` nearest of each query's candidate ids ``(Q, C)`` (``-1`` = none) by exact
-    distance in ``space``, from the stored full vectors. ``(distances, ids)``, ``(Q, k)``.
+    distance in ``space``, from their stored full vectors ``rows`` ``(Q, C, D)``
+    (:meth:`VectorFile.take <hysafe.vector_file.VectorFile.take>`). ``(distances, ids)``, ``(Q, k)``.
 
     Inner products with every candidate in float32, then the float64 distance of the best
     ``FLOAT64_POOL x k`` (in candidate order, so ties keep it): the same top-k as float64 throughout
     wherever the float32 rounding bound cannot reorder the pool's edge (a query where it could is
     ranked wholly in float64)."""
-    rows = torch.from_numpy(vectors.take(candidates))  # (Q, C, D) float32
+    rows = torch.from_numpy(rows)  # (Q, C, D) float32
     ids = torch.from_numpy(candidates).long()
     n_q, n_c = ids.shape
     ip, margin = _float32_inner(space, queries, rows)
@@ -180,7 +181,7 @@ def exact_rerank(space: Space, queries: Tensor, candidates: np.ndarray, vectors:
         unsafe = top[:, pool] >= top[:, min(k, pool) - 1] - 2 * margin
         keep = ip.topk(pool, dim=1).indices.sort(dim=1).values
         keep[unsafe] = torch.arange(pool)  # placeholder rows, replaced below
-        rows_kept, ids_kept = rows.gather(1, keep.unsqueeze(2).expand(-1, -1, rows.shape[-1])), ids.gather(1, keep)
+        rows_kept, ids_kept = rows[torch.arange(n_q).unsqueeze(1), keep], ids.gather(1, keep)
     else:
         unsafe = torch.zeros(n_q, dtype=torch.bool)
         rows_kept, ids_kept = rows, ids
@@ -192,9 +193,9 @@ def exact_rerank(space: Space, queries: Tensor, candidates: np.ndarray, vectors:
     return out_d.float(), out_i
 
 
-#: queries whose candidates' index vectors are built and multiplied at once (temporaries in cache:
-#: 4 x 300 x 769 float32 = 3.7 MB), 2x faster than the whole batch at once
-EXACT_BLOCK = 4
+#: candidate rows whose index vectors are built and multiplied at once, in whole queries
+#: (temporaries in cache: 1,200 x 769 float32 = 3.7 MB), 2x faster than the whole batch at once
+EXACT_BLOCK_ROWS = 1200
 
 
 def _float32_inner(space: Space, queries: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
@@ -202,11 +203,12 @@ def _float32_inner(space: Space, queries: Tensor, rows: Tensor) -> tuple[Tensor,
     rounding bound of each query's products (:func:`_float32_margin`). ``(Q, C)``, ``(Q,)``."""
     q = space.query_vectors(queries.float())
     ip, margin = torch.empty(rows.shape[:2]), torch.empty(len(rows))
-    for i in range(0, len(rows), EXACT_BLOCK):
-        block = rows[i : i + EXACT_BLOCK]
+    step = max(1, EXACT_BLOCK_ROWS // max(1, rows.shape[1]))
+    for i in range(0, len(rows), step):
+        block = rows[i : i + step]
         g = space.gallery_vectors(block.reshape(-1, block.shape[-1])).reshape(*block.shape[:2], -1)
-        ip[i : i + EXACT_BLOCK] = torch.bmm(g, q[i : i + EXACT_BLOCK].unsqueeze(2)).squeeze(2)
-        margin[i : i + EXACT_BLOCK] = _float32_margin(q[i : i + EXACT_BLOCK], g)
+        ip[i : i + step] = torch.bmm(g, q[i : i + step].unsqueeze(2)).squeeze(2)
+        margin[i : i + step] = _float32_margin(q[i : i + step], g)
     return ip, margin
 
 

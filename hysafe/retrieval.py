@@ -15,6 +15,8 @@ import json
 import logging
 import os
 import tempfile
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from ._faiss import faiss
@@ -45,8 +47,12 @@ BLAS_DATABASE_BLOCK = 16384
 
 
 #: queries re-ranked together by a compressed index: bounds the gathered candidates
-#: (``RERANK_BATCH x rerank x k`` full vectors) to a few hundred MB at 768-d
-RERANK_BATCH = 512
+#: (``RERANK_BATCH x rerank x k`` full vectors) to a few hundred MB at 768-d, and makes batches small
+#: enough that reading one batch's vectors overlaps the next batch's scan
+RERANK_BATCH = 256
+#: batches whose full vectors may be read ahead of their re-rank (bounds the rows held in RAM to
+#: ``(READ_AHEAD + 1) x RERANK_BATCH x EXACT_FACTOR x k`` vectors)
+READ_AHEAD = 3
 
 
 def _np(x: Tensor) -> np.ndarray:
@@ -205,8 +211,9 @@ class RetrievalIndex:
         previous = faiss.cvar.distance_compute_blas_database_bs
         faiss.cvar.distance_compute_blas_database_bs = max(previous, BLAS_DATABASE_BLOCK)
         try:
-            for i in range(0, queries.shape[0], batch_size):
-                dist, idx = self._search_chunk(queries[i : i + batch_size], k)
+            batches = [queries[i : i + batch_size] for i in range(0, queries.shape[0], batch_size)]
+            results = self._search_compressed(batches, k) if self.kind == "ivfpq" else (self._search_chunk(b, k) for b in batches)
+            for dist, idx in results:
                 dists.append(torch.where(idx < 0, torch.full_like(dist, float("inf")), dist))  # IVF: fewer than k found
                 ids.append(idx)
         finally:
@@ -219,13 +226,34 @@ class RetrievalIndex:
             ip, idx = self.index.search(vectors, k)
         else:
             coarse_ip, lists = self._route(queries, self.index.nprobe)
-            if self.kind == "ivf":
-                ip, idx = scan_lists(self.index, vectors, lists, k)
-            else:
-                ip, idx = search_preassigned(self.index, vectors, min(len(self), k * self.rerank), lists, coarse_ip)
-                best = refine_candidates(self.refine, vectors, idx, ip, EXACT_FACTOR * k)
-                return exact_rerank(self.space, queries, best, self.vectors, k)
+            ip, idx = scan_lists(self.index, vectors, lists, k)
         return self.space.distance_from_inner(torch.from_numpy(ip)), torch.from_numpy(idx)
+
+    def _candidates(self, queries: Tensor, k: int) -> np.ndarray:
+        """Stages 1 and 2 of the compressed search (:mod:`hysafe.compressed`): the ids whose full
+        vectors the exact re-rank reads, ``(Q, EXACT_FACTOR x k)`` at most."""
+        vectors = self._vectors(queries, "query")
+        coarse_ip, lists = self._route(queries, self.index.nprobe)
+        ip, idx = search_preassigned(self.index, vectors, min(len(self), k * self.rerank), lists, coarse_ip)
+        return refine_candidates(self.refine, vectors, idx, ip, EXACT_FACTOR * k)
+
+    def _search_compressed(self, batches: list[Tensor], k: int) -> list[tuple[Tensor, Tensor]]:
+        """Query batches through the compressed search's three stages. The full vectors of a batch's
+        candidates are read from the vector file in the background (threads waiting on the disk)
+        while later batches are scanned and refined, up to ``READ_AHEAD`` batches ahead."""
+        out, pending = [], deque()
+        with ThreadPoolExecutor(1) as reader:
+            for queries in batches:
+                best = self._candidates(queries, k)
+                pending.append((queries, best, reader.submit(self.vectors.take, best)))
+                if len(pending) > READ_AHEAD:
+                    out.append(self._rerank(*pending.popleft(), k))
+            while pending:
+                out.append(self._rerank(*pending.popleft(), k))
+        return out
+
+    def _rerank(self, queries: Tensor, candidates: np.ndarray, rows: Future, k: int) -> tuple[Tensor, Tensor]:
+        return exact_rerank(self.space, queries, candidates, rows.result(), k)
 
     def merge_from(self, other: "RetrievalIndex") -> None:
         """Append ``other``'s items after this index's (ids of ``other`` shift by ``len(self)``).

@@ -61,6 +61,11 @@ class VectorFile:
         for i in range(0, len(other), chunk_rows):
             self.append(np.asarray(other.mapped()[i : i + chunk_rows]))
 
+    def release(self) -> None:
+        """Unmap the file (the next read maps it again): pages mapped into this process stay in the
+        page cache even when asked to leave it."""
+        self._map = None
+
     def mapped(self) -> np.ndarray:
         """The rows as a read-only memory map ``(rows, dim)`` (empty array when there are none)."""
         if self.rows == 0:

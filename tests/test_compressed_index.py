@@ -290,13 +290,13 @@ def test_exact_rerank_float32_preselection_equals_float64_throughout(space, gen,
 
     def reference(k):
         monkeypatch.setattr(compressed, "FLOAT64_POOL", 10**6)  # no pre-selection: float64 throughout
-        out = compressed.exact_rerank(space, queries, cand, vf, k)
+        out = compressed.exact_rerank(space, queries, cand, vf.take(cand), k)
         monkeypatch.undo()
         return out
 
     for k in (1, 10, 30):
         want_d, want_i = reference(k)
-        got_d, got_i = compressed.exact_rerank(space, queries, cand, vf, k)
+        got_d, got_i = compressed.exact_rerank(space, queries, cand, vf.take(cand), k)
         assert torch.equal(got_i, want_i) and torch.equal(got_d, want_d)
     # the distances are the float64 ones, rounded once
     q = space.query_vectors(queries.double())
