@@ -27,7 +27,6 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,7 +36,9 @@ from common import machine  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 from torch import nn  # noqa: E402
 
-from hysafe.demo import DemoConfig, _backbone_source, _datasets  # noqa: E402
+from worlds import world_setup  # noqa: E402
+
+from hysafe.demo import DemoConfig  # noqa: E402
 from hysafe.models import create_model  # noqa: E402
 from hysafe.training.validation import distance_stats  # noqa: E402
 
@@ -119,15 +120,10 @@ def vit_p4(embed_dim: int) -> nn.Module:
 
 
 def run_world(world: str, runs: Path, seed: int, classifiers: list[str]) -> list[dict]:
-    folder = runs / world
-    cfg = replace(DemoConfig(progress=False, seed=seed), data=f"synthetic:{world}", out_dir=str(folder))
-    probe = create_model("clip", cfg.model, None, lora=None)
-    train, val, test = _datasets(cfg, probe, folder)
-    cached = folder / "checkpoints" / "clip-pretrained.safetensors"
-    base = str(cached) if cached.is_file() else _backbone_source(cfg, train, val, folder, {})
+    cfg, _, (train, val, test), base = world_setup(world, runs, DemoConfig(progress=False, seed=seed))
     data = {name: image_labels(d) for name, d in (("train", train), ("val", val), ("test", test))}
     nets = {"clip-tower": lambda: TowerClassifier(create_model("clip", cfg.model, base, lora=None).backbone.model.visual),
-            "cnn": SmallCNN, "vit-p4": lambda: vit_p4(probe.backbone.embed_dim)}
+            "cnn": SmallCNN, "vit-p4": lambda: vit_p4(create_model("clip", cfg.model, None, lora=None).backbone.embed_dim)}
     records = []
     for name in classifiers:
         build = nets[name]

@@ -86,13 +86,20 @@ def _summary(world: str, variant: str, comparison, distances: dict, checks, seco
             "comparison": json.loads(comparison.to_json())}
 
 
-def run_world(world: str, variants: list[str], out: Path, base_cfg: DemoConfig, results: Path, euclidean: list[str]) -> None:
+def world_setup(world: str, out: Path, base_cfg: DemoConfig) -> tuple[DemoConfig, Path, tuple, str]:
+    """A world's config, folder, (train, val, test) splits and pretrained CLIP checkpoint (generated
+    and pretrained on the first call, read from OUT/WORLD afterwards)."""
     folder = out / world
     cfg = replace(base_cfg, data=f"synthetic:{world}", out_dir=str(folder))
     probe = create_model("clip", cfg.model, None, lora=None)
     train, val, test = _datasets(cfg, probe, folder)
     cached = folder / "checkpoints" / "clip-pretrained.safetensors"
     base = str(cached) if cached.is_file() else _backbone_source(cfg, train, val, folder, {})
+    return cfg, folder, (train, val, test), base
+
+
+def run_world(world: str, variants: list[str], out: Path, base_cfg: DemoConfig, results: Path, euclidean: list[str]) -> None:
+    cfg, folder, (train, val, test), base = world_setup(world, out, base_cfg)
     models = {"CLIP": create_model("clip", cfg.model, base, lora=None), **_euclidean(cfg, base, train, val, folder, euclidean)}
     share = own_pair_share(models["Safe-CLIP"], train)
     for variant in variants:

@@ -177,9 +177,9 @@ def exact_rerank(space: Space, queries: Tensor, candidates: np.ndarray, rows: np
     ip = ip.masked_fill(ids < 0, -float("inf"))
     pool = min(n_c, FLOAT64_POOL * k)
     if pool < n_c:
-        top = ip.topk(pool + 1, dim=1).values
+        top, best = ip.topk(pool + 1, dim=1)
         unsafe = top[:, pool] >= top[:, min(k, pool) - 1] - 2 * margin
-        keep = ip.topk(pool, dim=1).indices.sort(dim=1).values
+        keep = best[:, :pool].sort(dim=1).values
         keep[unsafe] = torch.arange(pool)  # placeholder rows, replaced below
         rows_kept, ids_kept = rows[torch.arange(n_q).unsqueeze(1), keep], ids.gather(1, keep)
     else:
