@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from common import machine  # noqa: E402
 
-from hysafe.backbone import LoraConfig  # noqa: E402
+from hysafe.backbone import BUNDLED_MODELS, TINY_MODEL, LoraConfig  # noqa: E402
 from hysafe.checkpoint import load_model, save_model  # noqa: E402
 from hysafe.checks import safety_checks  # noqa: E402
 from hysafe.demo import DemoConfig, _backbone_source, _datasets, _fine_tune  # noqa: E402
@@ -169,6 +169,7 @@ def main(argv=None) -> int:
                    help="Euclidean models to fine-tune and compare (Safe-CLIP is needed by the checks; default: all, the "
                         "SafeR-CLIP ablations included)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default=TINY_MODEL, choices=BUNDLED_MODELS, help="the CLIP pretrained on each world")
     p.add_argument("--report", help="only render this results.jsonl as Markdown")
     p.add_argument("--markdown", help="write the Markdown table here (default: print it)")
     args = p.parse_args(argv)
@@ -180,7 +181,7 @@ def main(argv=None) -> int:
         (out / "machine.json").write_text(json.dumps({**machine(), "command": " ".join(sys.argv)}, indent=2))
         torch.manual_seed(args.seed)
         for world in args.worlds:
-            run_world(world, args.variants, out, DemoConfig(progress=False, seed=args.seed), out / "results.jsonl", args.euclidean)
+            run_world(world, args.variants, out, DemoConfig(progress=False, seed=args.seed, model=args.model), out / "results.jsonl", args.euclidean)
     results = Path(args.report) if args.report else Path(args.out) / "results.jsonl"
     table = markdown([json.loads(line) for line in results.read_text().splitlines() if line.strip()])
     if args.markdown:

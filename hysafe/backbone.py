@@ -8,7 +8,10 @@ frozen reference (the original encoder). :class:`OpenClipBackbone` is the one fo
 Any open_clip model name works, with ``pretrained`` either an open_clip tag (downloaded by
 open_clip when online), a local checkpoint file (``.safetensors``, ``.pt``, ``.bin``), or ``None``
 for random initialisation. ``hysafe-tiny`` is a small registered config used by the tests and the
-demo (3.3M parameters, 32x32 images).
+demo (3.3M parameters, 32x32 images); ``hysafe-tiny-rn`` is the same CLIP with a ResNet image tower
+(open_clip's ModifiedResNet, width 32: 5.2M image parameters, ~11x the image compute), which separates
+small local image cues the 8 px-patch ViT tower cannot (docs/worlds.md). (Over 300 lines: building the
+open_clip model and targeting LoRA at its modules both depend on open_clip's module layout, kept in one place.)
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "TINY_MODEL",
+    "BUNDLED_MODELS",
     "BackboneConfig",
     "LoraConfig",
     "OpenClipBackbone",
@@ -41,11 +45,14 @@ __all__ = [
     "check_device",
     "apply_lora",
     "lora_target_regex",
+    "lora_targets",
     "finetune_record",
 ]
 
 TINY_MODEL = "hysafe-tiny"
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
+#: the small open_clip configs hysafe ships (pretrainable here): the tiny ViT CLIP and its ResNet-image-tower twin
+BUNDLED_MODELS = tuple(sorted(p.stem for p in _CONFIG_DIR.glob("*.json")))
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
 
@@ -116,10 +123,18 @@ class LoraConfig:
     dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input"})
     towers: tuple[str, ...] = ("visual", "text")  # which towers get adapters
     modules: tuple[str, ...] = ("attn", "mlp.c_fc", "mlp.c_proj")  # module names inside each residual block
+    # a ResNet image tower (open_clip's ModifiedResNet, e.g. RN50): these modules of every bottleneck block.
+    # Not its attention pool: that forward reads the projection weights directly, so adapters there would be
+    # dead in training and appear only when merged
+    resnet_modules: tuple[str, ...] = ("conv1", "conv2", "conv3")
 
     def __post_init__(self):
         self.towers = tuple(self.towers)
         self.modules = tuple(self.modules)
+        self.resnet_modules = tuple(self.resnet_modules)
+        if any(m.startswith("attnpool") for m in self.resnet_modules):
+            raise ValueError("LoRA cannot adapt a ResNet tower's attention pool (its forward reads the projection "
+                             "weights directly, so peft's adapters would never run); choose bottleneck modules")
         if self.r < 1:
             raise ValueError(f"LoRA rank r must be >= 1, got {self.r}")
         if not 0 <= self.dropout < 1:
@@ -162,6 +177,16 @@ class OpenClipBackbone(nn.Module):
     def rebuildable(self) -> bool:
         """Whether the frozen weights can be rebuilt from the config alone (adapter checkpoints)."""
         return self.config.pretrained is not None
+
+    def train(self, mode: bool = True) -> "OpenClipBackbone":
+        """Train mode, except for BatchNorm layers with frozen weights (a ResNet tower under LoRA): they
+        keep their running statistics, as a frozen backbone should."""
+        super().train(mode)
+        if mode:
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters(recurse=False)):
+                    m.eval()
+        return self
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(images, normalize=False)
@@ -253,12 +278,32 @@ def _quiet_random_init(config: BackboneConfig):
         root.removeFilter(drop)
 
 
-def lora_target_regex(config: LoraConfig) -> str:
-    """Regex (peft ``target_modules``) over open_clip module names for the chosen towers/modules."""
-    prefixes = {"visual": r"visual\.transformer", "text": r"transformer"}
-    towers = "|".join(prefixes[t] for t in config.towers)
-    modules = "|".join(re.escape(m) for m in config.modules)
-    return rf"^({towers})\.resblocks\.\d+\.({modules})$"
+def lora_target_regex(config: LoraConfig, resnet_visual: bool = False) -> str:
+    """Regex (peft ``target_modules``) over open_clip module names for the chosen towers/modules;
+    ``resnet_visual``: the image tower is a ModifiedResNet (``config.resnet_modules``)."""
+    block = "|".join(re.escape(m) for m in config.modules)
+    tower = {"text": rf"transformer\.resblocks\.\d+\.({block})"}
+    if resnet_visual:
+        convs = "|".join(re.escape(m) for m in config.resnet_modules) or "(?!)"  # (?!): no module
+        tower["visual"] = rf"visual\.layer\d+\.\d+\.({convs})"
+    else:
+        tower["visual"] = rf"visual\.transformer\.resblocks\.\d+\.({block})"
+    return rf"^({'|'.join(tower[t] for t in config.towers)})$"
+
+
+def lora_targets(model: nn.Module, config: LoraConfig) -> tuple[str, list[str]]:
+    """The target regex for ``model``'s towers and the module names it matches; a chosen tower whose
+    architecture has none of the targets is an error (an adapter-less tower would train nothing)."""
+    visual = getattr(model, "visual", None)
+    target = lora_target_regex(config, resnet_visual=type(visual).__name__ == "ModifiedResNet")
+    names = [n for n, _ in model.named_modules() if re.fullmatch(target, n)]
+    for tower in config.towers:
+        if not any(n.startswith("visual.") == (tower == "visual") for n in names):
+            kind = type(visual).__name__ if tower == "visual" else "text transformer"
+            raise ValueError(f"no module of the {tower} tower ({kind}) matches the LoRA targets {target!r}; "
+                             f"adapt the other tower only (LoraConfig(towers=...)) or name its modules "
+                             f"(LoraConfig.modules / resnet_modules)")
+    return target, names
 
 
 def apply_lora(model: nn.Module, config: LoraConfig) -> Any:
@@ -268,10 +313,7 @@ def apply_lora(model: nn.Module, config: LoraConfig) -> Any:
     """
     import peft
 
-    target = lora_target_regex(config)
-    names = [n for n, _ in model.named_modules() if re.fullmatch(target, n)]
-    if not names:
-        raise ValueError(f"no module of this backbone matches the LoRA targets {target!r}")
+    target, names = lora_targets(model, config)
     peft_config = peft.LoraConfig(
         r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=target, bias="none"
     )

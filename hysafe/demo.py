@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backbone import TINY_MODEL, LoraConfig
+from .backbone import BUNDLED_MODELS, TINY_MODEL, LoraConfig
 from .checkpoint import load_model, save_model
 from .data import QuadrupletDataset, WorldConfig, generate_world, load_manifest, load_visu
 from .embed import embed_dataset
@@ -114,8 +114,8 @@ def _backbone_source(cfg: DemoConfig, train_set, val_set, out: Path, timings: di
     """The ``pretrained=`` of the fine-tunes: the given weights, or a tiny CLIP pretrained here."""
     if cfg.pretrained is not None:
         return cfg.pretrained
-    if cfg.model != TINY_MODEL:
-        raise ValueError(f"--model {cfg.model} needs --pretrained (a tag or a checkpoint file); only {TINY_MODEL} is pretrained here")
+    if cfg.model not in BUNDLED_MODELS:
+        raise ValueError(f"--model {cfg.model} needs --pretrained (a tag or a checkpoint file); only {BUNDLED_MODELS} are pretrained here")
     t = time.time()
     pre = pretrain_clip(train_set, model=cfg.model, val_data=val_set, seed=cfg.seed, config=TrainConfig(
         epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, lr=2e-3, weight_decay=0.1, warmup_steps=20,

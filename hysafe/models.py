@@ -57,7 +57,7 @@ class ModelConfig:
     # HySAC only
     curv_init: float = 1.0  # c0; learnable curvature is clamped to [c0/10, 10 c0]
     learn_curv: bool = True
-    alpha_init: float | None = None  # feature scale; None -> embed_dim ** -0.5
+    alpha_init: float | None = None  # feature scale; None -> embed_dim ** -0.5, capped by the training data (HySAC.calibrate)
     logit_scale_init: float = 1 / 0.07
     logit_scale_max: float = 100.0
 
@@ -247,6 +247,11 @@ class SafeCLIP(SafetyModel):
         return EuclideanSpace()
 
 
+#: HySAC's default alpha never lifts the median training feature of a modality further than this from the
+#: origin at the start of training (the paper's alpha lifts a feature of norm sqrt(embed_dim) to 1)
+MAX_INIT_NORM = 2.0
+
+
 class HySAC(SafetyModel):
     """Hyperbolic safety-aware CLIP (Lorentz model): LoRA-adapted towers, features scaled by
     learnable ``alpha`` and lifted with ``exp_map0`` under a learnable curvature.
@@ -292,6 +297,28 @@ class HySAC(SafetyModel):
 
     def encode_text(self, tokens: Tensor) -> Tensor:
         return self.lift(self.backbone.text_features(tokens), self.log_alpha_text)
+
+    @torch.no_grad()
+    def calibrate(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        """Cap the default alpha by the training data (``alpha_init=None``; a given ``alpha_init`` is kept).
+
+        The paper's ``embed_dim ** -0.5`` lifts a feature of norm ``sqrt(embed_dim)`` to norm 1. A tower
+        whose features are far larger (a ResNet's attention pool: ~186 at width 64) would start every
+        embedding saturated at the distance clamp, where no gradient reaches alpha; so a modality's alpha
+        becomes ``MAX_INIT_NORM / median |f|`` over ``batch`` where that is smaller. Returns the alphas set."""
+        if self.config.alpha_init is not None:
+            return {}
+        changed, training = {}, self.training
+        self.eval()
+        for name, keys, features in (("log_alpha_image", ("image", "unsafe_image"), self.backbone.image_features),
+                                     ("log_alpha_text", ("text", "unsafe_text"), self.backbone.text_features)):
+            norms = [features(batch[k]).float().norm(dim=-1) for k in keys if k in batch]
+            cap = math.log(MAX_INIT_NORM / float(torch.cat(norms).median())) if norms else math.inf
+            if getattr(self, name).item() > cap:
+                getattr(self, name).fill_(cap)
+                changed[name.removeprefix("log_")] = math.exp(cap)
+        self.train(training)
+        return changed
 
     def scalar_limits(self) -> dict[str, tuple[float, float]]:
         c0, cfg = self.config.curv_init, self.config

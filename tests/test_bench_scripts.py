@@ -61,3 +61,19 @@ def test_image_ceiling_helpers_fit_and_score():
     sep = separation(s, torch.cat([torch.zeros(100), torch.ones(100)]))
     assert not sep["separated"] and sep["safe_up_95"] == pytest.approx(94.05) and sep["unsafe_low_05"] == pytest.approx(54.95)
     assert sep["unsafe_below_safe_95"] == pytest.approx(0.45)
+
+
+def test_image_ceiling_scratch_towers_build_and_time():
+    """Every from-scratch tower of the image-ceiling benchmark (open_clip ViT, ModifiedResNet, timm)
+    builds for 32 px images and scores one value per image; its cost is timed."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from image_ceiling import SETTINGS, TOWERS, cost, scratch_tower
+
+    x = torch.rand(4, 3, 32, 32)
+    for name in TOWERS:
+        assert name in SETTINGS
+        net = scratch_tower(name, embed_dim=16)
+        assert net(x).shape == (4,), name
+        assert cost(net, x, repeats=1) > 0 and all(p.grad is None for p in net.parameters())

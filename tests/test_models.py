@@ -56,6 +56,51 @@ def test_lora_targets_both_towers():
     assert not re.fullmatch(lora_target_regex(LoraConfig(towers=("visual",))), "transformer.resblocks.0.attn")
     with pytest.raises(ValueError, match="towers"):
         LoraConfig(towers=("audio",))
+    rn = lora_target_regex(LoraConfig(), resnet_visual=True)
+    for name in ("visual.layer1.0.conv1", "visual.layer4.2.conv3", "transformer.resblocks.1.attn"):
+        assert re.fullmatch(rn, name), name
+    for name in ("visual.conv1", "visual.attnpool.q_proj", "visual.layer1.0.downsample.0", "visual.layer1.0.bn1",
+                 "visual.transformer.resblocks.0.attn"):
+        assert not re.fullmatch(rn, name), name
+    with pytest.raises(ValueError, match="attention pool"):
+        LoraConfig(resnet_modules=("attnpool.q_proj",))
+
+
+def test_lora_on_a_resnet_image_tower():
+    """hysafe-tiny-rn (open_clip's ModifiedResNet image tower): adapters on every bottleneck convolution (not
+    the stem, the shortcuts or the attention pool), frozen BatchNorm statistics while training, and a merge
+    that equals the adapted forward."""
+    from hysafe.backbone import BUNDLED_MODELS
+
+    assert {TINY_MODEL, "hysafe-tiny-rn"} <= set(BUNDLED_MODELS)
+    torch.manual_seed(0)
+    model = create_model("hysac", "hysafe-tiny-rn", None, lora=LORA)
+    from peft.tuners.lora import LoraLayer
+
+    adapted = {n.removeprefix("base_model.model.") for n, m in model.backbone.peft.named_modules() if isinstance(m, LoraLayer)}
+    visual = {n for n in adapted if n.startswith("visual.")}
+    assert visual == {f"visual.layer{i}.0.conv{j}" for i in range(1, 5) for j in (1, 2, 3)}
+    assert all("lora_" in n for n, p in model.backbone.named_parameters() if p.requires_grad)
+    for m in model.backbone.peft.modules():  # give the adapters a non-zero update
+        if isinstance(m, LoraLayer):
+            torch.nn.init.normal_(m.lora_B["default"].weight, std=0.05)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    stats = [m.running_mean.clone() for m in bns]
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    model.train()
+    assert bns and not any(m.training for m in bns) and model.backbone.model.visual.layer1.training
+    train_features = model.backbone.image_features(x)
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(stats, bns))
+    model.eval()
+    eval_features = model.backbone.image_features(x)
+    torch.testing.assert_close(train_features, eval_features)
+    merged = open_clip.create_model("hysafe-tiny-rn")
+    merged.load_state_dict(model.backbone.merged_state_dict())
+    merged.eval()
+    torch.testing.assert_close(merged.encode_image(x), eval_features, atol=1e-5, rtol=1e-4)
+    assert (merged.encode_image(x) - open_clip.create_model("hysafe-tiny-rn").eval().encode_image(x)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match=r"visual tower \(ModifiedResNet\)"):
+        create_model("hysac", "hysafe-tiny-rn", None, lora=LoraConfig(resnet_modules=()))
 
 
 def test_hysac_clamp_bounds(tiny_base):
@@ -197,3 +242,30 @@ def test_registered_config_leaves_no_temporary_folder(tmp_path, monkeypatch):
     register_model_config("hysafe-test-no-tempdir", cfg)  # the same architecture again: accepted
     with pytest.raises(ValueError, match="already registered with another architecture"):
         register_model_config("hysafe-test-no-tempdir", {**cfg, "embed_dim": 16})
+
+
+def test_hysac_default_alpha_capped_by_the_feature_norms(tiny_base, gen):
+    """alpha_init=None keeps the paper's embed_dim ** -0.5 for towers with features of norm ~sqrt(D) and
+    caps it at MAX_INIT_NORM / median |f| for a tower with far larger features (a ResNet's attention pool),
+    through the trainer's calibration rows; a given alpha_init is never changed."""
+    from hysafe.models import MAX_INIT_NORM
+    from hysafe.training.loop import calibrate
+
+    model = create_model("hysac", TINY_MODEL, tiny_base, lora=LORA)
+    batch = toy_batch(model, gen)
+    rows = [{k: v[i] for k, v in batch.items()} for i in range(len(batch["image"]))]
+    calibrate(model, rows)
+    assert model.log_alpha_image.item() == model.log_alpha_text.item() == pytest.approx(math.log(64**-0.5))
+    plain = model.backbone.image_features
+    model.backbone.image_features = lambda images: 100 * plain(images)  # a tower with 100x larger features
+    calibrate(model, rows)
+    with torch.no_grad():
+        median = torch.cat([model.backbone.image_features(batch[k]) for k in ("image", "unsafe_image")]).norm(dim=-1).median()
+    assert model.log_alpha_image.exp().item() == pytest.approx(MAX_INIT_NORM / median.item(), rel=1e-5)
+    assert model.log_alpha_text.item() == pytest.approx(math.log(64**-0.5))
+    with torch.no_grad():
+        lifted = model.encode_image(batch["image"])
+    assert model.space.dist_to_root(lifted).median() < 2.5  # not saturated at the distance clamp
+    fixed = create_model("hysac", TINY_MODEL, tiny_base, lora=LORA, alpha_init=0.5)
+    fixed.backbone.image_features = model.backbone.image_features
+    assert fixed.calibrate(batch) == {} and fixed.log_alpha_image.exp().item() == pytest.approx(0.5)

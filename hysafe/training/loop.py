@@ -17,7 +17,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from hysafe.geometry import validation as geometry_validation
 from hysafe.losses import Objective
@@ -188,6 +188,20 @@ class TrainingRun:
         return metrics
 
 
+#: training rows that set a fresh run's data-dependent initial scales (the first ones: every process the same)
+CALIBRATION_ROWS = 256
+
+
+def calibrate(model: SafetyModel, train_set) -> None:
+    """Data-dependent initial scales of a fresh run, for models that have them (:meth:`HySAC.calibrate`)."""
+    if not hasattr(model, "calibrate"):
+        return
+    batch = default_collate([train_set[i] for i in range(min(CALIBRATION_ROWS, len(train_set)))])
+    changed = model.calibrate({k: v.to(model.device) for k, v in batch.items() if isinstance(v, Tensor)})
+    if changed:
+        logger.info("initial scales from the first %d training rows: %s", CALIBRATION_ROWS, changed)
+
+
 def train(
     model: SafetyModel | str,
     data,
@@ -230,6 +244,8 @@ def train(
     with locked_run_folder(folder if dist.is_main else None), grad_checkpointing(model, cfg.grad_checkpointing), \
             compiled_loss(model, cfg.compile) as run.loss_fn:
         run.resume()
+        if run.progress["step"] == 0:
+            calibrate(model, train_set)
         config_record = {"train": asdict(cfg), "recipe": recipe.name, "objective": recipe.objective.name}
         log_folder = folder if dist.is_main else None
         with RunLog(log_folder, config=config_record, tensorboard=cfg.tensorboard, resumed_at_step=run.progress["step"]) as log, \
