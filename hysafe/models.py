@@ -305,13 +305,16 @@ class HySAC(SafetyModel):
         The paper's ``embed_dim ** -0.5`` lifts a feature of norm ``sqrt(embed_dim)`` to norm 1. A tower
         whose features are far larger (a ResNet's attention pool: ~186 at width 64) would start every
         embedding saturated at the distance clamp, where no gradient reaches alpha; so a modality's alpha
-        becomes ``MAX_INIT_NORM / median |f|`` over ``batch`` where that is smaller. Returns the alphas set."""
+        becomes ``MAX_INIT_NORM / median |f|`` over ``batch`` where that is smaller. An alpha that is no
+        longer the initial one (a trained model trained further) is kept. Returns the alphas set."""
         if self.config.alpha_init is not None:
             return {}
-        changed, training = {}, self.training
+        changed, training, initial = {}, self.training, math.log(self.embed_dim**-0.5)
         self.eval()
         for name, keys, features in (("log_alpha_image", ("image", "unsafe_image"), self.backbone.image_features),
                                      ("log_alpha_text", ("text", "unsafe_text"), self.backbone.text_features)):
+            if abs(getattr(self, name).item() - initial) > 1e-6:
+                continue
             norms = [features(batch[k]).float().norm(dim=-1) for k in keys if k in batch]
             cap = math.log(MAX_INIT_NORM / float(torch.cat(norms).median())) if norms else math.inf
             if getattr(self, name).item() > cap:

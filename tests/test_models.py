@@ -266,6 +266,11 @@ def test_hysac_default_alpha_capped_by_the_feature_norms(tiny_base, gen):
     with torch.no_grad():
         lifted = model.encode_image(batch["image"])
     assert model.space.dist_to_root(lifted).median() < 2.5  # not saturated at the distance clamp
+    trained = create_model("hysac", TINY_MODEL, tiny_base, lora=LORA)
+    trained.backbone.image_features = model.backbone.image_features
+    with torch.no_grad():
+        trained.log_alpha_image.fill_(-1.0)  # learned in an earlier run: kept
+    assert trained.calibrate(batch) == {} and trained.log_alpha_image.item() == -1.0
     fixed = create_model("hysac", TINY_MODEL, tiny_base, lora=LORA, alpha_init=0.5)
     fixed.backbone.image_features = model.backbone.image_features
     assert fixed.calibrate(batch) == {} and fixed.log_alpha_image.exp().item() == pytest.approx(0.5)
