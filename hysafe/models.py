@@ -265,12 +265,17 @@ class HySAC(SafetyModel):
 
     def __init__(self, backbone: nn.Module, config: ModelConfig):
         super().__init__(backbone, config)
-        alpha = config.alpha_init if config.alpha_init is not None else self.embed_dim**-0.5
+        alpha = config.alpha_init if config.alpha_init is not None else self.paper_alpha
         self.log_curv = nn.Parameter(torch.tensor(math.log(config.curv_init)), requires_grad=config.learn_curv)
         self.log_alpha_image = nn.Parameter(torch.tensor(math.log(alpha)))
         self.log_alpha_text = nn.Parameter(torch.tensor(math.log(alpha)))
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
         self.to(self.device)
+
+    @property
+    def paper_alpha(self) -> float:
+        """The reference code's initial feature scale, ``embed_dim ** -0.5`` (the default's start)."""
+        return self.embed_dim**-0.5
 
     @property
     def curv(self) -> Tensor:
@@ -309,7 +314,7 @@ class HySAC(SafetyModel):
         longer the initial one (a trained model trained further) is kept. Returns the alphas set."""
         if self.config.alpha_init is not None:
             return {}
-        changed, training, initial = {}, self.training, math.log(self.embed_dim**-0.5)
+        changed, training, initial = {}, self.training, math.log(self.paper_alpha)
         self.eval()
         for name, keys, features in (("log_alpha_image", ("image", "unsafe_image"), self.backbone.image_features),
                                      ("log_alpha_text", ("text", "unsafe_text"), self.backbone.text_features)):
