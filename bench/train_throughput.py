@@ -10,9 +10,9 @@ its bf16 rows run it under autocast), else against its fp32 rows. FLOPs are coun
 kind and step (forward + backward through frozen weights + LoRA, torch's FlopCounterMode) and scale
 with the batch; MFU is against the matmul peak measured in the same run at the row's precision.
 ``--compile inductor`` and ``--grad-checkpointing`` add hysafe rows with the training loop's own
-options (``TrainConfig.compile`` / ``grad_checkpointing``) beside the plain ones, and ``--torch-dropout``
-hysafe rows with torch's LoRA dropout (the reference loop's, which its rows always use) instead of
-hysafe's (hysafe.lora_dropout). On a GPU,
+options (``TrainConfig.compile`` / ``grad_checkpointing``) beside the plain ones; ``--torch-dropout`` and
+``--torch-attention`` add hysafe rows with torch's LoRA dropout or attention kernel choice (the reference loop's,
+which its rows always use) instead of hysafe's (hysafe.lora_dropout, hysafe.attention). On a GPU,
 ``--in-process`` builds one model per kind and resets the peak-memory counter per row (rows that run
 out of memory are recorded as such), ``--deadline-s`` skips the rows that would start late, and
 ``--profile`` writes where the step's time goes:
@@ -55,6 +55,7 @@ VARIANT_ARGS = {
     "compile": lambda args: ["--compile", args.compile],
     "checkpointing": lambda args: ["--grad-checkpointing"],
     "torch-dropout": lambda args: [],
+    "torch-attention": lambda args: [],
 }
 
 
@@ -91,6 +92,7 @@ def measure(args, model, opt, objective, kind: str, batch_n: int, impl: str, pre
     from naive_reference import naive_step
     from torch.utils.flop_counter import FlopCounterMode
 
+    from hysafe.attention import MATH_MAX_TOKENS
     from hysafe.geometry import validation
     from hysafe.lora_dropout import use_sparse_dropout
     from hysafe.training import compute_loss
@@ -99,8 +101,10 @@ def measure(args, model, opt, objective, kind: str, batch_n: int, impl: str, pre
     batch = make_batch(model, batch_n, args.device, image_size(model))
     amp = {"fp32": None, "bf16": torch.bfloat16}[precision]
     backend = args.compile if variant == "compile" else None
-    # the reference loop's LoRA dropout is torch's (per-element Bernoulli draws); hysafe's draws the dropped positions
+    # the reference loop's LoRA dropout and attention kernels are torch's; hysafe's dropout draws the dropped positions
+    # and its CPU training forwards take the math attention kernel for short sequences
     use_sparse_dropout(model, enable=impl == "hysafe" and variant != "torch-dropout")
+    model.backbone.math_attention_max_tokens = MATH_MAX_TOKENS if impl == "hysafe" and variant != "torch-attention" else 0
 
     def ours(loss_fn=compute_loss):
         hysafe_step(model, opt, objective, batch, amp, loss_fn)
@@ -141,6 +145,7 @@ def profile_step(args, model, opt, objective, kind: str, batch_n: int, precision
     """torch.profiler table of one hysafe step (after two warm-up steps): where the step's time goes."""
     from torch.profiler import ProfilerActivity, profile
 
+    from hysafe.attention import MATH_MAX_TOKENS
     from hysafe.geometry import validation
     from hysafe.lora_dropout import use_sparse_dropout
     from hysafe.training import compute_loss
@@ -148,6 +153,7 @@ def profile_step(args, model, opt, objective, kind: str, batch_n: int, precision
     batch = make_batch(model, batch_n, args.device, image_size(model))
     amp = {"fp32": None, "bf16": torch.bfloat16}[precision]
     use_sparse_dropout(model)  # hysafe's own step (a naive row may have run before on this model)
+    model.backbone.math_attention_max_tokens = MATH_MAX_TOKENS
     step = lambda: hysafe_step(model, opt, objective, batch, amp, compute_loss)  # noqa: E731
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
     with validation(False):
@@ -165,7 +171,8 @@ def profile_step(args, model, opt, objective, kind: str, batch_n: int, precision
 def plan(args) -> list[tuple[str, int, str, str, str]]:
     """(kind, batch, impl, precision, variant) rows in run order; compiled rows come last (slowest to set
     up), at the largest batch only (each new batch size recompiles)."""
-    variants = ["plain"] + (["checkpointing"] if args.grad_checkpointing else []) + (["torch-dropout"] if args.torch_dropout else [])
+    variants = (["plain"] + (["checkpointing"] if args.grad_checkpointing else []) + (["torch-dropout"] if args.torch_dropout else [])
+                + (["torch-attention"] if args.torch_attention else []))
     steps = [("naive", p, "plain") for p in args.naive_precisions] + [("hysafe", p, v) for p in args.precisions for v in variants]
     rows = [(k, b, *s) for k in args.kinds for b in args.batch_sizes for s in steps]
     if args.compile:
@@ -270,6 +277,8 @@ def main() -> None:
     p.add_argument("--grad-checkpointing", action="store_true", help="also time the hysafe step with activation checkpointing")
     p.add_argument("--torch-dropout", action="store_true",
                    help="also time the hysafe step with torch's LoRA dropout (the reference's) instead of hysafe's sparse one")
+    p.add_argument("--torch-attention", action="store_true",
+                   help="also time the hysafe step with torch's attention kernel choice (the reference's) instead of hysafe's rule")
     p.add_argument("--count-flops", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", default="plain", help=argparse.SUPPRESS)
     args = p.parse_args()

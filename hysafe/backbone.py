@@ -32,6 +32,7 @@ import open_clip
 import torch
 from torch import nn
 
+from .attention import MATH_MAX_TOKENS, compute_dtype, image_tokens, training_attention
 from .lora_dropout import use_sparse_dropout
 
 logger = logging.getLogger(__name__)
@@ -190,11 +191,24 @@ class OpenClipBackbone(nn.Module):
                     m.eval()
         return self
 
+    #: the longest sequence whose bf16 CPU training forward takes the math attention kernel (hysafe.attention);
+    #: 0 leaves the choice to torch (the reference loop's)
+    math_attention_max_tokens: int = MATH_MAX_TOKENS
+
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(images, normalize=False)
+        with self._attention(self.model.visual, image_tokens(self.model.visual), images.device):
+            return self.model.encode_image(images, normalize=False)
 
     def text_features(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_text(tokens, normalize=False)
+        with self._attention(getattr(self.model, "text", self.model), tokens.shape[-1], tokens.device):
+            return self.model.encode_text(tokens, normalize=False)
+
+    def _attention(self, tower: nn.Module, tokens: int | None, device: torch.device):
+        """The attention kernel rule for one tower's call; a checkpointed tower recomputes its blocks in the
+        backward pass, outside this call, so it keeps torch's choice (the recomputation must match)."""
+        checkpointed = getattr(getattr(tower, "transformer", None), "grad_checkpointing", False)
+        return training_attention(None if checkpointed else tokens, device, compute_dtype(tower, device),
+                                  self.math_attention_max_tokens)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute both towers' block activations in the backward pass (open_clip's own switch)."""

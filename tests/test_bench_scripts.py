@@ -29,6 +29,17 @@ def test_train_bench_in_process_rows_flops_speedups_and_report(tmp_path):
     assert report.count("| hysac |") == 8
 
 
+def test_attention_kernel_bench_times_both_kernels(tmp_path):
+    out = tmp_path / "attention.json"
+    subprocess.run([sys.executable, "bench/attention_kernels.py", "--lengths", "9", "33", "--heads", "2", "--dim", "8",
+                    "--tokens", "256", "--repeats", "1", "--out", str(out)], cwd=ROOT, check=True, capture_output=True)
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["length"], r["precision"], r["batch"]) for r in rows] == [(9, "fp32", 28), (9, "bf16", 28), (33, "fp32", 7), (33, "bf16", 7)]
+    for r in rows:
+        assert all(r[f"{k}_{t}_s"] > 0 for k in ("flash", "math") for t in ("forward", "forward_backward"))
+        assert r["math_speedup_forward_backward"] == pytest.approx(r["flash_forward_backward_s"] / r["math_forward_backward_s"])
+
+
 def test_compressed_index_bench_builds_searches_and_times_its_stages(tmp_path):
     """Build-only, then search the saved index (--reuse): recall against exact search and per-stage seconds."""
     common = [sys.executable, "bench/compressed_index.py", "--n", "6000", "--dim", "32", "--nlist", "16", "--nprobe", "4",
