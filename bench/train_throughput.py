@@ -77,6 +77,17 @@ def image_size(model) -> int:
     return size[0] if isinstance(size, tuple) else size
 
 
+def use_kernels(model, *, sparse_dropout: bool, math_attention: bool) -> None:
+    """hysafe's CPU kernels on or off: the LoRA dropout that draws the dropped positions (hysafe.lora_dropout) and
+    the math attention kernel for short bf16 training sequences (hysafe.attention). The reference-style rows run
+    torch's (per-element dropout draws, torch's kernel choice)."""
+    from hysafe.attention import MATH_MAX_TOKENS
+    from hysafe.lora_dropout import use_sparse_dropout
+
+    use_sparse_dropout(model, enable=sparse_dropout)
+    model.backbone.math_attention_max_tokens = MATH_MAX_TOKENS if math_attention else 0
+
+
 def hysafe_step(model, opt, objective, batch: dict, amp, loss_fn) -> None:
     """One optimiser step of hysafe's training loop (``loss_fn``: compute_loss, possibly compiled)."""
     loss, _ = loss_fn(model, objective, batch, amp)
@@ -92,19 +103,15 @@ def measure(args, model, opt, objective, kind: str, batch_n: int, impl: str, pre
     from naive_reference import naive_step
     from torch.utils.flop_counter import FlopCounterMode
 
-    from hysafe.attention import MATH_MAX_TOKENS
     from hysafe.geometry import validation
-    from hysafe.lora_dropout import use_sparse_dropout
     from hysafe.training import compute_loss
     from hysafe.training.loop import compiled_loss, grad_checkpointing
 
     batch = make_batch(model, batch_n, args.device, image_size(model))
     amp = {"fp32": None, "bf16": torch.bfloat16}[precision]
     backend = args.compile if variant == "compile" else None
-    # the reference loop's LoRA dropout and attention kernels are torch's; hysafe's dropout draws the dropped positions
-    # and its CPU training forwards take the math attention kernel for short sequences
-    use_sparse_dropout(model, enable=impl == "hysafe" and variant != "torch-dropout")
-    model.backbone.math_attention_max_tokens = MATH_MAX_TOKENS if impl == "hysafe" and variant != "torch-attention" else 0
+    use_kernels(model, sparse_dropout=impl == "hysafe" and variant != "torch-dropout",
+                math_attention=impl == "hysafe" and variant != "torch-attention")
 
     def ours(loss_fn=compute_loss):
         hysafe_step(model, opt, objective, batch, amp, loss_fn)
@@ -145,15 +152,12 @@ def profile_step(args, model, opt, objective, kind: str, batch_n: int, precision
     """torch.profiler table of one hysafe step (after two warm-up steps): where the step's time goes."""
     from torch.profiler import ProfilerActivity, profile
 
-    from hysafe.attention import MATH_MAX_TOKENS
     from hysafe.geometry import validation
-    from hysafe.lora_dropout import use_sparse_dropout
     from hysafe.training import compute_loss
 
     batch = make_batch(model, batch_n, args.device, image_size(model))
     amp = {"fp32": None, "bf16": torch.bfloat16}[precision]
-    use_sparse_dropout(model)  # hysafe's own step (a naive row may have run before on this model)
-    model.backbone.math_attention_max_tokens = MATH_MAX_TOKENS
+    use_kernels(model, sparse_dropout=True, math_attention=True)  # hysafe's own step (a naive row may have run before)
     step = lambda: hysafe_step(model, opt, objective, batch, amp, compute_loss)  # noqa: E731
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
     with validation(False):

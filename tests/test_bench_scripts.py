@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,10 +30,16 @@ def test_train_bench_in_process_rows_flops_speedups_and_report(tmp_path):
     assert report.count("| hysac |") == 8
 
 
-def test_attention_kernel_bench_times_both_kernels(tmp_path):
+def test_attention_kernel_bench_times_both_kernels(tmp_path, monkeypatch):
+    """Run in this process (its script is small; a subprocess would pay torch's and hysafe's imports again)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import attention_kernels
+
     out = tmp_path / "attention.json"
-    subprocess.run([sys.executable, "bench/attention_kernels.py", "--lengths", "9", "33", "--heads", "2", "--dim", "8",
-                    "--tokens", "256", "--repeats", "1", "--out", str(out)], cwd=ROOT, check=True, capture_output=True)
+    monkeypatch.setattr(sys, "argv", ["attention_kernels.py", "--lengths", "9", "33", "--heads", "2", "--dim", "8",
+                                      "--tokens", "256", "--repeats", "1", "--threads", str(torch.get_num_threads()),
+                                      "--out", str(out)])
+    attention_kernels.main()
     rows = json.loads(out.read_text())["rows"]
     assert [(r["length"], r["precision"], r["batch"]) for r in rows] == [(9, "fp32", 28), (9, "bf16", 28), (33, "fp32", 7), (33, "bf16", 7)]
     for r in rows:
