@@ -196,10 +196,11 @@ def calibrate(model: SafetyModel, train_set) -> None:
     """Data-dependent initial scales of a fresh run, for models that have them (:meth:`HySAC.calibrate`)."""
     if not hasattr(model, "calibrate"):
         return
-    batch = default_collate([train_set[i] for i in range(min(CALIBRATION_ROWS, len(train_set)))])
+    rows = min(CALIBRATION_ROWS, len(train_set))
+    batch = default_collate([train_set[i] for i in range(rows)])
     changed = model.calibrate({k: v.to(model.device) for k, v in batch.items() if isinstance(v, Tensor)})
     if changed:
-        logger.info("initial scales from the first %d training rows: %s", CALIBRATION_ROWS, changed)
+        logger.info("initial scales from the first %d training rows: %s", rows, changed)
 
 
 def train(
