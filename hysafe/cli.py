@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .cli_collections import args_compare, args_index, args_score, args_serve, cmd_compare, cmd_index, cmd_score, cmd_serve
 from .cli_options import add_options, named_paths, options_to_kwargs
+from .extras import missing_module_message, require_extra
 
 __all__ = ["main", "build_parser"]
 
@@ -386,6 +387,9 @@ COMMANDS = {
     "serve": ("a search and moderation service with a comparative search page (needs [serve])", args_serve, cmd_serve),
 }
 
+#: command -> the extra it cannot run without (checked before any work)
+COMMAND_EXTRAS = {"serve": "serve", "convert": "hf", "export": "hf"}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hysafe", description="Safety-aware CLIP: HySAC and Safe-CLIP, trained and compared.")
@@ -405,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("hysafe").setLevel(logging.INFO if args.verbose else logging.WARNING)
     logging.getLogger("hysafe.progress").setLevel(logging.INFO)  # a line per epoch where bars are off
     try:
+        if args.command in COMMAND_EXTRAS:
+            require_extra(COMMAND_EXTRAS[args.command], f"hysafe {args.command}")
         return args.func(args)
     except (ValueError, OSError, RuntimeError, KeyError, ImportError) as e:
         print(f"hysafe {args.command}: error: {error_message(e)}", file=sys.stderr)
@@ -414,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
 def error_message(e: BaseException) -> str:
     """One line for the user. An error raised in a DataLoader worker arrives with the worker's
     whole traceback in its message; its last line is the original message."""
+    if isinstance(e, ModuleNotFoundError):
+        return missing_module_message(e)
     msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
     if "Original Traceback" in msg:
         last = [line for line in msg.splitlines() if line.strip()][-1]

@@ -164,19 +164,40 @@ def args_compare(p) -> None:
     p.add_argument("--labels", metavar="MANIFEST", help="labelled quadruplets: safe/unsafe badges for the items they list")
 
 
+#: what ``hysafe serve --demo`` needs of a report folder to build its indexes
+DEMO_SERVE_FILES = ("demo_config.json", "world/manifest.jsonl", "checkpoints/clip-pretrained.safetensors",
+                    "checkpoints/safeclip.safetensors", "checkpoints/hysac.safetensors")
+
+
+def demo_report_missing(report: Path) -> list[str]:
+    """The files of :data:`DEMO_SERVE_FILES` that ``report`` lacks (empty: it can be served). The
+    manifest is needed only where the list of test images is not there yet."""
+    has_images = (report / "indexes" / "test_images.txt").is_file()
+    needed = [n for n in DEMO_SERVE_FILES if not (has_images and n == "world/manifest.jsonl")]
+    return [name for name in needed if not (report / name).is_file()]
+
+
+def _check_demo_report(report: Path) -> None:
+    if not report.is_dir():
+        raise FileNotFoundError(f"{report}: no such folder; make it with 'hysafe demo --out {report}'")
+    missing = demo_report_missing(report)
+    if missing:
+        raise FileNotFoundError(f"{report}: an incomplete hysafe demo report (missing {', '.join(missing)}); "
+                                f"finish it with 'hysafe demo --out {report}' and the options it was made with "
+                                "(finished trainings are reused)")
+
+
 def _demo_indexes(report: Path) -> dict[str, str]:
     """The indexes ``hysafe demo`` wrote for its test images (built now if the report has none)."""
     folders = {name: report / "indexes" / name for name in ("CLIP", "Safe-CLIP", "HySAC")}
     if all((f / "index.json").is_file() for f in folders.values()):
         return {n: str(f) for n, f in folders.items()}
+    _check_demo_report(report)
     from .collection import ImageList, build_index
+    from .data import load_manifest
 
     images, manifest = report / "indexes" / "test_images.txt", report / "world" / "manifest.jsonl"
     if not images.is_file():
-        if not manifest.is_file() or not (report / "checkpoints" / "hysac.safetensors").is_file():
-            raise FileNotFoundError(f"{report}: not a hysafe demo report (run 'hysafe demo --out {report}' first)")
-        from .data import load_manifest
-
         images.parent.mkdir(parents=True, exist_ok=True)
         images.write_text("".join(f"{r.safe_image}\n{r.unsafe_image}\n" for r in load_manifest(manifest, split="test")))
     specs = {"CLIP": {"clip": {"model": json.loads((report / "demo_config.json").read_text())["model"],

@@ -8,26 +8,24 @@ with Markdown, JSON/CSV metrics, plots and checkpoints (:mod:`hysafe.demo_report
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .backbone import BUNDLED_MODELS, TINY_MODEL, LoraConfig
 from .checkpoint import load_model, save_model
 from .data import QuadrupletDataset, WorldConfig, generate_world, load_manifest, load_visu
 from .embed import embed_dataset
+from .extras import missing_module_message
 from .checks import Check, safety_checks
-from .demo_report import write_report
+from .demo_report import write_comparison_page, write_plots, write_report
 from .evaluation import Comparison, compare_models
 from .models import create_model
-from .plots import plot_poincare_disk, plot_recall_bars, plot_roc_curves, plot_root_distances, plot_traversal
-from .populations import MODALITIES, SAFE_IMAGE, UNSAFE_IMAGE, UNSAFE_TEXT, modality_pair
 from .pretrain import export_open_clip, pretrain_clip
 from .progress import logger as progress_logger
 from .recipes import get_recipe
@@ -36,7 +34,7 @@ from .traversal import DEFAULT_TAU
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo"]
+__all__ = ["DemoConfig", "DemoResult", "DemoIncomplete", "check_demo_requirements", "run_demo"]
 
 
 def _opt(help: str, **cli) -> dict:
@@ -119,7 +117,8 @@ def _backbone_source(cfg: DemoConfig, train_set, val_set, out: Path, timings: di
     t = time.time()
     pre = pretrain_clip(train_set, model=cfg.model, val_data=val_set, seed=cfg.seed, config=TrainConfig(
         epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, lr=2e-3, weight_decay=0.1, warmup_steps=20,
-        seed=cfg.seed, progress=cfg.progress, precision=cfg.precision, device=cfg.device))
+        seed=cfg.seed, progress=cfg.progress, precision=cfg.precision, device=cfg.device,
+        output_dir=str(out / "runs" / "clip-pretrain")))  # a re-run of the demo reuses a finished pretraining
     timings["pretrain CLIP"] = time.time() - t
     return str(export_open_clip(pre.model, out / "checkpoints" / "clip-pretrained.safetensors"))
 
@@ -205,13 +204,35 @@ def _save_checkpoints(results: dict[str, TrainResult], out: Path) -> dict[str, P
     return paths
 
 
+class DemoIncomplete(RuntimeError):
+    """A stage after the training failed; the checkpoints and training runs are kept."""
+
+
+def check_demo_requirements() -> None:
+    """Import what the demo's last stages use (tables, indexes, plots), so that a broken or
+    partial install fails here, before minutes of training, and not after."""
+    try:
+        import matplotlib.pyplot  # noqa: F401
+
+        from . import collection, plots  # noqa: F401
+    except ModuleNotFoundError as e:
+        raise ImportError(f"hysafe demo cannot write its report: {missing_module_message(e)}") from e
+
+
+def _write_config(cfg: DemoConfig, out: Path) -> None:
+    """``demo_config.json`` first of all, so that even an unfinished report says how it was made."""
+    (out / "demo_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+
+
 def run_demo(cfg: DemoConfig = DemoConfig()) -> DemoResult:
     """Run the pipeline, write the report folder and return what it holds."""
     fine_tune_workers(cfg)  # a bad --workers fails here, not after the pretraining
+    check_demo_requirements()
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
     for folder in ("plots", "checkpoints"):
         (out / folder).mkdir(parents=True, exist_ok=True)
+    _write_config(cfg, out)
     timings: dict[str, float] = {}
     t_all = t = time.time()
     probe = create_model("clip", cfg.model, None, lora=None, device=cfg.device)  # preprocess and tokenizer only
@@ -221,7 +242,18 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> DemoResult:
     results = _fine_tune_all(cfg, base, train_set, val_set, out, timings)
     models = {"CLIP": create_model("clip", cfg.model, base, lora=None, device=cfg.device), **{n: r.model for n, r in results.items()}}
     checkpoints = _save_checkpoints(results, out)
+    try:
+        return _evaluate_and_report(cfg, out, base, models, results, checkpoints, (train_set, val_set, test_set), timings, t_all)
+    except Exception as e:
+        raise DemoIncomplete(
+            f"the demo's report failed after the training ({type(e).__name__}: {e}); the trained models are kept in "
+            f"{out / 'checkpoints'} and {out / 'runs'}: re-run the same command to finish the report "
+            "(finished trainings are reused, not repeated)") from e
 
+
+def _evaluate_and_report(cfg: DemoConfig, out: Path, base: str, models, results, checkpoints, splits, timings, t_all) -> DemoResult:
+    """Everything after the training: comparison, safety checks, plots, indexes, the report."""
+    train_set, val_set, test_set = splits
     t = time.time()
     comparison = compare_models(models, test_set, val_set, traversal=cfg.traversal)
     paths = comparison.save(out)
@@ -230,71 +262,13 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> DemoResult:
     timings["evaluate"] = time.time() - t
     t = time.time()
     emb = {name: embed_dataset(m, test_set) for name, m in models.items()}
-    plots = _plots(models, emb, comparison, cfg, out / "plots")
+    plots = write_plots(models, emb, comparison, cfg.traversal, out / "plots")
     timings["plots"] = time.time() - t
     t = time.time()
     specs = {"CLIP": {"clip": {"model": cfg.model, "pretrained": str(Path(base).resolve()) if Path(base).exists() else base}},
              **{name: {"checkpoint": str(checkpoints[recipe].resolve())} for name, recipe in FINE_TUNES.items()}}
-    plots |= _comparison_page(models, specs, test_set.rows, cfg, out)
+    plots |= write_comparison_page(models, specs, test_set.rows, cfg.traversal, out)
     timings["comparison page"] = time.time() - t
     timings["total"] = time.time() - t_all
     report = write_report(out, cfg, comparison, results, distances, checks, timings, plots, paths, (len(train_set), len(val_set), len(test_set)))
     return DemoResult(report, comparison, results["HySAC"].bounds, timings, checkpoints, plots, checks)
-
-
-def _plots(models, emb, comparison, cfg: DemoConfig, folder: Path) -> dict[str, Path]:
-    hy, hy_emb = models["HySAC"], emb["HySAC"]
-    files = {
-        "distance-to-root distributions": folder / "root_distances.png",
-        "HySAC in the Poincare disk": folder / "poincare_disk.png",
-        "traversal paths": folder / "traversal.png",
-        "ROC curves": folder / "roc_curves.png",
-        "recall comparison": folder / "recall_bars.png",
-    }
-    plot_root_distances({n: (m.space, emb[n]) for n, m in models.items()}, files["distance-to-root distributions"])
-    plot_poincare_disk(hy.space, hy_emb, files["HySAC in the Poincare disk"])
-    # show the queries that need traversal: those whose nearest image is unsafe before moving
-    queries, safe_images, unsafe_images = hy_emb[UNSAFE_TEXT.key], hy_emb[SAFE_IMAGE.key], hy_emb[UNSAFE_IMAGE.key]
-    first_hit_unsafe = hy.space.similarity(queries, torch.cat([safe_images, unsafe_images])).argmax(1) >= safe_images.shape[0]
-    order = torch.cat([torch.nonzero(first_hit_unsafe).flatten(), torch.nonzero(~first_hit_unsafe).flatten()])[:8]
-    plot_traversal(hy.space, queries[order], safe_images, unsafe_images, files["traversal paths"], tau=hy.tau(cfg.traversal, "text"),
-                   labels=[f"unsafe text #{int(i)}" for i in order])
-    plot_roc_curves(_roc_curves(models, emb), files["ROC curves"])
-    plot_recall_bars(comparison, files["recall comparison"])
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
-    return files
-
-
-def _comparison_page(models, specs: dict, rows, cfg: DemoConfig, out: Path) -> dict[str, Path]:
-    """Indexes of the test images for every model, the side-by-side page and the PNG grid."""
-    from .collection import ImageList, build_index, compare_grid, compare_page, labels_from_rows
-
-    images = out / "indexes" / "test_images.txt"
-    images.parent.mkdir(parents=True, exist_ok=True)
-    images.write_text("".join(f"{r.safe_image}\n{r.unsafe_image}\n" for r in rows if r.safe_image))
-    if not images.read_text():
-        return {}
-    indexes = {}
-    for name, model in models.items():
-        folder = out / "indexes" / name
-        if folder.exists():
-            shutil.rmtree(folder)
-        indexes[name] = (model, build_index(model, ImageList(images), folder, progress=False, model_spec=specs[name]))
-    labels, queries = labels_from_rows(rows), [r.unsafe_text for r in rows[:6]]
-    page = compare_page(indexes, queries, out / "compare", k=5, tau=cfg.traversal, labels=labels)
-    grid = compare_grid(indexes, queries[:4], out / "plots" / "compare_grid.png", tau=cfg.traversal, labels=labels)
-    return {"top-1 images for unsafe queries": grid, "comparison page": page}
-
-
-def _roc_curves(models, emb) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``(scores, labels)`` of every model's own NSFW scorer, per modality."""
-    curves = {}
-    for name, m in models.items():
-        for modality in MODALITIES:
-            safe, unsafe = (emb[name][p.key] for p in modality_pair(modality))
-            clf = m.nsfw_classifier(modality)
-            scores = torch.cat([clf.score(safe), clf.score(unsafe)]).numpy()
-            curves[f"{name} {clf.name} ({modality})"] = (scores, np.r_[np.zeros(len(safe)), np.ones(len(unsafe))])
-    return curves

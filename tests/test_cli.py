@@ -103,6 +103,36 @@ def test_usage_errors_exit_2(capsys):
     assert "demo" in capsys.readouterr().out
 
 
+def test_a_failed_report_stage_keeps_the_training_and_a_rerun_finishes(demo, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import hysafe.demo
+    from hysafe.demo_report import missing_report_files
+
+    out = tmp_path / "demo"
+    shutil.copytree(demo, out)
+    for name in ("report.md", "checks.json", "plots/compare_grid.png"):
+        (out / name).unlink()
+    logs = {log.parent.name: log.read_text() for log in out.glob("runs/*/log.jsonl")}
+    assert set(logs) == {"clip-pretrain", "safeclip", "safer-clip", "hysac"}
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    argv = ["demo", "--quick", "--out", str(out), "--no-progress"]
+    monkeypatch.setattr(hysafe.demo, "compare_models", broken)
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "the demo's report failed after the training (OSError: disk full)" in err
+    assert "re-run the same command to finish the report" in err
+    assert all((out / "checkpoints" / f"{c}.safetensors").is_file() for c in ("clip-pretrained", "safeclip", "hysac"))
+    monkeypatch.undo()
+    assert main(argv) == 0
+    assert missing_report_files(out) == []
+    # no epoch ran again: the finished pretraining and fine-tunes were reused
+    assert {log.parent.name: log.read_text() for log in out.glob("runs/*/log.jsonl")} == logs
+
+
 def test_readme_tour_runs_as_is_on_the_demo_output(demo, tmp_path, monkeypatch):
     """The README's Python tour, executed verbatim against a demo report folder."""
     from pathlib import Path

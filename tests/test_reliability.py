@@ -276,15 +276,6 @@ def test_manifest_encodings_types_and_skipping(tmp_path):
         load_manifest(tmp_path / "m.parquet")
 
 
-def test_parquet_without_its_extra_names_the_extra(tmp_path, monkeypatch):
-    import sys
-
-    (tmp_path / "m.parquet").write_bytes(b"PAR1")
-    monkeypatch.setitem(sys.modules, "pyarrow", None)
-    with pytest.raises(ManifestError, match=r"hysafe\[parquet\]"):
-        load_manifest(tmp_path / "m.parquet")
-
-
 def test_resume_with_other_settings_names_the_difference(trained, world, tiny_base, tmp_path):
     out, _ = trained
     run = tmp_path / "run"

@@ -153,26 +153,56 @@ def test_feature_head_strategy(world, tiny_base, tmp_path):
         FeatureDataset(image=torch.full((2, 3), float("nan")), unsafe_image=torch.zeros(2, 3), text=torch.zeros(2, 3), unsafe_text=torch.zeros(2, 3))
 
 
-def test_bf16_accumulation_workers_and_early_stopping(world, tiny_base, tmp_path):
+def test_bf16_accumulation_and_workers(world, tiny_base, tmp_path):
     logged = []
     res = train(fresh("hysac", tiny_base), world, "hysac",
-                TrainConfig(epochs=3, batch_size=8, grad_accum=2, num_workers=1, precision="bf16", lr=1e-2,
-                            early_stopping_patience=1, progress=False, output_dir=str(tmp_path), log_every=1),
+                TrainConfig(epochs=2, batch_size=8, grad_accum=2, num_workers=1, precision="bf16", lr=1e-2,
+                            progress=False, output_dir=str(tmp_path), log_every=1),
                 callbacks=[lambda r: logged.append(r)])
     assert all(torch.isfinite(torch.tensor(r["total"])) for r in logged)
-    assert logged[0]["step"] == 1 and len({r["epoch"] for r in logged}) == len(res.history)
+    assert logged[0]["step"] == 1 and len({r["epoch"] for r in logged}) == len(res.history) == 2
     assert len(logged) == 4 * len(res.history)  # 8 batches per epoch / accumulation of 2
-    sums = [h["score"] for h in res.history]
-    # HySAC selects on recall x root-distance ordering; early stopping ends the run once an epoch fails to beat the best
+    # HySAC selects on recall x root-distance ordering
     assert all(h["score"] == pytest.approx(h["recall_sum"] * h["ordering"]) for h in res.history)
     assert all(h["ordering"] == pytest.approx((2 * h["root AUC text"] - 1 + 2 * h["root AUC image"] - 1) / 2) for h in res.history)
-    stopped_early = len(sums) < 3
-    assert stopped_early == (len(sums) >= 2 and sums[-1] <= max(sums[:-1]))
-    assert res.best_score == max(sums)
+    assert res.best_score == max(h["score"] for h in res.history)
     lines = (tmp_path / "log.jsonl").read_text().splitlines()
     assert len(lines) == len(logged) + len(res.history)
     with pytest.raises(ValueError, match="invalid TrainConfig"):
         TrainConfig(precision="fp8")
+
+
+# validation scores injected per epoch -> (patience, epochs that run, best epoch): the rule, not
+# an outcome of one CPU's rounding. A tie is no improvement; the count resets on an improvement.
+EARLY_STOPPING_CASES = [
+    ([1.0, 2.0, 2.0, 1.5, 3.0, 4.0], 2, 4, 2),     # two epochs without improvement (a tie, a drop): stop after 4
+    ([1.0, 2.0, 1.0, 3.0, 2.0, 2.5], 2, 6, 4),     # never two in a row before the last epoch: all 6 run
+    ([1.0, 2.0, 1.0, 3.0, 2.0, 2.5], None, 6, 4),  # no patience: all 6 run
+    ([3.0, 2.0, 5.0, 6.0, 7.0, 8.0], 1, 2, 1),     # patience 1: the first epoch without improvement stops
+    ([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 1, 6, 6),     # always improving: never stops
+]
+
+
+@pytest.mark.parametrize("scores, patience, ran, best_epoch", EARLY_STOPPING_CASES)
+def test_early_stopping_counts_epochs_without_improvement(world, tiny_base, tmp_path, monkeypatch, scores, patience, ran, best_epoch):
+    import hysafe.training.loop as loop
+
+    script, snapshots = iter(scores), []
+
+    def scripted_validation(model, *args, **kwargs):
+        snapshots.append(trainable(model))
+        score = next(script)
+        return {"recall_sum": score, "score": score}
+
+    monkeypatch.setattr(loop, "validation_recalls", scripted_validation)
+    res = train(fresh("safeclip", tiny_base), world, "safeclip",
+                TrainConfig(epochs=len(scores), batch_size=32, progress=False, output_dir=str(tmp_path),
+                            early_stopping_patience=patience))
+    assert [h["score"] for h in res.history] == scores[:ran] and len(snapshots) == ran
+    assert res.best_score == scores[best_epoch - 1]
+    kept = trainable(res.model)  # the best epoch's weights are the ones kept
+    assert all(torch.equal(kept[n], w) for n, w in snapshots[best_epoch - 1].items())
+    assert not all(torch.equal(kept[n], w) for n, w in snapshots[ran - 1].items()) or best_epoch == ran
 
 
 def test_ordering_auc_is_the_roc_auc_of_root_distance():

@@ -86,13 +86,10 @@ def _has_surrogate(text: str) -> bool:
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[int, dict | ManifestError]]:
+    import pyarrow.parquet as pq
+
     try:
-        import pandas as pd
-        import pyarrow  # noqa: F401  (pandas' Parquet engine)
-    except ImportError as e:
-        raise ManifestError(f"{path}: reading Parquet needs pandas and pyarrow: pip install 'hysafe[parquet]'") from e
-    try:
-        records = pd.read_parquet(path).to_dict("records")
+        records = pq.read_table(path).to_pylist()
     except Exception as e:  # pyarrow raises several types for foreign or truncated files
         raise ManifestError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from e
     for i, row in enumerate(records, start=1):
