@@ -120,7 +120,9 @@ def _backbone_source(cfg: DemoConfig, train_set, val_set, out: Path, timings: di
         seed=cfg.seed, progress=cfg.progress, precision=cfg.precision, device=cfg.device,
         output_dir=str(out / "runs" / "clip-pretrain")))  # a re-run of the demo reuses a finished pretraining
     timings["pretrain CLIP"] = time.time() - t
-    return str(export_open_clip(pre.model, out / "checkpoints" / "clip-pretrained.safetensors"))
+    # an absolute path: the CLIP model's configuration (and so its index's fingerprint) must be the
+    # one that `hysafe serve --demo` rebuilds from the index, whatever folder it is started in
+    return str(export_open_clip(pre.model, out / "checkpoints" / "clip-pretrained.safetensors").resolve())
 
 
 def _fine_tune(cfg: DemoConfig, recipe_name: str, base: str, train_set, val_set, out: Path, **recipe_options) -> TrainResult:

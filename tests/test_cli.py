@@ -1,6 +1,7 @@
 """The hysafe CLI: every subcommand's happy path on a quick demo, and its bad-input errors."""
 
 import json
+import os
 
 import pytest
 
@@ -9,9 +10,13 @@ from hysafe.cli import main
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
-    return out
+    here, parent = os.getcwd(), tmp_path_factory.mktemp("demo-parent")
+    os.chdir(parent)  # a relative --out, as the README's `hysafe demo` (hysafe-report/)
+    try:
+        assert main(["demo", "--quick", "--out", "report", "--no-progress"]) == 0
+    finally:
+        os.chdir(here)
+    return parent / "report"
 
 
 def test_demo_writes_report_metrics_plots_and_checkpoints(demo):
@@ -29,6 +34,16 @@ def test_demo_writes_report_metrics_plots_and_checkpoints(demo):
     for ck in ("clip-pretrained", "safeclip", "safer-clip", "hysac", "hysac-merged"):
         assert (demo / "checkpoints" / f"{ck}.safetensors").is_file()
     assert json.loads((demo / "timings.json").read_text())["total"] > 0
+
+
+def test_serve_demo_accepts_every_index_of_a_relative_out(demo, monkeypatch):
+    from hysafe.cli_collections import _demo_indexes, _model_from_spec
+    from hysafe.collection import CollectionIndex
+
+    monkeypatch.chdir(demo.parent.parent)  # served from another folder than the demo ran in
+    for name, folder in _demo_indexes(demo).items():
+        stored = CollectionIndex.open(folder)
+        stored.check_model(_model_from_spec(stored.meta["model_spec"]))  # what `hysafe serve --demo` does
 
 
 def test_evaluate_classify_traverse_plot_embed_train(demo, tmp_path, capsys):
