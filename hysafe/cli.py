@@ -188,6 +188,8 @@ def cmd_traverse(args) -> int:
     from .retrieval import RetrievalIndex
 
     model = load_model(args.checkpoint)
+    if not hasattr(model, "tau"):
+        raise ValueError(f"{args.checkpoint}: traversal moves queries toward the root: give a HySAC checkpoint, not a {model.kind} one")
     ds = _dataset(model, args.data, args.split)
     emb = embed_dataset(model, ds)
     if "V" not in emb:

@@ -178,6 +178,8 @@ def demo_report_missing(report: Path) -> list[str]:
 
 
 def _check_demo_report(report: Path) -> None:
+    if report.exists() and not report.is_dir():
+        raise FileNotFoundError(f"{report} is a file, not a hysafe demo report folder")
     if not report.is_dir():
         raise FileNotFoundError(f"{report}: no such folder; make it with 'hysafe demo --out {report}'")
     missing = demo_report_missing(report)
@@ -189,10 +191,10 @@ def _check_demo_report(report: Path) -> None:
 
 def _demo_indexes(report: Path) -> dict[str, str]:
     """The indexes ``hysafe demo`` wrote for its test images (built now if the report has none)."""
+    _check_demo_report(report)  # also where the indexes are there: they name the report's checkpoints
     folders = {name: report / "indexes" / name for name in ("CLIP", "Safe-CLIP", "HySAC")}
     if all((f / "index.json").is_file() for f in folders.values()):
         return {n: str(f) for n, f in folders.items()}
-    _check_demo_report(report)
     from .collection import ImageList, build_index
     from .data import load_manifest
 

@@ -232,6 +232,8 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> DemoResult:
     check_demo_requirements()
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; choose another --out")
     for folder in ("plots", "checkpoints"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     _write_config(cfg, out)

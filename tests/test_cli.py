@@ -103,6 +103,9 @@ def test_bad_input_files_in_real_commands(demo, tmp_path, capsys):
     assert "image not found" in capsys.readouterr().err
     assert main(["classify", "--checkpoint", str(demo / "checkpoints" / "safeclip.safetensors"), "--text", "x"]) == 1
     assert "HySAC checkpoint" in capsys.readouterr().err
+    safeclip, manifest = str(demo / "checkpoints" / "safeclip.safetensors"), str(demo / "world" / "manifest.jsonl")
+    assert main(["traverse", "--checkpoint", safeclip, "--data", manifest, "--query", "x"]) == 1
+    assert "give a HySAC checkpoint, not a safeclip one" in capsys.readouterr().err
 
 
 def test_usage_errors_exit_2(capsys):

@@ -67,8 +67,17 @@ def test_serve_on_an_unfinished_report_names_what_is_missing(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "incomplete hysafe demo report" in err
     assert "world/manifest.jsonl, checkpoints/safeclip.safetensors, checkpoints/hysac.safetensors" in err
     assert f"hysafe demo --out {report}" in err
+    (report / "indexes" / "HySAC").mkdir(parents=True)  # indexes do not make up for missing checkpoints
+    (report / "indexes" / "HySAC" / "index.json").write_text("{}")
+    assert main(["serve", "--demo", str(report)]) == 1
+    assert "checkpoints/hysac.safetensors" in capsys.readouterr().err
     assert main(["serve", "--demo", str(tmp_path / "none")]) == 1
     assert "no such folder" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["serve", "--demo", str(tmp_path / "afile")]) == 1
+    assert "is a file, not a hysafe demo report folder" in capsys.readouterr().err
+    assert main(["demo", "--quick", "--out", str(tmp_path / "afile")]) == 1
+    assert "--out " + str(tmp_path / "afile") + " is a file, not a folder" in capsys.readouterr().err
 
 
 def test_demo_without_a_piece_of_its_report_fails_before_training(tmp_path):
