@@ -179,7 +179,7 @@ def demo_report_missing(report: Path) -> list[str]:
 
 def _check_demo_report(report: Path) -> None:
     if report.exists() and not report.is_dir():
-        raise FileNotFoundError(f"{report} is a file, not a hysafe demo report folder")
+        raise NotADirectoryError(f"{report} is a file, not a hysafe demo report folder")
     if not report.is_dir():
         raise FileNotFoundError(f"{report}: no such folder; make it with 'hysafe demo --out {report}'")
     missing = demo_report_missing(report)

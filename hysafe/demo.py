@@ -211,12 +211,11 @@ class DemoIncomplete(RuntimeError):
 
 
 def check_demo_requirements() -> None:
-    """Import what the demo's last stages use (tables, indexes, plots), so that a broken or
-    partial install fails here, before minutes of training, and not after."""
+    """Import what the demo's last stages import lazily (Parquet tables and indexes: the plots are
+    imported with this module), so that a broken or partial install fails here, before minutes
+    of training, and not after."""
     try:
-        import matplotlib.pyplot  # noqa: F401
-
-        from . import collection, plots  # noqa: F401
+        from . import collection  # noqa: F401
     except ModuleNotFoundError as e:
         raise ImportError(f"hysafe demo cannot write its report: {missing_module_message(e)}") from e
 

@@ -20,13 +20,6 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "tensorboard": ("tensorboard",),
 }
 
-#: what the base install brings: a missing one means a broken install, not a missing extra
-BASE_MODULES: tuple[str, ...] = (
-    "torch", "torchvision", "open_clip", "geoopt", "peft", "sklearn", "faiss",
-    "matplotlib", "safetensors", "tqdm", "PIL", "numpy", "pyarrow",
-)
-
-
 def extra_of_module(module: str) -> str | None:
     """The extra that provides top-level module ``module``, or None."""
     top = module.split(".")[0]

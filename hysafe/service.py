@@ -26,6 +26,7 @@ import torch
 
 from .collection import CollectionIndex
 from .collection.page import label_of
+from .extras import require_extra
 from .models import SafetyModel
 from .service_page import PAGE
 from .traversal import DEFAULT_TAU
@@ -225,12 +226,10 @@ def _integer(value, name: str):
 
 def create_app(service: Service):
     """The FastAPI app over a :class:`Service` (needs the ``serve`` extra)."""
-    try:
-        from fastapi import FastAPI, Request
-        from fastapi.responses import FileResponse, HTMLResponse
-        from starlette.concurrency import run_in_threadpool
-    except ImportError as e:
-        raise ImportError("hysafe serve needs the 'serve' extra: pip install 'hysafe[serve]'") from e
+    require_extra("serve", "hysafe serve")
+    from fastapi import FastAPI, Request
+    from fastapi.responses import FileResponse, HTMLResponse
+    from starlette.concurrency import run_in_threadpool
 
     app = FastAPI(title="hysafe", description="Safe retrieval and NSFW moderation with CLIP, Safe-CLIP and HySAC")
     _error_handlers(app)

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..backbone import BackboneConfig
+from ..extras import require_extra
 from ..models import ModelConfig, SafetyModel, build_model
 
 logger = logging.getLogger(__name__)
@@ -52,10 +53,9 @@ _TRANSPOSED = {"visual_projection.weight": "visual.proj", "text_projection.weigh
 
 
 def _transformers():
-    try:
-        import transformers
-    except ImportError as e:
-        raise ImportError("transformers interop needs the 'hf' extra: pip install 'hysafe[hf]'") from e
+    require_extra("hf", "transformers interop")
+    import transformers
+
     return transformers
 
 
