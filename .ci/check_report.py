@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from hysafe.demo_report import missing_report_files
+from hysafe.demo.report import missing_report_files
 
 HEALTH_TIMEOUT_S = 300  # the service loads three models (and builds no index: the demo wrote them)
 

@@ -1,5 +1,5 @@
 """Forward + backward time of torch's flash and math attention kernels by sequence length (the data behind
-hysafe.attention's rule: CPU training forwards take the math kernel up to ``MATH_MAX_TOKENS`` tokens).
+hysafe.models.attention's rule: CPU training forwards take the math kernel up to ``MATH_MAX_TOKENS`` tokens).
 
     python bench/attention_kernels.py --out docs/bench_attention_kernels.json
 

@@ -72,7 +72,7 @@ PLANS = {
 
 def child(args) -> None:
     from hysafe.collection import ImageFolder, TextFile, build_index, score_collection
-    from hysafe.models import create_model
+    from hysafe.models.safety_model import create_model
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -100,8 +100,8 @@ def search_child(args) -> None:
     import pyarrow as pa
 
     from hysafe.collection import CollectionIndex
-    from hysafe.models import create_model
-    from hysafe.retrieval import RetrievalIndex
+    from hysafe.models.safety_model import create_model
+    from hysafe.index.retrieval import RetrievalIndex
 
     torch.set_num_threads(args.threads)
     model = create_model("hysac", "hysafe-tiny", None, lora=None)

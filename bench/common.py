@@ -24,7 +24,7 @@ def machine() -> dict:
         pass
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
-    import hysafe._faiss  # noqa: F401  (sets OPENBLAS_CORETYPE for faiss's OpenBLAS unless the user did)
+    import hysafe.index._faiss  # noqa: F401  (sets OPENBLAS_CORETYPE for faiss's OpenBLAS unless the user did)
 
     info["openblas_coretype"] = os.environ.get("OPENBLAS_CORETYPE")
     return info

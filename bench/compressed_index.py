@@ -82,7 +82,7 @@ class Gallery:
 
 def load_or_build(args, gallery: Gallery):
     """The index saved in ``--work`` by an earlier run of the same settings (``--reuse``), else a new build."""
-    from hysafe.retrieval import RetrievalIndex
+    from hysafe.index.retrieval import RetrievalIndex
 
     saved = Path(args.work) / "index.faiss"
     if args.reuse and saved.is_file():
@@ -97,7 +97,7 @@ def load_or_build(args, gallery: Gallery):
 def build(args, gallery: Gallery):
     from hysafe.geometry import LorentzSpace
     from hysafe.geometry import lorentz as L
-    from hysafe.retrieval import RetrievalIndex
+    from hysafe.index.retrieval import RetrievalIndex
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -126,14 +126,14 @@ def index_ram_bytes(index) -> dict:
 
 def exact_search(index, queries: torch.Tensor, k: int, block: int) -> tuple[np.ndarray, float]:
     """Exhaustive search over the stored vectors, streamed from disk in blocks; top-``k`` confirmed in float64."""
-    from hysafe._faiss import faiss
+    from hysafe.index._faiss import faiss
 
     space = index.space
     qv = np.ascontiguousarray(space.query_vectors(queries).numpy())
     rows_total, dim = len(index.vectors), index.dim
     pool = 2 * k
     heap = faiss.ResultHeap(len(qv), pool, keep_max=True)
-    from hysafe.retrieval import BLAS_DATABASE_BLOCK
+    from hysafe.index.retrieval import BLAS_DATABASE_BLOCK
 
     faiss.cvar.distance_compute_blas_database_bs = BLAS_DATABASE_BLOCK  # what the flat index searches with
     t0 = time.perf_counter()
@@ -145,7 +145,7 @@ def exact_search(index, queries: torch.Tensor, k: int, block: int) -> tuple[np.n
         heap.add_result(ip, ids + i)
     heap.finalize()
     seconds = time.perf_counter() - t0
-    from hysafe.compressed import exact_rerank
+    from hysafe.index.compressed import exact_rerank
 
     return exact_rerank(space, queries, heap.I, index.vectors.take(heap.I), k)[1].numpy(), seconds
 
@@ -167,8 +167,8 @@ def stage_seconds(index, queries: torch.Tensor, k: int) -> dict[str, float]:
     another (the search itself reads a batch's vectors while it scans the next)."""
     from faiss.contrib.ivf_tools import search_preassigned
 
-    import hysafe.retrieval as R
-    from hysafe.compressed import exact_rerank, refine_candidates
+    import hysafe.index.retrieval as R
+    from hysafe.index.compressed import exact_rerank, refine_candidates
 
     out = dict.fromkeys(("route", "scan", "refine", "read rows", "exact"), 0.0)
     for i in range(0, len(queries), R.RERANK_BATCH):
@@ -221,12 +221,12 @@ def main() -> None:
     p.add_argument("--work", required=True, help="folder for the index and its vector file (needs n x dim x 4 bytes)")
     p.add_argument("--reuse", action="store_true", help="search the index an earlier run saved in --work instead of rebuilding it")
     p.add_argument("--exact-factors", type=int, nargs="+", help="vectors read back for the exact re-rank per result "
-                   "(hysafe.compressed.EXACT_FACTOR by default; several: one row each)")
+                   "(hysafe.index.compressed.EXACT_FACTOR by default; several: one row each)")
     p.add_argument("--exact-cache", help="keep the exact search's result here (.npz) and reuse it when it exists")
     p.add_argument("--build-only", action="store_true", help="build and save the index in --work, search nothing (search it later with --reuse)")
     p.add_argument("--out")
     args = p.parse_args()
-    from hysafe._faiss import faiss
+    from hysafe.index._faiss import faiss
 
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
@@ -244,12 +244,12 @@ def main() -> None:
         ram = index_ram_bytes(index)
         exact, exact_s = cached_exact_search(args.exact_cache, index, queries)
         rows = []
-        import hysafe.retrieval
+        import hysafe.index.retrieval
 
-        factors = args.exact_factors or [hysafe.retrieval.EXACT_FACTOR]
+        factors = args.exact_factors or [hysafe.index.retrieval.EXACT_FACTOR]
         for nprobe, rerank, factor in [(p, r, f) for p in nprobes for r in reranks for f in factors]:
             index.rerank, index.nprobe, index.index.nprobe = rerank, nprobe, nprobe
-            hysafe.retrieval.EXACT_FACTOR = factor
+            hysafe.index.retrieval.EXACT_FACTOR = factor
             index.vectors.release()  # pages still mapped would stay cached
             evict(index.vectors.path)  # cold: every row read back comes from disk
             t = time.perf_counter()

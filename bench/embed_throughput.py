@@ -45,7 +45,7 @@ def main() -> None:
     torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // world))
 
     from hysafe.data import QuadrupletDataset, WorldConfig, generate_world, load_manifest
-    from hysafe.models import create_model
+    from hysafe.models.safety_model import create_model
 
     folder = Path(args.world_dir or Path(tempfile.gettempdir()) / f"hysafe-bench-world-{args.rows}")
     if rank == 0:

@@ -45,8 +45,8 @@ from torch import nn  # noqa: E402
 
 from worlds import world_setup  # noqa: E402
 
-from hysafe.demo import DemoConfig  # noqa: E402
-from hysafe.models import create_model  # noqa: E402
+from hysafe.demo.pipeline import DemoConfig  # noqa: E402
+from hysafe.models.safety_model import create_model  # noqa: E402
 from hysafe.training.validation import distance_stats  # noqa: E402
 
 #: classifier -> (epochs, learning rate)

@@ -27,10 +27,10 @@ def main() -> None:
     p.add_argument("--out")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    from hysafe.classifier import NSFWClassifier
+    from hysafe.models.classifier import NSFWClassifier
     from hysafe.geometry import LorentzSpace, validation
     from hysafe.geometry import lorentz as L
-    from hysafe.traversal import traverse
+    from hysafe.models.traversal import traverse
 
     space = LorentzSpace(curv=1.0)
     g = torch.Generator().manual_seed(0)

@@ -54,10 +54,10 @@ def brute_force(gallery, queries, k, chunk):
 
 def child(args) -> None:
     from hysafe.geometry import LorentzSpace, validation
-    from hysafe.retrieval import RetrievalIndex
+    from hysafe.index.retrieval import RetrievalIndex
 
     torch.set_num_threads(args.threads)
-    from hysafe._faiss import faiss
+    from hysafe.index._faiss import faiss
 
     faiss.omp_set_num_threads(args.threads)
     gallery, queries = make_data(args.n, args.dim, args.queries)

@@ -12,7 +12,7 @@ with the batch; MFU is against the matmul peak measured in the same run at the r
 ``--compile inductor`` and ``--grad-checkpointing`` add hysafe rows with the training loop's own
 options (``TrainConfig.compile`` / ``grad_checkpointing``) beside the plain ones; ``--torch-dropout`` and
 ``--torch-attention`` add hysafe rows with torch's LoRA dropout or attention kernel choice (the reference loop's,
-which its rows always use) instead of hysafe's (hysafe.lora_dropout, hysafe.attention). On a GPU,
+which its rows always use) instead of hysafe's (hysafe.models.lora_dropout, hysafe.models.attention). On a GPU,
 ``--in-process`` builds one model per kind and resets the peak-memory counter per row (rows that run
 out of memory are recorded as such), ``--deadline-s`` skips the rows that would start late, and
 ``--profile`` writes where the step's time goes:
@@ -61,9 +61,9 @@ VARIANT_ARGS = {
 
 def build(args, kind: str):
     """The model under test (LoRA r=16 on both towers, random weights), its optimiser and objective."""
-    from hysafe.backbone import LoraConfig
+    from hysafe.models.backbone import LoraConfig
     from hysafe.losses import get_objective
-    from hysafe.models import create_model, trainable_parameters
+    from hysafe.models.safety_model import create_model, trainable_parameters
 
     torch.manual_seed(0)
     model = create_model(kind, args.model, None, lora=LoraConfig(r=16, alpha=1.0, dropout=0.1), device=args.device)
@@ -78,11 +78,11 @@ def image_size(model) -> int:
 
 
 def use_kernels(model, *, sparse_dropout: bool, math_attention: bool) -> None:
-    """hysafe's CPU kernels on or off: the LoRA dropout that draws the dropped positions (hysafe.lora_dropout) and
-    the math attention kernel for short bf16 training sequences (hysafe.attention). The reference-style rows run
+    """hysafe's CPU kernels on or off: the LoRA dropout that draws the dropped positions (hysafe.models.lora_dropout) and
+    the math attention kernel for short bf16 training sequences (hysafe.models.attention). The reference-style rows run
     torch's (per-element dropout draws, torch's kernel choice)."""
-    from hysafe.attention import MATH_MAX_TOKENS
-    from hysafe.lora_dropout import use_sparse_dropout
+    from hysafe.models.attention import MATH_MAX_TOKENS
+    from hysafe.models.lora_dropout import use_sparse_dropout
 
     use_sparse_dropout(model, enable=sparse_dropout)
     model.backbone.math_attention_max_tokens = MATH_MAX_TOKENS if math_attention else 0

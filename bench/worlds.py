@@ -1,5 +1,5 @@
 """The same defaults on every synthetic world: comparison, classifier, population distances and the
-safety checks (hysafe.checks), plus HySAC ablations against the defaults.
+safety checks (hysafe.evaluation.checks), plus HySAC ablations against the defaults.
 
     python bench/worlds.py --out runs/worlds                          # defaults on shapes, crowd, tint
     python bench/worlds.py --out runs/worlds --variants default abs-K0.05 abs-K0.1 rel-0.3
@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from common import machine  # noqa: E402
 
-from hysafe.backbone import BUNDLED_MODELS, TINY_MODEL, LoraConfig  # noqa: E402
-from hysafe.checkpoint import load_model, save_model  # noqa: E402
-from hysafe.checks import safety_checks  # noqa: E402
-from hysafe.demo import DemoConfig, _backbone_source, _datasets, _fine_tune  # noqa: E402
-from hysafe.evaluation import compare_models  # noqa: E402
-from hysafe.models import create_model  # noqa: E402
+from hysafe.models.backbone import BUNDLED_MODELS, TINY_MODEL, LoraConfig  # noqa: E402
+from hysafe.models.checkpoint import load_model, save_model  # noqa: E402
+from hysafe.evaluation.checks import safety_checks  # noqa: E402
+from hysafe.demo.pipeline import DemoConfig, _backbone_source, _datasets, _fine_tune  # noqa: E402
+from hysafe.evaluation.comparison import compare_models  # noqa: E402
+from hysafe.models.safety_model import create_model  # noqa: E402
 from hysafe.training import nearest_safe_targets, safety_bounds  # noqa: E402
 
 #: name -> (DemoConfig overrides, HySAC recipe options): one change each against the defaults

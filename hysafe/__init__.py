@@ -11,22 +11,22 @@ Quick tour::
 
 import logging
 
-from .backbone import TINY_MODEL, BackboneConfig, LoraConfig, create_backbone
-from .checkpoint import load_model, read_metadata, save_model
-from .checks import Check, safety_checks
-from .classifier import NSFWClassifier, classification_metrics, choose_threshold, threshold_from_bounds
+from .models.backbone import TINY_MODEL, BackboneConfig, LoraConfig, create_backbone
+from .models.checkpoint import load_model, read_metadata, save_model
+from .evaluation.checks import Check, safety_checks
+from .models.classifier import NSFWClassifier, classification_metrics, choose_threshold, threshold_from_bounds
 from .data import QuadrupletDataset, WorldConfig, generate_world, load_manifest, load_visu
-from .embed import embed_dataset
-from .evaluation import Comparison, compare_models
+from .models.embed import embed_dataset
+from .evaluation.comparison import Comparison, compare_models
 from . import interop
-from .features import FeatureDataset, cache_features
+from .models.features import FeatureDataset, cache_features
 from .interop import export_transformers, load_hysac_release, load_transformers_clip
-from .models import CLIP, HySAC, ModelConfig, SafeCLIP, SafetyModel, create_feature_model, create_model
+from .models.safety_model import CLIP, HySAC, ModelConfig, SafeCLIP, SafetyModel, create_feature_model, create_model
 from .populations import POPULATIONS, SAFE_IMAGE, SAFE_TEXT, UNSAFE_IMAGE, UNSAFE_TEXT, Population
-from .recipes import Recipe, get_recipe
-from .retrieval import RetrievalIndex
+from .training.recipes import Recipe, get_recipe
+from .index.retrieval import RetrievalIndex
 from .training import TrainConfig, TrainResult, train
-from .traversal import DEFAULT_TAU, TauRule, paper_tau, resolve_tau, traversal_path, traverse
+from .models.traversal import DEFAULT_TAU, TauRule, paper_tau, resolve_tau, traversal_path, traverse
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

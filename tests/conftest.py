@@ -22,7 +22,7 @@ def tiny_base(tmp_path_factory):
     import open_clip
     from safetensors.torch import save_file
 
-    from hysafe.backbone import TINY_MODEL, register_model_configs
+    from hysafe.models.backbone import TINY_MODEL, register_model_configs
 
     register_model_configs()
     torch.manual_seed(0)

@@ -8,20 +8,20 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import hysafe
-from hysafe.backbone import TINY_MODEL, LoraConfig
-from hysafe.checkpoint import load_model, read_metadata, save_model
-from hysafe.classifier import threshold_from_bounds
-from hysafe.cli import build_parser
-from hysafe.cli_options import options_to_kwargs
+from hysafe.models.backbone import TINY_MODEL, LoraConfig
+from hysafe.models.checkpoint import load_model, read_metadata, save_model
+from hysafe.models.classifier import threshold_from_bounds
+from hysafe.cli.main import build_parser
+from hysafe.cli.options import options_to_kwargs
 from hysafe.geometry import EuclideanSpace, LorentzSpace
 from hysafe.losses import hysac_objective
-from hysafe.models import create_feature_model, create_model
+from hysafe.models.safety_model import create_feature_model, create_model
 from hysafe.populations import POPULATIONS, SAFE_IMAGE, SAFE_TEXT, UNSAFE_TEXT, modality_pair, population, steer_target
-from hysafe.recipes import as_recipe, get_recipe
+from hysafe.training.recipes import as_recipe, get_recipe
 from hysafe.training import TrainConfig
 from hysafe.training.distributed import init_distributed
 from hysafe.training.optim import build_optimization
-from hysafe.traversal import paper_tau, traverse
+from hysafe.models.traversal import paper_tau, traverse
 
 BOUNDS = {"S": {"avg": 0.2, "low_05": 0.15, "up_95": 0.25}, "V": {"avg": 0.3, "low_05": 0.25, "up_95": 0.35},
           "U": {"avg": 0.5, "low_05": 0.4, "up_95": 0.6}, "G": {"avg": 0.7, "low_05": 0.6, "up_95": 0.8}}
@@ -155,7 +155,7 @@ def test_cli_options_come_from_the_dataclasses():
     assert options_to_kwargs(args, LoraConfig, prefix="lora-") == {"r": 4}
     assert get_recipe("hysac", **options_to_kwargs(args, hysafe.losses.ConeConfig)).objective.cones.min_radius == 0.2
     demo = parser.parse_args(["demo", "--quick", "--epochs", "5", "--seed", "3"])
-    from hysafe.demo import DemoConfig
+    from hysafe.demo.pipeline import DemoConfig
 
     cfg = DemoConfig.quick(**options_to_kwargs(demo, DemoConfig))
     assert cfg.finetune_epochs == 5 and cfg.pretrain_epochs == 4 and cfg.seed == 3 and cfg.world.seed == 3
@@ -164,8 +164,8 @@ def test_cli_options_come_from_the_dataclasses():
 
 
 def test_safety_checks_give_verdicts_from_the_numbers():
-    from hysafe.checks import checks_markdown, safety_checks
-    from hysafe.evaluation import Comparison
+    from hysafe.evaluation.checks import checks_markdown, safety_checks
+    from hysafe.evaluation.comparison import Comparison
 
     def rows(**r1):  # setting -> (R@1, unsafe@1 %) without traversal; "+" suffix: with traversal
         return [{"setting": s.rstrip("+"), "traversal": s.endswith("+"), "R@1": v[0], **({"unsafe@1 %": v[1]} if v[1] is not None else {})}

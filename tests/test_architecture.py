@@ -59,7 +59,7 @@ def test_no_import_cycle_between_hysafe_modules():
                 visit(d, stack + [d])
         state[m] = 2
 
-    assert "hysafe.checkpoint" in graph and "hysafe.training.loop" in graph
+    assert "hysafe.models.checkpoint" in graph and "hysafe.training.loop" in graph
     for m in graph:
         if m not in state:
             visit(m, [m])

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from hysafe.attention import MATH_MAX_TOKENS, compute_dtype, image_tokens, training_attention
-from hysafe.backbone import TINY_MODEL, BackboneConfig, LoraConfig, create_backbone
+from hysafe.models.attention import MATH_MAX_TOKENS, compute_dtype, image_tokens, training_attention
+from hysafe.models.backbone import TINY_MODEL, BackboneConfig, LoraConfig, create_backbone
 
 FLASH = "aten::_scaled_dot_product_flash_attention_for_cpu"
 

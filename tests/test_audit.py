@@ -9,15 +9,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from hysafe.backbone import TINY_MODEL, LoraConfig
-from hysafe.checkpoint import read_metadata, save_model
-from hysafe.cli import main
-from hysafe.features import FeatureDataset
+from hysafe.models.backbone import TINY_MODEL, LoraConfig
+from hysafe.models.checkpoint import read_metadata, save_model
+from hysafe.cli.main import main
+from hysafe.models.features import FeatureDataset
 from hysafe.geometry import euclidean
 from hysafe.geometry import lorentz as L
 from hysafe.losses import ConeConfig, entailment_loss
-from hysafe.models import create_model
-from hysafe.recipes import get_recipe
+from hysafe.models.safety_model import create_model
+from hysafe.training.recipes import get_recipe
 
 LORA = LoraConfig(r=4, alpha=8.0, dropout=0.0)
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from hysafe.cli import main
+from hysafe.cli.main import main
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_demo_writes_report_metrics_plots_and_checkpoints(demo):
 
 
 def test_serve_demo_accepts_every_index_of_a_relative_out(demo, monkeypatch):
-    from hysafe.cli_collections import _demo_indexes, _model_from_spec
+    from hysafe.cli.collection import _demo_indexes, _model_from_spec
     from hysafe.collection import CollectionIndex
 
     monkeypatch.chdir(demo.parent.parent)  # served from another folder than the demo ran in
@@ -124,8 +124,8 @@ def test_usage_errors_exit_2(capsys):
 def test_a_failed_report_stage_keeps_the_training_and_a_rerun_finishes(demo, tmp_path, monkeypatch, capsys):
     import shutil
 
-    import hysafe.demo
-    from hysafe.demo_report import missing_report_files
+    import hysafe.demo.pipeline
+    from hysafe.demo.report import missing_report_files
 
     out = tmp_path / "demo"
     shutil.copytree(demo, out)
@@ -138,7 +138,7 @@ def test_a_failed_report_stage_keeps_the_training_and_a_rerun_finishes(demo, tmp
         raise OSError("disk full")
 
     argv = ["demo", "--quick", "--out", str(out), "--no-progress"]
-    monkeypatch.setattr(hysafe.demo, "compare_models", broken)
+    monkeypatch.setattr(hysafe.demo.pipeline, "compare_models", broken)
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "the demo's report failed after the training (OSError: disk full)" in err

@@ -14,15 +14,15 @@ import pytest
 import torch
 from PIL import Image
 
-from hysafe.backbone import TINY_MODEL, LoraConfig
-from hysafe.checkpoint import save_model
-from hysafe.cli import main
+from hysafe.models.backbone import TINY_MODEL, LoraConfig
+from hysafe.models.checkpoint import save_model
+from hysafe.cli.main import main
 from hysafe.collection import (
     CollectionIndex, ImageFolder, Shards, TextFile, add_to_index, build_index, compare_page, expand_braces,
     labels_from_manifest, score_collection,
 )
 from hysafe.data import WorldConfig, generate_world, load_image, load_manifest
-from hysafe.models import create_model
+from hysafe.models.safety_model import create_model
 from hysafe.training import TrainConfig, train
 
 
@@ -112,7 +112,7 @@ def test_webdataset_shards_score_like_the_files(hysac, folder, tmp_path):
 
 CHILD = """
 import os, sys, torch
-from hysafe.checkpoint import load_model
+from hysafe.models.checkpoint import load_model
 from hysafe.collection import ImageFolder, build_index, score_collection
 torch.set_num_threads(1)
 kind, ckpt, folder, out = sys.argv[1:5]

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from hysafe.compressed import EXACT_FACTOR, PQ_DIMS, REFINE_DIMS, RefineCodes, pq_layout, refine_candidates
+from hysafe.index.compressed import EXACT_FACTOR, PQ_DIMS, REFINE_DIMS, RefineCodes, pq_layout, refine_candidates
 from hysafe.geometry import EuclideanSpace, LorentzSpace
 from hysafe.geometry import lorentz as L
-from hysafe.index_shards import build_shard, build_sharded, merge_shards, train_index
-from hysafe.retrieval import RetrievalIndex
-from hysafe.vector_file import VectorFile
+from hysafe.index.shards import build_shard, build_sharded, merge_shards, train_index
+from hysafe.index.retrieval import RetrievalIndex
+from hysafe.index.vector_file import VectorFile
 
 SPACES = [LorentzSpace(curv=0.8), EuclideanSpace()]
 
@@ -57,7 +57,7 @@ def test_vector_file_appends_reads_and_ignores_a_crashed_tail(tmp_path, gen):
 
 
 def test_vector_file_threaded_reads_equal_one_gather(tmp_path, gen, monkeypatch):
-    import hysafe.vector_file as vfmod
+    import hysafe.index.vector_file as vfmod
 
     rows = torch.randn(500, 8, generator=gen).numpy()
     vf = VectorFile(tmp_path / "v.f32", 8)
@@ -225,7 +225,7 @@ def test_refine_codes_grow_geometrically_and_read_back_in_order():
 
 
 def test_openblas_core_type_follows_the_cpu_flags():
-    from hysafe._faiss import openblas_coretype
+    from hysafe.index._faiss import openblas_coretype
 
     skx = {"avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd", "sse3"}
     assert openblas_coretype(skx) == "SkylakeX"
@@ -237,7 +237,7 @@ def test_openblas_core_type_follows_the_cpu_flags():
 def test_openblas_core_type_is_set_only_when_the_user_has_not(tmp_path, monkeypatch):
     import sys
 
-    from hysafe._faiss import choose_openblas_coretype
+    from hysafe.index._faiss import choose_openblas_coretype
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse3 avx avx2 fma\n")
@@ -256,10 +256,10 @@ def test_faiss_openblas_loads_the_kernels_hysafe_chose():
     import subprocess
     import sys
 
-    from hysafe._faiss import cpu_flags, openblas_coretype
+    from hysafe.index._faiss import cpu_flags, openblas_coretype
 
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"} | {"OPENBLAS_VERBOSE": "2"}
-    code = "import os, hysafe.retrieval; print('chosen', os.environ.get('OPENBLAS_CORETYPE'))"
+    code = "import os, hysafe.index.retrieval; print('chosen', os.environ.get('OPENBLAS_CORETYPE'))"
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     out = run.stdout + run.stderr  # OpenBLAS reports on stderr
     expected = openblas_coretype(cpu_flags()) if sys.platform == "linux" else None
@@ -276,7 +276,7 @@ def test_exact_rerank_float32_preselection_equals_float64_throughout(space, gen,
     """Stage 3 ranks a float32-chosen pool in float64: the top-k (ids and distances) must equal
     ranking every candidate in float64, with missing candidates (-1), repeated ids, exact ties at
     the pool's edge (duplicate rows: the fallback path) and a pool as large as the candidates."""
-    import hysafe.compressed as compressed
+    import hysafe.index.compressed as compressed
 
     rows = clustered(gen, 2000)
     rows[1000:1100] = rows[900:1000]  # exact duplicates: ties in any precision
@@ -307,7 +307,7 @@ def test_exact_rerank_float32_preselection_equals_float64_throughout(space, gen,
 
 def test_exact_rerank_margin_bounds_float32_rounding(gen):
     """The rounding bound used to decide when float32 may choose the pool covers the float32 error."""
-    from hysafe.compressed import _float32_inner
+    from hysafe.index.compressed import _float32_inner
 
     space = LorentzSpace(curv=0.8)
     rows = clustered(gen, 64 * 50, dim=768).reshape(64, 50, 768) * 3

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hysafe.backbone import TINY_MODEL, register_model_configs
+from hysafe.models.backbone import TINY_MODEL, register_model_configs
 from hysafe.data import (
     CATEGORIES,
     ManifestError,

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from hysafe.data import WorldConfig
-from hysafe.demo import DemoConfig, FINE_TUNES, _datasets, _fine_tune_all, fine_tune_workers, run_demo
-from hysafe.models import create_model
+from hysafe.demo.pipeline import DemoConfig, FINE_TUNES, _datasets, _fine_tune_all, fine_tune_workers, run_demo
+from hysafe.models.safety_model import create_model
 
 
 def _weights(model):

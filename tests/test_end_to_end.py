@@ -3,11 +3,11 @@ orders the space (the demo's sizes and schedule; about two minutes on 2 cores)."
 
 import torch
 
-from hysafe.backbone import LoraConfig
+from hysafe.models.backbone import LoraConfig
 from hysafe.data import QuadrupletDataset, WorldConfig, generate_world, load_manifest
-from hysafe.models import create_model
-from hysafe.pretrain import export_open_clip, pretrain_clip
-from hysafe.recipes import get_recipe
+from hysafe.models.safety_model import create_model
+from hysafe.training.pretrain import export_open_clip, pretrain_clip
+from hysafe.training.recipes import get_recipe
 from hysafe.training import TrainConfig, train, validation_recalls
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hysafe.cli import COMMAND_EXTRAS, error_message, main
-from hysafe.extras import EXTRAS, extra_of_module, missing_module_message, require_extra
+from hysafe.cli.main import COMMAND_EXTRAS, error_message, main
+from hysafe.utils.extras import EXTRAS, extra_of_module, missing_module_message, require_extra
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from hysafe.classifier import NSFWClassifier, choose_threshold, classification_metrics, threshold_from_bounds
-from hysafe.evaluation import Comparison, retrieval_report
+from hysafe.models.classifier import NSFWClassifier, choose_threshold, classification_metrics, threshold_from_bounds
+from hysafe.evaluation.comparison import Comparison, retrieval_report
 from hysafe.geometry import EuclideanSpace, LorentzSpace
 from hysafe.geometry import lorentz as L
-from hysafe.metrics import recall_at_k, recall_from_ranking
-from hysafe.retrieval import RetrievalIndex
-from hysafe.traversal import TauRule, paper_tau, resolve_tau, traversal_path, traverse
+from hysafe.evaluation.metrics import recall_at_k, recall_from_ranking
+from hysafe.index.retrieval import RetrievalIndex
+from hysafe.models.traversal import TauRule, paper_tau, resolve_tau, traversal_path, traverse
 
 BOUNDS = {"S": {"avg": 0.2, "low_05": 0.15, "up_95": 0.25}, "V": {"avg": 0.3, "low_05": 0.25, "up_95": 0.35},
           "U": {"avg": 0.5, "low_05": 0.4, "up_95": 0.6}, "G": {"avg": 0.7, "low_05": 0.6, "up_95": 0.8}}
@@ -137,8 +137,8 @@ def test_list_major_scan_equals_faiss_search_preassigned(gen, monkeypatch):
     and lists scored in several blocks."""
     from faiss.contrib.ivf_tools import add_preassigned, search_preassigned
 
-    import hysafe.ivf_scan as scan
-    from hysafe._faiss import faiss
+    import hysafe.index.ivf_scan as scan
+    from hysafe.index._faiss import faiss
 
     d, nlist, k = 12, 16, 10
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)

@@ -146,7 +146,7 @@ def test_released_hysac_equals_the_authors_computation(base, tmp_path):
     for k, v in peft_merged.items():
         assert torch.allclose(merged[k], v, atol=1e-6), k
     # a converted release saves as a normal hysafe checkpoint and loads back
-    from hysafe.checkpoint import load_model, save_model
+    from hysafe.models.checkpoint import load_model, save_model
 
     path = save_model(model, tmp_path / "hysac.safetensors", merged=True, bounds=model.bounds)
     with torch.no_grad():
@@ -199,7 +199,7 @@ def test_tokenizer_parity_with_open_clip(tmp_path):
 def test_cli_convert_and_export(base, tmp_path, capsys, monkeypatch):
     import sys
 
-    from hysafe.cli import main
+    from hysafe.cli.main import main
 
     folder, clip = base
     authors_release(folder, clip, tmp_path)

@@ -6,8 +6,8 @@ import torch
 
 from hysafe.geometry import EuclideanSpace, LorentzSpace
 from hysafe.geometry import lorentz as L
-from hysafe.ivf_train import allocate, geodesic_centroids, probe_cost, route
-from hysafe.retrieval import RetrievalIndex
+from hysafe.index.ivf_train import allocate, geodesic_centroids, probe_cost, route
+from hysafe.index.retrieval import RetrievalIndex
 
 
 def uneven(gen, n=6000, dim=16):

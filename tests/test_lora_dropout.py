@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-import hysafe.lora_dropout as lora_dropout
-from hysafe.backbone import TINY_MODEL, BackboneConfig, LoraConfig, create_backbone
-from hysafe.lora_dropout import SparseDropout, dropped_positions, sparse_dropout, use_sparse_dropout
+import hysafe.models.lora_dropout as lora_dropout
+from hysafe.models.backbone import TINY_MODEL, BackboneConfig, LoraConfig, create_backbone
+from hysafe.models.lora_dropout import SparseDropout, dropped_positions, sparse_dropout, use_sparse_dropout
 
 
 def drop_mask(numel, p, seed):

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import hysafe
-from hysafe.backbone import TINY_MODEL, BackboneConfig, LoraConfig, create_backbone, lora_target_regex
-from hysafe.checkpoint import load_model, read_metadata, save_model
-from hysafe.embed import embed_quadruplets
+from hysafe.models.backbone import TINY_MODEL, BackboneConfig, LoraConfig, create_backbone, lora_target_regex
+from hysafe.models.checkpoint import load_model, read_metadata, save_model
+from hysafe.models.embed import embed_quadruplets
 from hysafe.geometry import EuclideanSpace, LorentzSpace
 from hysafe.losses import hysac_objective
-from hysafe.models import create_model
+from hysafe.models.safety_model import create_model
 
 LORA = LoraConfig(r=4, alpha=8.0, dropout=0.0)
 
@@ -70,7 +70,7 @@ def test_lora_on_a_resnet_image_tower():
     """hysafe-tiny-rn (open_clip's ModifiedResNet image tower): adapters on every bottleneck convolution (not
     the stem, the shortcuts or the attention pool), frozen BatchNorm statistics while training, and a merge
     that equals the adapted forward."""
-    from hysafe.backbone import BUNDLED_MODELS
+    from hysafe.models.backbone import BUNDLED_MODELS
 
     assert {TINY_MODEL, "hysafe-tiny-rn"} <= set(BUNDLED_MODELS)
     torch.manual_seed(0)
@@ -229,7 +229,7 @@ def test_backbone_errors(tmp_path):
 def test_registered_config_leaves_no_temporary_folder(tmp_path, monkeypatch):
     import tempfile
 
-    from hysafe.backbone import register_model_config
+    from hysafe.models.backbone import register_model_config
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     cfg = {"embed_dim": 8, "vision_cfg": {"image_size": 16, "layers": 1, "width": 8, "patch_size": 8},
@@ -248,7 +248,7 @@ def test_hysac_default_alpha_capped_by_the_feature_norms(tiny_base, gen):
     """alpha_init=None keeps the paper's embed_dim ** -0.5 for towers with features of norm ~sqrt(D) and
     caps it at MAX_INIT_NORM / median |f| for a tower with far larger features (a ResNet's attention pool),
     through the trainer's calibration rows; a given alpha_init is never changed."""
-    from hysafe.models import MAX_INIT_NORM
+    from hysafe.models.safety_model import MAX_INIT_NORM
     from hysafe.training.loop import calibrate
 
     model = create_model("hysac", TINY_MODEL, tiny_base, lora=LORA)

@@ -11,15 +11,15 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from hysafe.backbone import TINY_MODEL, LoraConfig
-from hysafe.checkpoint import load_model, read_metadata, save_model
-from hysafe.cli import main
+from hysafe.models.backbone import TINY_MODEL, LoraConfig
+from hysafe.models.checkpoint import load_model, read_metadata, save_model
+from hysafe.cli.main import main
 from hysafe.data import ManifestError, QuadrupletDataset, WorldConfig, generate_world, load_manifest
 from hysafe.data.dataset import load_image, tokenize_captions
 from hysafe.geometry import LorentzSpace
-from hysafe.models import create_model
-from hysafe.recipes import get_recipe
-from hysafe.retrieval import RetrievalIndex
+from hysafe.models.safety_model import create_model
+from hysafe.training.recipes import get_recipe
+from hysafe.index.retrieval import RetrievalIndex
 from hysafe.training import TrainConfig, train
 from hysafe.training.run_folder import locked_run_folder
 
@@ -369,7 +369,7 @@ def test_quiet_logs_without_a_terminal(world, tiny_base, tmp_path, capsys, caplo
 
 CHILD = """
 import sys, torch
-from hysafe.backbone import LoraConfig
+from hysafe.models.backbone import LoraConfig
 from hysafe.models import create_model
 from hysafe.training import TrainConfig, train
 torch.set_num_threads(1)

@@ -19,12 +19,12 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from hysafe.backbone import TINY_MODEL, LoraConfig  # noqa: E402
-from hysafe.checkpoint import save_model  # noqa: E402
+from hysafe.models.backbone import TINY_MODEL, LoraConfig  # noqa: E402
+from hysafe.models.checkpoint import save_model  # noqa: E402
 from hysafe.collection import ImageFolder, build_index, labels_from_manifest  # noqa: E402
 from hysafe.data import WorldConfig, generate_world  # noqa: E402
-from hysafe.models import create_model  # noqa: E402
-from hysafe.service import Served, Service, create_app  # noqa: E402
+from hysafe.models.safety_model import create_model  # noqa: E402
+from hysafe.serve.app import Served, Service, create_app  # noqa: E402
 from hysafe.training import TrainConfig, train  # noqa: E402
 
 

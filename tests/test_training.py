@@ -8,12 +8,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from hysafe.backbone import TINY_MODEL, LoraConfig
-from hysafe.checkpoint import load_model
+from hysafe.models.backbone import TINY_MODEL, LoraConfig
+from hysafe.models.checkpoint import load_model
 from hysafe.data import QuadrupletDataset, WorldConfig, generate_world, load_manifest
-from hysafe.features import FeatureDataset, cache_features
-from hysafe.models import create_feature_model, create_model
-from hysafe.recipes import get_recipe
+from hysafe.models.features import FeatureDataset, cache_features
+from hysafe.models.safety_model import create_feature_model, create_model
+from hysafe.training.recipes import get_recipe
 from hysafe.training import ResumableBatchSampler, TrainConfig, nearest_safe_targets, train
 
 LORA = LoraConfig(r=4, alpha=8.0, dropout=0.1)
@@ -249,7 +249,7 @@ INDUCTOR = pytest.mark.skipif(not os.environ.get("HYSAFE_TEST_INDUCTOR"), reason
 @pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=[pytest.mark.slow, INDUCTOR])])
 def test_compiled_step_gives_the_same_losses(world, tiny_base, backend):
     """torch.compile captures forward + loss (+ backward through AOTAutograd); the LoRA dropout (the
-    reference's 0.1) runs eagerly inside the compiled step with the same draws (hysafe.lora_dropout)."""
+    reference's 0.1) runs eagerly inside the compiled step with the same draws (hysafe.models.lora_dropout)."""
     dropout = LoraConfig(r=4, alpha=8.0, dropout=0.1)
     plain, _ = _step_losses(fresh("hysac", tiny_base, dropout), world)
     torch._dynamo.reset()

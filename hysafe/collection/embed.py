@@ -17,8 +17,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..data.dataset import tokenize_captions
-from ..models import SafetyModel
-from ..progress import bar
+from ..models.safety_model import SafetyModel
+from ..utils.progress import bar
 from ..training.optim import autocast_dtype
 from .sources import Item, Source, open_image
 
@@ -49,7 +49,7 @@ def model_fingerprint(model: SafetyModel) -> str:
     with one model is refused with another. With LoRA adapters the adapters are hashed and the
     frozen base is identified by its configured source (peft re-merges attention LoRA in every
     forward pass, which moves the base weights by float rounding)."""
-    from ..models import trainable_parameters
+    from ..models.safety_model import trainable_parameters
 
     h = hashlib.blake2b(digest_size=16)
     h.update(json.dumps({"config": model.config.to_dict(), "scalars": model.scalars()}, sort_keys=True, default=str).encode())

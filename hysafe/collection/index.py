@@ -1,6 +1,6 @@
 """``hysafe index build|add|search``: a collection embedded once into a saved faiss index.
 
-A folder holds ``index.faiss`` (+ ``.json``, :class:`~hysafe.retrieval.RetrievalIndex`),
+A folder holds ``index.faiss`` (+ ``.json``, :class:`~hysafe.index.retrieval.RetrievalIndex`),
 ``items.parquet`` (row, id, path or text, modality, NSFW score) and ``index.json`` (model
 fingerprint and how to rebuild the model, geometry, sources, size). Searching with another model
 than the one that built the index is refused. Builds are resumable and splittable over torchrun
@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ..models import SafetyModel
-from ..retrieval import RetrievalIndex
+from ..models.safety_model import SafetyModel
+from ..index.retrieval import RetrievalIndex
 from .embed import Chunk, embed_chunks, model_fingerprint, precision_record, rank_and_world
 from .parts import PartStore
 from .sources import Source

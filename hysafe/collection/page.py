@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from ..data.manifest import load_manifest
-from ..models import SafetyModel
-from ..traversal import DEFAULT_TAU
+from ..models.safety_model import SafetyModel
+from ..models.traversal import DEFAULT_TAU
 from .index import CollectionIndex
 from .sources import Item, open_image
 

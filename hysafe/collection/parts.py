@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file
 
-from ..checkpoint import atomic_save_file
+from ..models.checkpoint import atomic_save_file
 
 __all__ = ["PartStore"]
 

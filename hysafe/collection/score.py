@@ -22,10 +22,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ..classifier import choose_threshold
+from ..models.classifier import choose_threshold
 from ..data.dataset import QuadrupletDataset
-from ..embed import embed_dataset
-from ..models import SafetyModel
+from ..models.embed import embed_dataset
+from ..models.safety_model import SafetyModel
 from ..populations import modality_pair
 from .embed import embed_chunks, model_fingerprint, precision_record, rank_and_world
 from .parts import PartStore

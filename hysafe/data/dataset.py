@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from ..progress import bar
+from ..utils.progress import bar
 
 from .manifest import Quadruplet, load_manifest
 

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from ..progress import bar as progress_bar
+from ..utils.progress import bar as progress_bar
 from .manifest import Quadruplet, write_manifest
 from .more_worlds import caption_crowd, caption_tint, render_crowd, render_tint, sample_crowd, sample_tint
 from .synthetic import caption_scene, render_scene, sample_scene

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..backbone import BackboneConfig
-from ..extras import require_extra
-from ..models import ModelConfig, SafetyModel, build_model
+from ..models.backbone import BackboneConfig
+from ..utils.extras import require_extra
+from ..models.safety_model import ModelConfig, SafetyModel, build_model
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..models import HySAC
-from ..traversal import check_bounds
+from ..models.safety_model import HySAC
+from ..models.traversal import check_bounds
 from .convert import _load_clip_model, _model_on, hf_to_open_clip, open_clip_config_from_hf
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Training configuration and result.
 
 Every field carries its help text in ``metadata``: the ``hysafe train`` options are generated
-from these fields (:mod:`hysafe.cli_options`), so each default exists once, here.
+from these fields (:mod:`hysafe.cli.options`), so each default exists once, here.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..models import SafetyModel
+from ..models.safety_model import SafetyModel
 
 __all__ = ["TrainConfig", "TrainResult"]
 
@@ -26,7 +26,7 @@ class TrainConfig:
     """Training hyper-parameters (defaults: HySAC reference code, batch sized for one GPU).
 
     The optimiser, its weight decay and betas come from the recipe
-    (:func:`~hysafe.recipes.get_recipe`) unless set here.
+    (:func:`~hysafe.training.recipes.get_recipe`) unless set here.
     """
 
     epochs: int = field(default=20, metadata=_opt("training epochs"))

@@ -1,7 +1,7 @@
 """What the trainer accepts as data, turned into datasets once.
 
 ``data`` (and ``val_data``) may be a dataset (:class:`~hysafe.data.QuadrupletDataset`,
-:class:`~hysafe.features.FeatureDataset`), a manifest path, or a list of
+:class:`~hysafe.models.features.FeatureDataset`), a manifest path, or a list of
 :class:`~hysafe.data.Quadruplet` rows. A manifest is read once; its ``train`` rows train and its
 ``validation`` rows (if any) validate, unless ``val_data`` is given.
 """
@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from ..data.dataset import QuadrupletDataset
 from ..data.manifest import Quadruplet, load_manifest
-from ..models import SafetyModel
+from ..models.safety_model import SafetyModel
 
 __all__ = ["training_datasets", "nearest_safe_targets"]
 

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from hysafe.losses import world_info
 
-from ..backbone import check_device
+from ..models.backbone import check_device
 
 __all__ = ["DistributedContext", "init_distributed", "all_reduce_grads"]
 

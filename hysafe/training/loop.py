@@ -1,7 +1,7 @@
 """``hysafe.train``: the loop, top to bottom. Each piece it calls has a module of its own:
 datasets (:mod:`.data`), batches (:mod:`.sampler`), processes (:mod:`.distributed`), optimiser
 and precision (:mod:`.optim`), resume (:mod:`.state`), selection and bounds (:mod:`.validation`),
-logs (:mod:`.logs`); what to optimise comes from the recipe (:mod:`hysafe.recipes`).
+logs (:mod:`.logs`); what to optimise comes from the recipe (:mod:`hysafe.training.recipes`).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from hysafe.geometry import validation as geometry_validation
 from hysafe.losses import Objective
 
-from ..checkpoint import read_metadata
-from ..embed import embed_quadruplets
-from ..models import SafetyModel, create_model
-from ..progress import bar, report
-from ..recipes import Recipe, as_recipe
+from ..models.checkpoint import read_metadata
+from ..models.embed import embed_quadruplets
+from ..models.safety_model import SafetyModel, create_model
+from ..utils.progress import bar, report
+from .recipes import Recipe, as_recipe
 from .config import TrainConfig, TrainResult
 from .data import training_datasets
 from .distributed import DistributedContext, init_distributed
@@ -213,14 +213,14 @@ def train(
     callbacks: Sequence[Callable[[dict], None]] = (),
     **model_kwargs,
 ) -> TrainResult:
-    """Train ``model`` on quadruplets with a recipe (:func:`~hysafe.recipes.get_recipe`).
+    """Train ``model`` on quadruplets with a recipe (:func:`~hysafe.training.recipes.get_recipe`).
 
     ``model``: a :class:`~hysafe.models.SafetyModel`, or a kind (``"hysac"``, ``"safeclip"``) built
     with :func:`~hysafe.models.create_model` and ``model_kwargs`` (``model=``, ``pretrained=``, ...).
-    ``data``: a dataset (:class:`~hysafe.data.QuadrupletDataset`, :class:`~hysafe.features.FeatureDataset`),
+    ``data``: a dataset (:class:`~hysafe.data.QuadrupletDataset`, :class:`~hysafe.models.features.FeatureDataset`),
     a manifest path (its ``train`` split; its ``validation`` split validates unless ``val_data``
     is given), or a list of rows. ``recipe``: ``"hysac"``, ``"safeclip"``, ``"safer-clip"``,
-    ``"clip-pretrain"``, a :class:`~hysafe.recipes.Recipe` or a bare objective; default from the
+    ``"clip-pretrain"``, a :class:`~hysafe.training.recipes.Recipe` or a bare objective; default from the
     model kind. ``callbacks`` receive a dict after every optimiser step (step, epoch, lr, losses).
     """
     cfg = config or TrainConfig()

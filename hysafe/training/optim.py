@@ -14,8 +14,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..models import SafetyModel, trainable_parameters
-from ..recipes import Recipe
+from ..models.safety_model import SafetyModel, trainable_parameters
+from .recipes import Recipe
 from .config import TrainConfig
 from .distributed import all_reduce_grads
 

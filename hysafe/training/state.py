@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..checkpoint import atomic_save_file
-from ..models import trainable_parameters
+from ..models.checkpoint import atomic_save_file
+from ..models.safety_model import trainable_parameters
 from .optim import Optimization
 
 __all__ = ["save_training_state", "load_training_state", "new_progress", "run_fingerprint"]

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..checkpoint import save_model, uses_adapter_form
-from ..embed import embed_dataset
-from ..metrics import recall_at_k
-from ..models import SafetyModel, trainable_parameters
+from ..models.checkpoint import save_model, uses_adapter_form
+from ..models.embed import embed_dataset
+from ..evaluation.metrics import recall_at_k
+from ..models.safety_model import SafetyModel, trainable_parameters
 from ..populations import MODALITIES, POPULATIONS, modality_pair
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,7 @@
+"""``python -m hysafe.cli`` (what ``torchrun ... -m hysafe.cli`` runs)."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

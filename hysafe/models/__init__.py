@@ -1,0 +1,11 @@
+"""The models: open_clip backbones with LoRA and their CPU kernels (:mod:`.backbone`,
+:mod:`.attention`, :mod:`.lora_dropout`), the feature backbone for cached features, the three safety
+models CLIP / Safe-CLIP / HySAC (:mod:`.safety_model`), what they compute on top of embeddings (the
+distance-from-root classifier, :mod:`.classifier`; root-directed traversal, :mod:`.traversal`),
+checkpoints (:mod:`.checkpoint`) and batched embedding of datasets (:mod:`.embed`, :mod:`.features`).
+May import geometry, data, utils and populations; never index, training, evaluation or the apps.
+"""
+
+from .safety_model import CLIP, HySAC, ModelConfig, SafeCLIP, SafetyModel, build_model, create_feature_model, create_model
+
+__all__ = ["CLIP", "HySAC", "ModelConfig", "SafeCLIP", "SafetyModel", "build_model", "create_feature_model", "create_model"]

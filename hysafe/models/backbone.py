@@ -1,0 +1,342 @@
+"""open_clip backbones and LoRA adapters.
+
+A *backbone* is the encoder under a hysafe model: it turns model inputs into raw features
+(``image_features``, ``text_features``) and knows how to take LoRA adapters and how to give its
+frozen reference (the original encoder). :class:`OpenClipBackbone` is the one for pixels and token ids;
+:class:`~hysafe.models.feature_backbone.FeatureBackbone` is the one for cached feature tables.
+
+Any open_clip model name works, with ``pretrained`` either an open_clip tag (downloaded by
+open_clip when online), a local checkpoint file (``.safetensors``, ``.pt``, ``.bin``), or ``None``
+for random initialisation. ``hysafe-tiny`` is a small registered config used by the tests and the
+demo (3.3M parameters, 32x32 images); ``hysafe-tiny-rn`` is the same CLIP with a ResNet image tower
+(open_clip's ModifiedResNet, width 32: 5.2M image parameters, ~11x the image compute), which separates
+small local image cues the 8 px-patch ViT tower cannot (docs/worlds.md). (Over 300 lines: building the
+open_clip model and targeting LoRA at its modules both depend on open_clip's module layout, kept in one place.)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import pickle
+import tempfile
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import open_clip
+import torch
+from torch import nn
+
+from .attention import MATH_MAX_TOKENS, compute_dtype, image_tokens, training_attention
+from .lora_dropout import use_sparse_dropout
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "TINY_MODEL",
+    "BUNDLED_MODELS",
+    "BackboneConfig",
+    "LoraConfig",
+    "OpenClipBackbone",
+    "register_model_configs",
+    "create_backbone",
+    "check_device",
+    "apply_lora",
+    "lora_target_regex",
+    "lora_targets",
+    "finetune_record",
+]
+
+TINY_MODEL = "hysafe-tiny"
+_CONFIG_DIR = Path(__file__).parent / "configs"
+#: the small open_clip configs hysafe ships (pretrainable here): the tiny ViT CLIP and its ResNet-image-tower twin
+BUNDLED_MODELS = tuple(sorted(p.stem for p in _CONFIG_DIR.glob("*.json")))
+_CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
+
+def register_model_config(name: str, cfg: dict) -> None:
+    """Register one open_clip architecture under ``name`` (a checkpoint that carries its own config)."""
+    existing = open_clip.get_model_config(name) if name in open_clip.list_models() else None
+    if existing == cfg:
+        return
+    if existing is not None:
+        raise ValueError(f"open_clip model name {name!r} is already registered with another architecture")
+    with tempfile.TemporaryDirectory(prefix="hysafe-open-clip-configs-") as folder:  # open_clip reads it when added
+        (Path(folder) / f"{name}.json").write_text(json.dumps(cfg))
+        open_clip.add_model_config(Path(folder) / f"{name}.json")
+
+
+def register_model_configs() -> None:
+    """Register hysafe's bundled open_clip configs (idempotent)."""
+    if TINY_MODEL not in open_clip.list_models():
+        open_clip.add_model_config(_CONFIG_DIR)
+
+
+@dataclass
+class BackboneConfig:
+    """Which open_clip model to build and where its weights come from."""
+
+    type: ClassVar[str] = "open_clip"
+    model: str = "ViT-B-32"  # open_clip model name (open_clip.list_models())
+    pretrained: str | None = None  # open_clip tag, local checkpoint path, or None (random init)
+    precision: str = "fp32"  # open_clip precision: fp32, bf16, fp16, amp, ...
+    model_cfg: dict | None = None  # an architecture open_clip does not name (e.g. converted from transformers)
+    # the weights ``pretrained`` was fine-tuned from, when it is a merged hysafe fine-tune: the frozen
+    # reference of Safe-CLIP training (recorded by save_model(merged=True), read back from the file)
+    origin: str | None = None
+
+    def is_local(self) -> bool:
+        p = self.pretrained
+        return p is not None and (os.sep in p or p.endswith(_CHECKPOINT_SUFFIXES) or os.path.exists(p))
+
+
+#: safetensors metadata key of hysafe checkpoints
+CHECKPOINT_META_KEY = "hysafe"
+
+
+def finetune_record(path: str | None) -> tuple[str | None, str | None]:
+    """``(kind, origin)`` of a merged hysafe fine-tune at ``path`` (a Safe-CLIP / HySAC whose LoRA
+    was merged into the weights), ``(None, None)`` for anything else (a tag, plain open_clip weights)."""
+    if path is None or not str(path).endswith(".safetensors") or not os.path.isfile(path):
+        return None, None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get(CHECKPOINT_META_KEY) or "{}")
+    except (OSError, ValueError):
+        return None, None
+    config = meta.get("config") or {}
+    if meta.get("form") != "merged" or config.get("kind", "clip") == "clip" and not (config.get("backbone") or {}).get("origin"):
+        return None, None
+    return config.get("kind"), (config.get("backbone") or {}).get("origin")
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapter settings (defaults from the HySAC reference code: r=16, alpha=1, dropout=0.1)."""
+
+    r: int = field(default=16, metadata={"help": "LoRA rank"})
+    alpha: float = field(default=1.0, metadata={"help": "LoRA scale numerator (the update is scaled by alpha / r)"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input"})
+    towers: tuple[str, ...] = ("visual", "text")  # which towers get adapters
+    modules: tuple[str, ...] = ("attn", "mlp.c_fc", "mlp.c_proj")  # module names inside each residual block
+    # a ResNet image tower (open_clip's ModifiedResNet, e.g. RN50): these modules of every bottleneck block.
+    # Not its attention pool: that forward reads the projection weights directly, so adapters there would be
+    # dead in training and appear only when merged
+    resnet_modules: tuple[str, ...] = ("conv1", "conv2", "conv3")
+
+    def __post_init__(self):
+        self.towers = tuple(self.towers)
+        self.modules = tuple(self.modules)
+        self.resnet_modules = tuple(self.resnet_modules)
+        if any(m.startswith("attnpool") for m in self.resnet_modules):
+            raise ValueError("LoRA cannot adapt a ResNet tower's attention pool (its forward reads the projection "
+                             "weights directly, so peft's adapters would never run); choose bottleneck modules")
+        if self.r < 1:
+            raise ValueError(f"LoRA rank r must be >= 1, got {self.r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        unknown = set(self.towers) - {"visual", "text"}
+        if unknown or not self.towers:
+            raise ValueError(f"LoRA towers must be a non-empty subset of ('visual', 'text'), got {self.towers}")
+
+
+class OpenClipBackbone(nn.Module):
+    """An open_clip model as a hysafe backbone (``self.model``), optionally with peft LoRA adapters.
+
+    With adapters, ``self.peft`` is the ``PeftModel`` wrapping the same modules (kept for
+    ``merge_and_unload``); parameter names stay ``model.*`` either way.
+    """
+
+    def __init__(self, model: nn.Module, preprocess: Callable, tokenizer: Callable, config: BackboneConfig):
+        super().__init__()
+        self.model = model
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.config = config
+        self.peft = None
+        self.finetune_kind: str | None = None  # set when the weights are a merged hysafe fine-tune
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") else int(self.model.visual.output_dim)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """open_clip's (learnable, stored as log) logit scale."""
+        return self.model.logit_scale.exp()
+
+    @property
+    def has_adapters(self) -> bool:
+        return self.peft is not None
+
+    @property
+    def rebuildable(self) -> bool:
+        """Whether the frozen weights can be rebuilt from the config alone (adapter checkpoints)."""
+        return self.config.pretrained is not None
+
+    def train(self, mode: bool = True) -> "OpenClipBackbone":
+        """Train mode, except for BatchNorm layers with frozen weights (a ResNet tower under LoRA): they
+        keep their running statistics, as a frozen backbone should."""
+        super().train(mode)
+        if mode:
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters(recurse=False)):
+                    m.eval()
+        return self
+
+    #: the longest sequence whose bf16 CPU training forward takes the math attention kernel (hysafe.models.attention);
+    #: 0 leaves the choice to torch (the reference loop's)
+    math_attention_max_tokens: int = MATH_MAX_TOKENS
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        with self._attention(self.model.visual, image_tokens(self.model.visual), images.device):
+            return self.model.encode_image(images, normalize=False)
+
+    def text_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        with self._attention(getattr(self.model, "text", self.model), tokens.shape[-1], tokens.device):
+            return self.model.encode_text(tokens, normalize=False)
+
+    def _attention(self, tower: nn.Module, tokens: int | None, device: torch.device):
+        """The attention kernel rule for one tower's call; a checkpointed tower recomputes its blocks in the
+        backward pass, outside this call, so it keeps torch's choice (the recomputation must match)."""
+        checkpointed = getattr(getattr(tower, "transformer", None), "grad_checkpointing", False)
+        return training_attention(None if checkpointed else tokens, device, compute_dtype(tower, device),
+                                  self.math_attention_max_tokens)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute both towers' block activations in the backward pass (open_clip's own switch)."""
+        self.model.set_grad_checkpointing(enable)
+
+    def frozen_reference(self) -> "OpenClipBackbone":
+        """The original towers: a deep copy with gradients off, in eval mode (taken before adapters)."""
+        if self.has_adapters:
+            raise ValueError("take the frozen reference before adding LoRA adapters")
+        ref = OpenClipBackbone(copy.deepcopy(self.model), self.preprocess, self.tokenizer, self.config)
+        return ref.requires_grad_(False).eval()
+
+    def add_lora(self, config: "LoraConfig") -> None:
+        self.peft = apply_lora(self.model, config)
+
+    def merged_state_dict(self) -> dict[str, torch.Tensor]:
+        """The open_clip state dict with LoRA merged into the weights (the live model is untouched)."""
+        model = copy.deepcopy(self.peft).merge_and_unload() if self.has_adapters else self.model
+        return dict(model.state_dict())
+
+
+def create_backbone(config: BackboneConfig, *, device: str | torch.device = "cpu") -> OpenClipBackbone:
+    """Build an open_clip model, its eval preprocess and tokenizer, with clear errors on bad sources."""
+    register_model_configs()
+    if config.model_cfg is not None:
+        register_model_config(config.model, config.model_cfg)
+    if config.model not in open_clip.list_models():
+        raise ValueError(
+            f"unknown open_clip model {config.model!r}; choose one of open_clip.list_models() "
+            f"(e.g. 'ViT-B-32', 'ViT-L-14', or {TINY_MODEL!r})"
+        )
+    if config.is_local() and not os.path.isfile(config.pretrained):
+        raise FileNotFoundError(f"pretrained checkpoint file not found: {config.pretrained}")
+    check_device(device)
+    try:
+        with _quiet_random_init(config):
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                config.model, pretrained=config.pretrained, precision=config.precision, device=device
+            )
+    except pickle.UnpicklingError as e:  # torch.load(weights_only=True) refused it: nothing was executed
+        raise ValueError(f"{config.pretrained}: a pickle that is not plain weights; hysafe never unpickles code. "
+                         "Convert it to .safetensors (or a weights-only torch file) first") from e
+    except (RuntimeError, AssertionError, KeyError) as e:  # unknown tag, failed download, mismatched state dict
+        if config.is_local():
+            raise ValueError(f"{config.pretrained}: does not load into open_clip {config.model!r} "
+                             f"(a checkpoint of another model or width?): {type(e).__name__}: {e}") from e
+        raise RuntimeError(f"could not load pretrained tag {config.pretrained!r} for {config.model!r}: {e}. "
+                           "Offline? Pass a local checkpoint file path as pretrained.") from e
+    tokenizer = open_clip.get_tokenizer(config.model)
+    logger.info("built %s (pretrained=%s, %.1fM params)", config.model, config.pretrained,
+                sum(p.numel() for p in model.parameters()) / 1e6)
+    backbone = OpenClipBackbone(model, preprocess, tokenizer, config)
+    backbone.finetune_kind, origin = finetune_record(config.pretrained) if config.is_local() else (None, None)
+    config.origin = config.origin or origin
+    return backbone
+
+
+def check_device(device: str | torch.device) -> None:
+    """Refuse a CUDA device on a machine without one, before any weights are loaded."""
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} requested, but this machine has no usable CUDA GPU "
+                         "(torch.cuda.is_available() is False); use --device cpu")
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_random_init(config: BackboneConfig):
+    """open_clip warns on every random initialisation; hysafe asked for it, so it says so itself."""
+    if config.pretrained is not None:
+        yield
+        return
+    logger.info("building %s with random weights (pretrained=None)", config.model)
+    root, drop = logging.getLogger(), _DropRandomInitWarning()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
+def lora_target_regex(config: LoraConfig, resnet_visual: bool = False) -> str:
+    """Regex (peft ``target_modules``) over open_clip module names for the chosen towers/modules;
+    ``resnet_visual``: the image tower is a ModifiedResNet (``config.resnet_modules``)."""
+    block = "|".join(re.escape(m) for m in config.modules)
+    tower = {"text": rf"transformer\.resblocks\.\d+\.({block})"}
+    if resnet_visual:
+        convs = "|".join(re.escape(m) for m in config.resnet_modules) or "(?!)"  # (?!): no module
+        tower["visual"] = rf"visual\.layer\d+\.\d+\.({convs})"
+    else:
+        tower["visual"] = rf"visual\.transformer\.resblocks\.\d+\.({block})"
+    return rf"^({'|'.join(tower[t] for t in config.towers)})$"
+
+
+def lora_targets(model: nn.Module, config: LoraConfig) -> tuple[str, list[str]]:
+    """The target regex for ``model``'s towers and the module names it matches; a chosen tower whose
+    architecture has none of the targets is an error (an adapter-less tower would train nothing)."""
+    visual = getattr(model, "visual", None)
+    target = lora_target_regex(config, resnet_visual=type(visual).__name__ == "ModifiedResNet")
+    names = [n for n, _ in model.named_modules() if re.fullmatch(target, n)]
+    for tower in config.towers:
+        if not any(n.startswith("visual.") == (tower == "visual") for n in names):
+            kind = type(visual).__name__ if tower == "visual" else "text transformer"
+            raise ValueError(f"no module of the {tower} tower ({kind}) matches the LoRA targets {target!r}; "
+                             f"adapt the other tower only (LoraConfig(towers=...)) or name its modules "
+                             f"(LoraConfig.modules / resnet_modules)")
+    return target, names
+
+
+def apply_lora(model: nn.Module, config: LoraConfig) -> Any:
+    """Wrap ``model`` with peft LoRA adapters; returns the ``PeftModel`` (base weights frozen).
+
+    The adapted open_clip model stays reachable as ``peft_model.base_model.model``. The adapters' input
+    dropout draws only the dropped positions on CPU (:mod:`hysafe.models.lora_dropout`: same distribution, ~4x
+    cheaper than torch's per-element ``bernoulli_`` at p = 0.1).
+    """
+    import peft
+
+    target, names = lora_targets(model, config)
+    peft_config = peft.LoraConfig(
+        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout, target_modules=target, bias="none"
+    )
+    peft_model = peft.get_peft_model(model, peft_config)
+    use_sparse_dropout(peft_model)
+    logger.info("LoRA on %d modules (r=%d, alpha=%g)", len(names), config.r, config.alpha)
+    return peft_model
+

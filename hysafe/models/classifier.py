@@ -1,0 +1,143 @@
+"""NSFW classification from embeddings: HySAC's distance from the root, and Euclidean baselines.
+
+Every classifier is a *scorer* (embeddings -> scores, higher = more likely unsafe) plus a
+threshold chosen by a stated rule on labelled data:
+
+* ``rule="accuracy"``: the threshold that maximises accuracy (ties: the smallest such threshold);
+* ``rule="fpr"``: the smallest threshold whose false-positive rate is at most ``target_fpr``.
+
+Scorers: :meth:`NSFWClassifier.root_distance` (HySAC), :meth:`NSFWClassifier.concept_similarity`
+(CLIP similarity to NSFW concept prompts, Stable-Diffusion-safety-checker style) and
+:meth:`NSFWClassifier.logistic_probe` (scikit-learn logistic regression on embeddings).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from sklearn import metrics as skm
+from torch import Tensor
+
+from hysafe.geometry import Space
+
+from ..data.categories import CATEGORIES
+from ..populations import modality_pair
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["NSFWClassifier", "classification_metrics", "choose_threshold", "threshold_from_bounds", "CONCEPT_TEMPLATE"]
+
+CONCEPT_TEMPLATE = "a picture showing {}"
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().float().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float64)
+
+
+def choose_threshold(scores, labels, *, rule: str = "accuracy", target_fpr: float = 0.05) -> float:
+    """Threshold on ``scores`` (predict unsafe when ``score >= threshold``) by ``rule``."""
+    s, y = _np(scores).astype(np.float64), _np(labels).astype(bool)
+    if s.shape != y.shape or s.ndim != 1:
+        raise ValueError(f"scores and labels must be 1-D of equal length, got {s.shape} and {y.shape}")
+    if y.all() or not y.any():
+        raise ValueError("fitting a threshold needs both safe (0) and unsafe (1) labels")
+    candidates = np.unique(np.concatenate([s, [np.inf]]))
+    order = np.argsort(s)
+    s_sorted, y_sorted = s[order], y[order]
+    # for threshold t: predicted positive = s >= t; counts via searchsorted on the sorted scores
+    first = np.searchsorted(s_sorted, candidates, side="left")
+    pos_below = np.concatenate([[0], np.cumsum(y_sorted)])[first]  # unsafe predicted safe
+    neg_below = first - pos_below  # safe predicted safe
+    n_pos, n_neg = y.sum(), (~y).sum()
+    tp, fp = n_pos - pos_below, n_neg - neg_below
+    if rule == "accuracy":
+        acc = (tp + neg_below) / len(y)
+        return float(candidates[int(np.argmax(acc))])
+    if rule == "fpr":
+        ok = np.nonzero(fp / n_neg <= target_fpr)[0]
+        return float(candidates[ok[0]])
+    raise ValueError(f"unknown threshold rule {rule!r}; use 'accuracy' or 'fpr'")
+
+
+def classification_metrics(scores, labels, threshold: float) -> dict:
+    """Accuracy, FPR, FNR (percent), ROC-AUC, PR-AUC and the confusion matrix ``[[TN, FP], [FN, TP]]``."""
+    s, y = _np(scores), _np(labels).astype(int)
+    pred = (s >= threshold).astype(int)
+    tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()
+    return {
+        "accuracy": 100.0 * (tp + tn) / len(y),
+        "fpr": 100.0 * fp / max(1, fp + tn),
+        "fnr": 100.0 * fn / max(1, fn + tp),
+        "roc_auc": float(skm.roc_auc_score(y, s)),
+        "pr_auc": float(skm.average_precision_score(y, s)),
+        "threshold": float(threshold),
+        "confusion": [[int(tn), int(fp)], [int(fn), int(tp)]],
+    }
+
+
+@dataclass
+class NSFWClassifier:
+    """``scorer`` maps embeddings ``(N, D)`` to scores ``(N,)``; higher means more likely unsafe."""
+
+    scorer: Callable[[Tensor], Tensor]
+    name: str = "classifier"
+    threshold: float | None = None
+
+    def score(self, embeddings: Tensor) -> Tensor:
+        return self.scorer(embeddings)
+
+    def fit_threshold(self, embeddings: Tensor, labels, *, rule: str = "accuracy", target_fpr: float = 0.05) -> float:
+        self.threshold = choose_threshold(self.score(embeddings), labels, rule=rule, target_fpr=target_fpr)
+        return self.threshold
+
+    def predict(self, embeddings: Tensor) -> Tensor:
+        """Boolean ``(N,)``: True = unsafe."""
+        if self.threshold is None:
+            raise ValueError(f"{self.name}: no threshold yet; call fit_threshold() or set threshold")
+        return self.score(embeddings) >= self.threshold
+
+    def evaluate(self, embeddings: Tensor, labels) -> dict:
+        if self.threshold is None:
+            raise ValueError(f"{self.name}: no threshold yet; call fit_threshold() or set threshold")
+        return classification_metrics(self.score(embeddings), labels, self.threshold)
+
+    # ------------------------------------------------------------------ scorers
+    @classmethod
+    def root_distance(cls, space: Space, threshold: float | None = None) -> "NSFWClassifier":
+        """HySAC: the distance from the root is the unsafety score."""
+        return cls(scorer=lambda e: space.dist_to_root(e), name="root-distance", threshold=threshold)
+
+    @classmethod
+    def concept_similarity(cls, model, concepts: Sequence[str] = CATEGORIES, template: str = CONCEPT_TEMPLATE) -> "NSFWClassifier":
+        """Highest similarity (in the model's space) to any NSFW concept prompt."""
+        with torch.no_grad():
+            concept_emb = model.encode_text(model.tokenize([template.format(c) for c in concepts])).float().cpu()
+        space = model.space
+        return cls(scorer=lambda e: space.similarity(e.float().cpu(), concept_emb).max(dim=1).values, name="concept-similarity")
+
+    @classmethod
+    def logistic_probe(cls, embeddings: Tensor, labels, *, C: float = 1.0, seed: int = 0) -> "NSFWClassifier":
+        """A logistic-regression probe trained on labelled embeddings (L2-normalised)."""
+        from sklearn.linear_model import LogisticRegression
+
+        def prep(e):
+            return _np(torch.nn.functional.normalize(e.float(), dim=-1))
+
+        clf = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(prep(embeddings), _np(labels).astype(int))
+        return cls(scorer=lambda e: torch.from_numpy(clf.decision_function(prep(e))), name="logistic-probe", threshold=0.0)
+
+
+def threshold_from_bounds(bounds: dict, modality: str) -> float:
+    """A distance-to-root threshold from stored bounds with no labelled data at hand: the midpoint
+    between the mean distance of the safe and the unsafe population of that modality."""
+    safe, unsafe = (p.bound for p in modality_pair(modality))
+    if not bounds or safe not in bounds or unsafe not in bounds:
+        raise ValueError(f"the checkpoint has no {safe}/{unsafe} bounds: pass --threshold or fit one on labelled data")
+    value = 0.5 * (bounds[safe]["avg"] + bounds[unsafe]["avg"])
+    if not np.isfinite(value):
+        raise ValueError(f"the checkpoint's {safe}/{unsafe} bounds are not finite ({value}): its bounds are corrupt")
+    return value

@@ -1,0 +1,276 @@
+"""``hysafe serve``: safe retrieval and moderation over HTTP, with a comparative search page.
+
+Every model and index is loaded once. JSON API (OpenAPI docs at ``/docs``):
+
+* ``POST /search`` -- ``{"text": "...", "k": 5}`` (all models; HySAC also with traversal), or a
+  multipart form with an ``image`` file; optional ``models``, ``traversal``, ``tau``;
+* ``POST /classify`` -- ``{"texts": [...]}`` or a multipart form with ``images``: score and
+  decision per model that has a threshold (HySAC's bounds);
+* ``GET /health``, ``GET /models``; ``GET /thumb/{model}/{row}`` serves an indexed image (only
+  files listed in an index: no path from a request reaches the filesystem); ``GET /`` the page.
+
+Safe defaults: binds to 127.0.0.1, uploads up to ``max_upload_mb``, ``1 <= k <= max_k``; bad
+requests get a 4xx JSON error naming the field; inference runs in the worker thread pool (sync
+endpoints), one model at a time per model (a lock), so concurrent requests are safe.
+"""
+
+
+import io
+import logging
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..collection import CollectionIndex
+from ..collection.page import label_of
+from ..utils.extras import require_extra
+from ..models.safety_model import SafetyModel
+from .page import STATIC_FILES, static_text
+from ..models.traversal import DEFAULT_TAU
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Served", "Service", "create_app"]
+
+
+class RequestError(ValueError):
+    """A bad request: ``status`` and the ``field`` it concerns."""
+
+    def __init__(self, message: str, field: str, status: int = 400):
+        super().__init__(message)
+        self.field, self.status = field, status
+
+
+@dataclass
+class Served:
+    """One model and (optionally) its index."""
+
+    model: SafetyModel
+    index: CollectionIndex | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _check_k(k, max_k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k:
+        raise RequestError(f"k must be an integer between 1 and {max_k}, got {k!r}", "k")
+    return k
+
+
+def _check_tau(tau):
+    if tau is None:
+        return DEFAULT_TAU
+    if isinstance(tau, (int, float)) and not (math.isfinite(tau) and tau >= 0):
+        raise RequestError(f"tau must be a finite number >= 0 or a rule, got {tau!r}", "tau")
+    return tau
+
+
+def _image(data: bytes, field_name: str):
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.convert("RGB")
+    except Exception as e:  # corrupt, not an image, decompression bomb
+        raise RequestError(f"unreadable image upload ({type(e).__name__}: {e})", field_name, 422) from e
+
+
+class Service:
+    """The app's state and logic, independent of the web framework (tested directly too)."""
+
+    def __init__(self, served: dict[str, Served], *, labels: dict[str, str] | None = None, max_k: int = 100, max_upload_mb: float = 10.0):
+        if not served:
+            raise ValueError("serve needs at least one --index NAME=DIR or --checkpoint NAME=CKPT")
+        self.served, self.labels, self.max_k = served, labels or {}, max_k
+        self.max_upload = int(max_upload_mb * 1024 * 1024)
+        for s in served.values():  # once here, not per request
+            if s.index is not None:
+                s.index.check_model(s.model)
+        # each model's scorers, built once (concept-prompt scorers encode their prompts)
+        self.classifiers = {(n, m): s.model.nsfw_classifier(m) for n, s in served.items() for m in ("text", "image")}
+
+    def _pick(self, names, need_index: bool) -> dict[str, Served]:
+        available = {n: s for n, s in self.served.items() if s.index is not None or not need_index}
+        if names is None:
+            return available
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise RequestError("models must be a list of model names", "models", 422)
+        unknown = [n for n in names if n not in available]
+        if unknown:
+            raise RequestError(f"unknown model(s) {unknown}; available: {sorted(available)}", "models", 404)
+        return {n: available[n] for n in names}
+
+    def models(self) -> list[dict]:
+        return [{"name": n, "kind": s.model.kind, "geometry": s.model.space.to_dict(), "bounds": s.model.bounds,
+                 "index": None if s.index is None else {"size": len(s.index.index), "modality": s.index.meta["modality"]}}
+                for n, s in self.served.items()]
+
+    @torch.no_grad()
+    def _encode(self, s: Served, text: str | None, image) -> tuple[torch.Tensor, str]:
+        with s.lock:
+            if text is not None:
+                return s.model.encode_text(s.model.tokenize([text])).float().cpu(), "text"
+            return s.model.encode_image(s.model.preprocess(image).unsqueeze(0).to(s.model.device)).float().cpu(), "image"
+
+    def _hit(self, name: str, hit: dict) -> dict:
+        out = {"rank": hit["rank"], "id": hit["id"], "distance": hit["distance"], "score": hit["score"], "label": label_of(hit, self.labels)}
+        if "path" in hit:
+            out["thumb"] = f"/thumb/{name}/{hit['row']}"
+        else:
+            out["text"] = hit["text"]
+        return out
+
+    def search(self, *, text=None, image=None, k=5, models=None, traversal=True, tau=None) -> dict:
+        if (text is None) == (image is None):
+            raise RequestError("give a text or an image to search with", "text")
+        if text is not None and (not isinstance(text, str) or not text.strip()):
+            raise RequestError("text must be a non-empty string", "text", 422)
+        k, tau = _check_k(k, self.max_k), _check_tau(tau)
+        results = {}
+        for name, s in self._pick(models, need_index=True).items():
+            q, modality = self._encode(s, text, image)
+            runs = [(name, None)] + ([(f"{name} + traversal", tau)] if traversal and s.model.space.hyperbolic and s.model.bounds else [])
+            for label, t in runs:
+                try:
+                    hits = s.index.search(s.model, q, k, modality=modality, tau=t, check_model=False)[0]
+                except ValueError as e:  # a tau rule the bounds cannot answer
+                    raise RequestError(str(e), "tau", 422) from e
+                results[label] = [self._hit(name, h) for h in hits]
+        return {"query": text if text is not None else "(image)", "k": k, "tau": tau, "results": results}
+
+    def classify(self, *, texts=None, images=None, models=None) -> dict:
+        if not texts and not images:
+            raise RequestError("give texts or images to classify", "texts")
+        if texts is not None and (not isinstance(texts, list) or not all(isinstance(t, str) and t.strip() for t in texts)):
+            raise RequestError("texts must be a list of non-empty strings", "texts", 422)
+        out = {}
+        for name, s in self._pick(models, need_index=False).items():
+            rows = []
+            for modality, inputs in (("text", texts or []), ("image", images or [])):
+                if not inputs:
+                    continue
+                clf = self.classifiers[(name, modality)]
+                with torch.no_grad(), s.lock:
+                    emb = (s.model.encode_text(s.model.tokenize(inputs)) if modality == "text"
+                           else s.model.encode_image(torch.stack([s.model.preprocess(im) for im in inputs]).to(s.model.device)))
+                    scores = clf.score(emb.float().cpu()).tolist()
+                rows += [{"modality": modality, "score": sc, "unsafe": None if clf.threshold is None else sc >= clf.threshold,
+                          "threshold": clf.threshold, "scorer": clf.name} for sc in scores]
+            out[name] = rows
+        return {"results": out}
+
+    def thumb_path(self, name: str, row: int) -> Path:
+        s = self.served.get(name)
+        if s is None or s.index is None:
+            raise RequestError(f"unknown model {name!r}", "model", 404)
+        if not 0 <= row < len(s.index.index) or s.index.meta["modality"] != "image":
+            raise RequestError(f"no image row {row} in {name}'s index", "row", 404)
+        return Path(s.index.items.column("path")[row].as_py())  # a path from the index, never from the request
+
+
+def _error_handlers(app) -> None:
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(RequestError)
+    async def _request_error(request, exc: RequestError):
+        return JSONResponse({"error": str(exc), "field": exc.field}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", []) if p not in ("body", "query", "path"))
+        return JSONResponse({"error": first.get("msg", "invalid request"), "field": where or "body"}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request, exc: HTTPException):  # unknown routes and methods
+        return JSONResponse({"error": str(exc.detail), "field": "path"}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request, exc: Exception):
+        logger.exception("unexpected error on %s", request.url.path)
+        return JSONResponse({"error": f"internal error ({type(exc).__name__})", "field": None}, status_code=500)
+
+
+async def _body(service: Service, request) -> tuple[dict, list[bytes]]:
+    """JSON body, or a multipart form (fields + uploaded files), size-limited."""
+    length = int(request.headers.get("content-length") or 0)
+    if length > service.max_upload:
+        raise RequestError(f"request of {length} bytes exceeds the {service.max_upload}-byte limit", "image", 413)
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        files = [await f.read() for key in ("image", "images") for f in form.getlist(key) if hasattr(f, "read")]
+        if any(len(f) > service.max_upload for f in files):
+            raise RequestError(f"upload exceeds the {service.max_upload}-byte limit", "image", 413)
+        return {k: v for k, v in form.items() if not hasattr(v, "read")}, files
+    try:
+        data = await request.json()
+    except Exception:
+        raise RequestError("the body must be JSON (or a multipart form with an image)", "body", 422) from None
+    if not isinstance(data, dict):
+        raise RequestError("the JSON body must be an object", "body", 422)
+    return data, []
+
+
+def _integer(value, name: str):
+    if not isinstance(value, str):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise RequestError(f"{name} has a bad value {value!r}", name, 422) from None
+
+
+def create_app(service: Service):
+    """The FastAPI app over a :class:`Service` (needs the ``serve`` extra)."""
+    require_extra("serve", "hysafe serve")
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.responses import FileResponse, HTMLResponse, Response
+    from starlette.concurrency import run_in_threadpool
+
+    app = FastAPI(title="hysafe", description="Safe retrieval and NSFW moderation with CLIP, Safe-CLIP and HySAC")
+    _error_handlers(app)
+
+    @app.post("/search")
+    async def search(request: Request):
+        data, files = await _body(service, request)
+        models = data.get("models")
+        models = [m for m in models.split(",") if m] if isinstance(models, str) else models
+        image = _image(files[0], "image") if files else None
+        return await run_in_threadpool(service.search, text=None if files else data.get("text"), image=image, k=_integer(data.get("k", 5), "k"),
+                                       models=models, traversal=data.get("traversal", True) not in (False, "false", "0", "off"),
+                                       tau=data.get("tau"))  # a number, or a rule / numeric string checked by the model
+
+    @app.post("/classify")
+    async def classify(request: Request):
+        data, files = await _body(service, request)
+        texts = [data["texts"]] if isinstance(data.get("texts"), str) else data.get("texts")
+        images = [_image(f, "images") for f in files] or None
+        return await run_in_threadpool(service.classify, texts=texts, images=images, models=data.get("models"))
+
+    @app.get("/health")
+    def health():
+        return {"status": "ok", "models": len(service.served)}
+
+    @app.get("/models")
+    def models():
+        return service.models()
+
+    @app.get("/thumb/{name}/{row}")
+    def thumb(name: str, row: int):
+        return FileResponse(service.thumb_path(name, row))
+
+    @app.get("/", response_class=HTMLResponse)
+    def page():
+        return static_text("index.html")
+
+    @app.get("/static/{name}")
+    def static(name: str):
+        if name not in STATIC_FILES:
+            raise HTTPException(404, f"no static file {name!r}")
+        return Response(static_text(name), media_type=STATIC_FILES[name])
+
+    return app

@@ -1,0 +1,41 @@
+"""Pretraining a small CLIP on safe *and* unsafe pairs: the stand-in for web-scale CLIP.
+
+Real CLIP has seen unsafe content and embeds it next to safe content; the synthetic world needs a
+CLIP with the same defect before Safe-CLIP and HySAC can be shown to fix it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from ..models.backbone import TINY_MODEL
+from ..models.safety_model import SafetyModel, create_model
+from . import TrainConfig, TrainResult, train
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["pretrain_clip", "export_open_clip"]
+
+
+def pretrain_clip(data, *, model: str = TINY_MODEL, config: TrainConfig | None = None, val_data=None, seed: int = 0) -> TrainResult:
+    """Train every weight of a randomly initialised open_clip ``model`` with the plain CLIP loss
+    on (T, V) and (T*, V*) pairs. Returns the :class:`TrainResult` of a ``CLIP`` model."""
+    import torch
+
+    torch.manual_seed(seed)
+    clip = create_model("clip", model, None, lora=None)
+    clip.requires_grad_(True)
+    cfg = config or TrainConfig(epochs=10, batch_size=64, lr=1e-3, weight_decay=0.1, warmup_steps=20)
+    return train(clip, data, "clip-pretrain", cfg, val_data=val_data)
+
+
+def export_open_clip(model: SafetyModel, path: str | Path) -> Path:
+    """Save the open_clip weights alone (a plain ``.safetensors`` state dict that
+    ``open_clip.create_model(name, pretrained=path)`` and ``pretrained=`` in hysafe accept)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.backbone.merged_state_dict().items()}, str(path))
+    return path
