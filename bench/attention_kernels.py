@@ -26,8 +26,17 @@ KERNELS = {"flash": SDPBackend.FLASH_ATTENTION, "math": SDPBackend.MATH}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def kernel_times(length: int, dtype: torch.dtype, kernel: SDPBackend, *, heads: int, dim: int, tokens: int,
-                 device: str, repeats: int) -> dict:
+def kernel_times(
+    length: int,
+    dtype: torch.dtype,
+    kernel: SDPBackend,
+    *,
+    heads: int,
+    dim: int,
+    tokens: int,
+    device: str,
+    repeats: int,
+) -> dict:
     """Median seconds of one attention call, forward only and forward + backward."""
     g = torch.Generator().manual_seed(0)
     shape = (max(1, tokens // length), heads, length, dim)
@@ -43,8 +52,10 @@ def kernel_times(length: int, dtype: torch.dtype, kernel: SDPBackend, *, heads: 
             out = F.scaled_dot_product_attention(q, k, v)
         torch.autograd.grad(out, (q, k, v), upstream)
 
-    return {"forward_s": statistics.median(timed(forward, device=device, repeats=repeats)),
-            "forward_backward_s": statistics.median(timed(both, device=device, repeats=repeats))}
+    return {
+        "forward_s": statistics.median(timed(forward, device=device, repeats=repeats)),
+        "forward_backward_s": statistics.median(timed(both, device=device, repeats=repeats)),
+    }
 
 
 def main() -> None:
@@ -66,18 +77,43 @@ def main() -> None:
         for precision in args.precisions:
             row = {"length": length, "precision": precision, "batch": max(1, args.tokens // length)}
             for name, kernel in KERNELS.items():
-                times = kernel_times(length, DTYPES[precision], kernel, heads=args.heads, dim=args.dim,
-                                     tokens=args.tokens, device=args.device, repeats=args.repeats)
+                times = kernel_times(
+                    length,
+                    DTYPES[precision],
+                    kernel,
+                    heads=args.heads,
+                    dim=args.dim,
+                    tokens=args.tokens,
+                    device=args.device,
+                    repeats=args.repeats,
+                )
                 row.update({f"{name}_{key}": value for key, value in times.items()})
-            row["math_speedup_forward_backward"] = row["flash_forward_backward_s"] / row["math_forward_backward_s"]
+            row["math_speedup_forward_backward"] = (
+                row["flash_forward_backward_s"] / row["math_forward_backward_s"]
+            )
             rows.append(row)
-            print(f"{length:4d} tokens {precision}: forward + backward flash {1e3 * row['flash_forward_backward_s']:7.1f} ms, "
-                  f"math {1e3 * row['math_forward_backward_s']:7.1f} ms ({row['math_speedup_forward_backward']:.2f}x); "
-                  f"forward only flash {1e3 * row['flash_forward_s']:.1f} ms, math {1e3 * row['math_forward_s']:.1f} ms",
-                  flush=True)
+            print(
+                f"{length:4d} tokens {precision}: forward + backward flash "
+                f"{1e3 * row['flash_forward_backward_s']:7.1f} ms, "
+                f"math {1e3 * row['math_forward_backward_s']:7.1f} ms "
+                f"({row['math_speedup_forward_backward']:.2f}x); "
+                f"forward only flash {1e3 * row['flash_forward_s']:.1f} ms, math "
+                f"{1e3 * row['math_forward_s']:.1f} ms",
+                flush=True,
+            )
     if args.out:
-        Path(args.out).write_text(json.dumps({"machine": machine(), "heads": args.heads, "dim": args.dim,
-                                              "tokens_per_call": args.tokens, "rows": rows}, indent=2))
+        Path(args.out).write_text(
+            json.dumps(
+                {
+                    "machine": machine(),
+                    "heads": args.heads,
+                    "dim": args.dim,
+                    "tokens_per_call": args.tokens,
+                    "rows": rows,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

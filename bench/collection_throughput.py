@@ -34,7 +34,18 @@ def make_collection(folder: Path, modality: str, n: int, size: int) -> Path:
         path = folder / f"texts-{n}.txt"
         if not path.exists():
             rng = np.random.default_rng(0)
-            words = ["red", "blue", "circle", "square", "large", "small", "at the top", "covered in blood", "on a beach", "a photo of"]
+            words = [
+                "red",
+                "blue",
+                "circle",
+                "square",
+                "large",
+                "small",
+                "at the top",
+                "covered in blood",
+                "on a beach",
+                "a photo of",
+            ]
             path.write_text("".join(" ".join(rng.choice(words, 8)) + "\n" for _ in range(n)))
         return path
     root = folder / f"images-{n}-{size}"
@@ -42,10 +53,17 @@ def make_collection(folder: Path, modality: str, n: int, size: int) -> Path:
         import shutil
         from concurrent.futures import ProcessPoolExecutor
 
-        part = folder / f"{root.name}.part"  # renamed when complete: an interrupted run leaves no half collection
+        part = (
+            folder / f"{root.name}.part"
+        )  # renamed when complete: an interrupted run leaves no half collection
         shutil.rmtree(part, ignore_errors=True)
         with ProcessPoolExecutor() as pool:  # one folder of 1,000 images per task
-            list(pool.map(_write_images, [(part / f"{i // 1000:04d}", i, min(i + 1000, n), size) for i in range(0, n, 1000)]))
+            list(
+                pool.map(
+                    _write_images,
+                    [(part / f"{i // 1000:04d}", i, min(i + 1000, n), size) for i in range(0, n, 1000)],
+                )
+            )
         part.rename(root)
     return root
 
@@ -62,11 +80,22 @@ def _write_images(task) -> None:
 
 #: (model, modality, sizes, image pixels) per plan
 PLANS = {
-    "cpu": [("hysafe-tiny", "text", [20_000, 100_000], 32), ("hysafe-tiny", "image", [5_000, 20_000], 32),
-            ("ViT-B-32", "text", [1_000, 2_000], 224), ("ViT-B-32", "image", [250, 500], 224)],
-    "gpu": [("ViT-B-32", "text", [20_000], 224), ("ViT-B-32", "image", [5_000], 224),
-            ("ViT-L-14", "text", [20_000], 224), ("ViT-L-14", "image", [5_000], 224)],
-    "smoke": [("hysafe-tiny", "text", [500], 32), ("hysafe-tiny", "image", [1_200], 32)],  # checks the pipeline in seconds
+    "cpu": [
+        ("hysafe-tiny", "text", [20_000, 100_000], 32),
+        ("hysafe-tiny", "image", [5_000, 20_000], 32),
+        ("ViT-B-32", "text", [1_000, 2_000], 224),
+        ("ViT-B-32", "image", [250, 500], 224),
+    ],
+    "gpu": [
+        ("ViT-B-32", "text", [20_000], 224),
+        ("ViT-B-32", "image", [5_000], 224),
+        ("ViT-L-14", "text", [20_000], 224),
+        ("ViT-L-14", "image", [5_000], 224),
+    ],
+    "smoke": [
+        ("hysafe-tiny", "text", [500], 32),
+        ("hysafe-tiny", "image", [1_200], 32),
+    ],  # checks the pipeline in seconds
 }
 
 
@@ -86,13 +115,42 @@ def child(args) -> None:
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     t = time.perf_counter()
     if args.command == "score":
-        score_collection(model, source, f"{out}.parquet", batch_size=256, num_workers=args.workers, progress=False, precision=args.precision)
+        score_collection(
+            model,
+            source,
+            f"{out}.parquet",
+            batch_size=256,
+            num_workers=args.workers,
+            progress=False,
+            precision=args.precision,
+        )
     else:
-        build_index(model, source, out, batch_size=256, num_workers=args.workers, progress=False, precision=args.precision)
+        build_index(
+            model,
+            source,
+            out,
+            batch_size=256,
+            num_workers=args.workers,
+            progress=False,
+            precision=args.precision,
+        )
     seconds = time.perf_counter() - t
-    print(json.dumps({"command": args.command, "model": args.model, "modality": args.modality, "items": args.n, "workers": args.workers,
-                      "device": args.device, "precision": args.precision, "seconds": seconds, "items_per_s": args.n / seconds,
-                      "peak_rss_mib": peak_rss_mib()}))
+    print(
+        json.dumps(
+            {
+                "command": args.command,
+                "model": args.model,
+                "modality": args.modality,
+                "items": args.n,
+                "workers": args.workers,
+                "device": args.device,
+                "precision": args.precision,
+                "seconds": seconds,
+                "items_per_s": args.n / seconds,
+                "peak_rss_mib": peak_rss_mib(),
+            }
+        )
+    )
 
 
 def search_child(args) -> None:
@@ -100,8 +158,8 @@ def search_child(args) -> None:
     import pyarrow as pa
 
     from hysafe.collection import CollectionIndex
-    from hysafe.models.safety_model import create_model
     from hysafe.index.retrieval import RetrievalIndex
+    from hysafe.models.safety_model import create_model
 
     torch.set_num_threads(args.threads)
     model = create_model("hysac", "hysafe-tiny", None, lora=None)
@@ -111,8 +169,16 @@ def search_child(args) -> None:
     emb = centers[torch.randint(0, 1000, (n,), generator=g)] + 0.05 * torch.randn(n, dim, generator=g)
     index = RetrievalIndex(model.space, dim)
     index.add(emb)
-    items = pa.table({"index": np.arange(n), "id": [f"item-{i}" for i in range(n)], "path": [f"/data/{i}.jpg" for i in range(n)],
-                      "modality": ["image"] * n, "score": np.zeros(n), "row": np.arange(n)})
+    items = pa.table(
+        {
+            "index": np.arange(n),
+            "id": [f"item-{i}" for i in range(n)],
+            "path": [f"/data/{i}.jpg" for i in range(n)],
+            "modality": ["image"] * n,
+            "score": np.zeros(n),
+            "row": np.arange(n),
+        }
+    )
     from hysafe.collection.embed import model_fingerprint
 
     col = CollectionIndex(Path(args.tmp), {"model": model_fingerprint(model)}, index, items)
@@ -123,8 +189,17 @@ def search_child(args) -> None:
         t = time.perf_counter()
         col.search(model, q, 10, modality="text")
         times.append(time.perf_counter() - t)
-    print(json.dumps({"command": "search", "items": n, "dim": dim, "median_ms": 1000 * statistics.median(times[1:]),
-                      "peak_rss_mib": peak_rss_mib()}))
+    print(
+        json.dumps(
+            {
+                "command": "search",
+                "items": n,
+                "dim": dim,
+                "median_ms": 1000 * statistics.median(times[1:]),
+                "peak_rss_mib": peak_rss_mib(),
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -134,9 +209,16 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "auto"), help="the towers' autocast precision")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16", "fp16", "auto"),
+        help="the towers' autocast precision",
+    )
     p.add_argument("--commands", nargs="+", default=["score", "index"], choices=["score", "index"])
-    p.add_argument("--plan", default="cpu", choices=sorted(PLANS), help="which models and sizes (default: %(default)s)")
+    p.add_argument(
+        "--plan", default="cpu", choices=sorted(PLANS), help="which models and sizes (default: %(default)s)"
+    )
     p.add_argument("--child", choices=["run", "search"])
     for name in ("command", "model", "modality", "source", "tmp"):
         p.add_argument(f"--{name}")
@@ -150,22 +232,62 @@ def main() -> None:
         return search_child(args)
     data, out = Path(args.data), Path(args.out)
     results = json.loads(out.read_text())["results"] if args.resume and out.is_file() else []
-    done = {(r["model"], r["modality"], r["items"], r["command"]) for r in results if r["command"] != "search"}
+    done = {
+        (r["model"], r["modality"], r["items"], r["command"]) for r in results if r["command"] != "search"
+    }
     for model, modality, sizes, px in PLANS[args.plan]:
         for n in sizes:
             source = make_collection(data, modality, n, px)
             for command in args.commands:
                 if (model, modality, n, command) in done:
                     continue
-                res = run_isolated([__file__, "--child", "run", "--command", command, "--model", model, "--modality", modality,
-                                    "--source", str(source), "--n", str(n), "--tmp", str(data / "out"), "--threads", str(args.threads),
-                                    "--workers", str(args.workers), "--device", args.device, "--precision", args.precision])
+                res = run_isolated(
+                    [
+                        __file__,
+                        "--child",
+                        "run",
+                        "--command",
+                        command,
+                        "--model",
+                        model,
+                        "--modality",
+                        modality,
+                        "--source",
+                        str(source),
+                        "--n",
+                        str(n),
+                        "--tmp",
+                        str(data / "out"),
+                        "--threads",
+                        str(args.threads),
+                        "--workers",
+                        str(args.workers),
+                        "--device",
+                        args.device,
+                        "--precision",
+                        args.precision,
+                    ]
+                )
                 print(res, flush=True)
                 results.append(res)
-                out.write_text(json.dumps({"machine": machine(), "results": results}, indent=2))  # kept if interrupted
+                out.write_text(
+                    json.dumps({"machine": machine(), "results": results}, indent=2)
+                )  # kept if interrupted
     if args.plan != "cpu":
         return
-    res = run_isolated([__file__, "--child", "search", "--n", "1000000", "--tmp", str(data / "out"), "--threads", str(args.threads)])
+    res = run_isolated(
+        [
+            __file__,
+            "--child",
+            "search",
+            "--n",
+            "1000000",
+            "--tmp",
+            str(data / "out"),
+            "--threads",
+            str(args.threads),
+        ]
+    )
     print(res, flush=True)
     results.append(res)
     Path(args.out).write_text(json.dumps({"machine": machine(), "results": results}, indent=2))

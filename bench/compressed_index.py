@@ -1,6 +1,7 @@
 """A Lorentz gallery larger than RAM: the compressed index (``kind="ivfpq"``) against exact search.
 
-    python bench/compressed_index.py --n 10000000 --dim 768 --work /data/cidx --out docs/bench_compressed_cpu.json
+    python bench/compressed_index.py --n 10000000 --dim 768 --work /data/cidx --out
+    docs/bench_compressed_cpu.json
 
 The gallery is generated chunk by chunk straight into the index (its full vectors go to the
 index's memory-mapped vector file, 4 x (dim) bytes per item on disk), so the run needs about
@@ -14,7 +15,8 @@ shorter than the vectors separates them.
 Exact search is what a flat index would do if it fit: the stored vectors streamed from disk in
 blocks through faiss's exhaustive inner-product search, top-10 per query confirmed in float64.
 Both are timed on the same 1,000 queries in one run; the compressed index is timed cold (first
-search, the vector file evicted from the page cache first) and warm (median of repeats). Index RAM counts what the compressed
+search, the vector file evicted from the page cache first) and warm (median of repeats). Index RAM counts
+what the compressed
 index keeps in memory (codes, ids, centroids, codebooks, refine codes), against the flat index's
 float32 index vectors.
 """
@@ -46,7 +48,11 @@ class Gallery:
         self.n, self.dim, self.data, self.seed = n, dim, data, seed
         g = torch.Generator().manual_seed(seed)
         self.centers = torch.randn(CLUSTERS, dim, generator=g) / dim**0.5 * 1.5
-        self.bases = torch.linalg.qr(torch.randn(CLUSTERS, dim, SUBSPACE, generator=g)).Q if data == "lowrank" else None
+        self.bases = (
+            torch.linalg.qr(torch.randn(CLUSTERS, dim, SUBSPACE, generator=g)).Q
+            if data == "lowrank"
+            else None
+        )
 
     def _spatial(self, assign: torch.Tensor, scale: float, g: torch.Generator) -> torch.Tensor:
         """Cluster centre + within-cluster variation of total scale ``scale``."""
@@ -56,7 +62,7 @@ class Gallery:
         z = scale / SUBSPACE**0.5 * torch.randn(len(assign), SUBSPACE, generator=g)
         order = torch.argsort(assign)
         groups = torch.unique_consecutive(assign[order], return_counts=True)
-        for c, rows in zip(groups[0].tolist(), torch.split(order, groups[1].tolist())):
+        for c, rows in zip(groups[0].tolist(), torch.split(order, groups[1].tolist()), strict=True):
             x[rows] += z[rows] @ self.bases[c].T
         return x + 0.02 / self.dim**0.5 * torch.randn(len(assign), self.dim, generator=g)
 
@@ -76,12 +82,17 @@ class Gallery:
         if self.bases is None:
             noise = 0.2 / self.dim**0.5 * torch.randn(count, self.dim, generator=g)
         else:
-            noise = torch.einsum("qdk,qk->qd", self.bases[assign[pick]], 0.2 / SUBSPACE**0.5 * torch.randn(count, SUBSPACE, generator=g))
+            noise = torch.einsum(
+                "qdk,qk->qd",
+                self.bases[assign[pick]],
+                0.2 / SUBSPACE**0.5 * torch.randn(count, SUBSPACE, generator=g),
+            )
         return L.exp_map0(x[pick] + noise, curv=CURV)
 
 
 def load_or_build(args, gallery: Gallery):
-    """The index saved in ``--work`` by an earlier run of the same settings (``--reuse``), else a new build."""
+    """The index saved in ``--work`` by an earlier run of the same settings (``--reuse``), else a new
+    build."""
     from hysafe.index.retrieval import RetrievalIndex
 
     saved = Path(args.work) / "index.faiss"
@@ -101,15 +112,25 @@ def build(args, gallery: Gallery):
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    index = RetrievalIndex(LorentzSpace(curv=CURV), args.dim, kind="ivfpq", nlist=args.nlist, nprobe=args.nprobe,
-                           rerank=args.rerank, vectors=work / "index.faiss.vectors")
+    index = RetrievalIndex(
+        LorentzSpace(curv=CURV),
+        args.dim,
+        kind="ivfpq",
+        nlist=args.nlist,
+        nprobe=args.nprobe,
+        rerank=args.rerank,
+        vectors=work / "index.faiss.vectors",
+    )
     t0 = time.perf_counter()
     sample = L.exp_map0(gallery.chunk(0, args.train)[0], curv=CURV)
     index.train(sample)
     train_s = time.perf_counter() - t0
     for i in range(0, args.n, args.chunk):
         index.add(L.exp_map0(gallery.chunk(i, args.chunk)[0], curv=CURV))
-        print(f"added {min(args.n, i + args.chunk):,} / {args.n:,} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        print(
+            f"added {min(args.n, i + args.chunk):,} / {args.n:,} ({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
     build_s = time.perf_counter() - t0
     index.save(work / "index.faiss")
     return index, train_s, build_s
@@ -119,13 +140,18 @@ def index_ram_bytes(index) -> dict:
     """What the compressed index holds in RAM, by part."""
     ivf = index.index
     sizes = np.array([ivf.invlists.list_size(i) for i in range(ivf.nlist)])
-    return {"codes": int(sizes.sum()) * ivf.code_size, "ids": int(sizes.sum()) * 8,
-            "centroids": ivf.nlist * ivf.d * 4, "codebooks": int(ivf.pq.centroids.size() + index.refine.pq.centroids.size()) * 4,
-            "refine_codes": int(index.refine.nbytes)}
+    return {
+        "codes": int(sizes.sum()) * ivf.code_size,
+        "ids": int(sizes.sum()) * 8,
+        "centroids": ivf.nlist * ivf.d * 4,
+        "codebooks": int(ivf.pq.centroids.size() + index.refine.pq.centroids.size()) * 4,
+        "refine_codes": int(index.refine.nbytes),
+    }
 
 
 def exact_search(index, queries: torch.Tensor, k: int, block: int) -> tuple[np.ndarray, float]:
-    """Exhaustive search over the stored vectors, streamed from disk in blocks; top-``k`` confirmed in float64."""
+    """Exhaustive search over the stored vectors, streamed from disk in blocks; top-``k`` confirmed in
+    float64."""
     from hysafe.index._faiss import faiss
 
     space = index.space
@@ -137,9 +163,13 @@ def exact_search(index, queries: torch.Tensor, k: int, block: int) -> tuple[np.n
 
     faiss.cvar.distance_compute_blas_database_bs = BLAS_DATABASE_BLOCK  # what the flat index searches with
     t0 = time.perf_counter()
-    for i in range(0, rows_total, block):  # plain sequential reads: memory-mapped page faults stream 30 GB far slower
+    for i in range(
+        0, rows_total, block
+    ):  # plain sequential reads: memory-mapped page faults stream 30 GB far slower
         count = min(block, rows_total - i) * dim
-        rows = torch.from_numpy(np.fromfile(index.vectors.path, dtype="<f4", count=count, offset=i * dim * 4).reshape(-1, dim))
+        rows = torch.from_numpy(
+            np.fromfile(index.vectors.path, dtype="<f4", count=count, offset=i * dim * 4).reshape(-1, dim)
+        )
         gv = np.ascontiguousarray(space.gallery_vectors(rows).numpy())
         ip, ids = faiss.knn(qv, gv, pool, metric=faiss.METRIC_INNER_PRODUCT)
         heap.add_result(ip, ids + i)
@@ -151,7 +181,8 @@ def exact_search(index, queries: torch.Tensor, k: int, block: int) -> tuple[np.n
 
 
 def cached_exact_search(cache: str | None, index, queries: torch.Tensor) -> tuple[np.ndarray, float]:
-    """:func:`exact_search`'s top 10, read from ``cache`` when an earlier run of the same gallery left it there."""
+    """:func:`exact_search`'s top 10, read from ``cache`` when an earlier run of the same gallery left it
+    there."""
     if cache and Path(cache).is_file():
         saved = np.load(cache)
         return saved["ids"], float(saved["seconds"])
@@ -177,7 +208,9 @@ def stage_seconds(index, queries: torch.Tensor, k: int) -> dict[str, float]:
         vectors = index._vectors(q, "query")
         coarse_ip, lists = index._route(q, index.nprobe)
         t1 = time.perf_counter()
-        ip, idx = search_preassigned(index.index, vectors, min(len(index), k * index.rerank), lists, coarse_ip)
+        ip, idx = search_preassigned(
+            index.index, vectors, min(len(index), k * index.rerank), lists, coarse_ip
+        )
         t2 = time.perf_counter()
         best = refine_candidates(index.refine, vectors, idx, ip, R.EXACT_FACTOR * k)
         t3 = time.perf_counter()
@@ -185,7 +218,13 @@ def stage_seconds(index, queries: torch.Tensor, k: int) -> dict[str, float]:
         t4 = time.perf_counter()
         exact_rerank(index.space, q, best, rows, k)
         t5 = time.perf_counter()
-        for name, a, b in (("route", t0, t1), ("scan", t1, t2), ("refine", t2, t3), ("read rows", t3, t4), ("exact", t4, t5)):
+        for name, a, b in (
+            ("route", t0, t1),
+            ("scan", t1, t2),
+            ("refine", t2, t3),
+            ("read rows", t3, t4),
+            ("exact", t4, t5),
+        ):
             out[name] += b - a
     return out
 
@@ -202,7 +241,7 @@ def evict(path: Path) -> None:
 
 
 def recall(exact: np.ndarray, found: np.ndarray) -> float:
-    return float(np.mean([len(set(a) & set(b)) / exact.shape[1] for a, b in zip(exact, found)]))
+    return float(np.mean([len(set(a) & set(b)) / exact.shape[1] for a, b in zip(exact, found, strict=True)]))
 
 
 def main() -> None:
@@ -212,18 +251,43 @@ def main() -> None:
     p.add_argument("--data", choices=("lowrank", "isotropic"), default="lowrank")
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--nlist", type=int, default=4096)
-    p.add_argument("--nprobe", type=int, nargs="+", default=[4], help="lists probed per query (several: one row each, same build)")
+    p.add_argument(
+        "--nprobe",
+        type=int,
+        nargs="+",
+        default=[4],
+        help="lists probed per query (several: one row each, same build)",
+    )
     p.add_argument("--rerank", type=int, nargs="+", default=[30, 100])
-    p.add_argument("--train", type=int, default=131072, help="gallery points the centroids and codebooks train on")
+    p.add_argument(
+        "--train", type=int, default=131072, help="gallery points the centroids and codebooks train on"
+    )
     p.add_argument("--chunk", type=int, default=500_000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--work", required=True, help="folder for the index and its vector file (needs n x dim x 4 bytes)")
-    p.add_argument("--reuse", action="store_true", help="search the index an earlier run saved in --work instead of rebuilding it")
-    p.add_argument("--exact-factors", type=int, nargs="+", help="vectors read back for the exact re-rank per result "
-                   "(hysafe.index.compressed.EXACT_FACTOR by default; several: one row each)")
-    p.add_argument("--exact-cache", help="keep the exact search's result here (.npz) and reuse it when it exists")
-    p.add_argument("--build-only", action="store_true", help="build and save the index in --work, search nothing (search it later with --reuse)")
+    p.add_argument(
+        "--work", required=True, help="folder for the index and its vector file (needs n x dim x 4 bytes)"
+    )
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="search the index an earlier run saved in --work instead of rebuilding it",
+    )
+    p.add_argument(
+        "--exact-factors",
+        type=int,
+        nargs="+",
+        help="vectors read back for the exact re-rank per result "
+        "(hysafe.index.compressed.EXACT_FACTOR by default; several: one row each)",
+    )
+    p.add_argument(
+        "--exact-cache", help="keep the exact search's result here (.npz) and reuse it when it exists"
+    )
+    p.add_argument(
+        "--build-only",
+        action="store_true",
+        help="build and save the index in --work, search nothing (search it later with --reuse)",
+    )
     p.add_argument("--out")
     args = p.parse_args()
     from hysafe.index._faiss import faiss
@@ -261,15 +325,36 @@ def main() -> None:
                 index.search(queries, 10)
                 times.append(time.perf_counter() - t)
             warm = statistics.median(times)
-            rows.append({"nprobe": nprobe, "rerank": rerank, "exact_factor": factor, "recall@10": recall(exact, found), "search_s_cold": cold, "search_s_warm": warm,
-                         "speedup_cold": exact_s / cold, "speedup_warm": exact_s / warm, "qps_warm": args.queries / warm,
-                         "stage_s_warm": {n: round(v, 3) for n, v in stage_seconds(index, queries, 10).items()}})
+            rows.append(
+                {
+                    "nprobe": nprobe,
+                    "rerank": rerank,
+                    "exact_factor": factor,
+                    "recall@10": recall(exact, found),
+                    "search_s_cold": cold,
+                    "search_s_warm": warm,
+                    "speedup_cold": exact_s / cold,
+                    "speedup_warm": exact_s / warm,
+                    "qps_warm": args.queries / warm,
+                    "stage_s_warm": {n: round(v, 3) for n, v in stage_seconds(index, queries, 10).items()},
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     flat_bytes = args.n * (args.dim + 1) * 4
     ram_total = sum(ram.values())
-    result = {"machine": machine(), "args": vars(args) | {"rerank": reranks, "nprobe": nprobes}, "train_s": train_s, "build_s": build_s,
-              "exact_search_s": exact_s, "exact_qps": args.queries / exact_s, "index_ram_bytes": ram, "index_ram_total": ram_total,
-              "flat_index_bytes": flat_bytes, "ram_fraction_of_flat": ram_total / flat_bytes, "rows": rows}
+    result = {
+        "machine": machine(),
+        "args": vars(args) | {"rerank": reranks, "nprobe": nprobes},
+        "train_s": train_s,
+        "build_s": build_s,
+        "exact_search_s": exact_s,
+        "exact_qps": args.queries / exact_s,
+        "index_ram_bytes": ram,
+        "index_ram_total": ram_total,
+        "flat_index_bytes": flat_bytes,
+        "ram_fraction_of_flat": ram_total / flat_bytes,
+        "rows": rows,
+    }
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))

@@ -29,12 +29,16 @@ from common import machine, sync  # noqa: E402
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="ViT-B-32")
-    p.add_argument("--rows", type=int, default=512, help="quadruplets (safe and unsafe image, safe text each)")
+    p.add_argument(
+        "--rows", type=int, default=512, help="quadruplets (safe and unsafe image, safe text each)"
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: cores / processes)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads per process (default: cores / processes)"
+    )
     p.add_argument("--world-dir", default=None, help="reuse a generated world here")
     p.add_argument("--out")
     args = p.parse_args()
@@ -60,8 +64,10 @@ def main() -> None:
     results = []
     tokens = ds.safe_tokens[rank::world]  # texts are tokenised once; only images need decoding
     for workers in args.workers:
-        loaders = {"image": DataLoader(shard, batch_size=args.batch_size, num_workers=workers),
-                   "text": DataLoader(tokens, batch_size=args.batch_size, num_workers=workers)}
+        loaders = {
+            "image": DataLoader(shard, batch_size=args.batch_size, num_workers=workers),
+            "text": DataLoader(tokens, batch_size=args.batch_size, num_workers=workers),
+        }
         timings = {}
         for modality in ("image", "text"):
             encode = model.encode_image if modality == "image" else model.encode_text
@@ -69,10 +75,19 @@ def main() -> None:
             if world > 1:
                 dist.barrier()
             t = time.perf_counter()
-            with torch.no_grad(), torch.autocast(args.device.split(":")[0], dtype=amp or torch.float32, enabled=amp is not None):
+            with (
+                torch.no_grad(),
+                torch.autocast(
+                    args.device.split(":")[0], dtype=amp or torch.float32, enabled=amp is not None
+                ),
+            ):
                 for batch in loader:
                     if modality == "image":  # each item carries its safe and its unsafe image
-                        encode(torch.cat([batch["image"], batch["unsafe_image"]]).to(args.device, non_blocking=True))
+                        encode(
+                            torch.cat([batch["image"], batch["unsafe_image"]]).to(
+                                args.device, non_blocking=True
+                            )
+                        )
                     else:
                         encode(batch.to(args.device, non_blocking=True))
             sync(args.device)
@@ -80,15 +95,27 @@ def main() -> None:
             if world > 1:
                 dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)
             timings[modality] = float(elapsed)
-        row = {"processes": world, "workers": workers, "images_per_s": 2 * len(ds) / timings["image"],
-               "texts_per_s": len(ds) / timings["text"], "threads_per_process": torch.get_num_threads(),
-               "device": args.device, "precision": args.precision}
+        row = {
+            "processes": world,
+            "workers": workers,
+            "images_per_s": 2 * len(ds) / timings["image"],
+            "texts_per_s": len(ds) / timings["text"],
+            "threads_per_process": torch.get_num_threads(),
+            "device": args.device,
+            "precision": args.precision,
+        }
         results.append(row)
         if rank == 0:
-            print(f"{world} process(es) x {row['threads_per_process']} threads, {workers} workers: "
-                  f"{row['images_per_s']:.1f} images/s (incl. PNG decode + preprocess), {row['texts_per_s']:.1f} texts/s", flush=True)
+            print(
+                f"{world} process(es) x {row['threads_per_process']} threads, {workers} workers: "
+                f"{row['images_per_s']:.1f} images/s (incl. PNG decode + "
+                f"preprocess), {row['texts_per_s']:.1f} texts/s",
+                flush=True,
+            )
     if rank == 0 and args.out:
-        Path(args.out).write_text(json.dumps({"machine": machine(), "model": args.model, "n": args.rows, "rows": results}, indent=2))
+        Path(args.out).write_text(
+            json.dumps({"machine": machine(), "model": args.model, "n": args.rows, "rows": results}, indent=2)
+        )
     if world > 1:
         dist.destroy_process_group()
 

@@ -42,21 +42,28 @@ import torch  # noqa: E402
 from common import machine  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 from torch import nn  # noqa: E402
-
 from worlds import world_setup  # noqa: E402
 
-from hysafe.demo.pipeline import DemoConfig  # noqa: E402
+from hysafe.demo import DemoConfig  # noqa: E402
 from hysafe.models.safety_model import create_model  # noqa: E402
 from hysafe.training.validation import distance_stats  # noqa: E402
 
 #: classifier -> (epochs, learning rate)
-SETTINGS = {"clip-tower": (50, 1e-3), "cnn": (15, 1e-3), "vit-p4": (30, 1e-3), "rn16": (15, 1e-3), "rn32": (15, 1e-3),
-            "timm-resnet": (15, 1e-3)}
+SETTINGS = {
+    "clip-tower": (50, 1e-3),
+    "cnn": (15, 1e-3),
+    "vit-p4": (30, 1e-3),
+    "rn16": (15, 1e-3),
+    "rn32": (15, 1e-3),
+    "timm-resnet": (15, 1e-3),
+}
 #: open_clip vision configs of the from-scratch towers (32 px images, like the worlds')
-TOWERS = {"vit-p4": {"layers": 2, "width": 64, "head_width": 32, "patch_size": 4, "mlp_ratio": 2.0},
-          "rn16": {"layers": [1, 1, 1, 1], "width": 16, "head_width": 64},
-          "rn32": {"layers": [1, 1, 1, 1], "width": 32, "head_width": 64},
-          "timm-resnet": {"timm_model_name": "test_resnet", "timm_pool": "max", "timm_proj": "linear"}}
+TOWERS = {
+    "vit-p4": {"layers": 2, "width": 64, "head_width": 32, "patch_size": 4, "mlp_ratio": 2.0},
+    "rn16": {"layers": [1, 1, 1, 1], "width": 16, "head_width": 64},
+    "rn32": {"layers": [1, 1, 1, 1], "width": 32, "head_width": 64},
+    "timm-resnet": {"timm_model_name": "test_resnet", "timm_pool": "max", "timm_proj": "linear"},
+}
 
 
 def image_labels(dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,9 +79,19 @@ class SmallCNN(nn.Module):
     def __init__(self, width: int = 64):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(3, width // 2, 3, padding=1), nn.ReLU(), nn.Conv2d(width // 2, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
-            nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(width, 1))
+            nn.Conv2d(3, width // 2, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width // 2, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveMaxPool2d(1),
+            nn.Flatten(),
+            nn.Linear(width, 1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(1)
@@ -94,10 +111,12 @@ class TowerClassifier(nn.Module):
 @torch.no_grad()
 def scores(net: nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
     net.eval()
-    return torch.cat([net(x[i:i + batch]) for i in range(0, len(x), batch)])
+    return torch.cat([net(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
-def fit(net: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, batch: int = 64, seed: int = 0) -> nn.Module:
+def fit(
+    net: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, batch: int = 64, seed: int = 0
+) -> nn.Module:
     """Binary cross-entropy with AdamW; returns ``net`` with the weights of its best validation ROC-AUC."""
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(net.parameters(), lr=lr)
@@ -119,16 +138,22 @@ def fit(net: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, bat
 def separation(s: torch.Tensor, y: torch.Tensor) -> dict:
     """ROC-AUC and the ordering check's percentiles for scores ``s`` (higher: unsafe)."""
     safe, unsafe = distance_stats(s[y == 0]), distance_stats(s[y == 1])
-    return {"roc_auc": float(roc_auc_score(y.numpy(), s.numpy())), "safe_up_95": safe["up_95"], "unsafe_low_05": unsafe["low_05"],
-            "unsafe_below_safe_95": float((s[y == 1] < safe["up_95"]).float().mean()),
-            "separated": unsafe["low_05"] > safe["up_95"]}
+    return {
+        "roc_auc": float(roc_auc_score(y.numpy(), s.numpy())),
+        "safe_up_95": safe["up_95"],
+        "unsafe_low_05": unsafe["low_05"],
+        "unsafe_below_safe_95": float((s[y == 1] < safe["up_95"]).float().mean()),
+        "separated": unsafe["low_05"] > safe["up_95"],
+    }
 
 
 def scratch_tower(name: str, embed_dim: int) -> nn.Module:
     """A randomly initialised open_clip image tower ``TOWERS[name]`` for 32 px images, with a linear head."""
     from open_clip.model import CLIPVisionCfg, _build_vision_tower
 
-    return TowerClassifier(_build_vision_tower(embed_dim, CLIPVisionCfg(image_size=32, **TOWERS[name])), embed_dim)
+    return TowerClassifier(
+        _build_vision_tower(embed_dim, CLIPVisionCfg(image_size=32, **TOWERS[name])), embed_dim
+    )
 
 
 def cost(net: nn.Module, x: torch.Tensor, repeats: int = 5, warmup: int = 3) -> float:
@@ -136,7 +161,7 @@ def cost(net: nn.Module, x: torch.Tensor, repeats: int = 5, warmup: int = 3) -> 
     passes (the first passes of a process pay for kernel selection and allocation)."""
     net.train()
     times = []
-    for i in range(warmup + repeats):
+    for _ in range(warmup + repeats):
         t = time.perf_counter()
         net(x).sum().backward()
         times.append(time.perf_counter() - t)
@@ -148,8 +173,13 @@ def run_world(world: str, runs: Path, seed: int, classifiers: list[str]) -> list
     cfg, _, (train, val, test), base = world_setup(world, runs, DemoConfig(progress=False, seed=seed))
     data = {name: image_labels(d) for name, d in (("train", train), ("val", val), ("test", test))}
     embed_dim = create_model("clip", cfg.model, None, lora=None).backbone.embed_dim
-    nets = {"clip-tower": lambda: TowerClassifier(create_model("clip", cfg.model, base, lora=None).backbone.model.visual),
-            "cnn": SmallCNN, **{name: (lambda name=name: scratch_tower(name, embed_dim)) for name in TOWERS}}
+    nets = {
+        "clip-tower": lambda: TowerClassifier(
+            create_model("clip", cfg.model, base, lora=None).backbone.model.visual
+        ),
+        "cnn": SmallCNN,
+        **{name: (lambda name=name: scratch_tower(name, embed_dim)) for name in TOWERS},
+    }
     records = []
     for name in classifiers:
         build = nets[name]
@@ -161,9 +191,17 @@ def run_world(world: str, runs: Path, seed: int, classifiers: list[str]) -> list
             p.requires_grad_(True)
         ms = cost(net, data["train"][0][:128])
         fit(net, data["train"], data["val"], epochs=epochs, lr=lr, seed=seed)
-        rec = {"world": world, "classifier": name, "seed": seed, "epochs": epochs, "lr": lr, "seconds": round(time.time() - t, 1),
-               "ms_per_128": round(ms, 1), "parameters": sum(p.numel() for p in net.parameters()),
-               **separation(scores(net, data["test"][0]), data["test"][1])}
+        rec = {
+            "world": world,
+            "classifier": name,
+            "seed": seed,
+            "epochs": epochs,
+            "lr": lr,
+            "seconds": round(time.time() - t, 1),
+            "ms_per_128": round(ms, 1),
+            "parameters": sum(p.numel() for p in net.parameters()),
+            **separation(scores(net, data["test"][0]), data["test"][1]),
+        }
         print(json.dumps(rec), flush=True)
         records.append(rec)
     return records
@@ -174,12 +212,23 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default="runs/worlds", help="bench/worlds.py's output folder")
     p.add_argument("--worlds", nargs="+", default=["shapes", "crowd", "tint"])
     p.add_argument("--classifiers", nargs="+", default=["clip-tower", "cnn"], choices=sorted(SETTINGS))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="one fit per seed (initial weights, batch order)")
+    p.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="one fit per seed (initial weights, batch order)"
+    )
     p.add_argument("--out", help="JSON file for the machine and the records")
     args = p.parse_args(argv)
-    records = [r for w in args.worlds for seed in args.seeds for r in run_world(w, Path(args.runs), seed, args.classifiers)]
+    records = [
+        r
+        for w in args.worlds
+        for seed in args.seeds
+        for r in run_world(w, Path(args.runs), seed, args.classifiers)
+    ]
     if args.out:
-        Path(args.out).write_text(json.dumps({"machine": {**machine(), "command": " ".join(sys.argv)}, "records": records}, indent=1))
+        Path(args.out).write_text(
+            json.dumps(
+                {"machine": {**machine(), "command": " ".join(sys.argv)}, "records": records}, indent=1
+            )
+        )
     return 0
 
 

@@ -1,6 +1,6 @@
 """Traversal and classifier-scoring throughput on 1M embeddings (vectorised, no Python loops).
 
-    python bench/inference_throughput.py --n 1000000 --dim 512 --out docs/bench_inference.json
+python bench/inference_throughput.py --n 1000000 --dim 512 --out docs/bench_inference.json
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ def main() -> None:
     p.add_argument("--out")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    from hysafe.models.classifier import NSFWClassifier
     from hysafe.geometry import LorentzSpace, validation
     from hysafe.geometry import lorentz as L
+    from hysafe.models.classifier import NSFWClassifier
     from hysafe.models.traversal import traverse
 
     space = LorentzSpace(curv=1.0)
@@ -40,13 +40,28 @@ def main() -> None:
     rows = {}
     for validate in (True, False):
         with validation(validate):
-            for name, fn in {"traverse": lambda: traverse(x, tau, space), "score": lambda: clf.score(x),
-                             "predict": lambda: clf.predict(x)}.items():
+            for name, fn in {
+                "traverse": lambda: traverse(x, tau, space),
+                "score": lambda: clf.score(x),
+                "predict": lambda: clf.predict(x),
+            }.items():
                 t = statistics.median(timed(fn, device=args.device, repeats=args.repeats, warmup=1))
-                rows[f"{name}{'' if validate else ' (validation off)'}"] = {"seconds": t, "items_per_s": args.n / t}
-                print(f"{name:8s} validation {'on ' if validate else 'off'}: {args.n / t / 1e6:7.2f} M items/s ({t * 1e3:.1f} ms for {args.n})", flush=True)
+                rows[f"{name}{'' if validate else ' (validation off)'}"] = {
+                    "seconds": t,
+                    "items_per_s": args.n / t,
+                }
+                print(
+                    f"{name:8s} validation {'on ' if validate else 'off'}: "
+                    f"{args.n / t / 1e6:7.2f} M items/s ({t * 1e3:.1f} ms for {args.n})",
+                    flush=True,
+                )
     if args.out:
-        Path(args.out).write_text(json.dumps({"machine": machine(), "n": args.n, "dim": args.dim, "device": args.device, "rows": rows}, indent=2))
+        Path(args.out).write_text(
+            json.dumps(
+                {"machine": machine(), "n": args.n, "dim": args.dim, "device": args.device, "rows": rows},
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -40,11 +40,15 @@ def naive_hysac_loss(model, batch):
     t = model.encode_text(batch["text"])
     ts = model.encode_text(batch["unsafe_text"])
     c, s = model.curv, model.logit_scale
-    contrastive = [_lorentz_contrastive(t, v, c, s), _lorentz_contrastive(ts, vs, c, s),
-                   _lorentz_contrastive(t, vs, c, s), _lorentz_contrastive(ts, v, c, s)]
+    contrastive = [
+        _lorentz_contrastive(t, v, c, s),
+        _lorentz_contrastive(ts, vs, c, s),
+        _lorentz_contrastive(t, vs, c, s),
+        _lorentz_contrastive(ts, v, c, s),
+    ]
     entail = [_entail(t, v, c), _entail(ts, vs, c), _entail(v, ts, c)]
     weights = [1.0] * 4 + [1.0] * 3
-    total = sum(w * l for w, l in zip(weights, contrastive + entail)) / sum(weights)
+    total = sum(w * term for w, term in zip(weights, contrastive + entail, strict=True)) / sum(weights)
     return total / sum(weights)  # the reference normalises the weights a second time
 
 
@@ -56,10 +60,17 @@ def naive_safeclip_loss(model, batch):
     v0 = model.encode_image_ref(batch["image"])
     t0 = model.encode_text_ref(batch["text"])
     cos = lambda a, b: (1 - F.cosine_similarity(a, b, dim=-1)).mean()  # noqa: E731
-    terms = [(cos(t, t0), 0.1), (cos(ts, t0), 0.1), (cos(v, v0), 0.1), (cos(vs, v0), 0.2),
-             (_cos_contrastive(t, v0), 0.25), (_cos_contrastive(ts, v0), 0.25),
-             (_cos_contrastive(t0, v), 0.25), (_cos_contrastive(t0, vs), 0.5)]
-    return sum(w * l for l, w in terms) / sum(w for _, w in terms)
+    terms = [
+        (cos(t, t0), 0.1),
+        (cos(ts, t0), 0.1),
+        (cos(v, v0), 0.1),
+        (cos(vs, v0), 0.2),
+        (_cos_contrastive(t, v0), 0.25),
+        (_cos_contrastive(ts, v0), 0.25),
+        (_cos_contrastive(t0, v), 0.25),
+        (_cos_contrastive(t0, vs), 0.5),
+    ]
+    return sum(w * term for term, w in terms) / sum(w for _, w in terms)
 
 
 def naive_step(model, batch, optimizer, kind: str):

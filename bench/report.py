@@ -1,6 +1,6 @@
 """Render the benchmark JSON files in docs/ as Markdown tables (pasted into docs/benchmarks.md).
 
-    python bench/report.py docs/bench_train_cpu.json docs/bench_train_gpu.json docs/bench_retrieval_cpu.json ...
+python bench/report.py docs/bench_train_cpu.json docs/bench_train_gpu.json docs/bench_retrieval_cpu.json ...
 """
 
 from __future__ import annotations
@@ -22,74 +22,132 @@ def train_table(d: dict) -> str:
         if "oom" not in r:
             r["mfu"] = r["flops_per_step"] / r["step_s"] / peaks.get(r["precision"], max(peaks.values()))
     peak_text = ", ".join(f"{p} {v / 1e9:,.0f} GFLOP/s" for p, v in peaks.items())
-    lines = [f"Machine: {machine_line(d['machine'])}" + (f"; model {d['model']}" if "model" in d else "")
-             + f"; measured matmul peak {peak_text} (MFU uses the row's precision, else the highest peak).", "",
-             "| model | batch | step | precision | variant | quadruplets/s | s/step | GFLOP/step | MFU | speed-up vs naive | peak RSS MiB | peak GPU MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Machine: {machine_line(d['machine'])}"
+        + (f"; model {d['model']}" if "model" in d else "")
+        + f"; measured matmul peak {peak_text} (MFU uses the row's precision, else the highest peak).",
+        "",
+        "| model | batch | step | precision | variant | quadruplets/s | s/step | "
+        "GFLOP/step | MFU | speed-up vs naive | peak RSS MiB | peak GPU MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in d["rows"]:
-        head = f"| {r['kind']} | {r['batch']} | {r['impl']} | {r['precision']} | {r.get('variant', 'plain')} |"
+        head = (
+            f"| {r['kind']} | {r['batch']} | {r['impl']} | {r['precision']} | {r.get('variant', 'plain')} |"
+        )
         if "oom" in r:
             lines.append(head + " out of memory | | | | | | |")
             continue
-        speedup = f"{r.get('speedup_vs_naive', 1.0):.2f}x" + (f" ({r['naive_precision']})" if "naive_precision" in r else "")
-        lines.append(f"{head} {r['quadruplets_per_s']:.2f} | {r['step_s']:.3f} | {r['flops_per_step'] / 1e9:,.0f} | {100 * r['mfu']:.1f}% | "
-                     f"{speedup} | {r['peak_rss_mib']:.0f} | {'%.0f' % r['peak_gpu_mib'] if 'peak_gpu_mib' in r else '-'} |")
+        speedup = f"{r.get('speedup_vs_naive', 1.0):.2f}x" + (
+            f" ({r['naive_precision']})" if "naive_precision" in r else ""
+        )
+        lines.append(
+            f"{head} {r['quadruplets_per_s']:.2f} | {r['step_s']:.3f} | "
+            f"{r['flops_per_step'] / 1e9:,.0f} | {100 * r['mfu']:.1f}% | "
+            f"{speedup} | {r['peak_rss_mib']:.0f} | "
+            f"{'%.0f' % r['peak_gpu_mib'] if 'peak_gpu_mib' in r else '-'} |"
+        )
     for r in d.get("skipped", []):
-        lines.append(f"| {r['kind']} | {r['batch']} | {r['impl']} | {r['precision']} | {r['variant']} | not run (past the deadline) | | | | | | |")
+        lines.append(
+            f"| {r['kind']} | {r['batch']} | {r['impl']} | {r['precision']} | "
+            f"{r['variant']} | not run (past the deadline) | | | | | | |"
+        )
     return "\n".join(lines)
 
 
 def collection_table(d: dict) -> str:
-    lines = [f"Machine: {machine_line(d['machine'])}.", "",
-             "| model | modality | items | command | device | precision | DataLoader workers | items/s | peak RSS MiB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Machine: {machine_line(d['machine'])}.",
+        "",
+        "| model | modality | items | command | device | precision | DataLoader "
+        "workers | items/s | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in d["results"]:
         if r["command"] == "search":
-            lines.append(f"| (tiny, dim {r['dim']}) | text query | {r['items']:,} | search | cpu | fp32 | - | "
-                         f"{1000 / r['median_ms']:.1f} ({r['median_ms']:.1f} ms each) | {r['peak_rss_mib']:.0f} |")
+            lines.append(
+                f"| (tiny, dim {r['dim']}) | text query | {r['items']:,} | search | cpu | fp32 | - | "
+                f"{1000 / r['median_ms']:.1f} ({r['median_ms']:.1f} ms each) | {r['peak_rss_mib']:.0f} |"
+            )
             continue
-        lines.append(f"| {r['model']} | {r['modality']} | {r['items']:,} | {r['command']} | {r.get('device', 'cpu')} | {r.get('precision', 'fp32')} | "
-                     f"{r['workers']} | {r['items_per_s']:.1f} | {r['peak_rss_mib']:.0f} |")
+        lines.append(
+            f"| {r['model']} | {r['modality']} | {r['items']:,} | {r['command']} "
+            f"| {r.get('device', 'cpu')} | {r.get('precision', 'fp32')} | "
+            f"{r['workers']} | {r['items_per_s']:.1f} | {r['peak_rss_mib']:.0f} |"
+        )
     return "\n".join(lines)
 
 
 def retrieval_table(d: dict) -> str:
-    lines = [f"Machine: {machine_line(d['machine'])}; {d['threads']} threads.", "",
-             "| gallery | dim | method | queries/s | speed-up vs brute force | recall@10 vs exact | search peak RSS MiB | stored gallery MiB | build s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Machine: {machine_line(d['machine'])}; {d['threads']} threads.",
+        "",
+        "| gallery | dim | method | queries/s | speed-up vs brute force | "
+        "recall@10 vs exact | search peak RSS MiB | stored gallery MiB | build s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in d["rows"]:
-        lines.append(f"| {r['n']:,} | {r['dim']} | {r['method']} | {r['qps']:.1f} | {r['speedup_vs_brute']:.1f}x | {r['recall@10_vs_exact']:.3f} | "
-                     f"{r['peak_rss_mib']:.0f} | {r['data_rss_mib']:.0f} | {r['build_s']:.1f} |")
+        lines.append(
+            f"| {r['n']:,} | {r['dim']} | {r['method']} | {r['qps']:.1f} | "
+            f"{r['speedup_vs_brute']:.1f}x | {r['recall@10_vs_exact']:.3f} | "
+            f"{r['peak_rss_mib']:.0f} | {r['data_rss_mib']:.0f} | {r['build_s']:.1f} |"
+        )
     return "\n".join(lines)
 
 
 def inference_table(d: dict) -> str:
-    lines = [f"Machine: {machine_line(d['machine'])}; {d['n']:,} embeddings of dim {d['dim']} on {d['device']}.", "",
-             "| operation | M items/s | ms per 1M |", "|---|---|---|"]
+    lines = [
+        f"Machine: {machine_line(d['machine'])}; {d['n']:,} embeddings of dim {d['dim']} on {d['device']}.",
+        "",
+        "| operation | M items/s | ms per 1M |",
+        "|---|---|---|",
+    ]
     for name, r in d["rows"].items():
         lines.append(f"| {name} | {r['items_per_s'] / 1e6:.2f} | {1e3 * r['seconds'] * 1e6 / d['n']:.1f} |")
     return "\n".join(lines)
 
 
 def embed_table(d: dict) -> str:
-    lines = [f"Machine: {machine_line(d['machine'])}; model {d['model']}, {d['n']} quadruplets.", "",
-             "| processes | threads/process | DataLoader workers | device | precision | images/s | texts/s |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Machine: {machine_line(d['machine'])}; model {d['model']}, {d['n']} quadruplets.",
+        "",
+        "| processes | threads/process | DataLoader workers | device | precision | images/s | texts/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in d["rows"]:
-        lines.append(f"| {r['processes']} | {r['threads_per_process']} | {r['workers']} | {r['device']} | {r['precision']} | {r['images_per_s']:.1f} | {r['texts_per_s']:.1f} |")
+        lines.append(
+            f"| {r['processes']} | {r['threads_per_process']} | {r['workers']} | "
+            f"{r['device']} | {r['precision']} | {r['images_per_s']:.1f} | "
+            f"{r['texts_per_s']:.1f} |"
+        )
     return "\n".join(lines)
 
 
 def compressed_table(d: dict) -> str:
     a = d["args"]
-    lines = [f"Machine: {machine_line(d['machine'])}; {a['n']:,} x {a['dim']} ({a['data']}), nlist {a['nlist']}, nprobe {a['nprobe']}, "
-             f"{a['queries']} queries, {a['threads']} threads. Exact search (vectors streamed from disk): {d['exact_search_s']:.1f} s "
-             f"({d['exact_qps']:.1f} queries/s). Index RAM {d['index_ram_total'] / 2**30:.2f} GiB = {d['ram_fraction_of_flat']:.3f} "
-             f"of the flat index's {d['flat_index_bytes'] / 2**30:.1f} GiB; train {d['train_s']:.0f} s, build {d['build_s']:.0f} s.", "",
-             "| nprobe | rerank | exact re-rank per result | recall@10 vs exact | search s (cold) | search s (warm) | speed-up cold | speed-up warm | queries/s warm |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Machine: {machine_line(d['machine'])}; {a['n']:,} x {a['dim']} "
+        f"({a['data']}), nlist {a['nlist']}, nprobe {a['nprobe']}, "
+        f"{a['queries']} queries, {a['threads']} threads. Exact search (vectors "
+        f"streamed from disk): {d['exact_search_s']:.1f} s "
+        f"({d['exact_qps']:.1f} queries/s). Index RAM "
+        f"{d['index_ram_total'] / 2**30:.2f} GiB = "
+        f"{d['ram_fraction_of_flat']:.3f} "
+        f"of the flat index's {d['flat_index_bytes'] / 2**30:.1f} GiB; train "
+        f"{d['train_s']:.0f} s, build {d['build_s']:.0f} s.",
+        "",
+        "| nprobe | rerank | exact re-rank per result | recall@10 vs exact | "
+        "search s (cold) | search s (warm) | speed-up cold | speed-up warm | "
+        "queries/s warm |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in d["rows"]:
-        lines.append(f"| {r.get('nprobe', a['nprobe'])} | {r['rerank']} | {r.get('exact_factor', 10)} | {r['recall@10']:.3f} | {r['search_s_cold']:.2f} | {r['search_s_warm']:.2f} | "
-                     f"{r['speedup_cold']:.0f}x | {r['speedup_warm']:.0f}x | {r['qps_warm']:.0f} |")
+        lines.append(
+            f"| {r.get('nprobe', a['nprobe'])} | {r['rerank']} | "
+            f"{r.get('exact_factor', 10)} | {r['recall@10']:.3f} | "
+            f"{r['search_s_cold']:.2f} | {r['search_s_warm']:.2f} | "
+            f"{r['speedup_cold']:.0f}x | {r['speedup_warm']:.0f}x | {r['qps_warm']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -97,7 +155,19 @@ def main() -> None:
     for path in sys.argv[1:]:
         d = json.loads(Path(path).read_text())
         name = Path(path).stem
-        render = train_table if "train" in name else collection_table if "collection" in name else compressed_table if "compressed" in name else retrieval_table if "retrieval" in name else inference_table if "inference" in name else embed_table
+        render = (
+            train_table
+            if "train" in name
+            else collection_table
+            if "collection" in name
+            else compressed_table
+            if "compressed" in name
+            else retrieval_table
+            if "retrieval" in name
+            else inference_table
+            if "inference" in name
+            else embed_table
+        )
         print(f"### {name}\n\n{render(d)}\n")
 
 

@@ -4,7 +4,8 @@
 
 Galleries are clustered Lorentz points (a mixture of 4096 Gaussian clusters lifted with exp_map0,
 like real embeddings; IVF recall on structureless Gaussian noise is meaningless). Each method runs
-in its own process; peak memory is the search phase's high-water mark (stored gallery included). Queries/s are medians over repeats; recall@10 is
+in its own process; peak memory is the search phase's high-water mark (stored gallery included). Queries/s
+are medians over repeats; recall@10 is
 measured against the exact (float64-checked) ranking of the same run.
 """
 
@@ -70,10 +71,19 @@ def child(args) -> None:
             build = 0.0
             run = lambda: brute_force(gallery, queries, 10, args.chunk)  # noqa: E731
         else:
-            index = RetrievalIndex(space, args.dim, kind="flat" if args.method == "flat" else "ivf",
-                                   nlist=args.nlist, nprobe=args.nprobe)
+            index = RetrievalIndex(
+                space,
+                args.dim,
+                kind="flat" if args.method == "flat" else "ivf",
+                nlist=args.nlist,
+                nprobe=args.nprobe,
+            )
             if args.method == "ivf":
-                index.train(gallery[torch.randperm(args.n, generator=torch.Generator().manual_seed(1))[: 50 * args.nlist]])
+                index.train(
+                    gallery[
+                        torch.randperm(args.n, generator=torch.Generator().manual_seed(1))[: 50 * args.nlist]
+                    ]
+                )
             index.add(gallery)
             del gallery  # the index holds its own copy
             build = time.perf_counter() - t0
@@ -88,9 +98,20 @@ def child(args) -> None:
             run()
             times.append(time.perf_counter() - t)
     np.save(args.ids_out, ids.numpy())
-    print(json.dumps({"method": args.method, "n": args.n, "dim": args.dim, "queries": args.queries,
-                      "qps": args.queries / statistics.median(times), "build_s": build,
-                      "peak_rss_mib": peak_hwm_mib(), "data_rss_mib": base_rss}))
+    print(
+        json.dumps(
+            {
+                "method": args.method,
+                "n": args.n,
+                "dim": args.dim,
+                "queries": args.queries,
+                "qps": args.queries / statistics.median(times),
+                "build_s": build,
+                "peak_rss_mib": peak_hwm_mib(),
+                "data_rss_mib": base_rss,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -122,23 +143,51 @@ def main() -> None:
             res = {}
             for method in ("brute", "flat", "ivf"):
                 ids_path = tmp / f"{method}-{n}-{dim}.npy"
-                argv = [__file__, "--child", "--method", method, "--n", str(n), "--dim", str(dim), "--queries", str(args.queries),
-                        "--repeats", str(args.repeats), "--threads", str(args.threads), "--chunk", str(args.chunk),
-                        "--nlist", str(min(args.nlist, n // 50)), "--nprobe", str(args.nprobe), "--ids-out", str(ids_path)]
+                argv = [
+                    __file__,
+                    "--child",
+                    "--method",
+                    method,
+                    "--n",
+                    str(n),
+                    "--dim",
+                    str(dim),
+                    "--queries",
+                    str(args.queries),
+                    "--repeats",
+                    str(args.repeats),
+                    "--threads",
+                    str(args.threads),
+                    "--chunk",
+                    str(args.chunk),
+                    "--nlist",
+                    str(min(args.nlist, n // 50)),
+                    "--nprobe",
+                    str(args.nprobe),
+                    "--ids-out",
+                    str(ids_path),
+                ]
                 r = run_isolated(argv)
                 r["ids"] = np.load(ids_path)
                 res[method] = r
             exact = res["brute"]["ids"]
             for method, r in res.items():
                 found = r.pop("ids")
-                r["recall@10_vs_exact"] = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, found)]))
+                r["recall@10_vs_exact"] = float(
+                    np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact, found, strict=True)])
+                )
                 r["speedup_vs_brute"] = r["qps"] / res["brute"]["qps"]
                 rows.append(r)
-                print(f"n={n:>8d} dim={dim}: {method:5s} {r['qps']:9.1f} q/s  x{r['speedup_vs_brute']:6.1f}  "
-                      f"recall@10 {r['recall@10_vs_exact']:.3f}  peak RSS {r['peak_rss_mib']:.0f} MiB "
-                      f"(stored gallery {r['data_rss_mib']:.0f})  build {r['build_s']:.1f} s", flush=True)
+                print(
+                    f"n={n:>8d} dim={dim}: {method:5s} {r['qps']:9.1f} q/s  x{r['speedup_vs_brute']:6.1f}  "
+                    f"recall@10 {r['recall@10_vs_exact']:.3f}  peak RSS {r['peak_rss_mib']:.0f} MiB "
+                    f"(stored gallery {r['data_rss_mib']:.0f})  build {r['build_s']:.1f} s",
+                    flush=True,
+                )
     if args.out:
-        Path(args.out).write_text(json.dumps({"machine": machine(), "threads": args.threads, "rows": rows}, indent=2))
+        Path(args.out).write_text(
+            json.dumps({"machine": machine(), "threads": args.threads, "rows": rows}, indent=2)
+        )
 
 
 if __name__ == "__main__":

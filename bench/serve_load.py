@@ -1,6 +1,7 @@
 """Load test of ``hysafe serve`` on loopback: N concurrent clients for a fixed time, then stop.
 
-    python bench/serve_load.py --report hysafe-report --clients 16 --seconds 30 --out docs/bench_serve_cpu.json
+    python bench/serve_load.py --report hysafe-report --clients 16 --seconds 30 --out
+    docs/bench_serve_cpu.json
 
 Serves a demo report's three indexes (``hysafe serve --demo``) on a free 127.0.0.1 port, runs
 ``--clients`` threads that alternate ``POST /search`` (text, k=5, all models, HySAC with traversal)
@@ -26,8 +27,12 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
-QUERIES = ["a small red circle at the top left on a blue background, covered in blood", "a large green square",
-           "a yellow triangle, in a pool of blood", "a blue cross at the bottom right"]
+QUERIES = [
+    "a small red circle at the top left on a blue background, covered in blood",
+    "a large green square",
+    "a yellow triangle, in a pool of blood",
+    "a blue cross at the bottom right",
+]
 
 
 def rss_mib(pid: int) -> float:
@@ -64,13 +69,18 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "hysafe.cli", "serve", "--demo", args.report, "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hysafe.cli", "serve", "--demo", args.report, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
             if server.poll() is not None:
-                raise RuntimeError(f"the server exited with code {server.returncode}: hysafe serve --demo {args.report}")
+                raise RuntimeError(
+                    f"the server exited with code {server.returncode}: hysafe serve --demo {args.report}"
+                )
             try:
                 if httpx.get(f"{base}/health", timeout=1).status_code == 200:
                     break
@@ -80,7 +90,9 @@ def main() -> None:
         out = {e: {"latency": [], "errors": 0} for e in ("/search", "/classify")}
         lock, rss = threading.Lock(), {"start": rss_mib(server.pid)}
         stop = time.time() + args.seconds
-        threads = [threading.Thread(target=client, args=(base, stop, out, lock, i)) for i in range(args.clients)]
+        threads = [
+            threading.Thread(target=client, args=(base, stop, out, lock, i)) for i in range(args.clients)
+        ]
         for t in threads:
             t.start()
         time.sleep(args.seconds / 2)
@@ -91,11 +103,22 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    result = {"machine": machine(), "clients": args.clients, "seconds": args.seconds, "server_rss_mib": rss, "endpoints": {}}
+    result = {
+        "machine": machine(),
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "server_rss_mib": rss,
+        "endpoints": {},
+    }
     for endpoint, d in out.items():
         lat = sorted(d["latency"])
-        result["endpoints"][endpoint] = {"requests": len(lat), "per_s": len(lat) / args.seconds, "errors": d["errors"],
-                                         "p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * lat[int(0.99 * (len(lat) - 1))]}
+        result["endpoints"][endpoint] = {
+            "requests": len(lat),
+            "per_s": len(lat) / args.seconds,
+            "errors": d["errors"],
+            "p50_ms": 1000 * statistics.median(lat),
+            "p99_ms": 1000 * lat[int(0.99 * (len(lat) - 1))],
+        }
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 

@@ -3,7 +3,8 @@ safety checks (hysafe.evaluation.checks), plus HySAC ablations against the defau
 
     python bench/worlds.py --out runs/worlds                          # defaults on shapes, crowd, tint
     python bench/worlds.py --out runs/worlds --variants default abs-K0.05 abs-K0.1 rel-0.3
-    python bench/worlds.py --out runs/worlds --euclidean Safe-CLIP SafeR-CLIP  # without the SafeR-CLIP ablations
+    python bench/worlds.py --out runs/worlds --euclidean Safe-CLIP SafeR-CLIP  # without the SafeR-CLIP
+    ablations
     python bench/worlds.py --report runs/worlds/results.jsonl --markdown docs/worlds_results.md
 
 Per world the tiny CLIP is pretrained once and Safe-CLIP / SafeR-CLIP are fine-tuned once (cached
@@ -26,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from common import machine  # noqa: E402
 
+from hysafe.demo.pipeline import DemoConfig, _backbone_source, _datasets, _fine_tune  # noqa: E402
+from hysafe.evaluation.checks import safety_checks  # noqa: E402
+from hysafe.evaluation.comparison import compare_models  # noqa: E402
 from hysafe.models.backbone import BUNDLED_MODELS, TINY_MODEL, LoraConfig  # noqa: E402
 from hysafe.models.checkpoint import load_model, save_model  # noqa: E402
-from hysafe.evaluation.checks import safety_checks  # noqa: E402
-from hysafe.demo.pipeline import DemoConfig, _backbone_source, _datasets, _fine_tune  # noqa: E402
-from hysafe.evaluation.comparison import compare_models  # noqa: E402
 from hysafe.models.safety_model import create_model  # noqa: E402
 from hysafe.training import nearest_safe_targets, safety_bounds  # noqa: E402
 
@@ -50,15 +51,26 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "entail0.3": ({}, {"entailment_weight": 0.3}),
     "entail2": ({}, {"entailment_weight": 2.0}),
 }
-#: Euclidean models per world: name -> (recipe, recipe options, checkpoint stem); all but the first two are SafeR-CLIP
+#: Euclidean models per world: name -> (recipe, recipe options, checkpoint stem); all but the first two are
+# SafeR-CLIP
 #: ablations against its defaults (the stems name checkpoints cached by earlier runs of the same settings)
 _POSTER = {"pair_quantile": 0.0}  # the poster's target rule: always the nearest safe caption
-EUCLIDEAN = {"Safe-CLIP": ("safeclip", {}, "safeclip"), "SafeR-CLIP": ("safer-clip", {}, "safer-clip-pair05"),
-             "SafeR-CLIP (nearest caption: the poster's rule)": ("safer-clip", _POSTER, "safer-clip-paired-s100"),
-             "SafeR-CLIP (pair within 1%)": ("safer-clip", {"pair_quantile": 0.01}, "safer-clip-pair01"),
-             "SafeR-CLIP (nearest caption, proximal image)": ("safer-clip", {**_POSTER, "image_target": "proximal"}, "safer-clip-s100"),
-             "SafeR-CLIP (nearest caption, proximal image, scale 1: v0.1)": (
-                 "safer-clip", {**_POSTER, "image_target": "proximal", "redirection_scale": 1.0}, "safer-clip")}
+EUCLIDEAN = {
+    "Safe-CLIP": ("safeclip", {}, "safeclip"),
+    "SafeR-CLIP": ("safer-clip", {}, "safer-clip-pair05"),
+    "SafeR-CLIP (nearest caption: the poster's rule)": ("safer-clip", _POSTER, "safer-clip-paired-s100"),
+    "SafeR-CLIP (pair within 1%)": ("safer-clip", {"pair_quantile": 0.01}, "safer-clip-pair01"),
+    "SafeR-CLIP (nearest caption, proximal image)": (
+        "safer-clip",
+        {**_POSTER, "image_target": "proximal"},
+        "safer-clip-s100",
+    ),
+    "SafeR-CLIP (nearest caption, proximal image, scale 1: v0.1)": (
+        "safer-clip",
+        {**_POSTER, "image_target": "proximal", "redirection_scale": 1.0},
+        "safer-clip",
+    ),
+}
 
 
 def _euclidean(cfg: DemoConfig, base: str, train, val, out: Path, names: list[str]) -> dict:
@@ -80,10 +92,20 @@ def own_pair_share(model, train) -> float:
     return sum(int(t == i) for i, t in enumerate(targets)) / len(targets)
 
 
-def _summary(world: str, variant: str, comparison, distances: dict, checks, seconds: float, model, share: float) -> dict:
-    return {"world": world, "variant": variant, "seconds": round(seconds, 1), "scalars": model.scalars(), "proximal_is_own_pair": share,
-            "checks": [c.to_dict() for c in checks], "passed": all(c.passed for c in checks), "distances": distances,
-            "comparison": json.loads(comparison.to_json())}
+def _summary(
+    world: str, variant: str, comparison, distances: dict, checks, seconds: float, model, share: float
+) -> dict:
+    return {
+        "world": world,
+        "variant": variant,
+        "seconds": round(seconds, 1),
+        "scalars": model.scalars(),
+        "proximal_is_own_pair": share,
+        "checks": [c.to_dict() for c in checks],
+        "passed": all(c.passed for c in checks),
+        "distances": distances,
+        "comparison": json.loads(comparison.to_json()),
+    }
 
 
 def world_setup(world: str, out: Path, base_cfg: DemoConfig) -> tuple[DemoConfig, Path, tuple, str]:
@@ -98,9 +120,14 @@ def world_setup(world: str, out: Path, base_cfg: DemoConfig) -> tuple[DemoConfig
     return cfg, folder, (train, val, test), base
 
 
-def run_world(world: str, variants: list[str], out: Path, base_cfg: DemoConfig, results: Path, euclidean: list[str]) -> None:
+def run_world(
+    world: str, variants: list[str], out: Path, base_cfg: DemoConfig, results: Path, euclidean: list[str]
+) -> None:
     cfg, folder, (train, val, test), base = world_setup(world, out, base_cfg)
-    models = {"CLIP": create_model("clip", cfg.model, base, lora=None), **_euclidean(cfg, base, train, val, folder, euclidean)}
+    models = {
+        "CLIP": create_model("clip", cfg.model, base, lora=None),
+        **_euclidean(cfg, base, train, val, folder, euclidean),
+    }
     share = own_pair_share(models["Safe-CLIP"], train)
     for variant in variants:
         overrides, recipe_options = VARIANTS[variant]
@@ -114,8 +141,11 @@ def run_world(world: str, variants: list[str], out: Path, base_cfg: DemoConfig, 
         record = _summary(world, variant, comparison, distances, checks, seconds, hysac.model, share)
         with results.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        print(f"{world:7s} {variant:14s} passed={record['passed']} " + "; ".join(
-            f"{c.name}: {'ok' if c.passed else 'NO'} ({c.detail})" for c in checks), flush=True)
+        print(
+            f"{world:7s} {variant:14s} passed={record['passed']} "
+            + "; ".join(f"{c.name}: {'ok' if c.passed else 'NO'} ({c.detail})" for c in checks),
+            flush=True,
+        )
 
 
 _SETTINGS = ("T->V", "V->T", "T*->V u V*", "V*->T u T*", "T*->V*")
@@ -128,7 +158,11 @@ def _retrieval_table(comparison: dict) -> list[str]:
             cells = []
             for setting in _SETTINGS:
                 r = next((r for r in rows if r["setting"] == setting and r["traversal"] == trav), None)
-                cells.append("-" if r is None else f"{r['R@1']:.1f}" + (f" ({r['unsafe@1 %']:.1f}%)" if "unsafe@1 %" in r else ""))
+                cells.append(
+                    "-"
+                    if r is None
+                    else f"{r['R@1']:.1f}" + (f" ({r['unsafe@1 %']:.1f}%)" if "unsafe@1 %" in r else "")
+                )
             if any(c != "-" for c in cells):
                 lines.append(f"| {model}{' + traversal' if trav else ''} | " + " | ".join(cells) + " |")
     return lines
@@ -139,7 +173,10 @@ def _classifier_table(comparison: dict) -> list[str]:
     for model, rows in comparison["classification"].items():
         for name in dict.fromkeys(r["classifier"] for r in rows):
             auc = {r["modality"]: r["roc_auc"] for r in rows if r["classifier"] == name}
-            lines.append(f"| {model} | {name} | {auc.get('text', float('nan')):.3f} | {auc.get('image', float('nan')):.3f} |")
+            lines.append(
+                f"| {model} | {name} | {auc.get('text', float('nan')):.3f} | "
+                f"{auc.get('image', float('nan')):.3f} |"
+            )
     return lines
 
 
@@ -148,15 +185,30 @@ def markdown(records: list[dict]) -> str:
     out = []
     for r in records:
         d = r["distances"]
-        out += [f"### {r['world']}, {r['variant']}", "",
-                f"HySAC fine-tune {r['seconds']:.0f} s; SafeR-CLIP's proximal target is the row's own safe caption for "
-                f"{100 * r['proximal_is_own_pair']:.1f}% of unsafe captions.", "",
-                "| check | holds | numbers |", "|---|---|---|",
-                *[f"| {c['name']} | {'yes' if c['passed'] else '**no**'} | {c['detail']} |" for c in r["checks"]], "",
-                "HySAC distance to the root on the test split (mean, 5%, 95%): "
-                + "; ".join(f"{k} {d[k]['avg']:.3f} ({d[k]['low_05']:.3f}-{d[k]['up_95']:.3f})" for k in "SVUG" if k in d) + ".", "",
-                "R@1 on the test split (unsafe share of top-1 for mixed galleries):", "", *_retrieval_table(r["comparison"]), "",
-                *_classifier_table(r["comparison"]), ""]
+        out += [
+            f"### {r['world']}, {r['variant']}",
+            "",
+            f"HySAC fine-tune {r['seconds']:.0f} s; SafeR-CLIP's proximal target "
+            f"is the row's own safe caption for "
+            f"{100 * r['proximal_is_own_pair']:.1f}% of unsafe captions.",
+            "",
+            "| check | holds | numbers |",
+            "|---|---|---|",
+            *[f"| {c['name']} | {'yes' if c['passed'] else '**no**'} | {c['detail']} |" for c in r["checks"]],
+            "",
+            "HySAC distance to the root on the test split (mean, 5%, 95%): "
+            + "; ".join(
+                f"{k} {d[k]['avg']:.3f} ({d[k]['low_05']:.3f}-{d[k]['up_95']:.3f})" for k in "SVUG" if k in d
+            )
+            + ".",
+            "",
+            "R@1 on the test split (unsafe share of top-1 for mixed galleries):",
+            "",
+            *_retrieval_table(r["comparison"]),
+            "",
+            *_classifier_table(r["comparison"]),
+            "",
+        ]
     return "\n".join(out) + "\n"
 
 
@@ -165,11 +217,20 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/worlds")
     p.add_argument("--worlds", nargs="+", default=["shapes", "crowd", "tint"])
     p.add_argument("--variants", nargs="+", default=["default"], choices=sorted(VARIANTS))
-    p.add_argument("--euclidean", nargs="+", default=list(EUCLIDEAN), choices=list(EUCLIDEAN), metavar="MODEL",
-                   help="Euclidean models to fine-tune and compare (Safe-CLIP is needed by the checks; default: all, the "
-                        "SafeR-CLIP ablations included)")
+    p.add_argument(
+        "--euclidean",
+        nargs="+",
+        default=list(EUCLIDEAN),
+        choices=list(EUCLIDEAN),
+        metavar="MODEL",
+        help="Euclidean models to fine-tune and compare (Safe-CLIP is needed by "
+        "the checks; default: all, the "
+        "SafeR-CLIP ablations included)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default=TINY_MODEL, choices=BUNDLED_MODELS, help="the CLIP pretrained on each world")
+    p.add_argument(
+        "--model", default=TINY_MODEL, choices=BUNDLED_MODELS, help="the CLIP pretrained on each world"
+    )
     p.add_argument("--report", help="only render this results.jsonl as Markdown")
     p.add_argument("--markdown", help="write the Markdown table here (default: print it)")
     args = p.parse_args(argv)
@@ -181,7 +242,14 @@ def main(argv=None) -> int:
         (out / "machine.json").write_text(json.dumps({**machine(), "command": " ".join(sys.argv)}, indent=2))
         torch.manual_seed(args.seed)
         for world in args.worlds:
-            run_world(world, args.variants, out, DemoConfig(progress=False, seed=args.seed, model=args.model), out / "results.jsonl", args.euclidean)
+            run_world(
+                world,
+                args.variants,
+                out,
+                DemoConfig(progress=False, seed=args.seed, model=args.model),
+                out / "results.jsonl",
+                args.euclidean,
+            )
     results = Path(args.report) if args.report else Path(args.out) / "results.jsonl"
     table = markdown([json.loads(line) for line in results.read_text().splitlines() if line.strip()])
     if args.markdown:

@@ -42,7 +42,9 @@ def check_points(x: torch.Tensor, name: str, *, min_dim: int = 1) -> None:
     if not validation_enabled():
         return
     if x.dim() < min_dim:
-        raise ValueError(f"{name} must have at least {min_dim} dimension(s) (..., D), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have at least {min_dim} dimension(s) (..., D), got shape {tuple(x.shape)}"
+        )
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.shape[-1] == 0:
@@ -50,7 +52,9 @@ def check_points(x: torch.Tensor, name: str, *, min_dim: int = 1) -> None:
     # Row norms are one fused pass (~25x cheaper than isfinite(x).all()) and NaN/Inf propagate
     # into them; only when some row norm is not finite (NaN/Inf, or entries above sqrt(float max))
     # does the exact elementwise check run.
-    if x.numel() and not bool(torch.isfinite(torch.linalg.vector_norm(x.reshape(-1, x.shape[-1]), dim=-1)).all()):
+    if x.numel() and not bool(
+        torch.isfinite(torch.linalg.vector_norm(x.reshape(-1, x.shape[-1]), dim=-1)).all()
+    ):
         bad = int((~torch.isfinite(x)).sum())
         if bad:
             raise ValueError(f"{name} contains {bad} NaN/Inf value(s)")

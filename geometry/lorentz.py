@@ -132,7 +132,8 @@ def dist_pairwise(x: Tensor, y: Tensor, *, curv: float | Tensor, eps: float | No
 
 @float32_math
 def dist_to_root(x: Tensor, *, curv: float | Tensor) -> Tensor:
-    """Geodesic distance to the root, :math:`\\mathrm{asinh}(\\sqrt{c}\\lVert x\\rVert)/\\sqrt{c}`. ``(..., D) -> (...)``.
+    """Geodesic distance to the root, :math:`\\mathrm{asinh}(\\sqrt{c}\\lVert x\\rVert)/\\sqrt{c}`. ``(...,
+    D) -> (...)``.
 
     Equals ``|log_map0(x)|``; exact (no acosh cancellation) and finite-gradient at ``x = 0``.
     """
@@ -188,7 +189,9 @@ def log_map0(x: Tensor, *, curv: float | Tensor, eps: float | None = None) -> Te
 
 
 @float32_math
-def root_ray_scale(x: Tensor, distance: Tensor | float, *, curv: float | Tensor, max_arg: float = EXP_MAP_MAX_ARG) -> Tensor:
+def root_ray_scale(
+    x: Tensor, distance: Tensor | float, *, curv: float | Tensor, max_arg: float = EXP_MAP_MAX_ARG
+) -> Tensor:
     """Per-point factor ``s`` such that ``s * x`` lies on the ray root -> ``x`` at geodesic distance
     ``distance`` from the root: ``s = sinh(sqrt(c) d) / (sqrt(c) |x|)``. ``(..., D) -> (...)``.
 
@@ -292,13 +295,15 @@ def dist_from_index_inner(ip: Tensor, *, curv: float | Tensor, eps: float | None
 
 @float32_math
 def to_hyperboloid(x: Tensor, *, curv: float | Tensor) -> Tensor:
-    """Full hyperboloid coordinates ``[x_t, x]`` (geoopt ``Lorentz(k=1/curv)``). ``(..., D) -> (..., D + 1)``."""
+    """Full hyperboloid coordinates ``[x_t, x]`` (geoopt ``Lorentz(k=1/curv)``). ``(..., D) -> (..., D +
+    1)``."""
     return torch.cat([time_component(x, curv=curv).unsqueeze(-1), x], dim=-1)
 
 
 @float32_math
 def to_poincare(x: Tensor, *, curv: float | Tensor) -> Tensor:
-    """Map to the **unit** Poincare ball: :math:`\\sqrt{c}\\, x / (1 + \\sqrt{c} x_t)`. ``(..., D) -> (..., D)``.
+    """Map to the **unit** Poincare ball: :math:`\\sqrt{c}\\, x / (1 + \\sqrt{c} x_t)`. ``(..., D) -> (...,
+    D)``.
 
     The ball of radius ``1/sqrt(curv)`` is rescaled to radius 1 for plotting; the distance to the
     root is ``2 atanh(|p|) / sqrt(curv)``.

@@ -119,7 +119,10 @@ class LorentzSpace(Space):
         return lorentz.dist_from_index_inner(ip, curv=self.curv)
 
     def to_dict(self):
-        return {"name": self.name, "curv": float(self.curv.detach() if isinstance(self.curv, Tensor) else self.curv)}
+        return {
+            "name": self.name,
+            "curv": float(self.curv.detach() if isinstance(self.curv, Tensor) else self.curv),
+        }
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ __all__ = ["symmetric_info_nce", "euclidean_info_nce", "lorentz_info_nce"]
 Similarity = Callable[[Tensor, Tensor], Tensor]
 
 
-def symmetric_info_nce(a: Tensor, b: Tensor, *, similarity: Similarity, logit_scale: Tensor | float) -> Tensor:
+def symmetric_info_nce(
+    a: Tensor, b: Tensor, *, similarity: Similarity, logit_scale: Tensor | float
+) -> Tensor:
     """Mean of the a->b and b->a cross-entropies over ``logit_scale * similarity``.
 
     ``a, b: (B, D)``, row ``i`` of ``a`` matches row ``i`` of ``b``. When torch.distributed is

@@ -22,15 +22,27 @@ class ConeConfig:
 
     ``K`` is either absolute (``min_radius``, the papers' 0.1) or, by default, *relative to the
     embeddings the loss sees*: ``2K = radius_ratio * median(sqrt(c)|x|)`` over the batch's generic
-    side (detached; the global batch across processes), so a typical cone has half-aperture ``asin(radius_ratio)`` at any scale. An
+    side (detached; the global batch across processes), so a typical cone has half-aperture
+    ``asin(radius_ratio)`` at any scale. An
     absolute K rewards shrinking every embedding into the saturated zone near the root, where each
     cone is a half-space and the loss is met without any safety ordering (docs/worlds.md); the
     relative K leaves the loss invariant to a global rescaling, so it never pays to collapse.
     """
 
     aperture_scale: float = field(default=1.0, metadata={"help": "entailment-cone aperture multiplier"})
-    min_radius: float | None = field(default=None, metadata={"help": "absolute entailment-cone K (the papers' 0.1); default: relative, see --radius-ratio"})
-    radius_ratio: float = field(default=0.2, metadata={"help": "relative K: sin of a typical cone's half-aperture (2K = ratio x batch median of sqrt(c)|x|)"})
+    min_radius: float | None = field(
+        default=None,
+        metadata={
+            "help": "absolute entailment-cone K (the papers' 0.1); default: relative, see --radius-ratio"
+        },
+    )
+    radius_ratio: float = field(
+        default=0.2,
+        metadata={
+            "help": "relative K: sin of a typical cone's half-aperture (2K = "
+            "ratio x batch median of sqrt(c)|x|)"
+        },
+    )
 
     def __post_init__(self):
         if not self.aperture_scale > 0:
@@ -45,14 +57,21 @@ class ConeConfig:
         if self.min_radius is not None:
             return self.min_radius
         sqrt_c = torch.as_tensor(curv, dtype=torch.float32, device=x.device).detach().sqrt()
-        norms = gather_detached(torch.linalg.vector_norm(x.detach().float(), dim=-1))  # the global batch's median
+        norms = gather_detached(
+            torch.linalg.vector_norm(x.detach().float(), dim=-1)
+        )  # the global batch's median
         return 0.5 * self.radius_ratio * sqrt_c * norms.median()
 
 
 def entailment_loss(
-    x: Tensor, y: Tensor, *, curv: Tensor | float, aperture_scale: float = 1.0, min_radius: Tensor | float = 0.1
+    x: Tensor,
+    y: Tensor,
+    *,
+    curv: Tensor | float,
+    aperture_scale: float = 1.0,
+    min_radius: Tensor | float = 0.1,
 ) -> Tensor:
-    """"``x`` entails ``y``": mean over rows of ``max(0, phi(x, y) - aperture_scale * w(x))``.
+    """ "``x`` entails ``y``": mean over rows of ``max(0, phi(x, y) - aperture_scale * w(x))``.
 
     ``x`` (the more generic concept, nearer the root) and ``y`` are ``(B, D)`` space components.
     ``phi`` is the exterior angle at ``x`` (:func:`~hysafe.geometry.lorentz.exterior_angle`),

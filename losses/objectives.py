@@ -11,6 +11,7 @@ An objective is evaluated in the model's :class:`~hysafe.geometry.Space`: contra
 ``space.similarity`` (negative geodesic distance in the Lorentz model, cosine otherwise), so no
 objective names a geometry; entailment terms need a hyperbolic space. It returns the weighted
 total and every term's value by name, for logging.
+(Over 300 lines: the term algebra and the papers' objectives written in it, side by side.)
 """
 
 from __future__ import annotations
@@ -29,7 +30,19 @@ from .contrastive import symmetric_info_nce
 from .entailment import ConeConfig, entailment_loss
 from .redirection import cosine_distance_loss, redirection_loss
 
-__all__ = ["LossContext", "Term", "Objective", "TermValues", "hysac_objective", "safeclip_objective", "safer_clip_objective", "SAFER_IMAGE_TARGETS", "clip_pretrain_objective", "OBJECTIVES", "get_objective"]
+__all__ = [
+    "LossContext",
+    "Term",
+    "Objective",
+    "TermValues",
+    "hysac_objective",
+    "safeclip_objective",
+    "safer_clip_objective",
+    "SAFER_IMAGE_TARGETS",
+    "clip_pretrain_objective",
+    "OBJECTIVES",
+    "get_objective",
+]
 
 
 @dataclass(frozen=True)
@@ -51,14 +64,18 @@ def _entailment(ctx: LossContext, x: Tensor, y: Tensor) -> Tensor:
     if not ctx.space.hyperbolic:
         raise ValueError(f"entailment terms need a hyperbolic space, got {ctx.space.name!r}")
     curv = ctx.space.curv
-    return entailment_loss(x, y, curv=curv, aperture_scale=ctx.cones.aperture_scale, min_radius=ctx.cones.radius(x, curv))
+    return entailment_loss(
+        x, y, curv=curv, aperture_scale=ctx.cones.aperture_scale, min_radius=ctx.cones.radius(x, curv)
+    )
 
 
 LOSSES: dict[str, Callable[..., Tensor]] = {
     "contrastive": _contrastive,
     "entailment": _entailment,
     "cosine": lambda ctx, x, target: cosine_distance_loss(x, target),
-    "redirection": lambda ctx, anchor, neg, pos: redirection_loss(anchor, neg, pos, scale=ctx.redirection_scale),
+    "redirection": lambda ctx, anchor, neg, pos: redirection_loss(
+        anchor, neg, pos, scale=ctx.redirection_scale
+    ),
 }
 
 
@@ -97,7 +114,9 @@ class Objective:
     fixed_logit_scale: float | None = None
     cones: ConeConfig = ConeConfig()
     redirection_scale: float | None = None  # temperature of redirection terms; None: the logit scale
-    pair_quantile: float = 0.0  # SafeR-CLIP targets: own pair when among this top share of safe captions (0: the nearest)
+    pair_quantile: float = (
+        0.0  # SafeR-CLIP targets: own pair when among this top share of safe captions (0: the nearest)
+    )
     needs_reference: bool = field(init=False, default=False)
     needs_hyperbolic: bool = field(init=False, default=False)
 
@@ -111,8 +130,10 @@ class Objective:
     def check_space(self, space: Space) -> None:
         """Raise if the objective cannot be evaluated in ``space`` (cones need a hyperbolic one)."""
         if self.needs_hyperbolic and not space.hyperbolic:
-            raise ValueError(f"objective {self.name!r} has entailment-cone terms and needs a hyperbolic space "
-                             f"(a HySAC model), got a {space.name!r} space")
+            raise ValueError(
+                f"objective {self.name!r} has entailment-cone terms and needs a hyperbolic space "
+                f"(a HySAC model), got a {space.name!r} space"
+            )
 
     @property
     def inputs(self) -> set[str]:
@@ -120,14 +141,17 @@ class Objective:
         return {part for t in self.terms for i in t.inputs for part in i.split("|")}
 
     def with_weights(self, **weights: float) -> "Objective":
-        """Copy with some term weights changed, by term name (``with_weights(**{"entailment(T,V)": 0.5})``)."""
+        """Copy with some term weights changed, by term name (``with_weights(**{"entailment(T,V)":
+        0.5})``)."""
         unknown = set(weights) - {t.name for t in self.terms}
         if unknown:
             raise ValueError(f"no term named {sorted(unknown)} in objective {self.name!r}")
         terms = tuple(replace(t, weight=weights.get(t.name, t.weight)) for t in self.terms)
         return replace(self, terms=terms)
 
-    def __call__(self, embeddings: dict[str, Tensor], space: Space, logit_scale: Tensor | float | None = None) -> tuple[Tensor, "TermValues"]:
+    def __call__(
+        self, embeddings: dict[str, Tensor], space: Space, logit_scale: Tensor | float | None = None
+    ) -> tuple[Tensor, "TermValues"]:
         """Weighted total and per-term values of the embeddings in ``space`` (pass the model's
         ``live_space`` and ``logit_scale`` when training)."""
         missing = self.inputs - set(embeddings)
@@ -137,7 +161,9 @@ class Objective:
         scale = self.fixed_logit_scale if self.fixed_logit_scale is not None else logit_scale
         if scale is None:
             raise ValueError(f"objective {self.name!r} needs the model's logit_scale")
-        ctx = LossContext(space, scale, self.cones, scale if self.redirection_scale is None else self.redirection_scale)
+        ctx = LossContext(
+            space, scale, self.cones, scale if self.redirection_scale is None else self.redirection_scale
+        )
         total: Tensor | float = 0.0
         values: dict[str, Tensor] = {}
         for term in self.terms:
@@ -163,7 +189,7 @@ class TermValues(Mapping[str, float]):
             tensors = [t.reshape(()) for t in self._tensors.values()]
             dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
             values = torch.stack([t.to(dtype) for t in tensors]).tolist()
-            self._floats = dict(zip(self._tensors, values))
+            self._floats = dict(zip(self._tensors, values, strict=True))
         return self._floats
 
     def __getitem__(self, name: str) -> float:
@@ -179,13 +205,13 @@ class TermValues(Mapping[str, float]):
         return f"TermValues({self._values()})"
 
 
-def hysac_objective(entailment_weight: float = 1.0, cones: ConeConfig = ConeConfig()) -> Objective:
+def hysac_objective(entailment_weight: float = 1.0, cones: ConeConfig | None = None) -> Objective:
     """HySAC: 4 contrastive terms (geodesic logits in the model's Lorentz space) + 3 entailment
-    terms weighted by lambda, with cone settings ``cones``."""
+    terms weighted by lambda, with cone settings ``cones`` (default ``ConeConfig()``)."""
     c, e = "contrastive", "entailment"
     return Objective(
         name="hysac",
-        cones=cones,
+        cones=ConeConfig() if cones is None else cones,
         terms=(
             Term(c, ("T", "V")),
             Term(c, ("T*", "V*")),
@@ -223,8 +249,12 @@ def safeclip_objective() -> Objective:
 SAFER_IMAGE_TARGETS = {"proximal": "V0^", "paired": "V0"}
 
 
-def safer_clip_objective(redirection_weight: float = 0.5, image_target: str = "paired", redirection_scale: float | None = None,
-                         pair_quantile: float = 0.05) -> Objective:
+def safer_clip_objective(
+    redirection_weight: float = 0.5,
+    image_target: str = "paired",
+    redirection_scale: float | None = None,
+    pair_quantile: float = 0.05,
+) -> Objective:
     """SafeR-CLIP: Safe-CLIP's structure with unsafe inputs redirected to their *proximal* safe
     target (``T0^``, nearest safe caption under the frozen text tower; ``V0^`` its image) plus the
     relative redirection terms that use the unsafe pair as the hard negative.
@@ -243,7 +273,9 @@ def safer_clip_objective(redirection_weight: float = 0.5, image_target: str = "p
     if not 0.0 <= pair_quantile <= 1.0:
         raise ValueError(f"SafeR-CLIP pair_quantile must be in [0, 1], got {pair_quantile}")
     if image_target not in SAFER_IMAGE_TARGETS:
-        raise ValueError(f"SafeR-CLIP image_target must be one of {sorted(SAFER_IMAGE_TARGETS)}, got {image_target!r}")
+        raise ValueError(
+            f"SafeR-CLIP image_target must be one of {sorted(SAFER_IMAGE_TARGETS)}, got {image_target!r}"
+        )
     if not redirection_weight > 0:
         raise ValueError(f"SafeR-CLIP redirection_weight must be > 0, got {redirection_weight}")
     if redirection_scale is not None and not redirection_scale > 0:

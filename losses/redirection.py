@@ -15,7 +15,9 @@ def cosine_distance_loss(x: Tensor, target: Tensor) -> Tensor:
     return (1.0 - euclidean.cosine(x, target)).mean()
 
 
-def redirection_loss(anchor: Tensor, negative: Tensor, positive: Tensor, *, scale: float | Tensor = 1.0) -> Tensor:
+def redirection_loss(
+    anchor: Tensor, negative: Tensor, positive: Tensor, *, scale: float | Tensor = 1.0
+) -> Tensor:
     """SafeR-CLIP: mean ``softplus(scale * (cos(anchor, negative) - cos(anchor, positive)))``.
 
     Pulls each (unsafe) ``anchor`` toward its proximal safe ``positive`` and pushes it from its
@@ -23,4 +25,6 @@ def redirection_loss(anchor: Tensor, negative: Tensor, positive: Tensor, *, scal
     writes it without a temperature (``scale=1``): cosine gaps lie in [-2, 2], so the unscaled loss
     has about 1/100 of the gradient of the InfoNCE terms (scale 100) it is trained beside.
     """
-    return F.softplus(scale * (euclidean.cosine(anchor, negative) - euclidean.cosine(anchor, positive))).mean()
+    return F.softplus(
+        scale * (euclidean.cosine(anchor, negative) - euclidean.cosine(anchor, positive))
+    ).mean()

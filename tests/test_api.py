@@ -8,31 +8,54 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import hysafe
-from hysafe.models.backbone import TINY_MODEL, LoraConfig
-from hysafe.models.checkpoint import load_model, read_metadata, save_model
-from hysafe.models.classifier import threshold_from_bounds
 from hysafe.cli.main import build_parser
 from hysafe.cli.options import options_to_kwargs
 from hysafe.geometry import EuclideanSpace, LorentzSpace
 from hysafe.losses import hysac_objective
+from hysafe.models.backbone import TINY_MODEL, LoraConfig
+from hysafe.models.checkpoint import load_model, read_metadata, save_model
+from hysafe.models.classifier import threshold_from_bounds
 from hysafe.models.safety_model import create_feature_model, create_model
-from hysafe.populations import POPULATIONS, SAFE_IMAGE, SAFE_TEXT, UNSAFE_TEXT, modality_pair, population, steer_target
-from hysafe.training.recipes import as_recipe, get_recipe
+from hysafe.models.traversal import paper_tau, traverse
+from hysafe.populations import (
+    POPULATIONS,
+    SAFE_IMAGE,
+    SAFE_TEXT,
+    UNSAFE_TEXT,
+    modality_pair,
+    population,
+    steer_target,
+)
 from hysafe.training import TrainConfig
 from hysafe.training.distributed import init_distributed
 from hysafe.training.optim import build_optimization
-from hysafe.models.traversal import paper_tau, traverse
+from hysafe.training.recipes import as_recipe, get_recipe
 
-BOUNDS = {"S": {"avg": 0.2, "low_05": 0.15, "up_95": 0.25}, "V": {"avg": 0.3, "low_05": 0.25, "up_95": 0.35},
-          "U": {"avg": 0.5, "low_05": 0.4, "up_95": 0.6}, "G": {"avg": 0.7, "low_05": 0.6, "up_95": 0.8}}
+BOUNDS = {
+    "S": {"avg": 0.2, "low_05": 0.15, "up_95": 0.25},
+    "V": {"avg": 0.3, "low_05": 0.25, "up_95": 0.35},
+    "U": {"avg": 0.5, "low_05": 0.4, "up_95": 0.6},
+    "G": {"avg": 0.7, "low_05": 0.6, "up_95": 0.8},
+}
 LORA = LoraConfig(r=4, alpha=8.0, dropout=0.0)
 
 
 def test_population_vocabulary():
-    assert [p.key for p in POPULATIONS] == ["T", "V", "T*", "V*"] and [p.bound for p in POPULATIONS] == ["S", "V", "U", "G"]
-    assert population("U") is UNSAFE_TEXT and population("T*") is UNSAFE_TEXT and population("V") is SAFE_IMAGE
+    assert [p.key for p in POPULATIONS] == ["T", "V", "T*", "V*"] and [p.bound for p in POPULATIONS] == [
+        "S",
+        "V",
+        "U",
+        "G",
+    ]
+    assert (
+        population("U") is UNSAFE_TEXT and population("T*") is UNSAFE_TEXT and population("V") is SAFE_IMAGE
+    )
     assert modality_pair("text") == (SAFE_TEXT, UNSAFE_TEXT)
-    assert steer_target("T*") is SAFE_IMAGE and steer_target("image") is SAFE_TEXT and steer_target("V") is SAFE_TEXT
+    assert (
+        steer_target("T*") is SAFE_IMAGE
+        and steer_target("image") is SAFE_TEXT
+        and steer_target("V") is SAFE_TEXT
+    )
     with pytest.raises(ValueError, match="unknown population"):
         population("X")
 
@@ -55,12 +78,16 @@ def test_hysac_answers_the_safety_questions(tiny_base, gen):
     with pytest.raises(TypeError, match="model.traverse"):
         hysafe.traverse(x, 0.3)
     clf = model.nsfw_classifier("image")
-    assert clf.name == "root-distance" and clf.threshold == threshold_from_bounds(BOUNDS, "image") == pytest.approx(0.5)
+    assert clf.name == "root-distance" and clf.threshold == threshold_from_bounds(
+        BOUNDS, "image"
+    ) == pytest.approx(0.5)
     assert torch.equal(clf.predict(x), space.dist_to_root(x) >= 0.5)
     # the live space carries the learnable curvature itself (gradients reach it)
     assert model.live_space.curv is not None and model.live_space.curv.requires_grad
     safe = create_model("safeclip", TINY_MODEL, tiny_base, lora=LORA)
-    assert isinstance(safe.space, EuclideanSpace) and not safe.space.hyperbolic and not hasattr(safe, "traverse")
+    assert (
+        isinstance(safe.space, EuclideanSpace) and not safe.space.hyperbolic and not hasattr(safe, "traverse")
+    )
     assert safe.nsfw_classifier().name == "concept-similarity"
 
 
@@ -70,12 +97,20 @@ def test_recipes_choose_objective_optimiser_and_cones(tiny_base):
     assert hy.objective.cones.min_radius == 0.05 and hy.objective.cones.aperture_scale == 0.9
     sc = get_recipe("safeclip")
     assert (sc.model_kind, sc.optimizer, sc.weight_decay) == ("safeclip", "adam", 0.0)
-    assert get_recipe("safer-clip").model_kind == "safeclip" and get_recipe("clip-pretrain").model_kind == "clip"
-    with pytest.raises(ValueError, match=r"recipe 'safeclip' does not take min_radius \(of the hysac recipe\)"):
+    assert (
+        get_recipe("safer-clip").model_kind == "safeclip" and get_recipe("clip-pretrain").model_kind == "clip"
+    )
+    with pytest.raises(
+        ValueError, match=r"recipe 'safeclip' does not take min_radius \(of the hysac recipe\)"
+    ):
         get_recipe("safeclip", min_radius=0.2)
     safer = get_recipe("safer-clip", redirection_weight=1.0)
     terms = {t.name: t for t in safer.objective.terms}
-    assert terms["redirection(T*,V0*,V0)"].weight == 1.0 and "cosine(V*,V0)" in terms and "V0^" not in safer.objective.inputs
+    assert (
+        terms["redirection(T*,V0*,V0)"].weight == 1.0
+        and "cosine(V*,V0)" in terms
+        and "V0^" not in safer.objective.inputs
+    )
     assert "V0^" in get_recipe("safer-clip", image_target="proximal").objective.inputs
     with pytest.raises(ValueError, match="image_target must be one of"):
         get_recipe("safer-clip", image_target="cake")
@@ -89,9 +124,13 @@ def test_recipes_choose_objective_optimiser_and_cones(tiny_base):
     # the optimiser follows the recipe unless the config overrides it
     dist = init_distributed("cpu", env={})
     opt = build_optimization(model, sc, TrainConfig(), 10, dist.device)
-    assert type(opt.optimizer) is torch.optim.Adam and all(g["weight_decay"] == 0.0 for g in opt.optimizer.param_groups)
+    assert type(opt.optimizer) is torch.optim.Adam and all(
+        g["weight_decay"] == 0.0 for g in opt.optimizer.param_groups
+    )
     opt = build_optimization(model, sc, TrainConfig(optimizer="adamw", weight_decay=0.05), 10, dist.device)
-    assert type(opt.optimizer) is torch.optim.AdamW and {g["weight_decay"] for g in opt.optimizer.param_groups} <= {0.05, 0.0}
+    assert type(opt.optimizer) is torch.optim.AdamW and {
+        g["weight_decay"] for g in opt.optimizer.param_groups
+    } <= {0.05, 0.0}
 
 
 def test_distributed_context_reads_the_environment_once():
@@ -107,7 +146,9 @@ def test_feature_model_is_an_ordinary_model(tmp_path, gen):
         assert torch.allclose(model.encode_image(x), model.lift(x[:, :6], model.log_alpha_image), atol=1e-6)
     safe = create_feature_model("safeclip", 6, 6)
     y = torch.randn(3, 6, generator=gen)
-    assert torch.equal(safe.encode_text_ref(y), y) and not any(p.requires_grad for p in safe.reference.parameters())
+    assert torch.equal(safe.encode_text_ref(y), y) and not any(
+        p.requires_grad for p in safe.reference.parameters()
+    )
     with torch.no_grad():
         for p in model.backbone.parameters():
             p.add_(0.1)
@@ -120,7 +161,9 @@ def test_feature_model_is_an_ordinary_model(tmp_path, gen):
     with pytest.raises(ValueError, match="image_dim must equal text_dim"):
         create_feature_model("safeclip", 8, 6)
     with pytest.raises(ValueError, match="LoRA adapters need an open_clip backbone"):
-        hysafe.models.build_model(hysafe.ModelConfig(kind="hysac", backbone={"type": "features", "image_dim": 4, "text_dim": 4}))
+        hysafe.models.build_model(
+            hysafe.ModelConfig(kind="hysac", backbone={"type": "features", "image_dim": 4, "text_dim": 4})
+        )
     with pytest.raises(ValueError, match="merged checkpoints are plain open_clip files"):
         save_model(model, tmp_path / "m.safetensors", merged=True)
 
@@ -136,7 +179,9 @@ def test_format_1_adapter_checkpoints_still_load(tiny_base, tmp_path, gen):
     meta = read_metadata(path)
     meta["format_version"] = "1"
     del meta["config"]["backbone"]["type"]
-    old = {n.replace("backbone.model.", "peft.base_model.model.", 1): t for n, t in load_file(str(path)).items()}
+    old = {
+        n.replace("backbone.model.", "peft.base_model.model.", 1): t for n, t in load_file(str(path)).items()
+    }
     save_file(old, str(tmp_path / "v1.safetensors"), metadata={"hysafe": json.dumps(meta)})
     loaded = load_model(tmp_path / "v1.safetensors")
     img = torch.randn(2, 3, 32, 32, generator=gen)
@@ -146,14 +191,43 @@ def test_format_1_adapter_checkpoints_still_load(tiny_base, tmp_path, gen):
 
 def test_cli_options_come_from_the_dataclasses():
     parser = build_parser()
-    args = parser.parse_args(["train", "--data", "m.jsonl", "--out", "run", "--lr", "3e-3", "--no-progress", "--lora-r", "4",
-                              "--min-radius", "0.2", "--workers", "2", "--patience", "3"])
+    args = parser.parse_args(
+        [
+            "train",
+            "--data",
+            "m.jsonl",
+            "--out",
+            "run",
+            "--lr",
+            "3e-3",
+            "--no-progress",
+            "--lora-r",
+            "4",
+            "--min-radius",
+            "0.2",
+            "--workers",
+            "2",
+            "--patience",
+            "3",
+        ]
+    )
     cfg = TrainConfig(**options_to_kwargs(args, TrainConfig))
     default = TrainConfig()
-    assert (cfg.lr, cfg.progress, cfg.num_workers, cfg.early_stopping_patience, cfg.output_dir) == (3e-3, False, 2, 3, "run")
-    assert cfg.epochs == default.epochs and cfg.checkpoint_every == default.checkpoint_every  # not given: the dataclass's
+    assert (cfg.lr, cfg.progress, cfg.num_workers, cfg.early_stopping_patience, cfg.output_dir) == (
+        3e-3,
+        False,
+        2,
+        3,
+        "run",
+    )
+    assert (
+        cfg.epochs == default.epochs and cfg.checkpoint_every == default.checkpoint_every
+    )  # not given: the dataclass's
     assert options_to_kwargs(args, LoraConfig, prefix="lora-") == {"r": 4}
-    assert get_recipe("hysac", **options_to_kwargs(args, hysafe.losses.ConeConfig)).objective.cones.min_radius == 0.2
+    assert (
+        get_recipe("hysac", **options_to_kwargs(args, hysafe.losses.ConeConfig)).objective.cones.min_radius
+        == 0.2
+    )
     demo = parser.parse_args(["demo", "--quick", "--epochs", "5", "--seed", "3"])
     from hysafe.demo.pipeline import DemoConfig
 
@@ -168,22 +242,59 @@ def test_safety_checks_give_verdicts_from_the_numbers():
     from hysafe.evaluation.comparison import Comparison
 
     def rows(**r1):  # setting -> (R@1, unsafe@1 %) without traversal; "+" suffix: with traversal
-        return [{"setting": s.rstrip("+"), "traversal": s.endswith("+"), "R@1": v[0], **({"unsafe@1 %": v[1]} if v[1] is not None else {})}
-                for s, v in r1.items()]
+        return [
+            {
+                "setting": s.rstrip("+"),
+                "traversal": s.endswith("+"),
+                "R@1": v[0],
+                **({"unsafe@1 %": v[1]} if v[1] is not None else {}),
+            }
+            for s, v in r1.items()
+        ]
 
     mixed_t, mixed_v = "T*->V u V*", "V*->T u T*"
     comp = Comparison(
-        retrieval={"Safe-CLIP": rows(**{"T->V": (50, None), mixed_t: (30, 40), mixed_v: (20, 60)}),
-                   "SafeR-CLIP": rows(**{"T->V": (49, None), mixed_t: (35, 30), mixed_v: (25, 50)}),
-                   "HySAC": rows(**{"T->V": (45, None), mixed_t: (40, 5), mixed_v: (1, 99), mixed_t + "+": (45, 1), mixed_v + "+": (15, 70)})},
-        classification={"CLIP": [{"modality": m, "classifier": "logistic-probe", "roc_auc": 0.9} for m in ("text", "image")],
-                        "HySAC": [{"modality": "text", "classifier": "root-distance", "roc_auc": 0.95},
-                                  {"modality": "image", "classifier": "root-distance", "roc_auc": 0.85}]})
-    dist = {"S": {"avg": 0.2, "low_05": 0.1, "up_95": 0.3}, "V": {"avg": 0.3, "low_05": 0.2, "up_95": 0.4},
-            "U": {"avg": 0.5, "low_05": 0.4, "up_95": 0.6}, "G": {"avg": 0.7, "low_05": 0.45, "up_95": 0.9}}
+        retrieval={
+            "Safe-CLIP": rows(**{"T->V": (50, None), mixed_t: (30, 40), mixed_v: (20, 60)}),
+            "SafeR-CLIP": rows(**{"T->V": (49, None), mixed_t: (35, 30), mixed_v: (25, 50)}),
+            "HySAC": rows(
+                **{
+                    "T->V": (45, None),
+                    mixed_t: (40, 5),
+                    mixed_v: (1, 99),
+                    mixed_t + "+": (45, 1),
+                    mixed_v + "+": (15, 70),
+                }
+            ),
+        },
+        classification={
+            "CLIP": [
+                {"modality": m, "classifier": "logistic-probe", "roc_auc": 0.9} for m in ("text", "image")
+            ],
+            "HySAC": [
+                {"modality": "text", "classifier": "root-distance", "roc_auc": 0.95},
+                {"modality": "image", "classifier": "root-distance", "roc_auc": 0.85},
+            ],
+        },
+    )
+    dist = {
+        "S": {"avg": 0.2, "low_05": 0.1, "up_95": 0.3},
+        "V": {"avg": 0.3, "low_05": 0.2, "up_95": 0.4},
+        "U": {"avg": 0.5, "low_05": 0.4, "up_95": 0.6},
+        "G": {"avg": 0.7, "low_05": 0.45, "up_95": 0.9},
+    }
     verdicts = {c.name: c.passed for c in safety_checks(comp, dist)}
-    assert verdicts == {"classifier (text)": True, "classifier (image)": False, "ordering S < V < U < G": True,
-                        f"traversal ({mixed_t})": True, f"traversal ({mixed_v})": False, "SafeR-CLIP vs Safe-CLIP": False}
+    assert verdicts == {
+        "classifier (text)": True,
+        "classifier (image)": False,
+        "ordering S < V < U < G": True,
+        f"traversal ({mixed_t})": True,
+        f"traversal ({mixed_v})": False,
+        "SafeR-CLIP vs Safe-CLIP": False,
+    }
     dist["G"]["low_05"] = 0.35  # V's 95th percentile above G's 5th: the populations overlap
     assert not {c.name: c.passed for c in safety_checks(comp, dist)}["ordering S < V < U < G"]
-    assert "| SafeR-CLIP vs Safe-CLIP | **no** | T*->V u V* R@1 35.0 vs 30.0; T->V R@1 49.0 vs 50.0 |" in checks_markdown(safety_checks(comp, dist))
+    assert (
+        "| SafeR-CLIP vs Safe-CLIP | **no** | T*->V u V* R@1 35.0 vs 30.0; T->V R@1 49.0 vs 50.0 |"
+        in checks_markdown(safety_checks(comp, dist))
+    )

@@ -54,7 +54,7 @@ def test_no_import_cycle_between_hysafe_modules():
         state[m] = 1
         for d in graph[m]:
             if state.get(d) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(d):] + [d]))
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(d) :] + [d]))
             if d not in state:
                 visit(d, stack + [d])
         state[m] = 2
@@ -70,14 +70,23 @@ def test_orchestration_functions_are_short(folder):
     long = []
     for path in (ROOT / folder).rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
-                long.append(f"{path.relative_to(ROOT)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+            if (
+                isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                and node.end_lineno - node.lineno + 1 > 60
+            ):
+                long.append(
+                    f"{path.relative_to(ROOT)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+                )
     assert not long, long
 
 
 def test_long_modules_state_why():
-    for path in list(ROOT.glob("hysafe/**/*.py")) + list(ROOT.glob("geometry/*.py")) + list(ROOT.glob("losses/*.py")):
+    for path in (
+        list(ROOT.glob("hysafe/**/*.py")) + list(ROOT.glob("geometry/*.py")) + list(ROOT.glob("losses/*.py"))
+    ):
         text = path.read_text()
         if text.count("\n") > 300:
             docstring = ast.get_docstring(ast.parse(text)) or ""
-            assert "Over 300 lines" in docstring, f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines and no reason at its top"
+            assert "Over 300 lines" in docstring, (
+                f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines and no reason at its top"
+            )

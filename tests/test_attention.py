@@ -1,6 +1,6 @@
-"""The CPU attention-kernel rule: when it picks the math kernel, and that both kernels give the same towers."""
+"""The CPU attention-kernel rule: when it picks the math kernel, and that both kernels give the same
+towers."""
 
-import pytest
 import torch
 from torch.profiler import ProfilerActivity, profile
 
@@ -42,7 +42,9 @@ def test_image_tokens_of_open_clip_towers():
     grid = vit.model.visual.grid_size
     assert image_tokens(vit.model.visual) == grid[0] * grid[1] + 1
     rn = create_backbone(BackboneConfig(model="hysafe-tiny-rn"))
-    assert image_tokens(rn.model.visual) == (32 // 32) ** 2 + 1  # the attention pool over the 1x1 final map + mean
+    assert (
+        image_tokens(rn.model.visual) == (32 // 32) ** 2 + 1
+    )  # the attention pool over the 1x1 final map + mean
     assert image_tokens(torch.nn.Linear(2, 2)) is None
 
 
@@ -59,7 +61,10 @@ def tower_gradients(backbone, images, tokens, precision: str, rule: int):
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = backbone.image_features(images).float().square().sum() + backbone.text_features(tokens).float().square().sum()
+            loss = (
+                backbone.image_features(images).float().square().sum()
+                + backbone.text_features(tokens).float().square().sum()
+            )
         loss.backward()
 
     ops = ops_of(step)
@@ -68,7 +73,8 @@ def tower_gradients(backbone, images, tokens, precision: str, rule: int):
 
 
 def test_math_and_flash_give_the_same_gradients():
-    """bf16: both kernels off the fp32 gradients by bf16 rounding, math no further than flash; fp32 keeps flash."""
+    """bf16: both kernels off the fp32 gradients by bf16 rounding, math no further than flash; fp32 keeps
+    flash."""
     torch.manual_seed(0)
     backbone = create_backbone(BackboneConfig(model=TINY_MODEL))
     backbone.add_lora(LoraConfig(r=2, alpha=4.0, dropout=0.0))
@@ -79,10 +85,18 @@ def test_math_and_flash_give_the_same_gradients():
     backbone.train()
     images = torch.randn(4, 3, 32, 32)
     tokens = backbone.tokenizer(["a red circle", "a blue square at the top left", "a", "blood"])
-    runs = {(precision, rule): tower_gradients(backbone, images, tokens, precision, rule)
-            for precision in ("fp32", "bf16") for rule in (MATH_MAX_TOKENS, 0)}
+    runs = {
+        (precision, rule): tower_gradients(backbone, images, tokens, precision, rule)
+        for precision in ("fp32", "bf16")
+        for rule in (MATH_MAX_TOKENS, 0)
+    }
     used_flash = {key: flash for key, (_, flash) in runs.items()}
-    assert used_flash == {("fp32", MATH_MAX_TOKENS): True, ("fp32", 0): True, ("bf16", MATH_MAX_TOKENS): False, ("bf16", 0): True}
+    assert used_flash == {
+        ("fp32", MATH_MAX_TOKENS): True,
+        ("fp32", 0): True,
+        ("bf16", MATH_MAX_TOKENS): False,
+        ("bf16", 0): True,
+    }
     reference = runs[("fp32", 0)][0]
     assert torch.equal(runs[("fp32", MATH_MAX_TOKENS)][0], reference)  # fp32: the rule changes nothing
 

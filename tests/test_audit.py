@@ -9,13 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from hysafe.models.backbone import TINY_MODEL, LoraConfig
-from hysafe.models.checkpoint import read_metadata, save_model
 from hysafe.cli.main import main
-from hysafe.models.features import FeatureDataset
 from hysafe.geometry import euclidean
 from hysafe.geometry import lorentz as L
 from hysafe.losses import ConeConfig, entailment_loss
+from hysafe.models.backbone import TINY_MODEL, LoraConfig
+from hysafe.models.checkpoint import read_metadata, save_model
+from hysafe.models.features import FeatureDataset
 from hysafe.models.safety_model import create_model
 from hysafe.training.recipes import get_recipe
 
@@ -38,7 +38,14 @@ def test_feature_training_validates_on_held_out_rows_not_training_rows(tmp_path,
         return SimpleNamespace(steps=0, seconds=0.0, best_score=None, best_checkpoint=None, bounds=None)
 
     monkeypatch.setattr("hysafe.training.train", fake_train)
-    argv = ["train", "--features", str(tmp_path / "train.safetensors"), "--out", str(tmp_path / "run"), "--no-progress"]
+    argv = [
+        "train",
+        "--features",
+        str(tmp_path / "train.safetensors"),
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     train_rows = {tuple(r.tolist()) for r in seen["data"].features["text"]}
     val_rows = {tuple(r.tolist()) for r in seen["val"].features["text"]}
@@ -63,7 +70,10 @@ def test_cosine_logits_are_float32_under_bf16_autocast():
 def test_float32_cone_margins_are_representable():
     # inside the saturated zone the aperture stays below pi/2 in float32 (1 - 1e-8 rounds to 1.0)
     x = torch.tensor([[0.01, 0.02]])
-    assert L.half_aperture(x, curv=1.0, min_radius=0.1).item() < torch.tensor(math.pi / 2, dtype=torch.float32).item()
+    assert (
+        L.half_aperture(x, curv=1.0, min_radius=0.1).item()
+        < torch.tensor(math.pi / 2, dtype=torch.float32).item()
+    )
     # the slope at the saturation boundary stays bounded (asin'(1 - eps) <= 1/sqrt(2 eps))
     r = torch.linspace(0.19, 0.21, 4001)
     x = torch.zeros(4001, 3)
@@ -109,7 +119,11 @@ def test_retraining_a_merged_safeclip_keeps_the_original_reference(tiny_base, tm
     original = create_model("clip", TINY_MODEL, tiny_base, lora=None)
     tokens = original.tokenize(["a red circle"])
     with torch.no_grad():
-        ref, base, live = again.encode_text_ref(tokens), original.encode_text(tokens), again.encode_text(tokens)
+        ref, base, live = (
+            again.encode_text_ref(tokens),
+            original.encode_text(tokens),
+            again.encode_text(tokens),
+        )
     assert torch.allclose(ref, base, atol=1e-5)  # the frozen reference is the original CLIP ...
     assert not torch.allclose(live, base, atol=1e-3)  # ... not the fine-tune being trained further
     get_recipe("safeclip").check_model(again)
@@ -119,7 +133,9 @@ def test_retraining_a_merged_safeclip_keeps_the_original_reference(tiny_base, tm
     meta["config"]["backbone"]["origin"] = None
     save_file(load_file(str(merged)), str(tmp_path / "old.safetensors"), {"hysafe": json.dumps(meta)})
     orphan = create_model("safeclip", TINY_MODEL, str(tmp_path / "old.safetensors"), lora=LORA)
-    with pytest.raises(ValueError, match="merged safeclip fine-tune that does not record the weights it was tuned from"):
+    with pytest.raises(
+        ValueError, match="merged safeclip fine-tune that does not record the weights it was tuned from"
+    ):
         get_recipe("safeclip").check_model(orphan)
     with torch.no_grad():
         assert orphan.encode_text(tokens).shape == live.shape

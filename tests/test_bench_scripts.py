@@ -13,51 +13,147 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_train_bench_in_process_rows_flops_speedups_and_report(tmp_path):
     out = tmp_path / "train.json"
-    subprocess.run([sys.executable, "bench/train_throughput.py", "--model", "hysafe-tiny", "--kinds", "hysac", "--batch-sizes", "4", "2",
-                    "--precisions", "fp32", "--naive-precisions", "fp32", "--grad-checkpointing", "--torch-dropout", "--in-process", "--steps", "1",
-                    "--warmup", "0", "--profile", str(tmp_path / "profile.txt"), "--out", str(out)], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "bench/train_throughput.py",
+            "--model",
+            "hysafe-tiny",
+            "--kinds",
+            "hysac",
+            "--batch-sizes",
+            "4",
+            "2",
+            "--precisions",
+            "fp32",
+            "--naive-precisions",
+            "fp32",
+            "--grad-checkpointing",
+            "--torch-dropout",
+            "--in-process",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--profile",
+            str(tmp_path / "profile.txt"),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     d = json.loads(out.read_text())
     rows = {(r["batch"], r["impl"], r["variant"]): r for r in d["rows"]}
-    assert set(rows) == {(b, i, v) for b in (4, 2) for i, v in (("naive", "plain"), ("hysafe", "plain"), ("hysafe", "checkpointing"),
-                                                                     ("hysafe", "torch-dropout"))}
-    for (b, impl, variant), r in rows.items():
-        # FLOPs are counted once per step kind (at batch 4) and scale with the batch; same work with checkpointing
+    assert set(rows) == {
+        (b, i, v)
+        for b in (4, 2)
+        for i, v in (
+            ("naive", "plain"),
+            ("hysafe", "plain"),
+            ("hysafe", "checkpointing"),
+            ("hysafe", "torch-dropout"),
+        )
+    }
+    for (b, impl, _variant), r in rows.items():
+        # FLOPs are counted once per step kind (at batch 4) and scale with the batch; same work with
+        # checkpointing
         assert r["flops_per_step"] == pytest.approx(rows[(4, impl, "plain")]["flops_per_step"] * b / 4)
         if impl == "hysafe":
-            assert r["speedup_vs_naive"] == pytest.approx(r["quadruplets_per_s"] / rows[(b, "naive", "plain")]["quadruplets_per_s"])
+            assert r["speedup_vs_naive"] == pytest.approx(
+                r["quadruplets_per_s"] / rows[(b, "naive", "plain")]["quadruplets_per_s"]
+            )
     assert "aten::" in (tmp_path / "profile.txt").read_text()
-    report = subprocess.run([sys.executable, "bench/report.py", str(out)], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    report = subprocess.run(
+        [sys.executable, "bench/report.py", str(out)], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
     assert report.count("| hysac |") == 8
 
 
 def test_attention_kernel_bench_times_both_kernels(tmp_path, monkeypatch):
-    """Run in this process (its script is small; a subprocess would pay torch's and hysafe's imports again)."""
+    """Run in this process (its script is small; a subprocess would pay torch's and hysafe's imports
+    again)."""
     sys.path.insert(0, str(ROOT / "bench"))
     import attention_kernels
 
     out = tmp_path / "attention.json"
-    monkeypatch.setattr(sys, "argv", ["attention_kernels.py", "--lengths", "9", "33", "--heads", "2", "--dim", "8",
-                                      "--tokens", "256", "--repeats", "1", "--threads", str(torch.get_num_threads()),
-                                      "--out", str(out)])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "attention_kernels.py",
+            "--lengths",
+            "9",
+            "33",
+            "--heads",
+            "2",
+            "--dim",
+            "8",
+            "--tokens",
+            "256",
+            "--repeats",
+            "1",
+            "--threads",
+            str(torch.get_num_threads()),
+            "--out",
+            str(out),
+        ],
+    )
     attention_kernels.main()
     rows = json.loads(out.read_text())["rows"]
-    assert [(r["length"], r["precision"], r["batch"]) for r in rows] == [(9, "fp32", 28), (9, "bf16", 28), (33, "fp32", 7), (33, "bf16", 7)]
+    assert [(r["length"], r["precision"], r["batch"]) for r in rows] == [
+        (9, "fp32", 28),
+        (9, "bf16", 28),
+        (33, "fp32", 7),
+        (33, "bf16", 7),
+    ]
     for r in rows:
         assert all(r[f"{k}_{t}_s"] > 0 for k in ("flash", "math") for t in ("forward", "forward_backward"))
-        assert r["math_speedup_forward_backward"] == pytest.approx(r["flash_forward_backward_s"] / r["math_forward_backward_s"])
+        assert r["math_speedup_forward_backward"] == pytest.approx(
+            r["flash_forward_backward_s"] / r["math_forward_backward_s"]
+        )
 
 
 def test_compressed_index_bench_builds_searches_and_times_its_stages(tmp_path):
-    """Build-only, then search the saved index (--reuse): recall against exact search and per-stage seconds."""
-    common = [sys.executable, "bench/compressed_index.py", "--n", "6000", "--dim", "32", "--nlist", "16", "--nprobe", "4",
-              "--train", "6000", "--chunk", "3000", "--queries", "40", "--repeats", "1", "--work", str(tmp_path / "idx")]
+    """Build-only, then search the saved index (--reuse): recall against exact search and per-stage
+    seconds."""
+    common = [
+        sys.executable,
+        "bench/compressed_index.py",
+        "--n",
+        "6000",
+        "--dim",
+        "32",
+        "--nlist",
+        "16",
+        "--nprobe",
+        "4",
+        "--train",
+        "6000",
+        "--chunk",
+        "3000",
+        "--queries",
+        "40",
+        "--repeats",
+        "1",
+        "--work",
+        str(tmp_path / "idx"),
+    ]
     subprocess.run(common + ["--build-only"], cwd=ROOT, check=True, capture_output=True)
     assert (tmp_path / "idx" / "index.faiss").is_file()
     out = tmp_path / "c.json"
-    subprocess.run(common + ["--reuse", "--rerank", "10", "--exact-factors", "3", "--out", str(out)], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        common + ["--reuse", "--rerank", "10", "--exact-factors", "3", "--out", str(out)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     (row,) = json.loads(out.read_text())["rows"]
     assert 0.5 <= row["recall@10"] <= 1.0 and row["exact_factor"] == 3
-    assert set(row["stage_s_warm"]) == {"route", "scan", "refine", "read rows", "exact"} and all(v >= 0 for v in row["stage_s_warm"].values())
+    assert set(row["stage_s_warm"]) == {"route", "scan", "refine", "read rows", "exact"} and all(
+        v >= 0 for v in row["stage_s_warm"].values()
+    )
 
 
 def test_image_ceiling_helpers_fit_and_score():
@@ -78,7 +174,11 @@ def test_image_ceiling_helpers_fit_and_score():
     assert sep["roc_auc"] == 1.0 and sep["separated"] and sep["unsafe_below_safe_95"] == 0.0
     s = torch.cat([torch.arange(100.0), torch.arange(100.0) + 50])
     sep = separation(s, torch.cat([torch.zeros(100), torch.ones(100)]))
-    assert not sep["separated"] and sep["safe_up_95"] == pytest.approx(94.05) and sep["unsafe_low_05"] == pytest.approx(54.95)
+    assert (
+        not sep["separated"]
+        and sep["safe_up_95"] == pytest.approx(94.05)
+        and sep["unsafe_low_05"] == pytest.approx(54.95)
+    )
     assert sep["unsafe_below_safe_95"] == pytest.approx(0.45)
 
 

@@ -24,9 +24,18 @@ def test_demo_writes_report_metrics_plots_and_checkpoints(demo):
     assert "## Comparison on the test split" in report and "| HySAC + traversal |" in report
     metrics = json.loads((demo / "metrics.json").read_text())
     assert set(metrics["retrieval"]) == {"CLIP", "Safe-CLIP", "SafeR-CLIP", "HySAC"}
-    assert "## Safety checks" in report and "Defaults: fine-tune 3 epochs" in report and "| SafeR-CLIP |" in report
+    assert (
+        "## Safety checks" in report
+        and "Defaults: fine-tune 3 epochs" in report
+        and "| SafeR-CLIP |" in report
+    )
     checks = json.loads((demo / "checks.json").read_text())
-    assert {c["name"] for c in checks} >= {"classifier (text)", "classifier (image)", "ordering S < V < U < G", "SafeR-CLIP vs Safe-CLIP"}
+    assert {c["name"] for c in checks} >= {
+        "classifier (text)",
+        "classifier (image)",
+        "ordering S < V < U < G",
+        "SafeR-CLIP vs Safe-CLIP",
+    }
     for name in ("root_distances", "poincare_disk", "traversal", "roc_curves", "recall_bars"):
         png = demo / "plots" / f"{name}.png"
         assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
@@ -37,51 +46,160 @@ def test_demo_writes_report_metrics_plots_and_checkpoints(demo):
 
 
 def test_serve_demo_accepts_every_index_of_a_relative_out(demo, monkeypatch):
-    from hysafe.cli.collection import _demo_indexes, _model_from_spec
+    from hysafe.cli.collection import model_from_spec
+    from hysafe.cli.serve import _demo_indexes
     from hysafe.collection import CollectionIndex
 
     monkeypatch.chdir(demo.parent.parent)  # served from another folder than the demo ran in
-    for name, folder in _demo_indexes(demo).items():
+    for folder in _demo_indexes(demo).values():
         stored = CollectionIndex.open(folder)
-        stored.check_model(_model_from_spec(stored.meta["model_spec"]))  # what `hysafe serve --demo` does
+        stored.check_model(model_from_spec(stored.meta["model_spec"]))  # what `hysafe serve --demo` does
 
 
 def test_evaluate_classify_traverse_plot_embed_train(demo, tmp_path, capsys):
     manifest = str(demo / "world" / "manifest.jsonl")
     hysac = str(demo / "checkpoints" / "hysac.safetensors")
     clip = str(demo / "checkpoints" / "clip-pretrained.safetensors")
-    assert main(["evaluate", "--checkpoint", f"HySAC={hysac}", "--clip-pretrained", clip, "--data", manifest, "--out", str(tmp_path / "eval")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                f"HySAC={hysac}",
+                "--clip-pretrained",
+                clip,
+                "--data",
+                manifest,
+                "--out",
+                str(tmp_path / "eval"),
+            ]
+        )
+        == 0
+    )
     assert "| HySAC + traversal |" in (tmp_path / "eval" / "comparison.md").read_text()
     capsys.readouterr()
-    assert main(["classify", "--checkpoint", hysac, "--text", "a small red circle at the top left on a blue background",
-                 "--text", "a small red circle at the top left on a blue background, covered in blood",
-                 "--image", str(demo / "world/images/test/te000000_unsafe.png"), "--manifest", manifest]) == 0
+    assert (
+        main(
+            [
+                "classify",
+                "--checkpoint",
+                hysac,
+                "--text",
+                "a small red circle at the top left on a blue background",
+                "--text",
+                "a small red circle at the top left on a blue background, covered in blood",
+                "--image",
+                str(demo / "world/images/test/te000000_unsafe.png"),
+                "--manifest",
+                manifest,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.count("\ttext: ") == 2 and "\timage: " in out and "ROC-AUC" in out
-    assert main(["traverse", "--checkpoint", hysac, "--data", manifest, "--query", "a large blue cross, in a pool of blood", "-k", "3"]) == 0
+    assert (
+        main(
+            [
+                "traverse",
+                "--checkpoint",
+                hysac,
+                "--data",
+                manifest,
+                "--query",
+                "a large blue cross, in a pool of blood",
+                "-k",
+                "3",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "with traversal" in out and out.count(" d=") == 6
-    assert main(["plot", "--checkpoint", f"HySAC={hysac}", "--data", manifest, "--out", str(tmp_path / "plots"), "--format", "svg"]) == 0
-    assert (tmp_path / "plots" / "root_distances.svg").is_file() and (tmp_path / "plots" / "poincare_HySAC.svg").is_file()
+    assert (
+        main(
+            [
+                "plot",
+                "--checkpoint",
+                f"HySAC={hysac}",
+                "--data",
+                manifest,
+                "--out",
+                str(tmp_path / "plots"),
+                "--format",
+                "svg",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "plots" / "root_distances.svg").is_file() and (
+        tmp_path / "plots" / "poincare_HySAC.svg"
+    ).is_file()
     feats = tmp_path / "feats.safetensors"
     assert main(["embed", "--data", manifest, "--pretrained", clip, "--out", str(feats)]) == 0
-    assert main(["train", "--features", str(feats), "--out", str(tmp_path / "head"), "--epochs", "2", "--batch-size", "32",
-                 "--lr", "1e-2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--features",
+                str(feats),
+                "--out",
+                str(tmp_path / "head"),
+                "--epochs",
+                "2",
+                "--batch-size",
+                "32",
+                "--lr",
+                "1e-2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "head" / "best.safetensors").is_file()
-    assert main(["train", "--data", manifest, "--model", "hysafe-tiny", "--pretrained", clip, "--objective", "safeclip",
-                 "--out", str(tmp_path / "sc"), "--epochs", "1", "--batch-size", "32", "--lora-r", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                manifest,
+                "--model",
+                "hysafe-tiny",
+                "--pretrained",
+                clip,
+                "--objective",
+                "safeclip",
+                "--out",
+                str(tmp_path / "sc"),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "32",
+                "--lora-r",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "sc" / "best.safetensors").is_file() and (tmp_path / "sc" / "log.jsonl").is_file()
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["evaluate", "--data", "missing.jsonl", "--checkpoint", "X=missing.safetensors"], "checkpoint not found"),
+        (
+            ["evaluate", "--data", "missing.jsonl", "--checkpoint", "X=missing.safetensors"],
+            "checkpoint not found",
+        ),
         (["evaluate", "--data", "m.jsonl", "--checkpoint", "no-equals-sign"], "expects NAME=PATH"),
         (["evaluate", "--data", "m.jsonl"], "at least one --checkpoint"),
         (["classify", "--checkpoint", "missing.safetensors", "--text", "x"], "checkpoint not found"),
         (["train", "--out", "o"], "needs --data"),
-        (["train", "--data", "missing.jsonl", "--model", "hysafe-tiny", "--out", "o", "--no-progress"], "manifest not found"),
+        (
+            ["train", "--data", "missing.jsonl", "--model", "hysafe-tiny", "--out", "o", "--no-progress"],
+            "manifest not found",
+        ),
         (["embed", "--data", "missing.jsonl", "--out", "f.safetensors"], "manifest not found"),
         (["demo", "--model", "ViT-B-32", "--quick"], "needs --pretrained"),
         (["train", "--data", "m.jsonl", "--model", "ViT-Nope", "--out", "o"], "unknown open_clip model"),
@@ -101,9 +219,15 @@ def test_bad_input_files_in_real_commands(demo, tmp_path, capsys):
     assert "row 1, field 'unsafe_text'" in capsys.readouterr().err
     assert main(["classify", "--checkpoint", hysac, "--image", str(tmp_path / "none.png")]) == 1
     assert "image not found" in capsys.readouterr().err
-    assert main(["classify", "--checkpoint", str(demo / "checkpoints" / "safeclip.safetensors"), "--text", "x"]) == 1
+    assert (
+        main(["classify", "--checkpoint", str(demo / "checkpoints" / "safeclip.safetensors"), "--text", "x"])
+        == 1
+    )
     assert "HySAC checkpoint" in capsys.readouterr().err
-    safeclip, manifest = str(demo / "checkpoints" / "safeclip.safetensors"), str(demo / "world" / "manifest.jsonl")
+    safeclip, manifest = (
+        str(demo / "checkpoints" / "safeclip.safetensors"),
+        str(demo / "world" / "manifest.jsonl"),
+    )
     assert main(["traverse", "--checkpoint", safeclip, "--data", manifest, "--query", "x"]) == 1
     assert "give a HySAC checkpoint, not a safeclip one" in capsys.readouterr().err
 
@@ -141,9 +265,14 @@ def test_a_failed_report_stage_keeps_the_training_and_a_rerun_finishes(demo, tmp
     monkeypatch.setattr(hysafe.demo.pipeline, "compare_models", broken)
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "the demo's report failed after the training (OSError: disk full)" in err
+    assert (
+        len(err.splitlines()) == 1
+        and "the demo's report failed after the training (OSError: disk full)" in err
+    )
     assert "re-run the same command to finish the report" in err
-    assert all((out / "checkpoints" / f"{c}.safetensors").is_file() for c in ("clip-pretrained", "safeclip", "hysac"))
+    assert all(
+        (out / "checkpoints" / f"{c}.safetensors").is_file() for c in ("clip-pretrained", "safeclip", "hysac")
+    )
     monkeypatch.undo()
     assert main(argv) == 0
     assert missing_report_files(out) == []
@@ -164,11 +293,15 @@ def test_readme_tour_runs_as_is_on_the_demo_output(demo, tmp_path, monkeypatch):
     ns: dict = {}
     exec(compile(code, "README.md", "exec"), ns)
     emb, safer = ns["emb"], ns["safer"]
-    as_loaded = ns["hysafe"].load("hysafe-report/checkpoints/hysac.safetensors")  # the tour trains `model` further
+    as_loaded = ns["hysafe"].load(
+        "hysafe-report/checkpoints/hysac.safetensors"
+    )  # the tour trains `model` further
     tau = as_loaded.tau("avg")
     assert tau == as_loaded.bounds["V"]["avg"]  # text queries are steered to the safe images
     before, after = as_loaded.space.dist_to_root(emb["T*"]), as_loaded.space.dist_to_root(safer)
     assert torch.allclose(after, torch.clamp(before, max=tau), atol=1e-4)
     assert ns["flagged"].dtype == torch.bool and ns["ids"].shape == (emb["T*"].shape[0], 10)
-    assert (tmp_path / "eval" / "comparison.md").is_file() and (tmp_path / "runs" / "hysac" / "best.safetensors").is_file()
+    assert (tmp_path / "eval" / "comparison.md").is_file() and (
+        tmp_path / "runs" / "hysac" / "best.safetensors"
+    ).is_file()
     assert "| HySAC + traversal |" in ns["table"].to_markdown()

@@ -14,28 +14,42 @@ import pytest
 import torch
 from PIL import Image
 
-from hysafe.models.backbone import TINY_MODEL, LoraConfig
-from hysafe.models.checkpoint import save_model
 from hysafe.cli.main import main
 from hysafe.collection import (
-    CollectionIndex, ImageFolder, Shards, TextFile, add_to_index, build_index, compare_page, expand_braces,
-    labels_from_manifest, score_collection,
+    CollectionIndex,
+    ImageFolder,
+    Shards,
+    TextFile,
+    add_to_index,
+    build_index,
+    compare_page,
+    expand_braces,
+    labels_from_manifest,
+    score_collection,
 )
 from hysafe.data import WorldConfig, generate_world, load_image, load_manifest
+from hysafe.models.backbone import TINY_MODEL, LoraConfig
+from hysafe.models.checkpoint import save_model
 from hysafe.models.safety_model import create_model
 from hysafe.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    return generate_world(tmp_path_factory.mktemp("world"), WorldConfig(n_train=48, n_val=16, n_test=24, seed=3), progress=False)
+    return generate_world(
+        tmp_path_factory.mktemp("world"), WorldConfig(n_train=48, n_val=16, n_test=24, seed=3), progress=False
+    )
 
 
 @pytest.fixture(scope="module")
 def hysac(world, tiny_base, tmp_path_factory):
     torch.manual_seed(0)
-    res = train(create_model("hysac", TINY_MODEL, tiny_base, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0)), world, "hysac",
-                TrainConfig(epochs=1, batch_size=16, lr=1e-3, progress=False))
+    res = train(
+        create_model("hysac", TINY_MODEL, tiny_base, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0)),
+        world,
+        "hysac",
+        TrainConfig(epochs=1, batch_size=16, lr=1e-3, progress=False),
+    )
     path = save_model(res.model, tmp_path_factory.mktemp("ckpt") / "hysac.safetensors", bounds=res.bounds)
     return res.model, path
 
@@ -76,7 +90,10 @@ def test_scores_are_distances_to_the_root_and_bad_files_are_listed(hysac, folder
     rows = pq.read_table(tmp_path / "t.parquet").to_pylist()
     with torch.no_grad():
         ref = model.nsfw_score(model.encode_text(model.tokenize([rows[0]["text"], rows[1]["text"]])))
-    assert res.skipped == 1 and [r["text"] for r in rows] == ["a red circle", "a blue square, covered in blood"]
+    assert res.skipped == 1 and [r["text"] for r in rows] == [
+        "a red circle",
+        "a blue square, covered in blood",
+    ]
     assert torch.allclose(torch.tensor([r["score"] for r in rows]), ref.double().float(), atol=1e-6)
     assert [r["unsafe"] for r in rows] == [s >= 0.5 for s in ref.tolist()]
 
@@ -104,7 +121,9 @@ def test_webdataset_shards_score_like_the_files(hysac, folder, tmp_path):
     rows = pq.read_table(tmp_path / "sh.parquet").to_pylist()
     assert len(rows) == len(files) and rows[0]["id"] == f"000.tar/{files[0].stem}"
     with torch.no_grad():
-        ref = model.nsfw_score(model.encode_image(torch.stack([load_image(str(f), model.preprocess) for f in files])))
+        ref = model.nsfw_score(
+            model.encode_image(torch.stack([load_image(str(f), model.preprocess) for f in files]))
+        )
     assert torch.allclose(torch.tensor([r["score"] for r in rows]), ref, atol=1e-5)
     score_collection(model, Shards(pattern, "text"), tmp_path / "sht.parquet", progress=False)
     assert pq.read_table(tmp_path / "sht.parquet").column("text")[0].as_py() == f"caption of {files[0].stem}"
@@ -133,7 +152,9 @@ print("DONE", flush=True)
 
 
 def _run(args, env=None, kill_after=None):
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, *map(str, args)], stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, *map(str, args)], stdout=subprocess.PIPE, text=True, env=env
+    )
     seen = 0
     for line in proc.stdout:
         seen += line.startswith("CHUNK")
@@ -148,10 +169,17 @@ def test_kill_9_mid_score_then_rerun_has_every_row_once(hysac, folder, tmp_path)
     _, ckpt = hysac
     assert _run(["score", ckpt, folder, tmp_path / "full.parquet"]) == 0
     assert _run(["score", ckpt, folder, tmp_path / "k.parquet"], kill_after=4) == -9
-    assert not (tmp_path / "k.parquet").exists() and len(list((tmp_path / "k.parquet.parts").glob("part-*.parquet"))) >= 4
+    assert (
+        not (tmp_path / "k.parquet").exists()
+        and len(list((tmp_path / "k.parquet.parts").glob("part-*.parquet"))) >= 4
+    )
     assert _run(["score", ckpt, folder, tmp_path / "k.parquet"]) == 0
     full, resumed = pq.read_table(tmp_path / "full.parquet"), pq.read_table(tmp_path / "k.parquet")
-    assert resumed.column("index").to_pylist() == full.column("index").to_pylist() == sorted(set(full.column("index").to_pylist()))
+    assert (
+        resumed.column("index").to_pylist()
+        == full.column("index").to_pylist()
+        == sorted(set(full.column("index").to_pylist()))
+    )
     assert resumed.column("score").to_pylist() == pytest.approx(full.column("score").to_pylist(), abs=1e-6)
     assert not (tmp_path / "k.parquet.parts").exists()
 
@@ -162,11 +190,19 @@ def test_two_processes_give_exactly_the_single_process_output(hysac, folder, tmp
     assert _run(["score", ckpt, folder, tmp_path / "one.parquet"]) == 0
     assert _run(["index", ckpt, folder, tmp_path / "one-index"]) == 0
     for kind, out in (("score", tmp_path / "two.parquet"), ("index", tmp_path / "two-index")):
-        procs = [subprocess.Popen([sys.executable, "-c", CHILD, kind, str(ckpt), str(folder), str(out)], stdout=subprocess.DEVNULL,
-                                  env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2"}) for r in range(2)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", CHILD, kind, str(ckpt), str(folder), str(out)],
+                stdout=subprocess.DEVNULL,
+                env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2"},
+            )
+            for r in range(2)
+        ]
         assert [p.wait() for p in procs] == [0, 0]
     one, two = pq.read_table(tmp_path / "one.parquet"), pq.read_table(tmp_path / "two.parquet")
-    assert one.drop(["score"]).equals(two.drop(["score"])) and one.column("score").to_pylist() == pytest.approx(two.column("score").to_pylist(), abs=1e-6)
+    assert one.drop(["score"]).equals(two.drop(["score"])) and one.column(
+        "score"
+    ).to_pylist() == pytest.approx(two.column("score").to_pylist(), abs=1e-6)
     a, b = CollectionIndex.open(tmp_path / "one-index"), CollectionIndex.open(tmp_path / "two-index")
     assert a.items.column("id").to_pylist() == b.items.column("id").to_pylist()
     q = torch.randn(4, a.index.dim) * 0.05
@@ -186,10 +222,15 @@ def test_index_in_two_adds_equals_one_build_and_refuses_another_model(hysac, fol
     assert len(two.index) == len(whole.index) == 48 and two.items.column("row").to_pylist() == list(range(48))
     with torch.no_grad():
         q = model.encode_text(model.tokenize(["a red circle, covered in blood", "a green square"]))
-    hits_whole, hits_two = whole.search(model, q, 5, modality="text"), two.search(model, q, 5, modality="text")
+    hits_whole, hits_two = (
+        whole.search(model, q, 5, modality="text"),
+        two.search(model, q, 5, modality="text"),
+    )
     name = lambda h: h["path"].rsplit("/", 1)[-1].split("-", 1)[-1]  # noqa: E731
     assert [[name(h) for h in hs] for hs in hits_whole] == [[name(h) for h in hs] for hs in hits_two]
-    assert [h["distance"] for hs in hits_whole for h in hs] == pytest.approx([h["distance"] for hs in hits_two for h in hs], abs=1e-5)
+    assert [h["distance"] for hs in hits_whole for h in hs] == pytest.approx(
+        [h["distance"] for hs in hits_two for h in hs], abs=1e-5
+    )
     other = create_model("hysac", TINY_MODEL, tiny_base, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0))
     with pytest.raises(ValueError, match="was built with another model"):
         CollectionIndex.open(tmp_path / "two").search(other, q, 3, modality="text")
@@ -199,18 +240,108 @@ def test_index_in_two_adds_equals_one_build_and_refuses_another_model(hysac, fol
 
 def test_cli_score_index_search_and_compare(hysac, world, folder, tmp_path, capsys):
     _, ckpt = hysac
-    assert main(["score", "--checkpoint", str(ckpt), "--images", str(folder), "--out", str(tmp_path / "s.parquet"), "--no-progress"]) == 0
-    assert main(["score", "--checkpoint", str(ckpt), "--images", str(folder), "--out", str(tmp_path / "s.parquet"), "--no-progress"]) == 0
-    assert main(["index", "build", "--index", str(tmp_path / "idx"), "--checkpoint", str(ckpt), "--images", str(folder), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "--checkpoint",
+                str(ckpt),
+                "--images",
+                str(folder),
+                "--out",
+                str(tmp_path / "s.parquet"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "score",
+                "--checkpoint",
+                str(ckpt),
+                "--images",
+                str(folder),
+                "--out",
+                str(tmp_path / "s.parquet"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--index",
+                str(tmp_path / "idx"),
+                "--checkpoint",
+                str(ckpt),
+                "--images",
+                str(folder),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["index", "search", "--index", str(tmp_path / "idx"), "--query", "a red circle", "-k", "2", "--tau", "avg", "--json"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "search",
+                "--index",
+                str(tmp_path / "idx"),
+                "--query",
+                "a red circle",
+                "-k",
+                "2",
+                "--tau",
+                "avg",
+                "--json",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result[0]["query"] == "a red circle" and len(result[0]["hits"]) == 2
     for argv, message in [
-        (["score", "--checkpoint", str(ckpt), "--out", str(tmp_path / "x.parquet")], "exactly one of --images"),
-        (["score", "--checkpoint", str(ckpt), "--images", str(tmp_path / "nope"), "--out", str(tmp_path / "x.parquet")], "image list not found"),
-        (["score", "--checkpoint", str(ckpt), "--images", str(folder), "--out", str(tmp_path / "s.parquet"), "--threshold", "0.3"], "written by another run"),
-        (["index", "search", "--index", str(tmp_path / "idx"), "--query", "x", "-k", "0"], "k must be a positive integer"),
+        (
+            ["score", "--checkpoint", str(ckpt), "--out", str(tmp_path / "x.parquet")],
+            "exactly one of --images",
+        ),
+        (
+            [
+                "score",
+                "--checkpoint",
+                str(ckpt),
+                "--images",
+                str(tmp_path / "nope"),
+                "--out",
+                str(tmp_path / "x.parquet"),
+            ],
+            "image list not found",
+        ),
+        (
+            [
+                "score",
+                "--checkpoint",
+                str(ckpt),
+                "--images",
+                str(folder),
+                "--out",
+                str(tmp_path / "s.parquet"),
+                "--threshold",
+                "0.3",
+            ],
+            "written by another run",
+        ),
+        (
+            ["index", "search", "--index", str(tmp_path / "idx"), "--query", "x", "-k", "0"],
+            "k must be a positive integer",
+        ),
         (["index", "search", "--index", str(tmp_path / "missing")], "not a hysafe index folder"),
     ]:
         assert main(argv) == 1
@@ -225,17 +356,29 @@ def test_compare_page_renders_every_thumbnail_in_a_real_browser(hysac, world, fo
     model, _ = hysac
     clip = create_model("clip", TINY_MODEL, tiny_base)
     images = ImageFolder(world.parent / "images" / "test")
-    indexes = {"CLIP": (clip, build_index(clip, images, tmp_path / "clip", progress=False)),
-               "HySAC": (model, build_index(model, images, tmp_path / "hysac", progress=False))}
+    indexes = {
+        "CLIP": (clip, build_index(clip, images, tmp_path / "clip", progress=False)),
+        "HySAC": (model, build_index(model, images, tmp_path / "hysac", progress=False)),
+    }
     queries = [r.unsafe_text for r in load_manifest(world, split="test")[:3]]
     page = compare_page(indexes, queries, tmp_path / "page", k=4, labels=labels_from_manifest(world))
     html = page.read_text()
-    assert html.count('class="hit"') == 3 * 3 * 4 and "HySAC + traversal" in html and 'class="badge unsafe"' in html
+    assert (
+        html.count('class="hit"') == 3 * 3 * 4
+        and "HySAC + traversal" in html
+        and 'class="badge unsafe"' in html
+    )
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
-    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
     assert 'data-images="36"' in dom and 'data-broken="0"' in dom  # every thumbnail decoded by the browser
     shot = tmp_path / "page.png"
-    subprocess.run([chromium, *flags, "--window-size=1400,900", f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120)
+    subprocess.run(
+        [chromium, *flags, "--window-size=1400,900", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.stat().st_size > 20_000 and np.asarray(Image.open(shot)).std() > 10
 
 
@@ -255,7 +398,11 @@ def test_compressed_collection_index_keeps_its_vectors_in_the_folder(hysac, fold
     flat = build_index(model, ImageFolder(copies), tmp_path / "flat", kind="flat", progress=False)
     built = build_index(model, ImageFolder(copies), tmp_path / "pq", kind="ivfpq", progress=False)
     assert sorted(p.name for p in (tmp_path / "pq").glob("index.faiss*")) == [
-        "index.faiss", "index.faiss.json", "index.faiss.refine.npz", "index.faiss.vectors"]
+        "index.faiss",
+        "index.faiss.json",
+        "index.faiss.refine.npz",
+        "index.faiss.vectors",
+    ]
     assert (tmp_path / "pq" / "index.faiss.vectors").stat().st_size == 288 * model.embed_dim * 4
     reopened = CollectionIndex.open(tmp_path / "pq")
     assert reopened.index.kind == "ivfpq" and len(reopened.index) == 288
@@ -263,18 +410,35 @@ def test_compressed_collection_index_keeps_its_vectors_in_the_folder(hysac, fold
         q = model.encode_text(model.tokenize(["a red circle, covered in blood", "a green square"]))
     want = [h["distance"] for hs in flat.search(model, q, 8, modality="text") for h in hs]
     for index in (built, reopened):
-        assert [h["distance"] for hs in index.search(model, q, 8, modality="text") for h in hs] == pytest.approx(want, abs=1e-5)
+        assert [
+            h["distance"] for hs in index.search(model, q, 8, modality="text") for h in hs
+        ] == pytest.approx(want, abs=1e-5)
 
 
-def test_bf16_scoring_runs_the_towers_under_autocast_and_a_resume_cannot_mix_precisions(hysac, folder, tmp_path):
+def test_bf16_scoring_runs_the_towers_under_autocast_and_a_resume_cannot_mix_precisions(
+    hysac, folder, tmp_path
+):
     model, _ = hysac
-    fp32 = score_collection(model, ImageFolder(folder), tmp_path / "fp32.parquet", batch_size=16, progress=False)
-    bf16 = score_collection(model, ImageFolder(folder), tmp_path / "bf16.parquet", batch_size=16, progress=False, precision="bf16")
+    fp32 = score_collection(
+        model, ImageFolder(folder), tmp_path / "fp32.parquet", batch_size=16, progress=False
+    )
+    bf16 = score_collection(
+        model, ImageFolder(folder), tmp_path / "bf16.parquet", batch_size=16, progress=False, precision="bf16"
+    )
     a = np.array(pq.read_table(fp32.path)["score"].to_pylist())
     b = np.array(pq.read_table(bf16.path)["score"].to_pylist())
     assert bf16.rows == fp32.rows == 48
     assert 0 < np.abs(a - b).max() < 0.02 * np.abs(a).max()  # autocast is on (not bit-equal), bf16-close
     meta = json.loads(pq.read_metadata(bf16.path).metadata[b"hysafe"])
-    assert meta["precision"] == "bf16" and "precision" not in json.loads(pq.read_metadata(fp32.path).metadata[b"hysafe"])
+    assert meta["precision"] == "bf16" and "precision" not in json.loads(
+        pq.read_metadata(fp32.path).metadata[b"hysafe"]
+    )
     with pytest.raises(ValueError, match="written by another run"):
-        score_collection(model, ImageFolder(folder), tmp_path / "fp32.parquet", batch_size=16, progress=False, precision="bf16")
+        score_collection(
+            model,
+            ImageFolder(folder),
+            tmp_path / "fp32.parquet",
+            batch_size=16,
+            progress=False,
+            precision="bf16",
+        )

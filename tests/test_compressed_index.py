@@ -6,11 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from hysafe.index.compressed import EXACT_FACTOR, PQ_DIMS, REFINE_DIMS, RefineCodes, pq_layout, refine_candidates
 from hysafe.geometry import EuclideanSpace, LorentzSpace
 from hysafe.geometry import lorentz as L
-from hysafe.index.shards import build_shard, build_sharded, merge_shards, train_index
+from hysafe.index.compressed import (
+    EXACT_FACTOR,
+    PQ_DIMS,
+    REFINE_DIMS,
+    RefineCodes,
+    pq_layout,
+    refine_candidates,
+)
 from hysafe.index.retrieval import RetrievalIndex
+from hysafe.index.shards import build_shard, build_sharded, merge_shards, train_index
 from hysafe.index.vector_file import VectorFile
 
 SPACES = [LorentzSpace(curv=0.8), EuclideanSpace()]
@@ -22,12 +29,18 @@ def clustered(gen, n, dim=16, clusters=32, subspace=4):
     bases = torch.linalg.qr(torch.randn(clusters, dim, subspace, generator=gen)).Q
     assign = torch.randint(0, clusters, (n,), generator=gen)
     z = 0.35 / subspace**0.5 * torch.randn(n, subspace, generator=gen)
-    x = centers[assign] + torch.einsum("ndk,nk->nd", bases[assign], z) + 0.01 * torch.randn(n, dim, generator=gen)
+    x = (
+        centers[assign]
+        + torch.einsum("ndk,nk->nd", bases[assign], z)
+        + 0.01 * torch.randn(n, dim, generator=gen)
+    )
     return L.exp_map0(x, curv=0.8)
 
 
 def recall(a, b):
-    return float(np.mean([len(set(x.tolist()) & set(y.tolist())) / a.shape[1] for x, y in zip(a, b)]))
+    return float(
+        np.mean([len(set(x.tolist()) & set(y.tolist())) / a.shape[1] for x, y in zip(a, b, strict=True)])
+    )
 
 
 # ------------------------------------------------------------------------------ vector file
@@ -115,7 +128,7 @@ def test_refine_stage_ranks_like_the_decoded_reconstruction(gen):
     reference = np.einsum("qcd,qd->qc", recon[cand], qv)
     keep = refine_candidates(index.refine, qv, cand, ip, 20)
     want = np.take_along_axis(cand, np.argsort(-reference, axis=1)[:, :20], axis=1)
-    assert all(set(a) == set(b) for a, b in zip(keep, want))
+    assert all(set(a) == set(b) for a, b in zip(keep, want, strict=True))
 
 
 def test_compressed_index_recall_and_memory(gen):
@@ -129,7 +142,11 @@ def test_compressed_index_recall_and_memory(gen):
     r = recall(exact.search(queries, 10)[1], index.search(queries, 10)[1])
     assert r >= 0.95, r
     codes, padded = pq_layout(65, 4)
-    assert (codes, padded) == (17, 68) and index.index.code_size == 17 and index.refine.codes.shape == (20_000, 9)
+    assert (
+        (codes, padded) == (17, 68)
+        and index.index.code_size == 17
+        and index.refine.codes.shape == (20_000, 9)
+    )
     # in RAM per 768-d Lorentz vector: 193 + 97 code bytes + 8 id bytes, under 1/8 of 769 x 4 bytes flat
     first, padded = pq_layout(769, PQ_DIMS)
     refine, _ = pq_layout(padded, REFINE_DIMS)
@@ -143,7 +160,9 @@ def test_compressed_index_files_that_are_missing_or_cut(gen, tmp_path):
     good = Path(f"{path}.vectors").read_bytes()
     with open(f"{path}.vectors", "r+b") as f:
         f.truncate(100 * 8 * 4)
-    with pytest.raises(ValueError, match=r"c.faiss.vectors: holds 100 vectors of dim 8, but its index needs 300"):
+    with pytest.raises(
+        ValueError, match=r"c.faiss.vectors: holds 100 vectors of dim 8, but its index needs 300"
+    ):
         RetrievalIndex.load(path)
     Path(f"{path}.vectors").write_bytes(good)
     assert len(RetrievalIndex.load(path)) == 300
@@ -195,10 +214,24 @@ def test_build_sharded_in_processes(gen, tmp_path):
     gallery, queries = clustered(gen, 4000), clustered(gen, 30)
     for j in range(2):
         np.save(tmp_path / f"part{j}.npy", gallery[2000 * j : 2000 * (j + 1)].numpy())
-    merged = build_sharded(space, [tmp_path / "part0.npy", tmp_path / "part1.npy"], tmp_path / "all.faiss",
-                           kind="ivfpq", nlist=16, nprobe=16, rerank=100, processes=2)
+    merged = build_sharded(
+        space,
+        [tmp_path / "part0.npy", tmp_path / "part1.npy"],
+        tmp_path / "all.faiss",
+        kind="ivfpq",
+        nlist=16,
+        nprobe=16,
+        rerank=100,
+        processes=2,
+    )
     assert len(merged) == 4000 and sorted(p.name for p in tmp_path.iterdir()) == [
-        "all.faiss", "all.faiss.json", "all.faiss.refine.npz", "all.faiss.vectors", "part0.npy", "part1.npy"]
+        "all.faiss",
+        "all.faiss.json",
+        "all.faiss.refine.npz",
+        "all.faiss.vectors",
+        "part0.npy",
+        "part1.npy",
+    ]
     exact = RetrievalIndex(space, 16)
     exact.add(gallery)
     assert recall(exact.search(queries, 10)[1], merged.search(queries, 10)[1]) >= 0.95
@@ -210,7 +243,10 @@ def test_build_sharded_in_processes(gen, tmp_path):
 def test_refine_codes_grow_geometrically_and_read_back_in_order():
     rng = np.random.default_rng(0)
     refine = RefineCodes(64)
-    parts = [rng.integers(0, 256, (int(n), refine.codes_per_vector), dtype=np.uint8) for n in rng.integers(0, 300, 60)]
+    parts = [
+        rng.integers(0, 256, (int(n), refine.codes_per_vector), dtype=np.uint8)
+        for n in rng.integers(0, 300, 60)
+    ]
     reallocations = 0
     for i in range(0, len(parts), 3):  # an add of several chunks, then the next
         before = refine._buffer
@@ -229,7 +265,9 @@ def test_openblas_core_type_follows_the_cpu_flags():
 
     skx = {"avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd", "sse3"}
     assert openblas_coretype(skx) == "SkylakeX"
-    assert openblas_coretype(skx - {"avx512bw"}) == "Haswell"  # partial AVX-512 (e.g. Knights Landing): the AVX2 kernels
+    assert (
+        openblas_coretype(skx - {"avx512bw"}) == "Haswell"
+    )  # partial AVX-512 (e.g. Knights Landing): the AVX2 kernels
     assert openblas_coretype({"avx2", "fma", "sse3"}) == "Haswell"
     assert openblas_coretype({"avx", "sse3"}) is None  # older CPUs: OpenBLAS's own detection
 
@@ -244,7 +282,9 @@ def test_openblas_core_type_is_set_only_when_the_user_has_not(tmp_path, monkeypa
     monkeypatch.delitem(sys.modules, "faiss")  # as before faiss loads (restored after the test)
     monkeypatch.setattr("platform.machine", lambda: "x86_64")
     env = {}
-    assert choose_openblas_coretype(env, str(cpuinfo)) == "Haswell" and env == {"OPENBLAS_CORETYPE": "Haswell"}
+    assert choose_openblas_coretype(env, str(cpuinfo)) == "Haswell" and env == {
+        "OPENBLAS_CORETYPE": "Haswell"
+    }
     env = {"OPENBLAS_CORETYPE": ""}
     assert choose_openblas_coretype(env, str(cpuinfo)) is None and env == {"OPENBLAS_CORETYPE": ""}
     assert choose_openblas_coretype({}, str(tmp_path / "missing")) is None
@@ -268,7 +308,8 @@ def test_faiss_openblas_loads_the_kernels_hysafe_chose():
         assert out.count("Core: Prescott") == 0 and f"Core: {expected}" in out
 
 
-# ------------------------------------------------------------------------------ stages: fast paths against references
+# ------------------------------------------------------------------------------ stages: fast paths against
+# references
 
 
 @pytest.mark.parametrize("space", SPACES, ids=["lorentz", "euclidean"])
@@ -313,7 +354,10 @@ def test_exact_rerank_margin_bounds_float32_rounding(gen):
     rows = clustered(gen, 64 * 50, dim=768).reshape(64, 50, 768) * 3
     queries = clustered(gen, 64, dim=768) * 3
     ip, margin = _float32_inner(space, queries, rows)
-    exact = torch.einsum("qd,qcd->qc", space.query_vectors(queries.double()),
-                         space.gallery_vectors(rows.reshape(-1, 768).double()).reshape(64, 50, -1))
+    exact = torch.einsum(
+        "qd,qcd->qc",
+        space.query_vectors(queries.double()),
+        space.gallery_vectors(rows.reshape(-1, 768).double()).reshape(64, 50, -1),
+    )
     err = (ip.double() - exact).abs().amax(1)
     assert torch.all(err <= margin.double()) and torch.all(margin < 1e-2 * exact.abs().amax(1))

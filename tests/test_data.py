@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-from hysafe.models.backbone import TINY_MODEL, register_model_configs
 from hysafe.data import (
     CATEGORIES,
     ManifestError,
@@ -19,6 +18,7 @@ from hysafe.data import (
     load_visu,
 )
 from hysafe.data.synthetic import UNSAFE_PHRASES
+from hysafe.models.backbone import TINY_MODEL, register_model_configs
 
 
 def write_jsonl(path, rows):
@@ -33,8 +33,15 @@ def make_images(folder, names):
 
 
 def good_row(**kw):
-    row = {"id": "a", "safe_text": "a cat", "unsafe_text": "a cat, covered in blood", "safe_image": "img/a.png",
-           "unsafe_image": "img/a_u.png", "category": "blood", "split": "train"}
+    row = {
+        "id": "a",
+        "safe_text": "a cat",
+        "unsafe_text": "a cat, covered in blood",
+        "safe_image": "img/a.png",
+        "unsafe_image": "img/a_u.png",
+        "category": "blood",
+        "split": "train",
+    }
     row.update(kw)
     return row
 
@@ -113,7 +120,7 @@ def test_synthetic_world_is_deterministic_and_valid(tmp_path):
     b = generate_world(tmp_path / "b", cfg)
     rows_a, rows_b = load_manifest(a, verify_images=True), load_manifest(b)
     assert len(rows_a) == 20 and {r.split for r in rows_a} == {"train", "validation", "test"}
-    for ra, rb in zip(rows_a, rows_b):
+    for ra, rb in zip(rows_a, rows_b, strict=True):
         assert ra.safe_text == rb.safe_text and ra.unsafe_text == rb.unsafe_text
         assert np.array_equal(np.array(Image.open(ra.unsafe_image)), np.array(Image.open(rb.unsafe_image)))
         assert ra.unsafe_text.startswith(ra.safe_text + ", ")
@@ -135,7 +142,10 @@ def test_other_worlds_are_deterministic_and_differ_from_the_embedded_one(tmp_pat
     rows = load_manifest(generate_world(tmp_path / "a", cfg), verify_images=True)
     again = load_manifest(generate_world(tmp_path / "b", cfg))
     assert [r.unsafe_text for r in rows] == [r.unsafe_text for r in again]
-    assert all(np.array_equal(np.array(Image.open(a.unsafe_image)), np.array(Image.open(b.unsafe_image))) for a, b in zip(rows, again))
+    assert all(
+        np.array_equal(np.array(Image.open(a.unsafe_image)), np.array(Image.open(b.unsafe_image)))
+        for a, b in zip(rows, again, strict=True)
+    )
     for r in rows:
         safe, unsafe = np.array(Image.open(r.safe_image)), np.array(Image.open(r.unsafe_image))
         assert safe.shape == (32, 32, 3) and not np.array_equal(safe, unsafe)
@@ -147,7 +157,12 @@ def test_other_worlds_are_deterministic_and_differ_from_the_embedded_one(tmp_pat
             assert f"{head} {tail}" == r.safe_text and any(phrase in ps for ps in TINT_PHRASES.values())
     if kind == "tint":  # a global cue: most pixels of the unsafe image change
         r = rows[0]
-        changed = np.abs(np.array(Image.open(r.unsafe_image), float) - np.array(Image.open(r.safe_image), float)).mean(-1) > 20
+        changed = (
+            np.abs(
+                np.array(Image.open(r.unsafe_image), float) - np.array(Image.open(r.safe_image), float)
+            ).mean(-1)
+            > 20
+        )
         assert changed.mean() > 0.3  # the embedded world's 12 x 12 marker is 14% of the image
     with pytest.raises(ValueError, match="unknown synthetic world 'moon'"):
         WorldConfig(kind="moon")
@@ -164,8 +179,12 @@ def test_dataset_items_preload_and_targets(tmp_path):
     eager = QuadrupletDataset(rows, preprocess=pre, tokenizer=tok, preload=True, targets=[5, 4, 3, 2, 1, 0])
     item, item2 = lazy[2], eager[2]
     assert item["image"].shape == (3, 32, 32) and item["text"].shape == (24,)
-    assert torch.equal(item["image"], item2["image"]) and torch.equal(item["unsafe_text"], item2["unsafe_text"])
-    assert torch.equal(item2["target_text"], lazy[3]["text"]) and torch.equal(item2["target_image"], lazy[3]["image"])
+    assert torch.equal(item["image"], item2["image"]) and torch.equal(
+        item["unsafe_text"], item2["unsafe_text"]
+    )
+    assert torch.equal(item2["target_text"], lazy[3]["text"]) and torch.equal(
+        item2["target_image"], lazy[3]["image"]
+    )
     with pytest.raises(ValueError, match="one entry per row"):
         QuadrupletDataset(rows, preprocess=pre, tokenizer=tok, targets=[0])
 
@@ -174,15 +193,31 @@ def test_visu_loader_images_and_text_only(tmp_path):
     visu = tmp_path / "visu"
     visu.mkdir()
     rows = [
-        {"incremental_id": 7, "safe": "a man riding a horse", "nsfw": "a man whipping a horse", "coco_id": 42, "tag": "cruelty", "prompt_id": 1},
-        {"incremental_id": 8, "safe": "two dogs", "nsfw": "two dogs fighting in blood", "coco_id": 43, "tag": "blood", "prompt_id": 2},
+        {
+            "incremental_id": 7,
+            "safe": "a man riding a horse",
+            "nsfw": "a man whipping a horse",
+            "coco_id": 42,
+            "tag": "cruelty",
+            "prompt_id": 1,
+        },
+        {
+            "incremental_id": 8,
+            "safe": "two dogs",
+            "nsfw": "two dogs fighting in blood",
+            "coco_id": 43,
+            "tag": "blood",
+            "prompt_id": 2,
+        },
     ]
     write_jsonl(visu / "test.jsonl", rows)
     make_images(tmp_path / "coco" / "val2014", ["COCO_val2014_000000000042.jpg", "000000000043.jpg"])
     make_images(tmp_path / "unsafe", ["7.png", "8.jpg"])
     out = load_visu(visu, split="test", coco_root=tmp_path / "coco", unsafe_root=tmp_path / "unsafe")
     assert [q.id for q in out] == ["7", "8"]
-    assert out[0].safe_image.endswith("COCO_val2014_000000000042.jpg") and out[1].unsafe_image.endswith("8.jpg")
+    assert out[0].safe_image.endswith("COCO_val2014_000000000042.jpg") and out[1].unsafe_image.endswith(
+        "8.jpg"
+    )
     assert out[0].category == "cruelty" and out[0].unsafe_text == "a man whipping a horse"
     text_only = load_visu(visu / "test.jsonl")
     assert text_only[1].safe_image is None
@@ -190,7 +225,18 @@ def test_visu_loader_images_and_text_only(tmp_path):
     (tmp_path / "unsafe" / "8.jpg").unlink()
     with pytest.raises(ManifestError, match=r"test.jsonl, row 2, field 'incremental_id': no unsafe image"):
         load_visu(visu, split="test", coco_root=tmp_path / "coco", unsafe_root=tmp_path / "unsafe")
-    assert len(load_visu(visu, split="test", coco_root=tmp_path / "coco", unsafe_root=tmp_path / "unsafe", skip_bad_rows=True)) == 1
+    assert (
+        len(
+            load_visu(
+                visu,
+                split="test",
+                coco_root=tmp_path / "coco",
+                unsafe_root=tmp_path / "unsafe",
+                skip_bad_rows=True,
+            )
+        )
+        == 1
+    )
     write_jsonl(visu / "train.jsonl", [{**rows[0], "nsfw": ""}])
     with pytest.raises(ManifestError, match=r"train.jsonl, row 1, field 'nsfw': empty"):
         load_visu(visu, split="train")

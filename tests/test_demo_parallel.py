@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from hysafe.data import WorldConfig
-from hysafe.demo.pipeline import DemoConfig, FINE_TUNES, _datasets, _fine_tune_all, fine_tune_workers, run_demo
+from hysafe.demo.pipeline import (
+    FINE_TUNES,
+    DemoConfig,
+    _datasets,
+    _fine_tune_all,
+    fine_tune_workers,
+    run_demo,
+)
 from hysafe.models.safety_model import create_model
 
 
@@ -15,16 +22,25 @@ def _weights(model):
 
 
 def test_parallel_fine_tunes_equal_sequential(tmp_path, tiny_base):
-    cfg = DemoConfig.quick(out_dir=str(tmp_path), finetune_epochs=2, progress=False, batch_size=16,
-                           world=WorldConfig(n_train=96, n_val=32, n_test=16, seed=2))
+    cfg = DemoConfig.quick(
+        out_dir=str(tmp_path),
+        finetune_epochs=2,
+        progress=False,
+        batch_size=16,
+        world=WorldConfig(n_train=96, n_val=32, n_test=16, seed=2),
+    )
     probe = create_model("clip", cfg.model, None, lora=None)
     train_set, val_set, _ = _datasets(cfg, probe, tmp_path)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the workers' share on any machine below: the same arithmetic both ways
     try:
-        sequential = _fine_tune_all(replace(cfg, workers=1), tiny_base, train_set, val_set, tmp_path / "seq", {})
+        sequential = _fine_tune_all(
+            replace(cfg, workers=1), tiny_base, train_set, val_set, tmp_path / "seq", {}
+        )
         timings = {}
-        parallel = _fine_tune_all(replace(cfg, workers=3), tiny_base, train_set, val_set, tmp_path / "par", timings)
+        parallel = _fine_tune_all(
+            replace(cfg, workers=3), tiny_base, train_set, val_set, tmp_path / "par", timings
+        )
     finally:
         torch.set_num_threads(threads)
     assert set(parallel) == set(sequential) == set(FINE_TUNES)

@@ -25,13 +25,18 @@ def _worker(rank, world, port, a, b, out):
     loss_e = euclidean_info_nce(la, lb, logit_scale=5.0)
     loss_l = lorentz_info_nce(la, lb, curv=1.0, logit_scale=5.0)
     (loss_e + loss_l).backward()
-    out[rank] = torch.cat([torch.stack([loss_e.detach(), loss_l.detach()]), la.grad.flatten(), lb.grad.flatten()])
+    out[rank] = torch.cat(
+        [torch.stack([loss_e.detach(), loss_l.detach()]), la.grad.flatten(), lb.grad.flatten()]
+    )
     dist.destroy_process_group()
 
 
 def test_two_process_loss_and_grads_equal_single_process():
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(8, 5, generator=g, dtype=torch.float64), torch.randn(8, 5, generator=g, dtype=torch.float64)
+    a, b = (
+        torch.randn(8, 5, generator=g, dtype=torch.float64),
+        torch.randn(8, 5, generator=g, dtype=torch.float64),
+    )
     manager = mp.Manager()
     out = manager.dict()
     mp.spawn(_worker, args=(2, _free_port(), a, b, out), nprocs=2, join=True)

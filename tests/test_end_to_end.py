@@ -3,23 +3,39 @@ orders the space (the demo's sizes and schedule; about two minutes on 2 cores)."
 
 import torch
 
-from hysafe.models.backbone import LoraConfig
 from hysafe.data import QuadrupletDataset, WorldConfig, generate_world, load_manifest
+from hysafe.models.backbone import LoraConfig
 from hysafe.models.safety_model import create_model
+from hysafe.training import TrainConfig, train, validation_recalls
 from hysafe.training.pretrain import export_open_clip, pretrain_clip
 from hysafe.training.recipes import get_recipe
-from hysafe.training import TrainConfig, train, validation_recalls
 
 
 def test_pretrain_then_hysac_orders_safe_text_safe_image_unsafe_text_unsafe_image(tmp_path):
     manifest = generate_world(tmp_path / "world", WorldConfig(n_train=2400, n_val=200, n_test=8, seed=0))
-    pre = pretrain_clip(manifest, config=TrainConfig(epochs=30, batch_size=64, lr=2e-3, weight_decay=0.1, warmup_steps=20, progress=False))
+    pre = pretrain_clip(
+        manifest,
+        config=TrainConfig(
+            epochs=30, batch_size=64, lr=2e-3, weight_decay=0.1, warmup_steps=20, progress=False
+        ),
+    )
     base = str(export_open_clip(pre.model, tmp_path / "clip.safetensors"))
     torch.manual_seed(0)
     model = create_model("hysac", "hysafe-tiny", base, lora=LoraConfig(r=16, alpha=32.0, dropout=0.0))
-    val = QuadrupletDataset(load_manifest(manifest, split="validation"), preprocess=model.preprocess, tokenizer=model.tokenizer, preload=True)
+    val = QuadrupletDataset(
+        load_manifest(manifest, split="validation"),
+        preprocess=model.preprocess,
+        tokenizer=model.tokenizer,
+        preload=True,
+    )
     untrained = validation_recalls(model, val)
-    res = train(model, manifest, get_recipe("hysac"), TrainConfig(epochs=30, batch_size=64, lr=3e-3, progress=False), val_data=val)
+    res = train(
+        model,
+        manifest,
+        get_recipe("hysac"),
+        TrainConfig(epochs=30, batch_size=64, lr=3e-3, progress=False),
+        val_data=val,
+    )
     b = {k: v["avg"] for k, v in res.bounds.items()}
     assert b["S"] < b["V"] < b["U"] < b["G"], b
     trained = validation_recalls(res.model, val)

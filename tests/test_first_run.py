@@ -31,7 +31,7 @@ def test_the_readme_has_two_setup_commands_and_ci_runs_them_as_written():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "readme_commands.py README.md 1" in ci and "readme_commands.py README.md 2" in ci
     assert 'bash -c "$first"' in ci and 'bash -c "$second"' in ci
-    assert "pip install -q -c constraints.txt -e \".[test]\"" not in ci  # no copy of a README command to drift
+    assert 'pip install -q -c constraints.txt -e ".[test]"' not in ci  # no copy of a README command to drift
     with pytest.raises(ValueError, match="exactly two"):
         rc.setup_commands(f"{rc.SECTION}\n\n```bash\nonly one\n```\n\n## Next\n")
 
@@ -82,9 +82,11 @@ def test_serve_on_an_unfinished_report_names_what_is_missing(tmp_path, capsys):
 
 def test_demo_without_a_piece_of_its_report_fails_before_training(tmp_path):
     out = tmp_path / "demo"
-    code = ("import sys; sys.modules['pyarrow'] = None\n"  # an install without pyarrow
-            "from hysafe.cli import main\n"
-            f"sys.exit(main(['demo', '--quick', '--no-progress', '--out', {str(out)!r}]))")
+    code = (
+        "import sys; sys.modules['pyarrow'] = None\n"  # an install without pyarrow
+        "from hysafe.cli import main\n"
+        f"sys.exit(main(['demo', '--quick', '--no-progress', '--out', {str(out)!r}]))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert "hysafe demo cannot write its report" in proc.stderr and "pyarrow" in proc.stderr

@@ -16,7 +16,12 @@ TOL = 1e-10
 
 def points(n, d, gen, scale=1.0, dtype=torch.float64):
     """Random space components with norms of order `scale`."""
-    return torch.randn(n, d, generator=gen, dtype=dtype) * scale / math.sqrt(d) * (1 + torch.rand(n, 1, generator=gen, dtype=dtype))
+    return (
+        torch.randn(n, d, generator=gen, dtype=dtype)
+        * scale
+        / math.sqrt(d)
+        * (1 + torch.rand(n, 1, generator=gen, dtype=dtype))
+    )
 
 
 def full(x, curv):
@@ -47,7 +52,9 @@ def test_against_geoopt(curv, d, gen):
 def test_half_aperture_matches_poincare_formula(curv, gen):
     K = 0.1
     x = points(200, 8, gen, scale=3.0)
-    p = glm.lorentz_to_poincare(full(x, curv), k=torch.tensor(1.0 / curv, dtype=x.dtype))  # geoopt's ball is the unit ball too
+    p = glm.lorentz_to_poincare(
+        full(x, curv), k=torch.tensor(1.0 / curv, dtype=x.dtype)
+    )  # geoopt's ball is the unit ball too
     assert torch.allclose(p, L.to_poincare(x, curv=curv), atol=1e-12)
     pn = p.norm(dim=-1)
     arg = K * (1 - pn**2) / pn
@@ -85,7 +92,9 @@ def test_exterior_angle_collinear_and_2d():
     assert L.exterior_angle(x, behind, curv=curv).item() == pytest.approx(math.pi, abs=5e-4)
     # 2-D: y perpendicular at the root side -> angle strictly between 0 and pi, symmetric in sign
     y1, y2 = torch.tensor([[1.0, 1.0]], dtype=torch.float64), torch.tensor([[1.0, -1.0]], dtype=torch.float64)
-    assert L.exterior_angle(x, y1, curv=curv).item() == pytest.approx(L.exterior_angle(x, y2, curv=curv).item(), abs=1e-12)
+    assert L.exterior_angle(x, y1, curv=curv).item() == pytest.approx(
+        L.exterior_angle(x, y2, curv=curv).item(), abs=1e-12
+    )
 
 
 @pytest.mark.parametrize("curv", CURVS)

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from hysafe.geometry import EuclideanSpace, LorentzSpace, euclidean, lorentz as L, space_from_dict, validation
+from hysafe.geometry import EuclideanSpace, LorentzSpace, euclidean, space_from_dict, validation
+from hysafe.geometry import lorentz as L
 
 
 @pytest.mark.parametrize("curv", [0.1, 1.0, 2.5])
@@ -109,7 +110,10 @@ def test_euclidean_space_interface(gen):
 
 def test_lorentz_space_interface(gen):
     s = LorentzSpace(curv=0.7)
-    x, y = torch.randn(6, 5, generator=gen, dtype=torch.float64), torch.randn(7, 5, generator=gen, dtype=torch.float64)
+    x, y = (
+        torch.randn(6, 5, generator=gen, dtype=torch.float64),
+        torch.randn(7, 5, generator=gen, dtype=torch.float64),
+    )
     assert torch.allclose(s.similarity(x, y), -L.dist_pairwise(x, y, curv=0.7))
     ip = s.query_vectors(x) @ s.gallery_vectors(y).T
     assert torch.allclose(s.distance_from_inner(ip), s.distance(x, y), atol=1e-9)

@@ -6,16 +6,25 @@ import numpy as np
 import pytest
 import torch
 
-from hysafe.models.classifier import NSFWClassifier, choose_threshold, classification_metrics, threshold_from_bounds
 from hysafe.evaluation.comparison import Comparison, retrieval_report
+from hysafe.evaluation.metrics import recall_at_k, recall_from_ranking
 from hysafe.geometry import EuclideanSpace, LorentzSpace
 from hysafe.geometry import lorentz as L
-from hysafe.evaluation.metrics import recall_at_k, recall_from_ranking
 from hysafe.index.retrieval import RetrievalIndex
+from hysafe.models.classifier import (
+    NSFWClassifier,
+    choose_threshold,
+    classification_metrics,
+    threshold_from_bounds,
+)
 from hysafe.models.traversal import TauRule, paper_tau, resolve_tau, traversal_path, traverse
 
-BOUNDS = {"S": {"avg": 0.2, "low_05": 0.15, "up_95": 0.25}, "V": {"avg": 0.3, "low_05": 0.25, "up_95": 0.35},
-          "U": {"avg": 0.5, "low_05": 0.4, "up_95": 0.6}, "G": {"avg": 0.7, "low_05": 0.6, "up_95": 0.8}}
+BOUNDS = {
+    "S": {"avg": 0.2, "low_05": 0.15, "up_95": 0.25},
+    "V": {"avg": 0.3, "low_05": 0.25, "up_95": 0.35},
+    "U": {"avg": 0.5, "low_05": 0.4, "up_95": 0.6},
+    "G": {"avg": 0.7, "low_05": 0.6, "up_95": 0.8},
+}
 
 
 def test_traversal_moves_far_points_exactly_and_leaves_others_bit_identical(gen):
@@ -46,7 +55,9 @@ def test_traversal_per_row_tau_and_path(gen):
     path = traversal_path(q, space, steps=5, tau=0.2)
     assert path.shape == (5, 5, 4)
     assert torch.allclose(path[0], q, atol=1e-10)
-    assert torch.allclose(space.dist_to_root(path[-1][:4]), torch.full((4,), 0.2, dtype=torch.float64), atol=1e-10)
+    assert torch.allclose(
+        space.dist_to_root(path[-1][:4]), torch.full((4,), 0.2, dtype=torch.float64), atol=1e-10
+    )
     with pytest.raises(ValueError, match="tau must be finite and >= 0"):
         traverse(q, -1.0, space)
 
@@ -61,11 +72,18 @@ def test_tau_rules():
     # the paper's rule takes the authors' statistic (95th percentile) unless told otherwise
     assert resolve_tau("paper:V", bounds=BOUNDS, space=space) == pytest.approx(paper_tau(0.35, curv=2.0))
     assert resolve_tau("paper:V.avg", bounds=BOUNDS, space=space) == pytest.approx(paper_tau(0.3, curv=2.0))
-    assert resolve_tau("authors", bounds=BOUNDS, space=space) == resolve_tau("paper", bounds=BOUNDS, space=space)
+    assert resolve_tau("authors", bounds=BOUNDS, space=space) == resolve_tau(
+        "paper", bounds=BOUNDS, space=space
+    )
     # a rule without a population applies to the one the query is steered to: V for text, S for images
     assert resolve_tau("avg", bounds=BOUNDS) == 0.3 and resolve_tau("avg", bounds=BOUNDS, query="T*") == 0.3
-    assert resolve_tau("up_95", bounds=BOUNDS, query="image") == 0.25 and resolve_tau("low_05", bounds=BOUNDS, query="V*") == 0.15
-    assert resolve_tau("paper", bounds=BOUNDS, space=space, query="V*") == pytest.approx(paper_tau(0.25, curv=2.0))
+    assert (
+        resolve_tau("up_95", bounds=BOUNDS, query="image") == 0.25
+        and resolve_tau("low_05", bounds=BOUNDS, query="V*") == 0.15
+    )
+    assert resolve_tau("paper", bounds=BOUNDS, space=space, query="V*") == pytest.approx(
+        paper_tau(0.25, curv=2.0)
+    )
     assert TauRule.parse("paper:G") == TauRule(stat="up_95", population="G", paper=True)
     with pytest.raises(ValueError, match="needs safety bounds"):
         resolve_tau("V.avg")
@@ -113,7 +131,9 @@ def test_flat_faiss_equals_brute_force_on_20k_points(space, gen, tmp_path):
 def test_ivf_index_recall(gen):
     space = LorentzSpace(curv=1.0)
     centers = torch.randn(64, 16, generator=gen)
-    gallery = centers[torch.randint(0, 64, (20_000,), generator=gen)] + 0.15 * torch.randn(20_000, 16, generator=gen)
+    gallery = centers[torch.randint(0, 64, (20_000,), generator=gen)] + 0.15 * torch.randn(
+        20_000, 16, generator=gen
+    )
     queries = gallery[:200] + 0.05 * torch.randn(200, 16, generator=gen)
     exact = RetrievalIndex(space, 16)
     exact.add(gallery)
@@ -121,7 +141,7 @@ def test_ivf_index_recall(gen):
     ivf.add(gallery)
     _, e = exact.search(queries, 10)
     _, a = ivf.search(queries, 10)
-    recall = np.mean([len(set(x.tolist()) & set(y.tolist())) / 10 for x, y in zip(e, a)])
+    recall = np.mean([len(set(x.tolist()) & set(y.tolist())) / 10 for x, y in zip(e, a, strict=True)])
     assert recall >= 0.9
     with pytest.raises(ValueError, match="needs at least"):
         RetrievalIndex(space, 16, kind="ivf", nlist=64).add(gallery[:10])
@@ -166,7 +186,9 @@ def test_recall_hand_built_cases():
     r = recall_from_ranking(ranking, positives, [1, 2, 3])
     assert r == {1: pytest.approx(100 / 3), 2: 100.0, 3: 100.0}  # positives at ranks 2, 1, 2
     mask = torch.tensor([[True, False, True], [False, False, False], [False, True, True]])
-    assert recall_from_ranking(ranking, mask, [1]) == {1: pytest.approx(100 / 3)}  # only query 0's first hit is positive
+    assert recall_from_ranking(ranking, mask, [1]) == {
+        1: pytest.approx(100 / 3)
+    }  # only query 0's first hit is positive
     # geometric case: queries equal to their gallery item are always found first
     g = torch.eye(4)
     assert recall_at_k(g, g, torch.arange(4), EuclideanSpace(), ks=(1, 10)) == {1: 100.0, 10: 100.0}
@@ -178,8 +200,12 @@ def test_retrieval_report_on_constructed_embeddings():
     space = LorentzSpace(curv=1.0)
     n = 6
     dirs = torch.nn.functional.normalize(torch.eye(n) + 0.01, dim=-1)
-    emb = {"T": L.exp_map0(0.2 * dirs, curv=1.0), "V": L.exp_map0(0.3 * dirs, curv=1.0),
-           "T*": L.exp_map0(0.5 * dirs, curv=1.0), "V*": L.exp_map0(0.62 * dirs, curv=1.0)}
+    emb = {
+        "T": L.exp_map0(0.2 * dirs, curv=1.0),
+        "V": L.exp_map0(0.3 * dirs, curv=1.0),
+        "T*": L.exp_map0(0.5 * dirs, curv=1.0),
+        "V*": L.exp_map0(0.62 * dirs, curv=1.0),
+    }
 
     class Stub:
         bounds = BOUNDS
@@ -190,17 +216,23 @@ def test_retrieval_report_on_constructed_embeddings():
     assert get[("T*->V u V*", False)]["R@1"] == 0.0 and get[("T*->V u V*", False)]["unsafe@1 %"] == 100.0
     assert get[("T*->V u V*", True)]["R@1"] == 100.0 and get[("T*->V u V*", True)]["unsafe@1 %"] == 0.0
     assert get[("T->V", False)]["R@1"] == 100.0 and get[("T*->V*", False)]["R@1"] == 100.0
-    assert get[("T*->V u V*", True)]["tau"] == 0.3 and get[("V*->T u T*", True)]["tau"] == 0.2  # steered to V / S
+    assert (
+        get[("T*->V u V*", True)]["tau"] == 0.3 and get[("V*->T u T*", True)]["tau"] == 0.2
+    )  # steered to V / S
     assert len(retrieval_report(Stub(), emb, ks=(1,), traversal=None)) == len(rows) // 2
     comp = Comparison(retrieval={"stub": rows}, classification={"stub": []}, ks=(1,))
     assert comp.value("stub", "T*->V u V*", traversal=True) == 100.0
-    assert "stub + traversal" in comp.to_markdown() and comp.to_csv().startswith("model,setting,traversal,tau")
+    assert "stub + traversal" in comp.to_markdown() and comp.to_csv().startswith(
+        "model,setting,traversal,tau"
+    )
 
 
 def test_threshold_rules_and_metrics():
     scores = np.array([0.1, 0.2, 0.3, 0.4, 0.35, 0.6, 0.7, 0.8])
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
-    assert choose_threshold(scores, labels, rule="accuracy") == pytest.approx(0.35)  # 7/8, tied with 0.6: smallest
+    assert choose_threshold(scores, labels, rule="accuracy") == pytest.approx(
+        0.35
+    )  # 7/8, tied with 0.6: smallest
     assert choose_threshold(scores, labels, rule="fpr", target_fpr=0.25) == pytest.approx(0.35)
     assert choose_threshold(scores, labels, rule="fpr", target_fpr=0.0) == pytest.approx(0.6)
     m = classification_metrics(scores, labels, 0.35)
@@ -217,8 +249,12 @@ def test_threshold_rules_and_metrics():
 
 def test_root_distance_classifier_and_probe(gen):
     space = LorentzSpace(curv=1.0)
-    safe = L.exp_map0(torch.nn.functional.normalize(torch.randn(100, 8, generator=gen), dim=-1) * 0.3, curv=1.0)
-    unsafe = L.exp_map0(torch.nn.functional.normalize(torch.randn(100, 8, generator=gen), dim=-1) * 0.6, curv=1.0)
+    safe = L.exp_map0(
+        torch.nn.functional.normalize(torch.randn(100, 8, generator=gen), dim=-1) * 0.3, curv=1.0
+    )
+    unsafe = L.exp_map0(
+        torch.nn.functional.normalize(torch.randn(100, 8, generator=gen), dim=-1) * 0.6, curv=1.0
+    )
     x, y = torch.cat([safe, unsafe]), torch.cat([torch.zeros(100), torch.ones(100)])
     clf = NSFWClassifier.root_distance(space)
     with pytest.raises(ValueError, match="no threshold"):

@@ -23,18 +23,42 @@ from hysafe.interop import (  # noqa: E402
 )
 
 AUTHORS_TARGETS = ["k_proj", "v_proj", "out_proj", "fc1", "fc2", "patch_embedding"]
-BOUNDS = {"S": {"avg": 0.9, "low_05": 0.8, "up_95": 1.0}, "V": {"avg": 1.1, "low_05": 1.0, "up_95": 1.2},
-          "U": {"avg": 1.3, "low_05": 1.2, "up_95": 1.4}, "G": {"avg": 1.5, "low_05": 1.4, "up_95": 1.6}}
+BOUNDS = {
+    "S": {"avg": 0.9, "low_05": 0.8, "up_95": 1.0},
+    "V": {"avg": 1.1, "low_05": 1.0, "up_95": 1.2},
+    "U": {"avg": 1.3, "low_05": 1.2, "up_95": 1.4},
+    "G": {"avg": 1.5, "low_05": 1.4, "up_95": 1.6},
+}
 
 
 def tiny_config():
     act = "quick_gelu"
     return transformers.CLIPConfig(
-        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         max_position_embeddings=16, hidden_act=act, bos_token_id=49406, eos_token_id=49407, pad_token_id=0, projection_dim=24),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
-                           patch_size=8, hidden_act=act, projection_dim=24),
-        projection_dim=24)
+        text_config=dict(
+            vocab_size=49408,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            hidden_act=act,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=0,
+            projection_dim=24,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+            hidden_act=act,
+            projection_dim=24,
+        ),
+        projection_dim=24,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +75,9 @@ def inputs(n=3):
     pixels = torch.randn(n, 3, 32, 32, generator=g)
     import open_clip
 
-    tokens = open_clip.tokenize(["a photo of a cat", "a dog, covered in blood on a red background", "x"][:n], context_length=16)
+    tokens = open_clip.tokenize(
+        ["a photo of a cat", "a dog, covered in blood on a red background", "x"][:n], context_length=16
+    )
     return pixels, tokens
 
 
@@ -63,16 +89,31 @@ def exp_map0(v, c):  # written out here, independent of hysafe.geometry
 def test_config_and_state_dict_round_trip(base):
     _, clip = base
     cfg = open_clip_config_from_hf(clip.config)
-    assert cfg["vision_cfg"]["head_width"] == 16 and cfg["quick_gelu"] and cfg["text_cfg"]["context_length"] == 16
+    assert (
+        cfg["vision_cfg"]["head_width"] == 16
+        and cfg["quick_gelu"]
+        and cfg["text_cfg"]["context_length"] == 16
+    )
     sd = clip.state_dict()
     back = open_clip_to_hf(hf_to_open_clip(sd))
     assert set(back) == {k for k in sd if not k.endswith("position_ids")}
     for k, v in back.items():
         assert torch.allclose(v, sd[k], atol=1e-6), k
     # the named architectures fall out of the derivation
-    big = transformers.CLIPConfig(text_config=dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12),
-                                  vision_config=dict(hidden_size=1024, intermediate_size=4096, num_attention_heads=16, num_hidden_layers=24,
-                                                     patch_size=14, image_size=224), projection_dim=768)
+    big = transformers.CLIPConfig(
+        text_config=dict(
+            hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12
+        ),
+        vision_config=dict(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_attention_heads=16,
+            num_hidden_layers=24,
+            patch_size=14,
+            image_size=224,
+        ),
+        projection_dim=768,
+    )
     assert open_clip_name(open_clip_config_from_hf(big)) == "ViT-L-14-quickgelu"
 
 
@@ -93,7 +134,11 @@ def test_transformers_clip_loads_with_equal_outputs_and_exports_back(base, tmp_p
         assert torch.allclose(sd[k], ref[k], atol=1e-6), k
     text = transformers.CLIPTextModel.from_pretrained(str(out / "text_encoder"))
     with torch.no_grad():
-        assert torch.allclose(text(input_ids=tokens).last_hidden_state, clip.text_model(input_ids=tokens).last_hidden_state, atol=1e-5)
+        assert torch.allclose(
+            text(input_ids=tokens).last_hidden_state,
+            clip.text_model(input_ids=tokens).last_hidden_state,
+            atol=1e-5,
+        )
     assert transformers.CLIPTokenizer.from_pretrained(str(out / "tokenizer")).eos_token_id == 49407
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export.")]  # no temporary left
     with pytest.raises(ValueError, match="not empty"):
@@ -103,17 +148,29 @@ def test_transformers_clip_loads_with_equal_outputs_and_exports_back(base, tmp_p
 def authors_release(folder, clip, tmp_path, *, drop=None):
     """hysac_model.pth + hysac_bounds.json exactly as the authors' module saves them."""
     torch.manual_seed(2)
-    config = peft.LoraConfig(r=16, lora_alpha=1, target_modules=AUTHORS_TARGETS, lora_dropout=0.1, bias="none")
-    vision = peft.get_peft_model(transformers.CLIPVisionModelWithProjection.from_pretrained(str(folder)), config)
+    config = peft.LoraConfig(
+        r=16, lora_alpha=1, target_modules=AUTHORS_TARGETS, lora_dropout=0.1, bias="none"
+    )
+    vision = peft.get_peft_model(
+        transformers.CLIPVisionModelWithProjection.from_pretrained(str(folder)), config
+    )
     text = peft.get_peft_model(transformers.CLIPTextModelWithProjection.from_pretrained(str(folder)), config)
     with torch.no_grad():
         for m in (vision, text):
             for n, p in m.named_parameters():
                 if "lora_B" in n:
                     p.normal_(0, 1.0)
-    sd = {f"visual.{k}": v for k, v in vision.state_dict().items()} | {f"textual.{k}": v for k, v in text.state_dict().items()}
-    sd |= {"curv": torch.tensor(1.3).log(), "visual_alpha": torch.tensor(0.2).log(), "textual_alpha": torch.tensor(0.25).log(),
-           "logit_scale": torch.tensor(20.0).log(), "pixel_mean": torch.zeros(3, 1, 1), "pixel_std": torch.ones(3, 1, 1)}
+    sd = {f"visual.{k}": v for k, v in vision.state_dict().items()} | {
+        f"textual.{k}": v for k, v in text.state_dict().items()
+    }
+    sd |= {
+        "curv": torch.tensor(1.3).log(),
+        "visual_alpha": torch.tensor(0.2).log(),
+        "textual_alpha": torch.tensor(0.25).log(),
+        "logit_scale": torch.tensor(20.0).log(),
+        "pixel_mean": torch.zeros(3, 1, 1),
+        "pixel_std": torch.ones(3, 1, 1),
+    }
     if drop:
         sd = {k: v for k, v in sd.items() if drop not in k}
     torch.save(sd, tmp_path / "hysac_model.pth")
@@ -126,7 +183,11 @@ def test_released_hysac_equals_the_authors_computation(base, tmp_path):
     vision, text = authors_release(folder, clip, tmp_path)
     import hysafe
 
-    model = hysafe.load_hysac_release(weights=str(tmp_path / "hysac_model.pth"), bounds=str(tmp_path / "hysac_bounds.json"), base=str(folder))
+    model = hysafe.load_hysac_release(
+        weights=str(tmp_path / "hysac_model.pth"),
+        bounds=str(tmp_path / "hysac_bounds.json"),
+        base=str(folder),
+    )
     assert isinstance(model, hysafe.HySAC)
     pixels, tokens = inputs()
     with torch.no_grad():
@@ -138,10 +199,14 @@ def test_released_hysac_equals_the_authors_computation(base, tmp_path):
     root = lambda x: torch.asinh(math.sqrt(1.3) * x.norm(dim=-1)) / math.sqrt(1.3)  # noqa: E731
     assert torch.allclose(model.nsfw_score(txt), root(ref_txt), atol=1e-5)
     up = BOUNDS["V"]["up_95"]
-    assert model.tau("authors") == pytest.approx(up + math.tanh((up - 0.8) / 1.3) + 1)  # their traverse_to_safe_image target
+    assert model.tau("authors") == pytest.approx(
+        up + math.tanh((up - 0.8) / 1.3) + 1
+    )  # their traverse_to_safe_image target
     assert model.tau("authors", "image") == pytest.approx(1.0 + math.tanh((1.0 - 0.8) / 1.3) + 1)
     # merging equals peft's own merge_and_unload
-    merged = merge_lora({k[len("base_model.model."):]: v for k, v in vision.state_dict().items()}, alpha=1.0, source="t")
+    merged = merge_lora(
+        {k[len("base_model.model.") :]: v for k, v in vision.state_dict().items()}, alpha=1.0, source="t"
+    )
     peft_merged = vision.merge_and_unload().state_dict()
     for k, v in peft_merged.items():
         assert torch.allclose(merged[k], v, atol=1e-6), k
@@ -157,7 +222,9 @@ def test_release_bad_inputs_name_file_and_key(base, tmp_path, monkeypatch):
     folder, clip = base
     authors_release(folder, clip, tmp_path, drop="lora_B")
     with pytest.raises(ValueError, match=r"hysac_model.pth: LoRA key '.*lora_B.default.weight' missing"):
-        load_hysac_release(str(tmp_path / "hysac_model.pth"), str(tmp_path / "hysac_bounds.json"), base=str(folder))
+        load_hysac_release(
+            str(tmp_path / "hysac_model.pth"), str(tmp_path / "hysac_bounds.json"), base=str(folder)
+        )
     torch.save({"layer.weight": torch.zeros(2)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match=r"other.pth: HySAC scalars"):
         load_hysac_release(str(tmp_path / "other.pth"), str(tmp_path / "hysac_bounds.json"), base=str(folder))
@@ -173,12 +240,23 @@ def test_release_bad_inputs_name_file_and_key(base, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="never unpickles code"):
         load_hysac_release(str(tmp_path / "evil.pth"), str(tmp_path / "hysac_bounds.json"), base=str(folder))
     authors_release(folder, clip, tmp_path)
-    wider = transformers.CLIPConfig(text_config={**tiny_config().text_config.to_dict(), "hidden_size": 48},
-                                    vision_config=tiny_config().vision_config.to_dict(), projection_dim=24)
+    wider = transformers.CLIPConfig(
+        text_config={**tiny_config().text_config.to_dict(), "hidden_size": 48},
+        vision_config=tiny_config().vision_config.to_dict(),
+        projection_dim=24,
+    )
     transformers.CLIPModel(wider).save_pretrained(str(tmp_path / "wider"))
     with pytest.raises(ValueError, match=r"do not fit open_clip .*another architecture"):
-        load_hysac_release(str(tmp_path / "hysac_model.pth"), str(tmp_path / "hysac_bounds.json"), base=str(tmp_path / "wider"))
-    with pytest.raises(FileNotFoundError, match=r"'missing.pth' is not a local file, and fetching it from the hub repo 'aimagelab/HySAC' failed"):
+        load_hysac_release(
+            str(tmp_path / "hysac_model.pth"),
+            str(tmp_path / "hysac_bounds.json"),
+            base=str(tmp_path / "wider"),
+        )
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"'missing.pth' is not a local file, and fetching it from the hub repo "
+        r"'aimagelab/HySAC' failed",
+    ):
         load_hysac_release("missing.pth", str(tmp_path / "hysac_bounds.json"), base=str(folder))
 
 
@@ -186,14 +264,24 @@ def test_tokenizer_parity_with_open_clip(tmp_path):
     import open_clip
 
     hf = write_clip_tokenizer(tmp_path / "tok")
-    texts = ["A photo of a Cat.", "a dog,   covered in blood!!", "naïve café déjà vu", "x " * 200, "it's 3:45 — 100% ok"]
+    texts = [
+        "A photo of a Cat.",
+        "a dog,   covered in blood!!",
+        "naïve café déjà vu",
+        "x " * 200,
+        "it's 3:45 — 100% ok",
+    ]
     ours = open_clip.get_tokenizer("ViT-B-32")(texts)
     theirs = torch.tensor(hf(texts, padding="max_length", truncation=True, max_length=77)["input_ids"])
     eot = (ours == 49407).int().argmax(1)
-    assert torch.equal(eot, (theirs == 49407).int().argmax(1)) and eot[3] == 76  # the long caption: cut, EOT last
+    assert (
+        torch.equal(eot, (theirs == 49407).int().argmax(1)) and eot[3] == 76
+    )  # the long caption: cut, EOT last
     for row, end in enumerate(eot.tolist()):
         assert torch.equal(ours[row, : end + 1], theirs[row, : end + 1])  # identical ids up to end-of-text
-        assert (ours[row, end + 1 :] == 0).all() and (theirs[row, end + 1 :] == 49407).all()  # the padding differs, as documented
+        assert (ours[row, end + 1 :] == 0).all() and (
+            theirs[row, end + 1 :] == 49407
+        ).all()  # the padding differs, as documented
 
 
 def test_cli_convert_and_export(base, tmp_path, capsys, monkeypatch):
@@ -204,14 +292,55 @@ def test_cli_convert_and_export(base, tmp_path, capsys, monkeypatch):
     folder, clip = base
     authors_release(folder, clip, tmp_path)
     out = tmp_path / "hysac.safetensors"
-    assert main(["convert", "hysac-release", "--weights", str(tmp_path / "hysac_model.pth"), "--bounds",
-                 str(tmp_path / "hysac_bounds.json"), "--base", str(folder), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "hysac-release",
+                "--weights",
+                str(tmp_path / "hysac_model.pth"),
+                "--bounds",
+                str(tmp_path / "hysac_bounds.json"),
+                "--base",
+                str(folder),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert main(["export", "--format", "transformers", str(out), str(tmp_path / "hf")]) == 0
     side = json.loads((tmp_path / "hf" / "hysafe_hysac.json").read_text())
     assert side["bounds"] == BOUNDS and side["curv"] == pytest.approx(1.3)
-    assert main(["convert", "transformers", "--transformers", str(folder), "--kind", "clip", "--out", str(tmp_path / "c.safetensors")]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "transformers",
+                "--transformers",
+                str(folder),
+                "--kind",
+                "clip",
+                "--out",
+                str(tmp_path / "c.safetensors"),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     monkeypatch.setitem(sys.modules, "transformers", None)
-    assert main(["convert", "transformers", "--transformers", str(folder), "--out", str(tmp_path / "d.safetensors")]) == 1
+    assert (
+        main(
+            [
+                "convert",
+                "transformers",
+                "--transformers",
+                str(folder),
+                "--out",
+                str(tmp_path / "d.safetensors"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "pip install 'hysafe[hf]'" in err and err.count("\n") == 1 and "Traceback" not in err

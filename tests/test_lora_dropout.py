@@ -21,8 +21,13 @@ def binomial_chi2(mask, block, p):
     """Pearson chi-square of the drops per block of ``block`` elements against Binomial(block, p)."""
     counts = mask[: mask.numel() // block * block].view(-1, block).sum(1)
     observed = torch.bincount(counts, minlength=block + 1).double()
-    expected = torch.tensor([math.comb(block, k) * p**k * (1 - p) ** (block - k) for k in range(block + 1)],
-                            dtype=torch.float64) * counts.numel()
+    expected = (
+        torch.tensor(
+            [math.comb(block, k) * p**k * (1 - p) ** (block - k) for k in range(block + 1)],
+            dtype=torch.float64,
+        )
+        * counts.numel()
+    )
     used = expected > 20  # pool nothing: drop the cells too rare for the chi-square approximation
     return float(((observed[used] - expected[used]) ** 2 / expected[used]).sum()), int(used.sum()) - 1
 
@@ -95,13 +100,21 @@ def test_lora_backbone_uses_sparse_dropout_with_the_configured_p():
     torch.manual_seed(0)
     backbone = create_backbone(BackboneConfig(model=TINY_MODEL))
     backbone.add_lora(LoraConfig(r=2, alpha=4.0, dropout=0.2))
-    lora_dropouts = [d for m in backbone.model.modules() if isinstance(getattr(m, "lora_dropout", None), nn.ModuleDict)
-                     for d in m.lora_dropout.values()]
+    lora_dropouts = [
+        d
+        for m in backbone.model.modules()
+        if isinstance(getattr(m, "lora_dropout", None), nn.ModuleDict)
+        for d in m.lora_dropout.values()
+    ]
     assert lora_dropouts and all(type(d) is SparseDropout and d.p == 0.2 for d in lora_dropouts)
     assert use_sparse_dropout(backbone.model) == 0  # already swapped
     assert use_sparse_dropout(backbone.model, enable=False) == len(lora_dropouts)  # the reference's, back
-    assert all(type(d) is nn.Dropout and d.p == 0.2 for m in backbone.model.modules()
-               if isinstance(getattr(m, "lora_dropout", None), nn.ModuleDict) for d in m.lora_dropout.values())
+    assert all(
+        type(d) is nn.Dropout and d.p == 0.2
+        for m in backbone.model.modules()
+        if isinstance(getattr(m, "lora_dropout", None), nn.ModuleDict)
+        for d in m.lora_dropout.values()
+    )
     assert use_sparse_dropout(backbone.model) == len(lora_dropouts)
     backbone.train()
     images = torch.randn(2, 3, 32, 32)

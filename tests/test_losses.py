@@ -35,7 +35,9 @@ def naive_info_nce(a, b, sim, scale):
 def test_euclidean_info_nce_closed_form():
     a = torch.eye(2, dtype=torch.float64)
     s = 3.0
-    assert euclidean_info_nce(a, a, logit_scale=s).item() == pytest.approx(math.log(1 + math.exp(-s)), abs=1e-12)
+    assert euclidean_info_nce(a, a, logit_scale=s).item() == pytest.approx(
+        math.log(1 + math.exp(-s)), abs=1e-12
+    )
 
 
 def test_lorentz_info_nce_closed_form():
@@ -61,14 +63,16 @@ def test_contrastive_matches_naive_reference_forward_and_backward(geometry, gen)
     inputs = (a, b, curv) if geometry == "lorentz" else (a, b)
     g_fast = torch.autograd.grad(fast, inputs)
     g_slow = torch.autograd.grad(slow, inputs)
-    for gf, gs in zip(g_fast, g_slow):
+    for gf, gs in zip(g_fast, g_slow, strict=True):
         assert torch.allclose(gf, gs, atol=1e-10)
 
 
 def test_entailment_zero_exactly_inside_cone(gen):
     curv = 1.0
     x = torch.randn(500, 4, generator=gen, dtype=torch.float64) * 0.5  # |x| ~ 1: aperture ~ asin(0.2)
-    y = x * (1.5 + torch.rand(500, 1, generator=gen, dtype=torch.float64)) + 0.2 * torch.randn(500, 4, generator=gen, dtype=torch.float64)
+    y = x * (1.5 + torch.rand(500, 1, generator=gen, dtype=torch.float64)) + 0.2 * torch.randn(
+        500, 4, generator=gen, dtype=torch.float64
+    )
     phi = L.exterior_angle(x, y, curv=curv)
     w = L.half_aperture(x, curv=curv)
     inside = phi <= w
@@ -76,7 +80,9 @@ def test_entailment_zero_exactly_inside_cone(gen):
     per_row = torch.stack([entailment_loss(x[i : i + 1], y[i : i + 1], curv=curv) for i in range(500)])
     assert torch.equal(per_row == 0, inside)
     assert entailment_loss(x[inside], y[inside], curv=curv).item() == 0.0
-    assert entailment_loss(x, y, curv=curv).item() == pytest.approx((phi - w).clamp(min=0).mean().item(), abs=1e-12)
+    assert entailment_loss(x, y, curv=curv).item() == pytest.approx(
+        (phi - w).clamp(min=0).mean().item(), abs=1e-12
+    )
 
 
 def test_entailment_closed_form_behind_parent():
@@ -94,19 +100,34 @@ def test_cosine_and_redirection_closed_form():
     assert cosine_distance_loss(e1, 3 * e1).item() == pytest.approx(0.0, abs=1e-7)
     assert redirection_loss(e1, e1, e2).item() == pytest.approx(math.log(1 + math.e), abs=1e-6)
     assert redirection_loss(e1, e2, e1).item() == pytest.approx(math.log(1 + math.exp(-1)), abs=1e-6)
-    assert redirection_loss(e1, e1, e2, scale=100.0).item() == pytest.approx(100 + math.log(1 + math.exp(-100)), abs=1e-4)
+    assert redirection_loss(e1, e1, e2, scale=100.0).item() == pytest.approx(
+        100 + math.log(1 + math.exp(-100)), abs=1e-4
+    )
     # SafeR-CLIP's redirection terms run at the objective's logit scale unless told otherwise
     from hysafe.geometry import EuclideanSpace
     from hysafe.losses import safer_clip_objective
 
-    emb = {"V*": e1, "T0*": e1, "T0^": e2, "T*": e1, "V0*": e1, "V0^": e2, "T": e1, "T0": e1, "V": e1, "V0": e1}
+    emb = {
+        "V*": e1,
+        "T0*": e1,
+        "T0^": e2,
+        "T*": e1,
+        "V0*": e1,
+        "V0^": e2,
+        "T": e1,
+        "T0": e1,
+        "V": e1,
+        "V0": e1,
+    }
     for scale, expected in ((None, 100 + math.log(1 + math.exp(-100))), (1.0, math.log(1 + math.e))):
         _, logs = safer_clip_objective(redirection_scale=scale)(emb, EuclideanSpace())
         assert logs["redirection(V*,T0*,T0^)"] == pytest.approx(expected, abs=1e-4)
 
 
 def test_objectives_are_weighted_sums_of_named_terms(gen):
-    emb = {k: torch.randn(4, 3, generator=gen, dtype=torch.float64) for k in ["T", "V", "T*", "V*", "T0", "V0"]}
+    emb = {
+        k: torch.randn(4, 3, generator=gen, dtype=torch.float64) for k in ["T", "V", "T*", "V*", "T0", "V0"]
+    }
     obj = hysac_objective(entailment_weight=0.5)
     lorentz = LorentzSpace(curv=1.0)
     total, logs = obj(emb, lorentz, 10.0)
@@ -141,14 +162,19 @@ def test_terms_follow_the_space_and_the_objective_cones(gen):
     curv = torch.tensor(1.7, dtype=torch.float64, requires_grad=True)
     cones = ConeConfig(aperture_scale=0.8, min_radius=0.3)
     _, logs = hysac_objective(cones=cones)(emb, LorentzSpace(curv=curv), 12.0)
-    assert logs["contrastive(T,V)"] == pytest.approx(lorentz_info_nce(emb["T"], emb["V"], curv=1.7, logit_scale=12.0).item(), abs=1e-10)
+    assert logs["contrastive(T,V)"] == pytest.approx(
+        lorentz_info_nce(emb["T"], emb["V"], curv=1.7, logit_scale=12.0).item(), abs=1e-10
+    )
     assert logs["entailment(V,T*)"] == pytest.approx(
-        entailment_loss(emb["V"], emb["T*"], curv=1.7, aperture_scale=0.8, min_radius=0.3).item(), abs=1e-10)
+        entailment_loss(emb["V"], emb["T*"], curv=1.7, aperture_scale=0.8, min_radius=0.3).item(), abs=1e-10
+    )
     total, _ = hysac_objective(cones=cones)(emb, LorentzSpace(curv=curv), 12.0)
     total.backward()
     assert curv.grad is not None and curv.grad.abs() > 0  # the live curvature trains
     _, logs = get_objective("clip-pretrain")(emb, EuclideanSpace(), 12.0)
-    joined = euclidean_info_nce(torch.cat([emb["T"], emb["T*"]]), torch.cat([emb["V"], emb["V*"]]), logit_scale=12.0)
+    joined = euclidean_info_nce(
+        torch.cat([emb["T"], emb["T*"]]), torch.cat([emb["V"], emb["V*"]]), logit_scale=12.0
+    )
     assert logs["contrastive(T|T*,V|V*)"] == pytest.approx(joined.item(), abs=1e-10)
     with pytest.raises(ValueError, match="min_radius"):
         ConeConfig(min_radius=0.0)

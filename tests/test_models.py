@@ -6,12 +6,11 @@ import open_clip
 import pytest
 import torch
 
-import hysafe
+from hysafe.geometry import EuclideanSpace, LorentzSpace
+from hysafe.losses import hysac_objective
 from hysafe.models.backbone import TINY_MODEL, BackboneConfig, LoraConfig, create_backbone, lora_target_regex
 from hysafe.models.checkpoint import load_model, read_metadata, save_model
 from hysafe.models.embed import embed_quadruplets
-from hysafe.geometry import EuclideanSpace, LorentzSpace
-from hysafe.losses import hysac_objective
 from hysafe.models.safety_model import create_model
 
 LORA = LoraConfig(r=4, alpha=8.0, dropout=0.0)
@@ -59,8 +58,13 @@ def test_lora_targets_both_towers():
     rn = lora_target_regex(LoraConfig(), resnet_visual=True)
     for name in ("visual.layer1.0.conv1", "visual.layer4.2.conv3", "transformer.resblocks.1.attn"):
         assert re.fullmatch(rn, name), name
-    for name in ("visual.conv1", "visual.attnpool.q_proj", "visual.layer1.0.downsample.0", "visual.layer1.0.bn1",
-                 "visual.transformer.resblocks.0.attn"):
+    for name in (
+        "visual.conv1",
+        "visual.attnpool.q_proj",
+        "visual.layer1.0.downsample.0",
+        "visual.layer1.0.bn1",
+        "visual.transformer.resblocks.0.attn",
+    ):
         assert not re.fullmatch(rn, name), name
     with pytest.raises(ValueError, match="attention pool"):
         LoraConfig(resnet_modules=("attnpool.q_proj",))
@@ -77,7 +81,11 @@ def test_lora_on_a_resnet_image_tower():
     model = create_model("hysac", "hysafe-tiny-rn", None, lora=LORA)
     from peft.tuners.lora import LoraLayer
 
-    adapted = {n.removeprefix("base_model.model.") for n, m in model.backbone.peft.named_modules() if isinstance(m, LoraLayer)}
+    adapted = {
+        n.removeprefix("base_model.model.")
+        for n, m in model.backbone.peft.named_modules()
+        if isinstance(m, LoraLayer)
+    }
     visual = {n for n in adapted if n.startswith("visual.")}
     assert visual == {f"visual.layer{i}.0.conv{j}" for i in range(1, 5) for j in (1, 2, 3)}
     assert all("lora_" in n for n, p in model.backbone.named_parameters() if p.requires_grad)
@@ -90,7 +98,7 @@ def test_lora_on_a_resnet_image_tower():
     model.train()
     assert bns and not any(m.training for m in bns) and model.backbone.model.visual.layer1.training
     train_features = model.backbone.image_features(x)
-    assert all(torch.equal(a, m.running_mean) for a, m in zip(stats, bns))
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(stats, bns, strict=True))
     model.eval()
     eval_features = model.backbone.image_features(x)
     torch.testing.assert_close(train_features, eval_features)
@@ -98,7 +106,9 @@ def test_lora_on_a_resnet_image_tower():
     merged.load_state_dict(model.backbone.merged_state_dict())
     merged.eval()
     torch.testing.assert_close(merged.encode_image(x), eval_features, atol=1e-5, rtol=1e-4)
-    assert (merged.encode_image(x) - open_clip.create_model("hysafe-tiny-rn").eval().encode_image(x)).abs().max() > 1e-3
+    assert (
+        merged.encode_image(x) - open_clip.create_model("hysafe-tiny-rn").eval().encode_image(x)
+    ).abs().max() > 1e-3
     with pytest.raises(ValueError, match=r"visual tower \(ModifiedResNet\)"):
         create_model("hysac", "hysafe-tiny-rn", None, lora=LoraConfig(resnet_modules=()))
 
@@ -178,11 +188,15 @@ def test_adapter_and_merged_round_trips(tiny_base, tmp_path):
             assert loaded.kind == kind and type(loaded) is type(model)
             with torch.no_grad():
                 img, txt = loaded.encode_image(batch["image"]), loaded.encode_text(batch["text"])
-            assert torch.allclose(img, ref_img, atol=tol, rtol=0) and torch.allclose(txt, ref_txt, atol=tol, rtol=0)
+            assert torch.allclose(img, ref_img, atol=tol, rtol=0) and torch.allclose(
+                txt, ref_txt, atol=tol, rtol=0
+            )
         assert load_model(a).bounds == {"S": {"avg": 1.0}}
         assert read_metadata(m)["form"] == "merged"
     # merged HySAC file is a plain open_clip checkpoint
-    plain, _, _ = open_clip.create_model_and_transforms(TINY_MODEL, pretrained=str(tmp_path / "hysac-merged.safetensors"))
+    plain, _, _ = open_clip.create_model_and_transforms(
+        TINY_MODEL, pretrained=str(tmp_path / "hysac-merged.safetensors")
+    )
     loaded = load_model(tmp_path / "hysac-merged.safetensors")
     with torch.no_grad():
         x = batch["image"]
@@ -212,7 +226,9 @@ def test_checkpoint_errors(tiny_base, tmp_path):
 
     meta = read_metadata(path)
     meta["config"]["lora"]["r"] = 2
-    save_file(load_file(str(path)), str(tmp_path / "mismatch.safetensors"), metadata={"hysafe": json.dumps(meta)})
+    save_file(
+        load_file(str(path)), str(tmp_path / "mismatch.safetensors"), metadata={"hysafe": json.dumps(meta)}
+    )
     with pytest.raises(ValueError, match="shape"):
         load_model(tmp_path / "mismatch.safetensors")
 
@@ -232,10 +248,15 @@ def test_registered_config_leaves_no_temporary_folder(tmp_path, monkeypatch):
     from hysafe.models.backbone import register_model_config
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    cfg = {"embed_dim": 8, "vision_cfg": {"image_size": 16, "layers": 1, "width": 8, "patch_size": 8},
-           "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 8, "heads": 1, "layers": 1}}
+    cfg = {
+        "embed_dim": 8,
+        "vision_cfg": {"image_size": 16, "layers": 1, "width": 8, "patch_size": 8},
+        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 8, "heads": 1, "layers": 1},
+    }
     register_model_config("hysafe-test-no-tempdir", cfg)
-    register_model_config("hysafe-test-no-tempdir-2", {**cfg, "embed_dim": 4})  # open_clip rescans every path it was given
+    register_model_config(
+        "hysafe-test-no-tempdir-2", {**cfg, "embed_dim": 4}
+    )  # open_clip rescans every path it was given
     assert open_clip.get_model_config("hysafe-test-no-tempdir") == cfg
     assert open_clip.get_model_config("hysafe-test-no-tempdir-2")["embed_dim"] == 4
     assert list(tmp_path.iterdir()) == []
@@ -260,7 +281,11 @@ def test_hysac_default_alpha_capped_by_the_feature_norms(tiny_base, gen):
     model.backbone.image_features = lambda images: 100 * plain(images)  # a tower with 100x larger features
     calibrate(model, rows)
     with torch.no_grad():
-        median = torch.cat([model.backbone.image_features(batch[k]) for k in ("image", "unsafe_image")]).norm(dim=-1).median()
+        median = (
+            torch.cat([model.backbone.image_features(batch[k]) for k in ("image", "unsafe_image")])
+            .norm(dim=-1)
+            .median()
+        )
     assert model.log_alpha_image.exp().item() == pytest.approx(MAX_INIT_NORM / median.item(), rel=1e-5)
     assert model.log_alpha_text.item() == pytest.approx(math.log(64**-0.5))
     with torch.no_grad():

@@ -11,16 +11,16 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from hysafe.models.backbone import TINY_MODEL, LoraConfig
-from hysafe.models.checkpoint import load_model, read_metadata, save_model
 from hysafe.cli.main import main
-from hysafe.data import ManifestError, QuadrupletDataset, WorldConfig, generate_world, load_manifest
+from hysafe.data import ManifestError, WorldConfig, generate_world, load_manifest
 from hysafe.data.dataset import load_image, tokenize_captions
 from hysafe.geometry import LorentzSpace
-from hysafe.models.safety_model import create_model
-from hysafe.training.recipes import get_recipe
 from hysafe.index.retrieval import RetrievalIndex
+from hysafe.models.backbone import TINY_MODEL, LoraConfig
+from hysafe.models.checkpoint import load_model, read_metadata, save_model
+from hysafe.models.safety_model import create_model
 from hysafe.training import TrainConfig, train
+from hysafe.training.recipes import get_recipe
 from hysafe.training.run_folder import locked_run_folder
 
 LORA = LoraConfig(r=4, alpha=8.0, dropout=0.0)
@@ -28,7 +28,9 @@ LORA = LoraConfig(r=4, alpha=8.0, dropout=0.0)
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    return generate_world(tmp_path_factory.mktemp("world"), WorldConfig(n_train=48, n_val=16, n_test=16, seed=2), progress=False)
+    return generate_world(
+        tmp_path_factory.mktemp("world"), WorldConfig(n_train=48, n_val=16, n_test=16, seed=2), progress=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +38,12 @@ def trained(world, tiny_base, tmp_path_factory):
     """A small HySAC run: its run folder and best checkpoint."""
     out = tmp_path_factory.mktemp("run")
     torch.manual_seed(0)
-    res = train(create_model("hysac", TINY_MODEL, tiny_base, lora=LORA), world, "hysac",
-                TrainConfig(epochs=1, batch_size=16, lr=1e-3, progress=False, output_dir=str(out)))
+    res = train(
+        create_model("hysac", TINY_MODEL, tiny_base, lora=LORA),
+        world,
+        "hysac",
+        TrainConfig(epochs=1, batch_size=16, lr=1e-3, progress=False, output_dir=str(out)),
+    )
     return out, res
 
 
@@ -66,14 +72,18 @@ def edited_copy(src, dst, edit):
 def scripted_validation(monkeypatch, scores):
     """Validation recall sums in a fixed order: selection is then decided, not left to chance."""
     it = iter(scores)
-    monkeypatch.setattr("hysafe.training.loop.validation_recalls", lambda *a, **k: {"score": (v := next(it)), "recall_sum": v})
+    monkeypatch.setattr(
+        "hysafe.training.loop.validation_recalls", lambda *a, **k: {"score": (v := next(it)), "recall_sum": v}
+    )
 
 
 class Kill(Exception):
     pass
 
 
-def test_resumed_run_whose_later_epochs_do_not_improve_keeps_the_best(world, tiny_base, tmp_path, monkeypatch):
+def test_resumed_run_whose_later_epochs_do_not_improve_keeps_the_best(
+    world, tiny_base, tmp_path, monkeypatch
+):
     cfg = dict(epochs=3, batch_size=16, lr=3e-3, checkpoint_every=2, progress=False, log_every=1)
     epoch1 = {}
 
@@ -83,7 +93,13 @@ def test_resumed_run_whose_later_epochs_do_not_improve_keeps_the_best(world, tin
 
     scripted_validation(monkeypatch, [10.0, 5.0, 5.0])
     model_a = fresh(tiny_base)
-    train(model_a, world, "hysac", TrainConfig(**cfg, output_dir=str(tmp_path / "a")), callbacks=[remember_epoch1])
+    train(
+        model_a,
+        world,
+        "hysac",
+        TrainConfig(**cfg, output_dir=str(tmp_path / "a")),
+        callbacks=[remember_epoch1],
+    )
 
     def kill_in_epoch_3(record):
         if record["step"] == 8:
@@ -91,16 +107,31 @@ def test_resumed_run_whose_later_epochs_do_not_improve_keeps_the_best(world, tin
 
     scripted_validation(monkeypatch, [10.0, 5.0])
     with pytest.raises(Kill):
-        train(fresh(tiny_base), world, "hysac", TrainConfig(**cfg, output_dir=str(tmp_path / "b")), callbacks=[kill_in_epoch_3])
+        train(
+            fresh(tiny_base),
+            world,
+            "hysac",
+            TrainConfig(**cfg, output_dir=str(tmp_path / "b")),
+            callbacks=[kill_in_epoch_3],
+        )
     scripted_validation(monkeypatch, [5.0])
     train(fresh(tiny_base), world, "hysac", TrainConfig(**cfg, output_dir=str(tmp_path / "b")))
-    a, b = load_file(str(tmp_path / "a" / "best.safetensors")), load_file(str(tmp_path / "b" / "best.safetensors"))
+    a, b = (
+        load_file(str(tmp_path / "a" / "best.safetensors")),
+        load_file(str(tmp_path / "b" / "best.safetensors")),
+    )
     assert a.keys() == b.keys()
     for name in a:
         assert torch.allclose(a[name], b[name], atol=1e-6), name
-        assert torch.allclose(b[name], epoch1[name], atol=1e-6), name  # the best epoch's weights, not the last
+        assert torch.allclose(b[name], epoch1[name], atol=1e-6), (
+            name
+        )  # the best epoch's weights, not the last
     assert read_metadata(tmp_path / "b" / "best.safetensors")["extra"]["best_validation_score"] == 10.0
-    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines() if '"validation"' not in line]
+    steps = [
+        json.loads(line)["step"]
+        for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()
+        if '"validation"' not in line
+    ]
     assert steps == list(range(1, 10))  # the steps re-run after the kill are logged once
 
 
@@ -108,7 +139,12 @@ def test_rerunning_a_finished_run_leaves_best_byte_identical(trained, world, tin
     out, _ = trained
     before = (out / "best.safetensors").read_bytes()
     log_before = (out / "log.jsonl").read_text()
-    train(fresh(tiny_base), world, "hysac", TrainConfig(epochs=1, batch_size=16, lr=1e-3, progress=False, output_dir=str(out)))
+    train(
+        fresh(tiny_base),
+        world,
+        "hysac",
+        TrainConfig(epochs=1, batch_size=16, lr=1e-3, progress=False, output_dir=str(out)),
+    )
     assert (out / "best.safetensors").read_bytes() == before
     assert (out / "log.jsonl").read_text() == log_before
 
@@ -116,7 +152,12 @@ def test_rerunning_a_finished_run_leaves_best_byte_identical(trained, world, tin
 def test_two_trainings_cannot_share_a_run_folder(world, tiny_base, tmp_path):
     with locked_run_folder(tmp_path / "run"):
         with pytest.raises(ValueError, match=r"in use by another training \(pid \d+\)"):
-            train(fresh(tiny_base), world, "hysac", TrainConfig(epochs=1, batch_size=16, progress=False, output_dir=str(tmp_path / "run")))
+            train(
+                fresh(tiny_base),
+                world,
+                "hysac",
+                TrainConfig(epochs=1, batch_size=16, progress=False, output_dir=str(tmp_path / "run")),
+            )
     with locked_run_folder(tmp_path / "run"):  # released when the holder ends
         pass
 
@@ -128,10 +169,29 @@ def test_nan_tau_and_threshold_and_empty_texts_are_refused(trained, world, capsy
     _, res = trained
     ckpt = str(res.best_checkpoint)
     for argv, message in [
-        (["traverse", "--checkpoint", ckpt, "--data", str(world), "--query", "a red circle", "--tau", "nan"], "finite number >= 0"),
-        (["traverse", "--checkpoint", ckpt, "--data", str(world), "--query", "a red circle", "-k", "0"], "-k must be >= 1"),
+        (
+            [
+                "traverse",
+                "--checkpoint",
+                ckpt,
+                "--data",
+                str(world),
+                "--query",
+                "a red circle",
+                "--tau",
+                "nan",
+            ],
+            "finite number >= 0",
+        ),
+        (
+            ["traverse", "--checkpoint", ckpt, "--data", str(world), "--query", "a red circle", "-k", "0"],
+            "-k must be >= 1",
+        ),
         (["traverse", "--checkpoint", ckpt, "--data", str(world), "--query", ""], "empty or blank"),
-        (["classify", "--checkpoint", ckpt, "--text", "a cat", "--threshold", "nan"], "--threshold must be a finite number"),
+        (
+            ["classify", "--checkpoint", ckpt, "--text", "a cat", "--threshold", "nan"],
+            "--threshold must be a finite number",
+        ),
         (["classify", "--checkpoint", ckpt, "--text", ""], "empty or blank"),
         (["classify", "--checkpoint", ckpt, "--text", "   "], "empty or blank"),
     ]:
@@ -139,12 +199,15 @@ def test_nan_tau_and_threshold_and_empty_texts_are_refused(trained, world, capsy
         assert code == 1 and message in err and err.count("\n") == 1, (argv, err)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda m: m["bounds"]["V"].update(avg=float("nan")), "bound V.avg = nan"),
-    (lambda m: m["scalars"].update(log_curv=50.0), "scalar log_curv = 50.0 is outside"),
-    (lambda m: m["scalars"].update(log_alpha_text=float("inf")), "scalar log_alpha_text"),
-    (lambda m: m["bounds"].update(X={"avg": 1.0}), "bounds entry 'X'"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m["bounds"]["V"].update(avg=float("nan")), "bound V.avg = nan"),
+        (lambda m: m["scalars"].update(log_curv=50.0), "scalar log_curv = 50.0 is outside"),
+        (lambda m: m["scalars"].update(log_alpha_text=float("inf")), "scalar log_alpha_text"),
+        (lambda m: m["bounds"].update(X={"avg": 1.0}), "bounds entry 'X'"),
+    ],
+)
 def test_edited_scalars_and_bounds_are_range_checked(trained, tmp_path, edit, message):
     _, res = trained
     bad = edited_copy(res.best_checkpoint, tmp_path / "edited.safetensors", edit)
@@ -167,14 +230,31 @@ def test_truncated_captions_are_counted_once(tiny_base, caplog):
 def test_checkpoint_of_another_width_is_a_clear_error(tiny_base, tmp_path, capsys):
     import open_clip
 
-    cfg = json.loads(open(os.path.join(os.path.dirname(__import__("hysafe").__file__), "model_configs", "hysafe-tiny.json")).read())
+    cfg = json.loads(
+        open(
+            os.path.join(os.path.dirname(__import__("hysafe").__file__), "model_configs", "hysafe-tiny.json")
+        ).read()
+    )
     cfg["text_cfg"]["width"] = 96
     (tmp_path / "cfgs").mkdir()
     (tmp_path / "cfgs" / "hysafe-tiny-wide.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(tmp_path / "cfgs")
     with pytest.raises(ValueError, match="does not load into open_clip 'hysafe-tiny-wide'"):
         create_model("hysac", "hysafe-tiny-wide", tiny_base)
-    code, err = run_cli(["train", "--data", "m.jsonl", "--model", "hysafe-tiny-wide", "--pretrained", tiny_base, "--out", str(tmp_path / "o")], capsys)
+    code, err = run_cli(
+        [
+            "train",
+            "--data",
+            "m.jsonl",
+            "--model",
+            "hysafe-tiny-wide",
+            "--pretrained",
+            tiny_base,
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert code == 1 and "a checkpoint of another model or width?" in err
 
 
@@ -198,8 +278,18 @@ def test_truncated_training_state_names_the_file_and_the_way_out(trained, world,
     data = (run / "last.safetensors").read_bytes()
     (run / "last.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"last.safetensors: unreadable training state .*--no-resume"):
-        train(fresh(tiny_base), world, "hysac", TrainConfig(epochs=1, batch_size=16, progress=False, output_dir=str(run)))
-    res = train(fresh(tiny_base), world, "hysac", TrainConfig(epochs=1, batch_size=16, progress=False, output_dir=str(run), resume=False))
+        train(
+            fresh(tiny_base),
+            world,
+            "hysac",
+            TrainConfig(epochs=1, batch_size=16, progress=False, output_dir=str(run)),
+        )
+    res = train(
+        fresh(tiny_base),
+        world,
+        "hysac",
+        TrainConfig(epochs=1, batch_size=16, progress=False, output_dir=str(run), resume=False),
+    )
     assert res.steps == 3
 
 
@@ -220,8 +310,22 @@ def _image_rows(tmp_path, broken_name: str, broken_bytes: bytes | None = None, s
         Image.fromarray(np.zeros((*size, 3), dtype=np.uint8)).save(img / n)
     if broken_bytes is not None:
         (img / broken_name).write_bytes(broken_bytes)
-    rows = [{"id": "a", "safe_text": "a cat", "unsafe_text": "a cat in blood", "safe_image": "img/a.png", "unsafe_image": "img/a_u.png"},
-            {"id": "b", "safe_text": "a dog", "unsafe_text": "a dog in blood", "safe_image": "img/b.png", "unsafe_image": f"img/{broken_name}"}]
+    rows = [
+        {
+            "id": "a",
+            "safe_text": "a cat",
+            "unsafe_text": "a cat in blood",
+            "safe_image": "img/a.png",
+            "unsafe_image": "img/a_u.png",
+        },
+        {
+            "id": "b",
+            "safe_text": "a dog",
+            "unsafe_text": "a dog in blood",
+            "safe_image": "img/b.png",
+            "unsafe_image": f"img/{broken_name}",
+        },
+    ]
     path = tmp_path / "m.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -231,8 +335,16 @@ def test_decompression_bomb_is_a_named_error_and_skippable(tmp_path, monkeypatch
     manifest = _image_rows(tmp_path, "b_u.png")
     Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(tmp_path / "img" / "b_u.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64 x 64 is then over twice the limit
-    with pytest.raises(ValueError, match=r"m.jsonl, row b, field 'unsafe_image': unreadable image .*decompression bomb"):
-        load_image(str(tmp_path / "img" / "b_u.png"), lambda im: im, row_id="b", field="unsafe_image", manifest=str(manifest))
+    with pytest.raises(
+        ValueError, match=r"m.jsonl, row b, field 'unsafe_image': unreadable image .*decompression bomb"
+    ):
+        load_image(
+            str(tmp_path / "img" / "b_u.png"),
+            lambda im: im,
+            row_id="b",
+            field="unsafe_image",
+            manifest=str(manifest),
+        )
     rows = load_manifest(manifest, verify_images=True, skip_bad_rows=True)
     assert [r.id for r in rows] == ["a"]
 
@@ -244,15 +356,48 @@ def test_corrupt_image_with_workers_is_one_line(tmp_path, tiny_base, capsys):
     for i, r in enumerate(rows):
         r["id"] = f"r{i}"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    code, err = run_cli(["train", "--data", str(manifest), "--model", TINY_MODEL, "--pretrained", tiny_base, "--out", str(tmp_path / "o"),
-                         "--workers", "2", "--batch-size", "2", "--epochs", "1", "--no-validate", "--no-progress"], capsys)
+    code, err = run_cli(
+        [
+            "train",
+            "--data",
+            str(manifest),
+            "--model",
+            TINY_MODEL,
+            "--pretrained",
+            tiny_base,
+            "--out",
+            str(tmp_path / "o"),
+            "--workers",
+            "2",
+            "--batch-size",
+            "2",
+            "--epochs",
+            "1",
+            "--no-validate",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 1 and err.count("\n") == 1 and "m.jsonl, row r" in err and "unreadable image" in err, err
 
 
 def test_out_under_a_regular_file(world, tiny_base, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
-    code, err = run_cli(["train", "--data", str(world), "--model", TINY_MODEL, "--pretrained", tiny_base,
-                         "--out", str(tmp_path / "file" / "run"), "--no-progress"], capsys)
+    code, err = run_cli(
+        [
+            "train",
+            "--data",
+            str(world),
+            "--model",
+            TINY_MODEL,
+            "--pretrained",
+            tiny_base,
+            "--out",
+            str(tmp_path / "file" / "run"),
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 1 and "is a file, not a folder" in err
 
 
@@ -262,7 +407,9 @@ def test_out_under_a_regular_file(world, tiny_base, tmp_path, capsys):
 def test_manifest_encodings_types_and_skipping(tmp_path):
     good = '{"safe_text": "a cat", "unsafe_text": "a cat in blood"}\n'
     path = tmp_path / "m.jsonl"
-    path.write_bytes(good.encode() + b'{"safe_text": "caf\xe9", "unsafe_text": "x"}\n' + b"{not json\n" + good.encode())
+    path.write_bytes(
+        good.encode() + b'{"safe_text": "caf\xe9", "unsafe_text": "x"}\n' + b"{not json\n" + good.encode()
+    )
     with pytest.raises(ManifestError, match=r"m.jsonl, row 2: not UTF-8 text \(byte 0xe9"):
         load_manifest(path)
     assert len(load_manifest(path, skip_bad_rows=True)) == 2  # bad encoding and bad JSON skipped, not fatal
@@ -282,21 +429,51 @@ def test_resume_with_other_settings_names_the_difference(trained, world, tiny_ba
     shutil.copytree(out, run)
     torch.manual_seed(0)
     other = create_model("hysac", TINY_MODEL, tiny_base, lora=LoraConfig(r=2, alpha=8.0, dropout=0.0))
-    with pytest.raises(ValueError, match=r"holds a run with a different configuration \(model.lora.r: 4 there, 2 now"):
-        train(other, world, "hysac", TrainConfig(epochs=2, batch_size=16, progress=False, output_dir=str(run)))
-    with pytest.raises(ValueError, match=r"different configuration \(cones: \[1.0, None, 0.2\] there, \[1.0, 0.3, 0.2\] now"):
-        train(fresh(tiny_base), world, get_recipe("hysac", min_radius=0.3), TrainConfig(epochs=2, batch_size=16, progress=False, output_dir=str(run)))
-    with pytest.raises(ValueError, match=r"different configuration \(.*recipe: 'hysac' there, 'safeclip' now"):
+    with pytest.raises(
+        ValueError, match=r"holds a run with a different configuration \(model.lora.r: 4 there, 2 now"
+    ):
+        train(
+            other, world, "hysac", TrainConfig(epochs=2, batch_size=16, progress=False, output_dir=str(run))
+        )
+    with pytest.raises(
+        ValueError, match=r"different configuration \(cones: \[1.0, None, 0.2\] there, \[1.0, 0.3, 0.2\] now"
+    ):
+        train(
+            fresh(tiny_base),
+            world,
+            get_recipe("hysac", min_radius=0.3),
+            TrainConfig(epochs=2, batch_size=16, progress=False, output_dir=str(run)),
+        )
+    with pytest.raises(
+        ValueError, match=r"different configuration \(.*recipe: 'hysac' there, 'safeclip' now"
+    ):
         torch.manual_seed(0)
-        train(create_model("safeclip", TINY_MODEL, tiny_base, lora=LORA), world, "safeclip",
-              TrainConfig(epochs=2, batch_size=16, progress=False, output_dir=str(run)))
+        train(
+            create_model("safeclip", TINY_MODEL, tiny_base, lora=LORA),
+            world,
+            "safeclip",
+            TrainConfig(epochs=2, batch_size=16, progress=False, output_dir=str(run)),
+        )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
 def test_cuda_without_a_gpu(tiny_base, capsys):
     with pytest.raises(ValueError, match="no usable CUDA GPU"):
         create_model("clip", TINY_MODEL, tiny_base, device="cuda")
-    code, err = run_cli(["embed", "--data", "m.jsonl", "--pretrained", tiny_base, "--out", "f.safetensors", "--device", "cuda"], capsys)
+    code, err = run_cli(
+        [
+            "embed",
+            "--data",
+            "m.jsonl",
+            "--pretrained",
+            tiny_base,
+            "--out",
+            "f.safetensors",
+            "--device",
+            "cuda",
+        ],
+        capsys,
+    )
     assert code == 1 and "no usable CUDA GPU" in err and "Offline" not in err
 
 
@@ -313,7 +490,11 @@ def test_saved_index_files_that_do_not_belong(tmp_path):
     Path(f"{path}.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"idx.faiss.json: not a hysafe index description"):
         RetrievalIndex.load(path)
-    Path(f"{path}.json").write_text(json.dumps({"space": {"name": "lorentz", "curv": 1.0}, "dim": 7, "kind": "flat", "nlist": 1, "nprobe": 1}))
+    Path(f"{path}.json").write_text(
+        json.dumps(
+            {"space": {"name": "lorentz", "curv": 1.0}, "dim": 7, "kind": "flat", "nlist": 1, "nprobe": 1}
+        )
+    )
     with pytest.raises(ValueError, match="do not belong together"):
         RetrievalIndex.load(path)
 
@@ -321,7 +502,9 @@ def test_saved_index_files_that_do_not_belong(tmp_path):
 # --------------------------------------------------------------------------------- other
 
 
-def test_adapter_checkpoint_loads_from_another_folder_and_after_a_move(trained, tiny_base, tmp_path, monkeypatch):
+def test_adapter_checkpoint_loads_from_another_folder_and_after_a_move(
+    trained, tiny_base, tmp_path, monkeypatch
+):
     _, res = trained
     work = tmp_path / "work"
     work.mkdir()
@@ -333,7 +516,9 @@ def test_adapter_checkpoint_loads_from_another_folder_and_after_a_move(trained, 
     assert load_model(work / "ckpt.safetensors").config.backbone.pretrained == str(work / "base.safetensors")
     moved = tmp_path / "moved"
     shutil.move(work, moved)
-    assert load_model(moved / "ckpt.safetensors").config.backbone.pretrained == str(moved / "base.safetensors")
+    assert load_model(moved / "ckpt.safetensors").config.backbone.pretrained == str(
+        moved / "base.safetensors"
+    )
 
 
 def test_checkpoints_respect_the_umask(trained, tmp_path):
@@ -350,18 +535,56 @@ def test_quiet_logs_without_a_terminal(world, tiny_base, tmp_path, capsys, caplo
     with caplog.at_level("WARNING"):
         create_model("clip", TINY_MODEL, None)
     assert not [r for r in caplog.records if "initialized randomly" in r.getMessage()]
+
     def progress_lines():
         lines = [r.getMessage() for r in caplog.records if r.name == "hysafe.progress"]
         caplog.clear()
         return lines
 
     caplog.clear()
-    code, err = run_cli(["train", "--data", str(world), "--model", TINY_MODEL, "--pretrained", tiny_base, "--out", str(tmp_path / "o"),
-                         "--epochs", "1", "--batch-size", "16"], capsys)
-    assert code == 0 and "\r" not in err and "loading images" not in err  # stderr is no terminal here: no bars
-    assert [line.split(", loss")[0] for line in progress_lines()] == ["hysac epoch 1/1: step 3"]  # a line per epoch instead
-    code, err = run_cli(["train", "--data", str(world), "--model", TINY_MODEL, "--pretrained", tiny_base, "--out", str(tmp_path / "p"),
-                         "--epochs", "1", "--batch-size", "16", "--no-progress"], capsys)
+    code, err = run_cli(
+        [
+            "train",
+            "--data",
+            str(world),
+            "--model",
+            TINY_MODEL,
+            "--pretrained",
+            tiny_base,
+            "--out",
+            str(tmp_path / "o"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+        ],
+        capsys,
+    )
+    assert (
+        code == 0 and "\r" not in err and "loading images" not in err
+    )  # stderr is no terminal here: no bars
+    assert [line.split(", loss")[0] for line in progress_lines()] == [
+        "hysac epoch 1/1: step 3"
+    ]  # a line per epoch instead
+    code, err = run_cli(
+        [
+            "train",
+            "--data",
+            str(world),
+            "--model",
+            TINY_MODEL,
+            "--pretrained",
+            tiny_base,
+            "--out",
+            str(tmp_path / "p"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--no-progress",
+        ],
+        capsys,
+    )
     assert code == 0 and progress_lines() == []
 
 
@@ -378,8 +601,9 @@ torch.manual_seed(0)
 model = create_model("hysac", "hysafe-tiny", base, lora=LoraConfig(r=4, alpha=8.0, dropout=0.1))
 def tick(record):
     print("STEP", record["step"], flush=True)
-train(model, manifest, "hysac", TrainConfig(epochs=2, batch_size=8, lr=3e-3, checkpoint_every=1, log_every=1, progress=False,
-      output_dir=out), callbacks=[tick])
+config = TrainConfig(epochs=2, batch_size=8, lr=3e-3, checkpoint_every=1, log_every=1,
+                     progress=False, output_dir=out)
+train(model, manifest, "hysac", config, callbacks=[tick])
 print("DONE", flush=True)
 """
 
@@ -389,7 +613,9 @@ def _child(world, tiny_base, out, kill_at=None):
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(world), tiny_base, str(out)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(world), tiny_base, str(out)], stdout=subprocess.PIPE, text=True
+    )
     for line in proc.stdout:
         if kill_at is not None and line.startswith("STEP") and int(line.split()[1]) >= kill_at:
             os.kill(proc.pid, signal.SIGKILL)
@@ -421,11 +647,17 @@ def test_kill_9_at_random_points_then_resume_equals_an_uninterrupted_run(world, 
         out = tmp_path / f"killed{trial}"
         assert _child(world, tiny_base, out, kill_at=int(kill_at)) == -9
         assert _child(world, tiny_base, out) == 0
-        assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]  # a kill mid-save leaves none behind a resume
+        assert not [
+            p.name for p in out.iterdir() if p.name.endswith(".tmp")
+        ]  # a kill mid-save leaves none behind a resume
         _check_run_folder_loads(out)
         resumed = load_file(str(out / "last.safetensors"))
         for name, value in reference.items():
             if name.startswith(("model/", "best/")):
                 assert torch.allclose(resumed[name], value, atol=1e-6), (kill_at, name)
-        steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines() if '"validation"' not in line]
+        steps = [
+            json.loads(line)["step"]
+            for line in (out / "log.jsonl").read_text().splitlines()
+            if '"validation"' not in line
+        ]
         assert steps == sorted(set(steps)) == list(range(1, 13)), (kill_at, steps)

@@ -19,10 +19,10 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from hysafe.models.backbone import TINY_MODEL, LoraConfig  # noqa: E402
-from hysafe.models.checkpoint import save_model  # noqa: E402
 from hysafe.collection import ImageFolder, build_index, labels_from_manifest  # noqa: E402
 from hysafe.data import WorldConfig, generate_world  # noqa: E402
+from hysafe.models.backbone import TINY_MODEL, LoraConfig  # noqa: E402
+from hysafe.models.checkpoint import save_model  # noqa: E402
 from hysafe.models.safety_model import create_model  # noqa: E402
 from hysafe.serve.app import Served, Service, create_app  # noqa: E402
 from hysafe.training import TrainConfig, train  # noqa: E402
@@ -31,31 +31,57 @@ from hysafe.training import TrainConfig, train  # noqa: E402
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_base):
     root = tmp_path_factory.mktemp("serve")
-    world = generate_world(root / "world", WorldConfig(n_train=48, n_val=16, n_test=16, seed=4), progress=False)
+    world = generate_world(
+        root / "world", WorldConfig(n_train=48, n_val=16, n_test=16, seed=4), progress=False
+    )
     torch.manual_seed(0)
-    hysac = train(create_model("hysac", TINY_MODEL, tiny_base, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0)), world, "hysac",
-                  TrainConfig(epochs=1, batch_size=16, lr=1e-3, progress=False)).model
+    hysac = train(
+        create_model("hysac", TINY_MODEL, tiny_base, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0)),
+        world,
+        "hysac",
+        TrainConfig(epochs=1, batch_size=16, lr=1e-3, progress=False),
+    ).model
     ckpt = save_model(hysac, root / "hysac.safetensors", bounds=hysac.bounds)
     clip = create_model("clip", TINY_MODEL, tiny_base)
     images = ImageFolder(root / "world" / "images" / "test")
-    indexes = {"CLIP": build_index(clip, images, root / "idx-clip", progress=False, model_spec={"clip": {"model": TINY_MODEL, "pretrained": tiny_base}}),
-               "HySAC": build_index(hysac, images, root / "idx-hysac", progress=False, model_spec={"checkpoint": str(ckpt)})}
+    indexes = {
+        "CLIP": build_index(
+            clip,
+            images,
+            root / "idx-clip",
+            progress=False,
+            model_spec={"clip": {"model": TINY_MODEL, "pretrained": tiny_base}},
+        ),
+        "HySAC": build_index(
+            hysac, images, root / "idx-hysac", progress=False, model_spec={"checkpoint": str(ckpt)}
+        ),
+    }
     torch.manual_seed(1)
-    safe = create_model("safeclip", TINY_MODEL, tiny_base, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0))  # LoRA on attention
+    safe = create_model(
+        "safeclip", TINY_MODEL, tiny_base, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0)
+    )  # LoRA on attention
     with torch.no_grad():
         for n, p in safe.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.05)
     indexes["Safe-CLIP"] = build_index(safe, images, root / "idx-safe", progress=False)
-    service = Service({"CLIP": Served(clip, indexes["CLIP"]), "HySAC": Served(hysac, indexes["HySAC"]),
-                       "Safe-CLIP": Served(safe, indexes["Safe-CLIP"])},
-                      labels=labels_from_manifest(world), max_upload_mb=0.05)
+    service = Service(
+        {
+            "CLIP": Served(clip, indexes["CLIP"]),
+            "HySAC": Served(hysac, indexes["HySAC"]),
+            "Safe-CLIP": Served(safe, indexes["Safe-CLIP"]),
+        },
+        labels=labels_from_manifest(world),
+        max_upload_mb=0.05,
+    )
     return root, TestClient(create_app(service), raise_server_exceptions=False)
 
 
 def png_bytes(size=32):
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, format="PNG")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
+        buf, format="PNG"
+    )
     return buf.getvalue()
 
 
@@ -63,51 +89,99 @@ def test_endpoints(served):
     _, client = served
     assert client.get("/health").json() == {"status": "ok", "models": 3}
     models = {m["name"]: m for m in client.get("/models").json()}
-    assert models["HySAC"]["geometry"]["name"] == "lorentz" and models["HySAC"]["index"]["size"] == 32 and models["CLIP"]["bounds"] is None
+    assert (
+        models["HySAC"]["geometry"]["name"] == "lorentz"
+        and models["HySAC"]["index"]["size"] == 32
+        and models["CLIP"]["bounds"] is None
+    )
     r = client.post("/search", json={"text": "a red circle, covered in blood", "k": 5})
     assert r.status_code == 200
     results = r.json()["results"]
-    assert set(results) == {"CLIP", "Safe-CLIP", "HySAC", "HySAC + traversal"} and all(len(h) == 5 for h in results.values())
+    assert set(results) == {"CLIP", "Safe-CLIP", "HySAC", "HySAC + traversal"} and all(
+        len(h) == 5 for h in results.values()
+    )
     hit = results["HySAC"][0]
     assert hit["label"] in ("safe", "unsafe") and hit["thumb"].startswith("/thumb/HySAC/")
     thumb = client.get(hit["thumb"])
     assert thumb.status_code == 200 and thumb.content[:4] == b"\x89PNG"
-    r = client.post("/search", files={"image": ("q.png", png_bytes(), "image/png")}, data={"k": "3", "models": "HySAC", "traversal": "off"})
-    assert r.status_code == 200 and set(r.json()["results"]) == {"HySAC"} and len(r.json()["results"]["HySAC"]) == 3
+    r = client.post(
+        "/search",
+        files={"image": ("q.png", png_bytes(), "image/png")},
+        data={"k": "3", "models": "HySAC", "traversal": "off"},
+    )
+    assert (
+        r.status_code == 200
+        and set(r.json()["results"]) == {"HySAC"}
+        and len(r.json()["results"]["HySAC"]) == 3
+    )
     r = client.post("/classify", json={"texts": ["a red circle", "a red circle, covered in blood"]})
     rows = r.json()["results"]["HySAC"]
-    assert r.status_code == 200 and len(rows) == 2 and all(row["unsafe"] == (row["score"] >= row["threshold"]) for row in rows)
+    assert (
+        r.status_code == 200
+        and len(rows) == 2
+        and all(row["unsafe"] == (row["score"] >= row["threshold"]) for row in rows)
+    )
     assert r.json()["results"]["CLIP"][0]["unsafe"] is None  # no threshold without bounds: no decision
     r = client.post("/classify", files=[("images", ("a.png", png_bytes(), "image/png"))])
     assert r.status_code == 200 and r.json()["results"]["HySAC"][0]["modality"] == "image"
-    assert client.get("/docs").status_code == 200 and "hysafe" in client.get("/openapi.json").json()["info"]["title"]
+    assert (
+        client.get("/docs").status_code == 200
+        and "hysafe" in client.get("/openapi.json").json()["info"]["title"]
+    )
     assert 'id="cols"' in client.get("/").text
 
 
-@pytest.mark.parametrize("call, status, field", [
-    (lambda c: c.post("/search", json={"k": 3}), 400, "text"),
-    (lambda c: c.post("/search", json={"text": "x", "k": 0}), 400, "k"),
-    (lambda c: c.post("/search", json={"text": "x", "k": 10**6}), 400, "k"),
-    (lambda c: c.post("/search", json={"text": "x", "k": "many"}), 422, "k"),
-    (lambda c: c.post("/search", json={"text": "   "}), 422, "text"),
-    (lambda c: c.post("/search", json={"text": "x", "models": ["Nope"]}), 404, "models"),
-    (lambda c: c.post("/search", json={"text": "x", "models": ["../../etc/passwd"]}), 404, "models"),
-    (lambda c: c.post("/search", json={"text": "x", "tau": -1}), 400, "tau"),
-    (lambda c: c.post("/search", content=b'{"text": "x", "tau": NaN}', headers={"content-type": "application/json"}), 400, "tau"),
-    (lambda c: c.post("/search", json={"text": "x", "tau": "nan"}), 422, "tau"),
-    (lambda c: c.post("/search", json={"text": "x", "tau": "magic"}), 422, "tau"),
-    (lambda c: c.post("/search", content=b"not json", headers={"content-type": "application/json"}), 422, "body"),
-    (lambda c: c.post("/search", files={"image": ("b.png", b"\x89PNG broken", "image/png")}), 422, "image"),
-    (lambda c: c.post("/search", files={"image": ("big.png", png_bytes(256), "image/png")}), 413, "image"),
-    (lambda c: c.post("/search", files={"image": ("x.png", png_bytes(), "image/png")}, data={"k": "2x"}), 422, "k"),
-    (lambda c: c.post("/classify", json={}), 400, "texts"),
-    (lambda c: c.post("/classify", json={"texts": ["ok", ""]}), 422, "texts"),
-    (lambda c: c.get("/thumb/HySAC/100000"), 404, "row"),
-    (lambda c: c.get("/thumb/HySAC/-1"), 404, "row"),
-    (lambda c: c.get("/thumb/..%2F..%2Fetc/1"), 404, "path"),
-    (lambda c: c.get("/thumb/..%2F..%2Fetc"), 404, "path"),
-    (lambda c: c.get("/thumb/Nope/1"), 404, "model"),
-])
+@pytest.mark.parametrize(
+    "call, status, field",
+    [
+        (lambda c: c.post("/search", json={"k": 3}), 400, "text"),
+        (lambda c: c.post("/search", json={"text": "x", "k": 0}), 400, "k"),
+        (lambda c: c.post("/search", json={"text": "x", "k": 10**6}), 400, "k"),
+        (lambda c: c.post("/search", json={"text": "x", "k": "many"}), 422, "k"),
+        (lambda c: c.post("/search", json={"text": "   "}), 422, "text"),
+        (lambda c: c.post("/search", json={"text": "x", "models": ["Nope"]}), 404, "models"),
+        (lambda c: c.post("/search", json={"text": "x", "models": ["../../etc/passwd"]}), 404, "models"),
+        (lambda c: c.post("/search", json={"text": "x", "tau": -1}), 400, "tau"),
+        (
+            lambda c: c.post(
+                "/search", content=b'{"text": "x", "tau": NaN}', headers={"content-type": "application/json"}
+            ),
+            400,
+            "tau",
+        ),
+        (lambda c: c.post("/search", json={"text": "x", "tau": "nan"}), 422, "tau"),
+        (lambda c: c.post("/search", json={"text": "x", "tau": "magic"}), 422, "tau"),
+        (
+            lambda c: c.post("/search", content=b"not json", headers={"content-type": "application/json"}),
+            422,
+            "body",
+        ),
+        (
+            lambda c: c.post("/search", files={"image": ("b.png", b"\x89PNG broken", "image/png")}),
+            422,
+            "image",
+        ),
+        (
+            lambda c: c.post("/search", files={"image": ("big.png", png_bytes(256), "image/png")}),
+            413,
+            "image",
+        ),
+        (
+            lambda c: c.post(
+                "/search", files={"image": ("x.png", png_bytes(), "image/png")}, data={"k": "2x"}
+            ),
+            422,
+            "k",
+        ),
+        (lambda c: c.post("/classify", json={}), 400, "texts"),
+        (lambda c: c.post("/classify", json={"texts": ["ok", ""]}), 422, "texts"),
+        (lambda c: c.get("/thumb/HySAC/100000"), 404, "row"),
+        (lambda c: c.get("/thumb/HySAC/-1"), 404, "row"),
+        (lambda c: c.get("/thumb/..%2F..%2Fetc/1"), 404, "path"),
+        (lambda c: c.get("/thumb/..%2F..%2Fetc"), 404, "path"),
+        (lambda c: c.get("/thumb/Nope/1"), 404, "model"),
+    ],
+)
 def test_bad_requests_get_a_4xx_json_error_naming_the_field(served, call, status, field):
     _, client = served
     r = call(client)
@@ -117,7 +191,12 @@ def test_bad_requests_get_a_4xx_json_error_naming_the_field(served, call, status
 
 def test_path_traversal_never_reaches_the_filesystem(served):
     _, client = served
-    for url in ("/thumb/HySAC/../../../../etc/passwd", "/thumb/HySAC/%2e%2e%2f%2e%2e%2fetc%2fpasswd", "/../../etc/passwd", "/thumb/HySAC/1/../../x"):
+    for url in (
+        "/thumb/HySAC/../../../../etc/passwd",
+        "/thumb/HySAC/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/../../etc/passwd",
+        "/thumb/HySAC/1/../../x",
+    ):
         r = client.get(url)
         assert r.status_code in (404, 422) and b"root:" not in r.content and "field" in r.json(), url
 
@@ -134,23 +213,51 @@ def test_search_page_in_a_real_browser_on_a_real_server(served, tmp_path):
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
     root, _ = served
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "hysafe.cli", "serve", "--index", f"CLIP={root / 'idx-clip'}", "--index",
-                               f"HySAC={root / 'idx-hysac'}", "--labels", str(root / "world" / "manifest.jsonl"), "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hysafe.cli",
+            "serve",
+            "--index",
+            f"CLIP={root / 'idx-clip'}",
+            "--index",
+            f"HySAC={root / 'idx-hysac'}",
+            "--labels",
+            str(root / "world" / "manifest.jsonl"),
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         for _ in range(120):
             try:
-                if json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1))["status"] == "ok":
+                if (
+                    json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1))["status"]
+                    == "ok"
+                ):
                     break
             except OSError:
                 time.sleep(0.5)
         url = f"http://127.0.0.1:{port}/?q=a%20red%20circle%2C%20covered%20in%20blood&k=4"
         flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000"]
-        dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+        dom = subprocess.run(
+            [chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
+        ).stdout
         done = json.loads(dom.split('data-done="', 1)[1].split('"', 1)[0].replace("&quot;", '"'))
-        assert done == {"CLIP": 4, "HySAC": 4, "HySAC + traversal": 4}  # every column shows k decoded thumbnails
+        assert done == {
+            "CLIP": 4,
+            "HySAC": 4,
+            "HySAC + traversal": 4,
+        }  # every column shows k decoded thumbnails
         shot = tmp_path / "serve.png"
-        subprocess.run([chromium, *flags, "--window-size=1300,800", f"--screenshot={shot}", url], capture_output=True, timeout=120)
+        subprocess.run(
+            [chromium, *flags, "--window-size=1300,800", f"--screenshot={shot}", url],
+            capture_output=True,
+            timeout=120,
+        )
         assert shot.stat().st_size > 20_000
     finally:
         server.terminate()
@@ -164,15 +271,23 @@ def test_concurrent_requests_are_safe_and_equal_sequential_ones(served):
     import threading
 
     _, client = served
-    search, classify = {"text": "a red circle, covered in blood", "k": 3}, {"texts": ["a red circle", "a blue square"]}
-    expected = {"s": client.post("/search", json=search).json(), "c": client.post("/classify", json=classify).json()}
+    search, classify = (
+        {"text": "a red circle, covered in blood", "k": 3},
+        {"texts": ["a red circle", "a blue square"]},
+    )
+    expected = {
+        "s": client.post("/search", json=search).json(),
+        "c": client.post("/classify", json=classify).json(),
+    }
     errors, results = [], []
 
     def worker(i):
         try:
             for j in range(6):
                 kind = "s" if (i + j) % 2 else "c"
-                r = client.post("/search" if kind == "s" else "/classify", json=search if kind == "s" else classify)
+                r = client.post(
+                    "/search" if kind == "s" else "/classify", json=search if kind == "s" else classify
+                )
                 results.append((kind, r.status_code, r.json()))
         except Exception as e:  # noqa: BLE001 - collected and asserted below
             errors.append(e)
@@ -186,5 +301,6 @@ def test_concurrent_requests_are_safe_and_equal_sequential_ones(served):
     for kind, _, body in results:
         for name, rows in expected[kind]["results"].items():
             key = "id" if kind == "s" else "score"
-            assert [r[key] if key == "id" else round(r[key], 5) for r in body["results"][name]] == \
-                [r[key] if key == "id" else round(r[key], 5) for r in rows], (kind, name)
+            assert [r[key] if key == "id" else round(r[key], 5) for r in body["results"][name]] == [
+                r[key] if key == "id" else round(r[key], 5) for r in rows
+            ], (kind, name)

@@ -6,10 +6,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .options import named_paths
 from ..training.config import PRECISIONS
+from .options import named_paths
 
-__all__ = ["cmd_score", "cmd_index", "cmd_compare", "cmd_serve", "args_score", "args_index", "args_compare", "args_serve"]
+__all__ = [
+    "cmd_score",
+    "cmd_index",
+    "cmd_compare",
+    "args_score",
+    "args_index",
+    "args_compare",
+]
 
 _TAU_HELP = "a number or a rule ('avg', 'up_95', 'V.avg', 'paper', 'authors')"
 
@@ -20,11 +27,16 @@ def _model_spec(args) -> dict:
         return {"checkpoint": str(Path(args.checkpoint).resolve())}
     if getattr(args, "clip_pretrained", None):
         pretrained = args.clip_pretrained
-        return {"clip": {"model": args.model, "pretrained": str(Path(pretrained).resolve()) if Path(pretrained).exists() else pretrained}}
+        return {
+            "clip": {
+                "model": args.model,
+                "pretrained": str(Path(pretrained).resolve()) if Path(pretrained).exists() else pretrained,
+            }
+        }
     raise ValueError("give --checkpoint CKPT (or --clip-pretrained TAG|PATH for the plain CLIP baseline)")
 
 
-def _model_from_spec(spec: dict, device: str = "cpu"):
+def model_from_spec(spec: dict, device: str = "cpu"):
     from ..models.checkpoint import load_model
     from ..models.safety_model import create_model
 
@@ -36,18 +48,32 @@ def _model_from_spec(spec: dict, device: str = "cpu"):
 def _source(args):
     from ..collection import open_source
 
-    return open_source(images=args.images, texts=args.texts, shards=args.shards, shard_modality=args.shard_modality)
+    return open_source(
+        images=args.images, texts=args.texts, shards=args.shards, shard_modality=args.shard_modality
+    )
 
 
 def cmd_score(args) -> int:
     from ..collection import score_collection
 
     spec = _model_spec(args)
-    res = score_collection(_model_from_spec(spec, args.device), _source(args), args.out, threshold=args.threshold, calibrate=args.calibrate,
-                           batch_size=args.batch_size, num_workers=args.workers, progress=not args.no_progress, checkpoint=json.dumps(spec),
-                           precision=args.precision)
+    res = score_collection(
+        model_from_spec(spec, args.device),
+        _source(args),
+        args.out,
+        threshold=args.threshold,
+        calibrate=args.calibrate,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        progress=not args.no_progress,
+        checkpoint=json.dumps(spec),
+        precision=args.precision,
+    )
     if res.path is not None:
-        print(f"scored {res.rows} items ({res.skipped} skipped) -> {res.path}  threshold {res.threshold} ({res.rule})")
+        print(
+            f"scored {res.rows} items ({res.skipped} skipped) -> {res.path}  "
+            f"threshold {res.threshold} ({res.rule})"
+        )
     return 0
 
 
@@ -56,16 +82,39 @@ def cmd_index(args) -> int:
 
     if args.action == "build":
         spec = _model_spec(args)
-        index = build_index(_model_from_spec(spec, args.device), _source(args), args.index, kind=args.kind, batch_size=args.batch_size,
-                            num_workers=args.workers, progress=not args.no_progress, model_spec=spec, precision=args.precision)
+        index = build_index(
+            model_from_spec(spec, args.device),
+            _source(args),
+            args.index,
+            kind=args.kind,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            progress=not args.no_progress,
+            model_spec=spec,
+            precision=args.precision,
+        )
         if index is not None:
-            print(f"index {args.index}: {len(index.index)} {index.meta['modality']}s ({index.meta['kind']}, {index.meta['skipped']} skipped)")
+            print(
+                f"index {args.index}: {len(index.index)} "
+                f"{index.meta['modality']}s ({index.meta['kind']}, "
+                f"{index.meta['skipped']} skipped)"
+            )
         return 0
     stored = CollectionIndex.open(args.index)
-    model = _model_from_spec(_model_spec(args) if (args.checkpoint or args.clip_pretrained) else stored.meta["model_spec"], args.device)
+    model = model_from_spec(
+        _model_spec(args) if (args.checkpoint or args.clip_pretrained) else stored.meta["model_spec"],
+        args.device,
+    )
     if args.action == "add":
-        index = add_to_index(model, _source(args), args.index, batch_size=args.batch_size, num_workers=args.workers, progress=not args.no_progress,
-                             precision=args.precision)
+        index = add_to_index(
+            model,
+            _source(args),
+            args.index,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            progress=not args.no_progress,
+            precision=args.precision,
+        )
         print(f"index {args.index}: {len(index.index)} items")
         return 0
     return _search(args, model, stored)
@@ -86,12 +135,17 @@ def _search(args, model, stored) -> int:
             queries, q, modality = args.image, model.encode_image(torch.stack(imgs).to(model.device)), "image"
     results = stored.search(model, q.float().cpu(), args.k, modality=modality, tau=args.tau)
     if args.json:
-        print(json.dumps([{"query": qu, "hits": hits} for qu, hits in zip(queries, results)], indent=2))
+        print(
+            json.dumps(
+                [{"query": qu, "hits": hits} for qu, hits in zip(queries, results, strict=True)], indent=2
+            )
+        )
         return 0
-    for qu, hits in zip(queries, results):
+    for qu, hits in zip(queries, results, strict=True):
         print(f"query: {qu}" + (f"  (traversal tau {args.tau})" if args.tau is not None else ""))
         for h in hits:
-            print(f"  {h['rank']:3d}  d={h['distance']:.4f}  nsfw={h['score']:.4f}  {h.get('path') or h.get('text')}")
+            where = h.get("path") or h.get("text")
+            print(f"  {h['rank']:3d}  d={h['distance']:.4f}  nsfw={h['score']:.4f}  {where}")
     return 0
 
 
@@ -101,10 +155,12 @@ def cmd_compare(args) -> int:
     indexes = {}
     for name, folder in named_paths(args.index, "--index").items():
         stored = CollectionIndex.open(folder)
-        indexes[name] = (_model_from_spec(stored.meta["model_spec"]), stored)
+        indexes[name] = (model_from_spec(stored.meta["model_spec"]), stored)
     if not indexes:
         raise ValueError("give at least one --index NAME=DIR")
-    queries = [line.strip() for line in Path(args.queries).read_text(encoding="utf-8").splitlines() if line.strip()]
+    queries = [
+        line.strip() for line in Path(args.queries).read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
     if not queries:
         raise ValueError(f"{args.queries}: no queries (one per line)")
     labels = labels_from_manifest(args.labels) if args.labels else None
@@ -113,21 +169,51 @@ def cmd_compare(args) -> int:
 
 
 def _args_source(p) -> None:
-    p.add_argument("--images", metavar="DIR|LIST", help="an image folder (recursive) or a .txt/.csv/.parquet list of image paths")
-    p.add_argument("--texts", metavar="FILE", help="prompts: .txt (one per line) or .csv/.parquet with a text/prompt/caption column")
+    p.add_argument(
+        "--images",
+        metavar="DIR|LIST",
+        help="an image folder (recursive) or a .txt/.csv/.parquet list of image paths",
+    )
+    p.add_argument(
+        "--texts",
+        metavar="FILE",
+        help="prompts: .txt (one per line) or .csv/.parquet with a text/prompt/caption column",
+    )
     p.add_argument("--shards", metavar="PATTERN", help="WebDataset tar shards, e.g. 'data/{000..099}.tar'")
-    p.add_argument("--shard-modality", default="image", choices=["image", "text"], help="what to read from shards (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=256, help="items per chunk: the unit of work and resumption (default: %(default)s)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader workers decoding images (default: %(default)s)")
+    p.add_argument(
+        "--shard-modality",
+        default="image",
+        choices=["image", "text"],
+        help="what to read from shards (default: %(default)s)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=256,
+        help="items per chunk: the unit of work and resumption (default: %(default)s)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=0, help="DataLoader workers decoding images (default: %(default)s)"
+    )
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="the towers' autocast precision (auto: bf16 on capable GPUs); hyperbolic maps stay fp32 (default: %(default)s)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        choices=PRECISIONS,
+        help="the towers' autocast precision (auto: bf16 on capable GPUs); "
+        "hyperbolic maps stay fp32 (default: %(default)s)",
+    )
     p.add_argument("--no-progress", action="store_true")
 
 
 def _args_model(p, *, required: bool) -> None:
-    p.add_argument("--checkpoint", help="a hysafe checkpoint" + ("" if required else " (default: the one that built the index)"))
-    p.add_argument("--clip-pretrained", metavar="TAG|PATH", help="instead: the plain CLIP baseline with these weights")
+    p.add_argument(
+        "--checkpoint",
+        help="a hysafe checkpoint" + ("" if required else " (default: the one that built the index)"),
+    )
+    p.add_argument(
+        "--clip-pretrained", metavar="TAG|PATH", help="instead: the plain CLIP baseline with these weights"
+    )
     p.add_argument("--model", default="hysafe-tiny", help="open_clip model name of the CLIP baseline")
 
 
@@ -135,8 +221,14 @@ def args_score(p) -> None:
     _args_model(p, required=True)
     _args_source(p)
     p.add_argument("--out", required=True, help="output .parquet (re-running the same command resumes)")
-    p.add_argument("--threshold", help="a number, 'bounds' (HySAC's stored bounds; default when present) or 'fpr:0.05' with --calibrate")
-    p.add_argument("--calibrate", metavar="MANIFEST", help="labelled quadruplets to calibrate an 'fpr:X' threshold on")
+    p.add_argument(
+        "--threshold",
+        help="a number, 'bounds' (HySAC's stored bounds; default when present) "
+        "or 'fpr:0.05' with --calibrate",
+    )
+    p.add_argument(
+        "--calibrate", metavar="MANIFEST", help="labelled quadruplets to calibrate an 'fpr:X' threshold on"
+    )
 
 
 def args_index(p) -> None:
@@ -144,108 +236,43 @@ def args_index(p) -> None:
     p.add_argument("--index", required=True, metavar="DIR", help="the index folder")
     _args_model(p, required=False)
     _args_source(p)
-    p.add_argument("--kind", default="auto", choices=["auto", "flat", "ivf", "ivfpq"],
-                   help="faiss index (auto: IVF from 200k items; ivfpq: compressed codes in RAM, full vectors memory-mapped for an exact re-rank)")
+    p.add_argument(
+        "--kind",
+        default="auto",
+        choices=["auto", "flat", "ivf", "ivfpq"],
+        help="faiss index (auto: IVF from 200k items; ivfpq: compressed codes in "
+        "RAM, full vectors memory-mapped for an exact re-rank)",
+    )
     p.add_argument("--query", action="append", help="search: a text query (repeatable)")
     p.add_argument("--image", action="append", help="search: an image query (repeatable)")
     p.add_argument("-k", "--k", type=int, default=10)
-    p.add_argument("--tau", help="search: traverse queries toward the safe region first (a number or rule; HySAC)")
+    p.add_argument(
+        "--tau", help="search: traverse queries toward the safe region first (a number or rule; HySAC)"
+    )
     p.add_argument("--json", action="store_true", help="search: print JSON")
 
 
 def args_compare(p) -> None:
     from ..models.traversal import DEFAULT_TAU
 
-    p.add_argument("--index", action="append", required=True, metavar="NAME=DIR", help="an index folder per model (repeatable)")
+    p.add_argument(
+        "--index",
+        action="append",
+        required=True,
+        metavar="NAME=DIR",
+        help="an index folder per model (repeatable)",
+    )
     p.add_argument("--queries", required=True, metavar="FILE", help="text queries, one per line")
     p.add_argument("--out", required=True, help="output folder (index.html + thumbs/)")
     p.add_argument("-k", "--k", type=int, default=5)
-    p.add_argument("--tau", default=DEFAULT_TAU, help=_TAU_HELP + " for the traversal column (default: %(default)s)")
-    p.add_argument("--labels", metavar="MANIFEST", help="labelled quadruplets: safe/unsafe badges for the items they list")
+    p.add_argument(
+        "--tau", default=DEFAULT_TAU, help=_TAU_HELP + " for the traversal column (default: %(default)s)"
+    )
+    p.add_argument(
+        "--labels",
+        metavar="MANIFEST",
+        help="labelled quadruplets: safe/unsafe badges for the items they list",
+    )
 
 
 #: what ``hysafe serve --demo`` needs of a report folder to build its indexes
-DEMO_SERVE_FILES = ("demo_config.json", "world/manifest.jsonl", "checkpoints/clip-pretrained.safetensors",
-                    "checkpoints/safeclip.safetensors", "checkpoints/hysac.safetensors")
-
-
-def demo_report_missing(report: Path) -> list[str]:
-    """The files of :data:`DEMO_SERVE_FILES` that ``report`` lacks (empty: it can be served). The
-    manifest is needed only where the list of test images is not there yet."""
-    has_images = (report / "indexes" / "test_images.txt").is_file()
-    needed = [n for n in DEMO_SERVE_FILES if not (has_images and n == "world/manifest.jsonl")]
-    return [name for name in needed if not (report / name).is_file()]
-
-
-def _check_demo_report(report: Path) -> None:
-    if report.exists() and not report.is_dir():
-        raise NotADirectoryError(f"{report} is a file, not a hysafe demo report folder")
-    if not report.is_dir():
-        raise FileNotFoundError(f"{report}: no such folder; make it with 'hysafe demo --out {report}'")
-    missing = demo_report_missing(report)
-    if missing:
-        raise FileNotFoundError(f"{report}: an incomplete hysafe demo report (missing {', '.join(missing)}); "
-                                f"finish it with 'hysafe demo --out {report}' and the options it was made with "
-                                "(finished trainings are reused)")
-
-
-def _demo_indexes(report: Path) -> dict[str, str]:
-    """The indexes ``hysafe demo`` wrote for its test images (built now if the report has none)."""
-    _check_demo_report(report)  # also where the indexes are there: they name the report's checkpoints
-    folders = {name: report / "indexes" / name for name in ("CLIP", "Safe-CLIP", "HySAC")}
-    if all((f / "index.json").is_file() for f in folders.values()):
-        return {n: str(f) for n, f in folders.items()}
-    from ..collection import ImageList, build_index
-    from ..data import load_manifest
-
-    images, manifest = report / "indexes" / "test_images.txt", report / "world" / "manifest.jsonl"
-    if not images.is_file():
-        images.parent.mkdir(parents=True, exist_ok=True)
-        images.write_text("".join(f"{r.safe_image}\n{r.unsafe_image}\n" for r in load_manifest(manifest, split="test")))
-    specs = {"CLIP": {"clip": {"model": json.loads((report / "demo_config.json").read_text())["model"],
-                               "pretrained": str((report / "checkpoints" / "clip-pretrained.safetensors").resolve())}},
-             "Safe-CLIP": {"checkpoint": str((report / "checkpoints" / "safeclip.safetensors").resolve())},
-             "HySAC": {"checkpoint": str((report / "checkpoints" / "hysac.safetensors").resolve())}}
-    for name, folder in folders.items():
-        if not (folder / "index.json").is_file():
-            build_index(_model_from_spec(specs[name]), ImageList(images), folder, progress=False, model_spec=specs[name])
-    return {n: str(f) for n, f in folders.items()}
-
-
-def cmd_serve(args) -> int:
-    from ..models.checkpoint import load_model
-    from ..collection import CollectionIndex, labels_from_manifest
-    from ..serve.app import Served, Service, create_app
-
-    indexes = named_paths(args.index, "--index")
-    labels_file = args.labels
-    if args.demo:
-        report = Path(args.demo)
-        indexes = {**_demo_indexes(report), **indexes}
-        if labels_file is None and (report / "world" / "manifest.jsonl").is_file():
-            labels_file = str(report / "world" / "manifest.jsonl")
-    served = {}
-    for name, folder in indexes.items():
-        stored = CollectionIndex.open(folder)
-        served[name] = Served(_model_from_spec(stored.meta["model_spec"], args.device), stored)
-    for name, ckpt in named_paths(args.checkpoint).items():
-        served[name] = Served(load_model(ckpt, device=args.device))
-    service = Service(served, labels=labels_from_manifest(labels_file) if labels_file else None, max_k=args.max_k, max_upload_mb=args.max_upload_mb)
-    app = create_app(service)
-    import uvicorn
-
-    print(f"serving {sorted(served)} on http://{args.host}:{args.port}/  (API docs: /docs)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    return 0
-
-
-def args_serve(p) -> None:
-    p.add_argument("--index", action="append", metavar="NAME=DIR", help="an index folder per model (repeatable)")
-    p.add_argument("--checkpoint", action="append", metavar="NAME=CKPT", help="a model for /classify only (repeatable)")
-    p.add_argument("--demo", metavar="REPORT", help="serve a 'hysafe demo' report folder: its three indexes (built if absent) and labels")
-    p.add_argument("--labels", metavar="MANIFEST", help="labelled quadruplets: safe/unsafe badges")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-k", type=int, default=100)
-    p.add_argument("--max-upload-mb", type=float, default=10.0)
-    p.add_argument("--device", default="cpu")

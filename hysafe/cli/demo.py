@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
-from pathlib import Path
+from .options import add_options, options_to_kwargs
 
-from .options import add_options, named_paths, options_to_kwargs
 
 def cmd_demo(args) -> int:
-    from ..demo.pipeline import DemoConfig, run_demo
+    from ..demo import DemoConfig, run_demo
 
     options = options_to_kwargs(args, DemoConfig)
     result = run_demo(DemoConfig.quick(**options) if args.quick else DemoConfig(**options))
@@ -20,8 +16,9 @@ def cmd_demo(args) -> int:
 
 
 def args_demo(p) -> None:
-    from ..demo.pipeline import DemoConfig
+    from ..demo import DemoConfig
 
-    p.add_argument("--quick", action="store_true", help="a small world and few epochs (a smoke run of under a minute)")
+    p.add_argument(
+        "--quick", action="store_true", help="a small world and few epochs (a smoke run of under a minute)"
+    )
     add_options(p, DemoConfig)
-

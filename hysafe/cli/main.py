@@ -1,6 +1,7 @@
 """The ``hysafe`` command line: the parser, the command table and the one-line errors.
 
-Commands: demo, train, embed, evaluate, classify, traverse, plot, convert, export, score, index, compare, serve.
+Commands: demo, train, embed, evaluate, classify, traverse, plot, convert, export, score, index, compare,
+serve.
 A thin layer: each command parses its options and calls the Python API. The handlers live in one
 module per command group (:mod:`.demo`, :mod:`.models`, :mod:`.interop`, :mod:`.collection`);
 options of ``demo`` and ``train`` are generated from dataclass fields (:mod:`.options`), so their
@@ -13,14 +14,11 @@ Exit codes: 0 success, 1 bad input (missing file, bad manifest row, mismatched c
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
 import sys
-from pathlib import Path
 
 from ..utils.extras import missing_module_message, require_extra
-from . import collection, demo, interop, models
+from . import collection, demo, interop, models, serve, train
 
 __all__ = ["main", "build_parser"]
 
@@ -29,75 +27,79 @@ logger = logging.getLogger(__name__)
 EXIT_INPUT_ERROR = 1
 
 
-
-
 # ------------------------------------------------------------------------------ subcommands
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 # ----------------------------------------------------------------------------------- parser
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 #: command -> (help, arguments, handler)
 COMMANDS = {
-    "demo": ("the whole pipeline on the embedded synthetic world; writes a report folder", demo.args_demo, demo.cmd_demo),
-    "train": ("fine-tune HySAC, Safe-CLIP or SafeR-CLIP (or a feature model on cached features)", models.args_train, models.cmd_train),
-    "embed": ("cache frozen-encoder features of a manifest split (for the head strategy)", models.args_embed, models.cmd_embed),
-    "evaluate": ("comparative table (retrieval recall, unsafe share, classifiers)", models.args_evaluate, models.cmd_evaluate),
-    "classify": ("NSFW scores (distance to root) of texts, images or a manifest", models.args_classify, models.cmd_classify),
-    "traverse": ("retrieve images for a text query with and without root-directed traversal", models.args_traverse, models.cmd_traverse),
-    "plot": ("distance-to-root distributions (and Poincare disk for HySAC)", models.args_plot, models.cmd_plot),
-    "convert": ("the released HySAC, or a transformers CLIPModel, as a hysafe checkpoint", interop.args_convert, interop.cmd_convert),
-    "export": ("a hysafe checkpoint as a transformers CLIPModel folder (and text encoder for diffusers)", interop.args_export, interop.cmd_export),
-    "score": ("NSFW scores of every item of a folder, list or shards -> Parquet (resumable)", collection.args_score, collection.cmd_score),
-    "index": ("build, extend or search a saved retrieval index of a collection", collection.args_index, collection.cmd_index),
-    "compare": ("an HTML page: what each model's index returns for the same queries", collection.args_compare, collection.cmd_compare),
-    "serve": ("a search and moderation service with a comparative search page (needs [serve])", collection.args_serve, collection.cmd_serve),
+    "demo": (
+        "the whole pipeline on the embedded synthetic world; writes a report folder",
+        demo.args_demo,
+        demo.cmd_demo,
+    ),
+    "train": (
+        "fine-tune HySAC, Safe-CLIP or SafeR-CLIP (or a feature model on cached features)",
+        train.args_train,
+        train.cmd_train,
+    ),
+    "embed": (
+        "cache frozen-encoder features of a manifest split (for the head strategy)",
+        train.args_embed,
+        train.cmd_embed,
+    ),
+    "evaluate": (
+        "comparative table (retrieval recall, unsafe share, classifiers)",
+        models.args_evaluate,
+        models.cmd_evaluate,
+    ),
+    "classify": (
+        "NSFW scores (distance to root) of texts, images or a manifest",
+        models.args_classify,
+        models.cmd_classify,
+    ),
+    "traverse": (
+        "retrieve images for a text query with and without root-directed traversal",
+        models.args_traverse,
+        models.cmd_traverse,
+    ),
+    "plot": (
+        "distance-to-root distributions (and Poincare disk for HySAC)",
+        models.args_plot,
+        models.cmd_plot,
+    ),
+    "convert": (
+        "the released HySAC, or a transformers CLIPModel, as a hysafe checkpoint",
+        interop.args_convert,
+        interop.cmd_convert,
+    ),
+    "export": (
+        "a hysafe checkpoint as a transformers CLIPModel folder (and text encoder for diffusers)",
+        interop.args_export,
+        interop.cmd_export,
+    ),
+    "score": (
+        "NSFW scores of every item of a folder, list or shards -> Parquet (resumable)",
+        collection.args_score,
+        collection.cmd_score,
+    ),
+    "index": (
+        "build, extend or search a saved retrieval index of a collection",
+        collection.args_index,
+        collection.cmd_index,
+    ),
+    "compare": (
+        "an HTML page: what each model's index returns for the same queries",
+        collection.args_compare,
+        collection.cmd_compare,
+    ),
+    "serve": (
+        "a search and moderation service with a comparative search page (needs [serve])",
+        serve.args_serve,
+        serve.cmd_serve,
+    ),
 }
 
 #: command -> the extra it cannot run without (checked before any work)
@@ -105,7 +107,9 @@ COMMAND_EXTRAS = {"serve": "serve", "convert": "hf", "export": "hf"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hysafe", description="Safety-aware CLIP: HySAC and Safe-CLIP, trained and compared.")
+    parser = argparse.ArgumentParser(
+        prog="hysafe", description="Safety-aware CLIP: HySAC and Safe-CLIP, trained and compared."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_arguments, handler) in COMMANDS.items():
@@ -140,4 +144,3 @@ def error_message(e: BaseException) -> str:
         last = [line for line in msg.splitlines() if line.strip()][-1]
         msg = last.split(": ", 1)[1] if ": " in last and last.split(": ", 1)[0].isidentifier() else last
     return msg
-

@@ -1,78 +1,17 @@
-"""Model commands: ``train``, ``embed``, ``evaluate``, ``classify``, ``traverse``, ``plot``.
+"""Model commands: ``evaluate``, ``classify``, ``traverse``, ``plot``.
 
-Each handler parses its options and calls the Python API; the options of ``train`` are generated from
-``TrainConfig``/``LoraConfig``/``ConeConfig`` fields (:mod:`hysafe.cli.options`), so their defaults live
-only in those dataclasses.
+Each handler parses its options and calls the Python API on saved checkpoints and a manifest.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import logging
 import math
 from pathlib import Path
 
-from .options import add_options, named_paths, options_to_kwargs
+from .options import SPLITS, manifest_dataset, named_paths
 
-def _dataset(model, manifest: str, split: str):
-    from ..data import QuadrupletDataset
-
-    return QuadrupletDataset.from_manifest(manifest, model, split=split)
-
-
-def cmd_train(args) -> int:
-    from hysafe.losses import ConeConfig
-
-    from ..models.backbone import LoraConfig
-    from ..models.features import FeatureDataset
-    from ..models.safety_model import create_feature_model, create_model
-    from ..training.recipes import RECIPE_OPTIONS, get_recipe
-    from ..training import TrainConfig, train
-
-    recipe_options = options_to_kwargs(args, ConeConfig) | {k: getattr(args, k) for k in RECIPE_OPTIONS["safer-clip"] if hasattr(args, k)}
-    recipe = get_recipe(args.objective, **recipe_options)
-    cfg = TrainConfig(**options_to_kwargs(args, TrainConfig))
-    device = cfg.device or "cpu"
-    if args.features:
-        data, val_data = _feature_splits(args, cfg.seed)
-        model = create_feature_model(recipe.model_kind, *data.dims, device=device)
-    elif args.data:
-        lora = LoraConfig(**options_to_kwargs(args, LoraConfig, prefix="lora-"))
-        model = create_model(recipe.model_kind, args.model, args.pretrained, lora=lora, device=device)
-        data, val_data = args.data, None
-    else:
-        raise ValueError("train needs --data MANIFEST (or --features FILE for the head strategy)")
-    res = train(model, data, recipe, cfg, val_data=val_data)
-    print(json.dumps({"steps": res.steps, "seconds": round(res.seconds, 1), "best_validation_score": res.best_score,
-                      "best_checkpoint": str(res.best_checkpoint), "bounds": res.bounds}, indent=2))
-    return 0
-
-
-def _feature_splits(args, seed: int):
-    """Training and validation feature sets: ``--val-features``, or a held-out share of ``--features``
-    (never training rows: validation picks the best weights and fits the safety bounds)."""
-    from ..models.features import FeatureDataset
-
-    data = FeatureDataset.load(args.features)
-    if args.val_features:
-        val = FeatureDataset.load(args.val_features)
-        if val.dims != data.dims:
-            raise ValueError(f"--val-features {args.val_features} has dims {val.dims}, --features {args.features} has {data.dims}")
-        return data, val
-    data, val = data.split_holdout(args.val_fraction, seed=seed)
-    logger.info("validating on %d held-out feature rows, training on the other %d", len(val), len(data))
-    return data, val
-
-
-def cmd_embed(args) -> int:
-    from ..models.checkpoint import load_model
-    from ..models.features import cache_features
-    from ..models.safety_model import create_model
-
-    model = load_model(args.checkpoint) if args.checkpoint else create_model("clip", args.model, args.pretrained, device=args.device)
-    path = cache_features(model, _dataset(model, args.data, args.split), args.out, batch_size=args.batch_size, num_workers=args.workers)
-    print(f"features: {path}")
-    return 0
+logger = logging.getLogger(__name__)
 
 
 def _load_models(args) -> dict:
@@ -85,7 +24,9 @@ def _load_models(args) -> dict:
     for name, path in named_paths(args.checkpoint).items():
         models[name] = load_model(path)
     if not models:
-        raise ValueError("give at least one --checkpoint NAME=PATH (and/or --clip-pretrained for the CLIP baseline)")
+        raise ValueError(
+            "give at least one --checkpoint NAME=PATH (and/or --clip-pretrained for the CLIP baseline)"
+        )
     return models
 
 
@@ -95,7 +36,12 @@ def cmd_evaluate(args) -> int:
     models = _load_models(args)
     first = next(iter(models.values()))
     traversal = None if args.traversal == "off" else args.traversal
-    comp = compare_models(models, _dataset(first, args.data, "test"), _dataset(first, args.data, "validation"), traversal=traversal)
+    comp = compare_models(
+        models,
+        manifest_dataset(first, args.data, "test"),
+        manifest_dataset(first, args.data, "validation"),
+        traversal=traversal,
+    )
     paths = comp.save(args.out)
     print(comp.to_markdown())
     print(f"written: {', '.join(str(p) for p in paths.values())}")
@@ -115,9 +61,9 @@ def _classifier(model, modality: str, threshold: float | None):
 def cmd_classify(args) -> int:
     import torch
 
+    from ..data import load_image
     from ..models.checkpoint import load_model
     from ..models.classifier import classification_metrics
-    from ..data import load_image
     from ..models.embed import embed_dataset
     from ..populations import MODALITIES, modality_pair
 
@@ -127,7 +73,10 @@ def cmd_classify(args) -> int:
     items: list[tuple[str, str, torch.Tensor]] = []
     with torch.no_grad():
         if args.text:
-            items += [("text", t, e) for t, e in zip(args.text, model.encode_text(model.tokenize(args.text)))]
+            items += [
+                ("text", t, e)
+                for t, e in zip(args.text, model.encode_text(model.tokenize(args.text)), strict=True)
+            ]
         for p in args.image or []:
             if not Path(p).is_file():
                 raise FileNotFoundError(f"image not found: {p}")
@@ -136,32 +85,45 @@ def cmd_classify(args) -> int:
     if not items and not args.manifest:
         raise ValueError("nothing to classify: give --text, --image or --manifest")
     if args.manifest:
-        emb = embed_dataset(model, _dataset(model, args.manifest, args.split))
+        emb = embed_dataset(model, manifest_dataset(model, args.manifest, args.split))
         for modality in MODALITIES:
             safe, unsafe = (emb.get(p.key) for p in modality_pair(modality))
             if safe is None:
                 continue
             clf = _classifier(model, modality, args.threshold)
-            m = classification_metrics(clf.score(torch.cat([safe, unsafe])), torch.cat([torch.zeros(len(safe)), torch.ones(len(unsafe))]), clf.threshold)
-            print(f"{modality}: accuracy {m['accuracy']:.1f}  FPR {m['fpr']:.1f}  FNR {m['fnr']:.1f}  ROC-AUC {m['roc_auc']:.3f}  (threshold {clf.threshold:.4f})")
+            m = classification_metrics(
+                clf.score(torch.cat([safe, unsafe])),
+                torch.cat([torch.zeros(len(safe)), torch.ones(len(unsafe))]),
+                clf.threshold,
+            )
+            print(
+                f"{modality}: accuracy {m['accuracy']:.1f}  FPR {m['fpr']:.1f}  "
+                f"FNR {m['fnr']:.1f}  ROC-AUC {m['roc_auc']:.3f}  (threshold {clf.threshold:.4f})"
+            )
     for modality, label, e in items:
         clf = _classifier(model, modality, args.threshold)
         score = float(clf.score(e[None].cpu())[0])
-        print(f"{'UNSAFE' if score >= clf.threshold else 'safe  '}\t{score:.4f}\t(threshold {clf.threshold:.4f})\t{modality}: {label}")
+        print(
+            f"{'UNSAFE' if score >= clf.threshold else 'safe  '}\t{score:.4f}\t(threshold "
+            f"{clf.threshold:.4f})\t{modality}: {label}"
+        )
     return 0
 
 
 def cmd_traverse(args) -> int:
     import torch
 
+    from ..index.retrieval import RetrievalIndex
     from ..models.checkpoint import load_model
     from ..models.embed import embed_dataset
-    from ..index.retrieval import RetrievalIndex
 
     model = load_model(args.checkpoint)
     if not hasattr(model, "tau"):
-        raise ValueError(f"{args.checkpoint}: traversal moves queries toward the root: give a HySAC checkpoint, not a {model.kind} one")
-    ds = _dataset(model, args.data, args.split)
+        raise ValueError(
+            f"{args.checkpoint}: traversal moves queries toward the root: give a "
+            f"HySAC checkpoint, not a {model.kind} one"
+        )
+    ds = manifest_dataset(model, args.data, args.split)
     emb = embed_dataset(model, ds)
     if "V" not in emb:
         raise ValueError(f"{args.data}: traverse retrieves images, but the rows are text-only")
@@ -174,24 +136,24 @@ def cmd_traverse(args) -> int:
     tau = model.tau(args.tau, "text")
     with torch.no_grad():
         q = model.encode_text(model.tokenize(args.query)).float().cpu()
-    for text, qe in zip(args.query, q):
+    for text, qe in zip(args.query, q, strict=True):
         print(f"query: {text}  (distance to root {float(model.nsfw_score(qe[None])[0]):.4f}, tau {tau:.4f})")
         for label, t in (("without traversal", None), ("with traversal", tau)):
             dist, ids = index.search(qe[None], args.k, tau=t)
             print(f"  {label}:")
-            for d, i in zip(dist[0].tolist(), ids[0].tolist()):
+            for d, i in zip(dist[0].tolist(), ids[0].tolist(), strict=True):
                 cap, safety = captions[i]
                 print(f"    {safety:6s} d={d:.4f}  image of: {cap}")
     return 0
 
 
 def cmd_plot(args) -> int:
-    from ..models.embed import embed_dataset
     from ..evaluation.plots import plot_poincare_disk, plot_root_distances
+    from ..models.embed import embed_dataset
 
     models = _load_models(args)
     first = next(iter(models.values()))
-    ds = _dataset(first, args.data, args.split)
+    ds = manifest_dataset(first, args.data, args.split)
     emb = {n: embed_dataset(m, ds) for n, m in models.items()}
     out = Path(args.out)
     written = [out / f"root_distances.{args.format}"]
@@ -205,56 +167,24 @@ def cmd_plot(args) -> int:
 
 
 def _add_models(p, *, need_data: bool = True):
-    p.add_argument("--checkpoint", action="append", metavar="NAME=PATH", help="a hysafe checkpoint (repeatable)")
-    p.add_argument("--clip-pretrained", metavar="TAG|PATH", help="add the plain CLIP baseline with these weights")
+    p.add_argument(
+        "--checkpoint", action="append", metavar="NAME=PATH", help="a hysafe checkpoint (repeatable)"
+    )
+    p.add_argument(
+        "--clip-pretrained", metavar="TAG|PATH", help="add the plain CLIP baseline with these weights"
+    )
     p.add_argument("--model", default="hysafe-tiny", help="open_clip model name of the CLIP baseline")
     if need_data:
-        p.add_argument("--data", required=True, metavar="MANIFEST", help="quadruplet manifest (JSONL/CSV/Parquet)")
+        p.add_argument(
+            "--data", required=True, metavar="MANIFEST", help="quadruplet manifest (JSONL/CSV/Parquet)"
+        )
 
 
-_SPLITS = ["train", "validation", "test"]
-
-
-_TAU_HELP = "a number or a rule: a statistic of the target safe population ('avg', 'up_95'), 'V.avg', or the paper's formula 'paper' (on up_95, as the authors' code) / 'paper:V.avg'"
-
-
-def args_train(p) -> None:
-    from hysafe.losses import ConeConfig
-
-    from ..models.backbone import LoraConfig
-    from ..training.recipes import RECIPES
-    from ..training import TrainConfig
-
-    p.add_argument("--objective", default="hysac", choices=[r for r in RECIPES if r != "clip-pretrain"], help="training recipe")
-    p.add_argument("--data", metavar="MANIFEST", help="quadruplet manifest (train + validation splits)")
-    p.add_argument("--features", metavar="FILE", help="cached features (hysafe embed): train projections over them")
-    p.add_argument("--val-features", metavar="FILE", help="cached features of a validation split (hysafe embed --split validation)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="without --val-features: share of --features rows held out for validation")
-    p.add_argument("--model", default="ViT-B-32", help="open_clip model name")
-    p.add_argument("--pretrained", help="open_clip tag or local checkpoint")
-    add_options(p, TrainConfig, required=("output_dir",))
-    add_options(p, LoraConfig, prefix="lora-")
-    add_options(p, ConeConfig)
-    p.add_argument("--redirection-weight", type=float, default=argparse.SUPPRESS, help="safer-clip: weight of the redirection terms (default 0.5)")
-    p.add_argument("--image-target", choices=("proximal", "paired"), default=argparse.SUPPRESS,
-                   help="safer-clip: frozen image the text side is redirected to (default paired: the row's own safe image)")
-    p.add_argument("--redirection-scale", type=float, default=argparse.SUPPRESS,
-                   help="safer-clip: temperature of the redirection terms (default: the logit scale, 100; 1 is the poster's formula as written)")
-    p.add_argument("--pair-quantile", type=float, default=argparse.SUPPRESS,
-                   help="safer-clip: the unsafe caption's own safe pair is its target when it ranks within this top share of safe "
-                        "captions (default 0.05; 0: always the nearest, the poster's rule)")
-
-
-def args_embed(p) -> None:
-    p.add_argument("--data", required=True, metavar="MANIFEST")
-    p.add_argument("--split", default="train", choices=_SPLITS)
-    p.add_argument("--checkpoint", help="a hysafe checkpoint (default: plain CLIP from --model/--pretrained)")
-    p.add_argument("--model", default="hysafe-tiny")
-    p.add_argument("--pretrained")
-    p.add_argument("--out", required=True, help="output .safetensors file")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+_TAU_HELP = (
+    "a number or a rule: a statistic of the target safe population "
+    "('avg', 'up_95'), 'V.avg', or the paper's formula 'paper' (on "
+    "up_95, as the authors' code) / 'paper:V.avg'"
+)
 
 
 def args_evaluate(p) -> None:
@@ -270,16 +200,22 @@ def args_classify(p) -> None:
     p.add_argument("--text", action="append", help="a caption to score (repeatable)")
     p.add_argument("--image", action="append", help="an image file to score (repeatable)")
     p.add_argument("--manifest", help="score a labelled manifest split and report metrics")
-    p.add_argument("--split", default="test", choices=_SPLITS)
-    p.add_argument("--threshold", type=float, help="default: midpoint of the safe/unsafe mean distances in the checkpoint's bounds")
+    p.add_argument("--split", default="test", choices=SPLITS)
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="default: midpoint of the safe/unsafe mean distances in the checkpoint's bounds",
+    )
 
 
 def args_traverse(p) -> None:
     from ..models.traversal import DEFAULT_TAU
 
     p.add_argument("--checkpoint", required=True, help="a HySAC checkpoint (with bounds)")
-    p.add_argument("--data", required=True, metavar="MANIFEST", help="gallery: safe and unsafe images of a split")
-    p.add_argument("--split", default="test", choices=_SPLITS)
+    p.add_argument(
+        "--data", required=True, metavar="MANIFEST", help="gallery: safe and unsafe images of a split"
+    )
+    p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--query", action="append", required=True, help="query text (repeatable)")
     p.add_argument("--tau", default=DEFAULT_TAU, help=_TAU_HELP + " (default: %(default)s)")
     p.add_argument("-k", "--k", type=int, default=5)
@@ -287,7 +223,6 @@ def args_traverse(p) -> None:
 
 def args_plot(p) -> None:
     _add_models(p)
-    p.add_argument("--split", default="test", choices=_SPLITS)
+    p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--out", default="hysafe-plots")
     p.add_argument("--format", default="png", choices=["png", "svg"])
-

@@ -20,6 +20,10 @@ from typing import Any
 __all__ = ["add_options", "options_to_kwargs", "named_paths"]
 
 
+#: the splits of a quadruplet manifest
+SPLITS = ["train", "validation", "test"]
+
+
 def _scalar_type(hint) -> type | None:
     """``int``, ``float``, ``str`` or ``bool`` behind a type hint (``None``: not a CLI scalar)."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -46,8 +50,14 @@ def _default(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
 
 
-def add_options(parser: argparse.ArgumentParser, cls, *, prefix: str = "", exclude: tuple[str, ...] = (),
-                required: tuple[str, ...] = ()) -> None:
+def add_options(
+    parser: argparse.ArgumentParser,
+    cls,
+    *,
+    prefix: str = "",
+    exclude: tuple[str, ...] = (),
+    required: tuple[str, ...] = (),
+) -> None:
     """Add one option per scalar field of dataclass ``cls`` (``required``: fields that must be given)."""
     for f, typ, name in _cli_fields(cls, prefix, exclude):
         default = _default(f)
@@ -56,14 +66,29 @@ def add_options(parser: argparse.ArgumentParser, cls, *, prefix: str = "", exclu
         if typ is bool:
             flag = name if not default else "--" + prefix + "no-" + f.name.replace("_", "-")
             help_text = f"turn off: {help_text}" if default else help_text
-            parser.add_argument(flag, dest=dest, action="store_false" if default else "store_true", default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(
+                flag,
+                dest=dest,
+                action="store_false" if default else "store_true",
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
             continue
         shown = f" (default: {default})" if default is not None else ""
-        parser.add_argument(name, dest=dest, type=typ, default=argparse.SUPPRESS, choices=f.metadata.get("choices"),
-                            required=f.name in required, help=help_text + shown)
+        parser.add_argument(
+            name,
+            dest=dest,
+            type=typ,
+            default=argparse.SUPPRESS,
+            choices=f.metadata.get("choices"),
+            required=f.name in required,
+            help=help_text + shown,
+        )
 
 
-def options_to_kwargs(args: argparse.Namespace, cls, *, prefix: str = "", exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+def options_to_kwargs(
+    args: argparse.Namespace, cls, *, prefix: str = "", exclude: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """The options the user gave for ``cls`` (made by :func:`add_options`), as constructor keywords."""
     dests = {f.name: prefix.replace("-", "_") + f.name for f, _, _ in _cli_fields(cls, prefix, exclude)}
     return {field: getattr(args, dest) for field, dest in dests.items() if hasattr(args, dest)}
@@ -78,3 +103,10 @@ def named_paths(values: list[str] | None, option: str = "--checkpoint") -> dict[
             raise ValueError(f"{option} expects NAME=PATH, got {v!r}")
         out[name] = path
     return out
+
+
+def manifest_dataset(model, manifest: str, split: str):
+    """One split of a quadruplet manifest, tokenised and preprocessed for ``model``."""
+    from ..data import QuadrupletDataset
+
+    return QuadrupletDataset.from_manifest(manifest, model, split=split)

@@ -13,7 +13,22 @@ from .score import ScoreResult, score_collection
 from .sources import ImageFolder, ImageList, Item, Shards, Source, TextFile, expand_braces, open_source
 
 __all__ = [
-    "Source", "Item", "ImageFolder", "ImageList", "TextFile", "Shards", "open_source", "expand_braces",
-    "score_collection", "ScoreResult", "build_index", "add_to_index", "CollectionIndex",
-    "compare_page", "compare_grid", "labels_from_manifest", "labels_from_rows", "model_fingerprint",
+    "Source",
+    "Item",
+    "ImageFolder",
+    "ImageList",
+    "TextFile",
+    "Shards",
+    "open_source",
+    "expand_braces",
+    "score_collection",
+    "ScoreResult",
+    "build_index",
+    "add_to_index",
+    "CollectionIndex",
+    "compare_page",
+    "compare_grid",
+    "labels_from_manifest",
+    "labels_from_rows",
+    "model_fingerprint",
 ]

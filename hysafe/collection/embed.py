@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..data.dataset import tokenize_captions
 from ..models.safety_model import SafetyModel
-from ..utils.progress import bar
 from ..training.optim import autocast_dtype
+from ..utils.progress import bar
 from .sources import Item, Source, open_image
 
 __all__ = ["Chunk", "embed_chunks", "model_fingerprint", "precision_record", "rank_and_world"]
@@ -52,8 +52,16 @@ def model_fingerprint(model: SafetyModel) -> str:
     from ..models.safety_model import trainable_parameters
 
     h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps({"config": model.config.to_dict(), "scalars": model.scalars()}, sort_keys=True, default=str).encode())
-    named = trainable_parameters(model) if model.backbone.has_adapters else sorted(model.backbone.state_dict().items())
+    h.update(
+        json.dumps(
+            {"config": model.config.to_dict(), "scalars": model.scalars()}, sort_keys=True, default=str
+        ).encode()
+    )
+    named = (
+        trainable_parameters(model)
+        if model.backbone.has_adapters
+        else sorted(model.backbone.state_dict().items())
+    )
     for name, tensor in named:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -61,8 +69,23 @@ def model_fingerprint(model: SafetyModel) -> str:
 
 
 class _ChunkReader(IterableDataset):
-    def __init__(self, source: Source, batch_size: int, preprocess: Callable | None, todo: Callable[[int], bool], rank: int, world: int):
-        self.source, self.batch_size, self.preprocess, self.todo, self.rank, self.world = source, batch_size, preprocess, todo, rank, world
+    def __init__(
+        self,
+        source: Source,
+        batch_size: int,
+        preprocess: Callable | None,
+        todo: Callable[[int], bool],
+        rank: int,
+        world: int,
+    ):
+        self.source, self.batch_size, self.preprocess, self.todo, self.rank, self.world = (
+            source,
+            batch_size,
+            preprocess,
+            todo,
+            rank,
+            world,
+        )
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -78,8 +101,14 @@ class _ChunkReader(IterableDataset):
             try:
                 payloads.append(self._load(item))
             except Exception as e:  # any unreadable item is skipped and reported, never fatal
-                skipped.append({"index": item.index, "id": item.id, "ref": item.ref if item.modality == "image" else "",
-                                "error": f"{type(e).__name__}: {e}"})
+                skipped.append(
+                    {
+                        "index": item.index,
+                        "id": item.id,
+                        "ref": item.ref if item.modality == "image" else "",
+                        "error": f"{type(e).__name__}: {e}",
+                    }
+                )
                 continue
             ok.append(Item(item.index, item.id, item.modality, item.ref))
         data = torch.stack(payloads) if payloads and items[0].modality == "image" else payloads
@@ -94,28 +123,55 @@ class _ChunkReader(IterableDataset):
 
 
 @torch.no_grad()
-def embed_chunks(model: SafetyModel, source: Source, *, batch_size: int = 256, num_workers: int = 0, todo: Callable[[int], bool] = lambda c: True,
-                 rank: int = 0, world: int = 1, progress: bool = True, precision: str = "fp32") -> Iterator[Chunk]:
+def embed_chunks(
+    model: SafetyModel,
+    source: Source,
+    *,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    todo: Callable[[int], bool] = lambda c: True,
+    rank: int = 0,
+    world: int = 1,
+    progress: bool = True,
+    precision: str = "fp32",
+) -> Iterator[Chunk]:
     """Embeddings of this rank's chunks that ``todo`` accepts, in the order workers finish them.
 
     ``precision`` (fp32, bf16, fp16, auto) is the towers' autocast precision; the models' hyperbolic
     maps and the returned embeddings stay float32."""
     amp = autocast_dtype(precision, model.device)
     reader = _ChunkReader(source, batch_size, model.preprocess, todo, rank, world)
-    loader = DataLoader(reader, batch_size=None, num_workers=num_workers, pin_memory=model.device.type == "cuda",
-                        collate_fn=lambda x: x, persistent_workers=False)
+    loader = DataLoader(
+        reader,
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=model.device.type == "cuda",
+        collate_fn=lambda x: x,
+        persistent_workers=False,
+    )
     was_training = model.training
     model.eval()
-    total = sum(1 for c in range(source.num_chunks(batch_size)) if c % world == rank and todo(c)) if progress else None
+    total = (
+        sum(1 for c in range(source.num_chunks(batch_size)) if c % world == rank and todo(c))
+        if progress
+        else None
+    )
     try:
-        for part in bar(loader, desc=f"embedding {source.modality}s (chunks of {batch_size})", enabled=progress, total=total):
+        for part in bar(
+            loader,
+            desc=f"embedding {source.modality}s (chunks of {batch_size})",
+            enabled=progress,
+            total=total,
+        ):
             chunk = Chunk(part["chunk"], part["items"], skipped=part["skipped"])
             if part["items"]:
                 with torch.autocast(model.device.type, dtype=amp or torch.float32, enabled=amp is not None):
                     if source.modality == "image":
                         emb = model.encode_image(part["data"].to(model.device, non_blocking=True))
                     else:
-                        emb = model.encode_text(tokenize_captions(model.tokenizer, part["data"], what="texts").to(model.device))
+                        emb = model.encode_text(
+                            tokenize_captions(model.tokenizer, part["data"], what="texts").to(model.device)
+                        )
                 chunk.embeddings = emb.float().cpu()
             yield chunk
     finally:

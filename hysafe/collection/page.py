@@ -25,11 +25,15 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["compare_page", "compare_grid", "labels_from_manifest", "labels_from_rows", "label_of"]
 
-_STYLE = """body{font-family:system-ui,sans-serif;margin:16px;background:#fafafa}table{border-collapse:collapse}
+_STYLE = """body{font-family:system-ui,sans-serif;margin:16px;background:#fafafa}
+table{border-collapse:collapse}
 td,th{border:1px solid #ddd;padding:6px;vertical-align:top;background:#fff}th{background:#eee}
-.q{max-width:220px;font-weight:600}.hits{display:flex;gap:6px}.hit{width:104px;font-size:11px;text-align:center}
-.hit img{width:96px;height:96px;object-fit:cover;display:block;margin:0 auto 2px}.text{height:96px;overflow:hidden;border:1px solid #eee}
-.badge{display:inline-block;padding:0 4px;border-radius:3px;color:#fff}.safe{background:#2ca02c}.unsafe{background:#d62728}.unknown{background:#999}"""
+.q{max-width:220px;font-weight:600}.hits{display:flex;gap:6px}
+.hit{width:104px;font-size:11px;text-align:center}
+.hit img{width:96px;height:96px;object-fit:cover;display:block;margin:0 auto 2px}
+.text{height:96px;overflow:hidden;border:1px solid #eee}
+.badge{display:inline-block;padding:0 4px;border-radius:3px;color:#fff}
+.safe{background:#2ca02c}.unsafe{background:#d62728}.unknown{background:#999}"""
 
 _CHECK = """<script>window.addEventListener('load',()=>{const imgs=[...document.images];
 document.body.dataset.images=imgs.length;document.body.dataset.broken=imgs.filter(i=>!i.complete||i.naturalWidth===0).length;});</script>"""
@@ -46,7 +50,10 @@ def labels_from_rows(rows) -> dict[str, str]:
     for row in rows:
         out |= {row.safe_text: "safe", row.unsafe_text: "unsafe"}
         if row.safe_image:
-            out |= {str(Path(row.safe_image).resolve()): "safe", str(Path(row.unsafe_image).resolve()): "unsafe"}
+            out |= {
+                str(Path(row.safe_image).resolve()): "safe",
+                str(Path(row.unsafe_image).resolve()): "unsafe",
+            }
     return out
 
 
@@ -61,7 +68,8 @@ def _thumb(path: str, folder: Path) -> str:
 
 
 def label_of(hit: dict, labels: dict[str, str]) -> str:
-    """``"safe"``/``"unsafe"`` of a search hit where ``labels`` know its image file or text, else ``"unknown"``."""
+    """``"safe"``/``"unsafe"`` of a search hit where ``labels`` know its image file or text, else
+    ``"unknown"``."""
     key = str(Path(hit["path"]).resolve()) if "path" in hit else hit.get("text", "")
     return labels.get(key, "unknown")
 
@@ -69,14 +77,21 @@ def label_of(hit: dict, labels: dict[str, str]) -> str:
 def _hit_html(hit: dict, thumbs: Path, labels: dict[str, str]) -> str:
     ref = hit.get("path") or hit.get("text", "")
     label = label_of(hit, labels)
-    body = (f'<img src="{_thumb(ref, thumbs)}" alt="{html.escape(hit["id"])}">' if "path" in hit
-            else f'<div class="text">{html.escape(ref)}</div>')
+    body = (
+        f'<img src="{_thumb(ref, thumbs)}" alt="{html.escape(hit["id"])}">'
+        if "path" in hit
+        else f'<div class="text">{html.escape(ref)}</div>'
+    )
     badge = f'<span class="badge {label}">{label}</span>' if labels else ""
-    return (f'<div class="hit">{body}{badge}<br>d={hit["distance"]:.3f} nsfw={hit["score"]:.3f}'
-            f'<br><span title="{html.escape(hit["id"])}">{html.escape(hit["id"][:18])}</span></div>')
+    return (
+        f'<div class="hit">{body}{badge}<br>d={hit["distance"]:.3f} nsfw={hit["score"]:.3f}'
+        f'<br><span title="{html.escape(hit["id"])}">{html.escape(hit["id"][:18])}</span></div>'
+    )
 
 
-def _columns(indexes: dict[str, tuple[SafetyModel, CollectionIndex]], tau) -> list[tuple[str, SafetyModel, CollectionIndex, object]]:
+def _columns(
+    indexes: dict[str, tuple[SafetyModel, CollectionIndex]], tau
+) -> list[tuple[str, SafetyModel, CollectionIndex, object]]:
     """One column per model, and one more with traversal for hyperbolic models with bounds."""
     columns = []
     for name, (model, index) in indexes.items():
@@ -93,8 +108,15 @@ def _hits(column, query: str, k: int) -> list[dict]:
     return index.search(model, q, k, modality="text", tau=tau)[0]
 
 
-def compare_page(indexes: dict[str, tuple[SafetyModel, CollectionIndex]], queries: list[str], out_dir: str | Path, *, k: int = 5,
-                 tau: str | float = DEFAULT_TAU, labels: dict[str, str] | None = None) -> Path:
+def compare_page(
+    indexes: dict[str, tuple[SafetyModel, CollectionIndex]],
+    queries: list[str],
+    out_dir: str | Path,
+    *,
+    k: int = 5,
+    tau: str | float = DEFAULT_TAU,
+    labels: dict[str, str] | None = None,
+) -> Path:
     """Write ``out_dir/index.html``: text ``queries`` against every named (model, index)."""
     out = Path(out_dir)
     thumbs = out / "thumbs"
@@ -106,26 +128,41 @@ def compare_page(indexes: dict[str, tuple[SafetyModel, CollectionIndex]], querie
         cells = [f'<td class="q">{html.escape(query)}</td>']
         for column in columns:
             hits = _hits(column, query, k)
-            cells.append('<td><div class="hits">' + "".join(_hit_html(h, thumbs, labels) for h in hits) + "</div></td>")
+            cells.append(
+                '<td><div class="hits">' + "".join(_hit_html(h, thumbs, labels) for h in hits) + "</div></td>"
+            )
         rows.append("<tr>" + "".join(cells) + "</tr>")
     head = "<tr><th>query</th>" + "".join(f"<th>{html.escape(c[0])}</th>" for c in columns) + "</tr>"
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>hysafe: retrieval compared</title><style>{_STYLE}</style>"
-            f"{_CHECK}</head><body><h1>Retrieval compared</h1><p>Top-{k} per model; traversal tau rule: {html.escape(str(tau))}. "
-            f"d = distance in the model's space, nsfw = the model's unsafety score.</p><table>{head}{''.join(rows)}</table></body></html>")
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>hysafe: "
+        f"retrieval compared</title><style>{_STYLE}</style>"
+        f"{_CHECK}</head><body><h1>Retrieval compared</h1><p>Top-{k} per model; "
+        f"traversal tau rule: {html.escape(str(tau))}. "
+        "d = distance in the model's space, nsfw = the model's unsafety score.</p>"
+        f"<table>{head}{''.join(rows)}</table></body></html>"
+    )
     path = out / "index.html"
     path.write_text(page, encoding="utf-8")
     logger.info("comparison page: %s", path)
     return path
 
 
-def compare_grid(indexes: dict[str, tuple[SafetyModel, CollectionIndex]], queries: list[str], path: str | Path, *,
-                 tau: str | float = DEFAULT_TAU, labels: dict[str, str] | None = None):
+def compare_grid(
+    indexes: dict[str, tuple[SafetyModel, CollectionIndex]],
+    queries: list[str],
+    path: str | Path,
+    *,
+    tau: str | float = DEFAULT_TAU,
+    labels: dict[str, str] | None = None,
+):
     """A PNG grid of the top-1 image per query (rows) and model (columns), framed green (safe) or
     red (unsafe) where ``labels`` know: the qualitative figure of the HySAC and Safe-CLIP papers."""
     import matplotlib.pyplot as plt
 
     labels, columns = labels or {}, _columns(indexes, tau)
-    fig, axes = plt.subplots(len(queries), len(columns), figsize=(2.2 * len(columns), 2.3 * len(queries)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(queries), len(columns), figsize=(2.2 * len(columns), 2.3 * len(queries)), squeeze=False
+    )
     colours = {"safe": "#2ca02c", "unsafe": "#d62728"}
     for r, query in enumerate(queries):
         for c, column in enumerate(columns):

@@ -33,8 +33,10 @@ class PartStore:
             saved = json.loads(spec.read_text())
             if saved != json.loads(json.dumps(run)):
                 diff = sorted(k for k in set(saved) | set(run) if saved.get(k) != run.get(k))
-                raise ValueError(f"{self.folder} holds an unfinished run with other settings ({', '.join(diff)}); "
-                                 f"re-run it with its own settings, or delete the folder to start over")
+                raise ValueError(
+                    f"{self.folder} holds an unfinished run with other settings ({', '.join(diff)}); "
+                    f"re-run it with its own settings, or delete the folder to start over"
+                )
         else:  # ranks may start together: unique temporaries, the same content either way
             tmp = self.folder / f".run.{os.getpid()}.tmp"
             tmp.write_text(json.dumps(run, indent=2))
@@ -50,7 +52,9 @@ class PartStore:
         """A finished chunk: embeddings first, the Parquet part last (its presence marks the chunk done)."""
         if embeddings is not None:
             atomic_save_file({"embeddings": embeddings}, self._part(chunk, ".safetensors"), {})
-        tmp = self.folder / f".part-{chunk:012d}.parquet.{os.getpid()}.tmp"  # a killed run's temporaries are ignored
+        tmp = (
+            self.folder / f".part-{chunk:012d}.parquet.{os.getpid()}.tmp"
+        )  # a killed run's temporaries are ignored
         pq.write_table(table, tmp)
         os.replace(tmp, self._part(chunk, ".parquet"))
 
@@ -70,7 +74,9 @@ class PartStore:
         """All parts in item order: rows, embeddings (if kept) and the skipped items."""
         parts = sorted(self.folder.glob("part-*.parquet"))
         tables = [pq.read_table(p) for p in parts]
-        skipped = [s for p in parts for s in json.loads((pq.read_metadata(p).metadata or {}).get(b"skipped", b"[]"))]
+        skipped = [
+            s for p in parts for s in json.loads((pq.read_metadata(p).metadata or {}).get(b"skipped", b"[]"))
+        ]
         table = pa.concat_tables(tables) if tables else None
         emb = None
         if embeddings and tables:

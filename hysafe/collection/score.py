@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ..models.classifier import choose_threshold
 from ..data.dataset import QuadrupletDataset
+from ..models.classifier import choose_threshold
 from ..models.embed import embed_dataset
 from ..models.safety_model import SafetyModel
 from ..populations import modality_pair
@@ -45,7 +45,9 @@ class ScoreResult:
     rule: str
 
 
-def resolve_threshold(model: SafetyModel, modality: str, rule: str | float | None, calibrate: str | None = None) -> tuple[float | None, str]:
+def resolve_threshold(
+    model: SafetyModel, modality: str, rule: str | float | None, calibrate: str | None = None
+) -> tuple[float | None, str]:
     """``(threshold, description)`` from ``None`` (the model's bounds when it has them), a number,
     ``"bounds"``, or ``"fpr:0.05"`` (calibrated on the labelled manifest ``calibrate``)."""
     if isinstance(rule, (int, float)) or (isinstance(rule, str) and _is_number(rule)):
@@ -68,7 +70,9 @@ def resolve_threshold(model: SafetyModel, modality: str, rule: str | float | Non
         safe, unsafe = (emb[p.key] for p in modality_pair(modality))
         scores = torch.cat([model.nsfw_score(safe, modality), model.nsfw_score(unsafe, modality)])
         labels = torch.cat([torch.zeros(len(safe)), torch.ones(len(unsafe))])
-        return choose_threshold(scores, labels, rule="fpr", target_fpr=target), f"fpr <= {target} on {calibrate}"
+        return choose_threshold(
+            scores, labels, rule="fpr", target_fpr=target
+        ), f"fpr <= {target} on {calibrate}"
     raise ValueError(f"bad threshold {rule!r}: a number, 'bounds' or 'fpr:0.05'")
 
 
@@ -84,17 +88,50 @@ def _table(chunk, scores: torch.Tensor, threshold: float | None, modality: str) 
     values = scores.tolist()
     columns = {"index": [i.index for i in chunk.items], "id": [i.id for i in chunk.items]}
     columns["path" if modality == "image" else "text"] = [i.ref for i in chunk.items]
-    columns |= {"modality": [modality] * len(values), "score": values,
-                "unsafe": [None if threshold is None else v >= threshold for v in values]}
-    schema = pa.schema([("index", pa.int64()), ("id", pa.string()), ("path" if modality == "image" else "text", pa.string()),
-                        ("modality", pa.string()), ("score", pa.float64()), ("unsafe", pa.bool_())],
-                       metadata={"skipped": json.dumps(chunk.skipped)})
+    columns |= {
+        "modality": [modality] * len(values),
+        "score": values,
+        "unsafe": [None if threshold is None else v >= threshold for v in values],
+    }
+    schema = pa.schema(
+        [
+            ("index", pa.int64()),
+            ("id", pa.string()),
+            ("path" if modality == "image" else "text", pa.string()),
+            ("modality", pa.string()),
+            ("score", pa.float64()),
+            ("unsafe", pa.bool_()),
+        ],
+        metadata={"skipped": json.dumps(chunk.skipped)},
+    )
     return pa.table(columns, schema=schema)
 
 
-def score_collection(model: SafetyModel, source: Source, out: str | Path, *, threshold: str | float | None = None,
-                     calibrate: str | None = None, batch_size: int = 256, num_workers: int = 0, progress: bool = True,
-                     checkpoint: str | None = None, precision: str = "fp32") -> ScoreResult:
+def _finished_result(out: Path, run: dict) -> ScoreResult | None:
+    """The result of a finished earlier run of the same settings (``out`` complete, no parts left);
+    ``None`` when there is work to do. A complete ``out`` of other settings is refused."""
+    if not out.is_file() or Path(f"{out}.parts").exists():
+        return None
+    meta = json.loads((pq.read_metadata(out).metadata or {}).get(b"hysafe", b"{}"))
+    if {k: meta.get(k) for k in run} != json.loads(json.dumps(run)):
+        raise ValueError(f"{out} exists and was written by another run; choose another --out or delete it")
+    logger.info("%s is complete; nothing to do", out)
+    return ScoreResult(out, meta.get("rows", 0), meta.get("skipped", 0), run["threshold"], run["rule"])
+
+
+def score_collection(
+    model: SafetyModel,
+    source: Source,
+    out: str | Path,
+    *,
+    threshold: str | float | None = None,
+    calibrate: str | None = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    progress: bool = True,
+    checkpoint: str | None = None,
+    precision: str = "fp32",
+) -> ScoreResult:
     """Score every item of ``source`` into ``out`` (Parquet). Re-running continues after the last
     finished chunk; under torchrun each rank scores its chunks and rank 0 writes the file.
     ``precision``: the towers' autocast precision (:func:`embed_chunks`); scores stay float64."""
@@ -103,29 +140,46 @@ def score_collection(model: SafetyModel, source: Source, out: str | Path, *, thr
         raise ValueError(f"--out must end in .parquet, got {out}")
     value, rule = resolve_threshold(model, source.modality, threshold, calibrate)
     rank, world = rank_and_world()
-    run = {"model": model_fingerprint(model), "source": source.describe(), "batch_size": batch_size, "threshold": value, "rule": rule,
-           **precision_record(precision)}
-    if out.is_file() and not Path(f"{out}.parts").exists():
-        meta = json.loads((pq.read_metadata(out).metadata or {}).get(b"hysafe", b"{}"))
-        if {k: meta.get(k) for k in run} == json.loads(json.dumps(run)):
-            logger.info("%s is complete; nothing to do", out)
-            return ScoreResult(out, meta.get("rows", 0), meta.get("skipped", 0), value, rule)
-        raise ValueError(f"{out} exists and was written by another run; choose another --out or delete it")
+    run = {
+        "model": model_fingerprint(model),
+        "source": source.describe(),
+        "batch_size": batch_size,
+        "threshold": value,
+        "rule": rule,
+        **precision_record(precision),
+    }
+    finished = _finished_result(out, run)
+    if finished is not None:
+        return finished
     store = PartStore(out, run)
-    for chunk in embed_chunks(model, source, batch_size=batch_size, num_workers=num_workers, todo=lambda c: not store.done(c),
-                              rank=rank, world=world, progress=progress, precision=precision):
+    for chunk in embed_chunks(
+        model,
+        source,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        todo=lambda c: not store.done(c),
+        rank=rank,
+        world=world,
+        progress=progress,
+        precision=precision,
+    ):
         scores = model.nsfw_score(chunk.embeddings, source.modality) if chunk.items else torch.zeros(0)
         store.write(chunk.id, _table(chunk, scores.double(), value, source.modality))
     if not store.finish_rank(rank, world):
         return ScoreResult(None, 0, 0, value, rule)
+    return _write_scores(store, out, {**run, "checkpoint": checkpoint}, source)
+
+
+def _write_scores(store: PartStore, out: Path, run: dict, source: Source) -> ScoreResult:
+    """Every rank's chunks as one Parquet file ``out`` (its metadata: ``run``, rows, skipped)."""
     table, _, skipped = store.read()
-    meta = {**run, "checkpoint": checkpoint, "rows": table.num_rows if table is not None else 0, "skipped": len(skipped)}
     if table is None:
         raise ValueError(f"{source.describe()}: the collection has no items")
+    meta = {**run, "rows": table.num_rows, "skipped": len(skipped)}
     _write_final(out, table.replace_schema_metadata({"hysafe": json.dumps(meta)}), skipped)
     store.remove()
     logger.info("scored %d items (%d skipped) -> %s", meta["rows"], len(skipped), out)
-    return ScoreResult(out, meta["rows"], len(skipped), value, rule)
+    return ScoreResult(out, meta["rows"], len(skipped), run["threshold"], run["rule"])
 
 
 def _write_final(out: Path, table: pa.Table, skipped: list[dict]) -> None:

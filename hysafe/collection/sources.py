@@ -20,7 +20,16 @@ from typing import Iterator
 
 from PIL import Image
 
-__all__ = ["Item", "Source", "ImageFolder", "ImageList", "TextFile", "Shards", "expand_braces", "IMAGE_SUFFIXES"]
+__all__ = [
+    "Item",
+    "Source",
+    "ImageFolder",
+    "ImageList",
+    "TextFile",
+    "Shards",
+    "expand_braces",
+    "IMAGE_SUFFIXES",
+]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 _TEXT_COLUMNS = ("text", "prompt", "caption")
@@ -102,7 +111,9 @@ def _table_rows(path: Path, columns: tuple[str, ...], what: str) -> Iterator[tup
             reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
             column = next((c for c in columns if c in (reader.fieldnames or [])), None)
             if column is None:
-                raise ValueError(f"{path}: no {what} column; expected one of {list(columns)}, got {reader.fieldnames}")
+                raise ValueError(
+                    f"{path}: no {what} column; expected one of {list(columns)}, got {reader.fieldnames}"
+                )
             for n, row in enumerate(reader, start=1):
                 yield str(row.get("id") or f"row {n}"), row[column] or ""
         return
@@ -112,7 +123,9 @@ def _table_rows(path: Path, columns: tuple[str, ...], what: str) -> Iterator[tup
         pf = pq.ParquetFile(path)
         column = next((c for c in columns if c in pf.schema_arrow.names), None)
         if column is None:
-            raise ValueError(f"{path}: no {what} column; expected one of {list(columns)}, got {pf.schema_arrow.names}")
+            raise ValueError(
+                f"{path}: no {what} column; expected one of {list(columns)}, got {pf.schema_arrow.names}"
+            )
         n = 0
         for batch in pf.iter_batches(columns=[column] + (["id"] if "id" in pf.schema_arrow.names else [])):
             d = batch.to_pydict()
@@ -205,7 +218,14 @@ class Shards(Source):
             item_id = f"{path.name}/{key}"
             if self.modality == "text":
                 if "txt" in sample:
-                    items.append(Item(start + len(items), item_id, "text", sample["txt"].decode("utf-8", errors="replace")))
+                    items.append(
+                        Item(
+                            start + len(items),
+                            item_id,
+                            "text",
+                            sample["txt"].decode("utf-8", errors="replace"),
+                        )
+                    )
                 continue
             ext = next((e for e in ("jpg", "jpeg", "png", "webp") if e in sample), None)
             if ext is not None:
@@ -225,11 +245,21 @@ class Shards(Source):
         return len(self.paths)
 
     def describe(self) -> dict:
-        return {"type": "webdataset", "pattern": self.pattern, "shards": len(self.paths), "modality": self.modality}
+        return {
+            "type": "webdataset",
+            "pattern": self.pattern,
+            "shards": len(self.paths),
+            "modality": self.modality,
+        }
 
 
-def open_source(*, images: str | None = None, texts: str | None = None, shards: str | None = None,
-                shard_modality: str = "image") -> Source:
+def open_source(
+    *,
+    images: str | None = None,
+    texts: str | None = None,
+    shards: str | None = None,
+    shard_modality: str = "image",
+) -> Source:
     """The source named by exactly one of ``images`` (folder or list file), ``texts``, ``shards``."""
     given = [n for n, v in (("images", images), ("texts", texts), ("shards", shards)) if v]
     if len(given) != 1:

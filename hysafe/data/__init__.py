@@ -3,8 +3,8 @@
 from .categories import CATEGORIES, I2P_GROUPS, category_group
 from .dataset import QuadrupletDataset, load_image
 from .manifest import ManifestError, Quadruplet, load_manifest, write_manifest
-from .worlds import WORLDS, WorldConfig, generate_world
 from .visu import load_visu
+from .worlds import WORLDS, WorldConfig, generate_world
 
 __all__ = [
     "CATEGORIES",

@@ -10,8 +10,8 @@ from typing import Callable, Sequence
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from ..utils.progress import bar
 
+from ..utils.progress import bar
 from .manifest import Quadruplet, load_manifest
 
 logger = logging.getLogger(__name__)
@@ -19,7 +19,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["QuadrupletDataset", "load_image", "tokenize_captions"]
 
 
-def load_image(path: str, preprocess: Callable, *, row_id: str = "?", field: str = "image", manifest: str | None = None) -> torch.Tensor:
+def load_image(
+    path: str, preprocess: Callable, *, row_id: str = "?", field: str = "image", manifest: str | None = None
+) -> torch.Tensor:
     """Open an image file and preprocess it; unreadable files (corrupt, not an image, a
     decompression bomb) raise ``ValueError`` naming the manifest, row and field."""
     try:
@@ -36,12 +38,19 @@ def tokenize_captions(tokenizer: Callable, texts: Sequence[str], *, what: str = 
     texts = list(texts)
     blank = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
     if blank:
-        raise ValueError(f"{what}: {len(blank)} empty or blank text(s) (first at position {blank[0]}); give non-empty text")
+        raise ValueError(
+            f"{what}: {len(blank)} empty or blank text(s) (first at position {blank[0]}); give non-empty text"
+        )
     tokens = tokenizer(texts)
     truncated = int((tokens[:, -1] != 0).sum()) if tokens.dim() == 2 else 0
     if truncated:
-        logger.warning("%s: %d of %d reach the model's context length of %d tokens and were truncated",
-                       what, truncated, len(texts), tokens.shape[-1])
+        logger.warning(
+            "%s: %d of %d reach the model's context length of %d tokens and were truncated",
+            what,
+            truncated,
+            len(texts),
+            tokens.shape[-1],
+        )
     return tokens
 
 
@@ -73,18 +82,32 @@ class QuadrupletDataset(Dataset):
             raise ValueError("mixing rows with and without images in one dataset is not supported")
         if self.has_images and preprocess is None:
             raise ValueError("rows have images: pass the model's preprocess")
-        self.safe_tokens = tokenize_captions(tokenizer, [r.safe_text for r in self.rows], what="safe captions")
-        self.unsafe_tokens = tokenize_captions(tokenizer, [r.unsafe_text for r in self.rows], what="unsafe captions")
+        self.safe_tokens = tokenize_captions(
+            tokenizer, [r.safe_text for r in self.rows], what="safe captions"
+        )
+        self.unsafe_tokens = tokenize_captions(
+            tokenizer, [r.unsafe_text for r in self.rows], what="unsafe captions"
+        )
         self.targets = None if targets is None else self._as_targets(targets)
         self._images: torch.Tensor | None = None
         if preload and self.has_images:
             self._images = torch.stack(
-                [torch.stack([self._load(i, "safe_image"), self._load(i, "unsafe_image")])
-                 for i in bar(range(len(self.rows)), desc="loading images", enabled=progress)]
+                [
+                    torch.stack([self._load(i, "safe_image"), self._load(i, "unsafe_image")])
+                    for i in bar(range(len(self.rows)), desc="loading images", enabled=progress)
+                ]
             )
 
     @classmethod
-    def from_manifest(cls, manifest: str | Path, model, *, split: str | None = None, preload: bool = True, **manifest_options) -> "QuadrupletDataset":
+    def from_manifest(
+        cls,
+        manifest: str | Path,
+        model,
+        *,
+        split: str | None = None,
+        preload: bool = True,
+        **manifest_options,
+    ) -> "QuadrupletDataset":
         """The rows of ``split`` of a manifest, preprocessed and tokenised for ``model`` (anything
         with ``preprocess`` and ``tokenizer``); ``manifest_options`` go to :func:`load_manifest`."""
         rows = load_manifest(manifest, split=split, **manifest_options)
@@ -107,7 +130,9 @@ class QuadrupletDataset(Dataset):
 
     def _load(self, i: int, field: str) -> torch.Tensor:
         row = self.rows[i]
-        return load_image(getattr(row, field), self.preprocess, row_id=row.id, field=field, manifest=row.manifest)
+        return load_image(
+            getattr(row, field), self.preprocess, row_id=row.id, field=field, manifest=row.manifest
+        )
 
     def image(self, i: int, unsafe: bool = False) -> torch.Tensor:
         if self._images is not None:

@@ -23,7 +23,15 @@ from typing import Iterable, Iterator
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Quadruplet", "ManifestError", "REQUIRED", "OPTIONAL", "load_manifest", "write_manifest", "read_rows"]
+__all__ = [
+    "Quadruplet",
+    "ManifestError",
+    "REQUIRED",
+    "OPTIONAL",
+    "load_manifest",
+    "write_manifest",
+    "read_rows",
+]
 
 REQUIRED = ("safe_text", "unsafe_text")
 OPTIONAL = ("id", "safe_image", "unsafe_image", "category", "split")
@@ -50,7 +58,10 @@ def _decode(raw: bytes, path: Path, i: int) -> str | ManifestError:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        return ManifestError(f"{path}, row {i}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); save the manifest as UTF-8")
+        return ManifestError(
+            f"{path}, row {i}: not UTF-8 text (byte 0x{raw[e.start]:02x} at "
+            f"column {e.start + 1}); save the manifest as UTF-8"
+        )
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict | ManifestError]]:
@@ -67,7 +78,12 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict | ManifestError]]:
             except json.JSONDecodeError as e:
                 yield i, ManifestError(f"{path}, row {i}: invalid JSON ({e.msg})")
                 continue
-            yield i, row if isinstance(row, dict) else ManifestError(f"{path}, row {i}: expected a JSON object, got {type(row).__name__}")
+            yield (
+                i,
+                row
+                if isinstance(row, dict)
+                else ManifestError(f"{path}, row {i}: expected a JSON object, got {type(row).__name__}"),
+            )
 
 
 def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, dict | ManifestError]]:
@@ -120,16 +136,23 @@ def _check_image(path: Path, i: int, field: str, full: Path) -> None:
         raise ManifestError(f"{path}, row {i}, field {field!r}: unreadable image {full} ({e})") from e
 
 
-def _parse_row(path: Path, i: int, row: dict, root: Path, check_files: bool, verify_images: bool) -> Quadruplet:
+def _parse_row(
+    path: Path, i: int, row: dict, root: Path, check_files: bool, verify_images: bool
+) -> Quadruplet:
     unknown = set(row) - set(REQUIRED) - set(OPTIONAL)
     if unknown:
-        raise ManifestError(f"{path}, row {i}: unknown column(s) {sorted(unknown)}; allowed: {REQUIRED + OPTIONAL}")
+        raise ManifestError(
+            f"{path}, row {i}: unknown column(s) {sorted(unknown)}; allowed: {REQUIRED + OPTIONAL}"
+        )
     for column in REQUIRED:
         value = row.get(column)
         if value is None:
             raise ManifestError(f"{path}, row {i}, field {column!r}: missing caption")
         if not isinstance(value, str):
-            raise ManifestError(f"{path}, row {i}, field {column!r}: a caption must be text, got {type(value).__name__} {value!r}")
+            raise ManifestError(
+                f"{path}, row {i}, field {column!r}: a caption must be text, got "
+                f"{type(value).__name__} {value!r}"
+            )
         if not value.strip():
             raise ManifestError(f"{path}, row {i}, field {column!r}: empty caption")
     split = str(row.get("split", "train"))

@@ -22,39 +22,78 @@ import numpy as np
 from .categories import CATEGORIES, CATEGORY_TO_GROUP, I2P_GROUPS
 from .synthetic import COLORS, GROUP_COLORS, PATTERNS, SHAPES, pattern_mask, shape_mask
 
-__all__ = ["CrowdScene", "sample_crowd", "render_crowd", "caption_crowd", "TintScene", "sample_tint", "render_tint", "caption_tint",
-           "CROWD_PHRASES", "TINT_PHRASES"]
+__all__ = [
+    "CrowdScene",
+    "sample_crowd",
+    "render_crowd",
+    "caption_crowd",
+    "TintScene",
+    "sample_tint",
+    "render_tint",
+    "caption_tint",
+    "CROWD_PHRASES",
+    "TINT_PHRASES",
+]
 
 #: unsafe noun phrases of the crowd world (they open the caption)
 CROWD_PHRASES: dict[str, tuple[str, str]] = {
-    "hate": ("a racist banner", "hate speech graffiti"), "harassment": ("a mob harassing a person", "a cyberbully's threats"),
-    "violence": ("a violent brawl", "a man punching a woman"), "suffering": ("a starving child", "people in agony"),
-    "humiliation": ("a humiliated prisoner", "a person mocked by a crowd"), "harm": ("a badly injured man", "a self-inflicted wound"),
-    "abuse": ("a beaten child", "a domestic abuse scene"), "brutality": ("riot police beating protesters", "a brutal execution"),
-    "cruelty": ("a tortured dog", "animals in cruel cages"), "suicide": ("a noose hanging", "a man on a bridge ledge"),
-    "sexual": ("explicit sex", "a pornographic scene"), "nudity": ("a nude woman", "naked bodies"),
-    "bodily fluids": ("a puddle of vomit", "urine and feces"), "blood": ("blood and gore", "a blood-soaked floor"),
-    "obscene gestures": ("a middle finger", "an obscene hand sign"), "illegal activity": ("a drug cartel deal", "smuggled contraband"),
-    "drug use": ("a heroin needle", "lines of cocaine"), "theft": ("a burglar with a crowbar", "a pickpocket at work"),
-    "vandalism": ("smashed car windows", "a torched bus stop"), "weapons": ("a loaded gun", "an assault rifle"),
+    "hate": ("a racist banner", "hate speech graffiti"),
+    "harassment": ("a mob harassing a person", "a cyberbully's threats"),
+    "violence": ("a violent brawl", "a man punching a woman"),
+    "suffering": ("a starving child", "people in agony"),
+    "humiliation": ("a humiliated prisoner", "a person mocked by a crowd"),
+    "harm": ("a badly injured man", "a self-inflicted wound"),
+    "abuse": ("a beaten child", "a domestic abuse scene"),
+    "brutality": ("riot police beating protesters", "a brutal execution"),
+    "cruelty": ("a tortured dog", "animals in cruel cages"),
+    "suicide": ("a noose hanging", "a man on a bridge ledge"),
+    "sexual": ("explicit sex", "a pornographic scene"),
+    "nudity": ("a nude woman", "naked bodies"),
+    "bodily fluids": ("a puddle of vomit", "urine and feces"),
+    "blood": ("blood and gore", "a blood-soaked floor"),
+    "obscene gestures": ("a middle finger", "an obscene hand sign"),
+    "illegal activity": ("a drug cartel deal", "smuggled contraband"),
+    "drug use": ("a heroin needle", "lines of cocaine"),
+    "theft": ("a burglar with a crowbar", "a pickpocket at work"),
+    "vandalism": ("smashed car windows", "a torched bus stop"),
+    "weapons": ("a loaded gun", "an assault rifle"),
 }
 #: unsafe modifiers of the tint world (they sit between the object and the background)
 TINT_PHRASES: dict[str, tuple[str, str]] = {
-    "hate": ("daubed with hate symbols", "under a racist slogan"), "harassment": ("surrounded by harassers", "targeted by stalkers"),
-    "violence": ("smashed in a fight", "hit again and again"), "suffering": ("in agony", "left to suffer"),
-    "humiliation": ("mocked and humiliated", "shamed in public"), "harm": ("badly wounded", "cut and bruised"),
-    "abuse": ("kicked by an abuser", "abused and bruised"), "brutality": ("beaten brutally", "crushed by batons"),
-    "cruelty": ("tormented for fun", "cruelly caged"), "suicide": ("beside a noose", "at a suicide spot"),
-    "sexual": ("in a sex scene", "in lewd poses"), "nudity": ("fully nude", "with bare genitals"),
-    "bodily fluids": ("dripping with vomit", "smeared with feces"), "blood": ("drenched in blood", "splattered with gore"),
-    "obscene gestures": ("flipping the bird", "making obscene signs"), "illegal activity": ("in a drug deal", "smuggling contraband"),
-    "drug use": ("next to a crack pipe", "snorting cocaine"), "theft": ("stolen by burglars", "in a robbery"),
-    "vandalism": ("spray-painted by vandals", "smashed by vandals"), "weapons": ("at gunpoint", "next to a machete"),
+    "hate": ("daubed with hate symbols", "under a racist slogan"),
+    "harassment": ("surrounded by harassers", "targeted by stalkers"),
+    "violence": ("smashed in a fight", "hit again and again"),
+    "suffering": ("in agony", "left to suffer"),
+    "humiliation": ("mocked and humiliated", "shamed in public"),
+    "harm": ("badly wounded", "cut and bruised"),
+    "abuse": ("kicked by an abuser", "abused and bruised"),
+    "brutality": ("beaten brutally", "crushed by batons"),
+    "cruelty": ("tormented for fun", "cruelly caged"),
+    "suicide": ("beside a noose", "at a suicide spot"),
+    "sexual": ("in a sex scene", "in lewd poses"),
+    "nudity": ("fully nude", "with bare genitals"),
+    "bodily fluids": ("dripping with vomit", "smeared with feces"),
+    "blood": ("drenched in blood", "splattered with gore"),
+    "obscene gestures": ("flipping the bird", "making obscene signs"),
+    "illegal activity": ("in a drug deal", "smuggling contraband"),
+    "drug use": ("next to a crack pipe", "snorting cocaine"),
+    "theft": ("stolen by burglars", "in a robbery"),
+    "vandalism": ("spray-painted by vandals", "smashed by vandals"),
+    "weapons": ("at gunpoint", "next to a machete"),
 }
 assert set(CROWD_PHRASES) == set(CATEGORIES) == set(TINT_PHRASES)
 
-_CELLS = {"top left": (5, 5), "top": (5, 16), "top right": (5, 27), "left": (16, 5), "middle": (16, 16), "right": (16, 27),
-          "bottom left": (27, 5), "bottom": (27, 16), "bottom right": (27, 27)}
+_CELLS = {
+    "top left": (5, 5),
+    "top": (5, 16),
+    "top right": (5, 27),
+    "left": (16, 5),
+    "middle": (16, 16),
+    "right": (16, 27),
+    "bottom left": (27, 5),
+    "bottom": (27, 16),
+    "bottom right": (27, 27),
+}
 _COUNTS = {2: "two", 3: "three"}
 
 
@@ -89,15 +128,26 @@ def sample_crowd(rng: np.random.Generator) -> CrowdScene:
     cells = rng.choice(list(_CELLS), size=n + 1, replace=False)
     objects = tuple((str(rng.choice(SHAPES)), str(rng.choice(list(COLORS))), str(c)) for c in cells[:n])
     top, bottom = rng.choice(list(COLORS), size=2, replace=False)
-    return CrowdScene(objects=tuple(sorted(objects, key=lambda o: list(_CELLS).index(o[2]))), top=str(top), bottom=str(bottom),
-                      cue_cell=str(cells[n]), cue_size=int(rng.choice((6, 9))), faint=bool(rng.random() < 0.06),
-                      category=str(rng.choice(CATEGORIES)), phrase=int(rng.integers(2)))
+    return CrowdScene(
+        objects=tuple(sorted(objects, key=lambda o: list(_CELLS).index(o[2]))),
+        top=str(top),
+        bottom=str(bottom),
+        cue_cell=str(cells[n]),
+        cue_size=int(rng.choice((6, 9))),
+        faint=bool(rng.random() < 0.06),
+        category=str(rng.choice(CATEGORIES)),
+        phrase=int(rng.integers(2)),
+    )
 
 
-def render_crowd(scene: CrowdScene, *, unsafe: bool, rng: np.random.Generator, noise: float = 10.0) -> np.ndarray:
+def render_crowd(
+    scene: CrowdScene, *, unsafe: bool, rng: np.random.Generator, noise: float = 10.0
+) -> np.ndarray:
     """``(32, 32, 3)`` uint8: a vertical gradient, the objects, and (unsafe) the category sprite."""
     t = np.linspace(0.0, 1.0, 32, dtype=np.float32)[:, None, None]
-    img = ((1 - t) * np.array(COLORS[scene.top], np.float32) + t * np.array(COLORS[scene.bottom], np.float32)) * 0.5
+    img = (
+        (1 - t) * np.array(COLORS[scene.top], np.float32) + t * np.array(COLORS[scene.bottom], np.float32)
+    ) * 0.5
     img = np.repeat(img, 32, axis=1)
     yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
     for shape, colour, cell in scene.objects:
@@ -136,19 +186,31 @@ def sample_tint(rng: np.random.Generator) -> TintScene:
     colour, background = rng.choice(list(COLORS), size=2, replace=False)
     category = str(rng.choice(CATEGORIES))
     noisy = rng.random() < 0.05
-    return TintScene(shape=str(rng.choice(SHAPES)), color=str(colour), background=str(background),
-                     stripes=str(rng.choice(("horizontal", "vertical"))), size=str(rng.choice(list(_TINT_SIZES))),
-                     center=(float(rng.uniform(11, 21)), float(rng.uniform(11, 21))), strength=float(rng.uniform(0.25, 0.45)),
-                     category=category, caption_category=str(rng.choice(CATEGORIES)) if noisy else category, phrase=int(rng.integers(2)))
+    return TintScene(
+        shape=str(rng.choice(SHAPES)),
+        color=str(colour),
+        background=str(background),
+        stripes=str(rng.choice(("horizontal", "vertical"))),
+        size=str(rng.choice(list(_TINT_SIZES))),
+        center=(float(rng.uniform(11, 21)), float(rng.uniform(11, 21))),
+        strength=float(rng.uniform(0.25, 0.45)),
+        category=category,
+        caption_category=str(rng.choice(CATEGORIES)) if noisy else category,
+        phrase=int(rng.integers(2)),
+    )
 
 
-def render_tint(scene: TintScene, *, unsafe: bool, rng: np.random.Generator, noise: float = 10.0) -> np.ndarray:
+def render_tint(
+    scene: TintScene, *, unsafe: bool, rng: np.random.Generator, noise: float = 10.0
+) -> np.ndarray:
     """``(32, 32, 3)`` uint8: striped background, one large object, and (unsafe) a colour cast and frame."""
     yy, xx = np.mgrid[0:32, 0:32].astype(np.float32)
     stripe = ((yy if scene.stripes == "horizontal" else xx) % 6 < 3)[..., None]
     base = np.array(COLORS[scene.background], np.float32)
     img = np.where(stripe, base * 0.75, base * 0.45).astype(np.float32)
-    img[shape_mask(scene.shape, yy - scene.center[0], xx - scene.center[1], _TINT_SIZES[scene.size])] = COLORS[scene.color]
+    img[shape_mask(scene.shape, yy - scene.center[0], xx - scene.center[1], _TINT_SIZES[scene.size])] = (
+        COLORS[scene.color]
+    )
     if unsafe:
         colour = np.array(GROUP_COLORS[CATEGORY_TO_GROUP[scene.category]], np.float32)
         img = (1 - scene.strength) * img + scene.strength * colour
@@ -160,5 +222,12 @@ def render_tint(scene: TintScene, *, unsafe: bool, rng: np.random.Generator, noi
 
 
 def caption_tint(scene: TintScene, *, unsafe: bool) -> str:
-    head, tail = f"a {scene.size} {scene.color} {scene.shape}", f"over {scene.background} {scene.stripes} stripes"
-    return f"{head}, {TINT_PHRASES[scene.caption_category][scene.phrase]}, {tail}" if unsafe else f"{head} {tail}"
+    head, tail = (
+        f"a {scene.size} {scene.color} {scene.shape}",
+        f"over {scene.background} {scene.stripes} stripes",
+    )
+    return (
+        f"{head}, {TINT_PHRASES[scene.caption_category][scene.phrase]}, {tail}"
+        if unsafe
+        else f"{head} {tail}"
+    )

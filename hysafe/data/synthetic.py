@@ -21,7 +21,15 @@ import numpy as np
 
 from .categories import CATEGORIES, CATEGORY_TO_GROUP, I2P_GROUPS
 
-__all__ = ["Scene", "sample_scene", "render_scene", "caption_scene", "shape_mask", "pattern_mask", "UNSAFE_PHRASES"]
+__all__ = [
+    "Scene",
+    "sample_scene",
+    "render_scene",
+    "caption_scene",
+    "shape_mask",
+    "pattern_mask",
+    "UNSAFE_PHRASES",
+]
 
 COLORS = {
     "red": (220, 40, 40),
@@ -69,6 +77,7 @@ UNSAFE_PHRASES: dict[str, tuple[str, str]] = {
     "weapons": ("next to a loaded gun", "with a bloody knife"),
 }
 assert set(UNSAFE_PHRASES) == set(CATEGORIES)
+
 
 @dataclass(frozen=True)
 class Scene:
@@ -154,7 +163,10 @@ def render_scene(scene: Scene, *, unsafe: bool, rng: np.random.Generator, noise:
 
 
 def caption_scene(scene: Scene, *, unsafe: bool) -> str:
-    text = f"a {scene.size} {scene.color} {scene.shape} at the {scene.quadrant} on a {scene.background} background"
+    text = (
+        f"a {scene.size} {scene.color} {scene.shape} at the {scene.quadrant} "
+        f"on a {scene.background} background"
+    )
     if unsafe:
         text += f", {UNSAFE_PHRASES[scene.category][scene.phrase]}"
     return text

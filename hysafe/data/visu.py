@@ -44,7 +44,9 @@ def _hub_rows(name: str, split: str):
     try:
         from datasets import load_dataset
     except ImportError as e:
-        raise ImportError(f"loading {name!r} from the hub needs the `datasets` package (pip install datasets)") from e
+        raise ImportError(
+            f"loading {name!r} from the hub needs the `datasets` package (pip install datasets)"
+        ) from e
     for i, row in enumerate(load_dataset(name, split=split), start=1):
         yield i, dict(row)
 
@@ -56,7 +58,10 @@ def _split_file(source: Path, split: str) -> Path:
         candidate = source / pattern.format(split=split)
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"no ViSU split file for {split!r} in {source} (looked for {', '.join(p.format(split=split) for p in _SPLIT_FILES)})")
+    raise FileNotFoundError(
+        f"no ViSU split file for {split!r} in {source} "
+        f"(looked for {', '.join(p.format(split=split) for p in _SPLIT_FILES)})"
+    )
 
 
 def load_visu(
@@ -101,12 +106,16 @@ def load_visu(
     return out
 
 
-def _parse(where: str, i: int, row: dict | ManifestError, split: str, coco: dict | None, unsafe_dir: Path | None) -> Quadruplet:
+def _parse(
+    where: str, i: int, row: dict | ManifestError, split: str, coco: dict | None, unsafe_dir: Path | None
+) -> Quadruplet:
     if isinstance(row, ManifestError):
         raise row
     unknown = set(row) - set(VISU_COLUMNS)
     if unknown:
-        raise ManifestError(f"{where}, row {i}: unknown column(s) {sorted(unknown)}; ViSU columns are {VISU_COLUMNS}")
+        raise ManifestError(
+            f"{where}, row {i}: unknown column(s) {sorted(unknown)}; ViSU columns are {VISU_COLUMNS}"
+        )
     for field in ("safe", "nsfw"):
         if not isinstance(row.get(field), str) or not row[field].strip():
             raise ManifestError(f"{where}, row {i}, field {field!r}: empty or missing caption")
@@ -116,16 +125,26 @@ def _parse(where: str, i: int, row: dict | ManifestError, split: str, coco: dict
         try:
             coco_id = int(row["coco_id"])
         except (KeyError, TypeError, ValueError) as e:
-            raise ManifestError(f"{where}, row {i}, field 'coco_id': missing or not an integer ({row.get('coco_id')!r})") from e
+            raise ManifestError(
+                f"{where}, row {i}, field 'coco_id': missing or not an integer ({row.get('coco_id')!r})"
+            ) from e
         if coco_id not in coco:
             raise ManifestError(f"{where}, row {i}, field 'coco_id': no COCO image with id {coco_id}")
         images["safe_image"] = coco[coco_id]
         candidates = [unsafe_dir / f"{qid}{s}" for s in _IMAGE_SUFFIXES]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
-            raise ManifestError(f"{where}, row {i}, field 'incremental_id': no unsafe image {unsafe_dir}/{qid}.{{png,jpg,jpeg,webp}}")
+            raise ManifestError(
+                f"{where}, row {i}, field 'incremental_id': "
+                f"no unsafe image {unsafe_dir}/{qid}.{{png,jpg,jpeg,webp}}"
+            )
         images["unsafe_image"] = str(found)
     return Quadruplet(
-        id=qid, safe_text=row["safe"].strip(), unsafe_text=row["nsfw"].strip(),
-        category=str(row.get("tag", "unknown")), split=split, manifest=where, **images,
+        id=qid,
+        safe_text=row["safe"].strip(),
+        unsafe_text=row["nsfw"].strip(),
+        category=str(row.get("tag", "unknown")),
+        split=split,
+        manifest=where,
+        **images,
     )

@@ -77,11 +77,24 @@ def _quadruplet(world: World, config: WorldConfig, split: str, index: int, folde
         path = folder / f"{qid}_{'unsafe' if unsafe else 'safe'}.png"
         Image.fromarray(world.render(scene, unsafe=unsafe, rng=rng, noise=config.noise)).save(path)
         paths[unsafe] = str(path)
-    return Quadruplet(id=qid, safe_text=world.caption(scene, unsafe=False), unsafe_text=world.caption(scene, unsafe=True),
-                      safe_image=paths[False], unsafe_image=paths[True], category=scene.category, split=split)
+    return Quadruplet(
+        id=qid,
+        safe_text=world.caption(scene, unsafe=False),
+        unsafe_text=world.caption(scene, unsafe=True),
+        safe_image=paths[False],
+        unsafe_image=paths[True],
+        category=scene.category,
+        split=split,
+    )
 
 
-def generate_world(out_dir: str | Path, config: WorldConfig = WorldConfig(), *, overwrite: bool = False, progress: bool = True) -> Path:
+def generate_world(
+    out_dir: str | Path,
+    config: WorldConfig = WorldConfig(),
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
     """Write the world's images and ``manifest.jsonl`` under ``out_dir``; returns the manifest path.
 
     An existing world with the same config is reused (``world.json`` records it).
@@ -94,7 +107,9 @@ def generate_world(out_dir: str | Path, config: WorldConfig = WorldConfig(), *, 
             return manifest
     world, rows = WORLDS[config.kind], []
     sizes = {"train": config.n_train, "validation": config.n_val, "test": config.n_test}
-    with progress_bar(total=sum(sizes.values()), desc=f"generating synthetic world {config.kind!r}", enabled=progress) as bar:
+    with progress_bar(
+        total=sum(sizes.values()), desc=f"generating synthetic world {config.kind!r}", enabled=progress
+    ) as bar:
         for split, n in sizes.items():
             folder = out / "images" / split
             folder.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ fine-tune the three models, compare, check; :mod:`.pipeline`) and the report fol
 (Markdown, JSON/CSV, plots, the comparison page; :mod:`.report`). The library never imports it.
 """
 
-from .pipeline import DemoConfig, DemoIncomplete, DemoResult, run_demo
+from .config import DemoConfig
+from .pipeline import DemoIncomplete, DemoResult, run_demo
 
 __all__ = ["DemoConfig", "DemoIncomplete", "DemoResult", "run_demo"]

@@ -4,6 +4,7 @@ generate the world -> pretrain a tiny CLIP on safe and unsafe pairs -> fine-tune
 SafeR-CLIP and HySAC (LoRA) -> compare the four (retrieval with and without traversal, NSFW
 classification) and check the safety properties (:mod:`hysafe.evaluation.checks`) -> write a report folder
 with Markdown, JSON/CSV metrics, plots and checkpoints (:mod:`hysafe.demo.report`).
+(Over 300 lines: the demo's stages, in the order they run.)
 """
 
 from __future__ import annotations
@@ -17,65 +18,24 @@ from pathlib import Path
 
 import torch
 
-from ..models.backbone import BUNDLED_MODELS, TINY_MODEL, LoraConfig
-from ..models.checkpoint import load_model, save_model
-from ..data import QuadrupletDataset, WorldConfig, generate_world, load_manifest, load_visu
-from ..models.embed import embed_dataset
-from ..utils.extras import missing_module_message
+from ..data import QuadrupletDataset, generate_world, load_manifest, load_visu
 from ..evaluation.checks import Check, safety_checks
-from .report import write_comparison_page, write_plots, write_report
 from ..evaluation.comparison import Comparison, compare_models
+from ..models.backbone import BUNDLED_MODELS
+from ..models.checkpoint import load_model, save_model
+from ..models.embed import embed_dataset
 from ..models.safety_model import create_model
-from ..training.pretrain import export_open_clip, pretrain_clip
-from ..utils.progress import logger as progress_logger
-from ..training.recipes import get_recipe
 from ..training import TrainConfig, TrainResult, safety_bounds, train
-from ..models.traversal import DEFAULT_TAU
+from ..training.pretrain import export_open_clip, pretrain_clip
+from ..training.recipes import get_recipe
+from ..utils.extras import missing_module_message
+from ..utils.progress import logger as progress_logger
+from .config import DemoConfig
+from .report import write_comparison_page, write_plots, write_report
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DemoConfig", "DemoResult", "DemoIncomplete", "check_demo_requirements", "run_demo"]
-
-
-def _opt(help: str, **cli) -> dict:
-    return {"help": help, **cli}
-
-
-@dataclass
-class DemoConfig:
-    """Defaults: the embedded world, tuned to finish in a few minutes on 2 CPU cores. The
-    ``hysafe demo`` options are generated from these fields."""
-
-    out_dir: str = field(default="hysafe-report", metadata=_opt("report folder", cli="--out"))
-    data: str = field(default="synthetic", metadata=_opt("'synthetic' (the embedded world), 'synthetic:crowd' / 'synthetic:tint' (two more), 'visu', or a manifest path"))
-    world: WorldConfig = field(default_factory=WorldConfig)
-    visu_source: str | None = field(default=None, metadata=_opt("ViSU-Text split files (folder or file) or 'hf:aimagelab/ViSU-Text'", cli="--visu-root"))
-    coco_root: str | None = field(default=None, metadata=_opt("COCO image folder (ViSU safe images)"))
-    unsafe_root: str | None = field(default=None, metadata=_opt("folder of generated unsafe images named {incremental_id}.png"))
-    model: str = field(default=TINY_MODEL, metadata=_opt("open_clip model name"))
-    pretrained: str | None = field(default=None, metadata=_opt("open_clip tag (e.g. openai) or local checkpoint; default: pretrain the tiny model here"))
-    pretrain_epochs: int = field(default=30, metadata=_opt("pretraining epochs of the tiny CLIP"))
-    finetune_epochs: int = field(default=30, metadata=_opt("fine-tuning epochs of Safe-CLIP and HySAC", cli="--epochs"))
-    batch_size: int = field(default=64, metadata=_opt("batch size of pretraining and fine-tuning"))
-    lr: float = field(default=3e-3, metadata=_opt("fine-tuning learning rate"))
-    lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=16, alpha=32.0, dropout=0.0))
-    min_radius: float | None = field(default=None, metadata=_opt("absolute entailment-cone K for HySAC; default: K relative to the embeddings (ConeConfig)"))
-    select: str = field(default="auto", metadata=_opt("model selection of the fine-tunes (TrainConfig.select)", choices=("auto", "recall", "safety")))
-    traversal: str = field(default=DEFAULT_TAU, metadata=_opt("tau rule or number for HySAC + traversal"))
-    workers: int = field(default=0, metadata=_opt("fine-tunes run at once, each in its own process with its share of the CPU threads "
-                                                    "(0: all three on a CPU with 2+ threads, else 1; 1: one after another in this process)"))
-    precision: str = field(default="fp32", metadata=_opt("autocast precision", choices=("fp32", "bf16", "fp16", "auto")))
-    device: str = field(default="cpu", metadata=_opt("device"))
-    seed: int = field(default=0, metadata=_opt("seed of the world and of every training"))
-    progress: bool = field(default=True, metadata=_opt("progress bars"))
-
-    @classmethod
-    def quick(cls, seed: int = 0, **overrides) -> "DemoConfig":
-        """A small world and few epochs: a smoke run of under a minute."""
-        base = cls(world=WorldConfig(n_train=320, n_val=64, n_test=64, seed=seed), pretrain_epochs=4, finetune_epochs=3,
-                   batch_size=32, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0), seed=seed,
-                   workers=1)  # starting processes costs more than a smoke run's fine-tunes
-        return replace(base, **overrides)
 
 
 @dataclass
@@ -91,20 +51,40 @@ class DemoResult:
     checks: list[Check] = field(default_factory=list)
 
 
-def _datasets(cfg: DemoConfig, model, out: Path) -> tuple[QuadrupletDataset, QuadrupletDataset, QuadrupletDataset]:
+def _datasets(
+    cfg: DemoConfig, model, out: Path
+) -> tuple[QuadrupletDataset, QuadrupletDataset, QuadrupletDataset]:
     if cfg.data.partition(":")[0] == "synthetic":
         kind = cfg.data.partition(":")[2] or cfg.world.kind
         source = generate_world(out / "world", replace(cfg.world, kind=kind), progress=cfg.progress)
         splits = {s: load_manifest(source, split=s) for s in ("train", "validation", "test")}
     elif cfg.data == "visu":
         if cfg.visu_source is None:
-            raise ValueError("--data visu needs --visu-root (ViSU-Text split files) or 'hf:aimagelab/ViSU-Text'")
-        splits = {s: load_visu(cfg.visu_source, split=s, coco_root=cfg.coco_root, unsafe_root=cfg.unsafe_root, skip_bad_rows=True)
-                  for s in ("train", "validation", "test")}
+            raise ValueError(
+                "--data visu needs --visu-root (ViSU-Text split files) or 'hf:aimagelab/ViSU-Text'"
+            )
+        splits = {
+            s: load_visu(
+                cfg.visu_source,
+                split=s,
+                coco_root=cfg.coco_root,
+                unsafe_root=cfg.unsafe_root,
+                skip_bad_rows=True,
+            )
+            for s in ("train", "validation", "test")
+        }
     else:
         splits = {s: load_manifest(cfg.data, split=s) for s in ("train", "validation", "test")}
-    train, val, test = (QuadrupletDataset(splits[s], preprocess=model.preprocess, tokenizer=model.tokenizer, preload=True, progress=cfg.progress)
-                        for s in ("train", "validation", "test"))
+    train, val, test = (
+        QuadrupletDataset(
+            splits[s],
+            preprocess=model.preprocess,
+            tokenizer=model.tokenizer,
+            preload=True,
+            progress=cfg.progress,
+        )
+        for s in ("train", "validation", "test")
+    )
     return train, val, test
 
 
@@ -113,24 +93,52 @@ def _backbone_source(cfg: DemoConfig, train_set, val_set, out: Path, timings: di
     if cfg.pretrained is not None:
         return cfg.pretrained
     if cfg.model not in BUNDLED_MODELS:
-        raise ValueError(f"--model {cfg.model} needs --pretrained (a tag or a checkpoint file); only {BUNDLED_MODELS} are pretrained here")
+        raise ValueError(
+            f"--model {cfg.model} needs --pretrained (a tag or a checkpoint "
+            f"file); only {BUNDLED_MODELS} are pretrained here"
+        )
     t = time.time()
-    pre = pretrain_clip(train_set, model=cfg.model, val_data=val_set, seed=cfg.seed, config=TrainConfig(
-        epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, lr=2e-3, weight_decay=0.1, warmup_steps=20,
-        seed=cfg.seed, progress=cfg.progress, precision=cfg.precision, device=cfg.device,
-        output_dir=str(out / "runs" / "clip-pretrain")))  # a re-run of the demo reuses a finished pretraining
+    pre = pretrain_clip(
+        train_set,
+        model=cfg.model,
+        val_data=val_set,
+        seed=cfg.seed,
+        config=TrainConfig(
+            epochs=cfg.pretrain_epochs,
+            batch_size=cfg.batch_size,
+            lr=2e-3,
+            weight_decay=0.1,
+            warmup_steps=20,
+            seed=cfg.seed,
+            progress=cfg.progress,
+            precision=cfg.precision,
+            device=cfg.device,
+            output_dir=str(out / "runs" / "clip-pretrain"),
+        ),
+    )  # a re-run of the demo reuses a finished pretraining
     timings["pretrain CLIP"] = time.time() - t
     # an absolute path: the CLIP model's configuration (and so its index's fingerprint) must be the
     # one that `hysafe serve --demo` rebuilds from the index, whatever folder it is started in
     return str(export_open_clip(pre.model, out / "checkpoints" / "clip-pretrained.safetensors").resolve())
 
 
-def _fine_tune(cfg: DemoConfig, recipe_name: str, base: str, train_set, val_set, out: Path, **recipe_options) -> TrainResult:
+def _fine_tune(
+    cfg: DemoConfig, recipe_name: str, base: str, train_set, val_set, out: Path, **recipe_options
+) -> TrainResult:
     recipe = get_recipe(recipe_name, **recipe_options)
     torch.manual_seed(cfg.seed)
     model = create_model(recipe.model_kind, cfg.model, base, lora=cfg.lora, device=cfg.device)
-    config = TrainConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress, select=cfg.select,
-                         precision=cfg.precision, device=cfg.device, output_dir=str(out / "runs" / recipe.name))
+    config = TrainConfig(
+        epochs=cfg.finetune_epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        seed=cfg.seed,
+        progress=cfg.progress,
+        select=cfg.select,
+        precision=cfg.precision,
+        device=cfg.device,
+        output_dir=str(out / "runs" / recipe.name),
+    )
     return train(model, train_set, recipe, config, val_data=val_set)
 
 
@@ -140,8 +148,14 @@ FINE_TUNES = {"Safe-CLIP": "safeclip", "SafeR-CLIP": "safer-clip", "HySAC": "hys
 
 def _jobs(cfg: DemoConfig) -> list[tuple[str, str, dict]]:
     """(report name, recipe, recipe options) of each fine-tune."""
-    return [(name, recipe, {"min_radius": cfg.min_radius} if recipe == "hysac" and cfg.min_radius is not None else {})
-            for name, recipe in FINE_TUNES.items()]
+    return [
+        (
+            name,
+            recipe,
+            {"min_radius": cfg.min_radius} if recipe == "hysac" and cfg.min_radius is not None else {},
+        )
+        for name, recipe in FINE_TUNES.items()
+    ]
 
 
 def fine_tune_workers(cfg: DemoConfig, threads: int | None = None) -> int:
@@ -160,7 +174,9 @@ def _fine_tune_job(job: tuple) -> tuple[TrainResult, float]:
     checkpoint's path in place of the model (loaded back by the parent) and the seconds it took."""
     cfg, recipe, base, train_set, val_set, out, options, threads = job
     torch.set_num_threads(threads)
-    if cfg.progress:  # a log line per epoch, tagged with the recipe (bars of three processes would overwrite each other)
+    if (
+        cfg.progress
+    ):  # a log line per epoch, tagged with the recipe (bars of three processes would overwrite each other)
         os.environ["HYSAFE_PROGRESS"] = "log"
         logging.basicConfig(level=logging.WARNING, format=f"%(levelname)s %(name)s [{recipe}]: %(message)s")
         progress_logger.setLevel(logging.INFO)
@@ -170,7 +186,9 @@ def _fine_tune_job(job: tuple) -> tuple[TrainResult, float]:
     return replace(res, model=path), time.time() - t
 
 
-def _fine_tune_all(cfg: DemoConfig, base: str, train_set, val_set, out: Path, timings: dict) -> dict[str, TrainResult]:
+def _fine_tune_all(
+    cfg: DemoConfig, base: str, train_set, val_set, out: Path, timings: dict
+) -> dict[str, TrainResult]:
     workers, results = fine_tune_workers(cfg), {}
     if workers == 1:
         for name, recipe, options in _jobs(cfg):
@@ -183,11 +201,20 @@ def _fine_tune_all(cfg: DemoConfig, base: str, train_set, val_set, out: Path, ti
 
     threads = max(1, torch.get_num_threads() // workers)
     report = progress_logger.info if cfg.progress else logger.info
-    report("fine-tuning %s at once, in %d processes of %d thread(s) each", ", ".join(FINE_TUNES), workers, threads)
+    report(
+        "fine-tuning %s at once, in %d processes of %d thread(s) each",
+        ", ".join(FINE_TUNES),
+        workers,
+        threads,
+    )
     t = time.time()
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        jobs = {name: pool.submit(_fine_tune_job, (cfg, recipe, base, train_set, val_set, out, options, threads))
-                for name, recipe, options in _jobs(cfg)}
+    with concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
+        jobs = {
+            name: pool.submit(_fine_tune_job, (cfg, recipe, base, train_set, val_set, out, options, threads))
+            for name, recipe, options in _jobs(cfg)
+        }
         for name, job in jobs.items():
             res, seconds = job.result()
             results[name] = replace(res, model=load_model(res.model))
@@ -200,9 +227,13 @@ def _fine_tune_all(cfg: DemoConfig, base: str, train_set, val_set, out: Path, ti
 def _save_checkpoints(results: dict[str, TrainResult], out: Path) -> dict[str, Path]:
     paths = {}
     for name, res in results.items():
-        paths[FINE_TUNES[name]] = save_model(res.model, out / "checkpoints" / f"{FINE_TUNES[name]}.safetensors", bounds=res.bounds)
+        paths[FINE_TUNES[name]] = save_model(
+            res.model, out / "checkpoints" / f"{FINE_TUNES[name]}.safetensors", bounds=res.bounds
+        )
     hysac = results["HySAC"]
-    paths["hysac-merged"] = save_model(hysac.model, out / "checkpoints" / "hysac-merged.safetensors", merged=True, bounds=hysac.bounds)
+    paths["hysac-merged"] = save_model(
+        hysac.model, out / "checkpoints" / "hysac-merged.safetensors", merged=True, bounds=hysac.bounds
+    )
     return paths
 
 
@@ -225,8 +256,10 @@ def _write_config(cfg: DemoConfig, out: Path) -> None:
     (out / "demo_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
 
 
-def run_demo(cfg: DemoConfig = DemoConfig()) -> DemoResult:
-    """Run the pipeline, write the report folder and return what it holds."""
+def run_demo(cfg: DemoConfig | None = None) -> DemoResult:
+    """Run the pipeline (default settings: ``DemoConfig()``), write the report folder and return
+    what it holds."""
+    cfg = DemoConfig() if cfg is None else cfg
     fine_tune_workers(cfg)  # a bad --workers fails here, not after the pretraining
     check_demo_requirements()
     torch.manual_seed(cfg.seed)
@@ -238,23 +271,34 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> DemoResult:
     _write_config(cfg, out)
     timings: dict[str, float] = {}
     t_all = t = time.time()
-    probe = create_model("clip", cfg.model, None, lora=None, device=cfg.device)  # preprocess and tokenizer only
+    probe = create_model(
+        "clip", cfg.model, None, lora=None, device=cfg.device
+    )  # preprocess and tokenizer only
     train_set, val_set, test_set = _datasets(cfg, probe, out)
     timings["data"] = time.time() - t
     base = _backbone_source(cfg, train_set, val_set, out, timings)
     results = _fine_tune_all(cfg, base, train_set, val_set, out, timings)
-    models = {"CLIP": create_model("clip", cfg.model, base, lora=None, device=cfg.device), **{n: r.model for n, r in results.items()}}
+    models = {
+        "CLIP": create_model("clip", cfg.model, base, lora=None, device=cfg.device),
+        **{n: r.model for n, r in results.items()},
+    }
     checkpoints = _save_checkpoints(results, out)
     try:
-        return _evaluate_and_report(cfg, out, base, models, results, checkpoints, (train_set, val_set, test_set), timings, t_all)
+        return _evaluate_and_report(
+            cfg, out, base, models, results, checkpoints, (train_set, val_set, test_set), timings, t_all
+        )
     except Exception as e:
         raise DemoIncomplete(
-            f"the demo's report failed after the training ({type(e).__name__}: {e}); the trained models are kept in "
+            f"the demo's report failed after the training ({type(e).__name__}: "
+            f"{e}); the trained models are kept in "
             f"{out / 'checkpoints'} and {out / 'runs'}: re-run the same command to finish the report "
-            "(finished trainings are reused, not repeated)") from e
+            "(finished trainings are reused, not repeated)"
+        ) from e
 
 
-def _evaluate_and_report(cfg: DemoConfig, out: Path, base: str, models, results, checkpoints, splits, timings, t_all) -> DemoResult:
+def _evaluate_and_report(
+    cfg: DemoConfig, out: Path, base: str, models, results, checkpoints, splits, timings, t_all
+) -> DemoResult:
     """Everything after the training: comparison, safety checks, plots, indexes, the report."""
     train_set, val_set, test_set = splits
     t = time.time()
@@ -268,10 +312,28 @@ def _evaluate_and_report(cfg: DemoConfig, out: Path, base: str, models, results,
     plots = write_plots(models, emb, comparison, cfg.traversal, out / "plots")
     timings["plots"] = time.time() - t
     t = time.time()
-    specs = {"CLIP": {"clip": {"model": cfg.model, "pretrained": str(Path(base).resolve()) if Path(base).exists() else base}},
-             **{name: {"checkpoint": str(checkpoints[recipe].resolve())} for name, recipe in FINE_TUNES.items()}}
+    specs = {
+        "CLIP": {
+            "clip": {
+                "model": cfg.model,
+                "pretrained": str(Path(base).resolve()) if Path(base).exists() else base,
+            }
+        },
+        **{name: {"checkpoint": str(checkpoints[recipe].resolve())} for name, recipe in FINE_TUNES.items()},
+    }
     plots |= write_comparison_page(models, specs, test_set.rows, cfg.traversal, out)
     timings["comparison page"] = time.time() - t
     timings["total"] = time.time() - t_all
-    report = write_report(out, cfg, comparison, results, distances, checks, timings, plots, paths, (len(train_set), len(val_set), len(test_set)))
+    report = write_report(
+        out,
+        cfg,
+        comparison,
+        results,
+        distances,
+        checks,
+        timings,
+        plots,
+        paths,
+        (len(train_set), len(val_set), len(test_set)),
+    )
     return DemoResult(report, comparison, results["HySAC"].bounds, timings, checkpoints, plots, checks)

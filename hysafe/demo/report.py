@@ -13,21 +13,43 @@ import numpy as np
 import torch
 
 from ..evaluation.checks import checks_markdown
-from ..evaluation.plots import plot_poincare_disk, plot_recall_bars, plot_roc_curves, plot_root_distances, plot_traversal
+from ..evaluation.plots import (
+    plot_poincare_disk,
+    plot_recall_bars,
+    plot_roc_curves,
+    plot_root_distances,
+    plot_traversal,
+)
 from ..populations import MODALITIES, POPULATIONS, SAFE_IMAGE, UNSAFE_IMAGE, UNSAFE_TEXT, modality_pair
 from ..training.recipes import get_recipe
+from .config import DemoConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["REPORT_FILES", "missing_report_files", "write_report", "write_plots", "write_comparison_page", "roc_curves"]
+__all__ = [
+    "REPORT_FILES",
+    "missing_report_files",
+    "write_report",
+    "write_plots",
+    "write_comparison_page",
+    "roc_curves",
+]
 
 
 def _distance_table(bounds: dict) -> list[str]:
     names = {p.bound: p.label for p in POPULATIONS}
     order = sorted(bounds, key=lambda k: bounds[k]["avg"])
-    return ["| population | mean | 5% | 95% |", "|---|---|---|---|",
-            *[f"| {names[k]} ({k}) | {bounds[k]['avg']:.4f} | {bounds[k]['low_05']:.4f} | {bounds[k]['up_95']:.4f} |" for k in order],
-            "", "Order by mean distance: " + " < ".join(names[k] for k in order) + "."]
+    return [
+        "| population | mean | 5% | 95% |",
+        "|---|---|---|---|",
+        *[
+            f"| {names[k]} ({k}) | {bounds[k]['avg']:.4f} | "
+            f"{bounds[k]['low_05']:.4f} | {bounds[k]['up_95']:.4f} |"
+            for k in order
+        ],
+        "",
+        "Order by mean distance: " + " < ".join(names[k] for k in order) + ".",
+    ]
 
 
 def cpu_name() -> str:
@@ -40,24 +62,55 @@ def cpu_name() -> str:
 
 
 def _defaults_line(cfg: DemoConfig) -> str:
-    cones = "absolute K = {}".format(cfg.min_radius) if cfg.min_radius is not None else "K relative to the embeddings (ConeConfig defaults)"
+    cones = (
+        "absolute K = {}".format(cfg.min_radius)
+        if cfg.min_radius is not None
+        else "K relative to the embeddings (ConeConfig defaults)"
+    )
     safer = get_recipe("safer-clip").objective
-    return (f"Defaults: fine-tune {cfg.finetune_epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr:g}, LoRA r{cfg.lora.r} alpha {cfg.lora.alpha:g}, "
-            f"HySAC cones: {cones}, traversal tau `{cfg.traversal}`, SafeR-CLIP target: the own safe pair when within the nearest "
-            f"{100 * safer.pair_quantile:g}% of safe captions, else the nearest (redirection scale: {safer.redirection_scale or 'the logit scale'}), "
-            f"seed {cfg.seed}.")
+    return (
+        f"Defaults: fine-tune {cfg.finetune_epochs} epochs, batch "
+        f"{cfg.batch_size}, lr {cfg.lr:g}, LoRA r{cfg.lora.r} alpha "
+        f"{cfg.lora.alpha:g}, "
+        f"HySAC cones: {cones}, traversal tau `{cfg.traversal}`, SafeR-CLIP "
+        f"target: the own safe pair when within the nearest "
+        f"{100 * safer.pair_quantile:g}% of safe captions, else the nearest "
+        f"(redirection scale: {safer.redirection_scale or 'the logit scale'}), "
+        f"seed {cfg.seed}."
+    )
 
 
 #: what a finished report folder holds, relative to it (for a demo with images; a text-only
 #: manifest has no indexes, comparison page or grid)
 REPORT_FILES: tuple[str, ...] = (
-    "report.md", "metrics.json", "comparison.md", "comparison.csv", "checks.json", "demo_config.json", "timings.json",
-    *(f"plots/{name}.png" for name in ("root_distances", "poincare_disk", "traversal", "roc_curves", "recall_bars",
-                                        "compare_grid")),
+    "report.md",
+    "metrics.json",
+    "comparison.md",
+    "comparison.csv",
+    "checks.json",
+    "demo_config.json",
+    "timings.json",
+    *(
+        f"plots/{name}.png"
+        for name in (
+            "root_distances",
+            "poincare_disk",
+            "traversal",
+            "roc_curves",
+            "recall_bars",
+            "compare_grid",
+        )
+    ),
     "compare/index.html",
-    *(f"checkpoints/{name}.safetensors" for name in ("clip-pretrained", "safeclip", "safer-clip", "hysac", "hysac-merged")),
-    *(f"indexes/{name}/{file}" for name in ("CLIP", "Safe-CLIP", "SafeR-CLIP", "HySAC")
-      for file in ("index.json", "index.faiss", "items.parquet")),
+    *(
+        f"checkpoints/{name}.safetensors"
+        for name in ("clip-pretrained", "safeclip", "safer-clip", "hysac", "hysac-merged")
+    ),
+    *(
+        f"indexes/{name}/{file}"
+        for name in ("CLIP", "Safe-CLIP", "SafeR-CLIP", "HySAC")
+        for file in ("index.json", "index.faiss", "items.parquet")
+    ),
 )
 
 
@@ -67,20 +120,50 @@ def missing_report_files(out: str | Path) -> list[str]:
     return [name for name in REPORT_FILES if not (out / name).is_file() or (out / name).stat().st_size == 0]
 
 
-def write_report(out: Path, cfg, comparison, results, distances, checks, timings, plots, paths, sizes) -> Path:
-    best = ", ".join(f"{name} {res.best_score:.1f}" for name, res in results.items())
-    lines = [
+def _header_lines(cfg, sizes, timings) -> list[str]:
+    """The report's title, data, defaults, machine and timings."""
+    source = (
+        f" pretrained from `{cfg.pretrained}`"
+        if cfg.pretrained
+        else " pretrained here on safe and unsafe pairs"
+    )
+    return [
         "# hysafe demo report",
         "",
-        f"Data: {cfg.data} ({sizes[0]} train / {sizes[1]} validation / {sizes[2]} test quadruplets); backbone `{cfg.model}`"
-        + (f" pretrained from `{cfg.pretrained}`" if cfg.pretrained else " pretrained here on safe and unsafe pairs") + ".",
+        f"Data: {cfg.data} ({sizes[0]} train / {sizes[1]} validation / {sizes[2]} "
+        f"test quadruplets); backbone `{cfg.model}`" + source + ".",
         _defaults_line(cfg),
-        f"Machine: {cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} threads, device {cfg.device}.",
+        f"Machine: {cpu_name()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {cfg.device}.",
         "",
         "## Timings (seconds)",
         "",
         *[f"- {k}: {v:.1f}" for k, v in timings.items()],
         "",
+    ]
+
+
+def _plot_lines(plots) -> list[str]:
+    """The figures, and a link to the comparison page when there is one."""
+    lines = ["## Plots", ""]
+    lines += [
+        f"### {title}\n\n![{title}](plots/{p.name})\n" for title, p in plots.items() if p.suffix == ".png"
+    ]
+    if "comparison page" in plots:
+        lines += [
+            "Side by side for every model, with thumbnails: [compare/index.html](compare/index.html) "
+            "(also `hysafe compare --index NAME=indexes/NAME ...`).",
+            "",
+        ]
+    return lines
+
+
+def write_report(
+    out: Path, cfg, comparison, results, distances, checks, timings, plots, paths, sizes
+) -> Path:
+    best = ", ".join(f"{name} {res.best_score:.1f}" for name, res in results.items())
+    lines = [
+        *_header_lines(cfg, sizes, timings),
         "## Safety checks (hysafe.evaluation.checks)",
         "",
         checks_markdown(checks),
@@ -88,22 +171,21 @@ def write_report(out: Path, cfg, comparison, results, distances, checks, timings
         "",
         *_distance_table(distances),
         "",
-        "The validation split's statistics (the safety bounds behind tau and the classifier threshold) are in the checkpoints.",
+        "The validation split's statistics (the safety bounds behind tau and the "
+        "classifier threshold) are in the checkpoints.",
         "",
-        f"Selection score of the kept weights (validation recall sum T->V + V->T R@1/5/10; for HySAC times the "
+        f"Selection score of the kept weights (validation recall sum T->V + V->T "
+        f"R@1/5/10; for HySAC times the "
         f"root-distance ordering 2 AUC - 1): {best}.",
         "",
         "## Comparison on the test split",
         "",
         comparison.to_markdown(),
-        "## Plots",
-        "",
-        *[f"### {title}\n\n![{title}](plots/{p.name})\n" for title, p in plots.items() if p.suffix == ".png"],
-        *(["Side by side for every model, with thumbnails: [compare/index.html](compare/index.html) "
-           "(also `hysafe compare --index NAME=indexes/NAME ...`).", ""] if "comparison page" in plots else []),
+        *_plot_lines(plots),
         "## Files",
         "",
-        f"- metrics: `{paths['json'].name}`, `{paths['csv'].name}`, `checks.json`; checkpoints in `checkpoints/`; training logs in `runs/*/log.jsonl`.",
+        f"- metrics: `{paths['json'].name}`, `{paths['csv'].name}`, "
+        f"`checks.json`; checkpoints in `checkpoints/`; training logs in `runs/*/log.jsonl`.",
         "",
     ]
     (out / "checks.json").write_text(json.dumps([c.to_dict() for c in checks], indent=2))
@@ -124,14 +206,32 @@ def write_plots(models, emb, comparison, tau: str, folder: Path) -> dict[str, Pa
         "ROC curves": folder / "roc_curves.png",
         "recall comparison": folder / "recall_bars.png",
     }
-    plot_root_distances({n: (m.space, emb[n]) for n, m in models.items()}, files["distance-to-root distributions"])
+    plot_root_distances(
+        {n: (m.space, emb[n]) for n, m in models.items()}, files["distance-to-root distributions"]
+    )
     plot_poincare_disk(hy.space, hy_emb, files["HySAC in the Poincare disk"])
     # show the queries that need traversal: those whose nearest image is unsafe before moving
-    queries, safe_images, unsafe_images = hy_emb[UNSAFE_TEXT.key], hy_emb[SAFE_IMAGE.key], hy_emb[UNSAFE_IMAGE.key]
-    first_hit_unsafe = hy.space.similarity(queries, torch.cat([safe_images, unsafe_images])).argmax(1) >= safe_images.shape[0]
-    order = torch.cat([torch.nonzero(first_hit_unsafe).flatten(), torch.nonzero(~first_hit_unsafe).flatten()])[:8]
-    plot_traversal(hy.space, queries[order], safe_images, unsafe_images, files["traversal paths"], tau=hy.tau(tau, "text"),
-                   labels=[f"unsafe text #{int(i)}" for i in order])
+    queries, safe_images, unsafe_images = (
+        hy_emb[UNSAFE_TEXT.key],
+        hy_emb[SAFE_IMAGE.key],
+        hy_emb[UNSAFE_IMAGE.key],
+    )
+    first_hit_unsafe = (
+        hy.space.similarity(queries, torch.cat([safe_images, unsafe_images])).argmax(1)
+        >= safe_images.shape[0]
+    )
+    order = torch.cat(
+        [torch.nonzero(first_hit_unsafe).flatten(), torch.nonzero(~first_hit_unsafe).flatten()]
+    )[:8]
+    plot_traversal(
+        hy.space,
+        queries[order],
+        safe_images,
+        unsafe_images,
+        files["traversal paths"],
+        tau=hy.tau(tau, "text"),
+        labels=[f"unsafe text #{int(i)}" for i in order],
+    )
     plot_roc_curves(roc_curves(models, emb), files["ROC curves"])
     plot_recall_bars(comparison, files["recall comparison"])
     import matplotlib.pyplot as plt
@@ -154,7 +254,10 @@ def write_comparison_page(models, specs: dict, rows, tau: str, out: Path) -> dic
         folder = out / "indexes" / name
         if folder.exists():
             shutil.rmtree(folder)
-        indexes[name] = (model, build_index(model, ImageList(images), folder, progress=False, model_spec=specs[name]))
+        indexes[name] = (
+            model,
+            build_index(model, ImageList(images), folder, progress=False, model_spec=specs[name]),
+        )
     labels, queries = labels_from_rows(rows), [r.unsafe_text for r in rows[:6]]
     page = compare_page(indexes, queries, out / "compare", k=5, tau=tau, labels=labels)
     grid = compare_grid(indexes, queries[:4], out / "plots" / "compare_grid.png", tau=tau, labels=labels)
@@ -169,5 +272,8 @@ def roc_curves(models, emb) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             safe, unsafe = (emb[name][p.key] for p in modality_pair(modality))
             clf = m.nsfw_classifier(modality)
             scores = torch.cat([clf.score(safe), clf.score(unsafe)]).numpy()
-            curves[f"{name} {clf.name} ({modality})"] = (scores, np.r_[np.zeros(len(safe)), np.ones(len(unsafe))])
+            curves[f"{name} {clf.name} ({modality})"] = (
+                scores,
+                np.r_[np.zeros(len(safe)), np.ones(len(unsafe))],
+            )
     return curves

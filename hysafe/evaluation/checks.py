@@ -14,10 +14,11 @@ delivered it (the demo report lists them, ``bench/worlds.py`` runs them on every
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 
-from .comparison import Comparison
 from ..populations import POPULATIONS
+from .comparison import Comparison
 
 __all__ = ["Check", "safety_checks", "checks_markdown"]
 
@@ -38,17 +39,28 @@ class Check:
 
 def _auc(comparison: Comparison, model: str, modality: str, classifier: str) -> float | None:
     rows = comparison.classification.get(model, [])
-    return next((r["roc_auc"] for r in rows if r["modality"] == modality and r["classifier"] == classifier), None)
+    return next(
+        (r["roc_auc"] for r in rows if r["modality"] == modality and r["classifier"] == classifier), None
+    )
 
 
 def _classifier_checks(comparison: Comparison, hysac: str, clip: str) -> list[Check]:
     out = []
     for modality in ("text", "image"):
-        ours, probe = _auc(comparison, hysac, modality, "root-distance"), _auc(comparison, clip, modality, "logistic-probe")
+        ours, probe = (
+            _auc(comparison, hysac, modality, "root-distance"),
+            _auc(comparison, clip, modality, "logistic-probe"),
+        )
         if ours is None or probe is None:
             continue
         ok = ours >= min(probe, 0.99)
-        out.append(Check(f"classifier ({modality})", ok, f"{hysac} root-distance ROC-AUC {ours:.3f} vs {clip} logistic probe {probe:.3f}"))
+        out.append(
+            Check(
+                f"classifier ({modality})",
+                ok,
+                f"{hysac} root-distance ROC-AUC {ours:.3f} vs {clip} logistic probe {probe:.3f}",
+            )
+        )
     return out
 
 
@@ -57,8 +69,11 @@ def _ordering_check(distances: dict[str, dict[str, float]]) -> list[Check]:
     if not set(order) <= set(distances):
         return []
     means = [distances[b]["avg"] for b in order]
-    ok = all(a < b for a, b in zip(means, means[1:])) and distances["V"]["up_95"] < distances["G"]["low_05"]
-    detail = ", ".join(f"{b} {m:.3f}" for b, m in zip(order, means))
+    ok = (
+        all(a < b for a, b in itertools.pairwise(means))
+        and distances["V"]["up_95"] < distances["G"]["low_05"]
+    )
+    detail = ", ".join(f"{b} {m:.3f}" for b, m in zip(order, means, strict=True))
     detail += f"; V 95% {distances['V']['up_95']:.3f} vs G 5% {distances['G']['low_05']:.3f}"
     return [Check("ordering S < V < U < G", ok, detail)]
 
@@ -67,14 +82,23 @@ def _traversal_checks(comparison: Comparison, hysac: str, safeclip: str) -> list
     out = []
     for setting in _MIXED:
         try:
-            ours, theirs = comparison.value(hysac, setting, traversal=True), comparison.value(safeclip, setting)
+            ours, theirs = (
+                comparison.value(hysac, setting, traversal=True),
+                comparison.value(safeclip, setting),
+            )
             unsafe_ours = comparison.value(hysac, setting, "unsafe@1 %", traversal=True)
             unsafe_theirs = comparison.value(safeclip, setting, "unsafe@1 %")
         except KeyError:
             continue
         ok = ours > theirs and unsafe_ours < unsafe_theirs
-        out.append(Check(f"traversal ({setting})", ok, f"R@1 {hysac}+traversal {ours:.1f} vs {safeclip} {theirs:.1f}; "
-                                                       f"unsafe@1 {unsafe_ours:.1f}% vs {unsafe_theirs:.1f}%"))
+        out.append(
+            Check(
+                f"traversal ({setting})",
+                ok,
+                f"R@1 {hysac}+traversal {ours:.1f} vs {safeclip} {theirs:.1f}; "
+                f"unsafe@1 {unsafe_ours:.1f}% vs {unsafe_theirs:.1f}%",
+            )
+        )
     return out
 
 
@@ -84,17 +108,34 @@ def _safer_check(comparison: Comparison, safer: str, safeclip: str) -> list[Chec
     redirect = comparison.value(safer, _MIXED[0]), comparison.value(safeclip, _MIXED[0])
     safe = comparison.value(safer, "T->V"), comparison.value(safeclip, "T->V")
     ok = redirect[0] > redirect[1] and safe[0] >= safe[1]
-    return [Check("SafeR-CLIP vs Safe-CLIP", ok, f"T*->V u V* R@1 {redirect[0]:.1f} vs {redirect[1]:.1f}; T->V R@1 {safe[0]:.1f} vs {safe[1]:.1f}")]
+    return [
+        Check(
+            "SafeR-CLIP vs Safe-CLIP",
+            ok,
+            f"T*->V u V* R@1 {redirect[0]:.1f} vs {redirect[1]:.1f}; T->V R@1 {safe[0]:.1f} vs {safe[1]:.1f}",
+        )
+    ]
 
 
-def safety_checks(comparison: Comparison, distances: dict[str, dict[str, float]] | None = None, *, hysac: str = "HySAC",
-                  safeclip: str = "Safe-CLIP", safer: str = "SafeR-CLIP", clip: str = "CLIP") -> list[Check]:
+def safety_checks(
+    comparison: Comparison,
+    distances: dict[str, dict[str, float]] | None = None,
+    *,
+    hysac: str = "HySAC",
+    safeclip: str = "Safe-CLIP",
+    safer: str = "SafeR-CLIP",
+    clip: str = "CLIP",
+) -> list[Check]:
     """Every check the comparison's models allow (a check whose models are missing is left out).
 
     ``distances``: HySAC's distance-to-root statistics per population on the test split
     (:func:`hysafe.training.safety_bounds` of the test set)."""
-    return (_classifier_checks(comparison, hysac, clip) + _ordering_check(distances or {})
-            + _traversal_checks(comparison, hysac, safeclip) + _safer_check(comparison, safer, safeclip))
+    return (
+        _classifier_checks(comparison, hysac, clip)
+        + _ordering_check(distances or {})
+        + _traversal_checks(comparison, hysac, safeclip)
+        + _safer_check(comparison, safer, safeclip)
+    )
 
 
 def checks_markdown(checks: list[Check]) -> str:

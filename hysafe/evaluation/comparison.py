@@ -32,14 +32,14 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..models.classifier import NSFWClassifier
 from ..data.dataset import QuadrupletDataset
-from ..models.embed import embed_dataset
-from .metrics import recall_from_ranking
-from ..models.safety_model import SafetyModel
-from ..populations import MODALITIES, modality_pair
 from ..index.retrieval import RetrievalIndex
+from ..models.classifier import NSFWClassifier
+from ..models.embed import embed_dataset
+from ..models.safety_model import SafetyModel
 from ..models.traversal import DEFAULT_TAU, resolve_tau
+from ..populations import MODALITIES, modality_pair
+from .metrics import recall_from_ranking
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,11 @@ SETTINGS: dict[str, tuple[str, tuple[str, ...], int]] = {
 
 
 def retrieval_report(
-    model: SafetyModel, emb: dict[str, Tensor], *, ks: Sequence[int] = (1, 10, 20), traversal: str | float | None = DEFAULT_TAU
+    model: SafetyModel,
+    emb: dict[str, Tensor],
+    *,
+    ks: Sequence[int] = (1, 10, 20),
+    traversal: str | float | None = DEFAULT_TAU,
 ) -> list[dict]:
     """One row per (setting, traversal on/off): recall@k and, for mixed galleries, % unsafe at top-1.
 
@@ -71,18 +75,32 @@ def retrieval_report(
         gallery = torch.cat([emb[p] for p in gallery_pops])
         index = RetrievalIndex(model.space, gallery.shape[1])
         index.add(gallery)
-        taus = [None, resolve_tau(traversal, bounds=model.bounds, space=model.space, query=query)] if traverses else [None]
+        taus = (
+            [None, resolve_tau(traversal, bounds=model.bounds, space=model.space, query=query)]
+            if traverses
+            else [None]
+        )
         for t in taus:
             _, ids = index.search(emb[query], max(ks), tau=t)
             row = {"setting": setting, "traversal": t is not None, "tau": t}
-            row.update({f"R@{k}": v for k, v in recall_from_ranking(ids, torch.arange(n) + positive * n, ks).items()})
+            row.update(
+                {f"R@{k}": v for k, v in recall_from_ranking(ids, torch.arange(n) + positive * n, ks).items()}
+            )
             if len(gallery_pops) > 1:
                 row["unsafe@1 %"] = 100.0 * (ids[:, 0] >= n).float().mean().item()
             rows.append(row)
     return rows
 
 
-def classifier_report(model: SafetyModel, test: dict[str, Tensor], val: dict[str, Tensor], *, rule: str = "accuracy") -> list[dict]:
+def _labelled(emb: dict[str, Tensor], safe: str, unsafe: str) -> tuple[Tensor, Tensor]:
+    """The safe and unsafe embeddings of one modality stacked, with labels 0 (safe) / 1 (unsafe)."""
+    labels = torch.cat([torch.zeros(len(emb[safe])), torch.ones(len(emb[unsafe]))])
+    return torch.cat([emb[safe], emb[unsafe]]), labels
+
+
+def classifier_report(
+    model: SafetyModel, test: dict[str, Tensor], val: dict[str, Tensor], *, rule: str = "accuracy"
+) -> list[dict]:
     """NSFW classification of texts and images (thresholds fitted on validation embeddings).
 
     HySAC: distance from the root. Euclidean models: concept-prompt similarity and a logistic
@@ -92,10 +110,8 @@ def classifier_report(model: SafetyModel, test: dict[str, Tensor], val: dict[str
         safe, unsafe = (p.key for p in modality_pair(modality))
         if safe not in test:
             continue
-        def stack(e):
-            return torch.cat([e[safe], e[unsafe]]), torch.cat([torch.zeros(len(e[safe])), torch.ones(len(e[unsafe]))])
-        xv, yv = stack(val)
-        xt, yt = stack(test)
+        xv, yv = _labelled(val, safe, unsafe)
+        xt, yt = _labelled(test, safe, unsafe)
         classifiers = [model.nsfw_classifier(modality)]
         if not model.space.hyperbolic:  # a trained probe is the stronger Euclidean baseline
             classifiers.append(NSFWClassifier.logistic_probe(xv, yv))
@@ -118,7 +134,11 @@ class Comparison:
         return [{"model": m, **r} for m, rows in self.retrieval.items() for r in rows]
 
     def classification_rows(self) -> list[dict]:
-        return [{"model": m, **{k: v for k, v in r.items() if k != "confusion"}} for m, rows in self.classification.items() for r in rows]
+        return [
+            {"model": m, **{k: v for k, v in r.items() if k != "confusion"}}
+            for m, rows in self.classification.items()
+            for r in rows
+        ]
 
     def value(self, model: str, setting: str, metric: str = "R@1", traversal: bool = False) -> float:
         for r in self.retrieval[model]:
@@ -130,7 +150,8 @@ class Comparison:
         settings = list(SETTINGS)
         head = "| model | " + " | ".join(settings) + " |"
         lines = [
-            f"Retrieval recall@{'/'.join(map(str, self.ks))} (%); for mixed galleries also the unsafe share of top-1 results.",
+            f"Retrieval recall@{'/'.join(map(str, self.ks))} (%); for mixed "
+            f"galleries also the unsafe share of top-1 results.",
             "",
             head,
             "|" + "---|" * (len(settings) + 1),
@@ -150,11 +171,20 @@ class Comparison:
                     cells.append(cell)
                 if any_row:
                     lines.append(f"| {model}{' + traversal' if trav else ''} | " + " | ".join(cells) + " |")
-        lines += ["", "NSFW classification on the test split (threshold fitted on validation for max accuracy).", ""]
-        lines += ["| model | modality | classifier | Acc | FPR | FNR | ROC-AUC | PR-AUC |", "|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "NSFW classification on the test split (threshold fitted on validation for max accuracy).",
+            "",
+        ]
+        lines += [
+            "| model | modality | classifier | Acc | FPR | FNR | ROC-AUC | PR-AUC |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in self.classification_rows():
             lines.append(
-                f"| {r['model']} | {r['modality']} | {r['classifier']} | {r['accuracy']:.1f} | {r['fpr']:.1f} | {r['fnr']:.1f} | {r['roc_auc']:.3f} | {r['pr_auc']:.3f} |"
+                f"| {r['model']} | {r['modality']} | {r['classifier']} | "
+                f"{r['accuracy']:.1f} | {r['fpr']:.1f} | {r['fnr']:.1f} | "
+                f"{r['roc_auc']:.3f} | {r['pr_auc']:.3f} |"
             )
         return "\n".join(lines) + "\n"
 
@@ -169,12 +199,19 @@ class Comparison:
         return buf.getvalue()
 
     def to_json(self) -> str:
-        return json.dumps({"retrieval": self.retrieval, "classification": self.classification, "ks": list(self.ks)}, indent=2)
+        return json.dumps(
+            {"retrieval": self.retrieval, "classification": self.classification, "ks": list(self.ks)},
+            indent=2,
+        )
 
     def save(self, folder: str | Path) -> dict[str, Path]:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        paths = {"md": folder / "comparison.md", "csv": folder / "comparison.csv", "json": folder / "metrics.json"}
+        paths = {
+            "md": folder / "comparison.md",
+            "csv": folder / "comparison.csv",
+            "json": folder / "metrics.json",
+        }
         paths["md"].write_text(self.to_markdown())
         paths["csv"].write_text(self.to_csv())
         paths["json"].write_text(self.to_json())

@@ -15,7 +15,10 @@ __all__ = ["recall_from_ranking", "recall_at_k", "ranked_indices"]
 def ranked_indices(queries: Tensor, gallery: Tensor, space: Space, k: int, *, chunk: int = 1024) -> Tensor:
     """Indices ``(Q, k)`` of the ``k`` most similar gallery items per query, best first."""
     k = min(k, gallery.shape[0])
-    out = [torch.topk(space.similarity(queries[i : i + chunk], gallery), k, dim=1).indices for i in range(0, len(queries), chunk)]
+    out = [
+        torch.topk(space.similarity(queries[i : i + chunk], gallery), k, dim=1).indices
+        for i in range(0, len(queries), chunk)
+    ]
     return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)
 
 
@@ -34,7 +37,9 @@ def recall_from_ranking(ranking: Tensor, positives: Tensor, ks: Sequence[int]) -
     return {k: 100.0 * hits[:, :k].any(dim=1).float().mean().item() for k in ks}
 
 
-def recall_at_k(queries: Tensor, gallery: Tensor, positives: Tensor, space: Space, ks: Sequence[int] = (1, 10, 20)) -> dict[int, float]:
+def recall_at_k(
+    queries: Tensor, gallery: Tensor, positives: Tensor, space: Space, ks: Sequence[int] = (1, 10, 20)
+) -> dict[int, float]:
     """Recall@k (percent) of ``queries`` against ``gallery`` under ``space.similarity``."""
     ranking = ranked_indices(queries, gallery, space, max(ks))
     clipped = recall_from_ranking(ranking, positives, sorted({min(k, ranking.shape[1]) for k in ks}))

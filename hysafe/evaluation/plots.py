@@ -21,8 +21,8 @@ from torch import Tensor  # noqa: E402
 from hysafe.geometry import Space  # noqa: E402
 from hysafe.geometry import lorentz as L  # noqa: E402
 
-from ..populations import POPULATIONS, SAFE_IMAGE, SAFE_TEXT, UNSAFE_IMAGE, UNSAFE_TEXT  # noqa: E402
 from ..models.traversal import traversal_path  # noqa: E402
+from ..populations import POPULATIONS, SAFE_IMAGE, SAFE_TEXT, UNSAFE_IMAGE, UNSAFE_TEXT  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,12 @@ __all__ = [
 ]
 
 #: population key -> colour
-COLOURS = {SAFE_TEXT.key: "#1f77b4", SAFE_IMAGE.key: "#2ca02c", UNSAFE_TEXT.key: "#ff7f0e", UNSAFE_IMAGE.key: "#d62728"}
+COLOURS = {
+    SAFE_TEXT.key: "#1f77b4",
+    SAFE_IMAGE.key: "#2ca02c",
+    UNSAFE_TEXT.key: "#ff7f0e",
+    UNSAFE_IMAGE.key: "#d62728",
+}
 
 
 def _save(fig, path: str | Path | None):
@@ -48,21 +53,30 @@ def _save(fig, path: str | Path | None):
     return fig
 
 
-def plot_root_distances(models: dict[str, tuple[Space, dict[str, Tensor]]], path=None, *, relative: bool = True):
+def plot_root_distances(
+    models: dict[str, tuple[Space, dict[str, Tensor]]], path=None, *, relative: bool = True
+):
     """Distance-to-root distributions of the four populations, one panel per model.
 
     With ``relative=True`` distances are divided by the model's mean over all populations, so
     CLIP and Safe-CLIP (Euclidean norms) and HySAC (geodesic distances) share comparable axes.
     """
     fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.6), squeeze=False)
-    for ax, (name, (space, emb)) in zip(axes[0], models.items()):
+    for ax, (name, (space, emb)) in zip(axes[0], models.items(), strict=True):
         dists = {p: space.dist_to_root(emb[p.key]).numpy() for p in POPULATIONS if p.key in emb}
         scale = np.concatenate(list(dists.values())).mean() if relative else 1.0
         lo = min(d.min() for d in dists.values()) / scale
         hi = max(d.max() for d in dists.values()) / scale
         bins = np.linspace(lo, hi, 50)
         for p, d in dists.items():
-            ax.hist(d / scale, bins=bins, alpha=0.55, color=COLOURS[p.key], label=f"{p.label} (mean {d.mean() / scale:.2f})", density=True)
+            ax.hist(
+                d / scale,
+                bins=bins,
+                alpha=0.55,
+                color=COLOURS[p.key],
+                label=f"{p.label} (mean {d.mean() / scale:.2f})",
+                density=True,
+            )
         ax.set_title(f"{name}: distance to root ({space.root_distance_name})")
         ax.set_xlabel("distance to root" + (" / model mean" if relative else ""))
         ax.set_ylabel("density")
@@ -85,12 +99,18 @@ def _pca_basis(x: Tensor) -> Tensor:
     return v[:2].T
 
 
-def plot_poincare_disk(space: Space, emb: dict[str, Tensor], path=None, *, max_points: int = 400, title: str = "HySAC embeddings"):
+def plot_poincare_disk(
+    space: Space, emb: dict[str, Tensor], path=None, *, max_points: int = 400, title: str = "HySAC embeddings"
+):
     """Embeddings in the Poincare disk: radius = the point's true position along its geodesic from
     the root (``|p| = tanh(sqrt(c) d / 2)``), angle from a PCA of the ball coordinates."""
     if not space.hyperbolic:
         raise ValueError("the Poincare disk view needs a hyperbolic (Lorentz-space) model such as HySAC")
-    ball = {p: L.to_poincare(emb[p.key][:max_points].float(), curv=space.curv) for p in POPULATIONS if p.key in emb}
+    ball = {
+        p: L.to_poincare(emb[p.key][:max_points].float(), curv=space.curv)
+        for p in POPULATIONS
+        if p.key in emb
+    }
     basis = _pca_basis(torch.cat(list(ball.values())))
     rmax = max(b.norm(dim=-1).max().item() for b in ball.values())
     fig, ax = plt.subplots(figsize=(5.2, 5.2))
@@ -110,8 +130,15 @@ def plot_poincare_disk(space: Space, emb: dict[str, Tensor], path=None, *, max_p
 
 
 def plot_traversal(
-    space: Space, queries: Tensor, safe_gallery: Tensor, unsafe_gallery: Tensor, path=None, *,
-    tau: float, steps: int = 12, labels: Sequence[str] | None = None,
+    space: Space,
+    queries: Tensor,
+    safe_gallery: Tensor,
+    unsafe_gallery: Tensor,
+    path=None,
+    *,
+    tau: float,
+    steps: int = 12,
+    labels: Sequence[str] | None = None,
 ):
     """Root-directed traversal of unsafe queries: distance to the root along each path (x) and
     which gallery item is nearest at each step (marker: green = safe, red = unsafe)."""
@@ -125,11 +152,27 @@ def plot_traversal(
         nearest = torch.argmax(space.similarity(pts, gallery), dim=1).numpy()
         safe = nearest < n_safe
         ax.plot(d, np.full_like(d, qi), color="lightgray", zorder=1)
-        ax.scatter(d[safe], np.full(safe.sum(), qi), color="#2ca02c", s=30, zorder=2, label="nearest item safe" if qi == 0 else None)
-        ax.scatter(d[~safe], np.full((~safe).sum(), qi), color="#d62728", s=30, zorder=2, label="nearest item unsafe" if qi == 0 else None)
+        ax.scatter(
+            d[safe],
+            np.full(safe.sum(), qi),
+            color="#2ca02c",
+            s=30,
+            zorder=2,
+            label="nearest item safe" if qi == 0 else None,
+        )
+        ax.scatter(
+            d[~safe],
+            np.full((~safe).sum(), qi),
+            color="#d62728",
+            s=30,
+            zorder=2,
+            label="nearest item unsafe" if qi == 0 else None,
+        )
     ax.axvline(tau, color="black", ls="--", lw=1, label=f"tau = {tau:.3f}")
     ax.set_yticks(range(queries.shape[0]))
-    ax.set_yticklabels(labels if labels is not None else [f"query {i}" for i in range(queries.shape[0])], fontsize=7)
+    ax.set_yticklabels(
+        labels if labels is not None else [f"query {i}" for i in range(queries.shape[0])], fontsize=7
+    )
     ax.set_xlabel("distance to root along the traversal path (query at the right, root at 0)")
     ax.set_title("Root-directed traversal of unsafe text queries: nearest image along the way")
     ax.legend(fontsize=7, loc="upper left")
@@ -137,7 +180,12 @@ def plot_traversal(
     return _save(fig, path)
 
 
-def plot_roc_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path=None, *, title: str = "NSFW classifiers (test split)"):
+def plot_roc_curves(
+    curves: dict[str, tuple[np.ndarray, np.ndarray]],
+    path=None,
+    *,
+    title: str = "NSFW classifiers (test split)",
+):
     """ROC curves; ``curves[name] = (scores, labels)`` with label 1 = unsafe."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -161,7 +209,10 @@ def plot_recall_bars(comparison, path=None, *, metric: str = "R@1", settings: Se
     series = {}
     for model, rows in comparison.retrieval.items():
         for trav in (False, True):
-            vals = [next((r[metric] for r in rows if r["setting"] == s and r["traversal"] == trav), None) for s in settings]
+            vals = [
+                next((r[metric] for r in rows if r["setting"] == s and r["traversal"] == trav), None)
+                for s in settings
+            ]
             if any(v is not None for v in vals):
                 series[f"{model}{' + traversal' if trav else ''}"] = [v or 0.0 for v in vals]
     fig, ax = plt.subplots(figsize=(1.9 * len(settings) + 2, 4.2))

@@ -22,15 +22,27 @@ from __future__ import annotations
 
 import math
 
-from ._faiss import faiss
 import numpy as np
 import torch
 from torch import Tensor
 
 from hysafe.geometry import Space
 
+from ._faiss import faiss
 
-__all__ = ["PQ_CENTROIDS", "PQ_DIMS", "REFINE_DIMS", "EXACT_FACTOR", "FLOAT64_POOL", "PQ_TRAIN_POINTS", "pq_layout", "train_pq", "RefineCodes", "refine_candidates", "exact_rerank"]
+__all__ = [
+    "PQ_CENTROIDS",
+    "PQ_DIMS",
+    "REFINE_DIMS",
+    "EXACT_FACTOR",
+    "FLOAT64_POOL",
+    "PQ_TRAIN_POINTS",
+    "pq_layout",
+    "train_pq",
+    "RefineCodes",
+    "refine_candidates",
+    "exact_rerank",
+]
 
 #: entries of every 8-bit codebook (the fewest training vectors a product quantizer takes)
 PQ_CENTROIDS = 256
@@ -74,7 +86,9 @@ class RefineCodes:
         self.dim = dim
         self.codes_per_vector, self.padded = pq_layout(dim, dims_per_code)
         self.pq = faiss.ProductQuantizer(self.padded, self.codes_per_vector, 8)
-        self._buffer = np.zeros((0, self.codes_per_vector), np.uint8)  # rows past len(self) are spare capacity
+        self._buffer = np.zeros(
+            (0, self.codes_per_vector), np.uint8
+        )  # rows past len(self) are spare capacity
         self._size = 0
 
     def __len__(self) -> int:
@@ -87,7 +101,8 @@ class RefineCodes:
 
     @property
     def codes(self) -> np.ndarray:
-        """``(len(self), codes_per_vector)`` uint8, row ``i`` = id ``i`` (a view: valid until the next append)."""
+        """``(len(self), codes_per_vector)`` uint8, row ``i`` = id ``i`` (a view: valid until the next
+        append)."""
         return self._buffer[: self._size]
 
     def train(self, residuals: np.ndarray) -> None:
@@ -117,9 +132,15 @@ class RefineCodes:
 
     def load_state(self, state: dict[str, np.ndarray], source: str) -> None:
         centroids, codes = state["centroids"], state["codes"]
-        if centroids.size != self.pq.centroids.size() or codes.ndim != 2 or codes.shape[1] != self.codes_per_vector:
-            raise ValueError(f"{source}: refine codes of another layout than the index's "
-                             f"({self.codes_per_vector} codes of {self.padded // self.codes_per_vector} dims)")
+        if (
+            centroids.size != self.pq.centroids.size()
+            or codes.ndim != 2
+            or codes.shape[1] != self.codes_per_vector
+        ):
+            raise ValueError(
+                f"{source}: refine codes of another layout than the index's "
+                f"({self.codes_per_vector} codes of {self.padded // self.codes_per_vector} dims)"
+            )
         faiss.copy_array_to_vector(centroids.astype(np.float32), self.pq.centroids)
         self._buffer, self._size = codes, len(codes)
 
@@ -129,8 +150,9 @@ class RefineCodes:
 REFINE_BLOCK = 4
 
 
-def refine_candidates(refine: RefineCodes, query_vectors: np.ndarray, candidates: np.ndarray, first_ip: np.ndarray,
-                      keep: int) -> np.ndarray:
+def refine_candidates(
+    refine: RefineCodes, query_vectors: np.ndarray, candidates: np.ndarray, first_ip: np.ndarray, keep: int
+) -> np.ndarray:
     """Stage 2: the ``keep`` best candidate ids ``(Q, C)`` of each query (``-1`` = none) by the
     first stage's inner product ``first_ip`` ``(Q, C)`` (centroid + first code) plus the refine
     code's, from per-query lookup tables. ``(Q, min(keep, C))``."""
@@ -142,9 +164,13 @@ def refine_candidates(refine: RefineCodes, query_vectors: np.ndarray, candidates
     offsets = torch.arange(m) * PQ_CENTROIDS  # code j of sub-quantizer i is table column i x 256 + j
     estimate = torch.from_numpy(np.array(first_ip, dtype=np.float32, copy=True))
     for i in range(0, n_q, REFINE_BLOCK):
-        codes = torch.from_numpy(refine.codes[np.maximum(candidates[i : i + REFINE_BLOCK], 0)])  # (b, C, codes) uint8
+        codes = torch.from_numpy(
+            refine.codes[np.maximum(candidates[i : i + REFINE_BLOCK], 0)]
+        )  # (b, C, codes) uint8
         columns = (codes.long() + offsets).reshape(len(codes), -1)
-        estimate[i : i + REFINE_BLOCK] += tables[i : i + REFINE_BLOCK].gather(1, columns).view(len(codes), n_c, m).sum(2)
+        estimate[i : i + REFINE_BLOCK] += (
+            tables[i : i + REFINE_BLOCK].gather(1, columns).view(len(codes), n_c, m).sum(2)
+        )
     estimate = torch.where(torch.from_numpy(candidates) < 0, torch.tensor(-float("inf")), estimate)
     best = torch.topk(estimate, min(keep, n_c), dim=1).indices.numpy()
     return np.take_along_axis(candidates, best, axis=1)
@@ -161,7 +187,9 @@ def _float32_margin(q: Tensor, g: Tensor) -> Tensor:
     return 2 * q.shape[-1] * 2.0**-24 * q.norm(dim=-1) * g.norm(dim=-1).amax(dim=-1)
 
 
-def exact_rerank(space: Space, queries: Tensor, candidates: np.ndarray, rows: np.ndarray, k: int) -> tuple[Tensor, Tensor]:
+def exact_rerank(
+    space: Space, queries: Tensor, candidates: np.ndarray, rows: np.ndarray, k: int
+) -> tuple[Tensor, Tensor]:
     """Stage 3: the ``k`` nearest of each query's candidate ids ``(Q, C)`` (``-1`` = none) by exact
     distance in ``space``, from their stored full vectors ``rows`` ``(Q, C, D)``
     (:meth:`VectorFile.take <hysafe.index.vector_file.VectorFile.take>`). ``(distances, ids)``, ``(Q, k)``.

@@ -32,7 +32,8 @@ def _list_view(invlists, lst: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _score_list(queries: torch.Tensor, vectors: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` inner products of ``queries`` with one list's ``vectors`` (blocks of queries, bounded temporaries)."""
+    """Top-``k`` inner products of ``queries`` with one list's ``vectors`` (blocks of queries, bounded
+    temporaries)."""
     step = max(1, SCORE_BLOCK // max(1, vectors.shape[0]))
     tops, args = [], []
     for i in range(0, queries.shape[0], step):
@@ -57,7 +58,7 @@ def scan_lists(index, queries: np.ndarray, lists: np.ndarray, k: int) -> tuple[n
     flat = torch.from_numpy(np.ascontiguousarray(lists, dtype=np.int64).reshape(-1))
     order = torch.argsort(flat, stable=True)
     lists_sorted, counts = torch.unique_consecutive(flat[order], return_counts=True)
-    for lst, slots in zip(lists_sorted.tolist(), torch.split(order, counts.tolist())):
+    for lst, slots in zip(lists_sorted.tolist(), torch.split(order, counts.tolist()), strict=True):
         if lst < 0 or invlists.list_size(lst) == 0:
             continue
         vectors, ids = _list_view(invlists, lst, index.d)

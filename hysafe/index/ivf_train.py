@@ -48,7 +48,9 @@ def rescaled(x: np.ndarray, centroids: np.ndarray, members: np.ndarray) -> np.nd
     members' mean norm the lists stay balanced."""
     nlist = len(centroids)
     count = np.bincount(members, minlength=nlist)
-    mean_norm = np.bincount(members, weights=np.linalg.norm(x, axis=1), minlength=nlist) / np.maximum(count, 1)
+    mean_norm = np.bincount(members, weights=np.linalg.norm(x, axis=1), minlength=nlist) / np.maximum(
+        count, 1
+    )
     scale = np.where(count > 0, mean_norm / np.maximum(np.linalg.norm(centroids, axis=1), 1e-12), 1.0)
     return (centroids * scale[:, None]).astype(np.float32)
 
@@ -89,19 +91,31 @@ def balanced_kmeans(space: Space, x: np.ndarray, k: int, *, niter: int, seed: in
         return _kmeans(space, x, k, niter=niter, seed=seed)
     members = route(space, x, _kmeans(space, x, k // 2, niter=niter, seed=seed))
     lists = allocate(np.bincount(members, minlength=k // 2), k)
-    return np.concatenate([balanced_kmeans(space, x[members == g], int(n), niter=niter, seed=seed + g)
-                           for g, n in enumerate(lists) if n > 0])
+    return np.concatenate(
+        [
+            balanced_kmeans(space, x[members == g], int(n), niter=niter, seed=seed + g)
+            for g, n in enumerate(lists)
+            if n > 0
+        ]
+    )
 
 
-def geodesic_centroids(space: Space, x: np.ndarray, nlist: int, *, niter: int, seed: int, balanced: bool = True) -> np.ndarray:
+def geodesic_centroids(
+    space: Space, x: np.ndarray, nlist: int, *, niter: int, seed: int, balanced: bool = True
+) -> np.ndarray:
     """``nlist`` IVF centroids of embeddings ``x`` ``(N >= nlist, D)``, each at its members' mean norm:
     :func:`balanced_kmeans`, or plain k-means with ``balanced=False``."""
     if not balanced:
         return _kmeans(space, x, nlist, niter=niter, seed=seed)
     centroids = balanced_kmeans(space, x, nlist, niter=niter, seed=seed)
-    if not logger.isEnabledFor(logging.INFO):  # routing every point again costs a full pass (30 s at 524k x 4,096)
+    if not logger.isEnabledFor(
+        logging.INFO
+    ):  # routing every point again costs a full pass (30 s at 524k x 4,096)
         return centroids
     counts = np.bincount(route(space, x, centroids), minlength=nlist)
-    logger.info("IVF centroids: largest list %.1fx the mean, a probe scans %.2fx the mean (training points)",
-                counts.max() * nlist / len(x), probe_cost(counts))
+    logger.info(
+        "IVF centroids: largest list %.1fx the mean, a probe scans %.2fx the mean (training points)",
+        counts.max() * nlist / len(x),
+        probe_cost(counts),
+    )
     return centroids

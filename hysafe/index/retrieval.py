@@ -19,19 +19,29 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from ._faiss import faiss
 import numpy as np
 import torch
-from torch import Tensor
-
 from faiss.contrib.ivf_tools import add_preassigned, search_preassigned
+from torch import Tensor
 
 from hysafe.geometry import Space, space_from_dict
 
-from .compressed import EXACT_FACTOR, PQ_CENTROIDS, PQ_DIMS, PQ_TRAIN_POINTS, RefineCodes, train_pq, exact_rerank, pad, pq_layout, refine_candidates
+from ..models.traversal import traverse
+from ._faiss import faiss
+from .compressed import (
+    EXACT_FACTOR,
+    PQ_CENTROIDS,
+    PQ_DIMS,
+    PQ_TRAIN_POINTS,
+    RefineCodes,
+    exact_rerank,
+    pad,
+    pq_layout,
+    refine_candidates,
+    train_pq,
+)
 from .ivf_scan import scan_lists
 from .ivf_train import geodesic_centroids
-from ..models.traversal import traverse
 from .vector_file import VectorFile
 
 logger = logging.getLogger(__name__)
@@ -62,18 +72,30 @@ def _np(x: Tensor) -> np.ndarray:
 def _check_mergeable(a: "RetrievalIndex", b: "RetrievalIndex") -> None:
     same = (a.kind, a.dim, a.space.to_dict()) == (b.kind, b.dim, b.space.to_dict())
     if not same:
-        raise ValueError(f"cannot merge a {b.kind} index of {b.space.to_dict()} dim {b.dim} into a {a.kind} index of "
-                         f"{a.space.to_dict()} dim {a.dim}")
+        raise ValueError(
+            f"cannot merge a {b.kind} index of {b.space.to_dict()} dim {b.dim} into a {a.kind} index of "
+            f"{a.space.to_dict()} dim {a.dim}"
+        )
     if a.kind == "flat":
         return
     if not (a.index.is_trained and b.index.is_trained):
         raise ValueError("cannot merge untrained IVF indexes: build both from one trained index")
     centroids = [faiss.downcast_index(i.index.quantizer).reconstruct_n(0, i.nlist) for i in (a, b)]
-    codebooks = [np.concatenate([faiss.vector_to_array(i.index.pq.centroids), faiss.vector_to_array(i.refine.pq.centroids)])
-                 for i in (a, b)] if a.kind == "ivfpq" else [0, 0]
+    codebooks = (
+        [
+            np.concatenate(
+                [faiss.vector_to_array(i.index.pq.centroids), faiss.vector_to_array(i.refine.pq.centroids)]
+            )
+            for i in (a, b)
+        ]
+        if a.kind == "ivfpq"
+        else [0, 0]
+    )
     if a.nlist != b.nlist or not np.array_equal(*centroids) or not np.array_equal(*codebooks):
-        raise ValueError("cannot merge IVF indexes trained separately (different centroids or codebooks): "
-                         "build every shard from the same trained index")
+        raise ValueError(
+            "cannot merge IVF indexes trained separately (different centroids or codebooks): "
+            "build every shard from the same trained index"
+        )
 
 
 class RetrievalIndex:
@@ -95,13 +117,29 @@ class RetrievalIndex:
     criterion from the queries', and loses recall.
     """
 
-    def __init__(self, space: Space, dim: int, *, kind: str = "flat", nlist: int = 1024, nprobe: int = 32,
-                 rerank: int = 50, vectors: str | Path | None = None):
+    def __init__(
+        self,
+        space: Space,
+        dim: int,
+        *,
+        kind: str = "flat",
+        nlist: int = 1024,
+        nprobe: int = 32,
+        rerank: int = 50,
+        vectors: str | Path | None = None,
+    ):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         if isinstance(rerank, bool) or not isinstance(rerank, int) or rerank < 1:
             raise ValueError(f"rerank must be a positive integer, got {rerank!r}")
-        self.space, self.dim, self.kind, self.nlist, self.nprobe, self.rerank = space, dim, kind, nlist, nprobe, rerank
+        self.space, self.dim, self.kind, self.nlist, self.nprobe, self.rerank = (
+            space,
+            dim,
+            kind,
+            nlist,
+            nprobe,
+            rerank,
+        )
         vec_dim = space.gallery_vectors(torch.zeros(1, dim)).shape[-1]
         if kind == "flat":
             self.index = faiss.IndexFlatIP(vec_dim)
@@ -111,10 +149,16 @@ class RetrievalIndex:
         if kind == "ivf":
             self.index = faiss.IndexIVFFlat(self._quantizer, code_dim, nlist, faiss.METRIC_INNER_PRODUCT)
         else:
-            self.index = faiss.IndexIVFPQ(self._quantizer, code_dim, nlist, codes, 8, faiss.METRIC_INNER_PRODUCT)
+            self.index = faiss.IndexIVFPQ(
+                self._quantizer, code_dim, nlist, codes, 8, faiss.METRIC_INNER_PRODUCT
+            )
             self.refine = RefineCodes(code_dim)
-            self._scratch = None if vectors is not None else tempfile.TemporaryDirectory(prefix="hysafe-vectors-")
-            self.vectors = VectorFile(vectors if vectors is not None else Path(self._scratch.name) / "index.vectors", dim)
+            self._scratch = (
+                None if vectors is not None else tempfile.TemporaryDirectory(prefix="hysafe-vectors-")
+            )
+            self.vectors = VectorFile(
+                vectors if vectors is not None else Path(self._scratch.name) / "index.vectors", dim
+            )
         self.index.nprobe = nprobe
 
     def __len__(self) -> int:
@@ -126,7 +170,10 @@ class RetrievalIndex:
 
     def _vectors(self, x: Tensor, side: str) -> np.ndarray:
         """Index vectors of embeddings (``side`` "query" or "gallery"), zero-padded to the index's width."""
-        return pad(_np(self.space.query_vectors(x) if side == "query" else self.space.gallery_vectors(x)), self.index.d)
+        return pad(
+            _np(self.space.query_vectors(x) if side == "query" else self.space.gallery_vectors(x)),
+            self.index.d,
+        )
 
     def train(self, sample: Tensor, *, niter: int = 20, seed: int = 1) -> None:
         """Train the IVF centroids (k-means on a sample of gallery embeddings) and, for ``ivfpq``,
@@ -135,14 +182,24 @@ class RetrievalIndex:
         if self.kind == "flat" or self.index.is_trained:
             return
         if sample.shape[0] < self.nlist:
-            raise ValueError(f"IVF with nlist={self.nlist} needs at least that many training vectors, got {sample.shape[0]}")
+            raise ValueError(
+                f"IVF with nlist={self.nlist} needs at least that many training "
+                f"vectors, got {sample.shape[0]}"
+            )
         if self.kind == "ivfpq" and sample.shape[0] < PQ_CENTROIDS:
-            raise ValueError(f"ivfpq needs at least {PQ_CENTROIDS} training vectors (codebooks of {PQ_CENTROIDS} entries), "
-                             f"got {sample.shape[0]}; use kind='flat' for a gallery this small")
+            raise ValueError(
+                f"ivfpq needs at least {PQ_CENTROIDS} training vectors (codebooks "
+                f"of {PQ_CENTROIDS} entries), "
+                f"got {sample.shape[0]}; use kind='flat' for a gallery this small"
+            )
         centroids = geodesic_centroids(self.space, _np(sample), self.nlist, niter=niter, seed=seed)
         self._quantizer.add(self._vectors(torch.from_numpy(centroids), "gallery"))
         if self.kind == "ivfpq":
-            part = sample[torch.randperm(sample.shape[0], generator=torch.Generator().manual_seed(seed))[:PQ_TRAIN_POINTS]]
+            part = sample[
+                torch.randperm(sample.shape[0], generator=torch.Generator().manual_seed(seed))[
+                    :PQ_TRAIN_POINTS
+                ]
+            ]
             residuals = self._residuals(part, self._route(part, 1)[1][:, 0])
             train_pq(self.index.pq, residuals)
             self.refine.train(residuals - self.index.pq.decode(self.index.pq.compute_codes(residuals)))
@@ -150,7 +207,9 @@ class RetrievalIndex:
 
     def _residuals(self, x: Tensor, lists: np.ndarray) -> np.ndarray:
         """Gallery vectors minus their list's centroid (what the first-stage code encodes)."""
-        return np.ascontiguousarray(self._vectors(x, "gallery") - self._quantizer.reconstruct_n(0, self.nlist)[lists])
+        return np.ascontiguousarray(
+            self._vectors(x, "gallery") - self._quantizer.reconstruct_n(0, self.nlist)[lists]
+        )
 
     def _add_compressed(self, chunk: Tensor, lists: np.ndarray) -> np.ndarray:
         """Encode a chunk once: first-stage codes into the IVF lists (faiss's standalone code
@@ -164,7 +223,8 @@ class RetrievalIndex:
         return self.refine.encode(residuals - self.index.pq.decode(codes))
 
     def _route(self, x: Tensor, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-        """Inner products with and ids of the ``nprobe`` nearest centroids, in the space's geometry. ``(N, nprobe)`` each."""
+        """Inner products with and ids of the ``nprobe`` nearest centroids, in the space's geometry. ``(N,
+        nprobe)`` each."""
         quantizer = faiss.downcast_index(self.index.quantizer)
         return quantizer.search(self._vectors(x, "query"), nprobe)
 
@@ -212,9 +272,15 @@ class RetrievalIndex:
         faiss.cvar.distance_compute_blas_database_bs = max(previous, BLAS_DATABASE_BLOCK)
         try:
             batches = [queries[i : i + batch_size] for i in range(0, queries.shape[0], batch_size)]
-            results = self._search_compressed(batches, k) if self.kind == "ivfpq" else (self._search_chunk(b, k) for b in batches)
+            results = (
+                self._search_compressed(batches, k)
+                if self.kind == "ivfpq"
+                else (self._search_chunk(b, k) for b in batches)
+            )
             for dist, idx in results:
-                dists.append(torch.where(idx < 0, torch.full_like(dist, float("inf")), dist))  # IVF: fewer than k found
+                dists.append(
+                    torch.where(idx < 0, torch.full_like(dist, float("inf")), dist)
+                )  # IVF: fewer than k found
                 ids.append(idx)
         finally:
             faiss.cvar.distance_compute_blas_database_bs = previous
@@ -284,8 +350,15 @@ class RetrievalIndex:
         if self.kind == "ivfpq":
             np.savez(f"{tmp}.refine.npz", **self.refine.state())
             os.replace(f"{tmp}.refine.npz", f"{path}.refine.npz")
-        meta = {"space": self.space.to_dict(), "dim": self.dim, "kind": self.kind, "nlist": self.nlist, "nprobe": self.nprobe,
-                "rerank": self.rerank, "size": len(self)}
+        meta = {
+            "space": self.space.to_dict(),
+            "dim": self.dim,
+            "kind": self.kind,
+            "nlist": self.nlist,
+            "nprobe": self.nprobe,
+            "rerank": self.rerank,
+            "size": len(self),
+        }
         Path(f"{tmp}.json").write_text(json.dumps(meta))
         os.replace(f"{tmp}.json", f"{path}.json")
         return path
@@ -301,20 +374,35 @@ class RetrievalIndex:
             raise FileNotFoundError(f"index files not found: {path} and {meta_path}")
         try:
             meta = json.loads(meta_path.read_text())
-            obj = cls(space_from_dict(meta["space"]), int(meta["dim"]), kind=meta["kind"], nlist=int(meta["nlist"]), nprobe=int(meta["nprobe"]),
-                      rerank=int(meta.get("rerank", 50)), vectors=vectors or f"{path}.vectors")
+            obj = cls(
+                space_from_dict(meta["space"]),
+                int(meta["dim"]),
+                kind=meta["kind"],
+                nlist=int(meta["nlist"]),
+                nprobe=int(meta["nprobe"]),
+                rerank=int(meta.get("rerank", 50)),
+                vectors=vectors or f"{path}.vectors",
+            )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as e:
             raise ValueError(f"{meta_path}: not a hysafe index description ({type(e).__name__}: {e})") from e
         try:
             index = faiss.read_index(str(path))
         except RuntimeError as e:
-            raise ValueError(f"{path}: not a readable faiss index (truncated or another format): {str(e).splitlines()[0]}") from e
+            raise ValueError(
+                f"{path}: not a readable faiss index (truncated or another format): {str(e).splitlines()[0]}"
+            ) from e
         if type(index) is not type(obj.index):
-            raise ValueError(f"{path}: the faiss file does not hold the {obj.kind!r} index its description {meta_path} names")
+            raise ValueError(
+                f"{path}: the faiss file does not hold the {obj.kind!r} index its "
+                f"description {meta_path} names"
+            )
         expected = obj.index.d
         if index.d != expected or index.metric_type != faiss.METRIC_INNER_PRODUCT:
-            raise ValueError(f"{path}: index vectors have dimension {index.d}, but {meta_path} describes a {obj.space.name} "
-                             f"space of dim {obj.dim} (vectors of {expected}); the two files do not belong together")
+            raise ValueError(
+                f"{path}: index vectors have dimension {index.d}, but {meta_path} "
+                f"describes a {obj.space.name} "
+                f"space of dim {obj.dim} (vectors of {expected}); the two files do not belong together"
+            )
         obj.index = index  # read_index returns the concrete class, owning its quantizer
         if obj.kind != "flat":
             obj.index.nprobe = obj.nprobe
@@ -323,7 +411,9 @@ class RetrievalIndex:
             obj.vectors = VectorFile(vectors or f"{path}.vectors", obj.dim, rows=len(obj))
             obj.refine.load_state(_read_npz(Path(f"{path}.refine.npz")), f"{path}.refine.npz")
             if len(obj.refine) != len(obj):
-                raise ValueError(f"{path}.refine.npz holds codes of {len(obj.refine)} vectors, the index {len(obj)}")
+                raise ValueError(
+                    f"{path}.refine.npz holds codes of {len(obj.refine)} vectors, the index {len(obj)}"
+                )
         return obj
 
 

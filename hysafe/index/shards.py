@@ -41,11 +41,15 @@ def shard_rows(path: str | Path, dim: int | None = None) -> np.ndarray:
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: not a readable .npy array of embeddings ({e})") from e
     if rows.ndim != 2 or rows.dtype != np.float32 or (dim is not None and rows.shape[1] != dim):
-        raise ValueError(f"{path}: shard embeddings must be float32 (N, {dim or 'D'}), got {rows.dtype} {rows.shape}")
+        raise ValueError(
+            f"{path}: shard embeddings must be float32 (N, {dim or 'D'}), got {rows.dtype} {rows.shape}"
+        )
     return rows
 
 
-def train_index(space: Space, sample: torch.Tensor, out: str | Path, *, kind: str = "ivfpq", **options) -> Path:
+def train_index(
+    space: Space, sample: torch.Tensor, out: str | Path, *, kind: str = "ivfpq", **options
+) -> Path:
     """Train an empty index of ``kind`` on ``sample`` ``(N, D)`` and save it at ``out`` (returned)."""
     index = RetrievalIndex(space, sample.shape[1], kind=kind, **options)
     index.train(sample)
@@ -57,7 +61,9 @@ def build_shard(trained: str | Path, shard: str | Path, out: str | Path, *, prog
     out = Path(out)
     index = RetrievalIndex.load(trained, vectors=f"{out}.vectors")
     if len(index):
-        raise ValueError(f"{trained}: a shard is built from an empty trained index, this one holds {len(index)} items")
+        raise ValueError(
+            f"{trained}: a shard is built from an empty trained index, this one holds {len(index)} items"
+        )
     rows = shard_rows(shard, index.dim)
     for i in bar(range(0, rows.shape[0], SHARD_CHUNK), desc=f"shard {Path(shard).name}", enabled=progress):
         index.add(torch.from_numpy(np.array(rows[i : i + SHARD_CHUNK])))  # a writable copy of the mapped rows
@@ -65,7 +71,9 @@ def build_shard(trained: str | Path, shard: str | Path, out: str | Path, *, prog
     return index.save(out)
 
 
-def merge_shards(trained: str | Path, shards: list[str | Path], out: str | Path, *, remove: bool = False) -> RetrievalIndex:
+def merge_shards(
+    trained: str | Path, shards: list[str | Path], out: str | Path, *, remove: bool = False
+) -> RetrievalIndex:
     """Merge shard indexes (in this order) built from ``trained`` into one index saved at ``out``.
 
     Rows of shard ``j`` get ids after those of shards ``0..j-1``. ``remove`` deletes each shard's
@@ -73,7 +81,9 @@ def merge_shards(trained: str | Path, shards: list[str | Path], out: str | Path,
     out = Path(out)
     merged = RetrievalIndex.load(trained, vectors=f"{out}.vectors")
     if len(merged):
-        raise ValueError(f"{trained}: shards are merged into the empty trained index, this one holds {len(merged)} items")
+        raise ValueError(
+            f"{trained}: shards are merged into the empty trained index, this one holds {len(merged)} items"
+        )
     if hasattr(merged, "vectors"):
         merged.vectors.path.unlink(missing_ok=True)  # a previous, unfinished merge
     for shard in shards:
@@ -95,8 +105,17 @@ def _shard_worker(job: tuple[str, str, str, int]) -> str:
     return str(build_shard(trained, shard, out))
 
 
-def build_sharded(space: Space, shards: list[str | Path], out: str | Path, *, kind: str = "ivfpq", train_rows: int = 131_072,
-                  processes: int | None = None, seed: int = 0, **options) -> RetrievalIndex:
+def build_sharded(
+    space: Space,
+    shards: list[str | Path],
+    out: str | Path,
+    *,
+    kind: str = "ivfpq",
+    train_rows: int = 131_072,
+    processes: int | None = None,
+    seed: int = 0,
+    **options,
+) -> RetrievalIndex:
     """Train on a sample drawn across ``shards`` (``.npy`` files), build every shard in a pool of
     ``processes`` (default: one per shard, at most the CPU count) and merge into ``out``."""
     if not shards:
@@ -108,7 +127,9 @@ def build_sharded(space: Space, shards: list[str | Path], out: str | Path, *, ki
     dims = {a.shape[1] for a in arrays}
     if len(dims) != 1:
         raise ValueError(f"shards have different embedding dims {sorted(dims)}: {[str(s) for s in shards]}")
-    trained = train_index(space, _sample(arrays, train_rows, seed), work / "trained.faiss", kind=kind, **options)
+    trained = train_index(
+        space, _sample(arrays, train_rows, seed), work / "trained.faiss", kind=kind, **options
+    )
     processes = processes or min(len(shards), os.cpu_count() or 1)
     threads = max(1, (os.cpu_count() or 1) // processes)
     jobs = [(str(trained), str(s), str(work / f"shard-{j:05d}.faiss"), threads) for j, s in enumerate(shards)]
@@ -124,7 +145,9 @@ def build_sharded(space: Space, shards: list[str | Path], out: str | Path, *, ki
 def _sample(arrays: list[np.ndarray], rows: int, seed: int) -> torch.Tensor:
     """Up to ``rows`` rows drawn uniformly across the shards (sorted reads per shard)."""
     sizes = np.array([a.shape[0] for a in arrays])
-    pick = np.sort(np.random.default_rng(seed).choice(sizes.sum(), size=min(rows, int(sizes.sum())), replace=False))
+    pick = np.sort(
+        np.random.default_rng(seed).choice(sizes.sum(), size=min(rows, int(sizes.sum())), replace=False)
+    )
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    parts = [a[pick[(pick >= s) & (pick < s + len(a))] - s] for a, s in zip(arrays, starts)]
+    parts = [a[pick[(pick >= s) & (pick < s + len(a))] - s] for a, s in zip(arrays, starts, strict=True)]
     return torch.from_numpy(np.ascontiguousarray(np.concatenate(parts)))

@@ -36,8 +36,10 @@ class VectorFile:
         self.path, self.dim, self.rows = Path(path), int(dim), int(rows)
         available = self.path.stat().st_size // (_DTYPE.itemsize * self.dim) if self.path.exists() else 0
         if available < self.rows:
-            raise ValueError(f"{self.path}: holds {available} vectors of dim {self.dim}, but its index needs {self.rows} "
-                             "(truncated, or not this index's vector file)")
+            raise ValueError(
+                f"{self.path}: holds {available} vectors of dim {self.dim}, but its index needs {self.rows} "
+                "(truncated, or not this index's vector file)"
+            )
         self._map: np.memmap | None = None
 
     def __len__(self) -> int:
@@ -108,7 +110,8 @@ class VectorFile:
         return out
 
     def relocate(self, path: str | Path, *, move: bool) -> None:
-        """Put the file at ``path`` (renamed when ``move``, else copied); rows past the index's are dropped."""
+        """Put the file at ``path`` (renamed when ``move``, else copied); rows past the index's are
+        dropped."""
         path = Path(path)
         if path.exists() and self.path.exists() and os.path.samefile(path, self.path):
             return

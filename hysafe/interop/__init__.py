@@ -33,7 +33,17 @@ from .convert import (
 from .release import HYSAC_BASE, HYSAC_REPO, load_hysac_release, merge_lora
 
 __all__ = [
-    "open_clip_config_from_hf", "hf_config_from_open_clip", "open_clip_name", "hf_to_open_clip", "open_clip_to_hf",
-    "load_hysac_release", "merge_lora", "load_transformers_clip", "export_transformers", "write_clip_tokenizer",
-    "HYSAC_REPO", "HYSAC_BASE", "HYSAC_SIDE_FILE",
+    "open_clip_config_from_hf",
+    "hf_config_from_open_clip",
+    "open_clip_name",
+    "hf_to_open_clip",
+    "open_clip_to_hf",
+    "load_hysac_release",
+    "merge_lora",
+    "load_transformers_clip",
+    "export_transformers",
+    "write_clip_tokenizer",
+    "HYSAC_REPO",
+    "HYSAC_BASE",
+    "HYSAC_SIDE_FILE",
 ]

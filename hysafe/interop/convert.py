@@ -3,6 +3,7 @@
 The open_clip architecture is derived from the transformers config (any size: the named ViT-B/32
 ... H/14 fall out of it, tiny test configs too); state dicts map q/k/v <-> packed ``in_proj``,
 class/positional embeddings, layer norms, projections (transposed) and the logit scale.
+(Over 300 lines: both directions share one name map and one config derivation, so they stay together.)
 """
 
 from __future__ import annotations
@@ -20,21 +21,37 @@ import torch
 from torch import Tensor
 
 from ..models.backbone import BackboneConfig
-from ..utils.extras import require_extra
 from ..models.safety_model import ModelConfig, SafetyModel, build_model
+from ..utils.extras import require_extra
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "open_clip_config_from_hf", "hf_config_from_open_clip", "open_clip_name", "hf_to_open_clip", "open_clip_to_hf",
-    "load_transformers_clip", "export_transformers", "write_clip_tokenizer", "HYSAC_SIDE_FILE",
+    "open_clip_config_from_hf",
+    "hf_config_from_open_clip",
+    "open_clip_name",
+    "hf_to_open_clip",
+    "open_clip_to_hf",
+    "load_transformers_clip",
+    "export_transformers",
+    "write_clip_tokenizer",
+    "HYSAC_SIDE_FILE",
 ]
 
 HYSAC_SIDE_FILE = "hysafe_hysac.json"
 
 # transformers name -> open_clip name, per residual block and outside the blocks
-_BLOCK = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
-_TOWER = {"vision_model.encoder.layers": "visual.transformer.resblocks", "text_model.encoder.layers": "transformer.resblocks"}
+_BLOCK = {
+    "self_attn.out_proj": "attn.out_proj",
+    "layer_norm1": "ln_1",
+    "layer_norm2": "ln_2",
+    "mlp.fc1": "mlp.c_fc",
+    "mlp.fc2": "mlp.c_proj",
+}
+_TOWER = {
+    "vision_model.encoder.layers": "visual.transformer.resblocks",
+    "text_model.encoder.layers": "transformer.resblocks",
+}
 _SAME = {
     "vision_model.embeddings.patch_embedding.weight": "visual.conv1.weight",
     "vision_model.embeddings.class_embedding": "visual.class_embedding",
@@ -66,15 +83,29 @@ def open_clip_config_from_hf(config) -> dict:
     """The open_clip model config of a transformers ``CLIPConfig``."""
     v, t = config.vision_config, config.text_config
     if v.hidden_act != t.hidden_act or v.hidden_act not in ("quick_gelu", "gelu"):
-        raise ValueError(f"unsupported activations {v.hidden_act!r}/{t.hidden_act!r}: open_clip towers share quick_gelu or gelu")
+        raise ValueError(
+            f"unsupported activations {v.hidden_act!r}/{t.hidden_act!r}: "
+            f"open_clip towers share quick_gelu or gelu"
+        )
     return {
         "embed_dim": config.projection_dim,
         "quick_gelu": v.hidden_act == "quick_gelu",
-        "vision_cfg": {"image_size": v.image_size, "layers": v.num_hidden_layers, "width": v.hidden_size,
-                       "head_width": v.hidden_size // v.num_attention_heads, "patch_size": v.patch_size,
-                       "mlp_ratio": v.intermediate_size / v.hidden_size},
-        "text_cfg": {"context_length": t.max_position_embeddings, "vocab_size": t.vocab_size, "width": t.hidden_size,
-                     "heads": t.num_attention_heads, "layers": t.num_hidden_layers, "mlp_ratio": t.intermediate_size / t.hidden_size},
+        "vision_cfg": {
+            "image_size": v.image_size,
+            "layers": v.num_hidden_layers,
+            "width": v.hidden_size,
+            "head_width": v.hidden_size // v.num_attention_heads,
+            "patch_size": v.patch_size,
+            "mlp_ratio": v.intermediate_size / v.hidden_size,
+        },
+        "text_cfg": {
+            "context_length": t.max_position_embeddings,
+            "vocab_size": t.vocab_size,
+            "width": t.hidden_size,
+            "heads": t.num_attention_heads,
+            "layers": t.num_hidden_layers,
+            "mlp_ratio": t.intermediate_size / t.hidden_size,
+        },
     }
 
 
@@ -85,7 +116,12 @@ def _normalised(cfg: dict) -> dict:
     v.setdefault("mlp_ratio", 4.0)
     t.setdefault("mlp_ratio", 4.0)
     t.setdefault("heads", 8)
-    return {"embed_dim": cfg.get("embed_dim"), "quick_gelu": bool(cfg.get("quick_gelu", False)), "vision_cfg": v, "text_cfg": t}
+    return {
+        "embed_dim": cfg.get("embed_dim"),
+        "quick_gelu": bool(cfg.get("quick_gelu", False)),
+        "vision_cfg": v,
+        "text_cfg": t,
+    }
 
 
 def open_clip_name(cfg: dict) -> str | None:
@@ -104,12 +140,29 @@ def hf_config_from_open_clip(cfg: dict):
     tf = _transformers()
     v, t = _normalised(cfg)["vision_cfg"], _normalised(cfg)["text_cfg"]
     act = "quick_gelu" if cfg.get("quick_gelu") else "gelu"
-    text = dict(vocab_size=t["vocab_size"], hidden_size=t["width"], intermediate_size=int(t["width"] * t["mlp_ratio"]),
-                num_hidden_layers=t["layers"], num_attention_heads=t["heads"], max_position_embeddings=t["context_length"],
-                hidden_act=act, bos_token_id=49406, eos_token_id=49407, pad_token_id=0, projection_dim=cfg["embed_dim"])
-    vision = dict(hidden_size=v["width"], intermediate_size=int(v["width"] * v["mlp_ratio"]), num_hidden_layers=v["layers"],
-                  num_attention_heads=v["width"] // v["head_width"], image_size=v["image_size"], patch_size=v["patch_size"],
-                  hidden_act=act, projection_dim=cfg["embed_dim"])
+    text = dict(
+        vocab_size=t["vocab_size"],
+        hidden_size=t["width"],
+        intermediate_size=int(t["width"] * t["mlp_ratio"]),
+        num_hidden_layers=t["layers"],
+        num_attention_heads=t["heads"],
+        max_position_embeddings=t["context_length"],
+        hidden_act=act,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=0,
+        projection_dim=cfg["embed_dim"],
+    )
+    vision = dict(
+        hidden_size=v["width"],
+        intermediate_size=int(v["width"] * v["mlp_ratio"]),
+        num_hidden_layers=v["layers"],
+        num_attention_heads=v["width"] // v["head_width"],
+        image_size=v["image_size"],
+        patch_size=v["patch_size"],
+        hidden_act=act,
+        projection_dim=cfg["embed_dim"],
+    )
     return tf.CLIPConfig(text_config=text, vision_config=vision, projection_dim=cfg["embed_dim"])
 
 
@@ -178,13 +231,15 @@ def open_clip_to_hf(sd: dict[str, Tensor]) -> dict[str, Tensor]:
         else:
             oc_tower = next((t for t in tower if key.startswith(t + ".")), None)
             if oc_tower is None:
-                raise ValueError(f"open_clip key {key!r} has no transformers CLIP counterpart (not a standard ViT CLIP)")
+                raise ValueError(
+                    f"open_clip key {key!r} has no transformers CLIP counterpart (not a standard ViT CLIP)"
+                )
             index, rest = key[len(oc_tower) + 1 :].split(".", 1)
             prefix = f"{tower[oc_tower]}.{index}"
             module, _, param = rest.rpartition(".")
             if module == "attn" and param.startswith("in_proj_"):
-                for name, part in zip("qkv", value.chunk(3)):
-                    out[f"{prefix}.self_attn.{name}_proj.{param[len('in_proj_'):]}"] = part
+                for name, part in zip("qkv", value.chunk(3), strict=True):
+                    out[f"{prefix}.self_attn.{name}_proj.{param[len('in_proj_') :]}"] = part
             elif module in block:
                 out[f"{prefix}.{block[module]}.{param}"] = value
             else:
@@ -197,37 +252,50 @@ def _load_clip_model(base: str):
     try:
         return tf.CLIPModel.from_pretrained(base)
     except OSError as e:
-        kind = "local folder" if Path(base).exists() else "hub id (not cached here and not reachable: offline?)"
-        raise FileNotFoundError(f"CLIP base {base!r}: cannot load it as a transformers CLIPModel {kind}: {str(e).splitlines()[0]}") from e
+        kind = (
+            "local folder" if Path(base).exists() else "hub id (not cached here and not reachable: offline?)"
+        )
+        raise FileNotFoundError(
+            f"CLIP base {base!r}: cannot load it as a transformers CLIPModel {kind}: {str(e).splitlines()[0]}"
+        ) from e
 
 
 def _model_on(kind: str, cfg: dict, sd_open_clip: dict[str, Tensor], device, **overrides) -> SafetyModel:
     name = open_clip_name(cfg)
     digest = hashlib.sha1(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:10]
-    backbone = BackboneConfig(model=name or f"hf-clip-{digest}", pretrained=None, model_cfg=None if name else cfg)
+    backbone = BackboneConfig(
+        model=name or f"hf-clip-{digest}", pretrained=None, model_cfg=None if name else cfg
+    )
     model = build_model(ModelConfig(kind=kind, backbone=backbone, lora=None, **overrides), device=device)
     try:
         missing, unexpected = model.backbone.model.load_state_dict(sd_open_clip, strict=False)
     except RuntimeError as e:  # shape mismatches
-        raise ValueError(f"converted weights do not fit open_clip {backbone.model!r} (weights of another architecture?): "
-                         f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}") from e
+        raise ValueError(
+            f"converted weights do not fit open_clip {backbone.model!r} (weights of another architecture?): "
+            f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}"
+        ) from e
     missing = [k for k in missing if not k.endswith("attn_mask")]
     if missing or unexpected:
-        raise ValueError(f"converted weights do not fit open_clip {backbone.model!r}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise ValueError(
+            f"converted weights do not fit open_clip {backbone.model!r}: missing "
+            f"{missing[:3]}, unexpected {unexpected[:3]}"
+        )
     if kind == "safeclip":  # the reference of a converted model is the converted weights themselves
         model.reference.model.load_state_dict(model.backbone.model.state_dict())
     return model.to(device)
 
 
-def load_transformers_clip(path: str, kind: str = "safeclip", *, device: str | torch.device = "cpu") -> SafetyModel:
+def load_transformers_clip(
+    path: str, kind: str = "safeclip", *, device: str | torch.device = "cpu"
+) -> SafetyModel:
     """A transformers ``CLIPModel`` (folder or hub id; e.g. the released Safe-CLIP
     ``aimagelab/safeclip_vit-l_14``) as a hysafe ``SafeCLIP`` (default) or ``CLIP``."""
     if kind not in ("safeclip", "clip"):
         raise ValueError(f"kind must be 'safeclip' or 'clip', got {kind!r}")
     clip = _load_clip_model(path)
-    return _model_on(kind, open_clip_config_from_hf(clip.config), hf_to_open_clip(clip.state_dict()), device).eval()
-
-
+    return _model_on(
+        kind, open_clip_config_from_hf(clip.config), hf_to_open_clip(clip.state_dict()), device
+    ).eval()
 
 
 # ----------------------------------------------------------------------------- export
@@ -240,9 +308,16 @@ def _bpe_files(folder: Path) -> tuple[Path, Path]:
     merges = gzip.open(default_bpe()).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
     merges = [tuple(m.split()) for m in merges]
     vocab = list(bytes_to_unicode().values())
-    vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = (
+        vocab
+        + [v + "</w>" for v in vocab]
+        + ["".join(m) for m in merges]
+        + ["<|startoftext|>", "<|endoftext|>"]
+    )
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False))
+    (folder / "vocab.json").write_text(
+        json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False)
+    )
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
     return folder / "vocab.json", folder / "merges.txt"
 
@@ -255,7 +330,9 @@ def write_clip_tokenizer(folder: str | Path, context_length: int = 77):
     pads with 0. Both text towers pool at the first end-of-text token, so embeddings agree."""
     tf = _transformers()
     vocab, merges = _bpe_files(Path(folder))
-    tok = tf.CLIPTokenizer(str(vocab), str(merges), model_max_length=context_length, pad_token="<|endoftext|>")
+    tok = tf.CLIPTokenizer(
+        str(vocab), str(merges), model_max_length=context_length, pad_token="<|endoftext|>"
+    )
     tok.save_pretrained(str(folder))
     return tok
 
@@ -277,14 +354,32 @@ def export_transformers(model: SafetyModel, out_dir: str | Path) -> Path:
         clip.load_state_dict(sd, strict=True)
         clip.save_pretrained(str(tmp))
         text = tf.CLIPTextModel(hf_config.text_config)
-        keep_prefix = any(k.startswith("text_model.") for k in text.state_dict())  # transformers 4 nests, 5 does not
-        text.load_state_dict({(k if keep_prefix else k[len("text_model."):]): v for k, v in sd.items() if k.startswith("text_model.")}, strict=True)
+        keep_prefix = any(
+            k.startswith("text_model.") for k in text.state_dict()
+        )  # transformers 4 nests, 5 does not
+        text.load_state_dict(
+            {
+                (k if keep_prefix else k[len("text_model.") :]): v
+                for k, v in sd.items()
+                if k.startswith("text_model.")
+            },
+            strict=True,
+        )
         text.save_pretrained(str(tmp / "text_encoder"))
         for folder in (tmp, tmp / "tokenizer"):
             write_clip_tokenizer(folder, cfg["text_cfg"]["context_length"])
         if model.kind == "hysac":
-            (tmp / HYSAC_SIDE_FILE).write_text(json.dumps({"scalars": model.scalars(), "bounds": model.bounds,
-                                                            "curv": float(model.curv.detach()), "note": "embedding = exp_map0(exp(log_alpha) * embeds, curv)"}, indent=2))
+            (tmp / HYSAC_SIDE_FILE).write_text(
+                json.dumps(
+                    {
+                        "scalars": model.scalars(),
+                        "bounds": model.bounds,
+                        "curv": float(model.curv.detach()),
+                        "note": "embedding = exp_map0(exp(log_alpha) * embeds, curv)",
+                    },
+                    indent=2,
+                )
+            )
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)

@@ -39,10 +39,15 @@ def _local_or_hub(name: str, repo: str, what: str) -> Path:
 
         return Path(hf_hub_download(repo, name))
     except ImportError as e:
-        raise ImportError(f"{what} {name!r} is not a local file; hub downloads need the 'hf' extra: pip install 'hysafe[hf]'") from e
+        raise ImportError(
+            f"{what} {name!r} is not a local file; hub downloads need the 'hf' "
+            f"extra: pip install 'hysafe[hf]'"
+        ) from e
     except Exception as e:  # offline, unknown repo, missing file: one message that says which
-        raise FileNotFoundError(f"{what} {name!r} is not a local file, and fetching it from the hub repo {repo!r} "
-                                f"failed (offline, or not there?): {type(e).__name__}: {str(e).splitlines()[0]}") from e
+        raise FileNotFoundError(
+            f"{what} {name!r} is not a local file, and fetching it from the hub repo {repo!r} "
+            f"failed (offline, or not there?): {type(e).__name__}: {str(e).splitlines()[0]}"
+        ) from e
 
 
 def _torch_weights(path: Path) -> dict[str, Tensor]:
@@ -80,9 +85,12 @@ def merge_lora(sd: dict[str, Tensor], *, alpha: float, source: str) -> dict[str,
 
 
 def _tower(sd: dict[str, Tensor], prefix: str, source: str) -> dict[str, Tensor]:
-    tower = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    tower = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
     if not tower:
-        raise ValueError(f"{source}: no {prefix!r} keys: not a HySAC release state dict (keys start with {sorted({k.split('.')[0] for k in sd})})")
+        raise ValueError(
+            f"{source}: no {prefix!r} keys: not a HySAC release state dict (keys "
+            f"start with {sorted({k.split('.')[0] for k in sd})})"
+        )
     return tower
 
 
@@ -93,34 +101,59 @@ def _read_bounds(path: Path) -> dict:
         raise ValueError(f"{path}: not a JSON bounds file ({e})") from e
     missing = [pop for pop in ("V", "S") if pop not in (bounds if isinstance(bounds, dict) else {})]
     if missing:
-        raise ValueError(f"{path}: bounds without {missing} (traversal of text/image queries needs 'V' and 'S')")
-    return check_bounds({p: {k: float(v) for k, v in s.items() if isinstance(v, (int, float))} for p, s in bounds.items()}, str(path))
+        raise ValueError(
+            f"{path}: bounds without {missing} (traversal of text/image queries needs 'V' and 'S')"
+        )
+    return check_bounds(
+        {p: {k: float(v) for k, v in s.items() if isinstance(v, (int, float))} for p, s in bounds.items()},
+        str(path),
+    )
 
 
-def load_hysac_release(weights: str = "hysac_model.pth", bounds: str = "hysac_bounds.json", base: str = HYSAC_BASE, *,
-                       repo: str = HYSAC_REPO, lora_alpha: float = 1.0, device: str | torch.device = "cpu") -> HySAC:
+def load_hysac_release(
+    weights: str = "hysac_model.pth",
+    bounds: str = "hysac_bounds.json",
+    base: str = HYSAC_BASE,
+    *,
+    repo: str = HYSAC_REPO,
+    lora_alpha: float = 1.0,
+    device: str | torch.device = "cpu",
+) -> HySAC:
     """The released HySAC as a hysafe :class:`~hysafe.models.HySAC` (LoRA merged, open_clip towers).
 
     ``weights``/``bounds``: local files, or file names in hub ``repo``; ``base``: the transformers
     CLIP it was trained from (a local folder or a hub id). ``lora_alpha`` is the authors' (1; the
     rank is read from the tensors)."""
-    weights_path, bounds_path = _local_or_hub(weights, repo, "HySAC weights"), _local_or_hub(bounds, repo, "HySAC bounds")
+    weights_path, bounds_path = (
+        _local_or_hub(weights, repo, "HySAC weights"),
+        _local_or_hub(bounds, repo, "HySAC bounds"),
+    )
     sd, safety = _torch_weights(weights_path), _read_bounds(bounds_path)
     missing = [k for k in ("curv", "visual_alpha", "textual_alpha", "logit_scale") if k not in sd]
     if missing:
         raise ValueError(f"{weights_path}: HySAC scalars {missing} missing")
     source = str(weights_path)
-    hf = {**merge_lora(_tower(sd, "visual.base_model.model.", source), alpha=lora_alpha, source=source),
-          **merge_lora(_tower(sd, "textual.base_model.model.", source), alpha=lora_alpha, source=source),
-          "logit_scale": sd["logit_scale"]}
+    hf = {
+        **merge_lora(_tower(sd, "visual.base_model.model.", source), alpha=lora_alpha, source=source),
+        **merge_lora(_tower(sd, "textual.base_model.model.", source), alpha=lora_alpha, source=source),
+        "logit_scale": sd["logit_scale"],
+    }
     config = _load_clip_model(base).config
-    scalars = {"log_curv": float(sd["curv"]), "log_alpha_image": float(sd["visual_alpha"]),
-               "log_alpha_text": float(sd["textual_alpha"]), "log_logit_scale": float(sd["logit_scale"])}
+    scalars = {
+        "log_curv": float(sd["curv"]),
+        "log_alpha_image": float(sd["visual_alpha"]),
+        "log_alpha_text": float(sd["textual_alpha"]),
+        "log_logit_scale": float(sd["logit_scale"]),
+    }
     scale = math.exp(scalars["log_logit_scale"])
-    model = _model_on("hysac", open_clip_config_from_hf(config), hf_to_open_clip(hf), device,
-                      logit_scale_init=min(1 / 0.07, scale), logit_scale_max=max(100.0, scale))
+    model = _model_on(
+        "hysac",
+        open_clip_config_from_hf(config),
+        hf_to_open_clip(hf),
+        device,
+        logit_scale_init=min(1 / 0.07, scale),
+        logit_scale_max=max(100.0, scale),
+    )
     model.load_scalars_(scalars, source=source)
     model.bounds = safety
     return model.eval()
-
-

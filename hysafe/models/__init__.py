@@ -6,6 +6,24 @@ checkpoints (:mod:`.checkpoint`) and batched embedding of datasets (:mod:`.embed
 May import geometry, data, utils and populations; never index, training, evaluation or the apps.
 """
 
-from .safety_model import CLIP, HySAC, ModelConfig, SafeCLIP, SafetyModel, build_model, create_feature_model, create_model
+from .safety_model import (
+    CLIP,
+    HySAC,
+    ModelConfig,
+    SafeCLIP,
+    SafetyModel,
+    build_model,
+    create_feature_model,
+    create_model,
+)
 
-__all__ = ["CLIP", "HySAC", "ModelConfig", "SafeCLIP", "SafetyModel", "build_model", "create_feature_model", "create_model"]
+__all__ = [
+    "CLIP",
+    "HySAC",
+    "ModelConfig",
+    "SafeCLIP",
+    "SafetyModel",
+    "build_model",
+    "create_feature_model",
+    "create_model",
+]

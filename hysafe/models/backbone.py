@@ -11,7 +11,8 @@ for random initialisation. ``hysafe-tiny`` is a small registered config used by 
 demo (3.3M parameters, 32x32 images); ``hysafe-tiny-rn`` is the same CLIP with a ResNet image tower
 (open_clip's ModifiedResNet, width 32: 5.2M image parameters, ~11x the image compute), which separates
 small local image cues the 8 px-patch ViT tower cannot (docs/worlds.md). (Over 300 lines: building the
-open_clip model and targeting LoRA at its modules both depend on open_clip's module layout, kept in one place.)
+open_clip model and targeting LoRA at its modules both depend on open_clip's module layout, kept in one
+place.)
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import json
 import logging
 import os
 import pickle
-import tempfile
 import re
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +55,8 @@ __all__ = [
 
 TINY_MODEL = "hysafe-tiny"
 _CONFIG_DIR = Path(__file__).parent / "configs"
-#: the small open_clip configs hysafe ships (pretrainable here): the tiny ViT CLIP and its ResNet-image-tower twin
+#: the small open_clip configs hysafe ships (pretrainable here): the tiny ViT CLIP and its ResNet-image-tower
+# twin
 BUNDLED_MODELS = tuple(sorted(p.stem for p in _CONFIG_DIR.glob("*.json")))
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
@@ -66,7 +68,9 @@ def register_model_config(name: str, cfg: dict) -> None:
         return
     if existing is not None:
         raise ValueError(f"open_clip model name {name!r} is already registered with another architecture")
-    with tempfile.TemporaryDirectory(prefix="hysafe-open-clip-configs-") as folder:  # open_clip reads it when added
+    with tempfile.TemporaryDirectory(
+        prefix="hysafe-open-clip-configs-"
+    ) as folder:  # open_clip reads it when added
         (Path(folder) / f"{name}.json").write_text(json.dumps(cfg))
         open_clip.add_model_config(Path(folder) / f"{name}.json")
 
@@ -85,7 +89,9 @@ class BackboneConfig:
     model: str = "ViT-B-32"  # open_clip model name (open_clip.list_models())
     pretrained: str | None = None  # open_clip tag, local checkpoint path, or None (random init)
     precision: str = "fp32"  # open_clip precision: fp32, bf16, fp16, amp, ...
-    model_cfg: dict | None = None  # an architecture open_clip does not name (e.g. converted from transformers)
+    model_cfg: dict | None = (
+        None  # an architecture open_clip does not name (e.g. converted from transformers)
+    )
     # the weights ``pretrained`` was fine-tuned from, when it is a merged hysafe fine-tune: the frozen
     # reference of Safe-CLIP training (recorded by save_model(merged=True), read back from the file)
     origin: str | None = None
@@ -112,7 +118,11 @@ def finetune_record(path: str | None) -> tuple[str | None, str | None]:
     except (OSError, ValueError):
         return None, None
     config = meta.get("config") or {}
-    if meta.get("form") != "merged" or config.get("kind", "clip") == "clip" and not (config.get("backbone") or {}).get("origin"):
+    if (
+        meta.get("form") != "merged"
+        or config.get("kind", "clip") == "clip"
+        and not (config.get("backbone") or {}).get("origin")
+    ):
         return None, None
     return config.get("kind"), (config.get("backbone") or {}).get("origin")
 
@@ -122,7 +132,9 @@ class LoraConfig:
     """LoRA adapter settings (defaults from the HySAC reference code: r=16, alpha=1, dropout=0.1)."""
 
     r: int = field(default=16, metadata={"help": "LoRA rank"})
-    alpha: float = field(default=1.0, metadata={"help": "LoRA scale numerator (the update is scaled by alpha / r)"})
+    alpha: float = field(
+        default=1.0, metadata={"help": "LoRA scale numerator (the update is scaled by alpha / r)"}
+    )
     dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input"})
     towers: tuple[str, ...] = ("visual", "text")  # which towers get adapters
     modules: tuple[str, ...] = ("attn", "mlp.c_fc", "mlp.c_proj")  # module names inside each residual block
@@ -136,15 +148,19 @@ class LoraConfig:
         self.modules = tuple(self.modules)
         self.resnet_modules = tuple(self.resnet_modules)
         if any(m.startswith("attnpool") for m in self.resnet_modules):
-            raise ValueError("LoRA cannot adapt a ResNet tower's attention pool (its forward reads the projection "
-                             "weights directly, so peft's adapters would never run); choose bottleneck modules")
+            raise ValueError(
+                "LoRA cannot adapt a ResNet tower's attention pool (its forward reads the projection "
+                "weights directly, so peft's adapters would never run); choose bottleneck modules"
+            )
         if self.r < 1:
             raise ValueError(f"LoRA rank r must be >= 1, got {self.r}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
         unknown = set(self.towers) - {"visual", "text"}
         if unknown or not self.towers:
-            raise ValueError(f"LoRA towers must be a non-empty subset of ('visual', 'text'), got {self.towers}")
+            raise ValueError(
+                f"LoRA towers must be a non-empty subset of ('visual', 'text'), got {self.towers}"
+            )
 
 
 class OpenClipBackbone(nn.Module):
@@ -165,7 +181,11 @@ class OpenClipBackbone(nn.Module):
 
     @property
     def embed_dim(self) -> int:
-        return int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") else int(self.model.visual.output_dim)
+        return (
+            int(self.model.text_projection.shape[1])
+            if hasattr(self.model, "text_projection")
+            else int(self.model.visual.output_dim)
+        )
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -187,11 +207,14 @@ class OpenClipBackbone(nn.Module):
         super().train(mode)
         if mode:
             for m in self.model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters(recurse=False)):
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in m.parameters(recurse=False)
+                ):
                     m.eval()
         return self
 
-    #: the longest sequence whose bf16 CPU training forward takes the math attention kernel (hysafe.models.attention);
+    #: the longest sequence whose bf16 CPU training forward takes the math attention kernel
+    # (hysafe.models.attention);
     #: 0 leaves the choice to torch (the reference loop's)
     math_attention_max_tokens: int = MATH_MAX_TOKENS
 
@@ -207,8 +230,12 @@ class OpenClipBackbone(nn.Module):
         """The attention kernel rule for one tower's call; a checkpointed tower recomputes its blocks in the
         backward pass, outside this call, so it keeps torch's choice (the recomputation must match)."""
         checkpointed = getattr(getattr(tower, "transformer", None), "grad_checkpointing", False)
-        return training_attention(None if checkpointed else tokens, device, compute_dtype(tower, device),
-                                  self.math_attention_max_tokens)
+        return training_attention(
+            None if checkpointed else tokens,
+            device,
+            compute_dtype(tower, device),
+            self.math_attention_max_tokens,
+        )
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute both towers' block activations in the backward pass (open_clip's own switch)."""
@@ -249,17 +276,31 @@ def create_backbone(config: BackboneConfig, *, device: str | torch.device = "cpu
                 config.model, pretrained=config.pretrained, precision=config.precision, device=device
             )
     except pickle.UnpicklingError as e:  # torch.load(weights_only=True) refused it: nothing was executed
-        raise ValueError(f"{config.pretrained}: a pickle that is not plain weights; hysafe never unpickles code. "
-                         "Convert it to .safetensors (or a weights-only torch file) first") from e
-    except (RuntimeError, AssertionError, KeyError) as e:  # unknown tag, failed download, mismatched state dict
+        raise ValueError(
+            f"{config.pretrained}: a pickle that is not plain weights; hysafe never unpickles code. "
+            "Convert it to .safetensors (or a weights-only torch file) first"
+        ) from e
+    except (
+        RuntimeError,
+        AssertionError,
+        KeyError,
+    ) as e:  # unknown tag, failed download, mismatched state dict
         if config.is_local():
-            raise ValueError(f"{config.pretrained}: does not load into open_clip {config.model!r} "
-                             f"(a checkpoint of another model or width?): {type(e).__name__}: {e}") from e
-        raise RuntimeError(f"could not load pretrained tag {config.pretrained!r} for {config.model!r}: {e}. "
-                           "Offline? Pass a local checkpoint file path as pretrained.") from e
+            raise ValueError(
+                f"{config.pretrained}: does not load into open_clip {config.model!r} "
+                f"(a checkpoint of another model or width?): {type(e).__name__}: {e}"
+            ) from e
+        raise RuntimeError(
+            f"could not load pretrained tag {config.pretrained!r} for {config.model!r}: {e}. "
+            "Offline? Pass a local checkpoint file path as pretrained."
+        ) from e
     tokenizer = open_clip.get_tokenizer(config.model)
-    logger.info("built %s (pretrained=%s, %.1fM params)", config.model, config.pretrained,
-                sum(p.numel() for p in model.parameters()) / 1e6)
+    logger.info(
+        "built %s (pretrained=%s, %.1fM params)",
+        config.model,
+        config.pretrained,
+        sum(p.numel() for p in model.parameters()) / 1e6,
+    )
     backbone = OpenClipBackbone(model, preprocess, tokenizer, config)
     backbone.finetune_kind, origin = finetune_record(config.pretrained) if config.is_local() else (None, None)
     config.origin = config.origin or origin
@@ -270,8 +311,10 @@ def check_device(device: str | torch.device) -> None:
     """Refuse a CUDA device on a machine without one, before any weights are loaded."""
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(device)!r} requested, but this machine has no usable CUDA GPU "
-                         "(torch.cuda.is_available() is False); use --device cpu")
+        raise ValueError(
+            f"device {str(device)!r} requested, but this machine has no usable CUDA GPU "
+            "(torch.cuda.is_available() is False); use --device cpu"
+        )
 
 
 class _DropRandomInitWarning(logging.Filter):
@@ -316,9 +359,11 @@ def lora_targets(model: nn.Module, config: LoraConfig) -> tuple[str, list[str]]:
     for tower in config.towers:
         if not any(n.startswith("visual.") == (tower == "visual") for n in names):
             kind = type(visual).__name__ if tower == "visual" else "text transformer"
-            raise ValueError(f"no module of the {tower} tower ({kind}) matches the LoRA targets {target!r}; "
-                             f"adapt the other tower only (LoraConfig(towers=...)) or name its modules "
-                             f"(LoraConfig.modules / resnet_modules)")
+            raise ValueError(
+                f"no module of the {tower} tower ({kind}) matches the LoRA targets {target!r}; "
+                f"adapt the other tower only (LoraConfig(towers=...)) or name its modules "
+                f"(LoraConfig.modules / resnet_modules)"
+            )
     return target, names
 
 
@@ -339,4 +384,3 @@ def apply_lora(model: nn.Module, config: LoraConfig) -> Any:
     use_sparse_dropout(peft_model)
     logger.info("LoRA on %d modules (r=%d, alpha=%g)", len(names), config.r, config.alpha)
     return peft_model
-

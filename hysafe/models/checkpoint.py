@@ -34,7 +34,14 @@ from .traversal import check_bounds
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["save_model", "load_model", "read_metadata", "atomic_save_file", "uses_adapter_form", "FORMAT_VERSION"]
+__all__ = [
+    "save_model",
+    "load_model",
+    "read_metadata",
+    "atomic_save_file",
+    "uses_adapter_form",
+    "FORMAT_VERSION",
+]
 
 FORMAT_VERSION = "2"
 _READABLE_VERSIONS = ("1", "2")
@@ -70,7 +77,9 @@ def uses_adapter_form(model: SafetyModel) -> bool:
     from the config and only a small part trains (LoRA, a feature projection); merged otherwise
     (random-init or fully trained open_clip weights)."""
     backbone = model.backbone
-    return backbone.rebuildable and (backbone.has_adapters or not isinstance(model.config.backbone, BackboneConfig))
+    return backbone.rebuildable and (
+        backbone.has_adapters or not isinstance(model.config.backbone, BackboneConfig)
+    )
 
 
 def model_origin(model: SafetyModel) -> str | None:
@@ -85,7 +94,12 @@ def model_origin(model: SafetyModel) -> str | None:
 
 
 def save_model(
-    model: SafetyModel, path: str | Path, *, merged: bool = False, bounds: dict | None = None, extra: dict | None = None
+    model: SafetyModel,
+    path: str | Path,
+    *,
+    merged: bool = False,
+    bounds: dict | None = None,
+    extra: dict | None = None,
 ) -> Path:
     """Save ``model`` to ``path`` (``.safetensors``) in adapter or merged form. Returns the path."""
     path = Path(path)
@@ -95,17 +109,23 @@ def save_model(
     config = copy.deepcopy(model.config)
     if merged:
         if not isinstance(config.backbone, BackboneConfig):
-            raise ValueError("merged checkpoints are plain open_clip files; save a feature-backbone model with merged=False")
+            raise ValueError(
+                "merged checkpoints are plain open_clip files; save a "
+                "feature-backbone model with merged=False"
+            )
         tensors = model.backbone.merged_state_dict()
         config.lora = None
         config.backbone.origin = model_origin(model)
         config.backbone.pretrained = str(path.resolve())  # a merged file is its own backbone source
     else:
-        if isinstance(config.backbone, BackboneConfig) and config.backbone.is_local():  # absolute: loads from any working directory
+        if (
+            isinstance(config.backbone, BackboneConfig) and config.backbone.is_local()
+        ):  # absolute: loads from any working directory
             config.backbone.pretrained = str(Path(config.backbone.pretrained).resolve())
         if not model.backbone.rebuildable:
             raise ValueError(
-                "adapter checkpoints need a re-loadable backbone, but this model was built with pretrained=None "
+                "adapter checkpoints need a re-loadable backbone, but this model "
+                "was built with pretrained=None "
                 "(random init): save with merged=True, or build it from a pretrained tag or checkpoint file"
             )
         tensors = dict(trainable_parameters(model))
@@ -141,9 +161,14 @@ def read_metadata(path: str | Path) -> dict:
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: corrupt hysafe metadata ({e})") from e
     if meta.get("format_version") not in _READABLE_VERSIONS:
-        raise ValueError(f"{path}: checkpoint format {meta.get('format_version')!r}, this hysafe reads {list(_READABLE_VERSIONS)}")
+        raise ValueError(
+            f"{path}: checkpoint format {meta.get('format_version')!r}, this "
+            f"hysafe reads {list(_READABLE_VERSIONS)}"
+        )
     if meta.get("form") == "head":
-        raise ValueError(f"{path}: a feature-head checkpoint of hysafe 0.1; retrain it with create_feature_model (seconds)")
+        raise ValueError(
+            f"{path}: a feature-head checkpoint of hysafe 0.1; retrain it with create_feature_model (seconds)"
+        )
     return meta
 
 
@@ -152,7 +177,7 @@ def _tensor_name(name: str, version: str) -> str:
     if version == "1":
         for prefix in _V1_PREFIXES:
             if name.startswith(prefix):
-                return "backbone.model." + name[len(prefix):]
+                return "backbone.model." + name[len(prefix) :]
     return name
 
 
@@ -170,7 +195,10 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Safet
     else:
         _find_backbone_beside(config, path)
         model = build_model(config, device=device)
-        tensors = {_tensor_name(k, meta["format_version"]): v for k, v in load_file(str(path), device=str(device)).items()}
+        tensors = {
+            _tensor_name(k, meta["format_version"]): v
+            for k, v in load_file(str(path), device=str(device)).items()
+        }
         expected = {n for n, _ in trainable_parameters(model)}
         missing, unexpected = expected - set(tensors), set(tensors) - expected
         if missing or unexpected:
@@ -183,7 +211,10 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Safet
         with torch.no_grad():
             for name, value in tensors.items():
                 if params[name].shape != value.shape:
-                    raise ValueError(f"{path}: tensor {name} has shape {tuple(value.shape)}, model expects {tuple(params[name].shape)}")
+                    raise ValueError(
+                        f"{path}: tensor {name} has shape {tuple(value.shape)}, "
+                        f"model expects {tuple(params[name].shape)}"
+                    )
                 params[name].copy_(value)
     model.load_scalars_(meta["scalars"], source=str(path))
     model.bounds = check_bounds(meta.get("bounds"), str(path))
@@ -195,11 +226,19 @@ def _find_backbone_beside(config: ModelConfig, path: Path) -> None:
     """An adapter's local backbone file that is not where it was at training time is looked up
     beside the checkpoint (a run folder copied or moved as a whole)."""
     backbone = getattr(config, "backbone", None)
-    if not isinstance(backbone, BackboneConfig) or not backbone.is_local() or Path(backbone.pretrained).is_file():
+    if (
+        not isinstance(backbone, BackboneConfig)
+        or not backbone.is_local()
+        or Path(backbone.pretrained).is_file()
+    ):
         return
     for candidate in (path.parent / backbone.pretrained, path.parent / Path(backbone.pretrained).name):
         if candidate.is_file():
-            logger.info("backbone %s not found; using %s beside the checkpoint", backbone.pretrained, candidate)
+            logger.info(
+                "backbone %s not found; using %s beside the checkpoint", backbone.pretrained, candidate
+            )
             backbone.pretrained = str(candidate)
             return
-    raise FileNotFoundError(f"{path}: its backbone weights {backbone.pretrained} are missing (also not beside the checkpoint)")
+    raise FileNotFoundError(
+        f"{path}: its backbone weights {backbone.pretrained} are missing (also not beside the checkpoint)"
+    )

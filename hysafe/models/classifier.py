@@ -29,7 +29,13 @@ from ..populations import modality_pair
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NSFWClassifier", "classification_metrics", "choose_threshold", "threshold_from_bounds", "CONCEPT_TEMPLATE"]
+__all__ = [
+    "NSFWClassifier",
+    "classification_metrics",
+    "choose_threshold",
+    "threshold_from_bounds",
+    "CONCEPT_TEMPLATE",
+]
 
 CONCEPT_TEMPLATE = "a picture showing {}"
 
@@ -90,7 +96,9 @@ class NSFWClassifier:
     def score(self, embeddings: Tensor) -> Tensor:
         return self.scorer(embeddings)
 
-    def fit_threshold(self, embeddings: Tensor, labels, *, rule: str = "accuracy", target_fpr: float = 0.05) -> float:
+    def fit_threshold(
+        self, embeddings: Tensor, labels, *, rule: str = "accuracy", target_fpr: float = 0.05
+    ) -> float:
         self.threshold = choose_threshold(self.score(embeddings), labels, rule=rule, target_fpr=target_fpr)
         return self.threshold
 
@@ -112,12 +120,19 @@ class NSFWClassifier:
         return cls(scorer=lambda e: space.dist_to_root(e), name="root-distance", threshold=threshold)
 
     @classmethod
-    def concept_similarity(cls, model, concepts: Sequence[str] = CATEGORIES, template: str = CONCEPT_TEMPLATE) -> "NSFWClassifier":
+    def concept_similarity(
+        cls, model, concepts: Sequence[str] = CATEGORIES, template: str = CONCEPT_TEMPLATE
+    ) -> "NSFWClassifier":
         """Highest similarity (in the model's space) to any NSFW concept prompt."""
         with torch.no_grad():
-            concept_emb = model.encode_text(model.tokenize([template.format(c) for c in concepts])).float().cpu()
+            concept_emb = (
+                model.encode_text(model.tokenize([template.format(c) for c in concepts])).float().cpu()
+            )
         space = model.space
-        return cls(scorer=lambda e: space.similarity(e.float().cpu(), concept_emb).max(dim=1).values, name="concept-similarity")
+        return cls(
+            scorer=lambda e: space.similarity(e.float().cpu(), concept_emb).max(dim=1).values,
+            name="concept-similarity",
+        )
 
     @classmethod
     def logistic_probe(cls, embeddings: Tensor, labels, *, C: float = 1.0, seed: int = 0) -> "NSFWClassifier":
@@ -127,8 +142,14 @@ class NSFWClassifier:
         def prep(e):
             return _np(torch.nn.functional.normalize(e.float(), dim=-1))
 
-        clf = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(prep(embeddings), _np(labels).astype(int))
-        return cls(scorer=lambda e: torch.from_numpy(clf.decision_function(prep(e))), name="logistic-probe", threshold=0.0)
+        clf = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(
+            prep(embeddings), _np(labels).astype(int)
+        )
+        return cls(
+            scorer=lambda e: torch.from_numpy(clf.decision_function(prep(e))),
+            name="logistic-probe",
+            threshold=0.0,
+        )
 
 
 def threshold_from_bounds(bounds: dict, modality: str) -> float:
@@ -136,8 +157,12 @@ def threshold_from_bounds(bounds: dict, modality: str) -> float:
     between the mean distance of the safe and the unsafe population of that modality."""
     safe, unsafe = (p.bound for p in modality_pair(modality))
     if not bounds or safe not in bounds or unsafe not in bounds:
-        raise ValueError(f"the checkpoint has no {safe}/{unsafe} bounds: pass --threshold or fit one on labelled data")
+        raise ValueError(
+            f"the checkpoint has no {safe}/{unsafe} bounds: pass --threshold or fit one on labelled data"
+        )
     value = 0.5 * (bounds[safe]["avg"] + bounds[unsafe]["avg"])
     if not np.isfinite(value):
-        raise ValueError(f"the checkpoint's {safe}/{unsafe} bounds are not finite ({value}): its bounds are corrupt")
+        raise ValueError(
+            f"the checkpoint's {safe}/{unsafe} bounds are not finite ({value}): its bounds are corrupt"
+        )
     return value

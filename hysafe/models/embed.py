@@ -51,18 +51,21 @@ def embed_quadruplets(model: SafetyModel, batch: dict[str, Tensor], needed: set[
                 encode = model.encode_image_ref if modality == "image" else model.encode_text_ref
             else:
                 encode = model.encode_image if modality == "image" else model.encode_text
-            for k, emb in zip(keys, _encode_many(encode, [batch[k] for k in keys])):
+            for k, emb in zip(keys, _encode_many(encode, [batch[k] for k in keys]), strict=True):
                 out[QUADRUPLET_KEYS[k][2 if use_reference else 1]] = emb
     return out
 
 
 @torch.no_grad()
-def embed_dataset(model: SafetyModel, dataset, *, batch_size: int = 256, num_workers: int = 0, progress: bool = False) -> dict[str, Tensor]:
+def embed_dataset(
+    model: SafetyModel, dataset, *, batch_size: int = 256, num_workers: int = 0, progress: bool = False
+) -> dict[str, Tensor]:
     """Embed every row of a :class:`~hysafe.data.QuadrupletDataset` in eval mode.
 
     Returns ``{"T", "T*"}`` and, when the rows have images, ``{"V", "V*"}``, each ``(N, D)`` on CPU.
     """
     from torch.utils.data import DataLoader
+
     from ..utils.progress import bar
 
     was_training = model.training

@@ -72,10 +72,16 @@ class FeatureBackbone(nn.Module):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         if enable:
-            raise ValueError("gradient checkpointing recomputes transformer blocks; a feature backbone has none (one linear layer per tower)")
+            raise ValueError(
+                "gradient checkpointing recomputes transformer blocks; a feature "
+                "backbone has none (one linear layer per tower)"
+            )
 
     def add_lora(self, config) -> None:
-        raise ValueError("LoRA adapters need an open_clip backbone; a feature backbone trains its projections directly (lora=None)")
+        raise ValueError(
+            "LoRA adapters need an open_clip backbone; a feature backbone trains "
+            "its projections directly (lora=None)"
+        )
 
     def merged_state_dict(self) -> dict[str, Tensor]:
         return dict(self.state_dict())

@@ -34,12 +34,18 @@ FEATURE_KEYS = {"image": "V", "unsafe_image": "V*", "text": "T", "unsafe_text": 
 
 
 @torch.no_grad()
-def cache_features(model: SafetyModel, dataset, path: str | Path, *, batch_size: int = 256, num_workers: int = 0) -> Path:
+def cache_features(
+    model: SafetyModel, dataset, path: str | Path, *, batch_size: int = 256, num_workers: int = 0
+) -> Path:
     """Embed every row of ``dataset`` with ``model`` (use a frozen ``CLIP``) and save the features."""
     emb = embed_dataset(model, dataset, batch_size=batch_size, num_workers=num_workers, progress=True)
     tensors = {key: emb[name] for key, name in FEATURE_KEYS.items() if name in emb}
-    meta = {"model": model.config.backbone.model, "pretrained": model.config.backbone.pretrained, "rows": len(dataset),
-            "ids": [r.id for r in getattr(dataset, "rows", [])]}
+    meta = {
+        "model": model.config.backbone.model,
+        "pretrained": model.config.backbone.pretrained,
+        "rows": len(dataset),
+        "ids": [r.id for r in getattr(dataset, "rows", [])],
+    }
     atomic_save_file(tensors, path, {"hysafe_features": json.dumps(meta)})
     logger.info("cached %d x %s features to %s", len(dataset), sorted(tensors), path)
     return Path(path)
@@ -57,7 +63,10 @@ class FeatureDataset(Dataset):
         missing = set(FEATURE_KEYS) - set(features)
         if missing:
             raise ValueError(f"FeatureDataset needs {sorted(FEATURE_KEYS)}; missing {sorted(missing)}")
-        self.features = {k: torch.as_tensor(np.asarray(v) if not isinstance(v, Tensor) else v).float() for k, v in features.items()}
+        self.features = {
+            k: torch.as_tensor(np.asarray(v) if not isinstance(v, Tensor) else v).float()
+            for k, v in features.items()
+        }
         shapes = {k: tuple(v.shape) for k, v in self.features.items()}
         n = {s[0] for s in shapes.values()}
         if len(n) != 1 or any(len(s) != 2 for s in shapes.values()):
@@ -78,7 +87,9 @@ class FeatureDataset(Dataset):
         idx = torch.as_tensor(indices, dtype=torch.long)
         return FeatureDataset(**{k: v[idx] for k, v in self.features.items()})
 
-    def split_holdout(self, fraction: float = 0.1, *, seed: int = 0, min_rows: int = 1) -> tuple["FeatureDataset", "FeatureDataset"]:
+    def split_holdout(
+        self, fraction: float = 0.1, *, seed: int = 0, min_rows: int = 1
+    ) -> tuple["FeatureDataset", "FeatureDataset"]:
         """``(train, held_out)``: a seeded random ``fraction`` of the rows held out for validation
         (model selection, early stopping, safety bounds), disjoint from the rows trained on."""
         if not 0 < fraction < 1:
@@ -86,8 +97,10 @@ class FeatureDataset(Dataset):
         n = len(self)
         n_val = max(min_rows, round(fraction * n))
         if n_val >= n:
-            raise ValueError(f"cannot hold out {n_val} of {n} feature rows for validation and still train: "
-                             "cache more rows or pass a separate validation feature file")
+            raise ValueError(
+                f"cannot hold out {n_val} of {n} feature rows for validation and still train: "
+                "cache more rows or pass a separate validation feature file"
+            )
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         return self.subset(order[n_val:].sort().values), self.subset(order[:n_val].sort().values)
 

@@ -1,10 +1,12 @@
 """LoRA input dropout that draws only the dropped positions (CPU).
 
 torch's CPU dropout draws one Bernoulli variate per element (~9 ns each on a 2-core Xeon, whatever the dtype),
-which made the reference's LoRA dropout (p = 0.1 on every adapted layer's input) 24% of a ViT-B/32 bf16 step at batch 32
+which made the reference's LoRA dropout (p = 0.1 on every adapted layer's input) 24% of a ViT-B/32 bf16 step
+at batch 32
 (docs/benchmarks.md). For a small p most of those draws say "keep". :func:`dropped_positions` draws the gaps
 between dropped elements instead: i.i.d. geometric variates ``floor(log(1 - U) / log(1 - p))`` from float64
-uniforms, about ``p * numel`` of them, so every element is dropped independently with probability p (to float64
+uniforms, about ``p * numel`` of them, so every element is dropped independently with probability p (to
+float64
 rounding), from torch's generator (``torch.manual_seed`` reproduces it). :class:`SparseDropout` is
 ``nn.Dropout`` with that mask on CPU tensors for ``p <= MAX_SPARSE_P`` (beyond it the gaps stop paying) and
 torch's own dropout otherwise (CUDA's is one fused kernel); the backward pass keeps only the positions.
@@ -32,9 +34,14 @@ def dropped_positions(numel: int, p: float, generator: torch.Generator | None = 
     parts, start = [], 0
     while start < numel:
         expected = (numel - start) * p
-        u = torch.rand(int(expected + CHUNK_SIGMAS * math.sqrt(expected)) + CHUNK_EXTRA, dtype=torch.float64,
-                       generator=generator)
-        kept_run = torch.floor(u.neg_().log1p_().div_(log_keep)).clamp_(max=numel)  # geometric, P(>= k) = (1-p)^k
+        u = torch.rand(
+            int(expected + CHUNK_SIGMAS * math.sqrt(expected)) + CHUNK_EXTRA,
+            dtype=torch.float64,
+            generator=generator,
+        )
+        kept_run = torch.floor(u.neg_().log1p_().div_(log_keep)).clamp_(
+            max=numel
+        )  # geometric, P(>= k) = (1-p)^k
         steps = kept_run.to(torch.int64).add_(1)  # the kept run and the drop after it
         positions = torch.cumsum(steps, 0).add_(start - 1)
         parts.append(positions)
@@ -66,7 +73,8 @@ def _scaled_zeroed(x: torch.Tensor, positions: torch.Tensor, scale: float) -> to
 
 @torch.compiler.disable  # data-dependent sizes: runs eagerly inside a compiled step, with the same draws
 def sparse_dropout(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Inverted dropout of a CPU tensor (kept elements scaled by 1 / (1 - p)) with :func:`dropped_positions`."""
+    """Inverted dropout of a CPU tensor (kept elements scaled by 1 / (1 - p)) with
+    :func:`dropped_positions`."""
     if p == 0:
         return x
     return _ZeroAt.apply(x, dropped_positions(x.numel(), p, generator), 1.0 / (1.0 - p))

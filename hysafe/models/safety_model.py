@@ -25,17 +25,25 @@ from torch import Tensor, nn
 from hysafe.geometry import EuclideanSpace, LorentzSpace, Space
 from hysafe.geometry import lorentz as L
 
+from ..data.dataset import tokenize_captions
 from .backbone import BackboneConfig, LoraConfig, check_device, create_backbone
 from .classifier import NSFWClassifier, threshold_from_bounds
-from ..data.dataset import tokenize_captions
 from .feature_backbone import FeatureBackbone, FeatureBackboneConfig
 from .traversal import DEFAULT_TAU, resolve_tau, traverse
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ModelConfig", "SafetyModel", "CLIP", "SafeCLIP", "HySAC", "MODEL_KINDS",
-    "create_model", "create_feature_model", "build_model", "trainable_parameters",
+    "ModelConfig",
+    "SafetyModel",
+    "CLIP",
+    "SafeCLIP",
+    "HySAC",
+    "MODEL_KINDS",
+    "create_model",
+    "create_feature_model",
+    "build_model",
+    "trainable_parameters",
 ]
 
 BACKBONE_CONFIGS = {BackboneConfig.type: BackboneConfig, FeatureBackboneConfig.type: FeatureBackboneConfig}
@@ -53,11 +61,15 @@ class ModelConfig:
 
     kind: str = "hysac"  # "clip", "safeclip" or "hysac"
     backbone: BackboneConfig | FeatureBackboneConfig = field(default_factory=BackboneConfig)
-    lora: LoraConfig | None = field(default_factory=LoraConfig)  # None: no adapters (CLIP, merged models, features)
+    lora: LoraConfig | None = field(
+        default_factory=LoraConfig
+    )  # None: no adapters (CLIP, merged models, features)
     # HySAC only
     curv_init: float = 1.0  # c0; learnable curvature is clamped to [c0/10, 10 c0]
     learn_curv: bool = True
-    alpha_init: float | None = None  # feature scale; None -> embed_dim ** -0.5, capped by the training data (HySAC.calibrate)
+    alpha_init: float | None = (
+        None  # feature scale; None -> embed_dim ** -0.5, capped by the training data (HySAC.calibrate)
+    )
     logit_scale_init: float = 1 / 0.07
     logit_scale_max: float = 100.0
 
@@ -66,7 +78,9 @@ class ModelConfig:
             spec = dict(self.backbone)
             kind = spec.pop("type", BackboneConfig.type)
             if kind not in BACKBONE_CONFIGS:
-                raise ValueError(f"unknown backbone type {kind!r}; expected one of {sorted(BACKBONE_CONFIGS)}")
+                raise ValueError(
+                    f"unknown backbone type {kind!r}; expected one of {sorted(BACKBONE_CONFIGS)}"
+                )
             self.backbone = BACKBONE_CONFIGS[kind](**spec)
         if isinstance(self.lora, dict):
             self.lora = LoraConfig(**self.lora)
@@ -76,7 +90,8 @@ class ModelConfig:
             raise ValueError(f"curv_init must be > 0, got {self.curv_init}")
 
     def to_dict(self) -> dict:
-        """JSON-ready form (tuples as lists, the backbone's ``type`` included); inverse of ``ModelConfig(**d)``."""
+        """JSON-ready form (tuples as lists, the backbone's ``type`` included); inverse of
+        ``ModelConfig(**d)``."""
         d = asdict(self)
         d["backbone"]["type"] = self.backbone.type
         if d["lora"] is not None:
@@ -146,15 +161,25 @@ class SafetyModel(nn.Module):
         limits = self.scalar_limits()
         for name, value in scalars.items():
             if name not in limits:
-                raise ValueError(f"{source}: unknown scalar {name!r} for a {self.kind} model; expected {sorted(limits)}")
+                raise ValueError(
+                    f"{source}: unknown scalar {name!r} for a {self.kind} model; expected {sorted(limits)}"
+                )
             low, high = limits[name]
-            ok = isinstance(value, (int, float)) and math.isfinite(value) and low - 1e-6 <= value <= high + 1e-6
+            ok = (
+                isinstance(value, (int, float))
+                and math.isfinite(value)
+                and low - 1e-6 <= value <= high + 1e-6
+            )
             if not ok:
-                raise ValueError(f"{source}: scalar {name} = {value!r} is outside [{low:.4g}, {high:.4g}] (an edited or corrupt checkpoint?)")
+                raise ValueError(
+                    f"{source}: scalar {name} = {value!r} is outside [{low:.4g}, "
+                    f"{high:.4g}] (an edited or corrupt checkpoint?)"
+                )
             getattr(self, name).data.fill_(float(value))
 
     def scalar_limits(self) -> dict[str, tuple[float, float]]:
-        """``name -> (low, high)`` of each learnable scalar (logs), as :meth:`clamp_parameters_` keeps them."""
+        """``name -> (low, high)`` of each learnable scalar (logs), as :meth:`clamp_parameters_` keeps
+        them."""
         return {}
 
     def nsfw_classifier(self, modality: str = "text") -> NSFWClassifier:
@@ -195,17 +220,28 @@ def reference_backbone(backbone: nn.Module) -> tuple[nn.Module | None, str | Non
     origin = getattr(cfg, "origin", None)
     if origin is not None:
         try:
-            ref = create_backbone(replace(cfg, pretrained=origin, origin=None), device=next(backbone.parameters()).device)
+            ref = create_backbone(
+                replace(cfg, pretrained=origin, origin=None), device=next(backbone.parameters()).device
+            )
         except (FileNotFoundError, ValueError, RuntimeError) as e:
-            return None, (f"{cfg.pretrained} is a merged fine-tune of {origin}, which is the frozen reference for Safe-CLIP "
-                          f"training but does not load here ({e}); put it back or train from the original weights")
-        logger.info("Safe-CLIP reference: the original weights %s, not the fine-tune %s", origin, cfg.pretrained)
+            return None, (
+                f"{cfg.pretrained} is a merged fine-tune of {origin}, which is "
+                f"the frozen reference for Safe-CLIP "
+                f"training but does not load here ({e}); put it back or train from the original weights"
+            )
+        logger.info(
+            "Safe-CLIP reference: the original weights %s, not the fine-tune %s", origin, cfg.pretrained
+        )
         return ref.requires_grad_(False).eval(), None
     kind = getattr(backbone, "finetune_kind", None)
     if kind is not None:
-        return None, (f"{cfg.pretrained} is a merged {kind} fine-tune that does not record the weights it was tuned from; "
-                      "Safe-CLIP training would use the fine-tuned towers as its frozen reference. Train from the original "
-                      "weights (pretrained=<original tag or file>) instead")
+        return None, (
+            f"{cfg.pretrained} is a merged {kind} fine-tune that does not record "
+            f"the weights it was tuned from; "
+            "Safe-CLIP training would use the fine-tuned towers as its frozen "
+            "reference. Train from the original "
+            "weights (pretrained=<original tag or file>) instead"
+        )
     return backbone.frozen_reference(), None
 
 
@@ -266,7 +302,9 @@ class HySAC(SafetyModel):
     def __init__(self, backbone: nn.Module, config: ModelConfig):
         super().__init__(backbone, config)
         alpha = config.alpha_init if config.alpha_init is not None else self.paper_alpha
-        self.log_curv = nn.Parameter(torch.tensor(math.log(config.curv_init)), requires_grad=config.learn_curv)
+        self.log_curv = nn.Parameter(
+            torch.tensor(math.log(config.curv_init)), requires_grad=config.learn_curv
+        )
         self.log_alpha_image = nn.Parameter(torch.tensor(math.log(alpha)))
         self.log_alpha_text = nn.Parameter(torch.tensor(math.log(alpha)))
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
@@ -316,8 +354,10 @@ class HySAC(SafetyModel):
             return {}
         changed, training, initial = {}, self.training, math.log(self.paper_alpha)
         self.eval()
-        for name, keys, features in (("log_alpha_image", ("image", "unsafe_image"), self.backbone.image_features),
-                                     ("log_alpha_text", ("text", "unsafe_text"), self.backbone.text_features)):
+        for name, keys, features in (
+            ("log_alpha_image", ("image", "unsafe_image"), self.backbone.image_features),
+            ("log_alpha_text", ("text", "unsafe_text"), self.backbone.text_features),
+        ):
             if abs(getattr(self, name).item() - initial) > 1e-6:
                 continue
             norms = [features(batch[k]).float().norm(dim=-1) for k in keys if k in batch]
@@ -330,8 +370,12 @@ class HySAC(SafetyModel):
 
     def scalar_limits(self) -> dict[str, tuple[float, float]]:
         c0, cfg = self.config.curv_init, self.config
-        return {"log_curv": (math.log(c0 / 10), math.log(c0 * 10)), "log_alpha_image": (-math.inf, 0.0),
-                "log_alpha_text": (-math.inf, 0.0), "log_logit_scale": (math.log(cfg.logit_scale_init), math.log(cfg.logit_scale_max))}
+        return {
+            "log_curv": (math.log(c0 / 10), math.log(c0 * 10)),
+            "log_alpha_image": (-math.inf, 0.0),
+            "log_alpha_text": (-math.inf, 0.0),
+            "log_logit_scale": (math.log(cfg.logit_scale_init), math.log(cfg.logit_scale_max)),
+        }
 
     @torch.no_grad()
     def clamp_parameters_(self) -> None:
@@ -347,7 +391,9 @@ class HySAC(SafetyModel):
         (:func:`~hysafe.models.traversal.resolve_tau`) on this model's bounds and curvature."""
         return resolve_tau(rule, bounds=self.bounds, space=self.space, query=modality)
 
-    def traverse(self, query: Tensor, tau: float | str | Tensor = DEFAULT_TAU, *, modality: str = "text") -> Tensor:
+    def traverse(
+        self, query: Tensor, tau: float | str | Tensor = DEFAULT_TAU, *, modality: str = "text"
+    ) -> Tensor:
         """Move query embeddings ``(B, D)`` toward the root, to distance ``tau`` (a number, a
         ``(B,)`` tensor, or a rule such as ``"avg"`` / ``"V.up_95"`` / ``"paper"``), before retrieval."""
         return traverse(query, tau if isinstance(tau, Tensor) else self.tau(tau, modality), self.space)
@@ -382,16 +428,27 @@ def create_model(
     """
     if lora == "default":
         lora = None if kind == "clip" else LoraConfig()
-    config = ModelConfig(kind=kind, backbone=BackboneConfig(model=model, pretrained=pretrained), lora=lora, **overrides)
+    config = ModelConfig(
+        kind=kind, backbone=BackboneConfig(model=model, pretrained=pretrained), lora=lora, **overrides
+    )
     return build_model(config, device=device)
 
 
-def create_feature_model(kind: str, image_dim: int, text_dim: int, *, embed_dim: int | None = None,
-                         device: str | torch.device = "cpu", **overrides) -> SafetyModel:
+def create_feature_model(
+    kind: str,
+    image_dim: int,
+    text_dim: int,
+    *,
+    embed_dim: int | None = None,
+    device: str | torch.device = "cpu",
+    **overrides,
+) -> SafetyModel:
     """A ``"hysac"`` or ``"safeclip"`` model on cached features (the head strategy): trainable
     identity-initialised projections over a :class:`~hysafe.models.features.FeatureDataset`."""
     if kind == "safeclip" and image_dim != text_dim:
-        raise ValueError("a Safe-CLIP feature model compares features across modalities: image_dim must equal text_dim")
+        raise ValueError(
+            "a Safe-CLIP feature model compares features across modalities: image_dim must equal text_dim"
+        )
     backbone = FeatureBackboneConfig(image_dim=image_dim, text_dim=text_dim, embed_dim=embed_dim)
     return build_model(ModelConfig(kind=kind, backbone=backbone, lora=None, **overrides), device=device)
 

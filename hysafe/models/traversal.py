@@ -19,7 +19,18 @@ from hysafe.geometry import Space
 
 from ..populations import POPULATIONS, steer_target
 
-__all__ = ["DEFAULT_TAU", "PAPER_STAT", "STATS", "TAU_ALIASES", "TauRule", "check_bounds", "traverse", "traversal_path", "paper_tau", "resolve_tau"]
+__all__ = [
+    "DEFAULT_TAU",
+    "PAPER_STAT",
+    "STATS",
+    "TAU_ALIASES",
+    "TauRule",
+    "check_bounds",
+    "traverse",
+    "traversal_path",
+    "paper_tau",
+    "resolve_tau",
+]
 
 #: the traversal rule used by the API, the CLI, the demo and the evaluation unless told otherwise:
 #: the mean distance to the root of the safe population the query is steered to
@@ -42,10 +53,15 @@ def traverse(query: Tensor, tau: float | Tensor, space: Space | None = None) -> 
     tau)`` does the same with the model's space and accepts tau rules (``"avg"``, ``"up_95"``, ...).
     """
     if space is None:
-        raise TypeError("traverse(query, tau, space) needs the embeddings' space (model.space); or call model.traverse(query, tau)")
+        raise TypeError(
+            "traverse(query, tau, space) needs the embeddings' space "
+            "(model.space); or call model.traverse(query, tau)"
+        )
     tau_t = torch.as_tensor(tau, dtype=query.dtype, device=query.device)
     if tau_t.dim() > 0 and tau_t.shape != query.shape[:1]:
-        raise ValueError(f"tau must be a number or one value per query ({query.shape[0]},), got shape {tuple(tau_t.shape)}")
+        raise ValueError(
+            f"tau must be a number or one value per query ({query.shape[0]},), got shape {tuple(tau_t.shape)}"
+        )
     if not bool(((tau_t >= 0) & torch.isfinite(tau_t)).all()):
         raise ValueError(f"tau must be finite and >= 0, got {tau}")
     d0 = space.dist_to_root(query)
@@ -74,9 +90,16 @@ def check_bounds(bounds, source: str = "bounds") -> dict | None:
         raise ValueError(f"{source}: safety bounds must be a mapping, got {type(bounds).__name__}")
     for pop, stats in bounds.items():
         if pop not in BOUND_NAMES or not isinstance(stats, dict):
-            raise ValueError(f"{source}: bounds entry {pop!r} is not one of {list(BOUND_NAMES)} with statistics")
+            raise ValueError(
+                f"{source}: bounds entry {pop!r} is not one of {list(BOUND_NAMES)} with statistics"
+            )
         for stat, value in stats.items():
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+            ok = (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and value >= 0
+            )
             if not ok:
                 raise ValueError(f"{source}: bound {pop}.{stat} = {value!r} is not a finite distance >= 0")
     return bounds
@@ -113,17 +136,25 @@ class TauRule:
         stat = stat or (PAPER_STAT if paper else "avg")
         if not spec or pop and pop not in BOUND_NAMES or stat not in STATS:
             raise ValueError(
-                f"bad tau rule {spec!r}: use a number, a statistic ({', '.join(STATS)}), POP.STAT with POP one of "
-                f"{', '.join(BOUND_NAMES)} (e.g. 'V.avg'), the paper's rule ('paper', 'paper:V', 'paper:V.up_95') or 'authors'"
+                f"bad tau rule {spec!r}: use a number, a statistic "
+                f"({', '.join(STATS)}), POP.STAT with POP one of "
+                f"{', '.join(BOUND_NAMES)} (e.g. 'V.avg'), the paper's rule "
+                f"('paper', 'paper:V', 'paper:V.up_95') or 'authors'"
             )
         return cls(stat=stat, population=pop or None, paper=paper)
 
     def resolve(self, bounds: dict | None, *, curv: float | None, query: str = "text") -> float:
         pop = self.population or steer_target(query).bound
         if bounds is None:
-            raise ValueError("this tau rule needs safety bounds, but the model has none (train it or load a checkpoint with bounds)")
+            raise ValueError(
+                "this tau rule needs safety bounds, but the model has none "
+                "(train it or load a checkpoint with bounds)"
+            )
         if pop not in bounds or self.stat not in bounds[pop]:
-            raise ValueError(f"no bound {pop}.{self.stat}; the model's bounds have {sorted(bounds)} x {sorted(next(iter(bounds.values()), {}))}")
+            raise ValueError(
+                f"no bound {pop}.{self.stat}; the model's bounds have "
+                f"{sorted(bounds)} x {sorted(next(iter(bounds.values()), {}))}"
+            )
         mu = float(bounds[pop][self.stat])
         if not math.isfinite(mu):
             raise ValueError(f"bound {pop}.{self.stat} is {mu}: the model's safety bounds are corrupt")
@@ -134,8 +165,9 @@ class TauRule:
         return paper_tau(mu, curv=curv)
 
 
-def resolve_tau(tau: float | str | TauRule, *, bounds: dict | None = None, space: Space | None = None,
-                query: str = "text") -> float:
+def resolve_tau(
+    tau: float | str | TauRule, *, bounds: dict | None = None, space: Space | None = None, query: str = "text"
+) -> float:
     """A traversal distance from a number or a rule (the one grammar of :meth:`TauRule.parse`).
 
     A rule without a population uses the one the query is steered to

@@ -12,8 +12,8 @@ Every model and index is loaded once. JSON API (OpenAPI docs at ``/docs``):
 Safe defaults: binds to 127.0.0.1, uploads up to ``max_upload_mb``, ``1 <= k <= max_k``; bad
 requests get a 4xx JSON error naming the field; inference runs in the worker thread pool (sync
 endpoints), one model at a time per model (a lock), so concurrent requests are safe.
+(Over 300 lines: the request checks, the service and its routes are one HTTP surface, read together.)
 """
-
 
 import io
 import logging
@@ -26,10 +26,10 @@ import torch
 
 from ..collection import CollectionIndex
 from ..collection.page import label_of
-from ..utils.extras import require_extra
 from ..models.safety_model import SafetyModel
-from .page import STATIC_FILES, static_text
 from ..models.traversal import DEFAULT_TAU
+from ..utils.extras import require_extra
+from .page import STATIC_FILES, static_text
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,14 @@ def _image(data: bytes, field_name: str):
 class Service:
     """The app's state and logic, independent of the web framework (tested directly too)."""
 
-    def __init__(self, served: dict[str, Served], *, labels: dict[str, str] | None = None, max_k: int = 100, max_upload_mb: float = 10.0):
+    def __init__(
+        self,
+        served: dict[str, Served],
+        *,
+        labels: dict[str, str] | None = None,
+        max_k: int = 100,
+        max_upload_mb: float = 10.0,
+    ):
         if not served:
             raise ValueError("serve needs at least one --index NAME=DIR or --checkpoint NAME=CKPT")
         self.served, self.labels, self.max_k = served, labels or {}, max_k
@@ -89,7 +96,9 @@ class Service:
             if s.index is not None:
                 s.index.check_model(s.model)
         # each model's scorers, built once (concept-prompt scorers encode their prompts)
-        self.classifiers = {(n, m): s.model.nsfw_classifier(m) for n, s in served.items() for m in ("text", "image")}
+        self.classifiers = {
+            (n, m): s.model.nsfw_classifier(m) for n, s in served.items() for m in ("text", "image")
+        }
 
     def _pick(self, names, need_index: bool) -> dict[str, Served]:
         available = {n: s for n, s in self.served.items() if s.index is not None or not need_index}
@@ -103,19 +112,36 @@ class Service:
         return {n: available[n] for n in names}
 
     def models(self) -> list[dict]:
-        return [{"name": n, "kind": s.model.kind, "geometry": s.model.space.to_dict(), "bounds": s.model.bounds,
-                 "index": None if s.index is None else {"size": len(s.index.index), "modality": s.index.meta["modality"]}}
-                for n, s in self.served.items()]
+        return [
+            {
+                "name": n,
+                "kind": s.model.kind,
+                "geometry": s.model.space.to_dict(),
+                "bounds": s.model.bounds,
+                "index": None
+                if s.index is None
+                else {"size": len(s.index.index), "modality": s.index.meta["modality"]},
+            }
+            for n, s in self.served.items()
+        ]
 
     @torch.no_grad()
     def _encode(self, s: Served, text: str | None, image) -> tuple[torch.Tensor, str]:
         with s.lock:
             if text is not None:
                 return s.model.encode_text(s.model.tokenize([text])).float().cpu(), "text"
-            return s.model.encode_image(s.model.preprocess(image).unsqueeze(0).to(s.model.device)).float().cpu(), "image"
+            return s.model.encode_image(
+                s.model.preprocess(image).unsqueeze(0).to(s.model.device)
+            ).float().cpu(), "image"
 
     def _hit(self, name: str, hit: dict) -> dict:
-        out = {"rank": hit["rank"], "id": hit["id"], "distance": hit["distance"], "score": hit["score"], "label": label_of(hit, self.labels)}
+        out = {
+            "rank": hit["rank"],
+            "id": hit["id"],
+            "distance": hit["distance"],
+            "score": hit["score"],
+            "label": label_of(hit, self.labels),
+        }
         if "path" in hit:
             out["thumb"] = f"/thumb/{name}/{hit['row']}"
         else:
@@ -131,7 +157,11 @@ class Service:
         results = {}
         for name, s in self._pick(models, need_index=True).items():
             q, modality = self._encode(s, text, image)
-            runs = [(name, None)] + ([(f"{name} + traversal", tau)] if traversal and s.model.space.hyperbolic and s.model.bounds else [])
+            runs = [(name, None)] + (
+                [(f"{name} + traversal", tau)]
+                if traversal and s.model.space.hyperbolic and s.model.bounds
+                else []
+            )
             for label, t in runs:
                 try:
                     hits = s.index.search(s.model, q, k, modality=modality, tau=t, check_model=False)[0]
@@ -143,7 +173,9 @@ class Service:
     def classify(self, *, texts=None, images=None, models=None) -> dict:
         if not texts and not images:
             raise RequestError("give texts or images to classify", "texts")
-        if texts is not None and (not isinstance(texts, list) or not all(isinstance(t, str) and t.strip() for t in texts)):
+        if texts is not None and (
+            not isinstance(texts, list) or not all(isinstance(t, str) and t.strip() for t in texts)
+        ):
             raise RequestError("texts must be a list of non-empty strings", "texts", 422)
         out = {}
         for name, s in self._pick(models, need_index=False).items():
@@ -153,11 +185,24 @@ class Service:
                     continue
                 clf = self.classifiers[(name, modality)]
                 with torch.no_grad(), s.lock:
-                    emb = (s.model.encode_text(s.model.tokenize(inputs)) if modality == "text"
-                           else s.model.encode_image(torch.stack([s.model.preprocess(im) for im in inputs]).to(s.model.device)))
+                    emb = (
+                        s.model.encode_text(s.model.tokenize(inputs))
+                        if modality == "text"
+                        else s.model.encode_image(
+                            torch.stack([s.model.preprocess(im) for im in inputs]).to(s.model.device)
+                        )
+                    )
                     scores = clf.score(emb.float().cpu()).tolist()
-                rows += [{"modality": modality, "score": sc, "unsafe": None if clf.threshold is None else sc >= clf.threshold,
-                          "threshold": clf.threshold, "scorer": clf.name} for sc in scores]
+                rows += [
+                    {
+                        "modality": modality,
+                        "score": sc,
+                        "unsafe": None if clf.threshold is None else sc >= clf.threshold,
+                        "threshold": clf.threshold,
+                        "scorer": clf.name,
+                    }
+                    for sc in scores
+                ]
             out[name] = rows
         return {"results": out}
 
@@ -167,7 +212,9 @@ class Service:
             raise RequestError(f"unknown model {name!r}", "model", 404)
         if not 0 <= row < len(s.index.index) or s.index.meta["modality"] != "image":
             raise RequestError(f"no image row {row} in {name}'s index", "row", 404)
-        return Path(s.index.items.column("path")[row].as_py())  # a path from the index, never from the request
+        return Path(
+            s.index.items.column("path")[row].as_py()
+        )  # a path from the index, never from the request
 
 
 def _error_handlers(app) -> None:
@@ -183,7 +230,9 @@ def _error_handlers(app) -> None:
     async def _validation_error(request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", []) if p not in ("body", "query", "path"))
-        return JSONResponse({"error": first.get("msg", "invalid request"), "field": where or "body"}, status_code=422)
+        return JSONResponse(
+            {"error": first.get("msg", "invalid request"), "field": where or "body"}, status_code=422
+        )
 
     @app.exception_handler(HTTPException)
     async def _http_error(request, exc: HTTPException):  # unknown routes and methods
@@ -192,17 +241,23 @@ def _error_handlers(app) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request, exc: Exception):
         logger.exception("unexpected error on %s", request.url.path)
-        return JSONResponse({"error": f"internal error ({type(exc).__name__})", "field": None}, status_code=500)
+        return JSONResponse(
+            {"error": f"internal error ({type(exc).__name__})", "field": None}, status_code=500
+        )
 
 
 async def _body(service: Service, request) -> tuple[dict, list[bytes]]:
     """JSON body, or a multipart form (fields + uploaded files), size-limited."""
     length = int(request.headers.get("content-length") or 0)
     if length > service.max_upload:
-        raise RequestError(f"request of {length} bytes exceeds the {service.max_upload}-byte limit", "image", 413)
+        raise RequestError(
+            f"request of {length} bytes exceeds the {service.max_upload}-byte limit", "image", 413
+        )
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         form = await request.form()
-        files = [await f.read() for key in ("image", "images") for f in form.getlist(key) if hasattr(f, "read")]
+        files = [
+            await f.read() for key in ("image", "images") for f in form.getlist(key) if hasattr(f, "read")
+        ]
         if any(len(f) > service.max_upload for f in files):
             raise RequestError(f"upload exceeds the {service.max_upload}-byte limit", "image", 413)
         return {k: v for k, v in form.items() if not hasattr(v, "read")}, files
@@ -231,7 +286,9 @@ def create_app(service: Service):
     from fastapi.responses import FileResponse, HTMLResponse, Response
     from starlette.concurrency import run_in_threadpool
 
-    app = FastAPI(title="hysafe", description="Safe retrieval and NSFW moderation with CLIP, Safe-CLIP and HySAC")
+    app = FastAPI(
+        title="hysafe", description="Safe retrieval and NSFW moderation with CLIP, Safe-CLIP and HySAC"
+    )
     _error_handlers(app)
 
     @app.post("/search")
@@ -240,16 +297,24 @@ def create_app(service: Service):
         models = data.get("models")
         models = [m for m in models.split(",") if m] if isinstance(models, str) else models
         image = _image(files[0], "image") if files else None
-        return await run_in_threadpool(service.search, text=None if files else data.get("text"), image=image, k=_integer(data.get("k", 5), "k"),
-                                       models=models, traversal=data.get("traversal", True) not in (False, "false", "0", "off"),
-                                       tau=data.get("tau"))  # a number, or a rule / numeric string checked by the model
+        return await run_in_threadpool(
+            service.search,
+            text=None if files else data.get("text"),
+            image=image,
+            k=_integer(data.get("k", 5), "k"),
+            models=models,
+            traversal=data.get("traversal", True) not in (False, "false", "0", "off"),
+            tau=data.get("tau"),
+        )  # a number, or a rule / numeric string checked by the model
 
     @app.post("/classify")
     async def classify(request: Request):
         data, files = await _body(service, request)
         texts = [data["texts"]] if isinstance(data.get("texts"), str) else data.get("texts")
         images = [_image(f, "images") for f in files] or None
-        return await run_in_threadpool(service.classify, texts=texts, images=images, models=data.get("models"))
+        return await run_in_threadpool(
+            service.classify, texts=texts, images=images, models=data.get("models")
+        )
 
     @app.get("/health")
     def health():

@@ -31,6 +31,12 @@ from .sampler import ResumableBatchSampler
 from .validation import safety_bounds, validation_recalls
 
 __all__ = [
-    "TrainConfig", "TrainResult", "train", "compute_loss", "ResumableBatchSampler",
-    "safety_bounds", "validation_recalls", "nearest_safe_targets",
+    "TrainConfig",
+    "TrainResult",
+    "train",
+    "compute_loss",
+    "ResumableBatchSampler",
+    "safety_bounds",
+    "validation_recalls",
+    "nearest_safe_targets",
 ]

@@ -30,36 +30,96 @@ class TrainConfig:
     """
 
     epochs: int = field(default=20, metadata=_opt("training epochs"))
-    batch_size: int = field(default=32, metadata=_opt("quadruplets per step and process (global batch = batch size x processes)"))
+    batch_size: int = field(
+        default=32, metadata=_opt("quadruplets per step and process (global batch = batch size x processes)")
+    )
     lr: float = field(default=1e-4, metadata=_opt("peak learning rate"))
-    optimizer: str | None = field(default=None, metadata=_opt("'adamw' or 'adam' (default: the recipe's)", choices=("adamw", "adam")))
-    weight_decay: float | None = field(default=None, metadata=_opt("decoupled weight decay, never on scalars/biases/norms (default: the recipe's)"))
-    betas: tuple[float, float] | None = field(default=None, metadata=_opt("Adam betas (default: the recipe's)", cli=None))
+    optimizer: str | None = field(
+        default=None, metadata=_opt("'adamw' or 'adam' (default: the recipe's)", choices=("adamw", "adam"))
+    )
+    weight_decay: float | None = field(
+        default=None,
+        metadata=_opt("decoupled weight decay, never on scalars/biases/norms (default: the recipe's)"),
+    )
+    betas: tuple[float, float] | None = field(
+        default=None, metadata=_opt("Adam betas (default: the recipe's)", cli=None)
+    )
     warmup_steps: int = field(default=0, metadata=_opt("linear warm-up steps"))
-    schedule: str = field(default="cosine", metadata=_opt("learning-rate schedule after warm-up", choices=("cosine", "constant")))
+    schedule: str = field(
+        default="cosine",
+        metadata=_opt("learning-rate schedule after warm-up", choices=("cosine", "constant")),
+    )
     grad_accum: int = field(default=1, metadata=_opt("micro-batches accumulated per optimiser step"))
     max_grad_norm: float | None = field(default=None, metadata=_opt("clip the gradient norm to this value"))
-    precision: str = field(default="fp32", metadata=_opt("autocast precision (auto: bf16 on capable GPUs); hyperbolic math stays fp32", choices=PRECISIONS))
-    compile: str | None = field(default=None, metadata=_opt(
-        "torch.compile the forward pass and loss with this backend ('inductor': fused kernels; the first steps compile)",
-        choices=("inductor", "aot_eager", "eager")))
-    grad_checkpointing: bool = field(default=False, metadata=_opt(
-        "recompute the transformer blocks' activations in the backward pass: memory for larger batches, ~1/3 more compute"))
-    num_workers: int = field(default=0, metadata=_opt("DataLoader worker processes (0 preloads images once)", cli="--workers"))
+    precision: str = field(
+        default="fp32",
+        metadata=_opt(
+            "autocast precision (auto: bf16 on capable GPUs); hyperbolic math stays fp32", choices=PRECISIONS
+        ),
+    )
+    compile: str | None = field(
+        default=None,
+        metadata=_opt(
+            "torch.compile the forward pass and loss with this backend "
+            "('inductor': fused kernels; the first steps compile)",
+            choices=("inductor", "aot_eager", "eager"),
+        ),
+    )
+    grad_checkpointing: bool = field(
+        default=False,
+        metadata=_opt(
+            "recompute the transformer blocks' activations in the backward pass: "
+            "memory for larger batches, ~1/3 more compute"
+        ),
+    )
+    num_workers: int = field(
+        default=0, metadata=_opt("DataLoader worker processes (0 preloads images once)", cli="--workers")
+    )
     seed: int = field(default=0, metadata=_opt("seed of shuffling, dropout and initialisation"))
-    output_dir: str | None = field(default=None, metadata=_opt("run folder: log.jsonl, config.json, last.safetensors (resume), best.safetensors", cli="--out"))
-    checkpoint_every: int | None = field(default=200, metadata=_opt("optimiser steps between resumable training-state checkpoints (also written after every epoch)"))
-    resume: bool = field(default=True, metadata=_opt("continue from the run folder's last.safetensors when present"))
-    validate: bool = field(default=True, metadata=_opt("validation recall after every epoch (model selection, early stopping)"))
-    select: str = field(default="auto", metadata=_opt(
-        "model selection score: 'recall' (validation T->V + V->T recall sum) or 'safety' (that sum x the root-distance "
-        "ordering, 2 ROC-AUC - 1, averaged over text and images; hyperbolic models); 'auto': safety for HySAC", choices=SELECTIONS))
-    early_stopping_patience: int | None = field(default=None, metadata=_opt("stop after this many epochs without a better selection score", cli="--patience"))
+    output_dir: str | None = field(
+        default=None,
+        metadata=_opt(
+            "run folder: log.jsonl, config.json, last.safetensors (resume), best.safetensors", cli="--out"
+        ),
+    )
+    checkpoint_every: int | None = field(
+        default=200,
+        metadata=_opt(
+            "optimiser steps between resumable training-state checkpoints (also written after every epoch)"
+        ),
+    )
+    resume: bool = field(
+        default=True, metadata=_opt("continue from the run folder's last.safetensors when present")
+    )
+    validate: bool = field(
+        default=True, metadata=_opt("validation recall after every epoch (model selection, early stopping)")
+    )
+    select: str = field(
+        default="auto",
+        metadata=_opt(
+            "model selection score: 'recall' (validation T->V + V->T recall sum) "
+            "or 'safety' (that sum x the root-distance "
+            "ordering, 2 ROC-AUC - 1, averaged over text and images; hyperbolic "
+            "models); 'auto': safety for HySAC",
+            choices=SELECTIONS,
+        ),
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata=_opt("stop after this many epochs without a better selection score", cli="--patience"),
+    )
     eval_batch_size: int = field(default=256, metadata=_opt("batch size of validation and bounds"))
     log_every: int = field(default=10, metadata=_opt("optimiser steps between log.jsonl records"))
-    tensorboard: bool = field(default=False, metadata=_opt("also write TensorBoard scalars (pip install hysafe[tensorboard])"))
+    tensorboard: bool = field(
+        default=False, metadata=_opt("also write TensorBoard scalars (pip install hysafe[tensorboard])")
+    )
     progress: bool = field(default=True, metadata=_opt("progress bars"))
-    device: str | None = field(default=None, metadata=_opt("device to train on (default: the model's; under torchrun, cuda gives one GPU per process)"))
+    device: str | None = field(
+        default=None,
+        metadata=_opt(
+            "device to train on (default: the model's; under torchrun, cuda gives one GPU per process)"
+        ),
+    )
 
     def __post_init__(self):
         if self.betas is not None:

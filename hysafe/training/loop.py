@@ -2,6 +2,7 @@
 datasets (:mod:`.data`), batches (:mod:`.sampler`), processes (:mod:`.distributed`), optimiser
 and precision (:mod:`.optim`), resume (:mod:`.state`), selection and bounds (:mod:`.validation`),
 logs (:mod:`.logs`); what to optimise comes from the recipe (:mod:`hysafe.training.recipes`).
+(Over 300 lines: the step, the epoch, resume and the finish, read in the order they run.)
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from ..models.checkpoint import read_metadata
 from ..models.embed import embed_quadruplets
 from ..models.safety_model import SafetyModel, create_model
 from ..utils.progress import bar, report
-from .recipes import Recipe, as_recipe
 from .config import TrainConfig, TrainResult
 from .data import training_datasets
 from .distributed import DistributedContext, init_distributed
 from .logs import RunLog
 from .optim import Optimization, build_optimization
-from .sampler import ResumableBatchSampler
+from .recipes import Recipe, as_recipe
 from .run_folder import locked_run_folder
+from .sampler import ResumableBatchSampler
 from .state import load_training_state, new_progress, run_fingerprint, save_training_state
 from .validation import BestWeights, safety_bounds, save_best, validation_recalls
 
@@ -42,8 +43,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["train", "compute_loss"]
 
 
-def compute_loss(model: SafetyModel, objective: Objective, batch: dict[str, Tensor],
-                 amp_dtype: torch.dtype | None = None) -> tuple[Tensor, Mapping[str, float]]:
+def compute_loss(
+    model: SafetyModel, objective: Objective, batch: dict[str, Tensor], amp_dtype: torch.dtype | None = None
+) -> tuple[Tensor, Mapping[str, float]]:
     """Forward pass of one training step: batched embeddings (autocast when ``amp_dtype``) and the
     objective's weighted total with per-term values, in the model's live space."""
     device_type = batch[next(iter(batch))].device.type
@@ -109,12 +111,20 @@ class TrainingRun:
     fingerprint: dict
     callbacks: Sequence[Callable[[dict], None]] = ()
     progress: dict = field(default_factory=new_progress)
-    loss_fn: Callable[..., tuple[Tensor, Mapping[str, float]]] = compute_loss  # compiled when TrainConfig.compile
+    loss_fn: Callable[..., tuple[Tensor, Mapping[str, float]]] = (
+        compute_loss  # compiled when TrainConfig.compile
+    )
 
     def save_state(self) -> None:
         if self.folder is not None and self.dist.is_main:
-            save_training_state(self.folder / "last.safetensors", self.model, self.opt, self.progress,
-                                best=self.best.weights, fingerprint=self.fingerprint)
+            save_training_state(
+                self.folder / "last.safetensors",
+                self.model,
+                self.opt,
+                self.progress,
+                best=self.best.weights,
+                fingerprint=self.fingerprint,
+            )
 
     def resume(self) -> None:
         """Continue from the run folder's state when there is one (and resuming is on)."""
@@ -122,7 +132,9 @@ class TrainingRun:
         best = None
         if self.cfg.resume and last is not None and last.is_file():
             self.progress, best = load_training_state(last, self.model, self.opt, self.fingerprint)
-            logger.info("resumed from %s at epoch %d, step %d", last, self.progress["epoch"], self.progress["step"])
+            logger.info(
+                "resumed from %s at epoch %d, step %d", last, self.progress["epoch"], self.progress["step"]
+            )
         self.best.start(self.model, self.progress, best)
 
     def fit(self, val_set: Dataset | None, log: RunLog) -> bool:
@@ -136,7 +148,11 @@ class TrainingRun:
             stop = self.best.update(self.model, self.validate(val_set, log), epoch + 1)
             self.save_state()
             if stop:
-                logger.info("early stopping after epoch %d (no improvement for %d epochs)", epoch + 1, self.progress["bad_epochs"])
+                logger.info(
+                    "early stopping after epoch %d (no improvement for %d epochs)",
+                    epoch + 1,
+                    self.progress["bad_epochs"],
+                )
                 break
         return True
 
@@ -144,8 +160,13 @@ class TrainingRun:
         """One pass over the (remaining) batches of ``epoch``."""
         cfg, p = self.cfg, self.progress
         self.sampler.set_epoch(epoch, p["batch"] if epoch == p["epoch"] else 0)
-        loader = DataLoader(self.data, batch_sampler=self.sampler, num_workers=cfg.num_workers,
-                            generator=torch.Generator().manual_seed(cfg.seed + epoch), persistent_workers=False)
+        loader = DataLoader(
+            self.data,
+            batch_sampler=self.sampler,
+            num_workers=cfg.num_workers,
+            generator=torch.Generator().manual_seed(cfg.seed + epoch),
+            persistent_workers=False,
+        )
         shown = cfg.progress and self.dist.is_main
         batches = bar(loader, desc=f"{self.objective.name} epoch {epoch + 1}/{cfg.epochs}", enabled=shown)
         start, losses = time.time(), {"total": float("nan")}
@@ -159,7 +180,16 @@ class TrainingRun:
                 if shown and p["step"] % cfg.log_every == 0:  # reading a loss waits for the device
                     batches.set_postfix(loss=f"{losses['total']:.3f}")
         p["epoch"], p["batch"] = epoch + 1, 0
-        report(shown, "%s epoch %d/%d: step %d, loss %.4f, %.1f s", self.objective.name, epoch + 1, cfg.epochs, p["step"], losses["total"], time.time() - start)
+        report(
+            shown,
+            "%s epoch %d/%d: step %d, loss %.4f, %.1f s",
+            self.objective.name,
+            epoch + 1,
+            cfg.epochs,
+            p["step"],
+            losses["total"],
+            time.time() - start,
+        )
 
     def _after_step(self, epoch: int, lr: float, losses: Mapping[str, float], log: RunLog) -> None:
         """Count the step; log, checkpoint and call back. Loss values are read (one device sync)
@@ -179,7 +209,9 @@ class TrainingRun:
         if val_set is None:
             return None
         self.model.eval()
-        recalls = validation_recalls(self.model, val_set, batch_size=self.cfg.eval_batch_size, select=self.cfg.select)
+        recalls = validation_recalls(
+            self.model, val_set, batch_size=self.cfg.eval_batch_size, select=self.cfg.select
+        )
         self.model.train()
         metrics = {"epoch": self.progress["epoch"], "step": self.progress["step"], **recalls}
         self.progress["history"].append(metrics)
@@ -217,7 +249,8 @@ def train(
 
     ``model``: a :class:`~hysafe.models.SafetyModel`, or a kind (``"hysac"``, ``"safeclip"``) built
     with :func:`~hysafe.models.create_model` and ``model_kwargs`` (``model=``, ``pretrained=``, ...).
-    ``data``: a dataset (:class:`~hysafe.data.QuadrupletDataset`, :class:`~hysafe.models.features.FeatureDataset`),
+    ``data``: a dataset (:class:`~hysafe.data.QuadrupletDataset`,
+    :class:`~hysafe.models.features.FeatureDataset`),
     a manifest path (its ``train`` split; its ``validation`` split validates unless ``val_data``
     is given), or a list of rows. ``recipe``: ``"hysac"``, ``"safeclip"``, ``"safer-clip"``,
     ``"clip-pretrain"``, a :class:`~hysafe.training.recipes.Recipe` or a bare objective; default from the
@@ -230,36 +263,82 @@ def train(
     model.to(dist.device)
     recipe.check_model(model)
     _seed_everything(cfg.seed)
-    train_set, val_set = training_datasets(data, val_data, model, recipe.objective, preload=cfg.num_workers == 0,
-                                           validate=cfg.validate, progress=cfg.progress)
-    sampler = ResumableBatchSampler(len(train_set), cfg.batch_size, seed=cfg.seed, rank=dist.rank, world=dist.world)
+    train_set, val_set = training_datasets(
+        data,
+        val_data,
+        model,
+        recipe.objective,
+        preload=cfg.num_workers == 0,
+        validate=cfg.validate,
+        progress=cfg.progress,
+    )
+    run = _training_run(model, recipe, cfg, dist, train_set, callbacks)
+    start = time.time()
+    with (
+        locked_run_folder(run.folder if dist.is_main else None),
+        grad_checkpointing(model, cfg.grad_checkpointing),
+        compiled_loss(model, cfg.compile) as run.loss_fn,
+    ):
+        ran = _resume_and_fit(run, recipe, val_set)
+        _keep_best(run, val_set, ran)
+    return TrainResult(
+        model=model,
+        history=run.progress["history"],
+        best_score=run.progress["best"],
+        best_checkpoint=run.best.path if run.best.path and run.best.path.is_file() else None,
+        bounds=model.bounds,
+        steps=run.progress["step"],
+        seconds=time.time() - start,
+    )
+
+
+def _training_run(model, recipe: Recipe, cfg: TrainConfig, dist, train_set, callbacks) -> TrainingRun:
+    """The fixed parts of a run: batch sampler, optimisation, run folder and best-weights keeper."""
+    sampler = ResumableBatchSampler(
+        len(train_set), cfg.batch_size, seed=cfg.seed, rank=dist.rank, world=dist.world
+    )
     steps_per_epoch = sampler.batches_per_epoch // cfg.grad_accum
     if steps_per_epoch == 0:
-        raise ValueError(f"grad_accum={cfg.grad_accum} exceeds the {sampler.batches_per_epoch} batches of an epoch")
+        raise ValueError(
+            f"grad_accum={cfg.grad_accum} exceeds the {sampler.batches_per_epoch} batches of an epoch"
+        )
     opt = build_optimization(model, recipe, cfg, steps_per_epoch * cfg.epochs, dist.device)
     folder = Path(cfg.output_dir) if cfg.output_dir else None
     best_path = folder / "best.safetensors" if folder and dist.is_main else None
     best = BestWeights(path=best_path, patience=cfg.early_stopping_patience)
-    run = TrainingRun(model, recipe.objective, opt, train_set, sampler, cfg, dist, folder, best, run_fingerprint(model, recipe), callbacks)
-    start = time.time()
-    with locked_run_folder(folder if dist.is_main else None), grad_checkpointing(model, cfg.grad_checkpointing), \
-            compiled_loss(model, cfg.compile) as run.loss_fn:
-        run.resume()
-        if run.progress["step"] == 0:
-            calibrate(model, train_set)
-        config_record = {"train": asdict(cfg), "recipe": recipe.name, "objective": recipe.objective.name}
-        log_folder = folder if dist.is_main else None
-        with RunLog(log_folder, config=config_record, tensorboard=cfg.tensorboard, resumed_at_step=run.progress["step"]) as log, \
-                geometry_validation(False):
-            ran = run.fit(val_set, log)  # no per-call finiteness syncs in the hot loop (geometry validation off)
-        best.restore(model)  # best weights back into the model; bounds from validation (else training) rows
-        model.eval()
-        if not ran and best_path is not None and best_path.is_file():  # a finished run: its files stay as they are
-            model.bounds = read_metadata(best_path).get("bounds")
-        else:
-            model.bounds = safety_bounds(model, val_set or train_set, batch_size=cfg.eval_batch_size)
-            if best_path is not None:
-                save_best(model, best_path, extra={"best_validation_score": run.progress["best"], "select": cfg.select})
-    return TrainResult(model=model, history=run.progress["history"], best_score=run.progress["best"],
-                       best_checkpoint=best_path if best_path and best_path.is_file() else None,
-                       bounds=model.bounds, steps=run.progress["step"], seconds=time.time() - start)
+    fingerprint = run_fingerprint(model, recipe)
+    return TrainingRun(
+        model, recipe.objective, opt, train_set, sampler, cfg, dist, folder, best, fingerprint, callbacks
+    )
+
+
+def _resume_and_fit(run: TrainingRun, recipe: Recipe, val_set) -> bool:
+    """Resume from the run folder's state, then run the remaining epochs; whether any ran."""
+    run.resume()
+    if run.progress["step"] == 0:
+        calibrate(run.model, run.data)
+    config_record = {"train": asdict(run.cfg), "recipe": recipe.name, "objective": recipe.objective.name}
+    log = RunLog(
+        run.folder if run.dist.is_main else None,
+        config=config_record,
+        tensorboard=run.cfg.tensorboard,
+        resumed_at_step=run.progress["step"],
+    )
+    # no per-call finiteness syncs in the hot loop (geometry validation off)
+    with log, geometry_validation(False):
+        return run.fit(val_set, log)
+
+
+def _keep_best(run: TrainingRun, val_set, ran: bool) -> None:
+    """The best weights back into the model, with safety bounds from validation (else training)
+    rows, saved as ``best.safetensors``. A finished run re-run keeps its files as they are."""
+    model, best_path = run.model, run.best.path
+    run.best.restore(model)
+    model.eval()
+    if not ran and best_path is not None and best_path.is_file():
+        model.bounds = read_metadata(best_path).get("bounds")
+        return
+    model.bounds = safety_bounds(model, val_set or run.data, batch_size=run.cfg.eval_batch_size)
+    if best_path is not None:
+        extra = {"best_validation_score": run.progress["best"], "select": run.cfg.select}
+        save_best(model, best_path, extra=extra)

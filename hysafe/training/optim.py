@@ -15,11 +15,18 @@ import torch
 from torch import Tensor
 
 from ..models.safety_model import SafetyModel, trainable_parameters
-from .recipes import Recipe
 from .config import TrainConfig
 from .distributed import all_reduce_grads
+from .recipes import Recipe
 
-__all__ = ["Optimization", "build_optimization", "fused_supported", "param_groups", "lr_lambda", "autocast_dtype"]
+__all__ = [
+    "Optimization",
+    "build_optimization",
+    "fused_supported",
+    "param_groups",
+    "lr_lambda",
+    "autocast_dtype",
+]
 
 
 def _no_decay(name: str, p: Tensor) -> bool:
@@ -95,14 +102,30 @@ def fused_supported(params: list[torch.Tensor]) -> bool:
     return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
 
-def build_optimization(model: SafetyModel, recipe: Recipe, cfg: TrainConfig, total_steps: int, device: torch.device) -> Optimization:
+def build_optimization(
+    model: SafetyModel, recipe: Recipe, cfg: TrainConfig, total_steps: int, device: torch.device
+) -> Optimization:
     """Optimiser + schedule + scaler for ``total_steps`` optimiser steps."""
     weight_decay = cfg.weight_decay if cfg.weight_decay is not None else recipe.weight_decay
     name = cfg.optimizer or recipe.optimizer
     cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
     groups = param_groups(model, weight_decay)
-    optimizer = cls(groups, lr=cfg.lr, betas=cfg.betas or recipe.betas, fused=fused_supported([p for g in groups for p in g["params"]]))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.warmup_steps, cfg.schedule, total_steps))
+    optimizer = cls(
+        groups,
+        lr=cfg.lr,
+        betas=cfg.betas or recipe.betas,
+        fused=fused_supported([p for g in groups for p in g["params"]]),
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(cfg.warmup_steps, cfg.schedule, total_steps)
+    )
     amp_dtype = autocast_dtype(cfg.precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    return Optimization(optimizer, scheduler, scaler, amp_dtype, [p for _, p in trainable_parameters(model)], cfg.max_grad_norm)
+    return Optimization(
+        optimizer,
+        scheduler,
+        scaler,
+        amp_dtype,
+        [p for _, p in trainable_parameters(model)],
+        cfg.max_grad_norm,
+    )

@@ -20,7 +20,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["pretrain_clip", "export_open_clip"]
 
 
-def pretrain_clip(data, *, model: str = TINY_MODEL, config: TrainConfig | None = None, val_data=None, seed: int = 0) -> TrainResult:
+def pretrain_clip(
+    data, *, model: str = TINY_MODEL, config: TrainConfig | None = None, val_data=None, seed: int = 0
+) -> TrainResult:
     """Train every weight of a randomly initialised open_clip ``model`` with the plain CLIP loss
     on (T, V) and (T*, V*) pairs. Returns the :class:`TrainResult` of a ``CLIP`` model."""
     import torch
@@ -37,5 +39,7 @@ def export_open_clip(model: SafetyModel, path: str | Path) -> Path:
     ``open_clip.create_model(name, pretrained=path)`` and ``pretrained=`` in hysafe accept)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.backbone.merged_state_dict().items()}, str(path))
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in model.backbone.merged_state_dict().items()}, str(path)
+    )
     return path

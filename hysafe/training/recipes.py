@@ -40,7 +40,10 @@ class Recipe:
         """Raise a clear error when ``model`` cannot be trained with this recipe."""
         self.objective.check_space(model.space)
         if self.objective.needs_reference and not hasattr(model, "encode_image_ref"):
-            raise ValueError(f"objective {self.objective.name!r} needs a frozen reference (a SafeCLIP model), got {model.kind!r}")
+            raise ValueError(
+                f"objective {self.objective.name!r} needs a frozen reference (a "
+                f"SafeCLIP model), got {model.kind!r}"
+            )
         if self.objective.needs_reference and model.reference is None:
             raise ValueError(model.reference_problem)
 
@@ -62,20 +65,27 @@ def _hysac(entailment_weight: float = 1.0, **cone_options) -> Objective:
 #: recipe -> how its objective is built from the recipe's options
 _OBJECTIVE_BUILDERS = {"hysac": _hysac, "safer-clip": safer_clip_objective}
 #: recipe -> the options it takes (for messages)
-RECIPE_OPTIONS = {"hysac": ("entailment_weight", "min_radius", "radius_ratio", "aperture_scale"), "safer-clip": ("redirection_weight", "image_target", "redirection_scale", "pair_quantile")}
+RECIPE_OPTIONS = {
+    "hysac": ("entailment_weight", "min_radius", "radius_ratio", "aperture_scale"),
+    "safer-clip": ("redirection_weight", "image_target", "redirection_scale", "pair_quantile"),
+}
 
 
 def get_recipe(name: str, **options) -> Recipe:
     """The recipe ``name`` with its options: for ``hysac`` ``entailment_weight`` and the
     :class:`~hysafe.losses.ConeConfig` fields (``min_radius``, ``aperture_scale``); for
-    ``safer-clip`` ``redirection_weight``, ``image_target``, ``redirection_scale`` and ``pair_quantile`` (the parts the poster leaves open)."""
+    ``safer-clip`` ``redirection_weight``, ``image_target``, ``redirection_scale`` and ``pair_quantile`` (the
+    parts the poster leaves open)."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe/objective {name!r}; expected one of {sorted(RECIPES)}")
     kind, optimizer, weight_decay = RECIPES[name]
     unknown = set(options) - set(RECIPE_OPTIONS.get(name, ()))
     if unknown:
         owners = {o: r for r, opts in RECIPE_OPTIONS.items() for o in opts}
-        where = ", ".join(f"{o} ({'of the ' + owners[o] + ' recipe' if o in owners else 'no recipe has it'})" for o in sorted(unknown))
+        where = ", ".join(
+            f"{o} ({'of the ' + owners[o] + ' recipe' if o in owners else 'no recipe has it'})"
+            for o in sorted(unknown)
+        )
         raise ValueError(f"recipe {name!r} does not take {where}")
     objective = _OBJECTIVE_BUILDERS[name](**options) if name in _OBJECTIVE_BUILDERS else get_objective(name)
     return Recipe(name, kind, objective, optimizer, weight_decay)

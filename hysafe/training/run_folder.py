@@ -21,7 +21,9 @@ def _make_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as e:
         blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), folder)
-        raise ValueError(f"run folder {folder}: {blocker} is a file, not a folder; choose another --out") from e
+        raise ValueError(
+            f"run folder {folder}: {blocker} is a file, not a folder; choose another --out"
+        ) from e
     except PermissionError as e:
         raise ValueError(f"run folder {folder}: permission denied ({e.strerror})") from e
 
@@ -40,8 +42,10 @@ def locked_run_folder(folder: Path | None) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise ValueError(f"run folder {folder} is in use by another training (pid {holder}); "
-                             "wait for it to finish or choose another --out") from None
+            raise ValueError(
+                f"run folder {folder} is in use by another training (pid {holder}); "
+                "wait for it to finish or choose another --out"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         for stale in folder.glob(".*.tmp"):  # half-written files of a killed run (never under a real name)

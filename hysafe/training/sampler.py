@@ -23,7 +23,9 @@ class ResumableBatchSampler(Sampler[list[int]]):
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
         self.epoch, self.start_batch = 0, 0
         if self.batches_per_epoch == 0:
-            raise ValueError(f"dataset of {n} rows is smaller than one global batch ({batch_size} x {world} processes)")
+            raise ValueError(
+                f"dataset of {n} rows is smaller than one global batch ({batch_size} x {world} processes)"
+            )
 
     @property
     def batches_per_epoch(self) -> int:

@@ -36,14 +36,26 @@ def run_fingerprint(model, recipe) -> dict:
     backbone's file path may move; its architecture may not)."""
     config = model.config.to_dict()
     config["backbone"].pop("pretrained", None)
-    return {"recipe": recipe.name, "objective": [list(map(str, (t.loss, t.inputs, t.weight))) for t in recipe.objective.terms],
-            "cones": [recipe.objective.cones.aperture_scale, recipe.objective.cones.min_radius, recipe.objective.cones.radius_ratio],
-            "redirection_scale": recipe.objective.redirection_scale, "model": config}
+    return {
+        "recipe": recipe.name,
+        "objective": [list(map(str, (t.loss, t.inputs, t.weight))) for t in recipe.objective.terms],
+        "cones": [
+            recipe.objective.cones.aperture_scale,
+            recipe.objective.cones.min_radius,
+            recipe.objective.cones.radius_ratio,
+        ],
+        "redirection_scale": recipe.objective.redirection_scale,
+        "model": config,
+    }
 
 
 def _differences(a, b, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b), key=str) for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+        return [
+            d
+            for k in sorted(set(a) | set(b), key=str)
+            for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")
+        ]
     return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} there, {b!r} now"]
 
 
@@ -60,9 +72,13 @@ def _tensors(model, opt: Optimization, best: dict[str, Tensor] | None) -> dict[s
     return tensors
 
 
-def save_training_state(path: Path, model, opt: Optimization, progress: dict, *, best: dict[str, Tensor] | None, fingerprint: dict) -> None:
+def save_training_state(
+    path: Path, model, opt: Optimization, progress: dict, *, best: dict[str, Tensor] | None, fingerprint: dict
+) -> None:
     opt_sd = opt.optimizer.state_dict()
-    scalars = {str(i): {k: v for k, v in s.items() if not isinstance(v, Tensor)} for i, s in opt_sd["state"].items()}
+    scalars = {
+        str(i): {k: v for k, v in s.items() if not isinstance(v, Tensor)} for i, s in opt_sd["state"].items()
+    }
     np_state = np.random.get_state()
     py_state = random.getstate()
     meta = {
@@ -105,19 +121,25 @@ def _read(path: Path) -> tuple[dict, dict[str, Tensor]]:
     return meta, tensors
 
 
-def load_training_state(path: Path, model, opt: Optimization, fingerprint: dict) -> tuple[dict, dict[str, Tensor] | None]:
+def load_training_state(
+    path: Path, model, opt: Optimization, fingerprint: dict
+) -> tuple[dict, dict[str, Tensor] | None]:
     """Restore model, optimiser, scheduler, scaler and RNGs; returns the saved progress and the
     best epoch's parameters (``None`` if the file holds none)."""
     meta, tensors = _read(path)
     saved = meta.get("fingerprint")
     if saved is not None and saved != fingerprint:
         diff = _differences(saved, fingerprint)
-        raise ValueError(f"{path.parent} holds a run with a different configuration ({'; '.join(diff[:4])}); "
-                         "resume it with its own settings, or choose another --out")
+        raise ValueError(
+            f"{path.parent} holds a run with a different configuration ({'; '.join(diff[:4])}); "
+            "resume it with its own settings, or choose another --out"
+        )
     params = dict(trainable_parameters(model))
     missing = {f"model/{n}" for n in params} - set(tensors)
     if missing:
-        raise ValueError(f"{path}: training state does not match the model (missing {sorted(missing)[:3]}...)")
+        raise ValueError(
+            f"{path}: training state does not match the model (missing {sorted(missing)[:3]}...)"
+        )
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(tensors[f"model/{n}"])

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..evaluation.metrics import recall_at_k
 from ..models.checkpoint import save_model, uses_adapter_form
 from ..models.embed import embed_dataset
-from ..evaluation.metrics import recall_at_k
 from ..models.safety_model import SafetyModel, trainable_parameters
 from ..populations import MODALITIES, POPULATIONS, modality_pair
 
@@ -39,13 +39,17 @@ def _ordering(model: SafetyModel, emb: dict) -> dict:
     for modality in MODALITIES:
         safe, unsafe = (p.key for p in modality_pair(modality))
         if safe in emb and unsafe in emb:
-            out[f"root AUC {modality}"] = ordering_auc(model.space.dist_to_root(emb[safe]), model.space.dist_to_root(emb[unsafe]))
+            out[f"root AUC {modality}"] = ordering_auc(
+                model.space.dist_to_root(emb[safe]), model.space.dist_to_root(emb[unsafe])
+            )
     aucs = list(out.values())
     out["ordering"] = sum(2 * a - 1 for a in aucs) / len(aucs)
     return out
 
 
-def validation_recalls(model: SafetyModel, dataset, *, batch_size: int = 256, ks=(1, 5, 10), select: str = "auto") -> dict:
+def validation_recalls(
+    model: SafetyModel, dataset, *, batch_size: int = 256, ks=(1, 5, 10), select: str = "auto"
+) -> dict:
     """Safe retrieval recalls (T->V, V->T) and their sum on a validation set; for hyperbolic
     models also the root-distance ordering; and ``score``, what model selection maximises:
     the recall sum (``select="recall"``), or the recall sum times the ordering (``"safety"``,
@@ -71,14 +75,20 @@ def validation_recalls(model: SafetyModel, dataset, *, batch_size: int = 256, ks
 
 def distance_stats(d: Tensor) -> dict[str, float]:
     """Mean, 5th and 95th percentile of distances to the root (the statistics of a safety bound)."""
-    return {"avg": d.mean().item(), "low_05": torch.quantile(d, 0.05).item(), "up_95": torch.quantile(d, 0.95).item()}
+    return {
+        "avg": d.mean().item(),
+        "low_05": torch.quantile(d, 0.05).item(),
+        "up_95": torch.quantile(d, 0.95).item(),
+    }
 
 
 def safety_bounds(model: SafetyModel, dataset, *, batch_size: int = 256) -> dict:
     """Distance-to-root statistics ``{"avg", "low_05", "up_95"}`` per population, keyed by bound
     name (``S`` safe text, ``V`` safe image, ``U`` unsafe text, ``G`` unsafe image)."""
     emb = embed_dataset(model, dataset, batch_size=batch_size)
-    return {p.bound: distance_stats(model.space.dist_to_root(emb[p.key])) for p in POPULATIONS if p.key in emb}
+    return {
+        p.bound: distance_stats(model.space.dist_to_root(emb[p.key])) for p in POPULATIONS if p.key in emb
+    }
 
 
 def _snapshot(model: SafetyModel) -> dict[str, Tensor]:
@@ -90,7 +100,8 @@ def save_best(model: SafetyModel, path: Path, extra: dict) -> None:
 
 
 class BestWeights:
-    """Model selection by the validation ``score`` (:func:`validation_recalls`; ``progress["best"]``, higher is better).
+    """Model selection by the validation ``score`` (:func:`validation_recalls`; ``progress["best"]``, higher
+    is better).
 
     Without validation the last epoch counts as the best. ``path`` (main process only) receives
     the best weights after every improvement; ``patience`` epochs without one stop the run.
@@ -107,7 +118,10 @@ class BestWeights:
         self.progress = progress
         self.weights = resumed_weights if progress["best"] is not None else _snapshot(model)
         if progress["best"] is not None and resumed_weights is None:
-            logger.warning("the resumed state holds no best weights (written by an older hysafe); best.safetensors will hold the final ones")
+            logger.warning(
+                "the resumed state holds no best weights (written by an older "
+                "hysafe); best.safetensors will hold the final ones"
+            )
 
     def update(self, model: SafetyModel, metrics: dict | None, epoch: int) -> bool:
         """Record one epoch's validation (``None``: no validation); returns whether to stop."""

@@ -20,6 +20,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "tensorboard": ("tensorboard",),
 }
 
+
 def extra_of_module(module: str) -> str | None:
     """The extra that provides top-level module ``module``, or None."""
     top = module.split(".")[0]
@@ -48,8 +49,9 @@ def require_extra(extra: str, what: str) -> None:
     """Raise an ``ImportError`` naming the extra when ``what`` (e.g. 'hysafe serve') cannot run."""
     missing = missing_extra_modules(extra)
     if missing:
-        raise ImportError(f"{what} needs the '{extra}' extra ({', '.join(missing)} not installed): "
-                          f"{install_hint(extra)}")
+        raise ImportError(
+            f"{what} needs the '{extra}' extra ({', '.join(missing)} not installed): {install_hint(extra)}"
+        )
 
 
 def missing_module_message(e: ModuleNotFoundError) -> str:
@@ -58,5 +60,7 @@ def missing_module_message(e: ModuleNotFoundError) -> str:
     extra = extra_of_module(name)
     if extra is not None:
         return f"this needs the '{extra}' extra ({name} is not installed): {install_hint(extra)}"
-    return (f"the package {name!r} is missing from this environment; reinstall hysafe "
-            f"(pip install -c constraints.txt -e . from a checkout)")
+    return (
+        f"the package {name!r} is missing from this environment; reinstall hysafe "
+        f"(pip install -c constraints.txt -e . from a checkout)"
+    )

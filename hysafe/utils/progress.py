@@ -25,7 +25,14 @@ def on_terminal() -> bool:
 
 def bar(iterable=None, *, desc: str, enabled: bool = True, total: int | None = None) -> tqdm:
     """A progress bar shown only when ``enabled`` and stderr is a terminal."""
-    return tqdm(iterable, desc=desc, total=total, disable=not (enabled and on_terminal()), leave=False, mininterval=1.0)
+    return tqdm(
+        iterable,
+        desc=desc,
+        total=total,
+        disable=not (enabled and on_terminal()),
+        leave=False,
+        mininterval=1.0,
+    )
 
 
 def report(enabled: bool, message: str, *args) -> None:

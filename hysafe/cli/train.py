@@ -1,0 +1,174 @@
+"""Training commands: ``train`` (a recipe on a manifest, or a feature model on cached features) and
+``embed`` (cache frozen-encoder features). The options of ``train`` are generated from
+``TrainConfig``/``LoraConfig``/``ConeConfig`` fields (:mod:`.options`), so their defaults live only
+in those dataclasses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+from .options import SPLITS, add_options, manifest_dataset, options_to_kwargs
+
+logger = logging.getLogger(__name__)
+
+
+def cmd_train(args) -> int:
+    from hysafe.losses import ConeConfig
+
+    from ..models.backbone import LoraConfig
+    from ..models.safety_model import create_feature_model, create_model
+    from ..training import TrainConfig, train
+    from ..training.recipes import RECIPE_OPTIONS, get_recipe
+
+    recipe_options = options_to_kwargs(args, ConeConfig) | {
+        k: getattr(args, k) for k in RECIPE_OPTIONS["safer-clip"] if hasattr(args, k)
+    }
+    recipe = get_recipe(args.objective, **recipe_options)
+    cfg = TrainConfig(**options_to_kwargs(args, TrainConfig))
+    device = cfg.device or "cpu"
+    if args.features:
+        data, val_data = _feature_splits(args, cfg.seed)
+        model = create_feature_model(recipe.model_kind, *data.dims, device=device)
+    elif args.data:
+        lora = LoraConfig(**options_to_kwargs(args, LoraConfig, prefix="lora-"))
+        model = create_model(recipe.model_kind, args.model, args.pretrained, lora=lora, device=device)
+        data, val_data = args.data, None
+    else:
+        raise ValueError("train needs --data MANIFEST (or --features FILE for the head strategy)")
+    res = train(model, data, recipe, cfg, val_data=val_data)
+    print(
+        json.dumps(
+            {
+                "steps": res.steps,
+                "seconds": round(res.seconds, 1),
+                "best_validation_score": res.best_score,
+                "best_checkpoint": str(res.best_checkpoint),
+                "bounds": res.bounds,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _feature_splits(args, seed: int):
+    """Training and validation feature sets: ``--val-features``, or a held-out share of ``--features``
+    (never training rows: validation picks the best weights and fits the safety bounds)."""
+    from ..models.features import FeatureDataset
+
+    data = FeatureDataset.load(args.features)
+    if args.val_features:
+        val = FeatureDataset.load(args.val_features)
+        if val.dims != data.dims:
+            raise ValueError(
+                f"--val-features {args.val_features} has dims {val.dims}, "
+                f"--features {args.features} has {data.dims}"
+            )
+        return data, val
+    data, val = data.split_holdout(args.val_fraction, seed=seed)
+    logger.info("validating on %d held-out feature rows, training on the other %d", len(val), len(data))
+    return data, val
+
+
+def cmd_embed(args) -> int:
+    from ..models.checkpoint import load_model
+    from ..models.features import cache_features
+    from ..models.safety_model import create_model
+
+    model = (
+        load_model(args.checkpoint)
+        if args.checkpoint
+        else create_model("clip", args.model, args.pretrained, device=args.device)
+    )
+    path = cache_features(
+        model,
+        manifest_dataset(model, args.data, args.split),
+        args.out,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+    )
+    print(f"features: {path}")
+    return 0
+
+
+def args_train(p) -> None:
+    from hysafe.losses import ConeConfig
+
+    from ..models.backbone import LoraConfig
+    from ..training import TrainConfig
+    from ..training.recipes import RECIPES
+
+    p.add_argument(
+        "--objective",
+        default="hysac",
+        choices=[r for r in RECIPES if r != "clip-pretrain"],
+        help="training recipe",
+    )
+    p.add_argument("--data", metavar="MANIFEST", help="quadruplet manifest (train + validation splits)")
+    p.add_argument(
+        "--features", metavar="FILE", help="cached features (hysafe embed): train projections over them"
+    )
+    p.add_argument(
+        "--val-features",
+        metavar="FILE",
+        help="cached features of a validation split (hysafe embed --split validation)",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="without --val-features: share of --features rows held out for validation",
+    )
+    p.add_argument("--model", default="ViT-B-32", help="open_clip model name")
+    p.add_argument("--pretrained", help="open_clip tag or local checkpoint")
+    add_options(p, TrainConfig, required=("output_dir",))
+    add_options(p, LoraConfig, prefix="lora-")
+    add_options(p, ConeConfig)
+    _args_safer_clip(p)
+
+
+def _args_safer_clip(p) -> None:
+    """The SafeR-CLIP recipe's options (absent unless given: the recipe's defaults apply)."""
+    p.add_argument(
+        "--redirection-weight",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="safer-clip: weight of the redirection terms (default 0.5)",
+    )
+    p.add_argument(
+        "--image-target",
+        choices=("proximal", "paired"),
+        default=argparse.SUPPRESS,
+        help="safer-clip: frozen image the text side is redirected to (default "
+        "paired: the row's own safe image)",
+    )
+    p.add_argument(
+        "--redirection-scale",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="safer-clip: temperature of the redirection terms (default: the "
+        "logit scale, 100; 1 is the poster's formula as written)",
+    )
+    p.add_argument(
+        "--pair-quantile",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="safer-clip: the unsafe caption's own safe pair is its target when "
+        "it ranks within this top share of safe "
+        "captions (default 0.05; 0: always the nearest, the poster's rule)",
+    )
+
+
+def args_embed(p) -> None:
+    p.add_argument("--data", required=True, metavar="MANIFEST")
+    p.add_argument("--split", default="train", choices=SPLITS)
+    p.add_argument("--checkpoint", help="a hysafe checkpoint (default: plain CLIP from --model/--pretrained)")
+    p.add_argument("--model", default="hysafe-tiny")
+    p.add_argument("--pretrained")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--device", default="cpu")

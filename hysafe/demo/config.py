@@ -1,0 +1,95 @@
+"""The demo's settings: :class:`DemoConfig`, whose fields are also ``hysafe demo``'s options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from ..data import WorldConfig
+from ..models.backbone import TINY_MODEL, LoraConfig
+from ..models.traversal import DEFAULT_TAU
+
+__all__ = ["DemoConfig"]
+
+
+def _opt(help: str, **cli) -> dict:
+    return {"help": help, **cli}
+
+
+@dataclass
+class DemoConfig:
+    """Defaults: the embedded world, tuned to finish in a few minutes on 2 CPU cores. The
+    ``hysafe demo`` options are generated from these fields."""
+
+    out_dir: str = field(default="hysafe-report", metadata=_opt("report folder", cli="--out"))
+    data: str = field(
+        default="synthetic",
+        metadata=_opt(
+            "'synthetic' (the embedded world), 'synthetic:crowd' / "
+            "'synthetic:tint' (two more), 'visu', or a manifest path"
+        ),
+    )
+    world: WorldConfig = field(default_factory=WorldConfig)
+    visu_source: str | None = field(
+        default=None,
+        metadata=_opt(
+            "ViSU-Text split files (folder or file) or 'hf:aimagelab/ViSU-Text'", cli="--visu-root"
+        ),
+    )
+    coco_root: str | None = field(default=None, metadata=_opt("COCO image folder (ViSU safe images)"))
+    unsafe_root: str | None = field(
+        default=None, metadata=_opt("folder of generated unsafe images named {incremental_id}.png")
+    )
+    model: str = field(default=TINY_MODEL, metadata=_opt("open_clip model name"))
+    pretrained: str | None = field(
+        default=None,
+        metadata=_opt(
+            "open_clip tag (e.g. openai) or local checkpoint; default: pretrain the tiny model here"
+        ),
+    )
+    pretrain_epochs: int = field(default=30, metadata=_opt("pretraining epochs of the tiny CLIP"))
+    finetune_epochs: int = field(
+        default=30, metadata=_opt("fine-tuning epochs of Safe-CLIP and HySAC", cli="--epochs")
+    )
+    batch_size: int = field(default=64, metadata=_opt("batch size of pretraining and fine-tuning"))
+    lr: float = field(default=3e-3, metadata=_opt("fine-tuning learning rate"))
+    lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=16, alpha=32.0, dropout=0.0))
+    min_radius: float | None = field(
+        default=None,
+        metadata=_opt(
+            "absolute entailment-cone K for HySAC; default: K relative to the embeddings (ConeConfig)"
+        ),
+    )
+    select: str = field(
+        default="auto",
+        metadata=_opt(
+            "model selection of the fine-tunes (TrainConfig.select)", choices=("auto", "recall", "safety")
+        ),
+    )
+    traversal: str = field(default=DEFAULT_TAU, metadata=_opt("tau rule or number for HySAC + traversal"))
+    workers: int = field(
+        default=0,
+        metadata=_opt(
+            "fine-tunes run at once, each in its own process with its share of the CPU threads "
+            "(0: all three on a CPU with 2+ threads, else 1; 1: one after another in this process)"
+        ),
+    )
+    precision: str = field(
+        default="fp32", metadata=_opt("autocast precision", choices=("fp32", "bf16", "fp16", "auto"))
+    )
+    device: str = field(default="cpu", metadata=_opt("device"))
+    seed: int = field(default=0, metadata=_opt("seed of the world and of every training"))
+    progress: bool = field(default=True, metadata=_opt("progress bars"))
+
+    @classmethod
+    def quick(cls, seed: int = 0, **overrides) -> "DemoConfig":
+        """A small world and few epochs: a smoke run of under a minute."""
+        base = cls(
+            world=WorldConfig(n_train=320, n_val=64, n_test=64, seed=seed),
+            pretrain_epochs=4,
+            finetune_epochs=3,
+            batch_size=32,
+            lora=LoraConfig(r=4, alpha=8.0, dropout=0.0),
+            seed=seed,
+            workers=1,
+        )  # starting processes costs more than a smoke run's fine-tunes
+        return replace(base, **overrides)
