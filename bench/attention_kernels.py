@@ -1,7 +1,7 @@
 """Forward + backward time of torch's flash and math attention kernels by sequence length (the data behind
 hysafe.models.attention's rule: CPU training forwards take the math kernel up to ``MATH_MAX_TOKENS`` tokens).
 
-    python bench/attention_kernels.py --out docs/bench_attention_kernels.json
+    python bench/attention_kernels.py --out bench/results/attention_kernels.json
 
 Each length runs ~3,200 tokens per call (batch = 3200 // length) with 12 heads of 64 dimensions (ViT-B's), in
 fp32 and bf16; forward-only times are recorded beside. Figures are medians of timed repeats after warm-up.

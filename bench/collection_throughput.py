@@ -1,9 +1,9 @@
 """Collection throughput: ``score`` and ``index build`` items/s and peak RSS at two sizes, and
 single-query search latency on a 1M-item index.
 
-    python bench/collection_throughput.py --out docs/bench_collection_cpu.json
+    python bench/collection_throughput.py --out bench/results/collection_cpu.json
     python bench/collection_throughput.py --plan gpu --device cuda --precision bf16 --workers 8 --threads 16 \
-        --out docs/bench_collection_gpu.json
+        --out bench/results/collection_gpu.json
 
 Every (model, modality, size, command) runs in its own process (isolated peak RSS). Images are
 generated PNGs at the model's resolution (decoding included, by the DataLoader workers); texts are
@@ -204,7 +204,7 @@ def search_child(args) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--out", default="docs/bench_collection_cpu.json")
+    p.add_argument("--out", default="bench/results/collection_cpu.json")
     p.add_argument("--data", default="/tmp/hysafe-bench-collection")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=1)

@@ -1,7 +1,7 @@
 """A Lorentz gallery larger than RAM: the compressed index (``kind="ivfpq"``) against exact search.
 
     python bench/compressed_index.py --n 10000000 --dim 768 --work /data/cidx --out
-    docs/bench_compressed_cpu.json
+    bench/results/compressed_cpu.json
 
 The gallery is generated chunk by chunk straight into the index (its full vectors go to the
 index's memory-mapped vector file, 4 x (dim) bytes per item on disk), so the run needs about

@@ -1,6 +1,6 @@
 """Embedding-extraction throughput (images/s, texts/s) with DataLoader workers and torchrun processes.
 
-    python bench/embed_throughput.py --workers 0 2 --out docs/bench_embed_cpu.json
+    python bench/embed_throughput.py --workers 0 2 --out bench/results/embed_cpu.json
     torchrun --nproc_per_node 2 bench/embed_throughput.py --workers 0     # scaling across processes
 
 Images are the synthetic world's PNGs, decoded and preprocessed by the DataLoader (at the model's

@@ -22,7 +22,7 @@ The epoch is chosen on the validation split; the test split is scored once. Per 
 ROC-AUC, safe 95th / unsafe 5th percentile of the score and the share of unsafe test images scored
 below the safe 95th percentile (the share that must be ~0 for the check to hold).
 
-    python bench/image_ceiling.py --runs runs/worlds --out docs/image_ceiling.json
+    python bench/image_ceiling.py --runs runs/worlds --out bench/results/worlds/image_ceiling.json
 
 ``--runs`` is ``bench/worlds.py``'s output folder (its worlds and pretrained CLIPs are reused; a world
 without them is generated and its CLIP pretrained as the demo does).

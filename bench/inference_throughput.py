@@ -1,6 +1,6 @@
 """Traversal and classifier-scoring throughput on 1M embeddings (vectorised, no Python loops).
 
-python bench/inference_throughput.py --n 1000000 --dim 512 --out docs/bench_inference.json
+python bench/inference_throughput.py --n 1000000 --dim 512 --out bench/results/inference_cpu.json
 """
 
 from __future__ import annotations

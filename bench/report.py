@@ -1,6 +1,6 @@
-"""Render the benchmark JSON files in docs/ as Markdown tables (pasted into docs/benchmarks.md).
+"""Render the benchmark JSON files in bench/results/ as Markdown tables (for docs/benchmarks.md).
 
-python bench/report.py docs/bench_train_cpu.json docs/bench_train_gpu.json docs/bench_retrieval_cpu.json ...
+python bench/report.py bench/results/train_cpu.json bench/results/retrieval_cpu.json ...
 """
 
 from __future__ import annotations

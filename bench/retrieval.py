@@ -1,6 +1,6 @@
 """Exact and IVF Lorentz top-10 retrieval with faiss vs brute-force torch geodesic distance + topk.
 
-    python bench/retrieval.py --sizes 100000 1000000 --dims 512 768 --out docs/bench_retrieval.json
+    python bench/retrieval.py --sizes 100000 1000000 --dims 512 768 --out bench/results/retrieval_cpu.json
 
 Galleries are clustered Lorentz points (a mixture of 4096 Gaussian clusters lifted with exp_map0,
 like real embeddings; IVF recall on structureless Gaussian noise is meaningless). Each method runs

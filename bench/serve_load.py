@@ -1,7 +1,7 @@
 """Load test of ``hysafe serve`` on loopback: N concurrent clients for a fixed time, then stop.
 
     python bench/serve_load.py --report hysafe-report --clients 16 --seconds 30 --out
-    docs/bench_serve_cpu.json
+    bench/results/serve_cpu.json
 
 Serves a demo report's three indexes (``hysafe serve --demo``) on a free 127.0.0.1 port, runs
 ``--clients`` threads that alternate ``POST /search`` (text, k=5, all models, HySAC with traversal)
@@ -64,7 +64,7 @@ def main() -> None:
     p.add_argument("--report", default="hysafe-report")
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--seconds", type=float, default=30.0)
-    p.add_argument("--out", default="docs/bench_serve_cpu.json")
+    p.add_argument("--out", default="bench/results/serve_cpu.json")
     args = p.parse_args()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

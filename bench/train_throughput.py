@@ -1,6 +1,6 @@
 """Training-step throughput and peak memory: hysafe's step vs the naive reference-style step.
 
-    python bench/train_throughput.py --device cpu --batch-sizes 8 32 --out docs/bench_train_cpu.json
+    python bench/train_throughput.py --device cpu --batch-sizes 8 32 --out bench/results/train_cpu.json
 
 Each (model, batch, implementation) runs in its own process (isolated peak memory), on open_clip
 ViT-B-32 with random weights (compute does not depend on the weights) and LoRA r=16 on both towers.
@@ -23,7 +23,7 @@ out of memory are recorded as such), ``--deadline-s`` skips the rows that would 
     \
         --naive-precisions bf16 fp32 --grad-checkpointing --compile inductor --in-process --steps 8 --warmup
         3 \
-        --profile docs/profile_vitl_hysac_b128.txt --out docs/bench_train_gpu_vitl.json
+        --profile bench/results/profiles/vitl_hysac_b128.txt --out bench/results/train_gpu_vitl.json
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ safety checks (hysafe.evaluation.checks), plus HySAC ablations against the defau
     python bench/worlds.py --out runs/worlds --variants default abs-K0.05 abs-K0.1 rel-0.3
     python bench/worlds.py --out runs/worlds --euclidean Safe-CLIP SafeR-CLIP  # without the SafeR-CLIP
     ablations
-    python bench/worlds.py --report runs/worlds/results.jsonl --markdown docs/worlds_results.md
+    python bench/worlds.py --report runs/worlds/results.jsonl --markdown bench/results/worlds/results.md
 
 Per world the tiny CLIP is pretrained once and Safe-CLIP / SafeR-CLIP are fine-tuned once (cached
 under OUT/WORLD/checkpoints); every HySAC variant is fine-tuned from the same CLIP and evaluated

@@ -6,14 +6,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from hysafe.utils.distributed import world_info
+
 __all__ = ["world_info", "gather_with_grad", "gather_detached"]
-
-
-def world_info() -> tuple[int, int]:
-    """``(rank, world_size)``; ``(0, 1)`` when torch.distributed is not initialised."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def gather_with_grad(x: Tensor) -> Tensor:

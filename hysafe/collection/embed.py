@@ -17,8 +17,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..data.dataset import tokenize_captions
+from ..models.backbone import autocast_dtype
 from ..models.safety_model import SafetyModel
-from ..training.optim import autocast_dtype
+from ..utils.distributed import launch_env
 from ..utils.progress import bar
 from .sources import Item, Source, open_image
 
@@ -41,7 +42,8 @@ def precision_record(precision: str) -> dict:
 
 def rank_and_world(env=os.environ) -> tuple[int, int]:
     """This process's share of the work under torchrun (``RANK``/``WORLD_SIZE``; 0/1 otherwise)."""
-    return int(env.get("RANK", "0")), int(env.get("WORLD_SIZE", "1"))
+    launched = launch_env(env)
+    return launched.rank, launched.world
 
 
 def model_fingerprint(model: SafetyModel) -> str:

@@ -46,6 +46,7 @@ __all__ = [
     "OpenClipBackbone",
     "register_model_configs",
     "create_backbone",
+    "autocast_dtype",
     "check_device",
     "apply_lora",
     "lora_target_regex",
@@ -305,6 +306,13 @@ def create_backbone(config: BackboneConfig, *, device: str | torch.device = "cpu
     backbone.finetune_kind, origin = finetune_record(config.pretrained) if config.is_local() else (None, None)
     config.origin = config.origin or origin
     return backbone
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a precision name; ``None`` for full fp32."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def check_device(device: str | torch.device) -> None:

@@ -1,8 +1,9 @@
-"""The one place that reads the torchrun environment.
+"""Training across processes.
 
-:func:`init_distributed` reads ``WORLD_SIZE`` / ``LOCAL_RANK``, picks the process's device, starts
-the process group when needed and returns a :class:`DistributedContext` that the trainer passes
-on explicitly. (The loss terms gather negatives from ``torch.distributed``'s own state.)
+:func:`init_distributed` asks :mod:`hysafe.utils.distributed` (the one reader of the torchrun
+environment) what this process is, picks its device, starts the process group when needed and
+returns a :class:`DistributedContext` that the trainer passes on explicitly. (The loss terms gather
+negatives over the same process group.)
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from hysafe.losses import world_info
-
 from ..models.backbone import check_device
+from ..utils.distributed import launch_env, world_info
 
 __all__ = ["DistributedContext", "init_distributed", "all_reduce_grads"]
 
@@ -37,9 +37,10 @@ def init_distributed(device: str | torch.device, env: Mapping[str, str] = os.env
     """Device and (rank, world size) of this process; one GPU per process under torchrun."""
     check_device(device)
     device = torch.device(device)
-    world = int(env.get("WORLD_SIZE", "1"))
+    launched = launch_env(env)
+    world = launched.world
     if device.type == "cuda" and device.index is None and world > 1:
-        device = torch.device("cuda", int(env.get("LOCAL_RANK", "0")))
+        device = torch.device("cuda", launched.local_rank)
         torch.cuda.set_device(device)
     if world > 1 and dist.is_available() and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ..models.backbone import autocast_dtype
 from ..models.safety_model import SafetyModel, trainable_parameters
 from .config import TrainConfig
 from .distributed import all_reduce_grads
@@ -25,7 +26,6 @@ __all__ = [
     "fused_supported",
     "param_groups",
     "lr_lambda",
-    "autocast_dtype",
 ]
 
 
@@ -57,13 +57,6 @@ def lr_lambda(warmup_steps: int, schedule: str, total_steps: int) -> Callable[[i
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return f
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of a precision name; ``None`` for full fp32."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 @dataclass
