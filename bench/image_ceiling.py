@@ -42,7 +42,7 @@ import torch  # noqa: E402
 from common import machine  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 from torch import nn  # noqa: E402
-from worlds import world_setup  # noqa: E402
+from worlds import code_digest, world_setup  # noqa: E402
 
 from hysafe.demo import DemoConfig  # noqa: E402
 from hysafe.models.safety_model import create_model  # noqa: E402
@@ -170,7 +170,9 @@ def cost(net: nn.Module, x: torch.Tensor, repeats: int = 5, warmup: int = 3) -> 
 
 
 def run_world(world: str, runs: Path, seed: int, classifiers: list[str]) -> list[dict]:
-    cfg, _, (train, val, test), base = world_setup(world, runs, DemoConfig(progress=False, seed=seed))
+    cfg, _, (train, val, test), base = world_setup(
+        world, runs, DemoConfig(progress=False, seed=seed), code_digest()
+    )
     data = {name: image_labels(d) for name, d in (("train", train), ("val", val), ("test", test))}
     embed_dim = create_model("clip", cfg.model, None, lora=None).backbone.embed_dim
     nets = {

@@ -7,8 +7,10 @@ safety checks (hysafe.evaluation.checks), plus HySAC ablations against the defau
     ablations
     python bench/worlds.py --report runs/worlds/results.jsonl --markdown bench/results/worlds/results.md
 
-Per world the tiny CLIP is pretrained once and Safe-CLIP / SafeR-CLIP are fine-tuned once (cached
-under OUT/WORLD/checkpoints); every HySAC variant is fine-tuned from the same CLIP and evaluated
+Per world the tiny CLIP is pretrained once and Safe-CLIP / SafeR-CLIP are fine-tuned once, cached
+under OUT/WORLD/cache/ by a fingerprint of every setting that shaped them and of the code that trains
+them (:func:`cache_path`), so a result of other settings or of older code is never reused; every
+HySAC variant is fine-tuned from the same CLIP and evaluated
 with CLIP, Safe-CLIP and SafeR-CLIP on the world's test split. One JSON line per (world, variant)
 goes to OUT/results.jsonl.
 """
@@ -16,10 +18,12 @@ goes to OUT/results.jsonl.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import shutil
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -27,13 +31,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from common import machine  # noqa: E402
 
-from hysafe.demo.pipeline import DemoConfig, _backbone_source, _datasets, _fine_tune  # noqa: E402
-from hysafe.evaluation.checks import safety_checks  # noqa: E402
-from hysafe.evaluation.comparison import compare_models  # noqa: E402
-from hysafe.models.backbone import BUNDLED_MODELS, TINY_MODEL, LoraConfig  # noqa: E402
-from hysafe.models.checkpoint import load_model, save_model  # noqa: E402
-from hysafe.models.safety_model import create_model  # noqa: E402
+import hysafe  # noqa: E402
+from hysafe import LoraConfig, compare_models, create_model, load_model, safety_checks, save_model  # noqa: E402
+from hysafe.demo import DemoConfig, demo_datasets, fine_tune, pretrained_backbone  # noqa: E402
+from hysafe.models.backbone import BUNDLED_MODELS, TINY_MODEL  # noqa: E402
 from hysafe.training import nearest_safe_targets, safety_bounds  # noqa: E402
+
+#: the code whose changes change a trained model (the apps' code does not)
+CODE_FOLDERS = ("hysafe", "geometry", "losses")
+APP_PACKAGES = ("cli", "serve", "demo")
+ROOT = Path(__file__).resolve().parent.parent
 
 #: name -> (DemoConfig overrides, HySAC recipe options): one change each against the defaults
 VARIANTS: dict[str, tuple[dict, dict]] = {
@@ -51,9 +58,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "entail0.3": ({}, {"entailment_weight": 0.3}),
     "entail2": ({}, {"entailment_weight": 2.0}),
 }
-#: Euclidean models per world: name -> (recipe, recipe options, checkpoint stem); all but the first two are
-# SafeR-CLIP
-#: ablations against its defaults (the stems name checkpoints cached by earlier runs of the same settings)
+#: Euclidean models per world: name -> (recipe, recipe options, cache name); all but the first two are
+#: SafeR-CLIP ablations against its defaults
 _POSTER = {"pair_quantile": 0.0}  # the poster's target rule: always the nearest safe caption
 EUCLIDEAN = {
     "Safe-CLIP": ("safeclip", {}, "safeclip"),
@@ -73,16 +79,55 @@ EUCLIDEAN = {
 }
 
 
-def _euclidean(cfg: DemoConfig, base: str, train, val, out: Path, names: list[str]) -> dict:
+def code_digest(root: Path = ROOT) -> str:
+    """A digest of the library's source (every ``.py`` under :data:`CODE_FOLDERS`, apps excluded)."""
+    h = hashlib.sha256(hysafe.__version__.encode())
+    for folder in CODE_FOLDERS:
+        for path in sorted((root / folder).rglob("*.py")):
+            rel = path.relative_to(root)
+            if rel.parts[0] == "hysafe" and len(rel.parts) > 2 and rel.parts[1] in APP_PACKAGES:
+                continue
+            h.update(str(rel).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def run_settings(cfg: DemoConfig) -> dict:
+    """The settings of ``cfg`` that shape a trained model (not where it is written or how it reports)."""
+    out = asdict(cfg)
+    for key in ("out_dir", "progress", "workers"):
+        out.pop(key)
+    return out
+
+
+def cache_path(folder: Path, name: str, settings: dict, code: str) -> Path:
+    """Where a model trained with ``settings`` by code ``code`` is cached: a changed setting or code
+    version is another file, so a stale model is never reused."""
+    key = hashlib.sha256(
+        json.dumps({"settings": settings, "code": code}, sort_keys=True, default=str).encode()
+    )
+    return folder / "cache" / f"{name}-{key.hexdigest()[:16]}.safetensors"
+
+
+def cached_model(path: Path, settings: dict, build):
+    """The model cached at ``path``, else ``build()``'s, saved there with its settings beside it."""
+    if path.is_file():
+        return load_model(path)
+    model = build()
+    save_model(model, path)
+    path.with_suffix(".json").write_text(json.dumps(settings, indent=2, sort_keys=True, default=str))
+    return model
+
+
+def _euclidean(cfg: DemoConfig, base: str, train, val, out: Path, names: list[str], code: str) -> dict:
     models = {}
     for name in names:
         recipe, options, stem = EUCLIDEAN[name]
-        path = out / "checkpoints" / f"{stem}.safetensors"
-        if path.is_file():
-            models[name] = load_model(path)
-        else:
-            models[name] = _fine_tune(cfg, recipe, base, train, val, out / stem, **options).model
-            save_model(models[name], path)
+        settings = {**run_settings(cfg), "recipe": recipe, "options": options, "base": Path(base).name}
+
+        def build(recipe=recipe, options=options, stem=stem):
+            return fine_tune(cfg, recipe, base, train, val, out / stem, **options).model
+
+        models[name] = cached_model(cache_path(out, stem, settings, code), settings, build)
     return models
 
 
@@ -108,32 +153,42 @@ def _summary(
     }
 
 
-def world_setup(world: str, out: Path, base_cfg: DemoConfig) -> tuple[DemoConfig, Path, tuple, str]:
+def world_setup(
+    world: str, out: Path, base_cfg: DemoConfig, code: str
+) -> tuple[DemoConfig, Path, tuple, str]:
     """A world's config, folder, (train, val, test) splits and pretrained CLIP checkpoint (generated
-    and pretrained on the first call, read from OUT/WORLD afterwards)."""
+    and pretrained on the first call, read from OUT/WORLD/cache afterwards while settings and code
+    are the same)."""
     folder = out / world
     cfg = replace(base_cfg, data=f"synthetic:{world}", out_dir=str(folder))
     probe = create_model("clip", cfg.model, None, lora=None)
-    train, val, test = _datasets(cfg, probe, folder)
-    cached = folder / "checkpoints" / "clip-pretrained.safetensors"
-    base = str(cached) if cached.is_file() else _backbone_source(cfg, train, val, folder, {})
-    return cfg, folder, (train, val, test), base
+    train, val, test = demo_datasets(cfg, probe, folder)
+    if cfg.pretrained is not None:
+        return cfg, folder, (train, val, test), cfg.pretrained
+    settings = {**run_settings(cfg), "stage": "clip-pretrain"}
+    cached = cache_path(folder, "clip-pretrained", settings, code)
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(pretrained_backbone(cfg, train, val, folder, {}), cached)
+        cached.with_suffix(".json").write_text(json.dumps(settings, indent=2, sort_keys=True, default=str))
+    return cfg, folder, (train, val, test), str(cached.resolve())
 
 
 def run_world(
     world: str, variants: list[str], out: Path, base_cfg: DemoConfig, results: Path, euclidean: list[str]
 ) -> None:
-    cfg, folder, (train, val, test), base = world_setup(world, out, base_cfg)
+    code = code_digest()
+    cfg, folder, (train, val, test), base = world_setup(world, out, base_cfg, code)
     models = {
         "CLIP": create_model("clip", cfg.model, base, lora=None),
-        **_euclidean(cfg, base, train, val, folder, euclidean),
+        **_euclidean(cfg, base, train, val, folder, euclidean, code),
     }
     share = own_pair_share(models["Safe-CLIP"], train)
     for variant in variants:
         overrides, recipe_options = VARIANTS[variant]
         vcfg = replace(cfg, **overrides)
         t = time.time()
-        hysac = _fine_tune(vcfg, "hysac", base, train, val, folder / variant, **recipe_options)
+        hysac = fine_tune(vcfg, "hysac", base, train, val, folder / variant, **recipe_options)
         seconds = time.time() - t
         comparison = compare_models({**models, "HySAC": hysac.model}, test, val, traversal=vcfg.traversal)
         distances = safety_bounds(hysac.model, test)

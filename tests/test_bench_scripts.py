@@ -196,3 +196,60 @@ def test_image_ceiling_scratch_towers_build_and_time():
         net = scratch_tower(name, embed_dim=16)
         assert net(x).shape == (4,), name
         assert cost(net, x, repeats=1) > 0 and all(p.grad is None for p in net.parameters())
+
+
+def test_worlds_cache_is_keyed_by_every_setting_and_the_code(tmp_path):
+    """bench/worlds.py never reuses a model trained with other settings or by other code: each
+    changes the cache file; the same settings and code find the cached model again."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from worlds import cache_path, cached_model, code_digest, run_settings
+
+    from hysafe import create_model
+    from hysafe.demo import DemoConfig
+
+    code = code_digest()
+    settings = run_settings(DemoConfig())
+    path = cache_path(tmp_path, "safeclip", settings, code)
+    assert path == cache_path(tmp_path, "safeclip", run_settings(DemoConfig(out_dir="elsewhere")), code)
+    others = [
+        cache_path(tmp_path, "safeclip", run_settings(DemoConfig(lr=1e-3)), code),
+        cache_path(tmp_path, "safeclip", run_settings(DemoConfig(seed=1)), code),
+        cache_path(tmp_path, "safeclip", {**settings, "options": {"pair_quantile": 0.0}}, code),
+        cache_path(tmp_path, "safeclip", settings, "another code version"),
+    ]
+    assert len({path, *others}) == 5
+    # the digest covers the library's source, not the apps'
+    tree = tmp_path / "src"
+    for rel in ("hysafe/models/a.py", "hysafe/cli/b.py", "geometry/c.py", "losses/d.py"):
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_text("x = 1\n")
+    before = code_digest(tree)
+    (tree / "hysafe/cli/b.py").write_text("x = 2\n")
+    assert code_digest(tree) == before
+    (tree / "losses/d.py").write_text("x = 2\n")
+    assert code_digest(tree) != before
+
+    from hysafe.training.pretrain import export_open_clip
+
+    base = export_open_clip(
+        create_model("clip", "hysafe-tiny", None, lora=None), tmp_path / "clip.safetensors"
+    )
+    built = []
+
+    def build():
+        built.append(1)
+        return create_model("safeclip", "hysafe-tiny", str(base))
+
+    first = cached_model(path, settings, build)
+    again = cached_model(path, settings, build)
+    assert len(built) == 1 and path.with_suffix(".json").is_file()
+    assert all(
+        torch_equal(a, b)
+        for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True)
+    )
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a, b)

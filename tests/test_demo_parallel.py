@@ -9,8 +9,8 @@ from hysafe.data import WorldConfig
 from hysafe.demo.pipeline import (
     FINE_TUNES,
     DemoConfig,
-    _datasets,
     _fine_tune_all,
+    demo_datasets,
     fine_tune_workers,
     run_demo,
 )
@@ -30,7 +30,7 @@ def test_parallel_fine_tunes_equal_sequential(tmp_path, tiny_base):
         world=WorldConfig(n_train=96, n_val=32, n_test=16, seed=2),
     )
     probe = create_model("clip", cfg.model, None, lora=None)
-    train_set, val_set, _ = _datasets(cfg, probe, tmp_path)
+    train_set, val_set, _ = demo_datasets(cfg, probe, tmp_path)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the workers' share on any machine below: the same arithmetic both ways
     try:

@@ -35,7 +35,16 @@ from .report import write_comparison_page, write_plots, write_report
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DemoConfig", "DemoResult", "DemoIncomplete", "check_demo_requirements", "run_demo"]
+__all__ = [
+    "DemoConfig",
+    "DemoResult",
+    "DemoIncomplete",
+    "check_demo_requirements",
+    "demo_datasets",
+    "fine_tune",
+    "pretrained_backbone",
+    "run_demo",
+]
 
 
 @dataclass
@@ -51,9 +60,11 @@ class DemoResult:
     checks: list[Check] = field(default_factory=list)
 
 
-def _datasets(
+def demo_datasets(
     cfg: DemoConfig, model, out: Path
 ) -> tuple[QuadrupletDataset, QuadrupletDataset, QuadrupletDataset]:
+    """The train, validation and test splits of ``cfg.data`` for ``model`` (a synthetic world is
+    generated under ``out/world``)."""
     if cfg.data.partition(":")[0] == "synthetic":
         kind = cfg.data.partition(":")[2] or cfg.world.kind
         source = generate_world(out / "world", replace(cfg.world, kind=kind), progress=cfg.progress)
@@ -88,7 +99,7 @@ def _datasets(
     return train, val, test
 
 
-def _backbone_source(cfg: DemoConfig, train_set, val_set, out: Path, timings: dict) -> str:
+def pretrained_backbone(cfg: DemoConfig, train_set, val_set, out: Path, timings: dict) -> str:
     """The ``pretrained=`` of the fine-tunes: the given weights, or a tiny CLIP pretrained here."""
     if cfg.pretrained is not None:
         return cfg.pretrained
@@ -122,9 +133,11 @@ def _backbone_source(cfg: DemoConfig, train_set, val_set, out: Path, timings: di
     return str(export_open_clip(pre.model, out / "checkpoints" / "clip-pretrained.safetensors").resolve())
 
 
-def _fine_tune(
+def fine_tune(
     cfg: DemoConfig, recipe_name: str, base: str, train_set, val_set, out: Path, **recipe_options
 ) -> TrainResult:
+    """One of the demo's fine-tunes: recipe ``recipe_name`` (with ``recipe_options``) from the CLIP
+    weights ``base``, with the demo's LoRA, epochs, seed and selection; run folder under ``out``."""
     recipe = get_recipe(recipe_name, **recipe_options)
     torch.manual_seed(cfg.seed)
     model = create_model(recipe.model_kind, cfg.model, base, lora=cfg.lora, device=cfg.device)
@@ -181,7 +194,7 @@ def _fine_tune_job(job: tuple) -> tuple[TrainResult, float]:
         logging.basicConfig(level=logging.WARNING, format=f"%(levelname)s %(name)s [{recipe}]: %(message)s")
         progress_logger.setLevel(logging.INFO)
     t = time.time()
-    res = _fine_tune(cfg, recipe, base, train_set, val_set, out, **options)
+    res = fine_tune(cfg, recipe, base, train_set, val_set, out, **options)
     path = save_model(res.model, out / "checkpoints" / f"{recipe}.safetensors", bounds=res.bounds)
     return replace(res, model=path), time.time() - t
 
@@ -193,7 +206,7 @@ def _fine_tune_all(
     if workers == 1:
         for name, recipe, options in _jobs(cfg):
             t = time.time()
-            results[name] = _fine_tune(cfg, recipe, base, train_set, val_set, out, **options)
+            results[name] = fine_tune(cfg, recipe, base, train_set, val_set, out, **options)
             timings[f"fine-tune {name}"] = time.time() - t
         return results
     import concurrent.futures
@@ -274,9 +287,9 @@ def run_demo(cfg: DemoConfig | None = None) -> DemoResult:
     probe = create_model(
         "clip", cfg.model, None, lora=None, device=cfg.device
     )  # preprocess and tokenizer only
-    train_set, val_set, test_set = _datasets(cfg, probe, out)
+    train_set, val_set, test_set = demo_datasets(cfg, probe, out)
     timings["data"] = time.time() - t
-    base = _backbone_source(cfg, train_set, val_set, out, timings)
+    base = pretrained_backbone(cfg, train_set, val_set, out, timings)
     results = _fine_tune_all(cfg, base, train_set, val_set, out, timings)
     models = {
         "CLIP": create_model("clip", cfg.model, base, lora=None, device=cfg.device),
