@@ -53,9 +53,8 @@ def make_collection(folder: Path, modality: str, n: int, size: int) -> Path:
         import shutil
         from concurrent.futures import ProcessPoolExecutor
 
-        part = (
-            folder / f"{root.name}.part"
-        )  # renamed when complete: an interrupted run leaves no half collection
+        # renamed when complete: an interrupted run leaves no half collection
+        part = folder / f"{root.name}.part"
         shutil.rmtree(part, ignore_errors=True)
         with ProcessPoolExecutor() as pool:  # one folder of 1,000 images per task
             list(
@@ -270,9 +269,8 @@ def main() -> None:
                 )
                 print(res, flush=True)
                 results.append(res)
-                out.write_text(
-                    json.dumps({"machine": machine(), "results": results}, indent=2)
-                )  # kept if interrupted
+                # kept if interrupted
+                out.write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
     if args.plan != "cpu":
         return
     res = run_isolated(

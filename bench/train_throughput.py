@@ -148,9 +148,8 @@ def measure(
     ):
         step = (lambda: ours(loss_fn)) if impl == "hysafe" else naive
         flops = None
-        if (
-            count_flops
-        ):  # counted on the eager step: compiling or checkpointing changes kernels, not the model's work
+        # counted on the eager step: compiling or checkpointing changes kernels, not the model's work
+        if count_flops:
             with FlopCounterMode(display=False) as counter:
                 ours() if impl == "hysafe" else naive()
             flops = counter.get_total_flops()
@@ -209,9 +208,8 @@ def profile_step(args, model, opt, objective, kind: str, batch_n: int, precision
 
     batch = make_batch(model, batch_n, args.device, image_size(model))
     amp = {"fp32": None, "bf16": torch.bfloat16}[precision]
-    use_kernels(
-        model, sparse_dropout=True, math_attention=True
-    )  # hysafe's own step (a naive row may have run before)
+    # hysafe's own step (a naive row may have run before)
+    use_kernels(model, sparse_dropout=True, math_attention=True)
     step = lambda: hysafe_step(model, opt, objective, batch, amp, compute_loss)  # noqa: E731
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
     with validation(False):
@@ -326,9 +324,8 @@ def summarise(rows: list[dict], peaks: dict) -> None:
         if "oom" in r or (r["kind"], r["impl"]) not in per_item:
             continue
         r["flops_per_step"] = per_item[(r["kind"], r["impl"])] * r["batch"]
-        r["mfu"] = (
-            r["flops_per_step"] / r["step_s"] / peaks[r["precision"]]
-        )  # against the same precision's peak
+        # against the same precision's peak
+        r["mfu"] = r["flops_per_step"] / r["step_s"] / peaks[r["precision"]]
     for r in rows:
         if r["impl"] != "hysafe" or "oom" in r:
             continue

@@ -57,9 +57,8 @@ class ConeConfig:
         if self.min_radius is not None:
             return self.min_radius
         sqrt_c = torch.as_tensor(curv, dtype=torch.float32, device=x.device).detach().sqrt()
-        norms = gather_detached(
-            torch.linalg.vector_norm(x.detach().float(), dim=-1)
-        )  # the global batch's median
+        # the global batch's median
+        norms = gather_detached(torch.linalg.vector_norm(x.detach().float(), dim=-1))
         return 0.5 * self.radius_ratio * sqrt_c * norms.median()
 
 

@@ -220,9 +220,8 @@ def test_cli_options_come_from_the_dataclasses():
         3,
         "run",
     )
-    assert (
-        cfg.epochs == default.epochs and cfg.checkpoint_every == default.checkpoint_every
-    )  # not given: the dataclass's
+    # not given: the dataclass's
+    assert cfg.epochs == default.epochs and cfg.checkpoint_every == default.checkpoint_every
     assert options_to_kwargs(args, LoraConfig, prefix="lora-") == {"r": 4}
     assert (
         get_recipe("hysac", **options_to_kwargs(args, hysafe.losses.ConeConfig)).objective.cones.min_radius

@@ -42,9 +42,8 @@ def test_image_tokens_of_open_clip_towers():
     grid = vit.model.visual.grid_size
     assert image_tokens(vit.model.visual) == grid[0] * grid[1] + 1
     rn = create_backbone(BackboneConfig(model="hysafe-tiny-rn"))
-    assert (
-        image_tokens(rn.model.visual) == (32 // 32) ** 2 + 1
-    )  # the attention pool over the 1x1 final map + mean
+    # the attention pool over the 1x1 final map + mean
+    assert image_tokens(rn.model.visual) == (32 // 32) ** 2 + 1
     assert image_tokens(torch.nn.Linear(2, 2)) is None
 
 

@@ -293,9 +293,8 @@ def test_readme_tour_runs_as_is_on_the_demo_output(demo, tmp_path, monkeypatch):
     ns: dict = {}
     exec(compile(code, "README.md", "exec"), ns)
     emb, safer = ns["emb"], ns["safer"]
-    as_loaded = ns["hysafe"].load(
-        "hysafe-report/checkpoints/hysac.safetensors"
-    )  # the tour trains `model` further
+    # the tour trains `model` further
+    as_loaded = ns["hysafe"].load("hysafe-report/checkpoints/hysac.safetensors")
     tau = as_loaded.tau("avg")
     assert tau == as_loaded.bounds["V"]["avg"]  # text queries are steered to the safe images
     before, after = as_loaded.space.dist_to_root(emb["T*"]), as_loaded.space.dist_to_root(safer)

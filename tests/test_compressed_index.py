@@ -265,9 +265,8 @@ def test_openblas_core_type_follows_the_cpu_flags():
 
     skx = {"avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd", "sse3"}
     assert openblas_coretype(skx) == "SkylakeX"
-    assert (
-        openblas_coretype(skx - {"avx512bw"}) == "Haswell"
-    )  # partial AVX-512 (e.g. Knights Landing): the AVX2 kernels
+    # partial AVX-512 (e.g. Knights Landing): the AVX2 kernels
+    assert openblas_coretype(skx - {"avx512bw"}) == "Haswell"
     assert openblas_coretype({"avx2", "fma", "sse3"}) == "Haswell"
     assert openblas_coretype({"avx", "sse3"}) is None  # older CPUs: OpenBLAS's own detection
 

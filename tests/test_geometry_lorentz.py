@@ -52,9 +52,8 @@ def test_against_geoopt(curv, d, gen):
 def test_half_aperture_matches_poincare_formula(curv, gen):
     K = 0.1
     x = points(200, 8, gen, scale=3.0)
-    p = glm.lorentz_to_poincare(
-        full(x, curv), k=torch.tensor(1.0 / curv, dtype=x.dtype)
-    )  # geoopt's ball is the unit ball too
+    # geoopt's ball is the unit ball too
+    p = glm.lorentz_to_poincare(full(x, curv), k=torch.tensor(1.0 / curv, dtype=x.dtype))
     assert torch.allclose(p, L.to_poincare(x, curv=curv), atol=1e-12)
     pn = p.norm(dim=-1)
     arg = K * (1 - pn**2) / pn

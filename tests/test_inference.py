@@ -186,9 +186,8 @@ def test_recall_hand_built_cases():
     r = recall_from_ranking(ranking, positives, [1, 2, 3])
     assert r == {1: pytest.approx(100 / 3), 2: 100.0, 3: 100.0}  # positives at ranks 2, 1, 2
     mask = torch.tensor([[True, False, True], [False, False, False], [False, True, True]])
-    assert recall_from_ranking(ranking, mask, [1]) == {
-        1: pytest.approx(100 / 3)
-    }  # only query 0's first hit is positive
+    # only query 0's first hit is positive
+    assert recall_from_ranking(ranking, mask, [1]) == {1: pytest.approx(100 / 3)}
     # geometric case: queries equal to their gallery item are always found first
     g = torch.eye(4)
     assert recall_at_k(g, g, torch.arange(4), EuclideanSpace(), ks=(1, 10)) == {1: 100.0, 10: 100.0}
@@ -216,9 +215,8 @@ def test_retrieval_report_on_constructed_embeddings():
     assert get[("T*->V u V*", False)]["R@1"] == 0.0 and get[("T*->V u V*", False)]["unsafe@1 %"] == 100.0
     assert get[("T*->V u V*", True)]["R@1"] == 100.0 and get[("T*->V u V*", True)]["unsafe@1 %"] == 0.0
     assert get[("T->V", False)]["R@1"] == 100.0 and get[("T*->V*", False)]["R@1"] == 100.0
-    assert (
-        get[("T*->V u V*", True)]["tau"] == 0.3 and get[("V*->T u T*", True)]["tau"] == 0.2
-    )  # steered to V / S
+    # steered to V / S
+    assert get[("T*->V u V*", True)]["tau"] == 0.3 and get[("V*->T u T*", True)]["tau"] == 0.2
     assert len(retrieval_report(Stub(), emb, ks=(1,), traversal=None)) == len(rows) // 2
     comp = Comparison(retrieval={"stub": rows}, classification={"stub": []}, ks=(1,))
     assert comp.value("stub", "T*->V u V*", traversal=True) == 100.0
@@ -230,9 +228,8 @@ def test_retrieval_report_on_constructed_embeddings():
 def test_threshold_rules_and_metrics():
     scores = np.array([0.1, 0.2, 0.3, 0.4, 0.35, 0.6, 0.7, 0.8])
     labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
-    assert choose_threshold(scores, labels, rule="accuracy") == pytest.approx(
-        0.35
-    )  # 7/8, tied with 0.6: smallest
+    # 7/8, tied with 0.6: smallest
+    assert choose_threshold(scores, labels, rule="accuracy") == pytest.approx(0.35)
     assert choose_threshold(scores, labels, rule="fpr", target_fpr=0.25) == pytest.approx(0.35)
     assert choose_threshold(scores, labels, rule="fpr", target_fpr=0.0) == pytest.approx(0.6)
     m = classification_metrics(scores, labels, 0.35)

@@ -199,9 +199,8 @@ def test_released_hysac_equals_the_authors_computation(base, tmp_path):
     root = lambda x: torch.asinh(math.sqrt(1.3) * x.norm(dim=-1)) / math.sqrt(1.3)  # noqa: E731
     assert torch.allclose(model.nsfw_score(txt), root(ref_txt), atol=1e-5)
     up = BOUNDS["V"]["up_95"]
-    assert model.tau("authors") == pytest.approx(
-        up + math.tanh((up - 0.8) / 1.3) + 1
-    )  # their traverse_to_safe_image target
+    # their traverse_to_safe_image target
+    assert model.tau("authors") == pytest.approx(up + math.tanh((up - 0.8) / 1.3) + 1)
     assert model.tau("authors", "image") == pytest.approx(1.0 + math.tanh((1.0 - 0.8) / 1.3) + 1)
     # merging equals peft's own merge_and_unload
     merged = merge_lora(
@@ -274,14 +273,12 @@ def test_tokenizer_parity_with_open_clip(tmp_path):
     ours = open_clip.get_tokenizer("ViT-B-32")(texts)
     theirs = torch.tensor(hf(texts, padding="max_length", truncation=True, max_length=77)["input_ids"])
     eot = (ours == 49407).int().argmax(1)
-    assert (
-        torch.equal(eot, (theirs == 49407).int().argmax(1)) and eot[3] == 76
-    )  # the long caption: cut, EOT last
+    # the long caption: cut, EOT last
+    assert torch.equal(eot, (theirs == 49407).int().argmax(1)) and eot[3] == 76
     for row, end in enumerate(eot.tolist()):
         assert torch.equal(ours[row, : end + 1], theirs[row, : end + 1])  # identical ids up to end-of-text
-        assert (ours[row, end + 1 :] == 0).all() and (
-            theirs[row, end + 1 :] == 49407
-        ).all()  # the padding differs, as documented
+        # the padding differs, as documented
+        assert (ours[row, end + 1 :] == 0).all() and (theirs[row, end + 1 :] == 49407).all()
 
 
 def test_cli_convert_and_export(base, tmp_path, capsys, monkeypatch):

@@ -26,9 +26,8 @@ def test_balanced_centroids_bound_the_probe_cost(space, gen):
     balanced = geodesic_centroids(space, x, 16, niter=10, seed=1)
     before, after = (np.bincount(route(space, x, c), minlength=16) for c in (plain, balanced))
     assert balanced.shape == plain.shape == (16, 16)
-    if (
-        space.hyperbolic
-    ):  # Euclidean k-means in the ambient coordinates leaves the big cluster's lists oversized
+    # Euclidean k-means in the ambient coordinates leaves the big cluster's lists oversized
+    if space.hyperbolic:
         assert probe_cost(before) > 2.0 and after.max() < 0.6 * before.max()
     assert probe_cost(after) < 1.5
     assert np.array_equal(geodesic_centroids(space, x, 16, niter=10, seed=1), balanced)  # deterministic

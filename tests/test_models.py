@@ -254,9 +254,8 @@ def test_registered_config_leaves_no_temporary_folder(tmp_path, monkeypatch):
         "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 8, "heads": 1, "layers": 1},
     }
     register_model_config("hysafe-test-no-tempdir", cfg)
-    register_model_config(
-        "hysafe-test-no-tempdir-2", {**cfg, "embed_dim": 4}
-    )  # open_clip rescans every path it was given
+    # open_clip rescans every path it was given
+    register_model_config("hysafe-test-no-tempdir-2", {**cfg, "embed_dim": 4})
     assert open_clip.get_model_config("hysafe-test-no-tempdir") == cfg
     assert open_clip.get_model_config("hysafe-test-no-tempdir-2")["embed_dim"] == 4
     assert list(tmp_path.iterdir()) == []

@@ -123,9 +123,8 @@ def test_resumed_run_whose_later_epochs_do_not_improve_keeps_the_best(
     assert a.keys() == b.keys()
     for name in a:
         assert torch.allclose(a[name], b[name], atol=1e-6), name
-        assert torch.allclose(b[name], epoch1[name], atol=1e-6), (
-            name
-        )  # the best epoch's weights, not the last
+        # the best epoch's weights, not the last
+        assert torch.allclose(b[name], epoch1[name], atol=1e-6), name
     assert read_metadata(tmp_path / "b" / "best.safetensors")["extra"]["best_validation_score"] == 10.0
     steps = [
         json.loads(line)["step"]
@@ -560,12 +559,10 @@ def test_quiet_logs_without_a_terminal(world, tiny_base, tmp_path, capsys, caplo
         ],
         capsys,
     )
-    assert (
-        code == 0 and "\r" not in err and "loading images" not in err
-    )  # stderr is no terminal here: no bars
-    assert [line.split(", loss")[0] for line in progress_lines()] == [
-        "hysac epoch 1/1: step 3"
-    ]  # a line per epoch instead
+    # stderr is no terminal here: no bars
+    assert code == 0 and "\r" not in err and "loading images" not in err
+    # a line per epoch instead
+    assert [line.split(", loss")[0] for line in progress_lines()] == ["hysac epoch 1/1: step 3"]
     code, err = run_cli(
         [
             "train",
@@ -647,9 +644,8 @@ def test_kill_9_at_random_points_then_resume_equals_an_uninterrupted_run(world, 
         out = tmp_path / f"killed{trial}"
         assert _child(world, tiny_base, out, kill_at=int(kill_at)) == -9
         assert _child(world, tiny_base, out) == 0
-        assert not [
-            p.name for p in out.iterdir() if p.name.endswith(".tmp")
-        ]  # a kill mid-save leaves none behind a resume
+        # a kill mid-save leaves none behind a resume
+        assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
         _check_run_folder_loads(out)
         resumed = load_file(str(out / "last.safetensors"))
         for name, value in reference.items():

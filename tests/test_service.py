@@ -57,9 +57,8 @@ def served(tmp_path_factory, tiny_base):
         ),
     }
     torch.manual_seed(1)
-    safe = create_model(
-        "safeclip", TINY_MODEL, tiny_base, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0)
-    )  # LoRA on attention
+    # LoRA on attention
+    safe = create_model("safeclip", TINY_MODEL, tiny_base, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0))
     with torch.no_grad():
         for n, p in safe.named_parameters():
             if "lora_B" in n:
@@ -247,11 +246,12 @@ def test_search_page_in_a_real_browser_on_a_real_server(served, tmp_path):
             [chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
         ).stdout
         done = json.loads(dom.split('data-done="', 1)[1].split('"', 1)[0].replace("&quot;", '"'))
+        # every column shows k decoded thumbnails
         assert done == {
             "CLIP": 4,
             "HySAC": 4,
             "HySAC + traversal": 4,
-        }  # every column shows k decoded thumbnails
+        }
         shot = tmp_path / "serve.png"
         subprocess.run(
             [chromium, *flags, "--window-size=1300,800", f"--screenshot={shot}", url],

@@ -309,9 +309,8 @@ def test_gradient_checkpointing_gives_the_same_losses_and_weights(world, tiny_ba
     plain_model, ckpt_model = fresh("hysac", tiny_base), fresh("hysac", tiny_base)
     plain, off = _step_losses(plain_model, world)
     ckpt, on = _step_losses(ckpt_model, world, grad_checkpointing=True)
-    assert (
-        len(plain) == 4 and not any(off) and all(on)
-    )  # it was on while training (LoRA dropout replayed exactly) ...
+    # it was on while training (LoRA dropout replayed exactly) ...
+    assert len(plain) == 4 and not any(off) and all(on)
     assert ckpt_model.backbone.model.transformer.grad_checkpointing is False  # ... and off afterwards
     assert max(abs(a - b) for a, b in zip(plain, ckpt, strict=True)) < 1e-5
     a, b = trainable(plain_model), trainable(ckpt_model)
@@ -391,9 +390,8 @@ def test_fused_optimizer_equals_the_reference_update(world, tiny_base, monkeypat
     reference = trainable(train(fresh("hysac", tiny_base, lora=lora), world, "hysac", config).model)
     assert [o.optimizer.defaults["fused"] for o in built] == [True, False]
     start = trainable(fresh("hysac", tiny_base, lora=lora))
-    assert any(
-        not torch.allclose(reference[n], start[n], atol=1e-4) for n in reference
-    )  # the steps moved the weights
+    # the steps moved the weights
+    assert any(not torch.allclose(reference[n], start[n], atol=1e-4) for n in reference)
     for n in reference:
         assert torch.allclose(fused[n], reference[n], atol=1e-5), n
     assert not optim.fused_supported([torch.zeros(2, dtype=torch.long)]) and not optim.fused_supported([])

@@ -124,9 +124,8 @@ class CollectionIndex:
     def _save(self) -> None:
         tmp = self.folder / ".items.parquet.tmp"
         pq.write_table(self.items, tmp)
-        self.index.save(
-            self.folder / "index.faiss"
-        )  # each file replaced atomically; ivfpq vectors already live here
+        # each file replaced atomically; ivfpq vectors already live here
+        self.index.save(self.folder / "index.faiss")
         os.replace(tmp, self.folder / "items.parquet")
         self.meta["size"] = self.items.num_rows
         (self.folder / ".index.json.tmp").write_text(json.dumps(self.meta, indent=2))

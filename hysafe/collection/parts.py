@@ -52,9 +52,8 @@ class PartStore:
         """A finished chunk: embeddings first, the Parquet part last (its presence marks the chunk done)."""
         if embeddings is not None:
             atomic_save_file({"embeddings": embeddings}, self._part(chunk, ".safetensors"), {})
-        tmp = (
-            self.folder / f".part-{chunk:012d}.parquet.{os.getpid()}.tmp"
-        )  # a killed run's temporaries are ignored
+        # a killed run's temporaries are ignored
+        tmp = self.folder / f".part-{chunk:012d}.parquet.{os.getpid()}.tmp"
         pq.write_table(table, tmp)
         os.replace(tmp, self._part(chunk, ".parquet"))
 

@@ -83,6 +83,7 @@ class DemoConfig:
     @classmethod
     def quick(cls, seed: int = 0, **overrides) -> "DemoConfig":
         """A small world and few epochs: a smoke run of under a minute."""
+        # starting processes costs more than a smoke run's fine-tunes
         base = cls(
             world=WorldConfig(n_train=320, n_val=64, n_test=64, seed=seed),
             pretrain_epochs=4,
@@ -91,5 +92,5 @@ class DemoConfig:
             lora=LoraConfig(r=4, alpha=8.0, dropout=0.0),
             seed=seed,
             workers=1,
-        )  # starting processes costs more than a smoke run's fine-tunes
+        )
         return replace(base, **overrides)

@@ -109,6 +109,7 @@ def pretrained_backbone(cfg: DemoConfig, train_set, val_set, out: Path, timings:
             f"file); only {BUNDLED_MODELS} are pretrained here"
         )
     t = time.time()
+    # a re-run of the demo reuses a finished pretraining
     pre = pretrain_clip(
         train_set,
         model=cfg.model,
@@ -126,7 +127,7 @@ def pretrained_backbone(cfg: DemoConfig, train_set, val_set, out: Path, timings:
             device=cfg.device,
             output_dir=str(out / "runs" / "clip-pretrain"),
         ),
-    )  # a re-run of the demo reuses a finished pretraining
+    )
     timings["pretrain CLIP"] = time.time() - t
     # an absolute path: the CLIP model's configuration (and so its index's fingerprint) must be the
     # one that `hysafe serve --demo` rebuilds from the index, whatever folder it is started in
@@ -187,9 +188,8 @@ def _fine_tune_job(job: tuple) -> tuple[TrainResult, float]:
     checkpoint's path in place of the model (loaded back by the parent) and the seconds it took."""
     cfg, recipe, base, train_set, val_set, out, options, threads = job
     torch.set_num_threads(threads)
-    if (
-        cfg.progress
-    ):  # a log line per epoch, tagged with the recipe (bars of three processes would overwrite each other)
+    # a log line per epoch, tagged with the recipe (bars of three processes would overwrite each other)
+    if cfg.progress:
         os.environ["HYSAFE_PROGRESS"] = "log"
         logging.basicConfig(level=logging.WARNING, format=f"%(levelname)s %(name)s [{recipe}]: %(message)s")
         progress_logger.setLevel(logging.INFO)
@@ -284,9 +284,8 @@ def run_demo(cfg: DemoConfig | None = None) -> DemoResult:
     _write_config(cfg, out)
     timings: dict[str, float] = {}
     t_all = t = time.time()
-    probe = create_model(
-        "clip", cfg.model, None, lora=None, device=cfg.device
-    )  # preprocess and tokenizer only
+    # preprocess and tokenizer only
+    probe = create_model("clip", cfg.model, None, lora=None, device=cfg.device)
     train_set, val_set, test_set = demo_datasets(cfg, probe, out)
     timings["data"] = time.time() - t
     base = pretrained_backbone(cfg, train_set, val_set, out, timings)

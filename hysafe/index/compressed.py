@@ -86,9 +86,8 @@ class RefineCodes:
         self.dim = dim
         self.codes_per_vector, self.padded = pq_layout(dim, dims_per_code)
         self.pq = faiss.ProductQuantizer(self.padded, self.codes_per_vector, 8)
-        self._buffer = np.zeros(
-            (0, self.codes_per_vector), np.uint8
-        )  # rows past len(self) are spare capacity
+        # rows past len(self) are spare capacity
+        self._buffer = np.zeros((0, self.codes_per_vector), np.uint8)
         self._size = 0
 
     def __len__(self) -> int:
@@ -164,9 +163,8 @@ def refine_candidates(
     offsets = torch.arange(m) * PQ_CENTROIDS  # code j of sub-quantizer i is table column i x 256 + j
     estimate = torch.from_numpy(np.array(first_ip, dtype=np.float32, copy=True))
     for i in range(0, n_q, REFINE_BLOCK):
-        codes = torch.from_numpy(
-            refine.codes[np.maximum(candidates[i : i + REFINE_BLOCK], 0)]
-        )  # (b, C, codes) uint8
+        # (b, C, codes) uint8
+        codes = torch.from_numpy(refine.codes[np.maximum(candidates[i : i + REFINE_BLOCK], 0)])
         columns = (codes.long() + offsets).reshape(len(codes), -1)
         estimate[i : i + REFINE_BLOCK] += (
             tables[i : i + REFINE_BLOCK].gather(1, columns).view(len(codes), n_c, m).sum(2)

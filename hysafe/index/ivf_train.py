@@ -108,9 +108,8 @@ def geodesic_centroids(
     if not balanced:
         return _kmeans(space, x, nlist, niter=niter, seed=seed)
     centroids = balanced_kmeans(space, x, nlist, niter=niter, seed=seed)
-    if not logger.isEnabledFor(
-        logging.INFO
-    ):  # routing every point again costs a full pass (30 s at 524k x 4,096)
+    # routing every point again costs a full pass (30 s at 524k x 4,096)
+    if not logger.isEnabledFor(logging.INFO):
         return centroids
     counts = np.bincount(route(space, x, centroids), minlength=nlist)
     logger.info(

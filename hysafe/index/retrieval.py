@@ -278,9 +278,8 @@ class RetrievalIndex:
                 else (self._search_chunk(b, k) for b in batches)
             )
             for dist, idx in results:
-                dists.append(
-                    torch.where(idx < 0, torch.full_like(dist, float("inf")), dist)
-                )  # IVF: fewer than k found
+                # IVF: fewer than k found
+                dists.append(torch.where(idx < 0, torch.full_like(dist, float("inf")), dist))
                 ids.append(idx)
         finally:
             faiss.cvar.distance_compute_blas_database_bs = previous

@@ -354,9 +354,8 @@ def export_transformers(model: SafetyModel, out_dir: str | Path) -> Path:
         clip.load_state_dict(sd, strict=True)
         clip.save_pretrained(str(tmp))
         text = tf.CLIPTextModel(hf_config.text_config)
-        keep_prefix = any(
-            k.startswith("text_model.") for k in text.state_dict()
-        )  # transformers 4 nests, 5 does not
+        # transformers 4 nests, 5 does not
+        keep_prefix = any(k.startswith("text_model.") for k in text.state_dict())
         text.load_state_dict(
             {
                 (k if keep_prefix else k[len("text_model.") :]): v

@@ -69,9 +69,8 @@ def register_model_config(name: str, cfg: dict) -> None:
         return
     if existing is not None:
         raise ValueError(f"open_clip model name {name!r} is already registered with another architecture")
-    with tempfile.TemporaryDirectory(
-        prefix="hysafe-open-clip-configs-"
-    ) as folder:  # open_clip reads it when added
+    # open_clip reads it when added
+    with tempfile.TemporaryDirectory(prefix="hysafe-open-clip-configs-") as folder:
         (Path(folder) / f"{name}.json").write_text(json.dumps(cfg))
         open_clip.add_model_config(Path(folder) / f"{name}.json")
 

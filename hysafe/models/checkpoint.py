@@ -118,9 +118,8 @@ def save_model(
         config.backbone.origin = model_origin(model)
         config.backbone.pretrained = str(path.resolve())  # a merged file is its own backbone source
     else:
-        if (
-            isinstance(config.backbone, BackboneConfig) and config.backbone.is_local()
-        ):  # absolute: loads from any working directory
+        # absolute: loads from any working directory
+        if isinstance(config.backbone, BackboneConfig) and config.backbone.is_local():
             config.backbone.pretrained = str(Path(config.backbone.pretrained).resolve())
         if not model.backbone.rebuildable:
             raise ValueError(

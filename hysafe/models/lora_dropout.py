@@ -39,9 +39,8 @@ def dropped_positions(numel: int, p: float, generator: torch.Generator | None = 
             dtype=torch.float64,
             generator=generator,
         )
-        kept_run = torch.floor(u.neg_().log1p_().div_(log_keep)).clamp_(
-            max=numel
-        )  # geometric, P(>= k) = (1-p)^k
+        # geometric, P(>= k) = (1-p)^k
+        kept_run = torch.floor(u.neg_().log1p_().div_(log_keep)).clamp_(max=numel)
         steps = kept_run.to(torch.int64).add_(1)  # the kept run and the drop after it
         positions = torch.cumsum(steps, 0).add_(start - 1)
         parts.append(positions)

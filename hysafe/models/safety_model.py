@@ -61,9 +61,8 @@ class ModelConfig:
 
     kind: str = "hysac"  # "clip", "safeclip" or "hysac"
     backbone: BackboneConfig | FeatureBackboneConfig = field(default_factory=BackboneConfig)
-    lora: LoraConfig | None = field(
-        default_factory=LoraConfig
-    )  # None: no adapters (CLIP, merged models, features)
+    # None: no adapters (CLIP, merged models, features)
+    lora: LoraConfig | None = field(default_factory=LoraConfig)
     # HySAC only
     curv_init: float = 1.0  # c0; learnable curvature is clamped to [c0/10, 10 c0]
     learn_curv: bool = True

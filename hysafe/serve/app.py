@@ -212,9 +212,8 @@ class Service:
             raise RequestError(f"unknown model {name!r}", "model", 404)
         if not 0 <= row < len(s.index.index) or s.index.meta["modality"] != "image":
             raise RequestError(f"no image row {row} in {name}'s index", "row", 404)
-        return Path(
-            s.index.items.column("path")[row].as_py()
-        )  # a path from the index, never from the request
+        # a path from the index, never from the request
+        return Path(s.index.items.column("path")[row].as_py())
 
 
 def _error_handlers(app) -> None:
@@ -297,6 +296,7 @@ def create_app(service: Service):
         models = data.get("models")
         models = [m for m in models.split(",") if m] if isinstance(models, str) else models
         image = _image(files[0], "image") if files else None
+        # a number, or a rule / numeric string checked by the model
         return await run_in_threadpool(
             service.search,
             text=None if files else data.get("text"),
@@ -305,7 +305,7 @@ def create_app(service: Service):
             models=models,
             traversal=data.get("traversal", True) not in (False, "false", "0", "off"),
             tau=data.get("tau"),
-        )  # a number, or a rule / numeric string checked by the model
+        )
 
     @app.post("/classify")
     async def classify(request: Request):

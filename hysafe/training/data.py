@@ -74,9 +74,8 @@ def training_datasets(
     if train_set is None:
         raise ValueError(f"{data}: no rows in split 'train'")
     val_set = None
-    if validate and (
-        val_data is not None or not isinstance(source, Dataset)
-    ):  # a dataset never validates itself
+    # a dataset never validates itself
+    if validate and (val_data is not None or not isinstance(source, Dataset)):
         explicit = val_data is not None
         val_source = _load(val_data) if explicit else source
         val_set = _split(
@@ -128,8 +127,7 @@ def nearest_safe_targets(
     for i in range(0, len(unsafe), batch_size):
         sims = unsafe[i : i + batch_size] @ safe.T
         rows = torch.arange(i, i + len(sims), device=sims.device)
-        pair_rank = (sims > sims[torch.arange(len(sims)), rows][:, None]).sum(
-            1
-        )  # safe captions nearer than the pair
+        # safe captions nearer than the pair
+        pair_rank = (sims > sims[torch.arange(len(sims)), rows][:, None]).sum(1)
         targets.append(torch.where(pair_rank < pair_quantile * len(safe), rows, sims.argmax(1)))
     return torch.cat(targets).tolist()
