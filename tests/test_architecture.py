@@ -65,6 +65,67 @@ def test_no_import_cycle_between_hysafe_modules():
             visit(m, [m])
 
 
+#: packages by layer, bottom first: a module imports only from its own package or from lower layers;
+#: the apps (last layer) may import anything, and nothing imports them but each other
+LAYERS = (
+    ("hysafe.utils", "hysafe.populations", "hysafe.geometry"),
+    ("hysafe.losses", "hysafe.data"),
+    ("hysafe.models",),
+    ("hysafe.index",),
+    ("hysafe.evaluation",),
+    ("hysafe.training",),
+    ("hysafe.collection", "hysafe.interop"),
+    ("hysafe.serve", "hysafe.demo", "hysafe.cli"),
+)
+APPS = LAYERS[-1]
+
+
+def _package_of(module: str) -> str | None:
+    return next((p for layer in LAYERS for p in layer if module == p or module.startswith(p + ".")), None)
+
+
+def _layer_of(package: str) -> int:
+    return next(i for i, layer in enumerate(LAYERS) if package in layer)
+
+
+def test_layers_point_down_and_the_library_never_imports_an_app():
+    modules = _modules()
+    known = set(modules)
+    placed = {m for m in modules if m != "hysafe"}
+    assert all(_package_of(m) for m in placed), sorted(m for m in placed if not _package_of(m))
+    wrong = []
+    for m, path in modules.items():
+        if m == "hysafe":  # the public API: every library layer, no app
+            assert not {_package_of(d) for d in _imports(m, path, known)} & set(APPS)
+            continue
+        own = _package_of(m)
+        for d in _imports(m, path, known):
+            target = _package_of(d)
+            if target is None or target == own or own in APPS:
+                continue
+            if target in APPS or _layer_of(target) >= _layer_of(own):
+                wrong.append(f"{m} imports {d}")
+    assert not wrong, wrong
+
+
+def test_only_one_module_reads_the_launcher_environment():
+    readers = []
+    for path in [*ROOT.glob("hysafe/**/*.py"), *ROOT.glob("losses/*.py"), *ROOT.glob("geometry/*.py")]:
+        text = path.read_text()
+        if '"WORLD_SIZE"' in text or '"LOCAL_RANK"' in text or "dist.get_world_size(" in text:
+            readers.append(str(path.relative_to(ROOT)))
+    assert readers == ["hysafe/utils/distributed.py"]
+
+
+def test_the_top_level_holds_packages_and_shared_vocabulary_only():
+    modules = sorted(p.name for p in (ROOT / "hysafe").glob("*.py"))
+    assert modules == ["__init__.py", "populations.py"]
+    for package in (ROOT / "hysafe").iterdir():
+        if package.is_dir() and (package / "__init__.py").is_file():
+            doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text())) or ""
+            assert len(doc.split()) >= 15, f"{package.name}/__init__.py: a paragraph on what the package owns"
+
+
 @pytest.mark.parametrize("folder", ["hysafe"])
 def test_orchestration_functions_are_short(folder):
     long = []

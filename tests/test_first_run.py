@@ -28,6 +28,7 @@ def test_the_readme_has_two_setup_commands_and_ci_runs_them_as_written():
     assert "pip install -c constraints.txt -e . " in first and "[" not in first  # the base install: no extras
     assert first.endswith("hysafe demo")
     assert '-e ".[test]"' in second and second.endswith("python -m pytest")
+    assert ".venv/bin/ruff check . && .venv/bin/ruff format --check ." in second
     ci = (ROOT / ".ci" / "run").read_text()
     assert "readme_commands.py README.md 1" in ci and "readme_commands.py README.md 2" in ci
     assert 'bash -c "$first"' in ci and 'bash -c "$second"' in ci

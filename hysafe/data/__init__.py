@@ -1,4 +1,7 @@
-"""Quadruplet data: manifests, ViSU, the synthetic world, and the torch Dataset."""
+"""Quadruplet data: manifests (JSONL, CSV, Parquet; every bad row named by file, row and field),
+the ViSU splits, the synthetic worlds the project generates (``shapes`` embedded, ``crowd``,
+``tint``) and the torch ``QuadrupletDataset``. Knows no model beyond its preprocess and tokenizer;
+imports only :mod:`hysafe.utils`."""
 
 from .categories import CATEGORIES, I2P_GROUPS, category_group
 from .dataset import QuadrupletDataset, load_image

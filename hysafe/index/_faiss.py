@@ -6,7 +6,8 @@ IVF routing, k-means -- ran 4.7x slower than with the SkylakeX kernels the same 
 flat search: 150 vs 706 queries/s; docs/benchmarks.md). OpenBLAS reads ``OPENBLAS_CORETYPE`` once,
 when the library loads, so hysafe sets it from the CPU's instruction-set flags before faiss loads,
 unless the user has set it (any value, including an empty one, is left alone) or faiss is already
-imported. Import faiss as ``from hysafe.index._faiss import faiss``.
+imported. Import faiss (and the faiss.contrib helpers hysafe uses) from here:
+``from hysafe.index._faiss import faiss``; a direct ``import faiss`` that runs first loses the choice.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ import sys
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["faiss", "openblas_coretype", "cpu_flags", "choose_openblas_coretype"]
+__all__ = [
+    "faiss",
+    "add_preassigned",
+    "search_preassigned",
+    "openblas_coretype",
+    "cpu_flags",
+    "choose_openblas_coretype",
+]
 
 #: the AVX-512 subsets OpenBLAS's SkylakeX kernels use
 _SKYLAKEX_FLAGS = frozenset({"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"})
@@ -63,4 +71,6 @@ def choose_openblas_coretype(environ=os.environ, cpuinfo: str = "/proc/cpuinfo")
 
 choose_openblas_coretype()
 
+# only after the choice: faiss's OpenBLAS reads it when it loads
 import faiss  # noqa: E402
+from faiss.contrib.ivf_tools import add_preassigned, search_preassigned  # noqa: E402

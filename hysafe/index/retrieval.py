@@ -21,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from faiss.contrib.ivf_tools import add_preassigned, search_preassigned
 from torch import Tensor
 
 from hysafe.geometry import Space, space_from_dict
 
 from ..models.traversal import traverse
-from ._faiss import faiss
+from ._faiss import add_preassigned, faiss, search_preassigned
 from .compressed import (
     EXACT_FACTOR,
     PQ_CENTROIDS,

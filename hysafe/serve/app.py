@@ -281,8 +281,8 @@ def _integer(value, name: str):
 def create_app(service: Service):
     """The FastAPI app over a :class:`Service` (needs the ``serve`` extra)."""
     require_extra("serve", "hysafe serve")
-    from fastapi import FastAPI, HTTPException, Request
-    from fastapi.responses import FileResponse, HTMLResponse, Response
+    from fastapi import FastAPI, Request
+    from fastapi.responses import FileResponse
     from starlette.concurrency import run_in_threadpool
 
     app = FastAPI(
@@ -296,7 +296,6 @@ def create_app(service: Service):
         models = data.get("models")
         models = [m for m in models.split(",") if m] if isinstance(models, str) else models
         image = _image(files[0], "image") if files else None
-        # a number, or a rule / numeric string checked by the model
         return await run_in_threadpool(
             service.search,
             text=None if files else data.get("text"),
@@ -304,7 +303,7 @@ def create_app(service: Service):
             k=_integer(data.get("k", 5), "k"),
             models=models,
             traversal=data.get("traversal", True) not in (False, "false", "0", "off"),
-            tau=data.get("tau"),
+            tau=data.get("tau"),  # a number, or a rule / numeric string checked by the model
         )
 
     @app.post("/classify")
@@ -328,6 +327,15 @@ def create_app(service: Service):
     def thumb(name: str, row: int):
         return FileResponse(service.thumb_path(name, row))
 
+    _page_routes(app)
+    return app
+
+
+def _page_routes(app) -> None:
+    """``GET /``: the search page; ``GET /static/{name}``: its script and style sheet."""
+    from fastapi import HTTPException
+    from fastapi.responses import HTMLResponse, Response
+
     @app.get("/", response_class=HTMLResponse)
     def page():
         return static_text("index.html")
@@ -337,5 +345,3 @@ def create_app(service: Service):
         if name not in STATIC_FILES:
             raise HTTPException(404, f"no static file {name!r}")
         return Response(static_text(name), media_type=STATIC_FILES[name])
-
-    return app

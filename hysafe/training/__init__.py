@@ -16,11 +16,13 @@ module              one job
 ``config``          ``TrainConfig`` (the CLI's options come from its fields) and ``TrainResult``
 ``data``            manifest / rows / datasets -> train and validation datasets
 ``sampler``         resumable, rank-split batches
-``distributed``     the torchrun environment, read once; gradient all-reduce
+``distributed``     the process's device and process group; gradient all-reduce
 ``optim``           parameter groups, optimiser, schedule, mixed precision, the update
 ``state``           resumable training state (safetensors)
 ``validation``      validation recall, best-weights selection, safety bounds
 ``logs``            ``log.jsonl``, ``config.json``, TensorBoard
+``recipes``         objective + model kind + optimiser settings per method
+``pretrain``        the tiny CLIP's contrastive pretraining, exported as an open_clip file
 ==================  ===================================================================
 """
 
