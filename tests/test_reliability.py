@@ -229,11 +229,9 @@ def test_truncated_captions_are_counted_once(tiny_base, caplog):
 def test_checkpoint_of_another_width_is_a_clear_error(tiny_base, tmp_path, capsys):
     import open_clip
 
-    cfg = json.loads(
-        open(
-            os.path.join(os.path.dirname(__import__("hysafe").__file__), "model_configs", "hysafe-tiny.json")
-        ).read()
-    )
+    from hysafe.models.backbone import _CONFIG_DIR
+
+    cfg = json.loads((_CONFIG_DIR / "hysafe-tiny.json").read_text())
     cfg["text_cfg"]["width"] = 96
     (tmp_path / "cfgs").mkdir()
     (tmp_path / "cfgs" / "hysafe-tiny-wide.json").write_text(json.dumps(cfg))
