@@ -3,11 +3,14 @@ transformers' and peft's own computation on tiny random configs (no downloads)."
 
 import json
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 transformers = pytest.importorskip("transformers")
+ROOT = Path(__file__).resolve().parent.parent
 peft = pytest.importorskip("peft")
 
 from hysafe.interop import (  # noqa: E402
@@ -341,3 +344,95 @@ def test_cli_convert_and_export(base, tmp_path, capsys, monkeypatch):
     )
     err = capsys.readouterr().err
     assert "pip install 'hysafe[hf]'" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def hysac_export(tmp_path_factory):
+    """A tiny HySAC (scalars away from their initial values) exported as a transformers folder."""
+    import hysafe
+    from hysafe.interop import export_transformers
+
+    torch.manual_seed(3)
+    model = hysafe.create_model("hysac", "hysafe-tiny", None, lora=None)
+    with torch.no_grad():
+        model.log_logit_scale.fill_(math.log(63.4))
+        model.log_alpha_text.fill_(-1.3)
+    folder = tmp_path_factory.mktemp("export") / "hysac-hf"
+    export_transformers(model.eval(), folder)
+    return model, folder
+
+
+def _photo(width: int, height: int):
+    """An image with edges and gradients (resampling differences show on them), not square."""
+    from PIL import Image, ImageDraw
+
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None, None]
+    rgb = np.concatenate([x + 0 * y, y + 0 * x, (x + y) / 2], axis=2).astype(np.uint8)
+    im = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(im)
+    draw.ellipse((width // 5, height // 4, width // 2, height // 2), fill=(200, 20, 30))
+    draw.rectangle((width // 2, height // 2, width - 3, height - 5), fill=(10, 90, 220))
+    return im
+
+
+#: one 8-bit level after normalisation by the smallest std: transformers' resampling rounds
+#: differently from PIL-through-torchvision on some pixels (measured: at most one level)
+ONE_LEVEL = 1 / 255 / 0.2613 + 1e-6
+
+
+@pytest.mark.parametrize("size", [(32, 32), (64, 64), (300, 200), (58, 45), (45, 58), (61, 45), (45, 61)])
+def test_the_export_loads_as_a_clip_processor_with_hysafes_preprocessing(hysac_export, size):
+    """``CLIPProcessor.from_pretrained`` on an export preprocesses as hysafe (open_clip) does: the
+    same size, crop and normalisation, equal to 1e-6 where no resampling happens or it is exact,
+    and otherwise within one 8-bit level of resampling rounding. One more difference, from
+    transformers' centre crop: where the resized image exceeds the crop by an odd count whose half
+    rounds up (61x45 -> 43x32: 5.5), torchvision starts the crop at round(5.5) = 6, transformers at
+    5, so there the two are one pixel apart (and transformers equals open_clip's pipeline cropped
+    at 5)."""
+    import torchvision.transforms.functional as F
+
+    model, folder = hysac_export
+    processor = transformers.CLIPProcessor.from_pretrained(str(folder))
+    image = _photo(*size)
+    theirs = processor(images=image, return_tensors="pt")["pixel_values"][0]
+    resize, _, *rest = model.preprocess.transforms
+    resized = resize(image)
+    width, height = resized.size
+    tops = (round((height - 32) / 2), (height - 32) // 2)
+    lefts = (round((width - 32) / 2), (width - 32) // 2)
+    floor_cropped = F.crop(resized, tops[1], lefts[1], 32, 32)
+    for t in rest:
+        floor_cropped = t(floor_cropped)
+    ours = model.preprocess(image)
+    assert theirs.shape == ours.shape == (3, 32, 32)
+    tolerance = 1e-6 if size == (32, 32) else ONE_LEVEL
+    assert (theirs - floor_cropped).abs().max() <= tolerance
+    if tops[0] == tops[1] and lefts[0] == lefts[1]:
+        assert (theirs - ours).abs().max() <= tolerance
+    assert transformers.CLIPImageProcessor.from_pretrained(str(folder)).crop_size["height"] == 32
+
+
+def test_a_hysac_export_carries_hysacs_logit_scale(hysac_export):
+    model, folder = hysac_export
+    clip = transformers.CLIPModel.from_pretrained(str(folder))
+    assert clip.logit_scale.exp().item() == pytest.approx(model.logit_scale.item(), rel=1e-6)
+    assert clip.logit_scale.exp().item() == pytest.approx(63.4, rel=1e-6)
+
+
+def test_the_readmes_lift_snippet_reproduces_encode_text(hysac_export, monkeypatch):
+    """The README's transformers snippet, run as written on an export: the lift of
+    ``get_text_features`` equals hysafe's ``encode_text``; lifting the L2-normalised
+    ``text_embeds`` (the old wording) would not."""
+    model, folder = hysac_export
+    readme = (ROOT / "README.md").read_text()
+    blocks = [b.split("\n", 1)[1].split("```", 1)[0] for b in readme.split("```python")[1:]]
+    snippet = next(b for b in blocks if "get_text_features" in b)
+    monkeypatch.chdir(folder.parent)
+    scope: dict = {}
+    exec(compile(snippet, "README.md", "exec"), scope)
+    with torch.no_grad():
+        expected = model.encode_text(model.tokenize(["a red circle"]))
+    assert torch.allclose(scope["hyperbolic"], expected, atol=1e-5)
+    normalised = torch.nn.functional.normalize(scope["features"], dim=-1)
+    assert not torch.allclose(normalised, scope["features"], atol=1e-3)

@@ -19,7 +19,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from hysafe.collection import ImageFolder, build_index, labels_from_manifest  # noqa: E402
+from hysafe.collection import ImageFolder, TextFile, build_index, labels_from_manifest  # noqa: E402
 from hysafe.data import WorldConfig, generate_world  # noqa: E402
 from hysafe.models.backbone import TINY_MODEL, LoraConfig  # noqa: E402
 from hysafe.models.checkpoint import save_model  # noqa: E402
@@ -262,6 +262,114 @@ def test_search_page_in_a_real_browser_on_a_real_server(served, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+HOSTILE_PROMPTS = [
+    "<img src=x onerror=\"document.body.dataset.pwned='img'\"> a red circle, covered in blood",
+    "<details open ontoggle=\"document.body.dataset.pwned='details'\">a blue square</details>",
+    "<script>document.body.dataset.pwned='script'</script> a green triangle",
+    "<svg onload=\"document.body.dataset.pwned='svg'\"></svg> a red circle",
+    '" onmouseover="document.body.dataset.pwned=1" x="',
+]
+
+
+def _serve(args: list[str], port: int) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hysafe.cli", "serve", *args, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    for _ in range(240):
+        try:
+            health = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1))
+            if health["status"] == "ok":
+                return server
+        except OSError:
+            time.sleep(0.5)
+    server.terminate()
+    raise AssertionError("the service did not start")
+
+
+def test_the_page_shows_script_bearing_prompts_as_text_in_a_real_browser(served, tmp_path):
+    """A moderation service's input is hostile text: an index of prompts carrying markup and
+    event handlers is shown as text by the page (the DOM holds them escaped; no handler runs)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    root, _ = served
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(HOSTILE_PROMPTS) + "\n")
+    model = create_model("clip", TINY_MODEL, _tiny_base_of(root))
+    spec = {"clip": {"model": TINY_MODEL, "pretrained": _tiny_base_of(root)}}
+    build_index(model, TextFile(prompts), tmp_path / "idx-text", progress=False, model_spec=spec)
+    port = _free_port()
+    server = _serve(["--index", f"<b>Texts</b>={tmp_path / 'idx-text'}"], port)
+    try:
+        url = f"http://127.0.0.1:{port}/?q=a%20red%20circle&k=5"
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000"]
+        run = subprocess.run(
+            [chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
+        )
+        dom = run.stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert 'data-done="' in dom, dom[-2000:]
+    assert "pwned" not in dom.split("<body", 1)[1].split(">", 1)[0]  # no handler set it on <body>
+    cols = dom.split('id="cols"', 1)[1]
+    assert '<img src="x"' not in cols and "<details" not in cols and "<svg" not in cols
+    assert "<script>" not in cols
+    assert cols.count("&lt;img src=x onerror=") == 1 and cols.count("&lt;details open ontoggle=") == 1
+    assert "&lt;b&gt;Texts&lt;/b&gt;" in cols  # a model name is text too
+
+
+def _tiny_base_of(root) -> str:
+    return json.loads((root / "idx-clip" / "index.json").read_text())["model_spec"]["clip"]["pretrained"]
+
+
+def test_hits_carry_ids_relative_to_the_index_and_the_models_decision(served):
+    _, client = served
+    r = client.post("/search", json={"text": "a red circle, covered in blood", "k": 3})
+    assert r.status_code == 200
+    for name, hits in r.json()["results"].items():
+        for h in hits:
+            assert not h["id"].startswith("/") and h["id"].endswith(".png"), (name, h["id"])
+            if name.startswith("HySAC"):
+                assert isinstance(h["unsafe"], bool)
+            else:
+                assert h["unsafe"] is None
+    models = {m["name"]: m for m in client.get("/models").json()}
+    assert models["HySAC"]["traversal"] and isinstance(models["HySAC"]["threshold"], float)
+    assert not models["CLIP"]["traversal"] and models["CLIP"]["threshold"] is None
+    rows = client.post("/classify", json={"texts": ["a red circle"]}).json()["results"]
+    assert rows["CLIP"][0]["unsafe"] is None and "no safety bounds" in rows["CLIP"][0]["note"]
+    assert "note" not in rows["HySAC"][0]
+
+
+def test_public_ids_never_name_a_server_folder():
+    """An index of listed absolute paths (what ``serve --demo`` builds) answers with ids relative to
+    the folder they share."""
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from hysafe.serve.app import id_root, public_id
+
+    ids = ["/srv/data/world/images/test/a.png", "/srv/data/world/images/val/b.png"]
+    index = SimpleNamespace(meta={"modality": "image"}, items=pa.table({"id": ids}))
+    root = id_root(index)
+    assert root == "/srv/data/world/images"
+    assert [public_id(i, root) for i in ids] == ["test/a.png", "val/b.png"]
+    one = SimpleNamespace(meta={"modality": "image"}, items=pa.table({"id": ids[:1]}))
+    assert public_id(ids[0], id_root(one)) == "a.png"
+    texts = SimpleNamespace(meta={"modality": "text"}, items=pa.table({"id": ["line 1"]}))
+    assert id_root(texts) is None
+
+    assert public_id("/srv/data/world/images/test/00001_safe.png", "/srv/data/world") == (
+        "images/test/00001_safe.png"
+    )
+    assert public_id("sub/a.png", "/srv") == "sub/a.png"  # already relative
+    assert public_id("line 3", None) == "line 3"
 
 
 def test_concurrent_requests_are_safe_and_equal_sequential_ones(served):

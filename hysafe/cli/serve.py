@@ -82,6 +82,7 @@ def _demo_indexes(report: Path) -> dict[str, str]:
 
 def cmd_serve(args) -> int:
     from ..collection import CollectionIndex, labels_from_manifest
+    from ..collection.page import examples_from_manifest
     from ..models.checkpoint import load_model
     from ..serve.app import Served, Service, create_app
 
@@ -101,6 +102,7 @@ def cmd_serve(args) -> int:
     service = Service(
         served,
         labels=labels_from_manifest(labels_file) if labels_file else None,
+        examples=examples_from_manifest(labels_file) if labels_file else None,
         max_k=args.max_k,
         max_upload_mb=args.max_upload_mb,
     )

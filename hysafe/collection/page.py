@@ -23,7 +23,14 @@ from .sources import Item, open_image
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["compare_page", "compare_grid", "labels_from_manifest", "labels_from_rows", "label_of"]
+__all__ = [
+    "compare_page",
+    "compare_grid",
+    "examples_from_manifest",
+    "labels_from_manifest",
+    "labels_from_rows",
+    "label_of",
+]
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:16px;background:#fafafa}
 table{border-collapse:collapse}
@@ -42,6 +49,15 @@ document.body.dataset.images=imgs.length;document.body.dataset.broken=imgs.filte
 def labels_from_manifest(manifest: str | Path) -> dict[str, str]:
     """``{absolute image path or caption: "safe" | "unsafe"}`` from a labelled quadruplet manifest."""
     return labels_from_rows(load_manifest(manifest, check_files=False))
+
+
+def examples_from_manifest(manifest: str | Path, n: int = 3, split: str = "test") -> list[dict]:
+    """``n`` safe and ``n`` unsafe captions of a labelled manifest's ``split`` (the first rows), as
+    ``{"text", "label"}``: example queries for the search page."""
+    rows = load_manifest(manifest, split=split, check_files=False)[:n]
+    return [{"text": r.safe_text, "label": "safe"} for r in rows] + [
+        {"text": r.unsafe_text, "label": "unsafe"} for r in rows
+    ]
 
 
 def labels_from_rows(rows) -> dict[str, str]:

@@ -337,10 +337,45 @@ def write_clip_tokenizer(folder: str | Path, context_length: int = 77):
     return tok
 
 
+#: PIL resampling filters by open_clip's interpolation names (transformers stores PIL's numbers)
+_PIL_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3}
+
+
+def image_processor_options(preprocess_cfg: dict) -> dict:
+    """``CLIPImageProcessor`` options that preprocess as open_clip's ``preprocess_cfg`` does
+    (resize the shortest side, centre crop, or squash; the model's mean and std)."""
+    size = preprocess_cfg["size"]
+    height, width = size if isinstance(size, (tuple, list)) else (size, size)
+    mode = preprocess_cfg.get("resize_mode", "shortest")
+    interpolation = preprocess_cfg.get("interpolation", "bicubic")
+    square = height == width or mode == "squash"
+    if mode not in ("shortest", "squash") or interpolation not in _PIL_RESAMPLE or not square:
+        raise ValueError(
+            f"open_clip preprocessing {mode!r} / {interpolation!r} at {height}x{width} "
+            "has no CLIPImageProcessor form"
+        )
+    crop = {"height": height, "width": width}
+    return {
+        "do_resize": True,
+        "size": crop if mode == "squash" else {"shortest_edge": height},
+        "resample": _PIL_RESAMPLE[interpolation],
+        "do_center_crop": mode == "shortest",
+        "crop_size": crop,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(preprocess_cfg["mean"]),
+        "image_std": list(preprocess_cfg["std"]),
+        "do_convert_rgb": True,
+    }
+
+
 def export_transformers(model: SafetyModel, out_dir: str | Path) -> Path:
     """Write ``model`` as a transformers ``CLIPModel`` folder (+ tokenizer), with its text encoder
     alone in ``text_encoder/`` (a ``CLIPTextModel``) and ``tokenizer/``; HySAC's scalars and bounds
-    go to ``hysafe_hysac.json``. Written to a temporary folder and renamed: never half-written."""
+    go to ``hysafe_hysac.json``, and HySAC's own logit scale is the folder's ``logit_scale``. The
+    image preprocessing is ``preprocessor_config.json`` (``CLIPProcessor.from_pretrained`` loads
+    the folder). Written to a temporary folder and renamed: never half-written."""
     tf = _transformers()
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
@@ -348,6 +383,8 @@ def export_transformers(model: SafetyModel, out_dir: str | Path) -> Path:
     cfg = _backbone_config(model)
     hf_config = hf_config_from_open_clip(cfg)
     sd = open_clip_to_hf(model.backbone.merged_state_dict())
+    if model.kind == "hysac":  # HySAC's contrastive temperature, not the backbone's unused one
+        sd["logit_scale"] = model.logit_scale.detach().log().reshape(sd["logit_scale"].shape).clone()
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
     try:
         clip = tf.CLIPModel(hf_config)
@@ -367,6 +404,8 @@ def export_transformers(model: SafetyModel, out_dir: str | Path) -> Path:
         text.save_pretrained(str(tmp / "text_encoder"))
         for folder in (tmp, tmp / "tokenizer"):
             write_clip_tokenizer(folder, cfg["text_cfg"]["context_length"])
+        preprocess_cfg = model.backbone.model.visual.preprocess_cfg
+        tf.CLIPImageProcessor(**image_processor_options(preprocess_cfg)).save_pretrained(str(tmp))
         if model.kind == "hysac":
             (tmp / HYSAC_SIDE_FILE).write_text(
                 json.dumps(

@@ -18,6 +18,7 @@ endpoints), one model at a time per model (a lock), so concurrent requests are s
 import io
 import logging
 import math
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,13 @@ class Served:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+#: why a model answers ``unsafe: null``
+NO_THRESHOLD = (
+    "no decision threshold: this model has no safety bounds (only HySAC checkpoints carry them); "
+    "the score alone ranks items"
+)
+
+
 def _check_k(k, max_k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k:
         raise RequestError(f"k must be an integer between 1 and {max_k}, got {k!r}", "k")
@@ -77,8 +85,26 @@ def _image(data: bytes, field_name: str):
         raise RequestError(f"unreadable image upload ({type(e).__name__}: {e})", field_name, 422) from e
 
 
+def id_root(index: CollectionIndex) -> str | None:
+    """The folder the index's absolute item ids share (``None`` when none is absolute): responses
+    give ids relative to it, never a server path."""
+    if index.meta["modality"] != "image" or "id" not in index.items.column_names:
+        return None
+    absolute = [i for i in index.items.column("id").to_pylist() if os.path.isabs(i)]
+    if not absolute:
+        return None
+    root = os.path.commonpath(absolute)
+    return os.path.dirname(root) if len(set(absolute)) == 1 or root in absolute else root
+
+
+def public_id(item_id: str, root: str | None) -> str:
+    """An item's id as a response shows it: relative to its index's :func:`id_root`."""
+    return os.path.relpath(item_id, root) if root is not None and os.path.isabs(item_id) else item_id
+
+
 class Service:
-    """The app's state and logic, independent of the web framework (tested directly too)."""
+    """The app's state and logic, independent of the web framework (tested directly too).
+    ``examples``: ``[{"text": ..., "label": ...}]`` queries the page offers (``GET /examples``)."""
 
     def __init__(
         self,
@@ -87,11 +113,14 @@ class Service:
         labels: dict[str, str] | None = None,
         max_k: int = 100,
         max_upload_mb: float = 10.0,
+        examples: list[dict] | None = None,
     ):
         if not served:
             raise ValueError("serve needs at least one --index NAME=DIR or --checkpoint NAME=CKPT")
         self.served, self.labels, self.max_k = served, labels or {}, max_k
         self.max_upload = int(max_upload_mb * 1024 * 1024)
+        self.examples = list(examples or [])
+        self.id_roots = {n: id_root(s.index) for n, s in served.items() if s.index is not None}
         for s in served.values():  # once here, not per request
             if s.index is not None:
                 s.index.check_model(s.model)
@@ -121,9 +150,17 @@ class Service:
                 "index": None
                 if s.index is None
                 else {"size": len(s.index.index), "modality": s.index.meta["modality"]},
+                "traversal": bool(s.model.space.hyperbolic and s.model.bounds),
+                "threshold": self._threshold(n),
             }
             for n, s in self.served.items()
         ]
+
+    def _threshold(self, name: str) -> float | None:
+        """The model's decision threshold for its index's items (text when it has no index)."""
+        s = self.served[name]
+        modality = s.index.meta["modality"] if s.index is not None else "text"
+        return self.classifiers[(name, modality)].threshold
 
     @torch.no_grad()
     def _encode(self, s: Served, text: str | None, image) -> tuple[torch.Tensor, str]:
@@ -135,11 +172,13 @@ class Service:
             ).float().cpu(), "image"
 
     def _hit(self, name: str, hit: dict) -> dict:
+        threshold = self._threshold(name)
         out = {
             "rank": hit["rank"],
-            "id": hit["id"],
+            "id": public_id(hit["id"], self.id_roots.get(name)),
             "distance": hit["distance"],
             "score": hit["score"],
+            "unsafe": None if threshold is None else hit["score"] >= threshold,
             "label": label_of(hit, self.labels),
         }
         if "path" in hit:
@@ -199,6 +238,7 @@ class Service:
                         "score": sc,
                         "unsafe": None if clf.threshold is None else sc >= clf.threshold,
                         "threshold": clf.threshold,
+                        **({} if clf.threshold is not None else {"note": NO_THRESHOLD}),
                         "scorer": clf.name,
                     }
                     for sc in scores
@@ -314,6 +354,10 @@ def create_app(service: Service):
         return await run_in_threadpool(
             service.classify, texts=texts, images=images, models=data.get("models")
         )
+
+    @app.get("/examples")
+    def examples():
+        return {"examples": service.examples}
 
     @app.get("/health")
     def health():
