@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -130,22 +131,25 @@ def test_endpoints(served):
     assert 'id="cols"' in client.get("/").text
 
 
+JSON = {"content-type": "application/json"}
+
+
 @pytest.mark.parametrize(
     "call, status, field",
     [
-        (lambda c: c.post("/search", json={"k": 3}), 400, "text"),
-        (lambda c: c.post("/search", json={"text": "x", "k": 0}), 400, "k"),
-        (lambda c: c.post("/search", json={"text": "x", "k": 10**6}), 400, "k"),
+        (lambda c: c.post("/search", json={"k": 3}), 422, "text"),
+        (lambda c: c.post("/search", json={"text": "x", "k": 0}), 422, "k"),
+        (lambda c: c.post("/search", json={"text": "x", "k": 10**6}), 422, "k"),
         (lambda c: c.post("/search", json={"text": "x", "k": "many"}), 422, "k"),
         (lambda c: c.post("/search", json={"text": "   "}), 422, "text"),
         (lambda c: c.post("/search", json={"text": "x", "models": ["Nope"]}), 404, "models"),
         (lambda c: c.post("/search", json={"text": "x", "models": ["../../etc/passwd"]}), 404, "models"),
-        (lambda c: c.post("/search", json={"text": "x", "tau": -1}), 400, "tau"),
+        (lambda c: c.post("/search", json={"text": "x", "tau": -1}), 422, "tau"),
         (
             lambda c: c.post(
                 "/search", content=b'{"text": "x", "tau": NaN}', headers={"content-type": "application/json"}
             ),
-            400,
+            422,
             "tau",
         ),
         (lambda c: c.post("/search", json={"text": "x", "tau": "nan"}), 422, "tau"),
@@ -163,7 +167,7 @@ def test_endpoints(served):
         (
             lambda c: c.post("/search", files={"image": ("big.png", png_bytes(256), "image/png")}),
             413,
-            "image",
+            "body",
         ),
         (
             lambda c: c.post(
@@ -172,7 +176,14 @@ def test_endpoints(served):
             422,
             "k",
         ),
-        (lambda c: c.post("/classify", json={}), 400, "texts"),
+        (lambda c: c.post("/classify", json={}), 422, "texts"),
+        (lambda c: c.post("/search", json={"text": "x", "traversal": "maybe"}), 422, "traversal"),
+        (lambda c: c.post("/search", json={"text": "x", "traversal": None}), 422, "traversal"),
+        (lambda c: c.post("/search", content=rb'{"text": "\udcff abc"}', headers=JSON), 422, "text"),
+        (lambda c: c.post("/search", json={"text": "a" * 5000}), 422, "text"),
+        (lambda c: c.post("/classify", content=rb'{"texts": ["ok", "\ud800"]}', headers=JSON), 422, "texts"),
+        (lambda c: c.post("/classify", json={"texts": "x" * 5000}), 422, "texts"),
+        (lambda c: c.post("/search", json={"text": "x", "tau": True}), 422, "tau"),
         (lambda c: c.post("/classify", json={"texts": ["ok", ""]}), 422, "texts"),
         (lambda c: c.get("/thumb/HySAC/100000"), 404, "row"),
         (lambda c: c.get("/thumb/HySAC/-1"), 404, "row"),
@@ -182,6 +193,7 @@ def test_endpoints(served):
     ],
 )
 def test_bad_requests_get_a_4xx_json_error_naming_the_field(served, call, status, field):
+    """One status per kind of bad input: 422 a missing or invalid field, 413 too large, 404 unknown."""
     _, client = served
     r = call(client)
     assert r.status_code == status, r.text
@@ -412,3 +424,102 @@ def test_concurrent_requests_are_safe_and_equal_sequential_ones(served):
             assert [r[key] if key == "id" else round(r[key], 5) for r in body["results"][name]] == [
                 r[key] if key == "id" else round(r[key], 5) for r in rows
             ], (kind, name)
+
+
+def test_docs_work_offline_and_the_schema_describes_every_body_field(served):
+    """/docs loads Swagger UI from the installed package (no CDN), and the OpenAPI schema documents
+    the fields of /search and /classify (JSON and multipart)."""
+    _, client = served
+    docs = client.get("/docs").text
+    assert "cdn.jsdelivr.net" not in docs and "unpkg.com" not in docs
+    assets = [part.split('"', 1)[0] for part in docs.split('src="')[1:] + docs.split('href="')[1:]]
+    local = [a for a in assets if a.startswith("/") and not a.startswith("/openapi")]
+    assert any(a.endswith("swagger-ui-bundle.js") for a in local)
+    for asset in local:
+        assert client.get(asset).status_code == 200, asset
+    schema = client.get("/openapi.json").json()["paths"]
+    search = schema["/search"]["post"]["requestBody"]["content"]
+    assert set(search["application/json"]["schema"]["properties"]) == {
+        "text",
+        "k",
+        "models",
+        "traversal",
+        "tau",
+    }
+    assert search["multipart/form-data"]["schema"]["properties"]["image"]["format"] == "binary"
+    classify = schema["/classify"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(classify["properties"]) == {"texts", "models"}
+
+
+def test_traversal_takes_true_false_and_the_forms_spellings(served):
+    _, client = served
+    for value, on in (
+        (False, False),
+        ("no", False),
+        ("off", False),
+        ("0", False),
+        (True, True),
+        ("yes", True),
+    ):
+        r = client.post("/search", json={"text": "a red circle", "k": 2, "traversal": value})
+        assert r.status_code == 200 and ("HySAC + traversal" in r.json()["results"]) == on, value
+
+
+def test_a_chunked_oversized_body_and_a_maximal_text_do_not_stall_the_service(served):
+    """The size limit counts the bytes that arrive (a chunked body has no Content-Length), and a
+    text over the limit is refused before tokenising: a normal search right after each answers
+    within a second."""
+    import http.client
+
+    root, _ = served
+    port = _free_port()
+    server = _serve(["--index", f"HySAC={root / 'idx-hysac'}"], port)  # the default 10 MB limit
+
+    def normal_search_seconds() -> float:
+        t = time.perf_counter()
+        body = json.dumps({"text": "a red circle", "k": 2}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/search", data=body, headers=JSON)
+        assert json.load(urllib.request.urlopen(req, timeout=10))["results"]
+        return time.perf_counter() - t
+
+    try:
+        normal_search_seconds()  # warm
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.putrequest("POST", "/search")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Transfer-Encoding", "chunked")
+        conn.endheaders()
+        chunk = b"x" * 65536
+        status = None
+        try:
+            for _ in range(320):  # 20 MB
+                conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            conn.send(b"0\r\n\r\n")
+        except OSError:  # the server answered and closed while the body was still coming
+            pass
+        try:
+            status = conn.getresponse().status
+        except (OSError, http.client.HTTPException):
+            status = None
+        conn.close()
+        assert status in (413, None)
+        assert normal_search_seconds() < 1.0
+        big = json.dumps({"text": "a red circle " * 700_000}).encode()  # 9 MB of text, under 10 MB
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/search", data=big, headers=JSON)
+        t = time.perf_counter()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=30)
+        assert refused.value.code == 422 and json.load(refused.value)["field"] == "text"
+        assert time.perf_counter() - t < 5  # refused before tokenising (which took 77 s)
+        assert normal_search_seconds() < 1.0
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_maximal_text_is_refused_before_tokenising(served):
+    _, client = served
+    t = time.perf_counter()
+    r = client.post("/search", json={"text": "a red circle " * 300_000})
+    assert r.status_code == 422 and r.json()["field"] == "text" and time.perf_counter() - t < 2
+    assert client.post("/search", json={"text": "a red circle", "k": 2}).status_code == 200

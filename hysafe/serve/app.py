@@ -9,15 +9,15 @@ Every model and index is loaded once. JSON API (OpenAPI docs at ``/docs``):
 * ``GET /health``, ``GET /models``; ``GET /thumb/{model}/{row}`` serves an indexed image (only
   files listed in an index: no path from a request reaches the filesystem); ``GET /`` the page.
 
-Safe defaults: binds to 127.0.0.1, uploads up to ``max_upload_mb``, ``1 <= k <= max_k``; bad
-requests get a 4xx JSON error naming the field; inference runs in the worker thread pool (sync
+Safe defaults: binds to 127.0.0.1, bodies up to ``max_upload_mb`` (counted as they arrive),
+texts up to :data:`~.requests.MAX_TEXT_CHARS`, ``1 <= k <= max_k``; bad requests get a JSON error
+naming the field (:mod:`.requests`: 422 invalid, 413 too large, 404 unknown); ``/docs`` works
+offline; inference runs in the worker thread pool (sync
 endpoints), one model at a time per model (a lock), so concurrent requests are safe.
 (Over 300 lines: the request checks, the service and its routes are one HTTP surface, read together.)
 """
 
-import io
 import logging
-import math
 import os
 import threading
 from dataclasses import dataclass, field
@@ -28,21 +28,24 @@ import torch
 from ..collection import CollectionIndex
 from ..collection.page import label_of
 from ..models.safety_model import SafetyModel
-from ..models.traversal import DEFAULT_TAU
 from ..utils.extras import require_extra
 from .page import STATIC_FILES, static_text
+from .requests import (
+    NO_THRESHOLD,
+    RequestError,
+    check_k,
+    check_tau,
+    check_text,
+    error_handlers,
+    flag,
+    openapi_bodies,
+    read_body,
+    read_image,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Served", "Service", "create_app"]
-
-
-class RequestError(ValueError):
-    """A bad request: ``status`` and the ``field`` it concerns."""
-
-    def __init__(self, message: str, field: str, status: int = 400):
-        super().__init__(message)
-        self.field, self.status = field, status
 
 
 @dataclass
@@ -52,37 +55,6 @@ class Served:
     model: SafetyModel
     index: CollectionIndex | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-#: why a model answers ``unsafe: null``
-NO_THRESHOLD = (
-    "no decision threshold: this model has no safety bounds (only HySAC checkpoints carry them); "
-    "the score alone ranks items"
-)
-
-
-def _check_k(k, max_k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k:
-        raise RequestError(f"k must be an integer between 1 and {max_k}, got {k!r}", "k")
-    return k
-
-
-def _check_tau(tau):
-    if tau is None:
-        return DEFAULT_TAU
-    if isinstance(tau, (int, float)) and not (math.isfinite(tau) and tau >= 0):
-        raise RequestError(f"tau must be a finite number >= 0 or a rule, got {tau!r}", "tau")
-    return tau
-
-
-def _image(data: bytes, field_name: str):
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.convert("RGB")
-    except Exception as e:  # corrupt, not an image, decompression bomb
-        raise RequestError(f"unreadable image upload ({type(e).__name__}: {e})", field_name, 422) from e
 
 
 def id_root(index: CollectionIndex) -> str | None:
@@ -190,9 +162,9 @@ class Service:
     def search(self, *, text=None, image=None, k=5, models=None, traversal=True, tau=None) -> dict:
         if (text is None) == (image is None):
             raise RequestError("give a text or an image to search with", "text")
-        if text is not None and (not isinstance(text, str) or not text.strip()):
-            raise RequestError("text must be a non-empty string", "text", 422)
-        k, tau = _check_k(k, self.max_k), _check_tau(tau)
+        if text is not None:
+            text = check_text(text, "text")
+        k, tau = check_k(k, self.max_k), check_tau(tau)
         results = {}
         for name, s in self._pick(models, need_index=True).items():
             q, modality = self._encode(s, text, image)
@@ -212,10 +184,10 @@ class Service:
     def classify(self, *, texts=None, images=None, models=None) -> dict:
         if not texts and not images:
             raise RequestError("give texts or images to classify", "texts")
-        if texts is not None and (
-            not isinstance(texts, list) or not all(isinstance(t, str) and t.strip() for t in texts)
-        ):
-            raise RequestError("texts must be a list of non-empty strings", "texts", 422)
+        if texts is not None:
+            if not isinstance(texts, list):
+                raise RequestError("texts must be a list of non-empty strings", "texts")
+            texts = [check_text(t, "texts") for t in texts]
         out = {}
         for name, s in self._pick(models, need_index=False).items():
             rows = []
@@ -256,101 +228,42 @@ class Service:
         return Path(s.index.items.column("path")[row].as_py())
 
 
-def _error_handlers(app) -> None:
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
-    from starlette.exceptions import HTTPException
-
-    @app.exception_handler(RequestError)
-    async def _request_error(request, exc: RequestError):
-        return JSONResponse({"error": str(exc), "field": exc.field}, status_code=exc.status)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", []) if p not in ("body", "query", "path"))
-        return JSONResponse(
-            {"error": first.get("msg", "invalid request"), "field": where or "body"}, status_code=422
-        )
-
-    @app.exception_handler(HTTPException)
-    async def _http_error(request, exc: HTTPException):  # unknown routes and methods
-        return JSONResponse({"error": str(exc.detail), "field": "path"}, status_code=exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request, exc: Exception):
-        logger.exception("unexpected error on %s", request.url.path)
-        return JSONResponse(
-            {"error": f"internal error ({type(exc).__name__})", "field": None}, status_code=500
-        )
-
-
-async def _body(service: Service, request) -> tuple[dict, list[bytes]]:
-    """JSON body, or a multipart form (fields + uploaded files), size-limited."""
-    length = int(request.headers.get("content-length") or 0)
-    if length > service.max_upload:
-        raise RequestError(
-            f"request of {length} bytes exceeds the {service.max_upload}-byte limit", "image", 413
-        )
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form()
-        files = [
-            await f.read() for key in ("image", "images") for f in form.getlist(key) if hasattr(f, "read")
-        ]
-        if any(len(f) > service.max_upload for f in files):
-            raise RequestError(f"upload exceeds the {service.max_upload}-byte limit", "image", 413)
-        return {k: v for k, v in form.items() if not hasattr(v, "read")}, files
-    try:
-        data = await request.json()
-    except Exception:
-        raise RequestError("the body must be JSON (or a multipart form with an image)", "body", 422) from None
-    if not isinstance(data, dict):
-        raise RequestError("the JSON body must be an object", "body", 422)
-    return data, []
-
-
-def _integer(value, name: str):
-    if not isinstance(value, str):
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise RequestError(f"{name} has a bad value {value!r}", name, 422) from None
-
-
 def create_app(service: Service):
     """The FastAPI app over a :class:`Service` (needs the ``serve`` extra)."""
     require_extra("serve", "hysafe serve")
-    from fastapi import FastAPI, Request
+    from fastapi import Request
     from fastapi.responses import FileResponse
+    from fastapi_offline import FastAPIOffline
     from starlette.concurrency import run_in_threadpool
 
-    app = FastAPI(
+    # /docs and /redoc with their assets served from the installed package: they work offline
+    app = FastAPIOffline(
         title="hysafe", description="Safe retrieval and NSFW moderation with CLIP, Safe-CLIP and HySAC"
     )
-    _error_handlers(app)
+    error_handlers(app)
+    bodies = openapi_bodies()
 
-    @app.post("/search")
+    @app.post("/search", openapi_extra=bodies["search"])
     async def search(request: Request):
-        data, files = await _body(service, request)
+        data, files = await read_body(request, service.max_upload)
         models = data.get("models")
         models = [m for m in models.split(",") if m] if isinstance(models, str) else models
-        image = _image(files[0], "image") if files else None
+        image = read_image(files[0], "image") if files else None
         return await run_in_threadpool(
             service.search,
             text=None if files else data.get("text"),
             image=image,
-            k=_integer(data.get("k", 5), "k"),
+            k=data.get("k", 5),
             models=models,
-            traversal=data.get("traversal", True) not in (False, "false", "0", "off"),
+            traversal=flag(data.get("traversal", True), "traversal"),
             tau=data.get("tau"),  # a number, or a rule / numeric string checked by the model
         )
 
-    @app.post("/classify")
+    @app.post("/classify", openapi_extra=bodies["classify"])
     async def classify(request: Request):
-        data, files = await _body(service, request)
+        data, files = await read_body(request, service.max_upload)
         texts = [data["texts"]] if isinstance(data.get("texts"), str) else data.get("texts")
-        images = [_image(f, "images") for f in files] or None
+        images = [read_image(f, "images") for f in files] or None
         return await run_in_threadpool(
             service.classify, texts=texts, images=images, models=data.get("models")
         )

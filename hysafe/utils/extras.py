@@ -15,7 +15,7 @@ __all__ = ["EXTRAS", "extra_of_module", "missing_extra_modules", "require_extra"
 
 #: extra -> the import names it provides (as ``import NAME`` spells them)
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "serve": ("fastapi", "uvicorn", "multipart", "starlette"),
+    "serve": ("fastapi", "fastapi_offline", "uvicorn", "multipart", "starlette"),
     "hf": ("transformers", "huggingface_hub"),
     "tensorboard": ("tensorboard",),
 }
