@@ -1,12 +1,14 @@
 """Load test of ``hysafe serve`` on loopback: N concurrent clients for a fixed time, then stop.
 
-    python bench/serve_load.py --report hysafe-report --clients 16 --seconds 30 --out
+    python bench/serve_load.py --report hysafe-report --clients 1 8 32 --seconds 20 --out
     bench/results/serve_cpu.json
 
-Serves a demo report's three indexes (``hysafe serve --demo``) on a free 127.0.0.1 port, runs
-``--clients`` threads that alternate ``POST /search`` (text, k=5, all models, HySAC with traversal)
-and ``POST /classify`` (4 texts) for ``--seconds``, and reports throughput, p50/p99 latency per
-endpoint, errors, and the server's resident memory at the start, the middle and the end.
+Serves a demo report's three indexes (``hysafe serve --demo``) on a free 127.0.0.1 port; for each
+``--clients`` count in turn (one server for all), runs that many threads that alternate
+``POST /search`` (text, k=5, all models, HySAC with traversal) and ``POST /classify`` (4 texts) for
+``--seconds``, and reports throughput, p50/p95/p99 latency per endpoint, errors, and the server's
+resident memory before and after each level. ``--python`` runs the server with another
+interpreter (e.g. another checkout's) to compare code versions in one run.
 Bounded in count and time; traffic goes to loopback only.
 """
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -59,18 +60,44 @@ def client(base: str, stop: float, out: dict, lock: threading.Lock, seed: int) -
             i += 1
 
 
+def run_level(base: str, pid: int, clients: int, seconds: float) -> dict:
+    """``clients`` threads for ``seconds``: requests/s, latency percentiles, errors, server RSS."""
+    out = {e: {"latency": [], "errors": 0} for e in ("/search", "/classify")}
+    lock, rss = threading.Lock(), {"start": rss_mib(pid)}
+    stop = time.time() + seconds
+    threads = [threading.Thread(target=client, args=(base, stop, out, lock, i)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rss["end"] = rss_mib(pid)
+    level = {"clients": clients, "server_rss_mib": rss, "endpoints": {}}
+    for endpoint, d in out.items():
+        lat = sorted(d["latency"])
+        level["endpoints"][endpoint] = {
+            "requests": len(lat),
+            "per_s": len(lat) / seconds,
+            "errors": d["errors"],
+            **{f"p{q}_ms": 1000 * lat[int(q / 100 * (len(lat) - 1))] for q in (50, 95, 99)},
+        }
+    print(json.dumps(level), flush=True)
+    return level
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--report", default="hysafe-report")
-    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--out", default="bench/results/serve_cpu.json")
+    p.add_argument("--python", default=sys.executable, help="the server's interpreter")
+    p.add_argument("--label", default="", help="a name for this code version in the output")
     args = p.parse_args()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "hysafe.cli", "serve", "--demo", args.report, "--port", str(port)],
+        [args.python, "-m", "hysafe.cli", "serve", "--demo", args.report, "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -87,38 +114,11 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.5)
         httpx.post(f"{base}/search", json={"text": QUERIES[0], "k": 5}, timeout=60)  # warm-up
-        out = {e: {"latency": [], "errors": 0} for e in ("/search", "/classify")}
-        lock, rss = threading.Lock(), {"start": rss_mib(server.pid)}
-        stop = time.time() + args.seconds
-        threads = [
-            threading.Thread(target=client, args=(base, stop, out, lock, i)) for i in range(args.clients)
-        ]
-        for t in threads:
-            t.start()
-        time.sleep(args.seconds / 2)
-        rss["middle"] = rss_mib(server.pid)
-        for t in threads:
-            t.join()
-        rss["end"] = rss_mib(server.pid)
+        levels = [run_level(base, server.pid, clients, args.seconds) for clients in args.clients]
     finally:
         server.terminate()
         server.wait(timeout=30)
-    result = {
-        "machine": machine(),
-        "clients": args.clients,
-        "seconds": args.seconds,
-        "server_rss_mib": rss,
-        "endpoints": {},
-    }
-    for endpoint, d in out.items():
-        lat = sorted(d["latency"])
-        result["endpoints"][endpoint] = {
-            "requests": len(lat),
-            "per_s": len(lat) / args.seconds,
-            "errors": d["errors"],
-            "p50_ms": 1000 * statistics.median(lat),
-            "p99_ms": 1000 * lat[int(0.99 * (len(lat) - 1))],
-        }
+    result = {"machine": machine(), "label": args.label, "seconds": args.seconds, "levels": levels}
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
 

@@ -74,7 +74,9 @@ def served(tmp_path_factory, tiny_base):
         labels=labels_from_manifest(world),
         max_upload_mb=0.05,
     )
-    return root, TestClient(create_app(service), raise_server_exceptions=False)
+    client = TestClient(create_app(service), raise_server_exceptions=False)
+    client.hysafe_service = service  # the tests that look behind the HTTP surface
+    return root, client
 
 
 def png_bytes(size=32):
@@ -385,9 +387,9 @@ def test_public_ids_never_name_a_server_folder():
 
 
 def test_concurrent_requests_are_safe_and_equal_sequential_ones(served):
-    """peft re-merges attention LoRA inside every forward: unguarded concurrent forwards of one
-    model (Safe-CLIP's search and its concept-prompt scorer) corrupt each other. The service
-    serialises each model's inference; results equal the sequential ones."""
+    """peft re-merges attention LoRA inside every forward, so concurrent forwards of one adapter
+    model corrupt each other. The service runs merged-weights copies without a lock and batches
+    requests that arrive together; results equal the sequential ones."""
     import threading
 
     _, client = served
@@ -520,6 +522,57 @@ def test_a_chunked_oversized_body_and_a_maximal_text_do_not_stall_the_service(se
 def test_a_maximal_text_is_refused_before_tokenising(served):
     _, client = served
     t = time.perf_counter()
-    r = client.post("/search", json={"text": "a red circle " * 300_000})
+    r = client.post("/search", json={"text": "a red circle " * 3_500})  # 45 KB, under the upload limit
     assert r.status_code == 422 and r.json()["field"] == "text" and time.perf_counter() - t < 2
     assert client.post("/search", json={"text": "a red circle", "k": 2}).status_code == 200
+
+
+def test_served_weights_stay_bit_identical_over_1000_concurrent_forwards(served):
+    """The served models' forwards write no weight: after 1,000 forwards from 16 threads every
+    tensor of every served model is bit-identical, and concurrent requests shared batches."""
+    import threading
+
+    service = served[1].hysafe_service
+    before = {n: {k: v.clone() for k, v in s.model.state_dict().items()} for n, s in service.served.items()}
+    assert all(not getattr(s.model.backbone, "has_adapters", False) for s in service.served.values())
+    counted = {key: len(b.batch_sizes) for key, b in service.encoders.items()}
+    errors = []
+
+    def worker(i):
+        try:
+            for j in range(21):  # 16 x 21 searches x 3 models = 1,008 forwards
+                service.search(text=f"a red circle {i} {j}", k=2)
+        except Exception as e:  # noqa: BLE001 - asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    batches = [size for key, b in service.encoders.items() for size in b.batch_sizes[counted[key] :]]
+    assert sum(batches) == 16 * 21 * 3 and max(batches) > 1
+    for name, s in service.served.items():
+        after = s.model.state_dict()
+        assert all(torch.equal(before[name][k], after[k]) for k in before[name]), name
+
+
+def test_the_inference_copy_equals_the_adapter_model(tiny_base):
+    from hysafe.models.checkpoint import inference_copy
+
+    torch.manual_seed(5)
+    model = create_model("safeclip", TINY_MODEL, tiny_base, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    model.eval()
+    copy = inference_copy(model)
+    assert copy is not model and not copy.backbone.has_adapters and model.backbone.has_adapters
+    tokens = model.tokenize(["a red circle", "a blue square, covered in blood"])
+    pixels = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(copy.encode_text(tokens), model.encode_text(tokens), atol=1e-5)
+        assert torch.allclose(copy.encode_image(pixels), model.encode_image(pixels), atol=1e-5)
+    assert inference_copy(copy) is copy

@@ -40,6 +40,7 @@ __all__ = [
     "read_metadata",
     "atomic_save_file",
     "uses_adapter_form",
+    "inference_copy",
     "FORMAT_VERSION",
 ]
 
@@ -241,3 +242,27 @@ def _find_backbone_beside(config: ModelConfig, path: Path) -> None:
     raise FileNotFoundError(
         f"{path}: its backbone weights {backbone.pretrained} are missing (also not beside the checkpoint)"
     )
+
+
+def inference_copy(model: SafetyModel) -> SafetyModel:
+    """``model`` with its LoRA merged into plain weights, for inference only (the model itself is
+    untouched; a model without adapters is returned as it is).
+
+    peft's LoRA on ``nn.MultiheadAttention`` merges the adapter into ``in_proj_weight`` and
+    unmerges it inside every forward: the base weights drift by float rounding call after call,
+    and two threads running one model corrupt each other. The copy's forward writes no weight, so
+    it is bit-stable over time and may run in several threads at once (the service batches on it).
+    """
+    backbone = getattr(model, "backbone", None)
+    if not getattr(backbone, "has_adapters", False):
+        return model
+    config = copy.deepcopy(model.config)
+    config.lora = None
+    config.backbone.origin = model_origin(model)
+    config.backbone.pretrained = None  # the weights come from the merged state dict below
+    copied = build_model(config, device=model.device)
+    copied.backbone.model.load_state_dict(backbone.merged_state_dict(), strict=True)
+    copied.load_scalars_(model.scalars(), source="the model being copied")
+    copied.bounds = copy.deepcopy(model.bounds)
+    copied.requires_grad_(False)
+    return copied.eval()

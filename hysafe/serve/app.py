@@ -13,22 +13,25 @@ Safe defaults: binds to 127.0.0.1, bodies up to ``max_upload_mb`` (counted as th
 texts up to :data:`~.requests.MAX_TEXT_CHARS`, ``1 <= k <= max_k``; bad requests get a JSON error
 naming the field (:mod:`.requests`: 422 invalid, 413 too large, 404 unknown); ``/docs`` works
 offline; inference runs in the worker thread pool (sync
-endpoints), one model at a time per model (a lock), so concurrent requests are safe.
+endpoints) on each model's merged-weights copy (:func:`~hysafe.models.checkpoint.inference_copy`,
+whose forward writes no weight: bit-stable, no lock), and requests arriving together share one
+forward per model and modality (:mod:`.batching`).
 (Over 300 lines: the request checks, the service and its routes are one HTTP surface, read together.)
 """
 
 import logging
 import os
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..collection import CollectionIndex
 from ..collection.page import label_of
+from ..models.checkpoint import inference_copy
 from ..models.safety_model import SafetyModel
 from ..utils.extras import require_extra
+from .batching import Batcher
 from .page import STATIC_FILES, static_text
 from .requests import (
     NO_THRESHOLD,
@@ -54,7 +57,11 @@ class Served:
 
     model: SafetyModel
     index: CollectionIndex | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _tower(model: SafetyModel, modality: str):
+    """The encoder of one modality, as the batcher calls it."""
+    return model.encode_text if modality == "text" else model.encode_image
 
 
 def id_root(index: CollectionIndex) -> str | None:
@@ -86,6 +93,7 @@ class Service:
         max_k: int = 100,
         max_upload_mb: float = 10.0,
         examples: list[dict] | None = None,
+        batch_window_s: float = 0.004,
     ):
         if not served:
             raise ValueError("serve needs at least one --index NAME=DIR or --checkpoint NAME=CKPT")
@@ -96,6 +104,12 @@ class Service:
         for s in served.values():  # once here, not per request
             if s.index is not None:
                 s.index.check_model(s.model)
+            s.model = inference_copy(s.model)  # after the check: the index knows the adapters
+        self.encoders = {
+            (n, m): Batcher(_tower(s.model, m), window_s=batch_window_s)
+            for n, s in served.items()
+            for m in ("text", "image")
+        }
         # each model's scorers, built once (concept-prompt scorers encode their prompts)
         self.classifiers = {
             (n, m): s.model.nsfw_classifier(m) for n, s in served.items() for m in ("text", "image")
@@ -135,13 +149,15 @@ class Service:
         return self.classifiers[(name, modality)].threshold
 
     @torch.no_grad()
-    def _encode(self, s: Served, text: str | None, image) -> tuple[torch.Tensor, str]:
-        with s.lock:
-            if text is not None:
-                return s.model.encode_text(s.model.tokenize([text])).float().cpu(), "text"
-            return s.model.encode_image(
-                s.model.preprocess(image).unsqueeze(0).to(s.model.device)
-            ).float().cpu(), "image"
+    def _embed(self, name: str, modality: str, inputs: list) -> torch.Tensor:
+        """Embeddings of texts or PIL images under model ``name``: prepared in this thread, encoded
+        in a batch shared with the requests arriving at the same time."""
+        model = self.served[name].model
+        if modality == "text":
+            prepared = model.tokenize(inputs)
+        else:
+            prepared = torch.stack([model.preprocess(im) for im in inputs])
+        return self.encoders[(name, modality)](prepared.to(model.device)).float().cpu()
 
     def _hit(self, name: str, hit: dict) -> dict:
         threshold = self._threshold(name)
@@ -167,7 +183,8 @@ class Service:
         k, tau = check_k(k, self.max_k), check_tau(tau)
         results = {}
         for name, s in self._pick(models, need_index=True).items():
-            q, modality = self._encode(s, text, image)
+            modality = "text" if text is not None else "image"
+            q = self._embed(name, modality, [text if text is not None else image])
             runs = [(name, None)] + (
                 [(f"{name} + traversal", tau)]
                 if traversal and s.model.space.hyperbolic and s.model.bounds
@@ -189,21 +206,13 @@ class Service:
                 raise RequestError("texts must be a list of non-empty strings", "texts")
             texts = [check_text(t, "texts") for t in texts]
         out = {}
-        for name, s in self._pick(models, need_index=False).items():
+        for name in self._pick(models, need_index=False):
             rows = []
             for modality, inputs in (("text", texts or []), ("image", images or [])):
                 if not inputs:
                     continue
                 clf = self.classifiers[(name, modality)]
-                with torch.no_grad(), s.lock:
-                    emb = (
-                        s.model.encode_text(s.model.tokenize(inputs))
-                        if modality == "text"
-                        else s.model.encode_image(
-                            torch.stack([s.model.preprocess(im) for im in inputs]).to(s.model.device)
-                        )
-                    )
-                    scores = clf.score(emb.float().cpu()).tolist()
+                scores = clf.score(self._embed(name, modality, inputs)).tolist()
                 rows += [
                     {
                         "modality": modality,
