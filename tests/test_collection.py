@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -373,6 +374,18 @@ def test_compare_page_renders_every_thumbnail_in_a_real_browser(hysac, world, fo
         [chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
     ).stdout
     assert 'data-images="36"' in dom and 'data-broken="0"' in dom  # every thumbnail decoded by the browser
+    wide = subprocess.run(
+        [chromium, *flags, "--window-size=1400,900", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    width = int(wide.split('data-width="', 1)[1].split('"', 1)[0])
+    assert width <= 1400, width  # every model's column inside a 1,400 px window
+    with torch.no_grad():
+        query = clip.encode_text(clip.tokenize(queries[:1]))
+    names = [Path(h["id"]).name for h in indexes["CLIP"][1].search(clip, query, 4, modality="text")[0]]
+    assert all(f">{n}</span>" in html for n in names)  # captions show file names
     shot = tmp_path / "page.png"
     subprocess.run(
         [chromium, *flags, "--window-size=1400,900", f"--screenshot={shot}", page.as_uri()],

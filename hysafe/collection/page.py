@@ -33,17 +33,20 @@ __all__ = [
 ]
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:16px;background:#fafafa}
-table{border-collapse:collapse}
-td,th{border:1px solid #ddd;padding:6px;vertical-align:top;background:#fff}th{background:#eee}
-.q{max-width:220px;font-weight:600}.hits{display:flex;gap:6px}
+table{border-collapse:collapse;table-layout:fixed;width:100%;max-width:1360px}
+td,th{border:1px solid #ddd;padding:6px;vertical-align:top;background:#fff;overflow-wrap:anywhere}
+th{background:#eee}.q{font-weight:600}.qh{width:160px}
+.hits{display:flex;flex-wrap:wrap;gap:6px}
 .hit{width:104px;font-size:11px;text-align:center}
+.name{display:block;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 .hit img{width:96px;height:96px;object-fit:cover;display:block;margin:0 auto 2px}
 .text{height:96px;overflow:hidden;border:1px solid #eee}
 .badge{display:inline-block;padding:0 4px;border-radius:3px;color:#fff}
 .safe{background:#2ca02c}.unsafe{background:#d62728}.unknown{background:#999}"""
 
 _CHECK = """<script>window.addEventListener('load',()=>{const imgs=[...document.images];
-document.body.dataset.images=imgs.length;document.body.dataset.broken=imgs.filter(i=>!i.complete||i.naturalWidth===0).length;});</script>"""
+document.body.dataset.images=imgs.length;document.body.dataset.broken=imgs.filter(i=>!i.complete||i.naturalWidth===0).length;
+document.body.dataset.width=document.documentElement.scrollWidth;});</script>"""
 
 
 def labels_from_manifest(manifest: str | Path) -> dict[str, str]:
@@ -101,8 +104,15 @@ def _hit_html(hit: dict, thumbs: Path, labels: dict[str, str]) -> str:
     badge = f'<span class="badge {label}">{label}</span>' if labels else ""
     return (
         f'<div class="hit">{body}{badge}<br>d={hit["distance"]:.3f} nsfw={hit["score"]:.3f}'
-        f'<br><span title="{html.escape(hit["id"])}">{html.escape(hit["id"][:18])}</span></div>'
+        f'<span class="name" title="{html.escape(hit["id"])}">{html.escape(_short_name(hit["id"]))}</span>'
+        "</div>"
     )
+
+
+def _short_name(item_id: str) -> str:
+    """What a caption shows of an id: a file's name (the folder is in the tooltip), else the id."""
+    name = Path(item_id).name
+    return name if name and ("/" in item_id or "\\" in item_id) else item_id
 
 
 def _columns(
@@ -148,7 +158,9 @@ def compare_page(
                 '<td><div class="hits">' + "".join(_hit_html(h, thumbs, labels) for h in hits) + "</div></td>"
             )
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    head = "<tr><th>query</th>" + "".join(f"<th>{html.escape(c[0])}</th>" for c in columns) + "</tr>"
+    head = (
+        '<tr><th class="qh">query</th>' + "".join(f"<th>{html.escape(c[0])}</th>" for c in columns) + "</tr>"
+    )
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>hysafe: "
         f"retrieval compared</title><style>{_STYLE}</style>"
