@@ -17,6 +17,7 @@ DEMO_SERVE_FILES = (
     "world/manifest.jsonl",
     "checkpoints/clip-pretrained.safetensors",
     "checkpoints/safeclip.safetensors",
+    "checkpoints/safer-clip.safetensors",
     "checkpoints/hysac.safetensors",
 )
 
@@ -46,7 +47,7 @@ def _check_demo_report(report: Path) -> None:
 def _demo_indexes(report: Path) -> dict[str, str]:
     """The indexes ``hysafe demo`` wrote for its test images (built now if the report has none)."""
     _check_demo_report(report)  # also where the indexes are there: they name the report's checkpoints
-    folders = {name: report / "indexes" / name for name in ("CLIP", "Safe-CLIP", "HySAC")}
+    folders = {name: report / "indexes" / name for name in ("CLIP", "Safe-CLIP", "SafeR-CLIP", "HySAC")}
     if all((f / "index.json").is_file() for f in folders.values()):
         return {n: str(f) for n, f in folders.items()}
     from ..collection import ImageList, build_index
@@ -66,6 +67,7 @@ def _demo_indexes(report: Path) -> dict[str, str]:
             }
         },
         "Safe-CLIP": {"checkpoint": str((report / "checkpoints" / "safeclip.safetensors").resolve())},
+        "SafeR-CLIP": {"checkpoint": str((report / "checkpoints" / "safer-clip.safetensors").resolve())},
         "HySAC": {"checkpoint": str((report / "checkpoints" / "hysac.safetensors").resolve())},
     }
     for name, folder in folders.items():
@@ -124,7 +126,7 @@ def args_serve(p) -> None:
     p.add_argument(
         "--demo",
         metavar="REPORT",
-        help="serve a 'hysafe demo' report folder: its three indexes (built if absent) and labels",
+        help="serve a 'hysafe demo' report folder: its four indexes (built if absent) and labels",
     )
     p.add_argument("--labels", metavar="MANIFEST", help="labelled quadruplets: safe/unsafe badges")
     p.add_argument(

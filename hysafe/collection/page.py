@@ -97,7 +97,7 @@ def _hit_html(hit: dict, thumbs: Path, labels: dict[str, str]) -> str:
     ref = hit.get("path") or hit.get("text", "")
     label = label_of(hit, labels)
     body = (
-        f'<img src="{_thumb(ref, thumbs)}" alt="{html.escape(hit["id"])}">'
+        f'<img src="{_thumb(ref, thumbs)}" alt="{html.escape(_short_name(hit["id"]))}">'
         if "path" in hit
         else f'<div class="text">{html.escape(ref)}</div>'
     )

@@ -36,6 +36,7 @@ from .page import STATIC_FILES, static_text
 from .requests import (
     NO_THRESHOLD,
     RequestError,
+    check_fields,
     check_k,
     check_tau,
     check_text,
@@ -255,6 +256,7 @@ def create_app(service: Service):
     @app.post("/search", openapi_extra=bodies["search"])
     async def search(request: Request):
         data, files = await read_body(request, service.max_upload)
+        check_fields(data, ("text", "k", "models", "traversal", "tau"))
         models = data.get("models")
         models = [m for m in models.split(",") if m] if isinstance(models, str) else models
         image = read_image(files[0], "image") if files else None
@@ -271,6 +273,7 @@ def create_app(service: Service):
     @app.post("/classify", openapi_extra=bodies["classify"])
     async def classify(request: Request):
         data, files = await read_body(request, service.max_upload)
+        check_fields(data, ("texts", "models"))
         texts = [data["texts"]] if isinstance(data.get("texts"), str) else data.get("texts")
         images = [read_image(f, "images") for f in files] or None
         return await run_in_threadpool(

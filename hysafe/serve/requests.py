@@ -99,7 +99,20 @@ def read_image(data: bytes, field_name: str):
         with Image.open(io.BytesIO(data)) as im:
             return im.convert("RGB")
     except Exception as e:  # corrupt, not an image, decompression bomb
-        raise RequestError(f"unreadable image upload ({type(e).__name__}: {e})", field_name) from e
+        raise RequestError(
+            f"unreadable image upload ({type(e).__name__}: not an image file PIL can decode, "
+            "or one too large to decode)",
+            field_name,
+        ) from e
+
+
+def check_fields(data: dict, allowed: tuple[str, ...]) -> dict:
+    """Refuse a body with fields the endpoint does not read (a typo such as ``model`` for
+    ``models`` would otherwise be ignored silently)."""
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise RequestError(f"unknown field(s) {unknown}; this endpoint reads {list(allowed)}", unknown[0])
+    return data
 
 
 def error_handlers(app) -> None:
