@@ -257,8 +257,14 @@ def test_search_page_in_a_real_browser_on_a_real_server(served, tmp_path):
         url = f"http://127.0.0.1:{port}/?q=a%20red%20circle%2C%20covered%20in%20blood&k=4"
         flags = ["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=15000"]
         dom = subprocess.run(
-            [chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120
+            [chromium, *flags, "--window-size=1400,900", "--dump-dom", url],
+            capture_output=True,
+            text=True,
+            timeout=120,
         ).stdout
+        # every served model side by side inside a 1,400 px window, with its list and the examples
+        assert int(dom.split('data-width="', 1)[1].split('"', 1)[0]) <= 1400
+        assert dom.count("<li>") == 2 and "traversal available" in dom
         done = json.loads(dom.split('data-done="', 1)[1].split('"', 1)[0].replace("&quot;", '"'))
         # every column shows k decoded thumbnails
         assert done == {

@@ -19,6 +19,7 @@ forward per model and modality (:mod:`.batching`).
 (Over 300 lines: the request checks, the service and its routes are one HTTP surface, read together.)
 """
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -60,6 +61,16 @@ class Served:
     index: CollectionIndex | None = None
 
 
+def _input_form(model: SafetyModel, modality: str) -> str:
+    """What decides a model's prepared inputs: its tokenizer (text) or preprocessing (image)."""
+    backbone = getattr(model.config, "backbone", None)
+    name = getattr(backbone, "model", None)
+    cfg = getattr(backbone, "model_cfg", None)
+    if name is None:  # a feature backbone: nothing to share
+        return f"model {id(model)}"
+    return f"{name} {cfg!r} " + (repr(model.preprocess) if modality == "image" else "")
+
+
 def _tower(model: SafetyModel, modality: str):
     """The encoder of one modality, as the batcher calls it."""
     return model.encode_text if modality == "text" else model.encode_image
@@ -94,13 +105,15 @@ class Service:
         max_k: int = 100,
         max_upload_mb: float = 10.0,
         examples: list[dict] | None = None,
-        batch_window_s: float = 0.004,
+        batch_window_s: float = 0.0,
     ):
         if not served:
             raise ValueError("serve needs at least one --index NAME=DIR or --checkpoint NAME=CKPT")
         self.served, self.labels, self.max_k = served, labels or {}, max_k
         self.max_upload = int(max_upload_mb * 1024 * 1024)
         self.examples = list(examples or [])
+        # a hit's label resolves its path on disk: once per path, not once per response
+        self._label = functools.lru_cache(maxsize=1 << 16)(self._label_uncached)
         self.id_roots = {n: id_root(s.index) for n, s in served.items() if s.index is not None}
         for s in served.values():  # once here, not per request
             if s.index is not None:
@@ -150,14 +163,23 @@ class Service:
         return self.classifiers[(name, modality)].threshold
 
     @torch.no_grad()
-    def _embed(self, name: str, modality: str, inputs: list) -> torch.Tensor:
-        """Embeddings of texts or PIL images under model ``name``: prepared in this thread, encoded
+    def _label_uncached(self, path: str | None, text: str) -> str:
+        hit = {"path": path} if path is not None else {"text": text}
+        return label_of(hit, self.labels)
+
+    def _embed(self, name: str, modality: str, inputs: list, prepared_by: dict | None = None) -> torch.Tensor:
+        """Embeddings of texts or PIL images under model ``name``: prepared in this thread (once per
+        request for models that share a tokenizer or preprocessing, via ``prepared_by``), encoded
         in a batch shared with the requests arriving at the same time."""
         model = self.served[name].model
-        if modality == "text":
-            prepared = model.tokenize(inputs)
-        else:
-            prepared = torch.stack([model.preprocess(im) for im in inputs])
+        key = (modality, _input_form(model, modality))
+        cache = {} if prepared_by is None else prepared_by
+        if key not in cache:
+            if modality == "text":
+                cache[key] = model.tokenize(inputs)
+            else:
+                cache[key] = torch.stack([model.preprocess(im) for im in inputs])
+        prepared = cache[key]
         return self.encoders[(name, modality)](prepared.to(model.device)).float().cpu()
 
     def _hit(self, name: str, hit: dict) -> dict:
@@ -168,7 +190,7 @@ class Service:
             "distance": hit["distance"],
             "score": hit["score"],
             "unsafe": None if threshold is None else hit["score"] >= threshold,
-            "label": label_of(hit, self.labels),
+            "label": self._label(hit.get("path"), hit.get("text", "")),
         }
         if "path" in hit:
             out["thumb"] = f"/thumb/{name}/{hit['row']}"
@@ -182,10 +204,10 @@ class Service:
         if text is not None:
             text = check_text(text, "text")
         k, tau = check_k(k, self.max_k), check_tau(tau)
-        results = {}
+        results, prepared = {}, {}
         for name, s in self._pick(models, need_index=True).items():
             modality = "text" if text is not None else "image"
-            q = self._embed(name, modality, [text if text is not None else image])
+            q = self._embed(name, modality, [text if text is not None else image], prepared)
             runs = [(name, None)] + (
                 [(f"{name} + traversal", tau)]
                 if traversal and s.model.space.hyperbolic and s.model.bounds
@@ -206,14 +228,14 @@ class Service:
             if not isinstance(texts, list):
                 raise RequestError("texts must be a list of non-empty strings", "texts")
             texts = [check_text(t, "texts") for t in texts]
-        out = {}
+        out, prepared = {}, {}
         for name in self._pick(models, need_index=False):
             rows = []
             for modality, inputs in (("text", texts or []), ("image", images or [])):
                 if not inputs:
                     continue
                 clf = self.classifiers[(name, modality)]
-                scores = clf.score(self._embed(name, modality, inputs)).tolist()
+                scores = clf.score(self._embed(name, modality, inputs, prepared)).tolist()
                 rows += [
                     {
                         "modality": modality,

@@ -29,7 +29,7 @@ __all__ = ["Batcher"]
 class Batcher:
     """One encoder, its queue and its worker thread (started on the first request)."""
 
-    def __init__(self, encode: Callable[[Tensor], Tensor], *, window_s: float = 0.004, max_batch: int = 64):
+    def __init__(self, encode: Callable[[Tensor], Tensor], *, window_s: float = 0.0, max_batch: int = 64):
         if window_s < 0 or max_batch < 1:
             raise ValueError(f"window_s must be >= 0 and max_batch >= 1, got {window_s}, {max_batch}")
         self.encode, self.window_s, self.max_batch = encode, window_s, max_batch

@@ -137,6 +137,7 @@ async function settle() {
     [...c.querySelectorAll("img")].filter((i) => i.naturalWidth > 0).length,
   ]);
   document.body.dataset.done = JSON.stringify(Object.fromEntries(counts));
+  document.body.dataset.width = String(document.documentElement.scrollWidth);
 }
 
 function request() {
