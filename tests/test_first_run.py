@@ -66,7 +66,8 @@ def test_serve_on_an_unfinished_report_names_what_is_missing(tmp_path, capsys):
     assert main(["serve", "--demo", str(report)]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "incomplete hysafe demo report" in err
-    assert "world/manifest.jsonl, checkpoints/safeclip.safetensors, checkpoints/hysac.safetensors" in err
+    missing = "world/manifest.jsonl, checkpoints/safeclip.safetensors, checkpoints/safer-clip.safetensors, "
+    assert missing + "checkpoints/hysac.safetensors" in err
     assert f"hysafe demo --out {report}" in err
     (report / "indexes" / "HySAC").mkdir(parents=True)  # indexes do not make up for missing checkpoints
     (report / "indexes" / "HySAC" / "index.json").write_text("{}")
