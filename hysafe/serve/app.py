@@ -263,44 +263,15 @@ class Service:
 def create_app(service: Service):
     """The FastAPI app over a :class:`Service` (needs the ``serve`` extra)."""
     require_extra("serve", "hysafe serve")
-    from fastapi import Request
     from fastapi.responses import FileResponse
     from fastapi_offline import FastAPIOffline
-    from starlette.concurrency import run_in_threadpool
 
     # /docs and /redoc with their assets served from the installed package: they work offline
     app = FastAPIOffline(
         title="hysafe", description="Safe retrieval and NSFW moderation with CLIP, Safe-CLIP and HySAC"
     )
     error_handlers(app)
-    bodies = openapi_bodies()
-
-    @app.post("/search", openapi_extra=bodies["search"])
-    async def search(request: Request):
-        data, files = await read_body(request, service.max_upload)
-        check_fields(data, ("text", "k", "models", "traversal", "tau"))
-        models = data.get("models")
-        models = [m for m in models.split(",") if m] if isinstance(models, str) else models
-        image = read_image(files[0], "image") if files else None
-        return await run_in_threadpool(
-            service.search,
-            text=None if files else data.get("text"),
-            image=image,
-            k=data.get("k", 5),
-            models=models,
-            traversal=flag(data.get("traversal", True), "traversal"),
-            tau=data.get("tau"),  # a number, or a rule / numeric string checked by the model
-        )
-
-    @app.post("/classify", openapi_extra=bodies["classify"])
-    async def classify(request: Request):
-        data, files = await read_body(request, service.max_upload)
-        check_fields(data, ("texts", "models"))
-        texts = [data["texts"]] if isinstance(data.get("texts"), str) else data.get("texts")
-        images = [read_image(f, "images") for f in files] or None
-        return await run_in_threadpool(
-            service.classify, texts=texts, images=images, models=data.get("models")
-        )
+    _inference_routes(app, service)
 
     @app.get("/examples")
     def examples():
@@ -320,6 +291,48 @@ def create_app(service: Service):
 
     _page_routes(app)
     return app
+
+
+def _inference_routes(app, service: Service) -> None:
+    """``POST /search`` and ``POST /classify``: bodies read and checked in the event loop, the
+    work (image decoding included) in the worker thread pool."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
+
+    bodies = openapi_bodies()
+
+    @app.post("/search", openapi_extra=bodies["search"])
+    async def search(request: Request):
+        data, files = await read_body(request, service.max_upload)
+        check_fields(data, ("text", "k", "models", "traversal", "tau"))
+        models = data.get("models")
+        models = [m for m in models.split(",") if m] if isinstance(models, str) else models
+
+        def run():  # in a worker thread: decoding an upload must not hold the event loop
+            return service.search(
+                text=None if files else data.get("text"),
+                image=read_image(files[0], "image") if files else None,
+                k=data.get("k", 5),
+                models=models,
+                traversal=flag(data.get("traversal", True), "traversal"),
+                tau=data.get("tau"),  # a number, or a rule / numeric string checked by the model
+            )
+
+        # plain JSON values already: skip FastAPI's per-field re-encoding of the response
+        return JSONResponse(await run_in_threadpool(run))
+
+    @app.post("/classify", openapi_extra=bodies["classify"])
+    async def classify(request: Request):
+        data, files = await read_body(request, service.max_upload)
+        check_fields(data, ("texts", "models"))
+        texts = [data["texts"]] if isinstance(data.get("texts"), str) else data.get("texts")
+
+        def run():
+            images = [read_image(f, "images") for f in files] or None
+            return service.classify(texts=texts, images=images, models=data.get("models"))
+
+        return JSONResponse(await run_in_threadpool(run))
 
 
 def _page_routes(app) -> None:
