@@ -655,3 +655,122 @@ def test_kill_9_at_random_points_then_resume_equals_an_uninterrupted_run(world, 
             if '"validation"' not in line
         ]
         assert steps == sorted(set(steps)) == list(range(1, 13)), (kill_at, steps)
+
+
+# ------------------------------------------------------------------------------ round 3 (issue 30)
+
+
+def _train_argv(world, tiny_base, out, *extra):
+    return [
+        "train", "--objective", "hysac", "--data", str(world), "--model", TINY_MODEL,
+        "--pretrained", tiny_base, "--epochs", "1", "--batch-size", "16", "--no-progress",
+        "--lora-dropout", "0.1", "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
+def test_the_same_seed_gives_byte_identical_checkpoints(world, tiny_base, tmp_path, capsys):
+    """--seed seeds the model's creation too (LoRA init), not only the loop: R01b."""
+    files = []
+    for run in ("a", "b", "c"):
+        seed = "4" if run != "c" else "5"
+        assert run_cli(_train_argv(world, tiny_base, tmp_path / run, "--seed", seed), capsys)[0] == 0
+        files.append((tmp_path / run / "best.safetensors").read_bytes())
+    assert files[0] == files[1] and files[0] != files[2]
+
+
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--max-grad-norm", "-1"], "--max-grad-norm"),  # F16: trained *up* the loss
+        (["--max-grad-norm", "nan"], "--max-grad-norm"),
+        (["--log-every", "0"], "--log-every"),  # F25: ZeroDivisionError
+        (["--lr", "inf"], "--lr"),
+        (["--lr", "1e30"], None),  # finite: accepted (a user's choice), not this test's concern
+        (["--lora-alpha", "nan"], "--lora-alpha"),
+        (["--eval-batch-size", "0"], "--eval-batch-size"),
+    ],
+)
+def test_training_options_are_checked_before_any_work(world, tiny_base, tmp_path, capsys, extra, named):
+    if named is None:
+        return
+    code, err = run_cli(_train_argv(world, tiny_base, tmp_path / "o", *extra), capsys)
+    assert code == 1 and named in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o" / "best.safetensors").exists()
+
+
+def test_collection_options_and_thresholds_are_checked(trained, world, tmp_path, capsys):
+    out, _ = trained
+    ckpt = str(out / "best.safetensors")
+    images = str(world.parent / "images" / "test")
+    score = ["score", "--checkpoint", ckpt, "--images", images, "--out", str(tmp_path / "s.parquet")]
+    for argv in (
+        score + ["--batch-size", "0"],
+        [
+            "index",
+            "build",
+            "--checkpoint",
+            ckpt,
+            "--images",
+            images,
+            "--index",
+            str(tmp_path / "i"),
+            "--batch-size",
+            "0",
+        ],
+    ):
+        with pytest.raises(SystemExit) as stop:  # argparse: exit 2 with the option named
+            main(argv)
+        assert stop.value.code == 2 and "--batch-size" in capsys.readouterr().err
+    for rule, says in (("fpr:2", "(0, 1)"), ("fpr:-0.5", "(0, 1)"), ("fpr:abc", "takes a rate")):
+        code, err = run_cli(score + ["--threshold", rule, "--calibrate", str(world)], capsys)
+        assert code == 1 and says in err, err
+    (tmp_path / "q.txt").write_text("a red circle\n")
+    code, err = run_cli(
+        ["compare", "--index", f"HySAC={tmp_path}/a", "--index", f"HySAC={tmp_path}/b",
+         "--queries", str(tmp_path / "q.txt"), "--out", str(tmp_path / "page")], capsys,
+    )  # fmt: skip
+    assert code == 1 and "names 'HySAC' twice" in err  # K10: the first was dropped silently
+
+
+def test_folder_walking_never_leaves_the_folder(world, tmp_path):
+    """S25: a link from inside the folder to its parent is not followed (it recursed 40 levels)."""
+    from hysafe.collection import ImageFolder
+
+    folder = tmp_path / "imgs"
+    shutil.copytree(world.parent / "images" / "test", folder)
+    (folder / "loop").symlink_to(folder, target_is_directory=True)
+    (folder / "outside").symlink_to(world.parent / "images" / "train", target_is_directory=True)
+    items = list(ImageFolder(folder).items())
+    assert len(items) == len(list((world.parent / "images" / "test").iterdir()))
+    assert not any(i.id.startswith(("loop", "outside")) for i in items)
+
+
+def test_a_broken_tar_shard_is_one_line_and_a_bug_says_so(trained, tmp_path, capsys, monkeypatch):
+    out, _ = trained
+    shard = tmp_path / "shard-000.tar"
+    shard.write_bytes(b"not a tar file at all" * 50)
+    code, err = run_cli(
+        ["score", "--checkpoint", str(out / "best.safetensors"), "--shards", str(shard),
+         "--out", str(tmp_path / "s.parquet")], capsys,
+    )  # fmt: skip
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    import importlib
+
+    cli_main = importlib.import_module("hysafe.cli.main")  # the module (hysafe.cli.main is also the function)
+
+    def broken(args):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setitem(cli_main.COMMANDS, "plot", (*cli_main.COMMANDS["plot"][:2], broken))
+    code = main(["plot", "--checkpoint", f"H={out / 'best.safetensors'}", "--data", "m.jsonl"])
+    err = capsys.readouterr().err
+    assert code == 3 and "Traceback" in err and "this is a bug in hysafe" in err
+
+
+def test_traverse_refuses_embeddings_of_another_width(trained):
+    _, res = trained
+    model = res.model
+    with pytest.raises(ValueError, match=rf"\(B, {model.embed_dim}\)"):
+        model.traverse(torch.zeros(2, model.embed_dim + 1))
+    with pytest.raises(ValueError, match="got \\(3,\\)"):
+        model.traverse(torch.zeros(3))

@@ -582,3 +582,22 @@ def test_the_inference_copy_equals_the_adapter_model(tiny_base):
         assert torch.allclose(copy.encode_text(tokens), model.encode_text(tokens), atol=1e-5)
         assert torch.allclose(copy.encode_image(pixels), model.encode_image(pixels), atol=1e-5)
     assert inference_copy(copy) is copy
+
+
+def test_a_thumbnail_whose_file_is_gone_is_a_404_naming_the_row(served, tmp_path):
+    """H82: an indexed image deleted from disk gave 500."""
+    from hysafe.serve.requests import RequestError
+
+    root, _ = served
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, src in enumerate(sorted((root / "world" / "images" / "test").iterdir())[:2]):
+        shutil.copy(src, folder / f"{i}.png")
+    clip = create_model("clip", TINY_MODEL, _tiny_base_of(root))
+    index = build_index(clip, ImageFolder(folder), tmp_path / "idx", progress=False)
+    service = Service({"C": Served(clip, index)})
+    assert service.thumb_path("C", 1).is_file()
+    (folder / "1.png").unlink()
+    with pytest.raises(RequestError, match="row 1 of C's index: its image file is gone") as gone:
+        service.thumb_path("C", 1)
+    assert gone.value.status == 404 and gone.value.field == "row"

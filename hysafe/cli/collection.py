@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..training.config import PRECISIONS
-from .options import named_paths
+from .options import named_paths, positive_int
 
 __all__ = [
     "cmd_score",
@@ -188,7 +188,7 @@ def _args_source(p) -> None:
     )
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         default=256,
         help="items per chunk: the unit of work and resumption (default: %(default)s)",
     )
@@ -245,7 +245,7 @@ def args_index(p) -> None:
     )
     p.add_argument("--query", action="append", help="search: a text query (repeatable)")
     p.add_argument("--image", action="append", help="search: an image query (repeatable)")
-    p.add_argument("-k", "--k", type=int, default=10)
+    p.add_argument("-k", "--k", type=positive_int, default=10)
     p.add_argument(
         "--tau", help="search: traverse queries toward the safe region first (a number or rule; HySAC)"
     )
@@ -264,7 +264,7 @@ def args_compare(p) -> None:
     )
     p.add_argument("--queries", required=True, metavar="FILE", help="text queries, one per line")
     p.add_argument("--out", required=True, help="output folder (index.html + thumbs/)")
-    p.add_argument("-k", "--k", type=int, default=5)
+    p.add_argument("-k", "--k", type=positive_int, default=5)
     p.add_argument(
         "--tau", default=DEFAULT_TAU, help=_TAU_HELP + " for the traversal column (default: %(default)s)"
     )

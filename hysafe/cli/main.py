@@ -8,7 +8,7 @@ options of ``demo`` and ``train`` are generated from dataclass fields (:mod:`.op
 defaults live only in those dataclasses.
 
 Exit codes: 0 success, 1 bad input (missing file, bad manifest row, mismatched checkpoint, ...),
-2 bad command-line usage.
+2 bad command-line usage, 3 a bug in hysafe (shown with its traceback).
 """
 
 from __future__ import annotations
@@ -16,6 +16,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tarfile
+import traceback
+
+from safetensors import SafetensorError
 
 from ..utils.extras import missing_module_message, require_extra
 from . import collection, demo, interop, models, serve, train
@@ -25,6 +29,11 @@ __all__ = ["main", "build_parser"]
 logger = logging.getLogger(__name__)
 
 EXIT_INPUT_ERROR = 1
+#: an error no input should cause (a bug): the traceback is shown
+EXIT_BUG = 3
+
+#: errors a user's input can cause (files, values, formats): one line each, exit code 1
+USER_ERRORS = (ValueError, OSError, RuntimeError, KeyError, ImportError, tarfile.TarError, SafetensorError)
 
 
 # ------------------------------------------------------------------------------ subcommands
@@ -129,9 +138,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in COMMAND_EXTRAS:
             require_extra(COMMAND_EXTRAS[args.command], f"hysafe {args.command}")
         return args.func(args)
-    except (ValueError, OSError, RuntimeError, KeyError, ImportError) as e:
+    except USER_ERRORS as e:
         print(f"hysafe {args.command}: error: {error_message(e)}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+    except Exception as e:  # anything else is hysafe's fault: the traceback, said so
+        traceback.print_exc()
+        print(
+            f"hysafe {args.command}: internal error ({type(e).__name__}): this is a bug in hysafe, "
+            "not in your input; please report it with the traceback above",
+            file=sys.stderr,
+        )
+        return EXIT_BUG
 
 
 def error_message(e: BaseException) -> str:

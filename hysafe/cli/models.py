@@ -9,7 +9,7 @@ import logging
 import math
 from pathlib import Path
 
-from .options import SPLITS, manifest_dataset, named_paths
+from .options import SPLITS, manifest_dataset, named_paths, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def args_traverse(p) -> None:
     p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--query", action="append", required=True, help="query text (repeatable)")
     p.add_argument("--tau", default=DEFAULT_TAU, help=_TAU_HELP + " (default: %(default)s)")
-    p.add_argument("-k", "--k", type=int, default=5)
+    p.add_argument("-k", "--k", type=positive_int, default=5)
 
 
 def args_plot(p) -> None:

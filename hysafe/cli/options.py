@@ -101,6 +101,10 @@ def named_paths(values: list[str] | None, option: str = "--checkpoint") -> dict[
         name, sep, path = v.partition("=")
         if not sep or not name or not path:
             raise ValueError(f"{option} expects NAME=PATH, got {v!r}")
+        if name in out:
+            raise ValueError(
+                f"{option} names {name!r} twice ({out[name]} and {path}); give each a name of its own"
+            )
         out[name] = path
     return out
 
@@ -110,3 +114,14 @@ def manifest_dataset(model, manifest: str, split: str):
     from ..data import QuadrupletDataset
 
     return QuadrupletDataset.from_manifest(manifest, model, split=split)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (sizes, counts), refused at parse time with the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from .collection import model_from_spec
-from .options import named_paths
+from .options import named_paths, positive_int
 
 __all__ = ["cmd_serve", "args_serve", "demo_report_missing", "DEMO_SERVE_FILES"]
 
@@ -133,6 +133,6 @@ def args_serve(p) -> None:
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)"
     )
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-k", type=int, default=100)
+    p.add_argument("--max-k", type=positive_int, default=100)
     p.add_argument("--max-upload-mb", type=float, default=10.0)
     p.add_argument("--device", default="cpu")

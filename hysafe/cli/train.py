@@ -10,7 +10,7 @@ import argparse
 import json
 import logging
 
-from .options import SPLITS, add_options, manifest_dataset, options_to_kwargs
+from .options import SPLITS, add_options, manifest_dataset, options_to_kwargs, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +21,7 @@ def cmd_train(args) -> int:
     from ..models.backbone import LoraConfig
     from ..models.safety_model import create_feature_model, create_model
     from ..training import TrainConfig, train
+    from ..training.loop import seed_everything
     from ..training.recipes import RECIPE_OPTIONS, get_recipe
 
     recipe_options = options_to_kwargs(args, ConeConfig) | {
@@ -29,6 +30,7 @@ def cmd_train(args) -> int:
     recipe = get_recipe(args.objective, **recipe_options)
     cfg = TrainConfig(**options_to_kwargs(args, TrainConfig))
     device = cfg.device or "cpu"
+    seed_everything(cfg.seed)  # before the model exists: its LoRA init is part of the run
     if args.features:
         data, val_data = _feature_splits(args, cfg.seed)
         model = create_feature_model(recipe.model_kind, *data.dims, device=device)
@@ -169,6 +171,6 @@ def args_embed(p) -> None:
     p.add_argument("--model", default="hysafe-tiny")
     p.add_argument("--pretrained")
     p.add_argument("--out", required=True, help="output .safetensors file")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="cpu")

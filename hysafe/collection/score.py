@@ -63,7 +63,7 @@ def resolve_threshold(
             return None, "none (no bounds; pass --threshold)"
         return clf.threshold, f"bounds: midpoint of the safe/unsafe mean {clf.name} ({modality})"
     if isinstance(rule, str) and rule.startswith("fpr:"):
-        target = float(rule[4:])
+        target = _fpr_target(rule)
         if calibrate is None:
             raise ValueError("threshold 'fpr:X' needs --calibrate MANIFEST (labelled quadruplets)")
         emb = embed_dataset(model, QuadrupletDataset.from_manifest(calibrate, model, split=None))
@@ -74,6 +74,19 @@ def resolve_threshold(
             scores, labels, rule="fpr", target_fpr=target
         ), f"fpr <= {target} on {calibrate}"
     raise ValueError(f"bad threshold {rule!r}: a number, 'bounds' or 'fpr:0.05'")
+
+
+def _fpr_target(rule: str) -> float:
+    """The rate of ``fpr:X``: a number in (0, 1)."""
+    try:
+        target = float(rule[4:])
+    except ValueError:
+        raise ValueError(
+            f"bad threshold {rule!r}: 'fpr:X' takes a rate X in (0, 1), e.g. 'fpr:0.05'"
+        ) from None
+    if not 0 < target < 1:
+        raise ValueError(f"bad threshold {rule!r}: the false-positive rate must be in (0, 1), got {target}")
+    return target
 
 
 def _is_number(s: str) -> bool:

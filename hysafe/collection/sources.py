@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import logging
 import re
 import tarfile
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ __all__ = [
     "expand_braces",
     "IMAGE_SUFFIXES",
 ]
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 _TEXT_COLUMNS = ("text", "prompt", "caption")
@@ -84,8 +87,12 @@ class ImageFolder(Source):
             raise FileNotFoundError(f"image folder not found: {self.root}")
 
     def _walk(self, folder: Path) -> Iterator[Path]:
+        """Image files below ``folder``; a symbolic link to a folder is not followed (it could lead
+        outside the folder, or back into it forever), a link to a file is read."""
         for entry in sorted(folder.iterdir(), key=lambda p: p.name):
-            if entry.is_dir():
+            if entry.is_dir() and entry.is_symlink():
+                logger.warning("%s: a link to a folder, not followed", entry)
+            elif entry.is_dir():
                 yield from self._walk(entry)
             elif entry.suffix.lower() in IMAGE_SUFFIXES:
                 yield entry

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import pickle
 import re
@@ -154,6 +155,8 @@ class LoraConfig:
             )
         if self.r < 1:
             raise ValueError(f"LoRA rank r must be >= 1, got {self.r}")
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise ValueError(f"LoRA alpha (--lora-alpha) must be a finite number > 0, got {self.alpha}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
         unknown = set(self.towers) - {"visual", "text"}

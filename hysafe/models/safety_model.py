@@ -395,6 +395,11 @@ class HySAC(SafetyModel):
     ) -> Tensor:
         """Move query embeddings ``(B, D)`` toward the root, to distance ``tau`` (a number, a
         ``(B,)`` tensor, or a rule such as ``"avg"`` / ``"V.up_95"`` / ``"paper"``), before retrieval."""
+        if query.dim() != 2 or query.shape[-1] != self.embed_dim:
+            raise ValueError(
+                f"traverse expects query embeddings of shape (B, {self.embed_dim}) for this model, "
+                f"got {tuple(query.shape)}"
+            )
         return traverse(query, tau if isinstance(tau, Tensor) else self.tau(tau, modality), self.space)
 
     def nsfw_classifier(self, modality: str = "text") -> NSFWClassifier:

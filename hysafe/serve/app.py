@@ -257,7 +257,10 @@ class Service:
         if not 0 <= row < len(s.index.index) or s.index.meta["modality"] != "image":
             raise RequestError(f"no image row {row} in {name}'s index", "row", 404)
         # a path from the index, never from the request
-        return Path(s.index.items.column("path")[row].as_py())
+        path = Path(s.index.items.column("path")[row].as_py())
+        if not path.is_file():
+            raise RequestError(f"row {row} of {name}'s index: its image file is gone from disk", "row", 404)
+        return path
 
 
 def create_app(service: Service):

@@ -6,6 +6,7 @@ from these fields (:mod:`hysafe.cli.options`), so each default exists once, here
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,10 @@ SELECTIONS = ("auto", "recall", "safety")
 
 def _opt(help: str, **cli) -> dict:
     return {"help": help, **cli}
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 @dataclass
@@ -128,7 +133,15 @@ class TrainConfig:
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 1,
             "grad_accum": self.grad_accum >= 1,
-            "lr": self.lr > 0,
+            "lr": _finite(self.lr) and self.lr > 0,
+            "max_grad_norm": self.max_grad_norm is None
+            or (_finite(self.max_grad_norm) and self.max_grad_norm > 0),
+            "log_every": self.log_every >= 1,
+            "eval_batch_size": self.eval_batch_size >= 1,
+            "num_workers": self.num_workers >= 0,
+            "warmup_steps": self.warmup_steps >= 0,
+            "early_stopping_patience": self.early_stopping_patience is None
+            or self.early_stopping_patience >= 1,
             "precision": self.precision in PRECISIONS,
             "optimizer": self.optimizer in (None, "adamw", "adam"),
             "schedule": self.schedule in ("cosine", "constant"),
@@ -139,7 +152,8 @@ class TrainConfig:
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"invalid TrainConfig field(s) {bad}: {[getattr(self, k) for k in bad]}")
+            named = ", ".join(f"{k}={getattr(self, k)!r} (--{k.replace('_', '-')})" for k in bad)
+            raise ValueError(f"invalid TrainConfig field(s): {named}")
 
 
 @dataclass

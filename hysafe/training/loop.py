@@ -89,7 +89,8 @@ def compiled_loss(model: SafetyModel, backend: str | None):
             del m.forward  # back to the class's method
 
 
-def _seed_everything(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's generators (model creation, LoRA init, dropout, sampling)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -262,7 +263,7 @@ def train(
     dist = init_distributed(cfg.device or model.device)
     model.to(dist.device)
     recipe.check_model(model)
-    _seed_everything(cfg.seed)
+    seed_everything(cfg.seed)
     train_set, val_set = training_datasets(
         data,
         val_data,
