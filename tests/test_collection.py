@@ -339,15 +339,14 @@ def test_cli_score_index_search_and_compare(hysac, world, folder, tmp_path, caps
             ],
             "written by another run",
         ),
-        (
-            ["index", "search", "--index", str(tmp_path / "idx"), "--query", "x", "-k", "0"],
-            "k must be a positive integer",
-        ),
         (["index", "search", "--index", str(tmp_path / "missing")], "not a hysafe index folder"),
     ]:
         assert main(argv) == 1
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (argv, err)
+    with pytest.raises(SystemExit) as stop:  # sizes are checked at parse time (exit 2)
+        main(["index", "search", "--index", str(tmp_path / "idx"), "--query", "x", "-k", "0"])
+    assert stop.value.code == 2 and "-k/--k: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_compare_page_renders_every_thumbnail_in_a_real_browser(hysac, world, folder, tmp_path, tiny_base):

@@ -182,10 +182,6 @@ def test_nan_tau_and_threshold_and_empty_texts_are_refused(trained, world, capsy
             ],
             "finite number >= 0",
         ),
-        (
-            ["traverse", "--checkpoint", ckpt, "--data", str(world), "--query", "a red circle", "-k", "0"],
-            "-k must be >= 1",
-        ),
         (["traverse", "--checkpoint", ckpt, "--data", str(world), "--query", ""], "empty or blank"),
         (
             ["classify", "--checkpoint", ckpt, "--text", "a cat", "--threshold", "nan"],
@@ -196,6 +192,9 @@ def test_nan_tau_and_threshold_and_empty_texts_are_refused(trained, world, capsy
     ]:
         code, err = run_cli(argv, capsys)
         assert code == 1 and message in err and err.count("\n") == 1, (argv, err)
+    with pytest.raises(SystemExit) as stop:  # sizes are checked at parse time (exit 2)
+        main(["traverse", "--checkpoint", ckpt, "--data", str(world), "--query", "a red circle", "-k", "0"])
+    assert stop.value.code == 2 and "-k/--k: must be >= 1, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
