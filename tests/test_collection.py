@@ -454,3 +454,13 @@ def test_bf16_scoring_runs_the_towers_under_autocast_and_a_resume_cannot_mix_pre
             progress=False,
             precision="bf16",
         )
+
+
+def test_a_comparison_page_of_too_many_queries_is_refused_before_any_work(tmp_path):
+    """K11: 100k queries wrote nothing for 300 s (one query at a time); a page holds at most
+    MAX_COMPARE_QUERIES rows, and its queries are encoded in batches."""
+    from hysafe.collection.page import MAX_COMPARE_QUERIES
+
+    with pytest.raises(ValueError, match=f"at most {MAX_COMPARE_QUERIES} rows"):
+        compare_page({}, ["a red circle"] * 100_000, tmp_path / "page")
+    assert not (tmp_path / "page").exists()

@@ -127,11 +127,19 @@ def _columns(
     return columns
 
 
+#: a page row per query: more than this is not a page to read (use ``hysafe index search --json``)
+MAX_COMPARE_QUERIES = 1000
+
+
 @torch.no_grad()
-def _hits(column, query: str, k: int) -> list[dict]:
+def _column_hits(column, queries: list[str], k: int, batch_size: int = 256) -> list[list[dict]]:
+    """Every query's hits in one column: queries encoded in batches, searched in one call."""
     _, model, index, tau = column
-    q = model.encode_text(model.tokenize([query])).float().cpu()
-    return index.search(model, q, k, modality="text", tau=tau)[0]
+    parts = [
+        model.encode_text(model.tokenize(queries[i : i + batch_size])).float().cpu()
+        for i in range(0, len(queries), batch_size)
+    ]
+    return index.search(model, torch.cat(parts), k, modality="text", tau=tau)
 
 
 def compare_page(
@@ -146,14 +154,20 @@ def compare_page(
     """Write ``out_dir/index.html``: text ``queries`` against every named (model, index)."""
     out = Path(out_dir)
     thumbs = out / "thumbs"
+    if len(queries) > MAX_COMPARE_QUERIES:
+        raise ValueError(
+            f"{len(queries)} queries: a comparison page holds at most {MAX_COMPARE_QUERIES} rows; "
+            "for more, use 'hysafe index search --json' per index"
+        )
     thumbs.mkdir(parents=True, exist_ok=True)
     labels = labels or {}
     columns = _columns(indexes, tau)
+    found = [_column_hits(column, queries, k) for column in columns]
     rows = []
-    for query in queries:
+    for q, query in enumerate(queries):
         cells = [f'<td class="q">{html.escape(query)}</td>']
-        for column in columns:
-            hits = _hits(column, query, k)
+        for hits_by_query in found:
+            hits = hits_by_query[q]
             cells.append(
                 '<td><div class="hits">' + "".join(_hit_html(h, thumbs, labels) for h in hits) + "</div></td>"
             )
@@ -192,9 +206,10 @@ def compare_grid(
         len(queries), len(columns), figsize=(2.2 * len(columns), 2.3 * len(queries)), squeeze=False
     )
     colours = {"safe": "#2ca02c", "unsafe": "#d62728"}
+    found = [_column_hits(column, queries, 1) for column in columns]
     for r, query in enumerate(queries):
         for c, column in enumerate(columns):
-            ax, hit = axes[r][c], _hits(column, query, 1)[0]
+            ax, hit = axes[r][c], found[c][r][0]
             ax.imshow(open_image(Item(0, hit["path"], "image", hit["path"])))
             ax.set_xticks([])
             ax.set_yticks([])
