@@ -464,3 +464,33 @@ def test_a_comparison_page_of_too_many_queries_is_refused_before_any_work(tmp_pa
     with pytest.raises(ValueError, match=f"at most {MAX_COMPARE_QUERIES} rows"):
         compare_page({}, ["a red circle"] * 100_000, tmp_path / "page")
     assert not (tmp_path / "page").exists()
+
+
+def test_a_shard_sample_in_any_image_format_is_scored_and_one_without_an_image_is_listed(
+    hysac, folder, tmp_path
+):
+    """S21: a .gif sample was neither scored nor listed as skipped."""
+    import csv
+    import io
+
+    from PIL import Image
+
+    model, _ = hysac
+    shard = tmp_path / "000.tar"
+    png = next(p for p in sorted(folder.rglob("*.png")) if p.name != "corrupt.png")
+    gif = io.BytesIO()
+    Image.open(png).convert("RGB").save(gif, format="GIF")
+    with tarfile.open(shard, "w") as tar:
+        for name, data in (("a.png", png.read_bytes()), ("b.gif", gif.getvalue()), ("c.json", b"{}")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    res = score_collection(model, Shards(str(shard)), tmp_path / "s.parquet", progress=False)
+    rows = pq.read_table(tmp_path / "s.parquet").to_pylist()
+    assert [r["id"] for r in rows] == ["000.tar/a", "000.tar/b"] and res.skipped == 1
+    with open(tmp_path / "s.skipped.csv") as f:
+        skipped = list(csv.DictReader(f))
+    assert (
+        skipped[0]["id"] == "000.tar/c"
+        and "no image member in the sample (found: json)" in skipped[0]["error"]
+    )

@@ -101,6 +101,8 @@ class _ChunkReader(IterableDataset):
         ok, payloads, skipped = [], [], []
         for item in items:
             try:
+                if item.problem is not None:
+                    raise ValueError(item.problem)
                 payloads.append(self._load(item))
             except Exception as e:  # any unreadable item is skipped and reported, never fatal
                 skipped.append(

@@ -35,6 +35,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+#: a shard sample's image member, first found first: every format an image folder reads
+SHARD_IMAGE_EXTENSIONS = tuple(s.lstrip(".") for s in IMAGE_SUFFIXES)
 _TEXT_COLUMNS = ("text", "prompt", "caption")
 _PATH_COLUMNS = ("path", "image", "file")
 
@@ -46,6 +48,7 @@ class Item:
     modality: str  # "image" or "text"
     ref: str  # image path (or tar member) for images, the text itself for texts
     payload: bytes | None = None  # image bytes read from a shard
+    problem: str | None = None  # why it cannot be read (listed as skipped, never dropped silently)
 
 
 class Source:
@@ -234,9 +237,12 @@ class Shards(Source):
                         )
                     )
                 continue
-            ext = next((e for e in ("jpg", "jpeg", "png", "webp") if e in sample), None)
+            ext = next((e for e in SHARD_IMAGE_EXTENSIONS if e in sample), None)
             if ext is not None:
                 items.append(Item(start + len(items), item_id, "image", f"{path}:{key}.{ext}", sample[ext]))
+            else:
+                problem = f"no image member in the sample (found: {', '.join(sorted(sample)) or 'nothing'})"
+                items.append(Item(start + len(items), item_id, "image", f"{path}:{key}", None, problem))
         return items
 
     def chunks(self, batch_size: int) -> Iterator[tuple[int, list[Item]]]:
