@@ -277,19 +277,31 @@ def test_early_stopping_counts_epochs_without_improvement(
 
 
 def test_ordering_auc_is_the_roc_auc_of_root_distance():
-    from sklearn.metrics import roc_auc_score
-
+    """Against the definition (pairs, ties half) in float64; then at a size whose pair matrix
+    (200k x 200k) would not fit in memory."""
     from hysafe.training.validation import ordering_auc
 
     g = torch.Generator().manual_seed(0)
     safe, unsafe = torch.randn(50, generator=g), torch.randn(60, generator=g) + 0.5
-    unsafe[:5] = safe[:5]  # ties count half, as in sklearn
-    expected = roc_auc_score([0] * 50 + [1] * 60, torch.cat([safe, unsafe]).numpy())
+    unsafe[:5] = safe[:5]  # ties count half
+    diff = unsafe.double()[:, None] - safe.double()[None, :]
+    expected = float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
     assert ordering_auc(safe, unsafe) == pytest.approx(expected, abs=1e-12)
     assert (
         ordering_auc(torch.zeros(3), torch.ones(4)) == 1.0
         and ordering_auc(torch.ones(3), torch.zeros(4)) == 0.0
     )
+    big = torch.arange(200_000, dtype=torch.float64)
+    assert ordering_auc(big, big + 100_000) == pytest.approx(1 - 0.5 * (100_000 / 200_000) ** 2, abs=1e-9)
+
+
+def test_safety_selection_of_a_euclidean_model_is_refused_before_training(tiny_base, tmp_path):
+    """select='safety' on Safe-CLIP raised KeyError 'ordering' after the first epoch."""
+    model = create_model("safeclip", TINY_MODEL, tiny_base, lora=None)
+    rows = [{"safe_text": "a", "unsafe_text": "b"}]
+    with pytest.raises(ValueError, match="select='safety' .* not this safeclip"):
+        train(model, rows, "safeclip", TrainConfig(epochs=1, select="safety", output_dir=str(tmp_path / "o")))
+    assert not (tmp_path / "o").exists()
 
 
 def _step_losses(model, world, **options):

@@ -62,7 +62,9 @@ class DemoConfig:
     select: str = field(
         default="auto",
         metadata=_opt(
-            "model selection of the fine-tunes (TrainConfig.select)", choices=("auto", "recall", "safety")
+            "model selection of the fine-tunes (TrainConfig.select; 'safety' applies to HySAC, the "
+            "Euclidean fine-tunes then select on recall)",
+            choices=("auto", "recall", "safety"),
         ),
     )
     traversal: str = field(default=DEFAULT_TAU, metadata=_opt("tau rule or number for HySAC + traversal"))

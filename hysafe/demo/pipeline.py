@@ -148,7 +148,8 @@ def fine_tune(
         lr=cfg.lr,
         seed=cfg.seed,
         progress=cfg.progress,
-        select=cfg.select,
+        # 'safety' scores the root-distance ordering: HySAC's; the Euclidean fine-tunes select on recall
+        select=cfg.select if cfg.select != "safety" or recipe.model_kind == "hysac" else "recall",
         precision=cfg.precision,
         device=cfg.device,
         output_dir=str(out / "runs" / recipe.name),

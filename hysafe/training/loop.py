@@ -36,7 +36,7 @@ from .recipes import Recipe, as_recipe
 from .run_folder import locked_run_folder
 from .sampler import ResumableBatchSampler
 from .state import load_training_state, new_progress, run_fingerprint, save_training_state
-from .validation import BestWeights, safety_bounds, save_best, validation_recalls
+from .validation import BestWeights, check_select, safety_bounds, save_best, validation_recalls
 
 logger = logging.getLogger(__name__)
 
@@ -263,6 +263,7 @@ def train(
     dist = init_distributed(cfg.device or model.device)
     model.to(dist.device)
     recipe.check_model(model)
+    check_select(cfg.select, model)
     seed_everything(cfg.seed)
     train_set, val_set = training_datasets(
         data,

@@ -23,14 +23,24 @@ from ..populations import MODALITIES, POPULATIONS, modality_pair
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["validation_recalls", "ordering_auc", "safety_bounds", "distance_stats", "BestWeights"]
+__all__ = [
+    "check_select",
+    "validation_recalls",
+    "ordering_auc",
+    "safety_bounds",
+    "distance_stats",
+    "BestWeights",
+]
 
 
 def ordering_auc(d_safe: Tensor, d_unsafe: Tensor) -> float:
     """ROC-AUC of "farther from the root = unsafe": the probability that an unsafe item lies
-    farther than a safe one (ties count half)."""
-    diff = d_unsafe.double().flatten().unsqueeze(1) - d_safe.double().flatten().unsqueeze(0)
-    return float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
+    farther than a safe one (ties count half). Ranks, O(N log N): no N x N matrix."""
+    from sklearn.metrics import roc_auc_score
+
+    scores = torch.cat([d_safe.double().flatten(), d_unsafe.double().flatten()]).cpu().numpy()
+    labels = [0] * d_safe.numel() + [1] * d_unsafe.numel()
+    return float(roc_auc_score(labels, scores))
 
 
 def _ordering(model: SafetyModel, emb: dict) -> dict:
@@ -45,6 +55,15 @@ def _ordering(model: SafetyModel, emb: dict) -> dict:
     aucs = list(out.values())
     out["ordering"] = sum(2 * a - 1 for a in aucs) / len(aucs)
     return out
+
+
+def check_select(select: str, model: SafetyModel) -> None:
+    """Refuse a selection rule the model cannot be scored by (before any training)."""
+    if select == "safety" and not model.space.hyperbolic:
+        raise ValueError(
+            "select='safety' multiplies recall by the root-distance ordering, which only a hyperbolic "
+            f"model (HySAC) has, not this {model.kind}; use 'recall' or 'auto' for it"
+        )
 
 
 def validation_recalls(
@@ -66,7 +85,8 @@ def validation_recalls(
         for k, v in recall_at_k(emb["T*"], emb["T"], idx, space, ks).items():
             out[f"T*->T R@{k}"] = v
     out["recall_sum"] = sum(out.values())
-    safety = select == "safety" or select == "auto" and space.hyperbolic
+    check_select(select, model)
+    safety = select in ("safety", "auto") and space.hyperbolic
     if space.hyperbolic:
         out |= _ordering(model, emb)
     out["score"] = out["recall_sum"] * out["ordering"] if safety else out["recall_sum"]
