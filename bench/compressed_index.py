@@ -16,9 +16,8 @@ Exact search is what a flat index would do if it fit: the stored vectors streame
 blocks through faiss's exhaustive inner-product search, top-10 per query confirmed in float64.
 Both are timed on the same 1,000 queries in one run; the compressed index is timed cold (first
 search, the vector file evicted from the page cache first) and warm (median of repeats). Index RAM counts
-what the compressed
-index keeps in memory (codes, ids, centroids, codebooks, refine codes), against the flat index's
-float32 index vectors.
+what the compressed index keeps in memory (codes, ids, centroids, codebooks, refine codes), against the flat
+index's float32 index vectors.
 """
 
 from __future__ import annotations

@@ -5,8 +5,7 @@
 Galleries are clustered Lorentz points (a mixture of 4096 Gaussian clusters lifted with exp_map0,
 like real embeddings; IVF recall on structureless Gaussian noise is meaningless). Each method runs
 in its own process; peak memory is the search phase's high-water mark (stored gallery included). Queries/s
-are medians over repeats; recall@10 is
-measured against the exact (float64-checked) ranking of the same run.
+are medians over repeats; recall@10 is measured against the exact (float64-checked) ranking of the same run.
 """
 
 from __future__ import annotations

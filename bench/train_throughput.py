@@ -12,10 +12,8 @@ with the batch; MFU is against the matmul peak measured in the same run at the r
 ``--compile inductor`` and ``--grad-checkpointing`` add hysafe rows with the training loop's own
 options (``TrainConfig.compile`` / ``grad_checkpointing``) beside the plain ones; ``--torch-dropout`` and
 ``--torch-attention`` add hysafe rows with torch's LoRA dropout or attention kernel choice (the reference
-loop's,
-which its rows always use) instead of hysafe's (hysafe.models.lora_dropout, hysafe.models.attention). On a
-GPU,
-``--in-process`` builds one model per kind and resets the peak-memory counter per row (rows that run
+loop's, which its rows always use) instead of hysafe's (hysafe.models.lora_dropout, hysafe.models.attention).
+On a GPU, ``--in-process`` builds one model per kind and resets the peak-memory counter per row (rows that run
 out of memory are recorded as such), ``--deadline-s`` skips the rows that would start late, and
 ``--profile`` writes where the step's time goes:
 
@@ -85,9 +83,8 @@ def image_size(model) -> int:
 
 def use_kernels(model, *, sparse_dropout: bool, math_attention: bool) -> None:
     """hysafe's CPU kernels on or off: the LoRA dropout that draws the dropped positions
-    (hysafe.models.lora_dropout) and
-    the math attention kernel for short bf16 training sequences (hysafe.models.attention). The
-    reference-style rows run
+    (hysafe.models.lora_dropout) and the math attention kernel for short bf16 training sequences
+    (hysafe.models.attention). The reference-style rows run
     torch's (per-element dropout draws, torch's kernel choice)."""
     from hysafe.models.attention import MATH_MAX_TOKENS
     from hysafe.models.lora_dropout import use_sparse_dropout

@@ -4,8 +4,8 @@ CLIP-style models compare L2-normalised embeddings by cosine similarity. The "ro
 origin and the distance to it is the embedding's L2 norm *before* normalisation, which is what
 the distribution plots show for Euclidean models. Cosine similarities run in float32 with autocast
 off, like the Lorentz maths: a bf16 cosine times a logit scale of 100 is off by ~0.2. Moving a point toward
-the root rescales it and
-therefore never changes cosine retrieval: that is the honest Euclidean analogue of traversal.
+the root rescales it and therefore never changes cosine retrieval: that is the honest Euclidean analogue of
+traversal.
 """
 
 from __future__ import annotations

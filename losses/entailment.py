@@ -23,10 +23,10 @@ class ConeConfig:
     ``K`` is either absolute (``min_radius``, the papers' 0.1) or, by default, *relative to the
     embeddings the loss sees*: ``2K = radius_ratio * median(sqrt(c)|x|)`` over the batch's generic
     side (detached; the global batch across processes), so a typical cone has half-aperture
-    ``asin(radius_ratio)`` at any scale. An
-    absolute K rewards shrinking every embedding into the saturated zone near the root, where each
-    cone is a half-space and the loss is met without any safety ordering (docs/worlds.md); the
-    relative K leaves the loss invariant to a global rescaling, so it never pays to collapse.
+    ``asin(radius_ratio)`` at any scale. An absolute K rewards shrinking every embedding into the saturated
+    zone near the root, where each cone is a half-space and the loss is met without any safety ordering
+    (docs/worlds.md); the relative K leaves the loss invariant to a global rescaling, so it never pays to
+    collapse.
     """
 
     aperture_scale: float = field(default=1.0, metadata={"help": "entailment-cone aperture multiplier"})

@@ -1,8 +1,7 @@
 """The ``hysafe`` command line: the parser, the command table and the one-line errors.
 
 Commands: demo, train, embed, evaluate, classify, traverse, plot, convert, export, score, index, compare,
-serve.
-A thin layer: each command parses its options and calls the Python API. The handlers live in one
+serve. A thin layer: each command parses its options and calls the Python API. The handlers live in one
 module per command group (:mod:`.demo`, :mod:`.models`, :mod:`.interop`, :mod:`.collection`);
 options of ``demo`` and ``train`` are generated from dataclass fields (:mod:`.options`), so their
 defaults live only in those dataclasses.

@@ -1,13 +1,11 @@
 """Which scaled-dot-product-attention kernel a bf16 training forward uses on CPU.
 
 torch runs its CPU flash-attention kernel at every sequence length, but in bf16 that kernel's *backward* is
-slow
-for short sequences: at CLIP's lengths (50 image tokens of ViT-B/32, 77 text tokens) forward + backward
-through
-the math kernel (two matrix products and a softmax) takes 2.9-3.4x less time on a 2-core Xeon, and flash wins
-only from ~200 tokens (``bench/attention_kernels.py``, docs/benchmarks.md section 1). In fp32 the two are
-within
-0.97-1.3x of each other up to 128 tokens, so fp32 keeps torch's choice. :func:`training_attention` picks the
+slow for short sequences: at CLIP's lengths (50 image tokens of ViT-B/32, 77 text tokens) forward + backward
+through the math kernel (two matrix products and a softmax) takes 2.9-3.4x less time on a 2-core Xeon, and
+flash wins only from ~200 tokens (``bench/attention_kernels.py``, docs/benchmarks.md section 1). In fp32 the
+two are within 0.97-1.3x of each other up to 128 tokens, so fp32 keeps torch's choice.
+:func:`training_attention` picks the
 math kernel for a tower's call when autograd is recording a bf16 computation on CPU (autocast or bf16 weights)
 over at most ``max_tokens`` tokens (``MATH_MAX_TOKENS``); forward-only calls keep flash, whose forward is the
 faster one at every length, and so does every CUDA call. Both kernels compute the same attention (to bf16

@@ -2,13 +2,11 @@
 
 torch's CPU dropout draws one Bernoulli variate per element (~9 ns each on a 2-core Xeon, whatever the dtype),
 which made the reference's LoRA dropout (p = 0.1 on every adapted layer's input) 24% of a ViT-B/32 bf16 step
-at batch 32
-(docs/benchmarks.md). For a small p most of those draws say "keep". :func:`dropped_positions` draws the gaps
-between dropped elements instead: i.i.d. geometric variates ``floor(log(1 - U) / log(1 - p))`` from float64
-uniforms, about ``p * numel`` of them, so every element is dropped independently with probability p (to
-float64
-rounding), from torch's generator (``torch.manual_seed`` reproduces it). :class:`SparseDropout` is
-``nn.Dropout`` with that mask on CPU tensors for ``p <= MAX_SPARSE_P`` (beyond it the gaps stop paying) and
+at batch 32 (docs/benchmarks.md). For a small p most of those draws say "keep". :func:`dropped_positions`
+draws the gaps between dropped elements instead: i.i.d. geometric variates ``floor(log(1 - U) / log(1 - p))``
+from float64 uniforms, about ``p * numel`` of them, so every element is dropped independently with probability
+p (to float64 rounding), from torch's generator (``torch.manual_seed`` reproduces it). :class:`SparseDropout`
+is ``nn.Dropout`` with that mask on CPU tensors for ``p <= MAX_SPARSE_P`` (beyond it the gaps stop paying) and
 torch's own dropout otherwise (CUDA's is one fused kernel); the backward pass keeps only the positions.
 """
 
