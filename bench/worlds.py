@@ -108,13 +108,18 @@ def cache_path(folder: Path, name: str, settings: dict, code: str) -> Path:
     return folder / "cache" / f"{name}-{key.hexdigest()[:16]}.safetensors"
 
 
+def _write_settings(path: Path, settings: dict) -> None:
+    """The settings a cached model was trained with, beside it (``NAME-KEY.json``)."""
+    path.with_suffix(".json").write_text(json.dumps(settings, indent=2, sort_keys=True, default=str))
+
+
 def cached_model(path: Path, settings: dict, build):
     """The model cached at ``path``, else ``build()``'s, saved there with its settings beside it."""
     if path.is_file():
         return load_model(path)
     model = build()
     save_model(model, path)
-    path.with_suffix(".json").write_text(json.dumps(settings, indent=2, sort_keys=True, default=str))
+    _write_settings(path, settings)
     return model
 
 
@@ -170,7 +175,7 @@ def world_setup(
     if not cached.is_file():
         cached.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(pretrained_backbone(cfg, train, val, folder, {}), cached)
-        cached.with_suffix(".json").write_text(json.dumps(settings, indent=2, sort_keys=True, default=str))
+        _write_settings(cached, settings)
     return cfg, folder, (train, val, test), str(cached.resolve())
 
 

@@ -457,6 +457,12 @@ def test_docs_work_offline_and_the_schema_describes_every_body_field(served):
     assert search["multipart/form-data"]["schema"]["properties"]["image"]["format"] == "binary"
     classify = schema["/classify"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert set(classify["properties"]) == {"texts", "models"}
+    from hysafe.serve.requests import CLASSIFY_FIELDS, SEARCH_FIELDS  # what the routes accept
+
+    assert set(SEARCH_FIELDS) == set(search["application/json"]["schema"]["properties"])
+    assert set(CLASSIFY_FIELDS) == set(classify["properties"])
+    form_fields = set(search["multipart/form-data"]["schema"]["properties"])
+    assert form_fields == set(SEARCH_FIELDS) - {"text"} | {"image"}
 
 
 def test_traversal_takes_true_false_and_the_forms_spellings(served):
@@ -541,7 +547,7 @@ def test_served_weights_stay_bit_identical_over_1000_concurrent_forwards(served)
     service = served[1].hysafe_service
     before = {n: {k: v.clone() for k, v in s.model.state_dict().items()} for n, s in service.served.items()}
     assert all(not getattr(s.model.backbone, "has_adapters", False) for s in service.served.values())
-    counted = {key: len(b.batch_sizes) for key, b in service.encoders.items()}
+    counted = {key: (b.forwards, b.rows) for key, b in service.encoders.items()}
     errors = []
 
     def worker(i):
@@ -557,8 +563,9 @@ def test_served_weights_stay_bit_identical_over_1000_concurrent_forwards(served)
     for t in threads:
         t.join()
     assert not errors
-    batches = [size for key, b in service.encoders.items() for size in b.batch_sizes[counted[key] :]]
-    assert sum(batches) == 16 * 21 * 3 and max(batches) > 1
+    forwards = sum(b.forwards - counted[key][0] for key, b in service.encoders.items())
+    rows = sum(b.rows - counted[key][1] for key, b in service.encoders.items())
+    assert rows == 16 * 21 * 3 and forwards < rows  # some forward served more than one request
     for name, s in service.served.items():
         after = s.model.state_dict()
         assert all(torch.equal(before[name][k], after[k]) for k in before[name]), name

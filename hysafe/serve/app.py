@@ -35,7 +35,9 @@ from ..utils.extras import require_extra
 from .batching import Batcher
 from .page import STATIC_FILES, static_text
 from .requests import (
+    CLASSIFY_FIELDS,
     NO_THRESHOLD,
+    SEARCH_FIELDS,
     RequestError,
     check_fields,
     check_k,
@@ -124,6 +126,10 @@ class Service:
             for n, s in served.items()
             for m in ("text", "image")
         }
+        # what decides each model's prepared inputs, for sharing them within a request
+        self.input_forms = {
+            (n, m): _input_form(s.model, m) for n, s in served.items() for m in ("text", "image")
+        }
         # each model's scorers, built once (concept-prompt scorers encode their prompts)
         self.classifiers = {
             (n, m): s.model.nsfw_classifier(m) for n, s in served.items() for m in ("text", "image")
@@ -172,7 +178,7 @@ class Service:
         request for models that share a tokenizer or preprocessing, via ``prepared_by``), encoded
         in a batch shared with the requests arriving at the same time."""
         model = self.served[name].model
-        key = (modality, _input_form(model, modality))
+        key = (modality, self.input_forms[(name, modality)])
         cache = {} if prepared_by is None else prepared_by
         if key not in cache:
             if modality == "text":
@@ -308,7 +314,7 @@ def _inference_routes(app, service: Service) -> None:
     @app.post("/search", openapi_extra=bodies["search"])
     async def search(request: Request):
         data, files = await read_body(request, service.max_upload)
-        check_fields(data, ("text", "k", "models", "traversal", "tau"))
+        check_fields(data, SEARCH_FIELDS)
         models = data.get("models")
         models = [m for m in models.split(",") if m] if isinstance(models, str) else models
 
@@ -328,7 +334,7 @@ def _inference_routes(app, service: Service) -> None:
     @app.post("/classify", openapi_extra=bodies["classify"])
     async def classify(request: Request):
         data, files = await read_body(request, service.max_upload)
-        check_fields(data, ("texts", "models"))
+        check_fields(data, CLASSIFY_FIELDS)
         texts = [data["texts"]] if isinstance(data.get("texts"), str) else data.get("texts")
 
         def run():

@@ -36,8 +36,9 @@ class Batcher:
         self._queue: queue.Queue[tuple[Tensor, Future]] = queue.Queue()
         self._start = threading.Lock()
         self._worker: threading.Thread | None = None
-        #: rows per forward, for tests and benchmarks
-        self.batch_sizes: list[int] = []
+        #: forwards run and rows encoded so far, and the largest batch (counters: a long-running
+        #: service keeps no per-forward history)
+        self.forwards = self.rows = self.largest = 0
 
     def __call__(self, inputs: Tensor) -> Tensor:
         """The encoder's output rows for ``inputs`` (``(n, ...)``), computed in a shared batch."""
@@ -72,7 +73,8 @@ class Batcher:
             try:
                 with torch.no_grad():
                     out = self.encode(torch.cat([inputs for inputs, _ in group]))
-                self.batch_sizes.append(len(out))
+                self.forwards, self.rows = self.forwards + 1, self.rows + len(out)
+                self.largest = max(self.largest, len(out))
                 start = 0
                 for inputs, future in group:
                     future.set_result(out[start : start + len(inputs)])

@@ -36,6 +36,10 @@ NO_THRESHOLD = (
 #: OpenAI's CLIP, a few hundred characters), so longer texts are refused before tokenising
 MAX_TEXT_CHARS = 4096
 
+#: the body fields each endpoint reads (its schema's fields: :func:`openapi_bodies`)
+SEARCH_FIELDS = ("text", "k", "models", "traversal", "tau")
+CLASSIFY_FIELDS = ("texts", "models")
+
 _TRUE, _FALSE = ("true", "1", "on", "yes"), ("false", "0", "off", "no")
 
 
@@ -203,7 +207,7 @@ def openapi_bodies() -> dict[str, dict]:
         binary = {"type": "string", "format": "binary"}
         return {"type": "object", "properties": {files: binary, **fields}, "required": [files]}
 
-    search_form = form("image", {n: {"type": "string"} for n in ("k", "tau", "traversal", "models")})
+    search_form = form("image", {n: {"type": "string"} for n in SEARCH_FIELDS if n != "text"})
     classify_form = form("images", {"models": {"type": "string"}})
     return {
         "search": _body_spec(SearchRequest.model_json_schema(), search_form),
