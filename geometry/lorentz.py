@@ -41,6 +41,7 @@ __all__ = [
     "root_ray_scale",
     "geodesic_to_root",
     "half_aperture",
+    "relative_half_aperture",
     "exterior_angle",
     "query_index_vectors",
     "gallery_index_vectors",
@@ -247,6 +248,22 @@ def half_aperture(
     sc = _sqrt_curv(curv, x)
     eps = _eps(_UNIT_EPS, x.dtype, eps)
     arg = 2.0 * min_radius / (sc * _norm(x) + eps)
+    return torch.asin(arg.clamp(min=-1.0 + eps, max=1.0 - eps))
+
+
+@float32_math
+def relative_half_aperture(x: Tensor, *, ratio: float, scale: Tensor, eps: float | None = None) -> Tensor:
+    """Half-aperture with a radius relative to a length scale: :math:`\\arcsin(r\\,s / \\lVert x\\rVert)`.
+
+    This is :func:`half_aperture` with ``2K = r * sqrt(c) * s``: the curvature cancels, so the value
+    (and therefore the gradient) does not depend on it. ``scale`` ``s`` is a length statistic of the
+    points (a 0-d tensor, e.g. their mean norm) and may carry gradients; scaling ``x`` and ``s``
+    together leaves the aperture unchanged. ``(..., D) -> (...)``, saturated at ``asin(1 - eps)``
+    where ``|x| <= r s``.
+    """
+    check_points(x, "x")
+    eps = _eps(_UNIT_EPS, x.dtype, eps)
+    arg = ratio * scale.to(x.dtype) / _norm(x)
     return torch.asin(arg.clamp(min=-1.0 + eps, max=1.0 - eps))
 
 

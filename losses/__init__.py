@@ -2,7 +2,7 @@
 
 from .contrastive import euclidean_info_nce, lorentz_info_nce, symmetric_info_nce
 from .distributed import gather_with_grad, world_info
-from .entailment import ConeConfig, entailment_loss
+from .entailment import ConeConfig, cone_aperture, entailment_loss
 from .objectives import (
     OBJECTIVES,
     LossContext,
@@ -23,6 +23,7 @@ __all__ = [
     "gather_with_grad",
     "world_info",
     "ConeConfig",
+    "cone_aperture",
     "entailment_loss",
     "cosine_distance_loss",
     "redirection_loss",

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from hysafe.utils.distributed import world_info
 
-__all__ = ["world_info", "gather_with_grad", "gather_detached"]
+__all__ = ["world_info", "gather_with_grad"]
 
 
 def gather_with_grad(x: Tensor) -> Tensor:
@@ -23,14 +22,3 @@ def gather_with_grad(x: Tensor) -> Tensor:
     from torch.distributed.nn.functional import all_gather
 
     return torch.cat(all_gather(x.contiguous()), dim=0)
-
-
-def gather_detached(x: Tensor) -> Tensor:
-    """Concatenate ``x`` ``(B, ...)`` from all ranks along dim 0, without gradients (statistics of the
-    global batch, such as the cones' relative radius). A no-op in one process."""
-    _, world = world_info()
-    if world == 1:
-        return x.detach()
-    parts = [torch.empty_like(x) for _ in range(world)]
-    dist.all_gather(parts, x.detach().contiguous())
-    return torch.cat(parts, dim=0)

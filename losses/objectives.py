@@ -64,9 +64,7 @@ def _entailment(ctx: LossContext, x: Tensor, y: Tensor) -> Tensor:
     if not ctx.space.hyperbolic:
         raise ValueError(f"entailment terms need a hyperbolic space, got {ctx.space.name!r}")
     curv = ctx.space.curv
-    return entailment_loss(
-        x, y, curv=curv, aperture_scale=ctx.cones.aperture_scale, min_radius=ctx.cones.radius(x, curv)
-    )
+    return entailment_loss(x, y, curv=curv, **ctx.cones.loss_options())
 
 
 LOSSES: dict[str, Callable[..., Tensor]] = {

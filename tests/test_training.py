@@ -11,6 +11,7 @@ import torch.multiprocessing as mp
 from hysafe.data import QuadrupletDataset, WorldConfig, generate_world, load_manifest
 from hysafe.models.backbone import TINY_MODEL, LoraConfig
 from hysafe.models.checkpoint import load_model
+from hysafe.models.embed import embed_dataset
 from hysafe.models.features import FeatureDataset, cache_features
 from hysafe.models.safety_model import create_feature_model, create_model
 from hysafe.training import ResumableBatchSampler, TrainConfig, nearest_safe_targets, train
@@ -226,6 +227,14 @@ def test_bf16_accumulation_and_workers(world, tiny_base, tmp_path):
         for h in res.history
     )
     assert res.best_score == max(h["score"] for h in res.history)
+    # each population's mean root distance per epoch: a drift toward the root shows in the history
+    val = QuadrupletDataset(
+        load_manifest(world, split="validation"), preprocess=res.model.preprocess, tokenizer=res.model.tokenizer
+    )
+    kept = res.model.space.dist_to_root(embed_dataset(res.model, val)["V*"]).double().mean()
+    best = max(res.history, key=lambda h: h["score"])
+    assert best["root mean G"] == pytest.approx(float(kept), rel=1e-4)
+    assert {"root mean S", "root mean V", "root mean U"} <= set(res.history[0])
     lines = (tmp_path / "log.jsonl").read_text().splitlines()
     assert len(lines) == len(logged) + len(res.history)
     with pytest.raises(ValueError, match="invalid TrainConfig"):

@@ -54,7 +54,17 @@ def _ordering(model: SafetyModel, emb: dict) -> dict:
             )
     aucs = list(out.values())
     out["ordering"] = sum(2 * a - 1 for a in aucs) / len(aucs)
-    return out
+    return out | _mean_root_distances(model, emb)
+
+
+def _mean_root_distances(model: SafetyModel, emb: dict) -> dict:
+    """``root mean S/V/U/G``: each population's mean distance to the root, logged per epoch so a drift
+    of every embedding toward (or away from) the root shows in the run's history."""
+    return {
+        f"root mean {p.bound}": float(model.space.dist_to_root(emb[p.key]).double().mean())
+        for p in POPULATIONS
+        if p.key in emb
+    }
 
 
 def check_select(select: str, model: SafetyModel) -> None:
