@@ -229,7 +229,9 @@ def test_bf16_accumulation_and_workers(world, tiny_base, tmp_path):
     assert res.best_score == max(h["score"] for h in res.history)
     # each population's mean root distance per epoch: a drift toward the root shows in the history
     val = QuadrupletDataset(
-        load_manifest(world, split="validation"), preprocess=res.model.preprocess, tokenizer=res.model.tokenizer
+        load_manifest(world, split="validation"),
+        preprocess=res.model.preprocess,
+        tokenizer=res.model.tokenizer,
     )
     kept = res.model.space.dist_to_root(embed_dataset(res.model, val)["V*"]).double().mean()
     best = max(res.history, key=lambda h: h["score"])
