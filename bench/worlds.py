@@ -60,20 +60,16 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
 }
 #: Euclidean models per world: name -> (recipe, recipe options, cache name); all but the first two are
 #: SafeR-CLIP ablations against its defaults
-_POSTER = {"pair_quantile": 0.0}  # the poster's target rule: always the nearest safe caption
+_PAIR05 = {"pair_quantile": 0.05}  # v0.3's default: the own pair when within the nearest 5% of safe captions
 EUCLIDEAN = {
     "Safe-CLIP": ("safeclip", {}, "safeclip"),
-    "SafeR-CLIP": ("safer-clip", {}, "safer-clip-pair05"),
-    "SafeR-CLIP (nearest caption: the poster's rule)": ("safer-clip", _POSTER, "safer-clip-paired-s100"),
+    "SafeR-CLIP": ("safer-clip", {}, "safer-clip-nearest"),  # the poster's rule: the nearest safe caption
+    "SafeR-CLIP (pair within 5%: v0.3)": ("safer-clip", _PAIR05, "safer-clip-pair05"),
     "SafeR-CLIP (pair within 1%)": ("safer-clip", {"pair_quantile": 0.01}, "safer-clip-pair01"),
-    "SafeR-CLIP (nearest caption, proximal image)": (
+    "SafeR-CLIP (proximal image)": ("safer-clip", {"image_target": "proximal"}, "safer-clip-s100"),
+    "SafeR-CLIP (proximal image, scale 1: v0.1)": (
         "safer-clip",
-        {**_POSTER, "image_target": "proximal"},
-        "safer-clip-s100",
-    ),
-    "SafeR-CLIP (nearest caption, proximal image, scale 1: v0.1)": (
-        "safer-clip",
-        {**_POSTER, "image_target": "proximal", "redirection_scale": 1.0},
+        {"image_target": "proximal", "redirection_scale": 1.0},
         "safer-clip",
     ),
 }
@@ -195,7 +191,9 @@ def run_world(
         t = time.time()
         hysac = fine_tune(vcfg, "hysac", base, train, val, folder / variant, **recipe_options)
         seconds = time.time() - t
-        comparison = compare_models({**models, "HySAC": hysac.model}, test, val, traversal=vcfg.traversal)
+        comparison = compare_models(
+            {**models, "HySAC": hysac.model}, test, val, traversal=vcfg.traversal, train=train
+        )
         distances = safety_bounds(hysac.model, test)
         checks = safety_checks(comparison, distances)
         record = _summary(world, variant, comparison, distances, checks, seconds, hysac.model, share)

@@ -251,11 +251,17 @@ def safer_clip_objective(
     redirection_weight: float = 0.5,
     image_target: str = "paired",
     redirection_scale: float | None = None,
-    pair_quantile: float = 0.05,
+    pair_quantile: float = 0.0,
 ) -> Objective:
     """SafeR-CLIP: Safe-CLIP's structure with unsafe inputs redirected to their *proximal* safe
-    target (``T0^``, nearest safe caption under the frozen text tower; ``V0^`` its image) plus the
-    relative redirection terms that use the unsafe pair as the hard negative.
+    target (``T0^``, by default the poster's rule: the nearest safe caption under the frozen text
+    tower; ``V0^`` its row's image) by relative redirection terms that use the unsafe pair as the
+    hard negative.
+
+    Safe-CLIP's two unsafe InfoNCE terms, (T*, V0) and (T0, V*), are *replaced* by the two
+    redirection terms (the poster: "the unsafe pair as a targeted hard negative, rather than random
+    batch negatives"); its cosine and safe InfoNCE terms are kept with Safe-CLIP's weights, the
+    unsafe cosine terms aimed at the proximal targets.
 
     The poster gives the redirection loss, not its weight next to the preservation terms
     (``redirection_weight``, Safe-CLIP's weight of its unsafe-image terms by default), nor the
@@ -263,11 +269,11 @@ def safer_clip_objective(
     image, by default: the proximal target is chosen among *captions*, and the image of another
     row is no counterpart of this unsafe image; or ``"proximal"``, that row's image), nor a
     temperature (``redirection_scale``; default ``None``: the objective's logit scale 100, the one
-    temperature of every similarity term; ``1.0`` is the poster's formula as written), nor what
-    "proximal" means when the unsafe input's own safe pair is *nearly* the nearest (``pair_quantile``:
-    the pair is the target when it ranks within this top share of all safe captions by frozen
-    cosine, else the nearest caption is; default 0.05, chosen on three synthetic worlds where it beat the
-    poster's rule, ``0``: always the nearest, on every check; docs/worlds.md)."""
+    temperature of every similarity term; ``1.0`` is the formula as written, which redirects nothing
+    next to InfoNCE terms at scale 100, docs/worlds.md). ``pair_quantile`` is a named variant of the
+    target rule: the unsafe input's own safe pair is the target when it ranks within this top share
+    of all safe captions by frozen cosine, else the nearest caption is (default 0: always the
+    nearest, as published)."""
     if not 0.0 <= pair_quantile <= 1.0:
         raise ValueError(f"SafeR-CLIP pair_quantile must be in [0, 1], got {pair_quantile}")
     if image_target not in SAFER_IMAGE_TARGETS:

@@ -255,7 +255,7 @@ def test_safety_checks_give_verdicts_from_the_numbers():
     comp = Comparison(
         retrieval={
             "Safe-CLIP": rows(**{"T->V": (50, None), mixed_t: (30, 40), mixed_v: (20, 60)}),
-            "SafeR-CLIP": rows(**{"T->V": (49, None), mixed_t: (35, 30), mixed_v: (25, 50)}),
+            "SafeR-CLIP": rows(**{"T->V": (49, None), mixed_t: (35, 30), mixed_v: (19, 50)}),
             "HySAC": rows(
                 **{
                     "T->V": (45, None),
@@ -289,11 +289,13 @@ def test_safety_checks_give_verdicts_from_the_numbers():
         "ordering S < V < U < G": True,
         f"traversal ({mixed_t})": True,
         f"traversal ({mixed_v})": False,
-        "SafeR-CLIP vs Safe-CLIP": False,
+        f"SafeR-CLIP vs Safe-CLIP ({mixed_t})": True,
+        f"SafeR-CLIP vs Safe-CLIP ({mixed_v})": False,  # the setting the old check skipped
+        "SafeR-CLIP vs Safe-CLIP (T->V)": False,
     }
     dist["G"]["low_05"] = 0.35  # V's 95th percentile above G's 5th: the populations overlap
     assert not {c.name: c.passed for c in safety_checks(comp, dist)}["ordering S < V < U < G"]
     assert (
-        "| SafeR-CLIP vs Safe-CLIP | **no** | T*->V u V* R@1 35.0 vs 30.0; T->V R@1 49.0 vs 50.0 |"
-        in checks_markdown(safety_checks(comp, dist))
+        "| SafeR-CLIP vs Safe-CLIP (V*->T u T*) | **no** | R@1 SafeR-CLIP 19.0 vs Safe-CLIP 20.0 "
+        "(must be above) |" in checks_markdown(safety_checks(comp, dist))
     )

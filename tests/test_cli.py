@@ -34,7 +34,9 @@ def test_demo_writes_report_metrics_plots_and_checkpoints(demo):
         "classifier (text)",
         "classifier (image)",
         "ordering S < V < U < G",
-        "SafeR-CLIP vs Safe-CLIP",
+        "SafeR-CLIP vs Safe-CLIP (T*->V u V*)",
+        "SafeR-CLIP vs Safe-CLIP (V*->T u T*)",
+        "SafeR-CLIP vs Safe-CLIP (T->V)",
     }
     for name in ("root_distances", "poincare_disk", "traversal", "roc_curves", "recall_bars"):
         png = demo / "plots" / f"{name}.png"

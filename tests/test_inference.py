@@ -263,3 +263,59 @@ def test_root_distance_classifier_and_probe(gen):
     probe_x = torch.cat([torch.randn(100, 8, generator=gen) + 2, torch.randn(100, 8, generator=gen) - 2])
     probe = NSFWClassifier.logistic_probe(probe_x, y)
     assert probe.evaluate(probe_x, y)["roc_auc"] > 0.99
+
+
+def _probe_world(n: int, seed: int, dim: int = 40):
+    """Labels carried by 3 of 40 dimensions under heavy noise: the regularisation strength matters."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.cat([torch.zeros(n), torch.ones(n)])
+    x = torch.randn(2 * n, dim, generator=g)
+    x[:, :3] += 0.6 * (2 * y[:, None] - 1)
+    return x, y
+
+
+def test_the_probe_baseline_is_fitted_on_train_with_C_chosen_on_validation():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    from hysafe.evaluation.comparison import classifier_report
+    from hysafe.models.classifier import PROBE_CS
+
+    train, val, test = _probe_world(40, 0), _probe_world(200, 1), _probe_world(200, 2)
+    probe = NSFWClassifier.tuned_logistic_probe(train, val)
+
+    def norm(x):
+        return torch.nn.functional.normalize(x, dim=-1).numpy()
+
+    # brute force: one sklearn fit on train per C, scored on validation
+    aucs = {
+        C: roc_auc_score(
+            val[1],
+            LogisticRegression(C=C, max_iter=2000)
+            .fit(norm(train[0]), train[1])
+            .decision_function(norm(val[0])),
+        )
+        for C in PROBE_CS
+    }
+    best = max(PROBE_CS, key=lambda C: (aucs[C], -C))
+    assert probe.params["C"] == best and probe.params["val_roc_auc"] == pytest.approx(aucs)
+    reference = LogisticRegression(C=best, max_iter=2000).fit(norm(train[0]), train[1])
+    np.testing.assert_allclose(
+        probe.score(test[0]).numpy(), reference.decision_function(norm(test[0])), atol=1e-6
+    )
+
+    # the report fits the Euclidean model's probe on train (never on validation, never on test)
+    def emb(split):
+        x, y = split
+        n = len(y) // 2
+        return {"T": x[:n], "T*": x[n:]}
+
+    space = EuclideanSpace()
+    model = type(
+        "M", (), {"space": space, "nsfw_classifier": lambda self, m: NSFWClassifier.root_distance(space)}
+    )()
+    rows = classifier_report(model, emb(test), emb(val), train=emb(train))
+    row = next(r for r in rows if r["classifier"] == "logistic-probe")
+    assert row["C"] == best
+    assert row["roc_auc"] == pytest.approx(roc_auc_score(test[1], reference.decision_function(norm(test[0]))))
+    assert all(r["classifier"] != "logistic-probe" for r in classifier_report(model, emb(test), emb(val)))

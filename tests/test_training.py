@@ -141,6 +141,9 @@ def test_safer_clip_targets_and_training(world, tiny_base):
         unsafe = torch.nn.functional.normalize(model.encode_text_ref(ds.unsafe_tokens), dim=-1)
     sims = unsafe @ safe.T
     assert targets == sims.argmax(1).tolist()
+    # the default recipe is the poster's rule: the nearest safe caption, never the pair by preference
+    default_q = get_recipe("safer-clip").objective.pair_quantile
+    assert nearest_safe_targets(model, ds, pair_quantile=default_q) == targets
     # pair_quantile: the own pair when fewer than q * N safe captions are nearer (a brute-force count per row)
     nearer = [(sims[i] > sims[i, i]).sum().item() for i in range(len(sims))]
     for q in (0.05, 0.25):

@@ -30,6 +30,16 @@ def _load_models(args) -> dict:
     return models
 
 
+def _train_split(model, manifest: str):
+    """The manifest's training split (where the logistic probes are fitted), or None without one."""
+    from ..data import load_manifest
+
+    if not any(r.split == "train" for r in load_manifest(manifest)):
+        logger.warning("%s has no 'train' rows: the Euclidean models get no logistic-probe row", manifest)
+        return None
+    return manifest_dataset(model, manifest, "train")
+
+
 def cmd_evaluate(args) -> int:
     from ..evaluation.comparison import compare_models
 
@@ -41,6 +51,7 @@ def cmd_evaluate(args) -> int:
         manifest_dataset(first, args.data, "test"),
         manifest_dataset(first, args.data, "validation"),
         traversal=traversal,
+        train=_train_split(first, args.data),
     )
     paths = comp.save(args.out)
     print(comp.to_markdown())

@@ -160,7 +160,7 @@ def _args_safer_clip(p) -> None:
         default=argparse.SUPPRESS,
         help="safer-clip: the unsafe caption's own safe pair is its target when "
         "it ranks within this top share of safe "
-        "captions (default 0.05; 0: always the nearest, the poster's rule)",
+        "captions (default 0: always the nearest, the poster's rule)",
     )
 
 

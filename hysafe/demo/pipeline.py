@@ -315,7 +315,7 @@ def _evaluate_and_report(
     """Everything after the training: comparison, safety checks, plots, indexes, the report."""
     train_set, val_set, test_set = splits
     t = time.time()
-    comparison = compare_models(models, test_set, val_set, traversal=cfg.traversal)
+    comparison = compare_models(models, test_set, val_set, traversal=cfg.traversal, train=train_set)
     paths = comparison.save(out)
     distances = safety_bounds(models["HySAC"], test_set)
     checks = safety_checks(comparison, distances)

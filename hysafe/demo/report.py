@@ -61,6 +61,14 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
+def _safer_target(pair_quantile: float) -> str:
+    nearest = "the nearest safe caption (the poster's rule)"
+    if pair_quantile == 0:
+        return nearest
+    share = f"{100 * pair_quantile:g}%"
+    return f"the own safe pair when within the nearest {share} of safe captions, else {nearest}"
+
+
 def _defaults_line(cfg: DemoConfig) -> str:
     cones = (
         "absolute K = {}".format(cfg.min_radius)
@@ -73,8 +81,7 @@ def _defaults_line(cfg: DemoConfig) -> str:
         f"{cfg.batch_size}, lr {cfg.lr:g}, LoRA r{cfg.lora.r} alpha "
         f"{cfg.lora.alpha:g}, "
         f"HySAC cones: {cones}, traversal tau `{cfg.traversal}`, SafeR-CLIP "
-        f"target: the own safe pair when within the nearest "
-        f"{100 * safer.pair_quantile:g}% of safe captions, else the nearest "
+        f"target: {_safer_target(safer.pair_quantile)} "
         f"(redirection scale: {safer.redirection_scale or 'the logit scale'}), "
         f"seed {cfg.seed}."
     )

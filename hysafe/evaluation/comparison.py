@@ -99,12 +99,18 @@ def _labelled(emb: dict[str, Tensor], safe: str, unsafe: str) -> tuple[Tensor, T
 
 
 def classifier_report(
-    model: SafetyModel, test: dict[str, Tensor], val: dict[str, Tensor], *, rule: str = "accuracy"
+    model: SafetyModel,
+    test: dict[str, Tensor],
+    val: dict[str, Tensor],
+    *,
+    train: dict[str, Tensor] | None = None,
+    rule: str = "accuracy",
 ) -> list[dict]:
     """NSFW classification of texts and images (thresholds fitted on validation embeddings).
 
-    HySAC: distance from the root. Euclidean models: concept-prompt similarity and a logistic
-    probe (trained on the validation embeddings)."""
+    HySAC: distance from the root. Euclidean models: concept-prompt similarity and, given ``train``
+    embeddings, a logistic probe fitted on them with its C chosen on validation
+    (:meth:`~hysafe.models.classifier.NSFWClassifier.tuned_logistic_probe`)."""
     rows = []
     for modality in MODALITIES:
         safe, unsafe = (p.key for p in modality_pair(modality))
@@ -113,12 +119,14 @@ def classifier_report(
         xv, yv = _labelled(val, safe, unsafe)
         xt, yt = _labelled(test, safe, unsafe)
         classifiers = [model.nsfw_classifier(modality)]
-        if not model.space.hyperbolic:  # a trained probe is the stronger Euclidean baseline
-            classifiers.append(NSFWClassifier.logistic_probe(xv, yv))
+        if not model.space.hyperbolic and train is not None:  # the stronger Euclidean baseline
+            probe = NSFWClassifier.tuned_logistic_probe(_labelled(train, safe, unsafe), (xv, yv))
+            classifiers.append(probe)
         for clf in classifiers:
             if clf.name != "logistic-probe":
                 clf.fit_threshold(xv, yv, rule=rule)
-            rows.append({"modality": modality, "classifier": clf.name, **clf.evaluate(xt, yt)})
+            extra = {"C": clf.params["C"]} if "C" in clf.params else {}
+            rows.append({"modality": modality, "classifier": clf.name, **extra, **clf.evaluate(xt, yt)})
     return rows
 
 
@@ -226,8 +234,12 @@ def compare_models(
     ks: Sequence[int] = (1, 10, 20),
     traversal: str | float | None = DEFAULT_TAU,
     batch_size: int = 256,
+    train: QuadrupletDataset | None = None,
 ) -> Comparison:
     """Evaluate every model on the same test split (thresholds fitted on ``val``).
+
+    ``train``: the training split, on which the Euclidean models' logistic probes are fitted (their
+    C chosen on ``val``); without it they have no probe row.
 
     ``traversal``: a tau rule (:func:`~hysafe.models.traversal.resolve_tau`: ``"avg"``, ``"up_95"``,
     ``"paper"``, ``"V.avg"``, ...), a number, or ``None`` (off). Traversal rows are produced only
@@ -237,7 +249,12 @@ def compare_models(
     for name, model in models.items():
         emb_test = embed_dataset(model, test, batch_size=batch_size)
         emb_val = embed_dataset(model, val, batch_size=batch_size)
+        emb_train = (
+            embed_dataset(model, train, batch_size=batch_size)
+            if train is not None and not model.space.hyperbolic
+            else None
+        )
         out.retrieval[name] = retrieval_report(model, emb_test, ks=ks, traversal=traversal)
-        out.classification[name] = classifier_report(model, emb_test, emb_val)
+        out.classification[name] = classifier_report(model, emb_test, emb_val, train=emb_train)
         logger.info("evaluated %s", name)
     return out

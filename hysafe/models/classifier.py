@@ -14,7 +14,7 @@ Scorers: :meth:`NSFWClassifier.root_distance` (HySAC), :meth:`NSFWClassifier.con
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -35,9 +35,12 @@ __all__ = [
     "choose_threshold",
     "threshold_from_bounds",
     "CONCEPT_TEMPLATE",
+    "PROBE_CS",
 ]
 
 CONCEPT_TEMPLATE = "a picture showing {}"
+#: the inverse regularisation strengths a logistic probe's C is chosen from, on validation ROC-AUC
+PROBE_CS = (0.01, 0.1, 1.0, 10.0, 100.0)
 
 
 def _np(x) -> np.ndarray:
@@ -92,6 +95,7 @@ class NSFWClassifier:
     scorer: Callable[[Tensor], Tensor]
     name: str = "classifier"
     threshold: float | None = None
+    params: dict = field(default_factory=dict)  # how it was fitted (a probe's C), reported with its rows
 
     def score(self, embeddings: Tensor) -> Tensor:
         return self.scorer(embeddings)
@@ -149,7 +153,26 @@ class NSFWClassifier:
             scorer=lambda e: torch.from_numpy(clf.decision_function(prep(e))),
             name="logistic-probe",
             threshold=0.0,
+            params={"C": C},
         )
+
+    @classmethod
+    def tuned_logistic_probe(
+        cls, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], *, Cs: Sequence[float] = PROBE_CS
+    ) -> "NSFWClassifier":
+        """The :meth:`logistic_probe` fitted on ``train`` (embeddings, labels) whose C, among ``Cs``,
+        has the highest ROC-AUC on ``val`` (ties: the smaller C). The validation ROC-AUC of each C is
+        kept in ``params``; no test data is read."""
+        if not Cs:
+            raise ValueError("tuned_logistic_probe needs at least one C")
+        probes, aucs = [], []
+        for C in sorted(Cs):
+            probe = cls.logistic_probe(*train, C=C)
+            probes.append(probe)
+            aucs.append(float(skm.roc_auc_score(_np(val[1]).astype(int), _np(probe.score(val[0])))))
+        best = int(np.argmax(aucs))
+        probes[best].params = {"C": sorted(Cs)[best], "val_roc_auc": dict(zip(sorted(Cs), aucs, strict=True))}
+        return probes[best]
 
 
 def threshold_from_bounds(bounds: dict, modality: str) -> float:
