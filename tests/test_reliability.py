@@ -773,3 +773,30 @@ def test_traverse_refuses_embeddings_of_another_width(trained):
         model.traverse(torch.zeros(2, model.embed_dim + 1))
     with pytest.raises(ValueError, match="got \\(3,\\)"):
         model.traverse(torch.zeros(3))
+
+
+def test_an_fpr_threshold_is_calibrated_on_validation_rows_only(trained, world, tmp_path):
+    """Issue 28, audit item 8: ``score --calibrate M`` read every split of M, test included."""
+    from hysafe.collection.score import resolve_threshold
+    from hysafe.data import QuadrupletDataset, load_manifest
+    from hysafe.models.checkpoint import load_model
+    from hysafe.models.classifier import choose_threshold
+    from hysafe.models.embed import embed_dataset
+
+    model = load_model(trained[0] / "best.safetensors")
+    value, said = resolve_threshold(model, "image", "fpr:0.1", str(world))
+    emb = embed_dataset(model, QuadrupletDataset.from_manifest(world, model, split="validation"))
+    scores = torch.cat([model.nsfw_score(emb["V"], "image"), model.nsfw_score(emb["V*"], "image")])
+    labels = torch.cat([torch.zeros(len(emb["V"])), torch.ones(len(emb["V*"]))])
+    assert value == choose_threshold(scores, labels, rule="fpr", target_fpr=0.1) and "fpr <= 0.1" in said
+    test_only = tmp_path / "test_only.jsonl"
+    rows = [r for r in load_manifest(world) if r.split == "test"]
+    test_only.write_text(
+        "".join(
+            json.dumps({"safe_text": r.safe_text, "unsafe_text": r.unsafe_text, "safe_image": r.safe_image,
+                        "unsafe_image": r.unsafe_image, "split": "test"}) + "\n"
+            for r in rows
+        )
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="no rows with split 'validation'.*never on test"):
+        resolve_threshold(model, "image", "fpr:0.1", str(test_only))

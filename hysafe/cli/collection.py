@@ -227,7 +227,9 @@ def args_score(p) -> None:
         "or 'fpr:0.05' with --calibrate",
     )
     p.add_argument(
-        "--calibrate", metavar="MANIFEST", help="labelled quadruplets to calibrate an 'fpr:X' threshold on"
+        "--calibrate",
+        metavar="MANIFEST",
+        help="labelled quadruplets to calibrate an 'fpr:X' threshold on (their 'validation' rows)",
     )
 
 

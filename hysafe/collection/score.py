@@ -66,7 +66,7 @@ def resolve_threshold(
         target = _fpr_target(rule)
         if calibrate is None:
             raise ValueError("threshold 'fpr:X' needs --calibrate MANIFEST (labelled quadruplets)")
-        emb = embed_dataset(model, QuadrupletDataset.from_manifest(calibrate, model, split=None))
+        emb = embed_dataset(model, _calibration_set(calibrate, model))
         safe, unsafe = (emb[p.key] for p in modality_pair(modality))
         scores = torch.cat([model.nsfw_score(safe, modality), model.nsfw_score(unsafe, modality)])
         labels = torch.cat([torch.zeros(len(safe)), torch.ones(len(unsafe))])
@@ -74,6 +74,20 @@ def resolve_threshold(
             scores, labels, rule="fpr", target_fpr=target
         ), f"fpr <= {target} on {calibrate}"
     raise ValueError(f"bad threshold {rule!r}: a number, 'bounds' or 'fpr:0.05'")
+
+
+def _calibration_set(manifest: str, model: SafetyModel) -> QuadrupletDataset:
+    """The ``validation`` rows of a calibration manifest: a threshold is chosen on validation data,
+    never on the test split a result is reported on (nor on the rows a model was trained on)."""
+    from ..data import load_manifest
+
+    splits = {r.split for r in load_manifest(manifest)}
+    if "validation" not in splits:
+        raise ValueError(
+            f"--calibrate {manifest}: no rows with split 'validation' (it has {sorted(splits)}); "
+            "an 'fpr:X' threshold is calibrated on validation rows only, never on test"
+        )
+    return QuadrupletDataset.from_manifest(manifest, model, split="validation")
 
 
 def _fpr_target(rule: str) -> float:
