@@ -244,3 +244,29 @@ def test_visu_loader_images_and_text_only(tmp_path):
         load_visu(visu, split="validation")
     with pytest.raises(ValueError, match="both coco_root and unsafe_root"):
         load_visu(visu, coco_root=tmp_path / "coco")
+
+
+def test_the_demo_says_loudly_when_unsafe_captions_lose_words(caplog):
+    """Issue 28: with sentences of 15-30 words, most unsafe captions were cut at the tiny model's
+    24-token context, silently (one log line among many)."""
+    import functools
+
+    import open_clip
+
+    from hysafe.data import Quadruplet, QuadrupletDataset
+    from hysafe.demo.pipeline import context_note
+
+    tok = functools.partial(open_clip.tokenize, context_length=24)
+    short = "a red circle"
+    long = (
+        "a photo of a quiet street at dusk with parked cars, tall trees, a bakery and, "
+        "far behind it all, blood"
+    )
+
+    def split(n_long, n=50):
+        rows = [Quadruplet(str(i), short, long if i < n_long else short) for i in range(n)]
+        return QuadrupletDataset(rows, preprocess=None, tokenizer=tok)
+
+    assert context_note((split(1), split(0), split(1))) is None  # 2% or less: no note
+    note = context_note((split(0), split(0), split(10)))
+    assert "24-token text context" in note and "10 of 50 in test" in note and "longer context" in note

@@ -209,6 +209,9 @@ def test_retrieval_report_on_constructed_embeddings():
     class Stub:
         bounds = BOUNDS
 
+        def tau(self, rule, modality):
+            return resolve_tau(rule, bounds=self.bounds, space=self.space, query=modality)
+
     Stub.space = space
     rows = retrieval_report(Stub(), emb, ks=(1,), traversal="avg")
     get = {(r["setting"], r["traversal"]): r for r in rows}

@@ -218,6 +218,20 @@ def test_released_hysac_equals_the_authors_computation(base, tmp_path):
     path = save_model(model, tmp_path / "hysac.safetensors", merged=True, bounds=model.bounds)
     with torch.no_grad():
         assert torch.allclose(load_model(path).encode_text(tokens), txt, atol=1e-6)
+    # the release keeps the authors' traversal rule as its default, through a save and a load
+    # (issue 28 item 5: the default was hysafe's 'avg' for every model)
+    loaded = load_model(path)
+    assert loaded.traversal_rule == "authors"
+    assert loaded.tau() == model.tau("authors") != model.tau("avg")
+    loaded.traversal_rule = None  # a hysafe-trained model: 'avg'
+    assert loaded.tau() == model.tau("avg")
+    with pytest.raises(ValueError, match="model's own rule"):
+        hysafe.resolve_tau("model", bounds=model.bounds)
+    from hysafe.models.traversal import check_tau_rule
+
+    assert check_tau_rule("0.4", "f") == "0.4" and check_tau_rule("paper:V.avg", "f") == "paper:V.avg"
+    with pytest.raises(ValueError, match="ckpt.safetensors: bad traversal rule 'cake'"):
+        check_tau_rule("cake", "ckpt.safetensors")
 
 
 def test_release_bad_inputs_name_file_and_key(base, tmp_path, monkeypatch):

@@ -18,7 +18,9 @@ __all__ = [
     "args_compare",
 ]
 
-_TAU_HELP = "a number or a rule ('avg', 'up_95', 'V.avg', 'paper', 'authors')"
+_TAU_HELP = (
+    "a number or a rule ('model': the checkpoint's own rule, 'avg', 'up_95', 'V.avg', 'paper', 'authors')"
+)
 
 
 def _model_spec(args) -> dict:

@@ -192,7 +192,8 @@ def _add_models(p, *, need_data: bool = True):
 
 
 _TAU_HELP = (
-    "a number or a rule: a statistic of the target safe population "
+    "a number or a rule: 'model' (the checkpoint's own rule: 'authors' for a converted "
+    "release, else 'avg'), a statistic of the target safe population "
     "('avg', 'up_95'), 'V.avg', or the paper's formula 'paper' (on "
     "up_95, as the authors' code) / 'paper:V.avg'"
 )

@@ -16,7 +16,7 @@ from .manifest import Quadruplet, load_manifest
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["QuadrupletDataset", "load_image", "tokenize_captions"]
+__all__ = ["QuadrupletDataset", "load_image", "tokenize_captions", "truncated_count"]
 
 
 def load_image(
@@ -32,6 +32,12 @@ def load_image(
         raise ValueError(f"{where}row {row_id}, field {field!r}: unreadable image {path} ({e})") from e
 
 
+def truncated_count(tokens: torch.Tensor) -> int:
+    """How many rows of token ids ``(N, context)`` fill the whole context: they were cut there (or
+    fit it exactly; open_clip's tokenizers end a cut caption with the end token at the last place)."""
+    return int((tokens[:, -1] != 0).sum()) if tokens.dim() == 2 else 0
+
+
 def tokenize_captions(tokenizer: Callable, texts: Sequence[str], *, what: str = "texts") -> torch.Tensor:
     """Token ids of ``texts``; empty or blank texts are refused (they would be scored, not
     rejected), and captions cut at the model's context length are counted in one warning."""
@@ -42,7 +48,7 @@ def tokenize_captions(tokenizer: Callable, texts: Sequence[str], *, what: str = 
             f"{what}: {len(blank)} empty or blank text(s) (first at position {blank[0]}); give non-empty text"
         )
     tokens = tokenizer(texts)
-    truncated = int((tokens[:, -1] != 0).sum()) if tokens.dim() == 2 else 0
+    truncated = truncated_count(tokens)
     if truncated:
         logger.warning(
             "%s: %d of %d reach the model's context length of %d tokens and were truncated",

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..data import QuadrupletDataset, generate_world, load_manifest, load_visu
+from ..data.dataset import truncated_count
 from ..evaluation.checks import Check, safety_checks
 from ..evaluation.comparison import Comparison, compare_models
 from ..models.backbone import BUNDLED_MODELS
@@ -96,7 +97,32 @@ def demo_datasets(
         )
         for s in ("train", "validation", "test")
     )
+    note = context_note((train, val, test))
+    if note:
+        logger.warning("!" * 72 + "\n%s\n" + "!" * 72, note)
     return train, val, test
+
+
+#: above this share of unsafe captions cut at the model's context, the demo warns and says so in its report
+TRUNCATION_WARN_SHARE = 0.02
+
+
+def context_note(splits) -> str | None:
+    """A warning when more than :data:`TRUNCATION_WARN_SHARE` of the unsafe captions of any split fill
+    the model's text context (words after it are invisible to every model), else None."""
+    counts = {
+        name: (truncated_count(ds.unsafe_tokens), len(ds))
+        for name, ds in zip(("train", "validation", "test"), splits, strict=True)
+    }
+    if all(cut <= TRUNCATION_WARN_SHARE * n for cut, n in counts.values()):
+        return None
+    context = splits[0].unsafe_tokens.shape[-1]
+    shares = ", ".join(f"{cut} of {n} in {name}" for name, (cut, n) in counts.items())
+    return (
+        f"Unsafe captions cut at the model's {context}-token text context ({shares}): words after "
+        f"token {context} are invisible to every model, unsafe wording included. Use a backbone "
+        "with a longer context (e.g. --model ViT-B-32 --pretrained PATH: 77 tokens) or shorter captions."
+    )
 
 
 def pretrained_backbone(cfg: DemoConfig, train_set, val_set, out: Path, timings: dict) -> str:
@@ -348,5 +374,6 @@ def _evaluate_and_report(
         plots,
         paths,
         (len(train_set), len(val_set), len(test_set)),
+        note=context_note(splits),
     )
     return DemoResult(report, comparison, results["HySAC"].bounds, timings, checkpoints, plots, checks)

@@ -166,11 +166,14 @@ def _plot_lines(plots) -> list[str]:
 
 
 def write_report(
-    out: Path, cfg, comparison, results, distances, checks, timings, plots, paths, sizes
+    out: Path, cfg, comparison, results, distances, checks, timings, plots, paths, sizes, note=None
 ) -> Path:
+    """``report.md`` (and ``checks.json``, ``timings.json``); ``note``, a warning about the data
+    (:func:`~hysafe.demo.pipeline.context_note`), goes in bold above the checks."""
     best = ", ".join(f"{name} {res.best_score:.1f}" for name, res in results.items())
     lines = [
         *_header_lines(cfg, sizes, timings),
+        *([f"**Warning: {note}**", ""] if note else []),
         "## Safety checks (hysafe.evaluation.checks)",
         "",
         checks_markdown(checks),

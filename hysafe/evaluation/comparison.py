@@ -37,7 +37,7 @@ from ..index.retrieval import RetrievalIndex
 from ..models.classifier import NSFWClassifier
 from ..models.embed import embed_dataset
 from ..models.safety_model import SafetyModel
-from ..models.traversal import DEFAULT_TAU, resolve_tau
+from ..models.traversal import DEFAULT_TAU
 from ..populations import MODALITIES, modality_pair
 from .metrics import recall_from_ranking
 
@@ -75,11 +75,7 @@ def retrieval_report(
         gallery = torch.cat([emb[p] for p in gallery_pops])
         index = RetrievalIndex(model.space, gallery.shape[1])
         index.add(gallery)
-        taus = (
-            [None, resolve_tau(traversal, bounds=model.bounds, space=model.space, query=query)]
-            if traverses
-            else [None]
-        )
+        taus = [None, model.tau(traversal, query)] if traverses else [None]
         for t in taus:
             _, ids = index.search(emb[query], max(ks), tau=t)
             row = {"setting": setting, "traversal": t is not None, "tau": t}

@@ -156,4 +156,5 @@ def load_hysac_release(
     )
     model.load_scalars_(scalars, source=source)
     model.bounds = safety
+    model.traversal_rule = "authors"  # the released code's traverse_to_safe_image/text (paper:up_95)
     return model.eval()

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from .backbone import CHECKPOINT_META_KEY, BackboneConfig
 from .safety_model import ModelConfig, SafetyModel, build_model, trainable_parameters
-from .traversal import check_bounds
+from .traversal import check_bounds, check_tau_rule
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +135,7 @@ def save_model(
         "config": config.to_dict(),
         "scalars": model.scalars(),
         "bounds": bounds,
+        "traversal_rule": model.traversal_rule,
         "extra": extra or {},
     }
     atomic_save_file(tensors, path, {_META_KEY: json.dumps(meta)})
@@ -218,6 +219,7 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Safet
                 params[name].copy_(value)
     model.load_scalars_(meta["scalars"], source=str(path))
     model.bounds = check_bounds(meta.get("bounds"), str(path))
+    model.traversal_rule = check_tau_rule(meta.get("traversal_rule"), str(path))
     model.eval()
     return model
 
@@ -264,5 +266,6 @@ def inference_copy(model: SafetyModel) -> SafetyModel:
     copied.backbone.model.load_state_dict(backbone.merged_state_dict(), strict=True)
     copied.load_scalars_(model.scalars(), source="the model being copied")
     copied.bounds = copy.deepcopy(model.bounds)
+    copied.traversal_rule = model.traversal_rule
     copied.requires_grad_(False)
     return copied.eval()

@@ -29,7 +29,7 @@ from ..data.dataset import tokenize_captions
 from .backbone import BackboneConfig, LoraConfig, check_device, create_backbone
 from .classifier import NSFWClassifier, threshold_from_bounds
 from .feature_backbone import FeatureBackbone, FeatureBackboneConfig
-from .traversal import DEFAULT_TAU, resolve_tau, traverse
+from .traversal import DEFAULT_TAU, TRAINED_TAU, resolve_tau, traverse
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,8 @@ class SafetyModel(nn.Module):
         super().__init__()
         self.config = config
         self.bounds: dict | None = None  # distance-to-root statistics, set by training / loading
+        # the rule DEFAULT_TAU ("model") stands for; None: TRAINED_TAU (a converted release: "authors")
+        self.traversal_rule: str | None = None
         if config.lora is not None:
             backbone.add_lora(config.lora)
         self.backbone = backbone
@@ -387,7 +389,10 @@ class HySAC(SafetyModel):
     # ------------------------------------------------------------------ safety questions
     def tau(self, rule: float | str = DEFAULT_TAU, modality: str = "text") -> float:
         """The traversal distance for queries of ``modality`` from a number or a rule
-        (:func:`~hysafe.models.traversal.resolve_tau`) on this model's bounds and curvature."""
+        (:func:`~hysafe.models.traversal.resolve_tau`) on this model's bounds and curvature;
+        ``"model"`` (the default) is this model's own rule (:attr:`traversal_rule`, else ``"avg"``)."""
+        if rule == DEFAULT_TAU:
+            rule = self.traversal_rule or TRAINED_TAU
         return resolve_tau(rule, bounds=self.bounds, space=self.space, query=modality)
 
     def traverse(

@@ -21,6 +21,8 @@ from ..populations import POPULATIONS, steer_target
 
 __all__ = [
     "DEFAULT_TAU",
+    "TRAINED_TAU",
+    "check_tau_rule",
     "PAPER_STAT",
     "STATS",
     "TAU_ALIASES",
@@ -33,8 +35,12 @@ __all__ = [
 ]
 
 #: the traversal rule used by the API, the CLI, the demo and the evaluation unless told otherwise:
-#: the mean distance to the root of the safe population the query is steered to
-DEFAULT_TAU = "avg"
+#: each model's own rule (``SafetyModel.traversal_rule``, carried by its checkpoint), else
+#: :data:`TRAINED_TAU`
+DEFAULT_TAU = "model"
+#: the rule of a hysafe-trained model: the mean distance to the root of the safe population the query
+#: is steered to
+TRAINED_TAU = "avg"
 #: statistics stored per population in a model's safety bounds
 STATS = ("avg", "low_05", "up_95")
 BOUND_NAMES = tuple(p.bound for p in POPULATIONS)
@@ -165,6 +171,23 @@ class TauRule:
         return paper_tau(mu, curv=curv)
 
 
+def check_tau_rule(rule: str | None, where: str) -> str | None:
+    """``rule`` if it is None, a number written as text or a rule :meth:`TauRule.parse` accepts (a
+    model's stored traversal rule), else a ValueError naming ``where``."""
+    if rule is None:
+        return None
+    try:
+        float(rule)
+        return rule
+    except (TypeError, ValueError):
+        pass
+    try:
+        TauRule.parse(rule)
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"{where}: bad traversal rule {rule!r} ({e})") from None
+    return rule
+
+
 def resolve_tau(
     tau: float | str | TauRule, *, bounds: dict | None = None, space: Space | None = None, query: str = "text"
 ) -> float:
@@ -179,6 +202,10 @@ def resolve_tau(
             tau = float(tau)  # "0.25", "2e-1" (and "nan", rejected below)
         except ValueError:
             pass
+    if tau == DEFAULT_TAU:
+        raise ValueError(
+            f"tau rule {DEFAULT_TAU!r} is a model's own rule: resolve it with model.tau() / model.traverse()"
+        )
     if isinstance(tau, (int, float)) and not isinstance(tau, bool):
         value = float(tau)
     elif isinstance(tau, (str, TauRule)):
