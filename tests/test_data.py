@@ -1,6 +1,8 @@
 """Manifests, ViSU loading, the synthetic world and the Dataset: values and named errors."""
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,3 +272,35 @@ def test_the_demo_says_loudly_when_unsafe_captions_lose_words(caplog):
     assert context_note((split(1), split(0), split(1))) is None  # 2% or less: no note
     note = context_note((split(0), split(0), split(10)))
     assert "24-token text context" in note and "10 of 50 in test" in note and "longer context" in note
+
+
+def test_parametric_worlds_are_reproducible_and_vary_what_they_say(tmp_path):
+    """``synthetic:param:SEED`` (issue 28 item 1): one member of a family per seed, bit-identical on
+    a second generation, with held-out unsafe wordings on the test split when the spec says so."""
+    from hysafe.data.param_worlds import _phrases, sample_spec
+
+    specs = [sample_spec(s) for s in range(40)]
+    assert sample_spec(3) == specs[3]  # a pure function of the seed
+    for knob in ("cue", "objects", "phrase_at", "image_format", "image_size", "unseen_wordings"):
+        assert len({getattr(s, knob) for s in specs}) > 1, knob  # every knob varies over the family
+    seed = next(s for s, spec in enumerate(specs) if spec.unseen_wordings and spec.image_format == "jpeg")
+    config = WorldConfig(n_train=30, n_val=4, n_test=30, kind=f"param:{seed}")
+    first = generate_world(tmp_path / "a", config, progress=False)
+    again = generate_world(tmp_path / "b", config, progress=False)
+    rows, rows_again = load_manifest(first), load_manifest(again)
+    assert [(r.safe_text, r.unsafe_text) for r in rows] == [(r.safe_text, r.unsafe_text) for r in rows_again]
+    assert Path(rows[0].unsafe_image).read_bytes() == Path(rows_again[0].unsafe_image).read_bytes()
+    assert rows[0].safe_image.endswith(".jpg") and Image.open(rows[0].safe_image).format == "JPEG"
+    assert Image.open(rows[0].safe_image).size == (specs[seed].image_size,) * 2
+    assert json.loads((tmp_path / "a" / "spec.json").read_text()) == specs[seed].to_dict()
+
+    def wordings(split):
+        return {p for r in rows if r.split == split for p in _phrases(r.category) if p in r.unsafe_text}
+
+    assert wordings("test") and not wordings("test") & wordings("train")
+    other = load_manifest(
+        generate_world(tmp_path / "c", replace(config, kind=f"param:{seed + 1}"), progress=False)
+    )
+    assert [r.safe_text for r in other] != [r.safe_text for r in rows]  # another member draws other scenes
+    with pytest.raises(ValueError, match="'param:SEED'"):
+        WorldConfig(kind="param:x")
