@@ -270,6 +270,14 @@ def markdown(records: list[dict]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _base_config(args) -> DemoConfig:
+    cfg = DemoConfig(progress=False, seed=args.seed, model=args.model)
+    if args.sizes:
+        n_train, n_val, n_test = args.sizes
+        cfg = replace(cfg, world=replace(cfg.world, n_train=n_train, n_val=n_val, n_test=n_test))
+    return cfg
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/worlds")
@@ -286,6 +294,14 @@ def main(argv=None) -> int:
         "SafeR-CLIP ablations included)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--sizes",
+        nargs=3,
+        type=int,
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="quadruplets per split of every world (default: the demo's 2400 400 500); small "
+        "validation worlds for sweeps",
+    )
     p.add_argument(
         "--model", default=TINY_MODEL, choices=BUNDLED_MODELS, help="the CLIP pretrained on each world"
     )
@@ -304,7 +320,7 @@ def main(argv=None) -> int:
                 world,
                 args.variants,
                 out,
-                DemoConfig(progress=False, seed=args.seed, model=args.model),
+                _base_config(args),
                 out / "results.jsonl",
                 args.euclidean,
             )

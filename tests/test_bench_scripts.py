@@ -253,3 +253,51 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return torch.equal(a, b)
+
+
+def test_protocol_rule_chooses_on_validation_and_reports_pass_rates(tmp_path):
+    sys.path.insert(0, str(ROOT / "bench"))
+    from protocol import choose, choose_markdown, report_markdown
+
+    def check(name, ok):
+        return {"name": name, "passed": ok, "detail": f"{name} numbers"}
+
+    def record(world, variant, *verdicts):
+        names = ("classifier (text)", "classifier (image)", "ordering S < V < U < G")
+        checks = [check(n, v) for n, v in zip(names, verdicts, strict=True)]
+        return {
+            "world": world,
+            "variant": variant,
+            "checks": checks + [check("SafeR-CLIP vs Safe-CLIP (T->V)", False)],
+        }
+
+    records = [
+        record("param:100", "default", True, False, True),
+        record("param:101", "default", True, True, False),
+        record("param:100", "rel-0.3", True, True, True),
+        record("param:101", "rel-0.3", True, False, True),
+        record("param:100", "abs-K0.1", True, True, True),  # not run on every world: does not compete
+    ]
+    winner, means = choose(records)
+    # SafeR-CLIP's check is not counted
+    assert winner == "rel-0.3" and means == pytest.approx({"default": 4 / 6, "rel-0.3": 5 / 6})
+    assert (
+        choose(
+            records[:2]
+            + [record("param:100", "x", True, False, True), record("param:101", "x", True, True, False)]
+        )[0]
+        == "default"
+    )  # a tie keeps it
+    assert "Chosen: **rel-0.3**" in choose_markdown(
+        records
+    ) and "(no: classifier (image))" in choose_markdown(records)
+    for i, ok in enumerate((True, False)):
+        folder = tmp_path / f"param-{1000 + i}"
+        folder.mkdir()
+        (folder / "checks.json").write_text(
+            json.dumps([check("ordering S < V < U < G", ok), check("classifier (text)", True)])
+        )
+    table = report_markdown(sorted(tmp_path.iterdir()))
+    assert (
+        "| ordering S < V < U < G | 1/2 | yes | **no** |" in table and "| classifier (text) | 2/2 |" in table
+    )
