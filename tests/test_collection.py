@@ -409,11 +409,11 @@ def test_compressed_collection_index_keeps_its_vectors_in_the_folder(hysac, fold
             shutil.copy(f, copies / f"{i}-{f.parent.parent.name}-{f.name}")
     flat = build_index(model, ImageFolder(copies), tmp_path / "flat", kind="flat", progress=False)
     built = build_index(model, ImageFolder(copies), tmp_path / "pq", kind="ivfpq", progress=False)
-    assert sorted(p.name for p in (tmp_path / "pq").glob("index.faiss*")) == [
-        "index.faiss",
-        "index.faiss.json",
-        "index.faiss.refine.npz",
-        "index.faiss.vectors",
+    assert sorted(str(p.relative_to(tmp_path / "pq")) for p in (tmp_path / "pq").rglob("index.faiss*")) == [
+        "g1/index.faiss",
+        "g1/index.faiss.json",
+        "g1/index.faiss.refine.npz",
+        "index.faiss.vectors",  # shared by the generations
     ]
     assert (tmp_path / "pq" / "index.faiss.vectors").stat().st_size == 288 * model.embed_dim * 4
     reopened = CollectionIndex.open(tmp_path / "pq")
@@ -494,3 +494,100 @@ def test_a_shard_sample_in_any_image_format_is_scored_and_one_without_an_image_i
         skipped[0]["id"] == "000.tar/c"
         and "no image member in the sample (found: json)" in skipped[0]["error"]
     )
+
+
+class _Killed(BaseException):
+    """A simulated kill -9: nothing catches it, no cleanup of the library runs."""
+
+
+def _kill_at(monkeypatch, when: int | None) -> list[str]:
+    """Count every write point (each ``os.replace`` and file removal); raise :class:`_Killed` at
+    number ``when``. Returns the log of write points seen."""
+    seen, replace, unlink = [], os.replace, Path.unlink
+
+    def point(what):
+        seen.append(what)
+        if when is not None and len(seen) == when + 1:
+            raise _Killed(what)
+
+    def patched_replace(src, dst, *a, **k):
+        point(f"replace {Path(dst).name}")
+        return replace(src, dst, *a, **k)
+
+    def patched_unlink(self, *a, **k):
+        point(f"unlink {self.name}")
+        return unlink(self, *a, **k)
+
+    monkeypatch.setattr(os, "replace", patched_replace)
+    monkeypatch.setattr(Path, "unlink", patched_unlink)
+    return seen
+
+
+def test_index_build_and_add_survive_a_kill_at_every_write_point(hysac, world, tmp_path, monkeypatch):
+    """Issue 30 B05/B06/I33: a kill at any write point of ``index build`` then ``index add``, then the
+    same two commands again (and the add a third time): the index opens and holds every item exactly
+    once."""
+    model, _ = hysac
+    images = sorted((world.parent / "images" / "test").glob("*.png"))
+    first, more = tmp_path / "first", tmp_path / "more"
+    for target, chosen in ((first, images[:6]), (more, images[6:12])):
+        target.mkdir()
+        for p in chosen:
+            shutil.copy(p, target / p.name)
+    expected = sorted(str(p) for p in [*first.iterdir(), *more.iterdir()])
+
+    def build(out):
+        build_index(model, ImageFolder(first), out, progress=False, batch_size=4)
+
+    def add(out):
+        add_to_index(model, ImageFolder(more), out, progress=False, batch_size=4)
+
+    def run_both(out):
+        build(out)
+        add(out)
+
+    points = _kill_at(monkeypatch, None)
+    run_both(tmp_path / "count")
+    monkeypatch.undo()
+    assert len(points) >= 10, points
+    for k in range(len(points)):
+        out = tmp_path / f"kill-{k}"
+        _kill_at(monkeypatch, k)
+        killed_in_build = True
+        with pytest.raises(_Killed):
+            build(out)
+            killed_in_build = False
+            add(out)
+        monkeypatch.undo()
+        if killed_in_build:  # the user re-runs the command that was killed, then the next one
+            build(out)
+        add(out)
+        add(out)  # a finished add again (I33)
+        index = CollectionIndex.open(out)
+        paths = index.items.column("path").to_pylist()
+        assert sorted(paths) == expected, (k, points[k])
+        assert len(index.index) == len(expected) and index.items.column("row").to_pylist() == list(range(12))
+        leftovers = sorted(p.name for p in out.iterdir() if p.name not in ("index.json", ".lock"))
+        assert leftovers == [f"g{index.generation}"], (k, points[k], leftovers)
+
+
+def test_one_writer_per_index_and_the_advice_keeps_the_running_one(hysac, world, tmp_path):
+    """Issue 30 R12: a second writer is refused while the first holds the index, with advice that
+    does not break the running one; the lock is released when the holder ends."""
+    from hysafe.utils.folder_lock import locked_folder
+
+    model, _ = hysac
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for p in sorted((world.parent / "images" / "test").glob("*.png"))[:4]:
+        shutil.copy(p, images / p.name)
+    out = tmp_path / "idx"
+    build_index(model, ImageFolder(images), out, progress=False)
+    with locked_folder(out, holder="a test", advice="-"):
+        with pytest.raises(
+            ValueError, match=r"in use by another 'hysafe index add' \(pid \d+\); wait for it"
+        ):
+            add_to_index(model, ImageFolder(images), out, progress=False)
+    assert (
+        len(add_to_index(model, ImageFolder(images), out, progress=False).items) == 4
+    )  # same files: none added

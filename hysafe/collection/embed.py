@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
@@ -103,6 +104,7 @@ class _ChunkReader(IterableDataset):
             try:
                 if item.problem is not None:
                     raise ValueError(item.problem)
+                item = _with_content(item)
                 payloads.append(self._load(item))
             except Exception as e:  # any unreadable item is skipped and reported, never fatal
                 skipped.append(
@@ -114,7 +116,7 @@ class _ChunkReader(IterableDataset):
                     }
                 )
                 continue
-            ok.append(Item(item.index, item.id, item.modality, item.ref))
+            ok.append(Item(item.index, item.id, item.modality, item.ref, digest=item.digest))
         data = torch.stack(payloads) if payloads and items[0].modality == "image" else payloads
         return {"chunk": c, "items": ok, "data": data, "skipped": skipped}
 
@@ -124,6 +126,14 @@ class _ChunkReader(IterableDataset):
                 raise ValueError("empty text")
             return item.ref
         return self.preprocess(open_image(item))
+
+
+def _with_content(item: Item) -> Item:
+    """``item`` with its bytes read once (the payload an image is decoded from) and their sha256."""
+    if item.modality == "text":
+        return replace(item, digest=hashlib.sha256(item.ref.encode("utf-8", "surrogatepass")).hexdigest())
+    content = item.payload if item.payload is not None else Path(item.ref).read_bytes()
+    return replace(item, payload=content, digest=hashlib.sha256(content).hexdigest())
 
 
 @torch.no_grad()

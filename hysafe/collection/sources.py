@@ -49,6 +49,7 @@ class Item:
     ref: str  # image path (or tar member) for images, the text itself for texts
     payload: bytes | None = None  # image bytes read from a shard
     problem: str | None = None  # why it cannot be read (listed as skipped, never dropped silently)
+    digest: str | None = None  # sha256 of the content (image bytes or text), set once it was read
 
 
 class Source:

@@ -95,6 +95,7 @@ REPORT_FILES: tuple[str, ...] = (
     "comparison.md",
     "comparison.csv",
     "checks.json",
+    "distances.json",
     "demo_config.json",
     "timings.json",
     *(
@@ -116,7 +117,7 @@ REPORT_FILES: tuple[str, ...] = (
     *(
         f"indexes/{name}/{file}"
         for name in ("CLIP", "Safe-CLIP", "SafeR-CLIP", "HySAC")
-        for file in ("index.json", "index.faiss", "items.parquet")
+        for file in ("index.json", "g1/index.faiss", "g1/items.parquet")
     ),
 )
 
@@ -199,6 +200,7 @@ def write_report(
         "",
     ]
     (out / "checks.json").write_text(json.dumps([c.to_dict() for c in checks], indent=2))
+    (out / "distances.json").write_text(json.dumps(distances, indent=2))  # HySAC, test split
     report = out / "report.md"
     report.write_text("\n".join(lines))
     (out / "timings.json").write_text(json.dumps(timings, indent=2))

@@ -333,14 +333,15 @@ class RetrievalIndex:
             self.vectors.extend_from(other.vectors)
             self.refine.append([other.refine.codes])
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, vectors: str | Path | None = None) -> Path:
         """Write ``PATH`` (faiss index), ``PATH.json`` (space, dim, kind, settings) and, for
-        ``ivfpq``, ``PATH.vectors`` (the full vectors: a temporary file is moved there, another
-        file copied). Each file is replaced atomically."""
+        ``ivfpq``, the full vectors at ``vectors`` (default ``PATH.vectors``; a temporary file is
+        moved there, another file copied, the file already there kept). Each file is replaced
+        atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if self.kind == "ivfpq":
-            self.vectors.relocate(f"{path}.vectors", move=self._scratch is not None)
+            self.vectors.relocate(vectors or f"{path}.vectors", move=self._scratch is not None)
             self._scratch = None
         tmp = path.with_name(f".{path.name}.tmp")
         faiss.write_index(self.index, str(tmp))
