@@ -36,6 +36,7 @@ from hysafe import LoraConfig, compare_models, create_model, load_model, safety_
 from hysafe.demo import DemoConfig, demo_datasets, fine_tune, pretrained_backbone  # noqa: E402
 from hysafe.models.backbone import BUNDLED_MODELS, TINY_MODEL  # noqa: E402
 from hysafe.training import nearest_safe_targets, safety_bounds  # noqa: E402
+from hysafe.training.validation import image_overlap  # noqa: E402
 
 #: the code whose changes change a trained model (the apps' code does not)
 CODE_FOLDERS = ("hysafe", "geometry", "losses")
@@ -175,10 +176,26 @@ def world_setup(
     return cfg, folder, (train, val, test), str(cached.resolve())
 
 
+def image_ceilings(path: str | None) -> dict[str, float]:
+    """Per world, the image tower's supervised ceiling from ``bench/image_ceiling.py``'s records: the
+    share of unsafe test images below the safe 95th percentile of the pretrained tower trained on
+    the labels (``clip-tower``)."""
+    if path is None:
+        return {}
+    records = json.loads(Path(path).read_text())["records"]
+    return {r["world"]: r["unsafe_below_safe_95"] for r in records if r["classifier"] == "clip-tower"}
+
+
 def run_world(
-    world: str, variants: list[str], out: Path, base_cfg: DemoConfig, results: Path, euclidean: list[str]
+    world: str,
+    variants: list[str],
+    out: Path,
+    base_cfg: DemoConfig,
+    results: Path,
+    euclidean: list[str],
+    ceilings: dict[str, float] | None = None,
 ) -> None:
-    code = code_digest()
+    code, ceilings = code_digest(), ceilings or {}
     cfg, folder, (train, val, test), base = world_setup(world, out, base_cfg, code)
     models = {
         "CLIP": create_model("clip", cfg.model, base, lora=None),
@@ -195,7 +212,12 @@ def run_world(
             {**models, "HySAC": hysac.model}, test, val, traversal=vcfg.traversal, train=train
         )
         distances = safety_bounds(hysac.model, test)
-        checks = safety_checks(comparison, distances)
+        ceiling = ceilings.get(world)
+        checks = safety_checks(
+            comparison,
+            distances,
+            image_ceiling=None if ceiling is None else (image_overlap(hysac.model, test), ceiling),
+        )
         record = _summary(world, variant, comparison, distances, checks, seconds, hysac.model, share)
         with results.open("a") as f:
             f.write(json.dumps(record) + "\n")
@@ -305,6 +327,11 @@ def main(argv=None) -> int:
     p.add_argument(
         "--model", default=TINY_MODEL, choices=BUNDLED_MODELS, help="the CLIP pretrained on each world"
     )
+    p.add_argument(
+        "--ceilings",
+        help="bench/image_ceiling.py's JSON: judge a world's image separation against its tower's "
+        "supervised ceiling (hysafe.evaluation.checks)",
+    )
     p.add_argument("--report", help="only render this results.jsonl as Markdown")
     p.add_argument("--markdown", help="write the Markdown table here (default: print it)")
     args = p.parse_args(argv)
@@ -323,6 +350,7 @@ def main(argv=None) -> int:
                 _base_config(args),
                 out / "results.jsonl",
                 args.euclidean,
+                image_ceilings(args.ceilings),
             )
     results = Path(args.report) if args.report else Path(args.out) / "results.jsonl"
     table = markdown([json.loads(line) for line in results.read_text().splitlines() if line.strip()])

@@ -16,6 +16,7 @@ from hysafe.models.features import FeatureDataset, cache_features
 from hysafe.models.safety_model import create_feature_model, create_model
 from hysafe.training import ResumableBatchSampler, TrainConfig, nearest_safe_targets, train
 from hysafe.training.recipes import get_recipe
+from hysafe.training.validation import image_overlap
 
 LORA = LoraConfig(r=4, alpha=8.0, dropout=0.1)
 
@@ -240,6 +241,10 @@ def test_bf16_accumulation_and_workers(world, tiny_base, tmp_path):
     best = max(res.history, key=lambda h: h["score"])
     assert best["root mean G"] == pytest.approx(float(kept), rel=1e-4)
     assert {"root mean S", "root mean V", "root mean U"} <= set(res.history[0])
+    emb = embed_dataset(res.model, val)
+    safe, unsafe = (res.model.space.dist_to_root(emb[k]).double() for k in ("V", "V*"))
+    brute = sum(float(u) < float(torch.quantile(safe, 0.95)) for u in unsafe) / len(unsafe)
+    assert image_overlap(res.model, val) == pytest.approx(brute)
     lines = (tmp_path / "log.jsonl").read_text().splitlines()
     assert len(lines) == len(logged) + len(res.history)
     with pytest.raises(ValueError, match="invalid TrainConfig"):

@@ -112,6 +112,14 @@ def distance_stats(d: Tensor) -> dict[str, float]:
     }
 
 
+def image_overlap(model: SafetyModel, dataset, *, batch_size: int = 256) -> float:
+    """Share of unsafe images closer to the root than the safe images' 95th percentile: 0 when the
+    ordering check's "V 95% < G 5%" holds with room, what a supervised ceiling is compared on."""
+    emb = embed_dataset(model, dataset, batch_size=batch_size)
+    safe, unsafe = (model.space.dist_to_root(emb[k]).double() for k in ("V", "V*"))
+    return float((unsafe < torch.quantile(safe, 0.95)).double().mean())
+
+
 def safety_bounds(model: SafetyModel, dataset, *, batch_size: int = 256) -> dict:
     """Distance-to-root statistics ``{"avg", "low_05", "up_95"}`` per population, keyed by bound
     name (``S`` safe text, ``V`` safe image, ``U`` unsafe text, ``G`` unsafe image)."""
