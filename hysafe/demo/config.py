@@ -25,7 +25,8 @@ class DemoConfig:
         default="synthetic",
         metadata=_opt(
             "'synthetic' (the embedded world), 'synthetic:crowd' / "
-            "'synthetic:tint' (two more), 'visu', or a manifest path"
+            "'synthetic:tint' (two more), 'synthetic:param:SEED' (a member of the parametric "
+            "family), 'visu', or a manifest path"
         ),
     )
     world: WorldConfig = field(default_factory=WorldConfig)

@@ -167,12 +167,7 @@ async def read_body(request, max_bytes: int) -> tuple[dict, list[bytes]]:
     """JSON object, or a multipart form (fields + uploaded files), at most ``max_bytes``."""
     raw = await read_bytes(request, max_bytes)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        request._body = raw  # starlette's form parser reads a body already read from here
-        form = await request.form()
-        files = [
-            await f.read() for key in ("image", "images") for f in form.getlist(key) if hasattr(f, "read")
-        ]
-        return {k: v for k, v in form.items() if not hasattr(v, "read")}, files
+        return await _parse_form(request.headers, raw)
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -180,6 +175,26 @@ async def read_body(request, max_bytes: int) -> tuple[dict, list[bytes]]:
     if not isinstance(data, dict):
         raise RequestError("the JSON body must be an object", "body")
     return data, []
+
+
+async def _parse_form(headers, raw: bytes) -> tuple[dict, list[bytes]]:
+    """A multipart form's fields and uploaded files, parsed from the body already read (and counted)."""
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    async def body():
+        yield raw
+
+    try:
+        form = await MultiPartParser(headers, body()).parse()
+    except MultiPartException as e:
+        raise RequestError(f"malformed multipart form ({e.message})", "body") from None
+    try:
+        files = [
+            await f.read() for key in ("image", "images") for f in form.getlist(key) if hasattr(f, "read")
+        ]
+        return {k: v for k, v in form.items() if not hasattr(v, "read")}, files
+    finally:
+        await form.close()
 
 
 def openapi_bodies() -> dict[str, dict]:
