@@ -6,8 +6,9 @@
 * :mod:`.page` -- :func:`compare_page`: models side by side as a self-contained HTML page.
 """
 
+from .build import add_to_index, build_index
 from .embed import model_fingerprint
-from .index import CollectionIndex, add_to_index, build_index
+from .index import CollectionIndex
 from .page import compare_grid, compare_page, labels_from_manifest, labels_from_rows
 from .score import ScoreResult, score_collection
 from .sources import ImageFolder, ImageList, Item, Shards, Source, TextFile, expand_braces, open_source
