@@ -48,10 +48,10 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "default": ({}, {}),
     "abs-K0.05": ({}, {"min_radius": 0.05}),  # v0.1's demo cone setting
     "v0.1": ({"select": "recall"}, {"min_radius": 0.05}),  # v0.1's demo: absolute K and selection on recall
-    "abs-K0.1": ({}, {"min_radius": 0.1}),  # the papers' K
-    "rel-0.1": ({}, {"radius_ratio": 0.1}),
-    "rel-0.3": ({}, {"radius_ratio": 0.3}),
-    "rel-0.5": ({}, {"radius_ratio": 0.5}),
+    "rel-0.1": ({}, {"radius": "relative", "radius_ratio": 0.1}),
+    "rel-0.2": ({}, {"radius": "relative", "radius_ratio": 0.2}),  # v0.2-v0.4's default (relative K)
+    "rel-0.3": ({}, {"radius": "relative", "radius_ratio": 0.3}),
+    "rel-0.5": ({}, {"radius": "relative", "radius_ratio": 0.5}),
     "select-recall": ({"select": "recall"}, {}),  # v0.1's model selection
     "lr1e-3": ({"lr": 1e-3}, {}),
     "epochs60": ({"finetune_epochs": 60}, {}),

@@ -20,12 +20,14 @@ class ConeConfig:
     ``aperture_scale * asin(2 K / (sqrt(c) |x|))``, saturated at pi/2 inside ``sqrt(c)|x| <= 2K``
     (:func:`hysafe.geometry.lorentz.half_aperture`).
 
-    ``K`` is either absolute (``min_radius``, the papers' 0.1) or, by default, *relative to the
-    embeddings the loss sees*: ``2K = radius_ratio * sqrt(c) * mean(|x|)`` over the global batch's
-    generic side (:func:`cone_aperture`), so a cone at the mean norm has half-aperture
-    ``asin(radius_ratio)`` at any scale and curvature. An absolute K rewards shrinking every embedding
-    into the saturated zone near the root, where each cone is a half-space and the loss is met
-    without any safety ordering (docs/worlds.md).
+    ``radius`` picks the rule. ``"absolute"`` (the default, as published): ``K = min_radius``, the
+    papers' 0.1. ``"relative"`` (hysafe's option): ``K`` *relative to the embeddings the loss sees*,
+    ``2K = radius_ratio * sqrt(c) * mean(|x|)`` over the global batch's generic side
+    (:func:`cone_aperture`), so a cone at the mean norm has half-aperture ``asin(radius_ratio)`` at
+    any scale and curvature; an absolute K rewards shrinking every embedding into the saturated zone
+    near the root, where each cone is a half-space (docs/worlds.md). The relative rule was the
+    default until v0.4; under the validation-world protocol (docs/worlds.md) the papers' absolute K
+    passed more checks, so the published rule is the default again.
 
     With the relative K the *aperture* is invariant to a global rescaling and independent of the
     curvature, and the mean carries its gradient, so autograd sees the loss's true dependence on scale.
@@ -35,12 +37,14 @@ class ConeConfig:
     """
 
     aperture_scale: float = field(default=1.0, metadata={"help": "entailment-cone aperture multiplier"})
-    min_radius: float | None = field(
-        default=None,
+    radius: str = field(
+        default="absolute",
         metadata={
-            "help": "absolute entailment-cone K (the papers' 0.1); default: relative, see --radius-ratio"
+            "help": "entailment-cone K: 'absolute' (min_radius, the papers') or 'relative' (radius_ratio)",
+            "choices": ("absolute", "relative"),
         },
     )
+    min_radius: float = field(default=0.1, metadata={"help": "absolute entailment-cone K (the papers' 0.1)"})
     radius_ratio: float = field(
         default=0.2,
         metadata={
@@ -52,14 +56,16 @@ class ConeConfig:
     def __post_init__(self):
         if not self.aperture_scale > 0:
             raise ValueError(f"cone aperture_scale must be > 0, got {self.aperture_scale}")
-        if self.min_radius is not None and not self.min_radius > 0:
+        if self.radius not in ("absolute", "relative"):
+            raise ValueError(f"cone radius must be 'absolute' or 'relative', got {self.radius!r}")
+        if not self.min_radius > 0:
             raise ValueError(f"cone min_radius (K) must be > 0, got {self.min_radius}")
         if not 0 < self.radius_ratio < 1:
             raise ValueError(f"cone radius_ratio must be in (0, 1), got {self.radius_ratio}")
 
     def loss_options(self) -> dict:
         """Keyword arguments of :func:`entailment_loss` for these settings."""
-        relative = self.min_radius is None
+        relative = self.radius == "relative"
         return {
             "aperture_scale": self.aperture_scale,
             "min_radius": None if relative else self.min_radius,

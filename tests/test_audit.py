@@ -91,7 +91,7 @@ def test_relative_cone_radius_makes_the_entailment_loss_scale_free():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(256, 8, generator=g, dtype=torch.float64) * 1e-3
     y = x * 1.5 + torch.randn(256, 8, generator=g, dtype=torch.float64) * 4e-4
-    rel, absolute = ConeConfig(radius_ratio=0.5), ConeConfig(min_radius=0.1)
+    rel, absolute = ConeConfig(radius="relative", radius_ratio=0.5), ConeConfig()  # absolute: the papers
 
     def loss(cones, s):
         return float(entailment_loss(s * x, s * y, curv=1.0, **cones.loss_options()))

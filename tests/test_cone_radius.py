@@ -17,7 +17,7 @@ from hysafe.losses import ConeConfig, cone_aperture, entailment_loss
 
 CURV = 1.3
 RADII = [1e-3, 0.1, 0.5, 1.0, 2.0]
-RELATIVE = ConeConfig(radius_ratio=0.3)
+RELATIVE = ConeConfig(radius="relative", radius_ratio=0.3)
 
 
 def _pairs(median_radius: float, n: int = 64, dim: int = 6, seed: int = 0):
@@ -93,7 +93,9 @@ def test_the_rule_is_absolute_or_relative_never_both():
         entailment_loss(x, y, curv=1.0, min_radius=0.1, radius_ratio=0.2)
     with pytest.raises(ValueError, match="needs min_radius"):
         entailment_loss(x, y, curv=1.0, min_radius=None)
-    assert ConeConfig(min_radius=0.1).loss_options() == {
+    with pytest.raises(ValueError, match="'absolute' or 'relative'"):
+        ConeConfig(radius="median")
+    assert ConeConfig().loss_options() == {  # the default: the papers' absolute K
         "aperture_scale": 1.0,
         "min_radius": 0.1,
         "radius_ratio": None,

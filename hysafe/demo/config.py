@@ -56,10 +56,21 @@ class DemoConfig:
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=16, alpha=32.0, dropout=0.0))
     min_radius: float | None = field(
         default=None,
+        metadata=_opt("absolute entailment-cone K for HySAC (default: ConeConfig's, the papers' 0.1)"),
+    )
+    radius: str | None = field(
+        default=None,
         metadata=_opt(
-            "absolute entailment-cone K for HySAC; default: K relative to the embeddings (ConeConfig)"
+            "HySAC's cone-radius rule: 'absolute' (default, the papers') or 'relative' (ConeConfig)",
+            choices=("absolute", "relative"),
         ),
     )
+
+    def hysac_options(self) -> dict:
+        """The HySAC recipe options these settings override (none: the recipe's defaults)."""
+        given = {"min_radius": self.min_radius, "radius": self.radius}
+        return {k: v for k, v in given.items() if v is not None}
+
     select: str = field(
         default="auto",
         metadata=_opt(

@@ -193,7 +193,7 @@ def _jobs(cfg: DemoConfig) -> list[tuple[str, str, dict]]:
         (
             name,
             recipe,
-            {"min_radius": cfg.min_radius} if recipe == "hysac" and cfg.min_radius is not None else {},
+            cfg.hysac_options() if recipe == "hysac" else {},
         )
         for name, recipe in FINE_TUNES.items()
     ]

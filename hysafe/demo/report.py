@@ -70,10 +70,11 @@ def _safer_target(pair_quantile: float) -> str:
 
 
 def _defaults_line(cfg: DemoConfig) -> str:
+    rule = get_recipe("hysac", **cfg.hysac_options()).objective.cones
     cones = (
-        "absolute K = {}".format(cfg.min_radius)
-        if cfg.min_radius is not None
-        else "K relative to the embeddings (ConeConfig defaults)"
+        f"absolute K = {rule.min_radius:g}"
+        if rule.radius == "absolute"
+        else f"K relative to the embeddings (ratio {rule.radius_ratio:g})"
     )
     safer = get_recipe("safer-clip").objective
     return (

@@ -66,14 +66,15 @@ def _hysac(entailment_weight: float = 1.0, **cone_options) -> Objective:
 _OBJECTIVE_BUILDERS = {"hysac": _hysac, "safer-clip": safer_clip_objective}
 #: recipe -> the options it takes (for messages)
 RECIPE_OPTIONS = {
-    "hysac": ("entailment_weight", "min_radius", "radius_ratio", "aperture_scale"),
+    "hysac": ("entailment_weight", "radius", "min_radius", "radius_ratio", "aperture_scale"),
     "safer-clip": ("redirection_weight", "image_target", "redirection_scale", "pair_quantile"),
 }
 
 
 def get_recipe(name: str, **options) -> Recipe:
     """The recipe ``name`` with its options: for ``hysac`` ``entailment_weight`` and the
-    :class:`~hysafe.losses.ConeConfig` fields (``min_radius``, ``aperture_scale``); for
+    :class:`~hysafe.losses.ConeConfig` fields (``radius``, ``min_radius``, ``radius_ratio``,
+    ``aperture_scale``); for
     ``safer-clip`` ``redirection_weight``, ``image_target``, ``redirection_scale`` and ``pair_quantile`` (the
     parts the poster leaves open)."""
     if name not in RECIPES:

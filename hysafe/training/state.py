@@ -41,6 +41,7 @@ def run_fingerprint(model, recipe) -> dict:
         "objective": [list(map(str, (t.loss, t.inputs, t.weight))) for t in recipe.objective.terms],
         "cones": [
             recipe.objective.cones.aperture_scale,
+            recipe.objective.cones.radius,
             recipe.objective.cones.min_radius,
             recipe.objective.cones.radius_ratio,
         ],
