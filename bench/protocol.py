@@ -10,6 +10,9 @@
        python bench/protocol.py choose runs/protocol/validation/results.jsonl \\
            --markdown bench/results/protocol/validation.md
 
+   (In the committed record the variant then called ``default``, the relative rule at 0.2, is named
+   ``rel-0.2``: ``--current rel-0.2``.)
+
 2. **Report.** With the choices frozen, fresh *test* worlds (``param:1000`` and up) are run as a new
    user runs them, ``hysafe demo --data synthetic:param:SEED`` with every default, and their
    ``checks.json`` are tabulated as they came out: each check's pass rate over the worlds.
@@ -55,9 +58,9 @@ def choose(records: list[dict], current: str = "default") -> tuple[str, dict[str
     return (current if means[current] == best else max(means, key=means.get)), means
 
 
-def choose_markdown(records: list[dict]) -> str:
+def choose_markdown(records: list[dict], current: str = "default") -> str:
     """The validation table: one row per variant, one column per world, and the rule's verdict."""
-    winner, means = choose(records)
+    winner, means = choose(records, current)
     worlds = sorted({r["world"] for r in records})
     cell = {(r["variant"], r["world"]): r for r in records}
     lines = [
@@ -74,7 +77,11 @@ def choose_markdown(records: list[dict]) -> str:
             failed = [c["name"] for c in hysac_checks(r["checks"]) if not c["passed"]]
             cells.append(f"{pass_share(r['checks']):.2f}" + (f" (no: {', '.join(failed)})" if failed else ""))
         lines.append(f"| {variant} | " + " | ".join(cells) + f" | {mean:.3f} |")
-    lines += ["", f"Rule: highest mean, ties keep the current default. Chosen: **{winner}**.", ""]
+    lines += [
+        "",
+        f"Rule: highest mean, ties keep the current default ({current}). Chosen: **{winner}**.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -105,6 +112,7 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="stage", required=True)
     c = sub.add_parser("choose", help="apply the selection rule to bench/worlds.py records")
     c.add_argument("results", help="results.jsonl of the validation worlds")
+    c.add_argument("--current", default="default", help="the variant that is the default now (ties keep it)")
     r = sub.add_parser("report", help="pass rates over fresh test worlds' demo reports")
     r.add_argument("folders", nargs="+", help="hysafe demo report folders (each with checks.json)")
     for s in (c, r):
@@ -112,7 +120,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.stage == "choose":
         records = [json.loads(line) for line in Path(args.results).read_text().splitlines() if line.strip()]
-        table = choose_markdown(records)
+        table = choose_markdown(records, args.current)
     else:
         table = report_markdown([Path(f) for f in args.folders])
     if args.markdown:
