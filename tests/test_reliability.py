@@ -848,3 +848,15 @@ def test_the_vague_messages_now_name_the_problem(trained, world, tiny_base, tmp_
         save_file(tensors, str(tmp_path / "nan.safetensors"), metadata=f.metadata())
     with pytest.raises(ValueError, match=f"nan.safetensors: tensor .* holds {tensors[name].numel()} NaN/Inf"):
         load_model(tmp_path / "nan.safetensors")
+
+
+@pytest.mark.parametrize("kind", ["hysac", "safeclip"])
+def test_a_diverged_training_stops_with_its_cause_and_saves_no_nan_weights(world, tiny_base, tmp_path, kind):
+    """Issue 30: ``--lr 1e30`` trained on, wrote NaN weights and failed later as "curv must be > 0"."""
+    model = create_model(kind, TINY_MODEL, tiny_base, lora=LoraConfig(r=2, alpha=4.0, dropout=0.0))
+    config = TrainConfig(epochs=2, batch_size=16, lr=1e30, progress=False, output_dir=str(tmp_path / "r"))
+    with pytest.raises(
+        ValueError, match=r"training diverged in epoch 1 \(step \d+\): .* not finite; lower --lr"
+    ):
+        train(model, world, kind, config)
+    assert not (tmp_path / "r" / "best.safetensors").exists()
