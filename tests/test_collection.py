@@ -591,3 +591,24 @@ def test_one_writer_per_index_and_the_advice_keeps_the_running_one(hysac, world,
     assert (
         len(add_to_index(model, ImageFolder(images), out, progress=False).items) == 4
     )  # same files: none added
+
+
+def test_resuming_an_add_with_another_batch_size_is_refused_not_lossy(hysac, world, tmp_path, monkeypatch):
+    """A killed add re-run with another --batch-size dropped items (chunk numbers mean other items)."""
+    model, _ = hysac
+    images = sorted((world.parent / "images" / "test").glob("*.png"))
+    first, more = tmp_path / "first", tmp_path / "more"
+    for target, chosen in ((first, images[:4]), (more, images[4:16])):
+        target.mkdir()
+        for p in chosen:
+            shutil.copy(p, target / p.name)
+    out = tmp_path / "idx"
+    build_index(model, ImageFolder(first), out, progress=False)
+    points = _kill_at(monkeypatch, 3)  # after two of the add's three chunks are written
+    with pytest.raises(_Killed):
+        add_to_index(model, ImageFolder(more), out, progress=False, batch_size=4)
+    monkeypatch.undo()
+    assert points[-1].startswith("replace part-")
+    with pytest.raises(ValueError, match=r"unfinished run with other settings \(batch_size\)"):
+        add_to_index(model, ImageFolder(more), out, progress=False, batch_size=5)
+    assert len(add_to_index(model, ImageFolder(more), out, progress=False, batch_size=4).items) == 16

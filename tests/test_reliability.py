@@ -3,12 +3,14 @@ traceback, a silent wrong answer or a lost checkpoint (docs/reliability.md)."""
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from hysafe.cli.main import main
@@ -800,3 +802,61 @@ def test_an_fpr_threshold_is_calibrated_on_validation_rows_only(trained, world, 
     )  # fmt: skip
     with pytest.raises(ValueError, match="no rows with split 'validation'.*never on test"):
         resolve_threshold(model, "image", "fpr:0.1", str(test_only))
+
+
+def test_the_vague_messages_now_name_the_problem(trained, world, tiny_base, tmp_path, capsys):
+    """Issue 30's "vague" list: each case now names the file, row, field or shape at fault."""
+    from hysafe.models.checkpoint import load_model
+
+    out, _ = trained
+    ckpt = str(out / "best.safetensors")
+    (tmp_path / "extra.csv").write_text("safe_text,unsafe_text,split\na,b,train,EXTRA\n")
+    (tmp_path / "dup.csv").write_text("safe_text,safe_text,unsafe_text\na,b,c\n")
+    for name, says in (
+        ("extra", "row 1: 4 values for the header's 3 columns"),
+        ("dup", "['safe_text'] named more"),
+    ):
+        with pytest.raises(ManifestError, match=re.escape(says)):
+            load_manifest(tmp_path / f"{name}.csv")
+    (tmp_path / "latin1.txt").write_bytes("a red circle\ncaf\xe9\n".encode("latin-1"))
+    (tmp_path / "not.parquet").write_text("not parquet")
+    texts = ["score", "--checkpoint", ckpt, "--texts"]
+    for argv, says in (
+        (texts + [str(tmp_path / "latin1.txt"), "--out", str(tmp_path / "s.parquet")],
+         "latin1.txt, line 2: not UTF-8 text (byte 0xe9)"),
+        (texts + [str(tmp_path / "latin1.txt"), "--out", str(tmp_path / "not.parquet")],
+         "not.parquet exists and is not a Parquet file"),
+        (["train", "--features", ckpt, "--out", str(tmp_path / "r")],
+         "not a feature file from 'hysafe embed'"),
+    ):  # fmt: skip
+        code, err = run_cli(argv, capsys)
+        assert code == 1 and says in err, err
+    model = load_model(ckpt)
+    assert model.tokenize("a red circle").shape[0] == 1  # one text, not one per character
+    for shape in ((1, 3, 7, 7), (3, 32, 32)):
+        with pytest.raises(
+            ValueError,
+            match=re.escape(
+                f"shape (B, 3, 32, 32) (model.preprocess makes them from PIL images), got {shape}"
+            ),
+        ):
+            model.encode_image(torch.zeros(shape))
+    tensors = load_file(ckpt)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] * float("nan")
+    with safe_open(ckpt, "pt") as f:
+        save_file(tensors, str(tmp_path / "nan.safetensors"), metadata=f.metadata())
+    with pytest.raises(ValueError, match=f"nan.safetensors: tensor .* holds {tensors[name].numel()} NaN/Inf"):
+        load_model(tmp_path / "nan.safetensors")
+
+
+@pytest.mark.parametrize("kind", ["hysac", "safeclip"])
+def test_a_diverged_training_stops_with_its_cause_and_saves_no_nan_weights(world, tiny_base, tmp_path, kind):
+    """Issue 30: ``--lr 1e30`` trained on, wrote NaN weights and failed later as "curv must be > 0"."""
+    model = create_model(kind, TINY_MODEL, tiny_base, lora=LoraConfig(r=2, alpha=4.0, dropout=0.0))
+    config = TrainConfig(epochs=2, batch_size=16, lr=1e30, progress=False, output_dir=str(tmp_path / "r"))
+    with pytest.raises(
+        ValueError, match=r"training diverged in epoch 1 \(step \d+\): .* not finite; lower --lr"
+    ):
+        train(model, world, kind, config)
+    assert not (tmp_path / "r" / "best.safetensors").exists()

@@ -251,7 +251,9 @@ def args_index(p) -> None:
     p.add_argument("--image", action="append", help="search: an image query (repeatable)")
     p.add_argument("-k", "--k", type=positive_int, default=10)
     p.add_argument(
-        "--tau", help="search: traverse queries toward the safe region first (a number or rule; HySAC)"
+        "--tau",
+        help="search: traverse queries toward the safe region first (HySAC): a number or a rule, 'model' "
+        "for the checkpoint's own ('avg' for hysafe-trained); without it, no traversal",
     )
     p.add_argument("--json", action="store_true", help="search: print JSON")
 

@@ -249,7 +249,12 @@ def add_to_index(
             remove_generation(folder, stale)
         store = PartStore(
             folder / f"add-{len(index.meta['sources'])}",
-            {"model": index.meta["model"], "source": source.describe(), **precision_record(precision)},
+            {
+                "model": index.meta["model"],
+                "source": source.describe(),
+                "batch_size": batch_size,  # chunk c's items depend on it: a resume must keep it
+                **precision_record(precision),
+            },
         )
         if not _embed_into(
             store,

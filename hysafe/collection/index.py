@@ -61,6 +61,15 @@ class CollectionIndex:
         except json.JSONDecodeError as e:
             raise ValueError(f"{meta_path}: corrupt ({e})") from e
         where = generation_dir(folder, int(meta.get("generation", 0)))
+        missing = [
+            n for n in ("items.parquet", "index.faiss", "index.faiss.json") if not (where / n).is_file()
+        ]
+        if missing:
+            raise ValueError(
+                f"{folder}: an incomplete index ({', '.join(str(where / n) for n in missing)} missing; "
+                f"index.json names generation {meta.get('generation', 0)}); "
+                "rebuild it with 'hysafe index build'"
+            )
         items = pq.read_table(where / "items.parquet")
         if "digest" not in items.column_names:  # built before digests: later rows get theirs
             items = items.append_column("digest", pa.nulls(items.num_rows, pa.string()))

@@ -139,7 +139,13 @@ def _finished_result(out: Path, run: dict) -> ScoreResult | None:
     ``None`` when there is work to do. A complete ``out`` of other settings is refused."""
     if not out.is_file() or Path(f"{out}.parts").exists():
         return None
-    meta = json.loads((pq.read_metadata(out).metadata or {}).get(b"hysafe", b"{}"))
+    try:
+        meta = json.loads((pq.read_metadata(out).metadata or {}).get(b"hysafe", b"{}"))
+    except (OSError, ValueError, pa.ArrowException) as e:  # pyarrow: "Parquet magic bytes not found"
+        raise ValueError(
+            f"--out {out} exists and is not a Parquet file this command wrote ({type(e).__name__}); "
+            "choose another --out or delete it"
+        ) from None
     if {k: meta.get(k) for k in run} != json.loads(json.dumps(run)):
         raise ValueError(f"{out} exists and was written by another run; choose another --out or delete it")
     logger.info("%s is complete; nothing to do", out)

@@ -110,12 +110,31 @@ class ImageFolder(Source):
 
 
 def _table_rows(path: Path, columns: tuple[str, ...], what: str) -> Iterator[tuple[str, str]]:
-    """``(id, value)`` from a .txt (one per line), .csv/.tsv or .parquet file (first of ``columns``)."""
+    """``(id, value)`` from a .txt (one per line), .csv/.tsv or .parquet file (first of ``columns``);
+    a file that is not UTF-8 text is refused with its name and where its first bad byte sits."""
+    last = "its start"
+    try:
+        for row_id, value in _read_rows(path, columns, what):
+            last = row_id
+            yield row_id, value
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} after {last}); save it as UTF-8"
+        ) from None
+
+
+def _read_rows(path: Path, columns: tuple[str, ...], what: str) -> Iterator[tuple[str, str]]:
     suffix = path.suffix.lower()
     if suffix in (".txt", ".lst"):
-        with path.open(encoding="utf-8", errors="strict") as f:
-            for n, line in enumerate(f, start=1):
-                yield f"line {n}", line.rstrip("\n")
+        with path.open("rb") as f:
+            for n, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise ValueError(
+                        f"{path}, line {n}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save it as UTF-8"
+                    ) from None
+                yield f"line {n}", line.rstrip("\r\n")
         return
     if suffix in (".csv", ".tsv"):
         with path.open(encoding="utf-8-sig", newline="") as f:

@@ -86,15 +86,36 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict | ManifestError]]:
             )
 
 
+def _check_header(path: Path, header: list[str] | None) -> None:
+    """A CSV header names each column once (a repeated name would silently keep one of them)."""
+    if header is None:
+        return
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise ManifestError(f"{path}, header: column(s) {repeated} named more than once")
+
+
+def _csv_row(path: Path, i: int, row: dict, width: int) -> dict | ManifestError:
+    """One CSV data row, or the error that names what is wrong with it."""
+    if None in row:  # csv.DictReader's key for values beyond the header
+        extra = len(row[None])
+        return ManifestError(
+            f"{path}, row {i}: {width + extra} values for the header's {width} columns "
+            "(a value holding the delimiter must be quoted)"
+        )
+    values = [str(v) for v in row.values() if v is not None]
+    if any(_has_surrogate(v) for v in values + list(row)):
+        return ManifestError(f"{path}, row {i}: not UTF-8 text; save the manifest as UTF-8")
+    return {k: v for k, v in row.items() if v not in ("", None)}
+
+
 def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[int, dict | ManifestError]]:
     # undecodable bytes become lone surrogates, so one bad row can be named (and skipped)
     with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
-        for i, row in enumerate(csv.DictReader(f, delimiter=delimiter), start=1):
-            values = [str(v) for v in list(row.values()) + list(row) if v is not None]
-            if any(_has_surrogate(v) for v in values):
-                yield i, ManifestError(f"{path}, row {i}: not UTF-8 text; save the manifest as UTF-8")
-                continue
-            yield i, {k: v for k, v in row.items() if v not in ("", None)}
+        reader = csv.DictReader(f, delimiter=delimiter)
+        _check_header(path, reader.fieldnames)
+        for i, row in enumerate(reader, start=1):
+            yield i, _csv_row(path, i, row, len(reader.fieldnames or ()))
 
 
 def _has_surrogate(text: str) -> bool:

@@ -29,6 +29,8 @@ __all__ = ["Check", "safety_checks", "checks_markdown", "CEILING_MARGIN"]
 _MIXED = ("T*->V u V*", "V*->T u T*")
 #: how far above the image tower's supervised ceiling HySAC's image overlap may be (a share)
 CEILING_MARGIN = 0.05
+#: a probe ROC-AUC below this is called near chance in a classifier check's numbers
+CHANCE_AUC = 0.6
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,10 @@ def _classifier_checks(comparison: Comparison, hysac: str, clip: str) -> list[Ch
         if ours is None or probe is None:
             continue
         ok = ours >= min(probe, 0.99)
-        out.append(
-            Check(
-                f"classifier ({modality})",
-                ok,
-                f"{hysac} root-distance ROC-AUC {ours:.3f} vs {clip} logistic probe {probe:.3f}",
-            )
-        )
+        detail = f"{hysac} root-distance ROC-AUC {ours:.3f} vs {clip} logistic probe {probe:.3f}"
+        if probe < CHANCE_AUC:
+            detail += " (the probe is near chance: the data carries little signal the tower sees)"
+        out.append(Check(f"classifier ({modality})", ok, detail))
     return out
 
 

@@ -241,6 +241,11 @@ def compare_models(
     ``"paper"``, ``"V.avg"``, ...), a number, or ``None`` (off). Traversal rows are produced only
     for models with safety bounds in a hyperbolic space.
     """
+    if len(test) < max(ks):
+        raise ValueError(
+            f"the test split has {len(test)} quadruplets, too few to score recall@{max(ks)}: give at "
+            f"least {max(ks)} test rows"
+        )
     out = Comparison(ks=tuple(ks))
     for name, model in models.items():
         emb_test = embed_dataset(model, test, batch_size=batch_size)

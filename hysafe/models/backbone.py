@@ -166,6 +166,29 @@ class LoraConfig:
             )
 
 
+def _tower_image_size(visual: nn.Module) -> tuple[int, int] | None:
+    """The input size an image tower was built for (None when it does not say, e.g. a timm tower)."""
+    size = getattr(visual, "image_size", None)
+    if isinstance(size, int):
+        return size, size
+    return tuple(size) if isinstance(size, (tuple, list)) and len(size) == 2 else None
+
+
+def check_image_batch(images: torch.Tensor, visual: nn.Module) -> None:
+    """Refuse what the image tower cannot take with a message naming the expected shape, before torch
+    fails deep inside it (a missing batch dimension, raw pixels of another size)."""
+    size = _tower_image_size(visual)
+    expected = f"(B, 3, {size[0]}, {size[1]})" if size else "(B, 3, H, W)"
+    wrong = (
+        images.dim() != 4 or images.shape[1] != 3 or (size is not None and tuple(images.shape[-2:]) != size)
+    )
+    if wrong:
+        raise ValueError(
+            f"encode_image expects preprocessed images of shape {expected} (model.preprocess makes "
+            f"them from PIL images), got {tuple(images.shape)}"
+        )
+
+
 class OpenClipBackbone(nn.Module):
     """An open_clip model as a hysafe backbone (``self.model``), optionally with peft LoRA adapters.
 
@@ -222,6 +245,7 @@ class OpenClipBackbone(nn.Module):
     math_attention_max_tokens: int = MATH_MAX_TOKENS
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        check_image_batch(images, self.model.visual)
         with self._attention(self.model.visual, image_tokens(self.model.visual), images.device):
             return self.model.encode_image(images, normalize=False)
 

@@ -217,11 +217,23 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> Safet
                         f"model expects {tuple(params[name].shape)}"
                     )
                 params[name].copy_(value)
+    _check_finite(dict(model.named_parameters()), path)
     model.load_scalars_(meta["scalars"], source=str(path))
     model.bounds = check_bounds(meta.get("bounds"), str(path))
     model.traversal_rule = check_tau_rule(meta.get("traversal_rule"), str(path))
     model.eval()
     return model
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse weights with NaN/Inf values, naming the file and the tensor (a diverged or damaged run)."""
+    for name, value in tensors.items():
+        bad = int((~torch.isfinite(value)).sum()) if value.is_floating_point() else 0
+        if bad:
+            raise ValueError(
+                f"{path}: tensor {name} holds {bad} NaN/Inf value(s) of {value.numel()}; the checkpoint "
+                "is damaged or comes from a diverged run"
+            )
 
 
 def _find_backbone_beside(config: ModelConfig, path: Path) -> None:

@@ -81,7 +81,17 @@ class FeatureDataset(Dataset):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"feature file not found: {path}")
-        return cls(**load_file(str(path)))
+        tensors = load_file(str(path))
+        if not set(FEATURE_KEYS) & set(tensors):
+            names = sorted(tensors)
+            raise ValueError(
+                f"{path}: not a feature file from 'hysafe embed' (its tensors are {names[:1]}"
+                f"{'...' if len(names) > 1 else ''}; a feature file holds {sorted(FEATURE_KEYS)})"
+            )
+        try:
+            return cls(**tensors)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from None
 
     def subset(self, indices) -> "FeatureDataset":
         idx = torch.as_tensor(indices, dtype=torch.long)

@@ -121,11 +121,12 @@ class SafetyModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.backbone.parameters()).device
 
-    def tokenize(self, texts: list[str]) -> Tensor:
-        """Token ids ``(B, context_length)`` on the model's device."""
+    def tokenize(self, texts: list[str] | str) -> Tensor:
+        """Token ids ``(B, context_length)`` on the model's device (one string: ``B = 1``, never one
+        text per character)."""
         if self.tokenizer is None:
             raise ValueError("this model encodes cached features, not captions: it has no tokenizer")
-        return tokenize_captions(self.tokenizer, texts).to(self.device)
+        return tokenize_captions(self.tokenizer, [texts] if isinstance(texts, str) else texts).to(self.device)
 
     def encode_image(self, images: Tensor) -> Tensor:
         """Images ``(B, 3, H, W)`` (or feature rows) -> embeddings ``(B, D)`` in :attr:`space`."""

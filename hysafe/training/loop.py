@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,7 +26,7 @@ from hysafe.losses import Objective
 
 from ..models.checkpoint import read_metadata
 from ..models.embed import embed_quadruplets
-from ..models.safety_model import SafetyModel, create_model
+from ..models.safety_model import SafetyModel, create_model, trainable_parameters
 from ..utils.progress import bar, report
 from .config import TrainConfig, TrainResult
 from .data import training_datasets
@@ -173,7 +174,11 @@ class TrainingRun:
         start, losses = time.time(), {"total": float("nan")}
         for micro, batch in enumerate(batches, start=1):
             batch = {k: v.to(self.dist.device, non_blocking=True) for k, v in batch.items()}
-            loss, losses = self.loss_fn(self.model, self.objective, batch, self.opt.amp_dtype)
+            try:
+                loss, losses = self.loss_fn(self.model, self.objective, batch, self.opt.amp_dtype)
+            except ValueError as e:  # a diverged model fails a geometry check (curv NaN) here
+                self._check_diverged(epoch, e)
+                raise
             self.opt.backward(loss, cfg.grad_accum)
             p["batch"] += 1
             if micro % cfg.grad_accum == 0:
@@ -181,6 +186,7 @@ class TrainingRun:
                 if shown and p["step"] % cfg.log_every == 0:  # reading a loss waits for the device
                     batches.set_postfix(loss=f"{losses['total']:.3f}")
         p["epoch"], p["batch"] = epoch + 1, 0
+        self._check_diverged(epoch, None, losses["total"])
         report(
             shown,
             "%s epoch %d/%d: step %d, loss %.4f, %.1f s",
@@ -191,6 +197,17 @@ class TrainingRun:
             losses["total"],
             time.time() - start,
         )
+
+    def _check_diverged(self, epoch: int, cause: Exception | None, loss: float = 0.0) -> None:
+        """Stop with a named cause when the weights or the loss are no longer finite (a learning rate
+        far too high): before any NaN weights are validated or saved as the best."""
+        bad = [n for n, t in trainable_parameters(self.model) if not bool(torch.isfinite(t).all())]
+        if bad or not math.isfinite(float(loss)):
+            what = f"{len(bad)} weight tensor(s) ({bad[0]}, ...)" if bad else f"the loss ({loss})"
+            raise ValueError(
+                f"training diverged in epoch {epoch + 1} (step {self.progress['step']}): {what} not finite; "
+                f"lower --lr (now {self.cfg.lr:g}) or set --max-grad-norm; the best weights so far are kept"
+            ) from cause
 
     def _after_step(self, epoch: int, lr: float, losses: Mapping[str, float], log: RunLog) -> None:
         """Count the step; log, checkpoint and call back. Loss values are read (one device sync)
