@@ -85,13 +85,15 @@ def choose_markdown(records: list[dict], current: str = "default") -> str:
     return "\n".join(lines)
 
 
-def report_markdown(folders: list[Path]) -> str:
-    """Each check's pass rate over fresh test worlds (demo report folders), and every number."""
+FRESH = "Fresh **test** worlds, run once each with every default after the choices were frozen"
+
+
+def report_markdown(folders: list[Path], what: str = FRESH) -> str:
+    """Each check's pass rate over worlds (demo report folders), and every number."""
     runs = {f.name: json.loads((f / "checks.json").read_text()) for f in folders}
     names = list(dict.fromkeys(c["name"] for checks in runs.values() for c in checks))
     lines = [
-        f"Fresh **test** worlds, run once each with every default after the choices were frozen "
-        f"({len(runs)} worlds), as they came out.",
+        f"{what} ({len(runs)} worlds), as they came out.",
         "",
         "| check | pass rate | " + " | ".join(runs) + " |",
         "|---|---|" + "---|" * len(runs),
@@ -115,6 +117,7 @@ def main(argv=None) -> int:
     c.add_argument("--current", default="default", help="the variant that is the default now (ties keep it)")
     r = sub.add_parser("report", help="pass rates over fresh test worlds' demo reports")
     r.add_argument("folders", nargs="+", help="hysafe demo report folders (each with checks.json)")
+    r.add_argument("--what", default=FRESH, help="what the worlds are (the table's first line)")
     for s in (c, r):
         s.add_argument("--markdown", help="write the table here (default: print it)")
     args = p.parse_args(argv)
@@ -122,7 +125,7 @@ def main(argv=None) -> int:
         records = [json.loads(line) for line in Path(args.results).read_text().splitlines() if line.strip()]
         table = choose_markdown(records, args.current)
     else:
-        table = report_markdown([Path(f) for f in args.folders])
+        table = report_markdown([Path(f) for f in args.folders], args.what)
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(args.markdown).write_text(table)
