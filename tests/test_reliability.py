@@ -434,7 +434,9 @@ def test_resume_with_other_settings_names_the_difference(trained, world, tiny_ba
             other, world, "hysac", TrainConfig(epochs=2, batch_size=16, progress=False, output_dir=str(run))
         )
     with pytest.raises(
-        ValueError, match=r"different configuration \(cones: \[1.0, None, 0.2\] there, \[1.0, 0.3, 0.2\] now"
+        ValueError,
+        match=r"different configuration \(cones: \[1.0, 'absolute', 0.1, 0.2\] there, "
+        r"\[1.0, 'absolute', 0.3, 0.2\] now",
     ):
         train(
             fresh(tiny_base),
