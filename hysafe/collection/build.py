@@ -22,8 +22,8 @@ from ..models.safety_model import SafetyModel
 from ..utils.folder_lock import locked_folder
 from .embed import Chunk, embed_chunks, model_fingerprint, precision_record, rank_and_world
 from .generations import VECTORS, new_items, remove_generation, stale_generations
-from .index import CollectionIndex
-from .parts import PartStore
+from .index import CollectionIndex, read_index_meta
+from .parts import PartStore, remove_parts
 from .sources import Source
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,18 @@ def _embed_into(
     return store.finish_rank(rank, world)
 
 
+def _part_store(out: Path, fingerprint: str, source: Source, batch_size: int, precision: str) -> PartStore:
+    """The resumable parts of a build or an add, with the one record of what makes a resume the same
+    run: the model, the source, the batch size (chunk ``c``'s items depend on it) and the precision."""
+    run = {
+        "model": fingerprint,
+        "source": source.describe(),
+        "batch_size": batch_size,
+        **precision_record(precision),
+    }
+    return PartStore(out, run)
+
+
 def _new_index(space, dim: int, kind: str, n: int, folder: Path) -> RetrievalIndex:
     """An empty index of ``kind`` for ``n`` vectors (IVF lists: 4 sqrt(n); the compressed kind's
     full vectors beside the faiss file)."""
@@ -122,9 +134,7 @@ def _finished_build(folder: Path) -> CollectionIndex | None:
     if not parts.is_dir():
         raise ValueError(f"{folder} already holds an index; use 'hysafe index add' to extend it")
     with _writer_lock(folder, "index build"):
-        for p in parts.iterdir():
-            p.unlink()
-        parts.rmdir()
+        remove_parts(parts)
     logger.info("%s: the build had committed; removed its leftover parts", folder)
     return CollectionIndex.open(folder)
 
@@ -159,16 +169,7 @@ def build_index(
     finished = _finished_build(folder)
     if finished is not None:
         return finished
-    fingerprint = model_fingerprint(model)
-    store = PartStore(
-        folder / "build",
-        {
-            "model": fingerprint,
-            "source": source.describe(),
-            "batch_size": batch_size,
-            **precision_record(precision),
-        },
-    )
+    store = _part_store(folder / "build", model_fingerprint(model), source, batch_size, precision)
     if not _embed_into(
         store,
         model,
@@ -218,9 +219,7 @@ def _remove_stale_adds(folder: Path, committed: int) -> None:
     for parts in folder.glob("add-*.parts"):
         number = parts.name.removeprefix("add-").removesuffix(".parts")
         if number.isdigit() and int(number) < committed:
-            for p in parts.iterdir():
-                p.unlink()
-            parts.rmdir()
+            remove_parts(parts)
 
 
 def add_to_index(
@@ -238,7 +237,7 @@ def add_to_index(
     rank 0 under torchrun); re-running an interrupted or finished add adds each item exactly once."""
     folder = Path(folder)
     rank, _ = rank_and_world()
-    CollectionIndex.open(folder)  # a clear error before taking the lock of a folder that is no index
+    read_index_meta(folder)  # a clear error before taking the lock of a folder that is no index
     with _writer_lock(folder, "index add") if rank == 0 else contextlib.nullcontext():
         index = CollectionIndex.open(folder)  # read under the lock: the last writer's commit
         index.check_model(model)
@@ -247,14 +246,8 @@ def add_to_index(
         _remove_stale_adds(folder, len(index.meta["sources"]))
         for stale in stale_generations(folder, index.generation):  # a killed writer's leftovers
             remove_generation(folder, stale)
-        store = PartStore(
-            folder / f"add-{len(index.meta['sources'])}",
-            {
-                "model": index.meta["model"],
-                "source": source.describe(),
-                "batch_size": batch_size,  # chunk c's items depend on it: a resume must keep it
-                **precision_record(precision),
-            },
+        store = _part_store(
+            folder / f"add-{len(index.meta['sources'])}", index.meta["model"], source, batch_size, precision
         )
         if not _embed_into(
             store,

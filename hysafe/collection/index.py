@@ -38,7 +38,21 @@ from .generations import VECTORS, generation_dir, item_keys, remove_generation, 
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CollectionIndex"]
+__all__ = ["CollectionIndex", "read_index_meta"]
+
+
+def read_index_meta(folder: Path) -> dict:
+    """An index folder's ``index.json`` (its committed generation and what built it), with a clear
+    error for a folder that is no index or a corrupt file."""
+    meta_path = folder / "index.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(
+            f"{folder}: not a hysafe index folder (no index.json); build one with 'hysafe index build'"
+        )
+    try:
+        return json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{meta_path}: corrupt ({e})") from e
 
 
 @dataclass
@@ -51,15 +65,7 @@ class CollectionIndex:
     @classmethod
     def open(cls, folder: str | Path) -> "CollectionIndex":
         folder = Path(folder)
-        meta_path = folder / "index.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(
-                f"{folder}: not a hysafe index folder (no index.json); build one with 'hysafe index build'"
-            )
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{meta_path}: corrupt ({e})") from e
+        meta = read_index_meta(folder)
         where = generation_dir(folder, int(meta.get("generation", 0)))
         missing = [
             n for n in ("items.parquet", "index.faiss", "index.faiss.json") if not (where / n).is_file()

@@ -21,7 +21,14 @@ from safetensors.torch import load_file
 
 from ..models.checkpoint import atomic_save_file
 
-__all__ = ["PartStore"]
+__all__ = ["PartStore", "remove_parts"]
+
+
+def remove_parts(folder: Path) -> None:
+    """Delete a parts folder and everything in it (its parts, markers, a killed run's temporaries)."""
+    for p in folder.iterdir():
+        p.unlink()
+    folder.rmdir()
 
 
 class PartStore:
@@ -89,6 +96,4 @@ class PartStore:
 
     def remove(self) -> None:
         """Delete the parts (and any temporaries a killed run left) once merged."""
-        for p in self.folder.iterdir():
-            p.unlink()
-        self.folder.rmdir()
+        remove_parts(self.folder)

@@ -165,13 +165,13 @@ class NSFWClassifier:
         kept in ``params``; no test data is read."""
         if not Cs:
             raise ValueError("tuned_logistic_probe needs at least one C")
-        probes, aucs = [], []
-        for C in sorted(Cs):
+        Cs, probes, aucs = sorted(Cs), [], []
+        for C in Cs:
             probe = cls.logistic_probe(*train, C=C)
             probes.append(probe)
             aucs.append(float(skm.roc_auc_score(_np(val[1]).astype(int), _np(probe.score(val[0])))))
         best = int(np.argmax(aucs))
-        probes[best].params = {"C": sorted(Cs)[best], "val_roc_auc": dict(zip(sorted(Cs), aucs, strict=True))}
+        probes[best].params = {"C": Cs[best], "val_roc_auc": dict(zip(Cs, aucs, strict=True))}
         return probes[best]
 
 
