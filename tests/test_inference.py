@@ -180,6 +180,63 @@ def test_list_major_scan_equals_faiss_search_preassigned(gen, monkeypatch):
         np.testing.assert_allclose(ip[found], ref_ip[found], rtol=1e-5, atol=1e-5)
 
 
+def test_scan_choice_cost_model_and_paths(gen, monkeypatch):
+    """The cost model, by hand: list-major pays where many queries share big lists, not where each
+    list is probed once or lists are tiny; whichever scan runs, the results are the same."""
+    import hysafe.index.ivf_scan as scan
+
+    sizes = np.full(8, 2000)
+    shared = np.zeros((500, 1), np.int64)  # 500 queries, one list of 2,000 x 513 floats
+    assert scan.list_major_faster(shared, sizes, 513)
+    distinct = np.arange(8)[:, None]  # every list probed once
+    assert not scan.list_major_faster(distinct, sizes, 513)
+    assert not scan.list_major_faster(shared, np.full(8, 20), 9)  # tiny lists: per-list cost dominates
+    assert not scan.list_major_faster(np.full((3, 2), -1), sizes, 513)  # nothing probed
+    # the boundary: distinct x (fixed + F) + probes x (pair + share x F) against probes x F
+    f = 2000 * 513
+    probes = (scan.LIST_MAJOR_FIXED_FLOATS + f) / (
+        f * (1 - scan.LIST_MAJOR_READ_SHARE) - scan.LIST_MAJOR_PAIR_FLOATS
+    )
+    assert scan.list_major_faster(np.zeros((int(probes) + 1, 1), np.int64), sizes, 513)
+    assert not scan.list_major_faster(np.zeros((int(probes), 1), np.int64), sizes, 513)
+    space = LorentzSpace(curv=1.0)
+    index = RetrievalIndex(space, 8, kind="ivf", nlist=32, nprobe=6)
+    index.add(torch.randn(3000, 8, generator=gen))
+    assert index._list_sizes().sum() == 3000
+    queries = torch.randn(200, 8, generator=gen)
+    calls = []
+    for name in ("scan_lists", "search_preassigned"):
+        real = getattr(scan, name)
+        monkeypatch.setattr(scan, name, lambda *a, _r=real, _n=name: calls.append(_n) or _r(*a))
+    results = {}
+    for choice in (True, False):
+        monkeypatch.setattr(scan, "list_major_faster", lambda *a, _c=choice: _c)
+        results[choice] = index.search(queries, 5)
+    assert calls == ["scan_lists", "search_preassigned"]
+    assert torch.equal(results[True][1], results[False][1])
+    torch.testing.assert_close(results[True][0], results[False][0])
+    index.add(torch.randn(10, 8, generator=gen))
+    assert index._list_sizes().sum() == 3010  # the cached sizes follow adds
+
+
+def test_ivf_nprobe_setting_and_parallel_search(gen, tmp_path):
+    """nprobe is validated, reaches faiss, is saved; a loaded IVF runs preassigned searches in
+    parallel over queries (faiss's default mode ran them on one thread)."""
+    from hysafe.index.ivf_scan import PARALLEL_OVER_QUERIES
+
+    space = LorentzSpace(curv=1.0)
+    index = RetrievalIndex(space, 8, kind="ivf", nlist=16, nprobe=2)
+    index.add(torch.randn(1000, 8, generator=gen))
+    index.nprobe = 5
+    assert index.index.nprobe == 5
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="nprobe must be a positive integer"):
+            index.nprobe = bad
+    loaded = RetrievalIndex.load(index.save(tmp_path / "ivf.index"))
+    assert (loaded.nprobe, loaded.index.nprobe) == (5, 5)
+    assert loaded.index.parallel_mode == PARALLEL_OVER_QUERIES
+
+
 def test_recall_hand_built_cases():
     ranking = torch.tensor([[2, 0, 1], [1, 2, 0], [0, 1, 2]])
     positives = torch.tensor([0, 1, 1])

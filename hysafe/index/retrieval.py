@@ -39,7 +39,7 @@ from .compressed import (
     refine_candidates,
     train_pq,
 )
-from .ivf_scan import scan_lists
+from .ivf_scan import PARALLEL_OVER_QUERIES, list_sizes, scan_probed
 from .ivf_train import geodesic_centroids
 from .vector_file import VectorFile
 
@@ -158,7 +158,32 @@ class RetrievalIndex:
             self.vectors = VectorFile(
                 vectors if vectors is not None else Path(self._scratch.name) / "index.vectors", dim
             )
-        self.index.nprobe = nprobe
+        self._configure()
+
+    @property
+    def nprobe(self) -> int:
+        """Lists an IVF search probes per query (settable; saved with the index)."""
+        return self._nprobe
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"nprobe must be a positive integer, got {value!r}")
+        self._nprobe = value
+        if self.kind != "flat" and getattr(self, "index", None) is not None:
+            self.index.nprobe = value
+
+    def _list_sizes(self) -> np.ndarray:
+        """Vectors per IVF list, read from faiss once per index size (adds and merges change it)."""
+        cached = getattr(self, "_sizes", None)
+        if cached is None or cached[0] != len(self):
+            self._sizes = (len(self), list_sizes(self.index.invlists, self.index.nlist))
+        return self._sizes[1]
+
+    def _configure(self) -> None:
+        """Search settings faiss does not store in the index file."""
+        self.index.nprobe = self.nprobe
+        self.index.parallel_mode = PARALLEL_OVER_QUERIES
 
     def __len__(self) -> int:
         return self.index.ntotal
@@ -289,15 +314,15 @@ class RetrievalIndex:
         if self.kind == "flat":
             ip, idx = self.index.search(vectors, k)
         else:
-            coarse_ip, lists = self._route(queries, self.index.nprobe)
-            ip, idx = scan_lists(self.index, vectors, lists, k)
+            coarse_ip, lists = self._route(queries, self.nprobe)
+            ip, idx = scan_probed(self.index, vectors, lists, coarse_ip, k, self._list_sizes())
         return self.space.distance_from_inner(torch.from_numpy(ip)), torch.from_numpy(idx)
 
     def _candidates(self, queries: Tensor, k: int) -> np.ndarray:
         """Stages 1 and 2 of the compressed search (:mod:`hysafe.index.compressed`): the ids whose full
         vectors the exact re-rank reads, ``(Q, EXACT_FACTOR x k)`` at most."""
         vectors = self._vectors(queries, "query")
-        coarse_ip, lists = self._route(queries, self.index.nprobe)
+        coarse_ip, lists = self._route(queries, self.nprobe)
         ip, idx = search_preassigned(self.index, vectors, min(len(self), k * self.rerank), lists, coarse_ip)
         return refine_candidates(self.refine, vectors, idx, ip, EXACT_FACTOR * k)
 
@@ -404,7 +429,7 @@ class RetrievalIndex:
             )
         obj.index = index  # read_index returns the concrete class, owning its quantizer
         if obj.kind != "flat":
-            obj.index.nprobe = obj.nprobe
+            obj._configure()
             obj._quantizer = faiss.downcast_index(obj.index.quantizer)
         if obj.kind == "ivfpq":
             obj.vectors = VectorFile(vectors or f"{path}.vectors", obj.dim, rows=len(obj))
