@@ -14,7 +14,7 @@ of its queries, and there faiss's per-query scan is faster: each list's product 
 ~55 us of Python and torch dispatch. :func:`scan_probed` therefore picks the scan per batch by a
 cost model in units of the vector floats faiss scans per unit time (:func:`list_major_faster`):
 list-major where its lists are shared by enough queries for the reads it saves to pay for its
-per-list cost, faiss's scan (parallel over queries) elsewhere (docs/benchmarks.md section 6).
+per-list cost, faiss's scan (parallel over queries) elsewhere (docs/benchmarks.md section 8).
 """
 
 from __future__ import annotations

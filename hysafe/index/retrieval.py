@@ -293,7 +293,8 @@ class RetrievalIndex:
             batch_size = min(batch_size, RERANK_BATCH)
         dists, ids = [], []
         previous = faiss.cvar.distance_compute_blas_database_bs
-        faiss.cvar.distance_compute_blas_database_bs = max(previous, BLAS_DATABASE_BLOCK)
+        if self.kind == "flat":  # IVF routing over a few thousand centroids is 1.8x slower with it
+            faiss.cvar.distance_compute_blas_database_bs = max(previous, BLAS_DATABASE_BLOCK)
         try:
             batches = [queries[i : i + batch_size] for i in range(0, queries.shape[0], batch_size)]
             results = (
