@@ -16,10 +16,14 @@ trained by faiss's k-means; both IVFs sweep ``nprobe``.
 ``--section compressed`` (the low-rank clusters of bench/compressed_index.py): exact brute force,
 hysafe's ``ivfpq`` (codes in RAM, full vectors in a memory-mapped file for the exact re-rank; cold =
 first search after the file is evicted from the page cache) and faiss's ``IndexIVFPQ`` wrapped in
-``IndexRefine``: with a second ``IndexPQ`` at the same code bytes per vector as hysafe's two codes
-(equal memory), and with ``IndexRefineFlat`` (every float32 vector in RAM, the accuracy faiss reaches
-with 4 x d more bytes per vector). faiss's sweep is ``nprobe`` x ``k_factor`` (candidates re-ranked per
-result), hysafe's ``nprobe`` at its default ``rerank``.
+``IndexRefine``: with an ``IndexPQ`` re-scoring the candidates at the same code bytes per vector as
+hysafe's two codes (equal memory: IVF-PQ at 1 bit per dimension finds candidates, a 2-bit PQ of the
+whole vector re-scores them; the other order, which mirrors hysafe's layout, re-scores with the coarser
+code and measured recall@10 0.23 at 1M x 768), and with ``IndexRefineFlat`` (every float32 vector in
+RAM, the accuracy faiss reaches with 4 x d more bytes per vector); and ``IndexIVFPQ`` alone with the
+2-bit residual code (less memory, no re-rank). The re-ranking ones sweep ``nprobe`` x candidates
+re-ranked per result (faiss's ``k_factor``, hysafe's ``rerank``). (faiss's ``IndexIVFPQR``, whose refine
+code is a residual one like hysafe's, ranks by L2 distance only and cannot serve a Lorentz inner product.)
 """
 
 from __future__ import annotations
@@ -43,7 +47,13 @@ CURV = 1.0
 K = 10
 METHODS = {
     "ivf": ("exact", "hysafe-flat", "hysafe-ivf", "faiss-ivfflat"),
-    "compressed": ("exact", "hysafe-ivfpq", "faiss-ivfpq-refine-pq", "faiss-ivfpq-refine-flat"),
+    "compressed": (
+        "exact",
+        "hysafe-ivfpq",
+        "faiss-ivfpq-refine-pq",
+        "faiss-ivfpq-refine-flat",
+        "faiss-ivfpq",
+    ),
 }
 
 
@@ -97,19 +107,26 @@ def build_hysafe(gallery, args, kind: str):
         index.train(training_sample(gallery, args.train))
     index.add(gallery)
 
-    def search(queries, nprobe, cold=False):
+    def search(queries, setting, cold=False):
+        nprobe, rerank = setting if kind == "ivfpq" else (setting, None)
         if nprobe is not None:
             index.nprobe = nprobe
+        if rerank is not None:
+            index.rerank = rerank
         if kind == "ivfpq" and cold:
             evict_vectors(index)
         return index.search(queries, K)[1].numpy()
 
-    return search, ([None] if kind == "flat" else args.nprobe), index
+    settings = {"flat": [None], "ivf": args.nprobe}.get(
+        kind, [(p, f) for p in args.nprobe for f in args.k_factors]
+    )
+    return search, settings, index
 
 
 def evict_vectors(index) -> None:
     from compressed_index import evict
 
+    index.vectors.release()  # pages still mapped would stay cached
     evict(index.vectors.path)
 
 
@@ -122,27 +139,41 @@ def index_vectors(gallery, queries, pad_to: int = 0):
     return [np.ascontiguousarray(np.pad(x, ((0, 0), (0, width - x.shape[1])))) for x in (g, q)]
 
 
-def build_faiss(gallery, queries, args, method: str):
+def faiss_index(method: str, d: int, nlist: int):
+    """``(index, base IVF, quantizer, refine index or None)`` of a faiss method, untrained.
+
+    faiss's refine index re-scores the base's candidates on its own (it does not add to the first
+    estimate as hysafe's residual code does), so at equal memory the finer code is the refine one:
+    1 bit per dimension finds candidates, 2 bits re-score them. ``faiss-ivfpq`` is the 2-bit residual
+    code alone (less memory than hysafe's two codes, no re-rank)."""
     from hysafe.index._faiss import faiss
     from hysafe.index.compressed import PQ_CENTROIDS, PQ_TRAIN_ITERATIONS, PQ_TRAIN_POINTS
 
+    quantizer, ip = faiss.IndexFlatIP(d), faiss.METRIC_INNER_PRODUCT
+    if method == "faiss-ivfflat":
+        base = faiss.IndexIVFFlat(quantizer, d, nlist, ip)
+        return base, base, quantizer, None
+    equal_memory = method == "faiss-ivfpq-refine-pq"
+    base = faiss.IndexIVFPQ(quantizer, d, nlist, d // 8 if equal_memory else d // 4, 8, ip)
+    refine = faiss.IndexPQ(d, d // 4, 8, ip) if equal_memory else None
+    for pq in (base.pq, refine.pq if refine is not None else None):
+        if pq is not None:  # hysafe's codebook budget: PQ_TRAIN_POINTS residuals, its iterations
+            pq.cp.niter = PQ_TRAIN_ITERATIONS
+            pq.cp.max_points_per_centroid = PQ_TRAIN_POINTS // PQ_CENTROIDS
+    if method == "faiss-ivfpq":
+        return base, base, quantizer, None
+    index = faiss.IndexRefine(base, refine) if refine is not None else faiss.IndexRefineFlat(base)
+    return index, base, quantizer, refine
+
+
+def build_faiss(gallery, queries, args, method: str):
+    from hysafe.index._faiss import faiss
+
     pad_to = 8 * -(-(args.dim + 1) // 8) if method != "faiss-ivfflat" else 0
     g, q = index_vectors(gallery, queries, pad_to)
-    d = g.shape[1]
-    quantizer = faiss.IndexFlatIP(d)
-    if method == "faiss-ivfflat":
-        index = base = faiss.IndexIVFFlat(quantizer, d, args.nlist, faiss.METRIC_INNER_PRODUCT)
-    else:
-        base = faiss.IndexIVFPQ(quantizer, d, args.nlist, d // 4, 8, faiss.METRIC_INNER_PRODUCT)
-        refine = faiss.IndexPQ(d, d // 8, 8, faiss.METRIC_INNER_PRODUCT) if method.endswith("-pq") else None
-        index = faiss.IndexRefine(base, refine) if refine is not None else faiss.IndexRefineFlat(base)
-        for pq in (base.pq, refine.pq if refine is not None else None):
-            if pq is not None:  # hysafe's codebook budget: PQ_TRAIN_POINTS residuals, its iterations
-                pq.cp.niter = PQ_TRAIN_ITERATIONS
-                pq.cp.max_points_per_centroid = PQ_TRAIN_POINTS // PQ_CENTROIDS
+    index, base, quantizer, refine = faiss_index(method, g.shape[1], args.nlist)
     index.train(np.ascontiguousarray(g[training_sample(torch.arange(len(g)), args.train).numpy()]))
     index.add(g)
-    keep = (quantizer, base, refine) if method != "faiss-ivfflat" else (quantizer,)
 
     def search(_queries, setting, cold=False):
         nprobe, k_factor = setting
@@ -156,10 +187,10 @@ def build_faiss(gallery, queries, args, method: str):
 
     settings = (
         [(p, None) for p in args.nprobe]
-        if method == "faiss-ivfflat"
+        if method in ("faiss-ivfflat", "faiss-ivfpq")
         else [(p, f) for p in args.nprobe for f in args.k_factors]
     )
-    search.keep = keep
+    search.keep = (quantizer, base, refine)  # the SWIG objects must outlive the index
     return search, settings, index
 
 
@@ -169,7 +200,7 @@ def ram_bytes_per_vector(method: str, index, n: int) -> float:
 
     if method == "hysafe-ivfpq":
         return index.index.code_size + 8 + index.refine.codes_per_vector
-    if method in ("hysafe-ivf", "faiss-ivfflat"):
+    if method in ("hysafe-ivf", "faiss-ivfflat", "faiss-ivfpq"):
         ivf = index.index if method == "hysafe-ivf" else index
         return ivf.code_size + 8
     if method == "hysafe-flat":
@@ -329,14 +360,14 @@ def main() -> None:
         print(f"{method}: built in {results[method]['build_s']:.0f} s", flush=True)
     rows = score(results, ids_dir, args.queries)
     print_rows(rows, results)
-    ours, theirs = (
-        ("hysafe-ivf", "faiss-ivfflat")
+    ours, peers = (
+        ("hysafe-ivf", ["faiss-ivfflat"])
         if args.section == "ivf"
-        else ("hysafe-ivfpq", "faiss-ivfpq-refine-pq")
+        else ("hysafe-ivfpq", ["faiss-ivfpq-refine-pq", "faiss-ivfpq-refine-flat", "faiss-ivfpq"])
     )
-    verdict = dominates(rows, ours, theirs) if {ours, theirs} <= set(results) else []
+    verdict = [v for theirs in peers if {ours, theirs} <= set(results) for v in dominates(rows, ours, theirs)]
     for v in verdict:
-        print(f"{theirs} {v['peer']['setting']}: dominated={v['dominated']}", flush=True)
+        print(f"{v['peer']['method']} {v['peer']['setting']}: dominated={v['dominated']}", flush=True)
     if args.out:
         meta = {k: v for k, v in results.items()}
         for m in meta.values():

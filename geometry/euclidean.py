@@ -26,6 +26,7 @@ __all__ = [
     "geodesic_to_root",
     "index_vectors",
     "dist_from_index_inner",
+    "index_inner_rows",
 ]
 
 # Norm floor for normalisation: zero vectors map to zero instead of NaN.
@@ -84,6 +85,16 @@ def geodesic_to_root(x: Tensor, steps: int) -> Tensor:
 def index_vectors(x: Tensor) -> Tensor:
     """Normalised vectors: the inner product of two of them is their cosine similarity."""
     return normalize(x)
+
+
+@float32_math
+def index_inner_rows(q: Tensor, rows: Tensor, *, eps: float = _NORM_EPS) -> tuple[Tensor, Tensor]:
+    """Index inner products of normalised queries ``q`` ``(Q, D)`` with each query's own rows
+    ``(Q, C, D)``, and the norms of the rows' index vectors (1, or 0 for a zero row): ``(Q, C)``
+    each, without normalising a copy of the rows."""
+    norm = torch.linalg.vector_norm(rows, dim=-1)
+    scale = norm.clamp_min(eps)
+    return torch.bmm(rows, q.unsqueeze(2)).squeeze(2) / scale, norm / scale
 
 
 def dist_from_index_inner(ip: Tensor) -> Tensor:

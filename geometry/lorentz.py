@@ -46,6 +46,7 @@ __all__ = [
     "query_index_vectors",
     "gallery_index_vectors",
     "dist_from_index_inner",
+    "index_inner_rows",
     "to_hyperboloid",
     "to_poincare",
 ]
@@ -308,6 +309,18 @@ def dist_from_index_inner(ip: Tensor, *, curv: float | Tensor, eps: float | None
     """Geodesic distance from an index inner product ``<x, y>_L`` (any shape)."""
     sc = _sqrt_curv(curv, ip)
     return _acosh_dist(-(sc**2) * ip, sc, eps)
+
+
+@float32_math
+def index_inner_rows(q: Tensor, rows: Tensor, *, curv: float | Tensor) -> tuple[Tensor, Tensor]:
+    """Index inner products of query index vectors ``q`` ``(Q, D + 1)`` (:func:`query_index_vectors`)
+    with each query's own points ``rows`` ``(Q, C, D)``, and the norms of the rows' gallery index
+    vectors: ``(Q, C)`` each. Equal to building :func:`gallery_index_vectors` of the rows, without
+    the copy (one matrix-vector product per query and one norm per row)."""
+    squared = torch.linalg.vector_norm(rows, dim=-1).square()
+    t = torch.sqrt(1.0 / _sqrt_curv(curv, rows) ** 2 + squared)
+    ip = torch.bmm(rows, q[:, :-1].unsqueeze(2)).squeeze(2) - q[:, -1:] * t
+    return ip, torch.sqrt(squared + t * t)
 
 
 @float32_math

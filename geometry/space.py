@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from . import euclidean, lorentz
@@ -74,6 +75,13 @@ class Space:
         """Distance from an inner product of query and gallery vectors."""
         raise NotImplementedError
 
+    def index_inner_rows(self, q: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Inner products of query vectors ``q`` ``(Q, D')`` with the gallery vectors of each query's
+        own embeddings ``rows`` ``(Q, C, D)``, and those gallery vectors' norms: ``(Q, C)`` each.
+        This reference builds the gallery vectors; the spaces compute the same without the copy."""
+        g = self.gallery_vectors(rows.reshape(-1, rows.shape[-1])).reshape(*rows.shape[:2], -1)
+        return torch.bmm(g, q.unsqueeze(2)).squeeze(2), torch.linalg.vector_norm(g, dim=-1)
+
     def to_dict(self) -> dict:
         raise NotImplementedError
 
@@ -118,6 +126,9 @@ class LorentzSpace(Space):
     def distance_from_inner(self, ip):
         return lorentz.dist_from_index_inner(ip, curv=self.curv)
 
+    def index_inner_rows(self, q, rows):
+        return lorentz.index_inner_rows(q, rows, curv=self.curv)
+
     def to_dict(self):
         return {
             "name": self.name,
@@ -155,6 +166,9 @@ class EuclideanSpace(Space):
 
     def distance_from_inner(self, ip):
         return euclidean.dist_from_index_inner(ip)
+
+    def index_inner_rows(self, q, rows):
+        return euclidean.index_inner_rows(q, rows)
 
     def to_dict(self):
         return {"name": self.name}

@@ -301,3 +301,29 @@ def test_protocol_rule_chooses_on_validation_and_reports_pass_rates(tmp_path):
     assert (
         "| ordering S < V < U < G | 1/2 | yes | **no** |" in table and "| classifier (text) | 2/2 |" in table
     )
+
+
+def _peers(tmp_path, section: str, *extra: str) -> dict:
+    out = tmp_path / f"{section}.json"
+    argv = [sys.executable, "bench/peers.py", "--section", section, "--n", "6000", "--dim", "32"]
+    argv += ["--nlist", "16", "--train", "6000", "--queries", "40", "--repeats", "1", "--out", str(out)]
+    subprocess.run(argv + list(extra), cwd=ROOT, check=True, capture_output=True)
+    return json.loads(out.read_text())
+
+
+def _recall(result: dict, method: str, setting) -> float:
+    (row,) = [r for r in result["rows"] if r["method"] == method and r["setting"] == setting]
+    return row["recall@10"]
+
+
+def test_peer_bench_compares_at_equal_memory_and_scores_against_exact(tmp_path):
+    """hysafe's two codes and faiss's IVF-PQ + PQ refine take the same bytes per vector (within the
+    padding); probing every list with hysafe's exact re-rank finds the exact neighbours; every faiss
+    point gets a verdict. (One section: each method is a process of its own, ~10 s each here.)"""
+    methods = ("hysafe-ivfpq", "faiss-ivfpq-refine-pq")
+    result = _peers(tmp_path, "compressed", "--nprobe", "1", "16", "--k-factors", "10", "--methods", *methods)
+    ram = {k: m["ram_bytes_per_vector"] for k, m in result["methods"].items()}
+    assert set(ram) == {"exact", *methods} and abs(ram["hysafe-ivfpq"] - ram["faiss-ivfpq-refine-pq"]) <= 2
+    assert _recall(result, "exact", None) == 1.0 and _recall(result, "hysafe-ivfpq", [16, 10]) >= 0.95
+    assert _recall(result, "hysafe-ivfpq", [1, 10]) < _recall(result, "hysafe-ivfpq", [16, 10])
+    assert [v["peer"]["setting"] for v in result["verdict"]] == [[1, 10], [16, 10]]

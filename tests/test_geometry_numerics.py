@@ -118,3 +118,23 @@ def test_lorentz_space_interface(gen):
     ip = s.query_vectors(x) @ s.gallery_vectors(y).T
     assert torch.allclose(s.distance_from_inner(ip), s.distance(x, y), atol=1e-9)
     assert space_from_dict(s.to_dict()) == s
+
+
+@pytest.mark.parametrize("space", [LorentzSpace(curv=0.7), EuclideanSpace()], ids=["lorentz", "cosine"])
+def test_index_inner_rows_fast_path_equals_reference(space, gen):
+    """Each space's inner products with per-query rows (no gallery-vector copy) equal the reference
+    that builds the gallery vectors, in float64 and float32, zero rows included."""
+    from hysafe.geometry import Space
+
+    rows = torch.randn(6, 9, 32, generator=gen, dtype=torch.float64) * 0.8
+    rows[2, 3] = 0.0
+    q = space.query_vectors(torch.randn(6, 32, generator=gen, dtype=torch.float64))
+    fast_ip, fast_norm = space.index_inner_rows(q, rows)
+    ref_ip, ref_norm = Space.index_inner_rows(space, q, rows)
+    assert fast_ip.shape == fast_norm.shape == (6, 9) and fast_ip.dtype == torch.float64
+    assert torch.allclose(fast_ip, ref_ip, rtol=0, atol=1e-12)
+    assert torch.allclose(fast_norm, ref_norm, rtol=0, atol=1e-12)
+    ip32, norm32 = space.index_inner_rows(q.float(), rows.float())
+    assert torch.allclose(ip32.double(), ref_ip, atol=1e-5) and torch.allclose(
+        norm32.double(), ref_norm, atol=1e-5
+    )

@@ -156,6 +156,8 @@ def refine_candidates(
     first stage's inner product ``first_ip`` ``(Q, C)`` (centroid + first code) plus the refine
     code's, from per-query lookup tables. ``(Q, min(keep, C))``."""
     n_q, n_c = candidates.shape
+    if n_c <= keep:  # every candidate goes on to the exact stage
+        return candidates
     m = refine.codes_per_vector
     q = torch.from_numpy(pad(query_vectors, refine.padded).reshape(n_q, m, -1))
     centroids = torch.from_numpy(faiss.vector_to_array(refine.pq.centroids).reshape(m, PQ_CENTROIDS, -1))
@@ -178,11 +180,12 @@ def refine_candidates(
 FLOAT64_POOL = 2
 
 
-def _float32_margin(q: Tensor, g: Tensor) -> Tensor:
+def _float32_margin(q: Tensor, g_norm: Tensor) -> Tensor:
     """Bound on the rounding error of float32 inner products ``q . g`` over ``D`` terms, per query
-    ``(Q,)``: twice ``D x 2^-24 x |q| x max|g|`` (the dot product's worst case, each product and
-    partial sum rounding once, doubled for the rounding of the vectors' own float32 coordinates)."""
-    return 2 * q.shape[-1] * 2.0**-24 * q.norm(dim=-1) * g.norm(dim=-1).amax(dim=-1)
+    ``(Q,)``, from the gallery vectors' norms ``(Q, C)``: twice ``D x 2^-24 x |q| x max|g|`` (the dot
+    product's worst case, each product and partial sum rounding once, doubled for the rounding of the
+    vectors' own float32 coordinates)."""
+    return 2 * q.shape[-1] * 2.0**-24 * q.norm(dim=-1) * g_norm.amax(dim=-1)
 
 
 def exact_rerank(
@@ -207,20 +210,21 @@ def exact_rerank(
         unsafe = top[:, pool] >= top[:, min(k, pool) - 1] - 2 * margin
         keep = best[:, :pool].sort(dim=1).values
         keep[unsafe] = torch.arange(pool)  # placeholder rows, replaced below
-        rows_kept, ids_kept = rows[torch.arange(n_q).unsqueeze(1), keep], ids.gather(1, keep)
     else:
         unsafe = torch.zeros(n_q, dtype=torch.bool)
-        rows_kept, ids_kept = rows, ids
-    dist, order = _float64_topk(space, queries, rows_kept, ids_kept, k)
+        keep = torch.arange(n_c).expand(n_q, n_c)
+    ids_kept = ids.gather(1, keep)
+    dist, order = _float64_topk(space, queries, rows, keep, ids_kept, k)
     out_d, out_i = dist, ids_kept.gather(1, order)
     if unsafe.any():  # ties within the rounding bound at the pool's edge: rank every candidate in float64
-        d_all, o_all = _float64_topk(space, queries[unsafe], rows[unsafe], ids[unsafe], k)
+        every = torch.arange(n_c).expand(int(unsafe.sum()), n_c)
+        d_all, o_all = _float64_topk(space, queries[unsafe], rows[unsafe], every, ids[unsafe], k)
         out_d[unsafe], out_i[unsafe] = d_all, ids[unsafe].gather(1, o_all)
     return out_d.float(), out_i
 
 
-#: candidate rows whose index vectors are built and multiplied at once, in whole queries
-#: (temporaries in cache: 1,200 x 769 float32 = 3.7 MB), 2x faster than the whole batch at once
+#: candidate rows whose inner products are computed at once, in whole queries (the block's rows,
+#: 1,200 x 768 float32 = 3.7 MB, stay in cache between the product and the norm)
 EXACT_BLOCK_ROWS = 1200
 
 
@@ -231,19 +235,25 @@ def _float32_inner(space: Space, queries: Tensor, rows: Tensor) -> tuple[Tensor,
     ip, margin = torch.empty(rows.shape[:2]), torch.empty(len(rows))
     step = max(1, EXACT_BLOCK_ROWS // max(1, rows.shape[1]))
     for i in range(0, len(rows), step):
-        block = rows[i : i + step]
-        g = space.gallery_vectors(block.reshape(-1, block.shape[-1])).reshape(*block.shape[:2], -1)
-        ip[i : i + step] = torch.bmm(g, q[i : i + step].unsqueeze(2)).squeeze(2)
-        margin[i : i + step] = _float32_margin(q[i : i + step], g)
+        ip[i : i + step], g_norm = space.index_inner_rows(q[i : i + step], rows[i : i + step])
+        margin[i : i + step] = _float32_margin(q[i : i + step], g_norm)
     return ip, margin
 
 
-def _float64_topk(space: Space, queries: Tensor, rows: Tensor, ids: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Float64 distances of the ``k`` nearest of ``rows`` ``(Q, C, D)`` (``ids < 0``: none), and
-    their positions in ``rows``; a stable sort keeps candidate order among ties."""
+def _float64_topk(
+    space: Space, queries: Tensor, rows: Tensor, positions: Tensor, ids: Tensor, k: int
+) -> tuple[Tensor, Tensor]:
+    """Float64 distances of the ``k`` nearest of each query's rows ``(Q, C, D)`` at ``positions``
+    ``(Q, P)`` (whose ids ``(Q, P)`` below 0 are none), and their places in ``positions``; a stable
+    sort keeps candidate order among ties. Computed in blocks of whole queries, so the float64 copy
+    of the rows stays small."""
     q = space.query_vectors(queries.double())
-    g = space.gallery_vectors(rows.reshape(-1, rows.shape[-1]).double()).reshape(*rows.shape[:2], -1)
-    dist = space.distance_from_inner(torch.einsum("qd,qcd->qc", q, g))
+    dist = torch.empty(positions.shape, dtype=torch.float64)
+    step = max(1, EXACT_BLOCK_ROWS // max(1, positions.shape[1]))
+    for i in range(0, len(q), step):
+        block = positions[i : i + step]
+        picked = rows[i : i + step][torch.arange(len(block)).unsqueeze(1), block].double()
+        dist[i : i + step] = space.distance_from_inner(space.index_inner_rows(q[i : i + step], picked)[0])
     dist = torch.where(ids < 0, torch.full_like(dist, float("inf")), dist)
     order = torch.sort(dist, dim=1, stable=True).indices[:, :k]
     return dist.gather(1, order), order

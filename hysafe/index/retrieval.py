@@ -246,11 +246,13 @@ class RetrievalIndex:
         self.index.add_sa_codes(np.ascontiguousarray(np.hstack([list_bytes, codes])), ids)
         return self.refine.encode(residuals - self.index.pq.decode(codes))
 
-    def _route(self, x: Tensor, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+    def _route(
+        self, x: Tensor, nprobe: int, vectors: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Inner products with and ids of the ``nprobe`` nearest centroids, in the space's geometry. ``(N,
-        nprobe)`` each."""
+        nprobe)`` each. ``vectors``: ``x``'s query vectors, when the caller has them already."""
         quantizer = faiss.downcast_index(self.index.quantizer)
-        return quantizer.search(self._vectors(x, "query"), nprobe)
+        return quantizer.search(self._vectors(x, "query") if vectors is None else vectors, nprobe)
 
     def add(self, gallery: Tensor, *, batch_size: int = 65536) -> None:
         """Add gallery embeddings ``(N, D)`` in batches (ids continue from the current size)."""
@@ -315,7 +317,7 @@ class RetrievalIndex:
         if self.kind == "flat":
             ip, idx = self.index.search(vectors, k)
         else:
-            coarse_ip, lists = self._route(queries, self.nprobe)
+            coarse_ip, lists = self._route(queries, self.nprobe, vectors)
             ip, idx = scan_probed(self.index, vectors, lists, coarse_ip, k, self._list_sizes())
         return self.space.distance_from_inner(torch.from_numpy(ip)), torch.from_numpy(idx)
 
@@ -323,7 +325,7 @@ class RetrievalIndex:
         """Stages 1 and 2 of the compressed search (:mod:`hysafe.index.compressed`): the ids whose full
         vectors the exact re-rank reads, ``(Q, EXACT_FACTOR x k)`` at most."""
         vectors = self._vectors(queries, "query")
-        coarse_ip, lists = self._route(queries, self.nprobe)
+        coarse_ip, lists = self._route(queries, self.nprobe, vectors)
         ip, idx = search_preassigned(self.index, vectors, min(len(self), k * self.rerank), lists, coarse_ip)
         return refine_candidates(self.refine, vectors, idx, ip, EXACT_FACTOR * k)
 
