@@ -1,8 +1,8 @@
-"""hysafe's indexes against the faiss indexes a user would pick instead, on the same data.
+r"""hysafe's indexes against the faiss indexes a user would pick instead, on the same data.
 
-    python bench/peers.py --section ivf --out bench/results/peers_ivf_cpu.json
-    python bench/peers.py --section compressed --n 1000000 --dim 768 \
-        --out bench/results/peers_compressed_cpu.json
+    python bench/peers.py --section ivf --out bench/results/peers/ivf_1m_512.json
+    python bench/peers.py --section compressed --n 1000000 --dim 768 --nprobe 1 2 4 8 \
+        --repeats 2 --out bench/results/peers/compressed_1m_768.json
 
 Every method runs in its own process (its own build time and memory) on the same deterministic
 gallery and queries, trained on the same sample, with the same threads; each child builds once and
@@ -95,13 +95,13 @@ def build_hysafe(gallery, args, kind: str):
     from hysafe.geometry import LorentzSpace
     from hysafe.index.retrieval import RetrievalIndex
 
-    work = Path(tempfile.mkdtemp(prefix="hysafe-peers-"))
+    work = tempfile.TemporaryDirectory(prefix="hysafe-peers-")  # removed when the child exits
     index = RetrievalIndex(
         LorentzSpace(curv=CURV),
         args.dim,
         kind=kind,
         nlist=args.nlist,
-        vectors=work / "v" if kind == "ivfpq" else None,
+        vectors=Path(work.name) / "v" if kind == "ivfpq" else None,
     )
     if kind != "flat":
         index.train(training_sample(gallery, args.train))
@@ -120,6 +120,7 @@ def build_hysafe(gallery, args, kind: str):
     settings = {"flat": [None], "ivf": args.nprobe}.get(
         kind, [(p, f) for p in args.nprobe for f in args.k_factors]
     )
+    search.work = work  # the vector file's folder lives as long as the index
     return search, settings, index
 
 
@@ -331,28 +332,54 @@ def print_rows(rows: list[dict], results: dict) -> None:
         )
 
 
-def main() -> None:
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--section", choices=tuple(METHODS), default="ivf")
-    p.add_argument("--n", type=int, default=1_000_000)
-    p.add_argument("--dim", type=int, default=512)
-    p.add_argument("--queries", type=int, default=1000)
-    p.add_argument("--nlist", type=int, default=4096)
-    p.add_argument("--train", type=int, default=204_800, help="training sample (both indexes)")
-    p.add_argument("--nprobe", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
-    p.add_argument("--k-factors", type=int, nargs="+", default=[10, 50], help="faiss IndexRefine k_factor")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--n", type=positive, default=1_000_000)
+    p.add_argument("--dim", type=positive, default=512)
+    p.add_argument("--queries", type=positive, default=1000)
+    p.add_argument("--nlist", type=positive, default=4096)
+    p.add_argument("--train", type=positive, default=204_800, help="training sample (both indexes)")
+    p.add_argument("--nprobe", type=positive, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
+    p.add_argument(
+        "--k-factors", type=positive, nargs="+", default=[10, 50], help="candidates re-ranked per result"
+    )
+    p.add_argument("--threads", type=positive, default=2)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--methods", nargs="+", help="a subset of the section's methods (exact always runs)")
+    every = sorted({m for ms in METHODS.values() for m in ms[1:]})
+    p.add_argument(
+        "--methods", nargs="+", choices=every, help="a subset of the section's (exact always runs)"
+    )
     p.add_argument("--out")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--method", help=argparse.SUPPRESS)
     p.add_argument("--ids-dir", help=argparse.SUPPRESS)
     args = p.parse_args()
+    other = sorted(set(args.methods or ()) - set(METHODS[args.section]))
+    if other and not args.child:
+        known = ", ".join(METHODS[args.section][1:])
+        p.error(f"--section {args.section} has no method {', '.join(other)}; it has {known}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     if args.child:
         child(args)
         return
-    ids_dir = Path(tempfile.mkdtemp(prefix="hysafe-peers-ids-"))
+    with tempfile.TemporaryDirectory(prefix="hysafe-peers-ids-") as ids:
+        compare(args, Path(ids))
+
+
+def compare(args: argparse.Namespace, ids_dir: Path) -> None:
+    """Run each method of the section in its own process, score and print them, write ``--out``."""
     methods = ["exact", *[m for m in METHODS[args.section][1:] if not args.methods or m in args.methods]]
     results = {}
     for method in methods:

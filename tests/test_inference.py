@@ -237,6 +237,36 @@ def test_ivf_nprobe_setting_and_parallel_search(gen, tmp_path):
     assert loaded.index.parallel_mode == PARALLEL_OVER_QUERIES
 
 
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq"])
+def test_ivf_settings_past_the_lists_and_bad_values(kind, gen, tmp_path):
+    """nprobe above nlist probes every list (faiss's preassigned scan returned duplicate ids for it);
+    numpy integers are integers; rerank, nlist, k and inputs are checked with errors that name them."""
+    space = LorentzSpace(curv=1.0)
+    gallery = torch.randn(2000, 8, generator=gen)
+    queries = torch.randn(30, 8, generator=gen)
+    index = RetrievalIndex(space, 8, kind=kind, nlist=16, nprobe=16, rerank=40, vectors=tmp_path / "v")
+    index.add(gallery)
+    every = index.search(queries, 10)
+    for nprobe in (17, np.int64(64), 10**9):
+        index.nprobe = nprobe
+        assert index.nprobe == int(nprobe) and index.index.nprobe == 16
+        got = index.search(queries, np.int64(10))
+        assert torch.equal(got[1], every[1]) and torch.equal(got[0], every[0])
+    index.rerank = np.int32(40)
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="rerank must be a positive integer"):
+            index.rerank = bad
+    with pytest.raises(ValueError, match="nlist must be a positive integer"):
+        RetrievalIndex(space, 8, kind=kind, nlist=0)
+    with pytest.raises(ValueError, match="queries must be a torch.Tensor"):
+        index.search(queries.numpy(), 10)
+    fresh = RetrievalIndex(space, 8, kind=kind, nlist=16, vectors=tmp_path / "w")
+    bad_rows = gallery.clone()
+    bad_rows[7, 3] = float("nan")
+    with pytest.raises(ValueError, match="sample contains"):
+        fresh.add(bad_rows)
+
+
 def test_recall_hand_built_cases():
     ranking = torch.tensor([[2, 0, 1], [1, 2, 0], [0, 1, 2]])
     positives = torch.tensor([0, 1, 1])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 import os
 import tempfile
 from collections import deque
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor
 
 from hysafe.geometry import Space, space_from_dict
+from hysafe.geometry._checks import check_points
 
 from ..models.traversal import traverse
 from ._faiss import add_preassigned, faiss, search_preassigned
@@ -62,6 +64,14 @@ RERANK_BATCH = 256
 #: batches whose full vectors may be read ahead of their re-rank (bounds the rows held in RAM to
 #: ``(READ_AHEAD + 1) x RERANK_BATCH x EXACT_FACTOR x k`` vectors)
 READ_AHEAD = 3
+
+
+def _positive_int(value, name: str) -> int:
+    """``value`` as an int if it is a positive integer (Python's or numpy's, not a bool), else a
+    ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _np(x: Tensor) -> np.ndarray:
@@ -129,16 +139,8 @@ class RetrievalIndex:
     ):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        if isinstance(rerank, bool) or not isinstance(rerank, int) or rerank < 1:
-            raise ValueError(f"rerank must be a positive integer, got {rerank!r}")
-        self.space, self.dim, self.kind, self.nlist, self.nprobe, self.rerank = (
-            space,
-            dim,
-            kind,
-            nlist,
-            nprobe,
-            rerank,
-        )
+        self.space, self.dim, self.kind = space, _positive_int(dim, "dim"), kind
+        self.nlist, self.nprobe, self.rerank = _positive_int(nlist, "nlist"), nprobe, rerank
         vec_dim = space.gallery_vectors(torch.zeros(1, dim)).shape[-1]
         if kind == "flat":
             self.index = faiss.IndexFlatIP(vec_dim)
@@ -167,11 +169,22 @@ class RetrievalIndex:
 
     @nprobe.setter
     def nprobe(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"nprobe must be a positive integer, got {value!r}")
-        self._nprobe = value
+        self._nprobe = _positive_int(value, "nprobe")
         if self.kind != "flat" and getattr(self, "index", None) is not None:
-            self.index.nprobe = value
+            self.index.nprobe = self._probed()
+
+    def _probed(self) -> int:
+        """Lists a search actually probes: ``nprobe``, at most every list."""
+        return min(self._nprobe, self.nlist)
+
+    @property
+    def rerank(self) -> int:
+        """Candidates per result a compressed search takes from its codes (settable; saved)."""
+        return self._rerank_per_result
+
+    @rerank.setter
+    def rerank(self, value: int) -> None:
+        self._rerank_per_result = _positive_int(value, "rerank")
 
     def _list_sizes(self) -> np.ndarray:
         """Vectors per IVF list, read from faiss once per index size (adds and merges change it)."""
@@ -182,13 +195,15 @@ class RetrievalIndex:
 
     def _configure(self) -> None:
         """Search settings faiss does not store in the index file."""
-        self.index.nprobe = self.nprobe
+        self.index.nprobe = self._probed()
         self.index.parallel_mode = PARALLEL_OVER_QUERIES
 
     def __len__(self) -> int:
         return self.index.ntotal
 
     def _check(self, x: Tensor, name: str) -> None:
+        if not isinstance(x, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor (N, {self.dim}), got {type(x).__name__}")
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"{name} must be (N, {self.dim}), got {tuple(x.shape)}")
 
@@ -205,6 +220,7 @@ class RetrievalIndex:
         self._check(sample, "sample")
         if self.kind == "flat" or self.index.is_trained:
             return
+        check_points(sample, "sample")  # NaN/Inf would reach faiss's k-means as a C++ assertion
         if sample.shape[0] < self.nlist:
             raise ValueError(
                 f"IVF with nlist={self.nlist} needs at least that many training "
@@ -276,14 +292,14 @@ class RetrievalIndex:
     def search(
         self, queries: Tensor, k: int, *, tau: float | Tensor | None = None, batch_size: int = 4096
     ) -> tuple[Tensor, Tensor]:
-        """Top-``k`` ``(distances, indices)``, each ``(Q, k)``, nearest first (IVF: index -1 and
-        distance inf where the probed lists hold fewer than ``k`` items).
+        """Top-``k`` ``(distances, indices)``, each ``(Q, min(k, len(self)))``, nearest first (IVF: index
+        -1 and distance inf where the probed lists hold fewer than ``k`` items). ``nprobe`` above
+        ``nlist`` probes every list.
 
         ``tau``: traverse the queries toward the root first (:func:`~hysafe.models.traversal.traverse`).
         """
         self._check(queries, "queries")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
+        k = _positive_int(k, "k")
         if len(self) == 0:
             raise ValueError("the index is empty: add() a gallery first")
         k = min(k, len(self))
@@ -317,7 +333,7 @@ class RetrievalIndex:
         if self.kind == "flat":
             ip, idx = self.index.search(vectors, k)
         else:
-            coarse_ip, lists = self._route(queries, self.nprobe, vectors)
+            coarse_ip, lists = self._route(queries, self._probed(), vectors)
             ip, idx = scan_probed(self.index, vectors, lists, coarse_ip, k, self._list_sizes())
         return self.space.distance_from_inner(torch.from_numpy(ip)), torch.from_numpy(idx)
 
@@ -325,7 +341,7 @@ class RetrievalIndex:
         """Stages 1 and 2 of the compressed search (:mod:`hysafe.index.compressed`): the ids whose full
         vectors the exact re-rank reads, ``(Q, EXACT_FACTOR x k)`` at most."""
         vectors = self._vectors(queries, "query")
-        coarse_ip, lists = self._route(queries, self.nprobe, vectors)
+        coarse_ip, lists = self._route(queries, self._probed(), vectors)
         ip, idx = search_preassigned(self.index, vectors, min(len(self), k * self.rerank), lists, coarse_ip)
         return refine_candidates(self.refine, vectors, idx, ip, EXACT_FACTOR * k)
 
