@@ -332,26 +332,21 @@ def print_rows(rows: list[dict], results: dict) -> None:
         )
 
 
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def parse_args() -> argparse.Namespace:
+    from hysafe.cli.options import positive_int
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--section", choices=tuple(METHODS), default="ivf")
-    p.add_argument("--n", type=positive, default=1_000_000)
-    p.add_argument("--dim", type=positive, default=512)
-    p.add_argument("--queries", type=positive, default=1000)
-    p.add_argument("--nlist", type=positive, default=4096)
-    p.add_argument("--train", type=positive, default=204_800, help="training sample (both indexes)")
-    p.add_argument("--nprobe", type=positive, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
+    p.add_argument("--n", type=positive_int, default=1_000_000)
+    p.add_argument("--dim", type=positive_int, default=512)
+    p.add_argument("--queries", type=positive_int, default=1000)
+    p.add_argument("--nlist", type=positive_int, default=4096)
+    p.add_argument("--train", type=positive_int, default=204_800, help="training sample (both indexes)")
+    p.add_argument("--nprobe", type=positive_int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
     p.add_argument(
-        "--k-factors", type=positive, nargs="+", default=[10, 50], help="candidates re-ranked per result"
+        "--k-factors", type=positive_int, nargs="+", default=[10, 50], help="candidates re-ranked per result"
     )
-    p.add_argument("--threads", type=positive, default=2)
+    p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--repeats", type=int, default=3)
     every = sorted({m for ms in METHODS.values() for m in ms[1:]})
     p.add_argument(
