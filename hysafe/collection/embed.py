@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..data.dataset import tokenize_captions
 from ..models.backbone import autocast_dtype
+from ..models.checkpoint import inference_copy
 from ..models.safety_model import SafetyModel
 from ..utils.distributed import launch_env
 from ..utils.progress import bar
@@ -152,8 +153,12 @@ def embed_chunks(
     """Embeddings of this rank's chunks that ``todo`` accepts, in the order workers finish them.
 
     ``precision`` (fp32, bf16, fp16, auto) is the towers' autocast precision; the models' hyperbolic
-    maps and the returned embeddings stay float32."""
+    maps and the returned embeddings stay float32. A model with LoRA adapters encodes through its
+    merged-weights copy (:func:`~hysafe.models.checkpoint.inference_copy`): peft's attention LoRA
+    would otherwise move the base weights by float rounding in every chunk's forward, so the last
+    chunk would be embedded by a slightly different model than the first."""
     amp = autocast_dtype(precision, model.device)
+    encoder = inference_copy(model)
     reader = _ChunkReader(source, batch_size, model.preprocess, todo, rank, world)
     loader = DataLoader(
         reader,
@@ -163,8 +168,8 @@ def embed_chunks(
         collate_fn=lambda x: x,
         persistent_workers=False,
     )
-    was_training = model.training
-    model.eval()
+    was_training = encoder.training
+    encoder.eval()
     total = (
         sum(1 for c in range(source.num_chunks(batch_size)) if c % world == rank and todo(c))
         if progress
@@ -181,12 +186,12 @@ def embed_chunks(
             if part["items"]:
                 with torch.autocast(model.device.type, dtype=amp or torch.float32, enabled=amp is not None):
                     if source.modality == "image":
-                        emb = model.encode_image(part["data"].to(model.device, non_blocking=True))
+                        emb = encoder.encode_image(part["data"].to(model.device, non_blocking=True))
                     else:
-                        emb = model.encode_text(
+                        emb = encoder.encode_text(
                             tokenize_captions(model.tokenizer, part["data"], what="texts").to(model.device)
                         )
                 chunk.embeddings = emb.float().cpu()
             yield chunk
     finally:
-        model.train(was_training)
+        encoder.train(was_training)
