@@ -16,6 +16,22 @@ def gen():
 
 
 @pytest.fixture(scope="session")
+def randomize_lora():
+    """``randomize_lora(model, std=0.05, generator=None)``: draws every LoRA B matrix of ``model``
+    from N(0, std) in place (peft starts them at zero, so the adapters would change nothing) and
+    returns the model."""
+
+    @torch.no_grad()
+    def randomize(model, std: float = 0.05, generator: torch.Generator | None = None):
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, std, generator=generator)
+        return model
+
+    return randomize
+
+
+@pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory):
     """A local open_clip checkpoint of the tiny config (random init, seeded): the offline
     stand-in for a pretrained tag."""

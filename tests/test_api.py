@@ -168,13 +168,10 @@ def test_feature_model_is_an_ordinary_model(tmp_path, gen):
         save_model(model, tmp_path / "m.safetensors", merged=True)
 
 
-def test_format_1_adapter_checkpoints_still_load(tiny_base, tmp_path, gen):
+def test_format_1_adapter_checkpoints_still_load(tiny_base, randomize_lora, tmp_path, gen):
     """hysafe 0.1 named adapter tensors after its old module layout; they load renamed."""
     model = create_model("hysac", TINY_MODEL, tiny_base, lora=LORA)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05, generator=gen)
+    randomize_lora(model, generator=gen)
     path = save_model(model, tmp_path / "v2.safetensors")
     meta = read_metadata(path)
     meta["format_version"] = "1"

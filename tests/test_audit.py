@@ -104,13 +104,10 @@ def test_relative_cone_radius_makes_the_entailment_loss_scale_free():
         ConeConfig(radius_ratio=1.5)
 
 
-def test_retraining_a_merged_safeclip_keeps_the_original_reference(tiny_base, tmp_path):
+def test_retraining_a_merged_safeclip_keeps_the_original_reference(tiny_base, randomize_lora, tmp_path):
     torch.manual_seed(0)
     tuned = create_model("safeclip", TINY_MODEL, tiny_base, lora=LORA)
-    with torch.no_grad():
-        for name, p in tuned.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)  # a visible fine-tune
+    randomize_lora(tuned, std=0.5)  # a visible fine-tune
     merged = save_model(tuned, tmp_path / "merged.safetensors", merged=True)
     assert read_metadata(merged)["config"]["backbone"]["origin"] == str(Path(tiny_base).resolve())
     again = create_model("safeclip", TINY_MODEL, str(merged), lora=LORA)

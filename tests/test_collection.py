@@ -614,16 +614,15 @@ def test_resuming_an_add_with_another_batch_size_is_refused_not_lossy(hysac, wor
     assert len(add_to_index(model, ImageFolder(more), out, progress=False, batch_size=4).items) == 16
 
 
-def test_scoring_many_chunks_leaves_the_adapter_model_bit_identical(folder, tiny_base, tmp_path):
+def test_scoring_many_chunks_leaves_the_adapter_model_bit_identical(
+    folder, tiny_base, randomize_lora, tmp_path
+):
     """Issue 29: peft's attention LoRA merges and unmerges into the base in every forward, so
     embedding chunk after chunk through the adapter model moved its weights by float rounding; the
     collection embeds through the merged copy instead, and the scores equal the adapter model's."""
     torch.manual_seed(5)
     model = create_model("hysac", TINY_MODEL, tiny_base, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
+    randomize_lora(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     score_collection(model, ImageFolder(folder), tmp_path / "s.parquet", batch_size=4, progress=False)
     after = model.state_dict()

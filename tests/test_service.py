@@ -30,7 +30,7 @@ from hysafe.training import TrainConfig, train  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory, tiny_base):
+def served(tmp_path_factory, tiny_base, randomize_lora):
     root = tmp_path_factory.mktemp("serve")
     world = generate_world(
         root / "world", WorldConfig(n_train=48, n_val=16, n_test=16, seed=4), progress=False
@@ -60,10 +60,7 @@ def served(tmp_path_factory, tiny_base):
     torch.manual_seed(1)
     # LoRA on attention
     safe = create_model("safeclip", TINY_MODEL, tiny_base, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0))
-    with torch.no_grad():
-        for n, p in safe.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
+    randomize_lora(safe)
     indexes["Safe-CLIP"] = build_index(safe, images, root / "idx-safe", progress=False)
     service = Service(
         {
@@ -571,15 +568,12 @@ def test_served_weights_stay_bit_identical_over_1000_concurrent_forwards(served)
         assert all(torch.equal(before[name][k], after[k]) for k in before[name]), name
 
 
-def test_the_inference_copy_equals_the_adapter_model(tiny_base):
+def test_the_inference_copy_equals_the_adapter_model(tiny_base, randomize_lora):
     from hysafe.models.checkpoint import inference_copy
 
     torch.manual_seed(5)
     model = create_model("safeclip", TINY_MODEL, tiny_base, lora=LoraConfig(r=4, alpha=8.0, dropout=0.0))
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
+    randomize_lora(model)
     model.eval()
     copy = inference_copy(model)
     assert copy is not model and not copy.backbone.has_adapters and model.backbone.has_adapters
