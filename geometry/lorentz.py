@@ -70,6 +70,10 @@ def _eps(table: dict, dtype: torch.dtype, eps: float | None) -> float:
 
 
 def _sqrt_curv(curv: float | Tensor, like: Tensor) -> Tensor:
+    if isinstance(curv, (int, float)):  # checked in Python: no tensor comparison, no host read
+        if not curv > 0:
+            raise ValueError(f"curv must be > 0 (curvature is -curv), got {curv}")
+        return torch.tensor(math.sqrt(curv), dtype=like.dtype, device=like.device)
     curv_t = torch.as_tensor(curv, dtype=like.dtype, device=like.device)
     if curv_t.numel() != 1:
         raise ValueError(f"curv must be a scalar, got shape {tuple(curv_t.shape)}")

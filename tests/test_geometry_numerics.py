@@ -90,6 +90,50 @@ def test_validation_can_be_disabled_for_hot_loops():
         L.exp_map0(bad, curv=1.0)
 
 
+def test_switching_validation_off_applies_to_the_calling_thread_only():
+    """A service's request threads run trusted tensors unchecked while another thread's call on
+    a user's input is still checked."""
+    import threading
+
+    bad, seen = torch.tensor([[float("nan"), 1.0]]), {}
+
+    def other_thread():
+        try:
+            L.exp_map0(bad, curv=1.0)
+            seen["raised"] = False
+        except ValueError:
+            seen["raised"] = True
+
+    with validation(False):
+        t = threading.Thread(target=other_thread)
+        t.start()
+        t.join()
+        assert torch.isnan(L.exp_map0(bad, curv=1.0)).any()  # this thread: off
+    assert seen == {"raised": True}
+
+
+@pytest.mark.parametrize(
+    "values, bad",
+    [
+        ([1.0, 2.0], 0),
+        ([3e38, 3e38, -1.0], 0),  # finite, but the sum overflows: the exact count finds nothing
+        ([float("inf"), float("-inf")], 2),  # the sum is NaN
+        ([float("nan"), 1.0], 1),
+        ([1.0, float("inf")], 1),
+    ],
+)
+def test_require_finite_counts_exactly_whatever_the_sum_does(values, bad):
+    from hysafe.geometry._checks import require_finite
+
+    x = torch.tensor(values, dtype=torch.float32).reshape(1, -1)
+    with validation(False):  # require_finite checks regardless
+        if bad:
+            with pytest.raises(ValueError, match=f"contains {bad} NaN/Inf"):
+                require_finite(x, "x")
+        else:
+            require_finite(x, "x")
+
+
 def test_euclidean_space_interface(gen):
     s = EuclideanSpace()
     x, y = torch.randn(6, 5, generator=gen), torch.randn(7, 5, generator=gen)

@@ -568,6 +568,42 @@ def test_served_weights_stay_bit_identical_over_1000_concurrent_forwards(served)
         assert all(torch.equal(before[name][k], after[k]) for k in before[name]), name
 
 
+def test_batchers_sharing_a_lock_run_one_forward_at_a_time():
+    """The service's batchers share one lock: forwards of different models never overlap (on a
+    CPU they would fight over the same cores), and every caller still gets its own rows."""
+    import threading
+
+    from hysafe.serve.batching import Batcher
+
+    state = {"active": 0, "most": 0}
+    guard = threading.Lock()
+
+    def encode(scale):
+        def run(x):
+            with guard:
+                state["active"] += 1
+                state["most"] = max(state["most"], state["active"])
+            time.sleep(0.005)  # long enough for an unlocked forward of the other batcher to overlap
+            with guard:
+                state["active"] -= 1
+            return x * scale
+
+        return run
+
+    lock = threading.Lock()
+    batchers = [Batcher(encode(2.0), lock=lock), Batcher(encode(3.0), lock=lock)]
+    got, threads = {}, []
+    for i in range(12):
+        b = batchers[i % 2]
+        threads.append(threading.Thread(target=lambda i=i, b=b: got.update({i: b(torch.full((1, 2), i))})))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert state["most"] == 1
+    assert all(torch.equal(got[i], torch.full((1, 2), i * (2.0 if i % 2 == 0 else 3.0))) for i in range(12))
+
+
 def test_the_inference_copy_equals_the_adapter_model(tiny_base, randomize_lora):
     from hysafe.models.checkpoint import inference_copy
 

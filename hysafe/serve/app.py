@@ -15,13 +15,16 @@ naming the field (:mod:`.requests`: 422 invalid, 413 too large, 404 unknown); ``
 offline; inference runs in the worker thread pool (sync
 endpoints) on each model's merged-weights copy (:func:`~hysafe.models.checkpoint.inference_copy`,
 whose forward writes no weight: bit-stable, no lock), and requests arriving together share one
-forward per model and modality (:mod:`.batching`).
+forward per model and modality, one forward at a time across models (:mod:`.batching`). The
+embeddings are checked for NaN/Inf once per request; the geometry after that (search,
+traversal, scores) runs with its per-call input checks off, in the request's thread only.
 (Over 300 lines: the request checks, the service and its routes are one HTTP surface, read together.)
 """
 
 import functools
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +32,8 @@ import torch
 
 from ..collection import CollectionIndex
 from ..collection.page import label_of
+from ..geometry import validation
+from ..geometry._checks import require_finite
 from ..models.checkpoint import inference_copy
 from ..models.safety_model import SafetyModel
 from ..utils.extras import require_extra
@@ -121,8 +126,9 @@ class Service:
             if s.index is not None:
                 s.index.check_model(s.model)
             s.model = inference_copy(s.model)  # after the check: the index knows the adapters
+        forward = threading.Lock()  # one forward at a time, all models (see .batching)
         self.encoders = {
-            (n, m): Batcher(_tower(s.model, m), window_s=batch_window_s)
+            (n, m): Batcher(_tower(s.model, m), window_s=batch_window_s, lock=forward)
             for n, s in served.items()
             for m in ("text", "image")
         }
@@ -185,8 +191,10 @@ class Service:
                 cache[key] = model.tokenize(inputs)
             else:
                 cache[key] = torch.stack([model.preprocess(im) for im in inputs])
-        prepared = cache[key]
-        return self.encoders[(name, modality)](prepared.to(model.device)).float().cpu()
+        out = self.encoders[(name, modality)](cache[key].to(model.device)).float().cpu()
+        # checked here, once: the geometry after it (search, traversal, scores) runs unchecked
+        require_finite(out, f"{name}'s {modality} embeddings")
+        return out
 
     def _hit(self, name: str, hit: dict) -> dict:
         threshold = self._threshold(name)
@@ -221,10 +229,11 @@ class Service:
             )
             for label, t in runs:
                 try:
-                    hits = s.index.search(s.model, q, k, modality=modality, tau=t, check_model=False)[0]
+                    with validation(False):  # q is checked (_embed), the index at build time
+                        hits = s.index.search(s.model, q, k, modality=modality, tau=t, check_model=False)
                 except ValueError as e:  # a tau rule the bounds cannot answer
                     raise RequestError(str(e), "tau", 422) from e
-                results[label] = [self._hit(name, h) for h in hits]
+                results[label] = [self._hit(name, h) for h in hits[0]]
         return {"query": text if text is not None else "(image)", "k": k, "tau": tau, "results": results}
 
     def classify(self, *, texts=None, images=None, models=None) -> dict:
@@ -241,7 +250,9 @@ class Service:
                 if not inputs:
                     continue
                 clf = self.classifiers[(name, modality)]
-                scores = clf.score(self._embed(name, modality, inputs, prepared)).tolist()
+                embeddings = self._embed(name, modality, inputs, prepared)
+                with validation(False):  # checked in _embed
+                    scores = clf.score(embeddings).tolist()
                 rows += [
                     {
                         "modality": modality,
