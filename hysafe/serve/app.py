@@ -230,10 +230,10 @@ class Service:
             for label, t in runs:
                 try:
                     with validation(False):  # q is checked (_embed), the index at build time
-                        hits = s.index.search(s.model, q, k, modality=modality, tau=t, check_model=False)
+                        hits = s.index.search(s.model, q, k, modality=modality, tau=t, check_model=False)[0]
                 except ValueError as e:  # a tau rule the bounds cannot answer
                     raise RequestError(str(e), "tau", 422) from e
-                results[label] = [self._hit(name, h) for h in hits[0]]
+                results[label] = [self._hit(name, h) for h in hits]
         return {"query": text if text is not None else "(image)", "k": k, "tau": tau, "results": results}
 
     def classify(self, *, texts=None, images=None, models=None) -> dict:
