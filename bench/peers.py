@@ -11,7 +11,8 @@ sweeps its search setting. Recall@10 is measured against the exact geodesic rank
 ``--section ivf`` (default 1M x 512, the clustered points of bench/retrieval.py): exact brute
 force (torch), hysafe's flat and IVF indexes, and faiss's own ``IndexIVFFlat`` (inner product) on
 the very index vectors hysafe's flat index uses (``space.gallery_vectors`` / ``space.query_vectors``),
-trained by faiss's k-means; both IVFs sweep ``nprobe``.
+trained by faiss's k-means; both IVFs sweep ``nprobe``, hysafe's also its routing (``--route-dims``: 0 exact,
+``m`` the centroids' m-dimensional sketch of hysafe.index.ivf_route).
 
 ``--section compressed`` (the low-rank clusters of bench/compressed_index.py): exact brute force,
 hysafe's ``ivfpq`` (codes in RAM, full vectors in a memory-mapped file for the exact re-rank; cold =
@@ -108,18 +109,19 @@ def build_hysafe(gallery, args, kind: str):
     index.add(gallery)
 
     def search(queries, setting, cold=False):
-        nprobe, rerank = setting if kind == "ivfpq" else (setting, None)
+        nprobe, second = setting if kind != "flat" else (None, None)
         if nprobe is not None:
             index.nprobe = nprobe
-        if rerank is not None:
-            index.rerank = rerank
+        if kind == "ivfpq":
+            index.rerank = second
+        if kind == "ivf":
+            index.route_dims = second
         if kind == "ivfpq" and cold:
             evict_vectors(index)
         return index.search(queries, K)[1].numpy()
 
-    settings = {"flat": [None], "ivf": args.nprobe}.get(
-        kind, [(p, f) for p in args.nprobe for f in args.k_factors]
-    )
+    second = args.route_dims if kind == "ivf" else args.k_factors
+    settings = [None] if kind == "flat" else [(p, f) for p in args.nprobe for f in second]
     search.work = work  # the vector file's folder lives as long as the index
     return search, settings, index
 
@@ -284,6 +286,7 @@ def child_argv(args, method: str, ids_dir: Path) -> list[str]:
     for name in ("section", "n", "dim", "queries", "nlist", "train", "threads", "repeats"):
         argv += [f"--{name}", str(getattr(args, name))]
     argv += ["--nprobe", *map(str, args.nprobe), "--k-factors", *map(str, args.k_factors)]
+    argv += ["--route-dims", *map(str, args.route_dims)]
     return argv
 
 
@@ -345,6 +348,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--nprobe", type=positive_int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
     p.add_argument(
         "--k-factors", type=positive_int, nargs="+", default=[10, 50], help="candidates re-ranked per result"
+    )
+    p.add_argument(
+        "--route-dims",
+        type=int,
+        nargs="+",
+        default=[0, 96, 128],
+        help="hysafe IVF routing: 0 exact, m > 0 in the centroids' m-dimensional sketch",
     )
     p.add_argument("--threads", type=positive_int, default=2)
     p.add_argument("--repeats", type=int, default=3)

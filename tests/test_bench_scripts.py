@@ -327,3 +327,14 @@ def test_peer_bench_compares_at_equal_memory_and_scores_against_exact(tmp_path):
     assert _recall(result, "exact", None) == 1.0 and _recall(result, "hysafe-ivfpq", [16, 10]) >= 0.95
     assert _recall(result, "hysafe-ivfpq", [1, 10]) < _recall(result, "hysafe-ivfpq", [16, 10])
     assert [v["peer"]["setting"] for v in result["verdict"]] == [[1, 10], [16, 10]]
+
+
+def test_peer_bench_sweeps_hysafe_ivf_routing(tmp_path):
+    """hysafe's IVF runs every (nprobe, route_dims) pair; all lists with exact routing is exact search."""
+    result = _peers(
+        tmp_path, "ivf", "--nprobe", "1", "16", "--route-dims", "0", "8", "--methods", "hysafe-ivf"
+    )
+    settings = [r["setting"] for r in result["rows"] if r["method"] == "hysafe-ivf"]
+    assert settings == [[1, 0], [1, 8], [16, 0], [16, 8]]
+    assert _recall(result, "hysafe-ivf", [16, 0]) >= 0.999  # float32 ties aside
+    assert _recall(result, "hysafe-ivf", [1, 8]) <= _recall(result, "hysafe-ivf", [16, 8])

@@ -306,3 +306,14 @@ def test_readme_tour_runs_as_is_on_the_demo_output(demo, tmp_path, monkeypatch):
         tmp_path / "runs" / "hysac" / "best.safetensors"
     ).is_file()
     assert "| HySAC + traversal |" in ns["table"].to_markdown()
+
+
+def test_the_demo_console_counts_the_checks_and_names_those_that_do_not_hold(demo):
+    from hysafe.cli.demo import checks_summary
+    from hysafe.evaluation.checks import Check
+
+    checks = [Check(**c) for c in json.loads((demo / "checks.json").read_text())]
+    lines = checks_summary(checks).splitlines()
+    failed = [c for c in checks if not c.passed]
+    assert lines[0] == f"safety checks: {len(checks) - len(failed)} of {len(checks)} hold"
+    assert lines[1:] == [f"  does not hold: {c.name} ({c.detail})" for c in failed]

@@ -94,3 +94,26 @@ def test_demo_without_a_piece_of_its_report_fails_before_training(tmp_path):
     assert "hysafe demo cannot write its report" in proc.stderr and "pyarrow" in proc.stderr
     assert "No module named" not in proc.stderr and "Traceback" not in proc.stderr
     assert not (out / "runs").exists()  # nothing was trained
+
+
+def test_serve_refuses_a_bad_or_busy_port_in_one_line_before_loading(tmp_path, capsys):
+    """A port out of range is a usage error (exit 2; 99999 once listened on 34463); a port in use is
+    one line naming it (exit 1, not uvicorn's traceback after the models loaded)."""
+    import socket
+
+    from hysafe.cli.serve import listening_socket
+
+    for bad in ("99999", "-5", "http"):
+        with pytest.raises(SystemExit) as e:
+            main(["serve", "--demo", str(tmp_path), "--port", bad])
+        assert e.value.code == 2 and "--port" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}: .*pick another --port"):
+            listening_socket("127.0.0.1", port)
+        with pytest.raises(OSError, match="--host 'no.such.host.invalid': not an address"):
+            listening_socket("no.such.host.invalid", 0)
+    with listening_socket("127.0.0.1", 0) as free:  # 0: any free port, the one taken is known
+        assert free.getsockname()[1] > 0

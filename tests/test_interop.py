@@ -146,6 +146,14 @@ def test_transformers_clip_loads_with_equal_outputs_and_exports_back(base, tmp_p
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export.")]  # no temporary left
     with pytest.raises(ValueError, match="not empty"):
         export_transformers(model, out)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="afile: is a file, not a folder"):
+        export_transformers(model, tmp_path / "afile")
+    with pytest.raises(ValueError, match="a part of the path above it is a file"):
+        export_transformers(model, tmp_path / "afile" / "sub" / "export")
+    nested = export_transformers(model, tmp_path / "new" / "deeper" / "export")  # parents made
+    assert (nested / "config.json").is_file()
+    assert not [p for p in nested.parent.iterdir() if p.name.startswith(".export.")]
 
 
 def authors_release(folder, clip, tmp_path, *, drop=None):
@@ -448,5 +456,9 @@ def test_the_readmes_lift_snippet_reproduces_encode_text(hysac_export, monkeypat
     with torch.no_grad():
         expected = model.encode_text(model.tokenize(["a red circle"]))
     assert torch.allclose(scope["hyperbolic"], expected, atol=1e-5)
+    long = "a red circle beside a blue square " * 8  # past the tiny tower's 24-token context
+    exec(compile(snippet.replace('"a red circle"', repr(long)), "README.md", "exec"), scope)
+    with torch.no_grad():
+        assert torch.allclose(scope["hyperbolic"], model.encode_text(model.tokenize([long])), atol=1e-5)
     normalised = torch.nn.functional.normalize(scope["features"], dim=-1)
     assert not torch.allclose(normalised, scope["features"], atol=1e-3)

@@ -522,13 +522,18 @@ def test_adapter_checkpoint_loads_from_another_folder_and_after_a_move(
 
 
 def test_checkpoints_respect_the_umask(trained, tmp_path):
+    """Both writers: hysafe checkpoints and the plain open_clip weights (safetensors' own writer
+    creates files 0600; the demo's clip-pretrained.safetensors was)."""
+    from hysafe.training.pretrain import export_open_clip
+
     _, res = trained
     old = os.umask(0o022)
     try:
-        path = save_model(res.model, tmp_path / "m.safetensors")
+        paths = [save_model(res.model, tmp_path / "m.safetensors")]
+        paths.append(export_open_clip(res.model, tmp_path / "base.safetensors"))
     finally:
         os.umask(old)
-    assert (path.stat().st_mode & 0o777) == 0o644
+    assert [p.stat().st_mode & 0o777 for p in paths] == [0o644, 0o644]
 
 
 def test_quiet_logs_without_a_terminal(world, tiny_base, tmp_path, capsys, caplog):

@@ -189,10 +189,34 @@ JSON = {"content-type": "application/json"}
         (lambda c: c.get("/thumb/..%2F..%2Fetc/1"), 404, "path"),
         (lambda c: c.get("/thumb/..%2F..%2Fetc"), 404, "path"),
         (lambda c: c.get("/thumb/Nope/1"), 404, "model"),
+        # nested past the parser's recursion limit, and deep under it: no 500 (RecursionError) either way
+        (
+            lambda c: c.post(
+                "/classify", content=b'{"texts":' + b"[" * 1000 + b"]" * 1000 + b"}", headers=JSON
+            ),
+            422,
+            "body",
+        ),
+        (
+            lambda c: c.post(
+                "/search", content=b'{"text":"x","tau":' + b'{"a":' * 30 + b"1" + b"}" * 31, headers=JSON
+            ),
+            422,
+            "body",
+        ),
+        # a page on any site may POST text/plain to a local service without asking: refused
+        (
+            lambda c: c.post("/classify", content=b'{"texts":["a"]}', headers={"content-type": "text/plain"}),
+            415,
+            "body",
+        ),
+        (lambda c: c.post("/search", content=b'{"text":"x"}'), 415, "body"),
+        (lambda c: c.post("/classify", json={"texts": ["a"] * 257}), 413, "texts"),
     ],
 )
 def test_bad_requests_get_a_4xx_json_error_naming_the_field(served, call, status, field):
-    """One status per kind of bad input: 422 a missing or invalid field, 413 too large, 404 unknown."""
+    """One status per kind of bad input: 422 a missing or invalid field, 413 too large, 415 neither JSON
+    nor a form, 404 unknown."""
     _, client = served
     r = call(client)
     assert r.status_code == status, r.text
@@ -359,7 +383,7 @@ def test_hits_carry_ids_relative_to_the_index_and_the_models_decision(served):
     assert models["HySAC"]["traversal"] and isinstance(models["HySAC"]["threshold"], float)
     assert not models["CLIP"]["traversal"] and models["CLIP"]["threshold"] is None
     rows = client.post("/classify", json={"texts": ["a red circle"]}).json()["results"]
-    assert rows["CLIP"][0]["unsafe"] is None and "no safety bounds" in rows["CLIP"][0]["note"]
+    assert rows["CLIP"][0]["unsafe"] is None and "no decision threshold" in rows["CLIP"][0]["note"]
     assert "note" not in rows["HySAC"][0]
 
 
@@ -638,3 +662,16 @@ def test_a_thumbnail_whose_file_is_gone_is_a_404_naming_the_row(served, tmp_path
     with pytest.raises(RequestError, match="row 1 of C's index: its image file is gone") as gone:
         service.thumb_path("C", 1)
     assert gone.value.status == 404 and gone.value.field == "row"
+
+
+def test_classify_takes_at_most_max_items_images_and_refuses_more_before_decoding(served, monkeypatch):
+    _, client = served
+    service = client.hysafe_service
+    monkeypatch.setattr(service, "max_items", 3)
+    files = [("images", (f"{i}.png", png_bytes(8), "image/png")) for i in range(3)]
+    assert client.post("/classify", files=files).status_code == 200
+    decoded = []
+    monkeypatch.setattr("hysafe.serve.app.read_image", lambda *a: decoded.append(a) or None)
+    r = client.post("/classify", files=files + [("images", ("bad.png", b"not an image", "image/png"))])
+    assert r.status_code == 413 and r.json()["field"] == "images" and "at most 3" in r.json()["error"]
+    assert decoded == []

@@ -12,7 +12,20 @@ def cmd_demo(args) -> int:
     result = run_demo(DemoConfig.quick(**options) if args.quick else DemoConfig(**options))
     print(f"report: {result.report}")
     print(result.comparison.to_markdown())
+    print(checks_summary(result.checks))
+    page = result.report / "compare" / "index.html"
+    if page.is_file():
+        print(f"comparison page: {page}")
+    print(f"details: {result.report / 'report.md'}")
     return 0
+
+
+def checks_summary(checks) -> str:
+    """One line per failed safety check under a count (a passing check is only counted)."""
+    failed = [c for c in checks if not c.passed]
+    lines = [f"safety checks: {len(checks) - len(failed)} of {len(checks)} hold"]
+    lines += [f"  does not hold: {c.name} ({c.detail})" for c in failed]
+    return "\n".join(lines)
 
 
 def args_demo(p) -> None:

@@ -116,6 +116,17 @@ def manifest_dataset(model, manifest: str, split: str):
     return QuadrupletDataset.from_manifest(manifest, model, split=split)
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (sizes in MB, seconds), refused at parse time."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An argparse type: an integer >= 1 (sizes, counts), refused at parse time with the value."""
     try:

@@ -3,11 +3,13 @@ indexes it builds on first use)."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import socket
 from pathlib import Path
 
 from .collection import model_from_spec
-from .options import named_paths, positive_int
+from .options import named_paths, positive_float, positive_int
 
 __all__ = ["cmd_serve", "args_serve", "demo_report_missing", "DEMO_SERVE_FILES"]
 
@@ -82,11 +84,41 @@ def _demo_indexes(report: Path) -> dict[str, str]:
     return {n: str(f) for n, f in folders.items()}
 
 
-def cmd_serve(args) -> int:
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0-65535 (0: any free port, the one taken is printed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
+    return value
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, taken before the models load: a port in use or a host that
+    does not resolve is a one-line error now, not uvicorn's after minutes of loading."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as e:
+        raise OSError(f"--host {host!r}: not an address of this machine ({e.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart right after a stop
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        hint = "; another process is using it: pick another --port" if e.errno == 98 else ""
+        raise OSError(f"cannot listen on {host}:{port}: {e.strerror}{hint}") from None
+    return sock
+
+
+def _service(args):
+    """The service the options describe: its indexes (a demo report's built if absent), models and labels."""
     from ..collection import CollectionIndex, labels_from_manifest
     from ..collection.page import examples_from_manifest
     from ..models.checkpoint import load_model
-    from ..serve.app import Served, Service, create_app
+    from ..serve.app import Served, Service
 
     indexes = named_paths(args.index, "--index")
     labels_file = args.labels
@@ -101,18 +133,32 @@ def cmd_serve(args) -> int:
         served[name] = Served(model_from_spec(stored.meta["model_spec"], args.device), stored)
     for name, ckpt in named_paths(args.checkpoint).items():
         served[name] = Served(load_model(ckpt, device=args.device))
-    service = Service(
+    return Service(
         served,
         labels=labels_from_manifest(labels_file) if labels_file else None,
         examples=examples_from_manifest(labels_file) if labels_file else None,
         max_k=args.max_k,
         max_upload_mb=args.max_upload_mb,
+        max_items=args.max_items,
     )
-    app = create_app(service)
-    import uvicorn
 
-    print(f"serving {sorted(served)} on http://{args.host}:{args.port}/  (API docs: /docs)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+def cmd_serve(args) -> int:
+    from ..serve.app import create_app
+
+    named_paths(args.index, "--index")  # option errors first, then the folders, then the port
+    named_paths(args.checkpoint)
+    if args.demo:
+        _check_demo_report(Path(args.demo))
+    with listening_socket(args.host, args.port) as sock:
+        service = _service(args)
+        import uvicorn
+
+        port = sock.getsockname()[1]
+        print(
+            f"serving {sorted(service.served)} on http://{args.host}:{port}/  (API docs: /docs)", flush=True
+        )
+        uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning")).run(sockets=[sock])
     return 0
 
 
@@ -132,7 +178,25 @@ def args_serve(p) -> None:
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)"
     )
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-k", type=positive_int, default=100)
-    p.add_argument("--max-upload-mb", type=float, default=10.0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--port", type=port_number, default=8000, help="TCP port (default: %(default)s; 0: any free one)"
+    )
+    p.add_argument(
+        "--max-k",
+        type=positive_int,
+        default=100,
+        help="most hits a search may ask for (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-upload-mb",
+        type=positive_float,
+        default=10.0,
+        help="largest request body, uploads included (default: %(default)s MB)",
+    )
+    p.add_argument(
+        "--max-items",
+        type=positive_int,
+        default=256,
+        help="most texts or images one /classify request may carry (default: %(default)s)",
+    )
+    p.add_argument("--device", default="cpu", help="torch device for the models (default: %(default)s)")

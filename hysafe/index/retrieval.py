@@ -41,6 +41,7 @@ from .compressed import (
     refine_candidates,
     train_pq,
 )
+from .ivf_route import RoutingSketch
 from .ivf_scan import PARALLEL_OVER_QUERIES, list_sizes, scan_probed
 from .ivf_train import geodesic_centroids
 from .vector_file import VectorFile
@@ -72,6 +73,16 @@ def _positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def _count(value, name: str) -> int:
+    """``value`` as an int if it is a non-negative integer (Python's or numpy's, not a bool)."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value == 0:
+        return 0
+    try:
+        return _positive_int(value, name)
+    except ValueError:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}") from None
 
 
 def _np(x: Tensor) -> np.ndarray:
@@ -135,12 +146,14 @@ class RetrievalIndex:
         nlist: int = 1024,
         nprobe: int = 32,
         rerank: int = 50,
+        route_dims: int = 0,
         vectors: str | Path | None = None,
     ):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.space, self.dim, self.kind = space, _positive_int(dim, "dim"), kind
         self.nlist, self.nprobe, self.rerank = _positive_int(nlist, "nlist"), nprobe, rerank
+        self.route_dims, self._sketch = route_dims, None
         vec_dim = space.gallery_vectors(torch.zeros(1, dim)).shape[-1]
         if kind == "flat":
             self.index = faiss.IndexFlatIP(vec_dim)
@@ -176,6 +189,18 @@ class RetrievalIndex:
     def _probed(self) -> int:
         """Lists a search actually probes: ``nprobe``, at most every list."""
         return min(self._nprobe, self.nlist)
+
+    @property
+    def route_dims(self) -> int:
+        """IVF routing: 0 (the default) compares each query with every centroid exactly; ``m > 0``
+        estimates those inner products in the centroids' ``m`` leading principal directions and
+        re-scores the best few exactly (:mod:`hysafe.index.ivf_route`: faster, may miss a list; ``m``
+        at the vectors' width is exact). Settable; saved with the index."""
+        return self._route_dims
+
+    @route_dims.setter
+    def route_dims(self, value: int) -> None:
+        self._route_dims = _count(value, "route_dims")
 
     @property
     def rerank(self) -> int:
@@ -270,6 +295,18 @@ class RetrievalIndex:
         quantizer = faiss.downcast_index(self.index.quantizer)
         return quantizer.search(self._vectors(x, "query") if vectors is None else vectors, nprobe)
 
+    def _route_queries(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A search's routing of query ``vectors``: exact, or in a sketch of the centroids
+        (``route_dims``). Adding and training always route exactly: a list holds the items nearest
+        its centroid."""
+        if self.route_dims == 0:
+            return self._route(None, self._probed(), vectors)
+        sketch = self._sketch
+        if sketch is None or sketch.nlist != self._quantizer.ntotal or sketch.requested != self.route_dims:
+            centroids = self._quantizer.reconstruct_n(0, self._quantizer.ntotal)
+            sketch = self._sketch = RoutingSketch(centroids, self.route_dims)
+        return sketch.route(vectors, self._probed())
+
     def add(self, gallery: Tensor, *, batch_size: int = 65536) -> None:
         """Add gallery embeddings ``(N, D)`` in batches (ids continue from the current size)."""
         self._check(gallery, "gallery")
@@ -333,7 +370,7 @@ class RetrievalIndex:
         if self.kind == "flat":
             ip, idx = self.index.search(vectors, k)
         else:
-            coarse_ip, lists = self._route(queries, self._probed(), vectors)
+            coarse_ip, lists = self._route_queries(vectors)
             ip, idx = scan_probed(self.index, vectors, lists, coarse_ip, k, self._list_sizes())
         return self.space.distance_from_inner(torch.from_numpy(ip)), torch.from_numpy(idx)
 
@@ -341,7 +378,7 @@ class RetrievalIndex:
         """Stages 1 and 2 of the compressed search (:mod:`hysafe.index.compressed`): the ids whose full
         vectors the exact re-rank reads, ``(Q, EXACT_FACTOR x k)`` at most."""
         vectors = self._vectors(queries, "query")
-        coarse_ip, lists = self._route(queries, self._probed(), vectors)
+        coarse_ip, lists = self._route_queries(vectors)
         ip, idx = search_preassigned(self.index, vectors, min(len(self), k * self.rerank), lists, coarse_ip)
         return refine_candidates(self.refine, vectors, idx, ip, EXACT_FACTOR * k)
 
@@ -400,6 +437,7 @@ class RetrievalIndex:
             "nlist": self.nlist,
             "nprobe": self.nprobe,
             "rerank": self.rerank,
+            "route_dims": self.route_dims,
             "size": len(self),
         }
         Path(f"{tmp}.json").write_text(json.dumps(meta))
@@ -424,6 +462,7 @@ class RetrievalIndex:
                 nlist=int(meta["nlist"]),
                 nprobe=int(meta["nprobe"]),
                 rerank=int(meta.get("rerank", 50)),
+                route_dims=int(meta.get("route_dims", 0)),
                 vectors=vectors or f"{path}.vectors",
             )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, UnicodeDecodeError) as e:

@@ -370,6 +370,19 @@ def image_processor_options(preprocess_cfg: dict) -> dict:
     }
 
 
+def _new_folder(out: Path) -> Path:
+    """``out``, checked to be a new or empty folder, with its parent folders made."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out}: is a file, not a folder; choose a new folder")
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out}: exists and is not empty; choose a new folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"{out}: a part of the path above it is a file, not a folder") from None
+    return out
+
+
 def export_transformers(model: SafetyModel, out_dir: str | Path) -> Path:
     """Write ``model`` as a transformers ``CLIPModel`` folder (+ tokenizer), with its text encoder
     alone in ``text_encoder/`` (a ``CLIPTextModel``) and ``tokenizer/``; HySAC's scalars and bounds
@@ -377,15 +390,13 @@ def export_transformers(model: SafetyModel, out_dir: str | Path) -> Path:
     image preprocessing is ``preprocessor_config.json`` (``CLIPProcessor.from_pretrained`` loads
     the folder). Written to a temporary folder and renamed: never half-written."""
     tf = _transformers()
-    out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out}: exists and is not empty; choose a new folder")
+    out = _new_folder(Path(out_dir))
     cfg = _backbone_config(model)
     hf_config = hf_config_from_open_clip(cfg)
     sd = open_clip_to_hf(model.backbone.merged_state_dict())
     if model.kind == "hysac":  # HySAC's contrastive temperature, not the backbone's unused one
         sd["logit_scale"] = model.logit_scale.detach().log().reshape(sd["logit_scale"].shape).clone()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # beside it: renamed, not copied
     try:
         clip = tf.CLIPModel(hf_config)
         clip.load_state_dict(sd, strict=True)

@@ -10,8 +10,9 @@ Every model and index is loaded once. JSON API (OpenAPI docs at ``/docs``):
   files listed in an index: no path from a request reaches the filesystem); ``GET /`` the page.
 
 Safe defaults: binds to 127.0.0.1, bodies up to ``max_upload_mb`` (counted as they arrive),
-texts up to :data:`~.requests.MAX_TEXT_CHARS`, ``1 <= k <= max_k``; bad requests get a JSON error
-naming the field (:mod:`.requests`: 422 invalid, 413 too large, 404 unknown); ``/docs`` works
+texts up to :data:`~.requests.MAX_TEXT_CHARS`, at most ``max_items`` texts or images per /classify,
+``1 <= k <= max_k``, JSON or multipart bodies only; bad requests get a JSON error naming the field
+(:mod:`.requests`: 422 invalid, 413 too large, 415 not JSON or a form, 404 unknown); ``/docs`` works
 offline; inference runs in the worker thread pool (sync
 endpoints) on each model's merged-weights copy (:func:`~hysafe.models.checkpoint.inference_copy`,
 whose forward writes no weight: bit-stable, no lock), and requests arriving together share one
@@ -111,13 +112,14 @@ class Service:
         labels: dict[str, str] | None = None,
         max_k: int = 100,
         max_upload_mb: float = 10.0,
+        max_items: int = 256,
         examples: list[dict] | None = None,
         batch_window_s: float = 0.0,
     ):
         if not served:
             raise ValueError("serve needs at least one --index NAME=DIR or --checkpoint NAME=CKPT")
         self.served, self.labels, self.max_k = served, labels or {}, max_k
-        self.max_upload = int(max_upload_mb * 1024 * 1024)
+        self.max_upload, self.max_items = int(max_upload_mb * 1024 * 1024), max_items
         self.examples = list(examples or [])
         # a hit's label resolves its path on disk: once per path, not once per response
         self._label = functools.lru_cache(maxsize=1 << 16)(self._label_uncached)
@@ -242,6 +244,7 @@ class Service:
         if texts is not None:
             if not isinstance(texts, list):
                 raise RequestError("texts must be a list of non-empty strings", "texts")
+            self.check_count(len(texts), "texts")
             texts = [check_text(t, "texts") for t in texts]
         out, prepared = {}, {}
         for name in self._pick(models, need_index=False):
@@ -266,6 +269,17 @@ class Service:
                 ]
             out[name] = rows
         return {"results": out}
+
+    def check_count(self, n: int, field_name: str) -> None:
+        """At most ``max_items`` texts or images per request: one request must not hold the models for
+        everyone else (100,000 texts took 83 s, and every search waited)."""
+        if n > self.max_items:
+            raise RequestError(
+                f"{n} {field_name} in one request; at most {self.max_items} are accepted "
+                "(send several requests)",
+                field_name,
+                413,
+            )
 
     def thumb_path(self, name: str, row: int) -> Path:
         s = self.served.get(name)
@@ -347,6 +361,8 @@ def _inference_routes(app, service: Service) -> None:
         data, files = await read_body(request, service.max_upload)
         check_fields(data, CLASSIFY_FIELDS)
         texts = [data["texts"]] if isinstance(data.get("texts"), str) else data.get("texts")
+
+        service.check_count(len(files), "images")  # before decoding any of them
 
         def run():
             images = [read_image(f, "images") for f in files] or None

@@ -2,8 +2,10 @@
 form, counted as they arrive), their schemas for the OpenAPI docs, and the errors.
 
 Status codes, one per kind of bad input: 422 for a missing or invalid field (as FastAPI answers
-for its own validation), 413 for a body over the size limit, 404 for an unknown model, row or
-route; every error is ``{"error": message, "field": name}``.
+for its own validation), 413 for a body over the size limit, 415 for a body that is neither JSON nor
+a multipart form (by its ``Content-Type``: a ``text/plain`` POST, which any web page may send to a
+local service without asking, is refused), 404 for an unknown model, row or route; every error is
+``{"error": message, "field": name}``.
 """
 
 from __future__ import annotations
@@ -28,13 +30,19 @@ class RequestError(ValueError):
 
 #: why a model answers ``unsafe: null``
 NO_THRESHOLD = (
-    "no decision threshold: this model has no safety bounds (only HySAC checkpoints carry them); "
-    "the score alone ranks items"
+    "no decision threshold: this model scores by similarity to NSFW concept prompts, which has no "
+    "calibrated cut-off (HySAC's distance from the root takes one from its safety bounds); the score "
+    "alone ranks items"
 )
 
 #: the longest text a request may carry: the towers read at most their context (77 tokens for
 #: OpenAI's CLIP, a few hundred characters), so longer texts are refused before tokenising
 MAX_TEXT_CHARS = 4096
+
+#: the deepest nesting of arrays and objects a JSON body may have (the bodies' own fields need 2);
+#: deeper bodies are refused before any check formats them (a 2 KB body nested 1,000 deep once
+#: reached the server's recursion limit: a 500)
+MAX_JSON_DEPTH = 8
 
 #: the body fields each endpoint reads (its schema's fields: :func:`openapi_bodies`)
 SEARCH_FIELDS = ("text", "k", "models", "traversal", "tau")
@@ -163,15 +171,45 @@ async def read_bytes(request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+def nested_deeper(value, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels deep in a parsed JSON value (walked
+    with a stack of its own, no recursion, stopping at the first level past ``limit``)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def _content_type(request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 async def read_body(request, max_bytes: int) -> tuple[dict, list[bytes]]:
     """JSON object, or a multipart form (fields + uploaded files), at most ``max_bytes``."""
+    kind = _content_type(request)
+    if kind not in ("application/json", "multipart/form-data"):
+        sent = kind or "without a Content-Type"
+        raise RequestError(
+            f"send the body as application/json or multipart/form-data, not {sent}",
+            "body",
+            415,
+        )
     raw = await read_bytes(request, max_bytes)
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+    if kind == "multipart/form-data":
         return await _parse_form(request.headers, raw)
+    too_deep = RequestError(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels", "body")
     try:
         data = json.loads(raw)
+    except RecursionError:  # deeper than the interpreter's limit: the parser gave up
+        raise too_deep from None
     except (ValueError, UnicodeDecodeError):
         raise RequestError("the body must be JSON (or a multipart form with an image)", "body") from None
+    if nested_deeper(data, MAX_JSON_DEPTH):
+        raise too_deep
     if not isinstance(data, dict):
         raise RequestError("the JSON body must be an object", "body")
     return data, []

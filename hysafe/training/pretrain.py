@@ -9,9 +9,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from safetensors.torch import save_file
-
 from ..models.backbone import TINY_MODEL
+from ..models.checkpoint import atomic_save_file
 from ..models.safety_model import SafetyModel, create_model
 from . import TrainConfig, TrainResult, train
 
@@ -38,8 +37,6 @@ def export_open_clip(model: SafetyModel, path: str | Path) -> Path:
     """Save the open_clip weights alone (a plain ``.safetensors`` state dict that
     ``open_clip.create_model(name, pretrained=path)`` and ``pretrained=`` in hysafe accept)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {k: v.detach().contiguous().cpu() for k, v in model.backbone.merged_state_dict().items()}, str(path)
-    )
+    # atomically, with the usual file mode (safetensors' own writer creates files 0600)
+    atomic_save_file(model.backbone.merged_state_dict(), path, metadata={"format": "pt"})
     return path

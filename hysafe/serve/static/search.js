@@ -108,8 +108,10 @@ function hitNode(h) {
   const model = el("span", "decision " + (h.unsafe ? "unsafe-text" : ""), "model: " + decision);
   model.title = "the model's own decision: its NSFW score against its threshold";
   const score = el("span", "score", "nsfw " + Number(h.score).toFixed(3));
-  score.title = "NSFW score under this model's own scorer (scales differ between models)";
-  hit.append(el("br"), model, " ", score);
+  score.title = "NSFW score under this model's own scorer, higher is more likely unsafe (scales differ between models)";
+  const dist = el("span", "score", "d " + Number(h.distance).toFixed(3));
+  dist.title = "distance from the query in this model's space (hits nearest first)";
+  hit.append(el("br"), model, " ", score, " ", dist);
   return hit;
 }
 
