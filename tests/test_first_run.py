@@ -117,3 +117,6 @@ def test_serve_refuses_a_bad_or_busy_port_in_one_line_before_loading(tmp_path, c
             listening_socket("no.such.host.invalid", 0)
     with listening_socket("127.0.0.1", 0) as free:  # 0: any free port, the one taken is known
         assert free.getsockname()[1] > 0
+        # listening from the start: a second server, even one whose first is still loading, is refused
+        with pytest.raises(OSError, match="pick another --port"):
+            listening_socket("127.0.0.1", free.getsockname()[1])

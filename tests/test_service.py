@@ -675,3 +675,12 @@ def test_classify_takes_at_most_max_items_images_and_refuses_more_before_decodin
     r = client.post("/classify", files=files + [("images", ("bad.png", b"not an image", "image/png"))])
     assert r.status_code == 413 and r.json()["field"] == "images" and "at most 3" in r.json()["error"]
     assert decoded == []
+
+
+def test_a_classify_form_names_its_models_comma_separated(served):
+    _, client = served
+    files = [("images", ("x.png", png_bytes(8), "image/png"))]
+    r = client.post("/classify", files=files, data={"models": "HySAC, CLIP"})
+    assert r.status_code == 200 and set(r.json()["results"]) == {"HySAC", "CLIP"}
+    r = client.post("/classify", content=b'{"texts":["a"]}')
+    assert r.status_code == 415 and "with a Content-Type header" in r.json()["error"]

@@ -106,6 +106,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart right after a stop
     try:
         sock.bind(address)
+        sock.listen(2048)  # now: a second server on the port fails here, not silently later
     except OSError as e:
         sock.close()
         hint = "; another process is using it: pick another --port" if e.errno == 98 else ""

@@ -327,6 +327,11 @@ def create_app(service: Service):
     return app
 
 
+def model_names(value):
+    """A body's ``models``: a list as sent, or a form's comma-separated names as a list."""
+    return [m.strip() for m in value.split(",") if m.strip()] if isinstance(value, str) else value
+
+
 def _inference_routes(app, service: Service) -> None:
     """``POST /search`` and ``POST /classify``: bodies read and checked in the event loop, the
     work (image decoding included) in the worker thread pool."""
@@ -340,8 +345,7 @@ def _inference_routes(app, service: Service) -> None:
     async def search(request: Request):
         data, files = await read_body(request, service.max_upload)
         check_fields(data, SEARCH_FIELDS)
-        models = data.get("models")
-        models = [m for m in models.split(",") if m] if isinstance(models, str) else models
+        models = model_names(data.get("models"))
 
         def run():  # in a worker thread: decoding an upload must not hold the event loop
             return service.search(
@@ -366,7 +370,7 @@ def _inference_routes(app, service: Service) -> None:
 
         def run():
             images = [read_image(f, "images") for f in files] or None
-            return service.classify(texts=texts, images=images, models=data.get("models"))
+            return service.classify(texts=texts, images=images, models=model_names(data.get("models")))
 
         return JSONResponse(await run_in_threadpool(run))
 

@@ -192,9 +192,9 @@ async def read_body(request, max_bytes: int) -> tuple[dict, list[bytes]]:
     """JSON object, or a multipart form (fields + uploaded files), at most ``max_bytes``."""
     kind = _content_type(request)
     if kind not in ("application/json", "multipart/form-data"):
-        sent = kind or "without a Content-Type"
+        sent = f"not {kind}" if kind else "with a Content-Type header"
         raise RequestError(
-            f"send the body as application/json or multipart/form-data, not {sent}",
+            f"send the body as application/json or multipart/form-data ({sent})",
             "body",
             415,
         )
