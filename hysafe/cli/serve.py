@@ -4,6 +4,7 @@ indexes it builds on first use)."""
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import socket
 from pathlib import Path
@@ -109,7 +110,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.listen(2048)  # now: a second server on the port fails here, not silently later
     except OSError as e:
         sock.close()
-        hint = "; another process is using it: pick another --port" if e.errno == 98 else ""
+        hint = "; another process is using it: pick another --port" if e.errno == errno.EADDRINUSE else ""
         raise OSError(f"cannot listen on {host}:{port}: {e.strerror}{hint}") from None
     return sock
 
@@ -155,10 +156,9 @@ def cmd_serve(args) -> int:
         service = _service(args)
         import uvicorn
 
-        port = sock.getsockname()[1]
-        print(
-            f"serving {sorted(service.served)} on http://{args.host}:{port}/  (API docs: /docs)", flush=True
-        )
+        host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address in a URL
+        url = f"http://{host}:{sock.getsockname()[1]}/"
+        print(f"serving {sorted(service.served)} on {url}  (API docs: /docs)", flush=True)
         uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning")).run(sockets=[sock])
     return 0
 
