@@ -1,7 +1,7 @@
 """IVF routing in a low-dimensional sketch of the centroids, re-scored exactly.
 
 Exact routing compares every query with every centroid: at 1M x 512 and 4,096 lists that product
-(1,000 x 513 x 4,096 per 1,000 queries) is a quarter of an nprobe-1 search, the same work in hysafe
+(1,000 x 513 x 4,096 per 1,000 queries) and its top-k take 40% of an nprobe-1 search, the same work in hysafe
 and in faiss's ``IndexIVFFlat``. :class:`RoutingSketch` projects the centroids' index vectors onto
 their ``dims`` leading principal directions (an SVD of the centred centroids, once per index): a
 query's inner product with every centroid is estimated in ``dims`` dimensions (the mean's share
@@ -11,7 +11,7 @@ candidates: a probed list's score is never approximate, and with ``dims`` at the
 the estimate is the inner product itself (tested: the same lists as exact routing).
 
 Grouping the centroids by k-means and comparing a query with the groups first was measured too
-(1M x 512, 4,096 lists): its groups must hold a third of the centroids before the nearest list is
+(1M x 512, 4,096 lists): its groups must hold a quarter to 40% of the centroids before the nearest list is
 found 99% of the time, where a 128-dimensional sketch with 8 candidates finds it for every query.
 
 This approximates the routing, so it is an option (``RetrievalIndex.route_dims``), off by default;
