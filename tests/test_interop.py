@@ -3,6 +3,7 @@ transformers' and peft's own computation on tiny random configs (no downloads)."
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +150,7 @@ def test_transformers_clip_loads_with_equal_outputs_and_exports_back(base, tmp_p
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ValueError, match="afile: is a file, not a folder"):
         export_transformers(model, tmp_path / "afile")
-    with pytest.raises(ValueError, match="a part of the path above it is a file"):
+    with pytest.raises(ValueError, match=re.escape(f"export: {tmp_path / 'afile'} is a file, not a folder")):
         export_transformers(model, tmp_path / "afile" / "sub" / "export")
     nested = export_transformers(model, tmp_path / "new" / "deeper" / "export")  # parents made
     assert (nested / "config.json").is_file()

@@ -115,14 +115,14 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _service(args):
-    """The service the options describe: its indexes (a demo report's built if absent), models and labels."""
+def _service(args, indexes: dict[str, str], checkpoints: dict[str, str]):
+    """The service the options describe: ``indexes`` (``--index``, with a demo report's, built if
+    absent), ``checkpoints`` (``--checkpoint``), models and labels."""
     from ..collection import CollectionIndex, labels_from_manifest
     from ..collection.page import examples_from_manifest
     from ..models.checkpoint import load_model
     from ..serve.app import Served, Service
 
-    indexes = named_paths(args.index, "--index")
     labels_file = args.labels
     if args.demo:
         report = Path(args.demo)
@@ -133,7 +133,7 @@ def _service(args):
     for name, folder in indexes.items():
         stored = CollectionIndex.open(folder)
         served[name] = Served(model_from_spec(stored.meta["model_spec"], args.device), stored)
-    for name, ckpt in named_paths(args.checkpoint).items():
+    for name, ckpt in checkpoints.items():
         served[name] = Served(load_model(ckpt, device=args.device))
     return Service(
         served,
@@ -148,12 +148,12 @@ def _service(args):
 def cmd_serve(args) -> int:
     from ..serve.app import create_app
 
-    named_paths(args.index, "--index")  # option errors first, then the folders, then the port
-    named_paths(args.checkpoint)
+    # option errors first, then the report folder, then the port, then the models
+    indexes, checkpoints = named_paths(args.index, "--index"), named_paths(args.checkpoint)
     if args.demo:
         _check_demo_report(Path(args.demo))
     with listening_socket(args.host, args.port) as sock:
-        service = _service(args)
+        service = _service(args, indexes, checkpoints)
         import uvicorn
 
         host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address in a URL

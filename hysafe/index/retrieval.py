@@ -67,22 +67,23 @@ RERANK_BATCH = 256
 READ_AHEAD = 3
 
 
+def _is_integer(value) -> bool:
+    """An integer, Python's or numpy's, not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _positive_int(value, name: str) -> int:
-    """``value`` as an int if it is a positive integer (Python's or numpy's, not a bool), else a
-    ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    """``value`` as an int if it is a positive integer, else a ValueError naming ``name``."""
+    if not _is_integer(value) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
 
 def _count(value, name: str) -> int:
-    """``value`` as an int if it is a non-negative integer (Python's or numpy's, not a bool)."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value == 0:
-        return 0
-    try:
-        return _positive_int(value, name)
-    except ValueError:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}") from None
+    """``value`` as an int if it is a non-negative integer, else a ValueError naming ``name``."""
+    if not _is_integer(value) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
 
 
 def _np(x: Tensor) -> np.ndarray:

@@ -23,6 +23,7 @@ from torch import Tensor
 from ..models.backbone import BackboneConfig
 from ..models.safety_model import ModelConfig, SafetyModel, build_model
 from ..utils.extras import require_extra
+from ..utils.folder_lock import make_folder
 
 logger = logging.getLogger(__name__)
 
@@ -376,10 +377,7 @@ def _new_folder(out: Path) -> Path:
         raise ValueError(f"{out}: is a file, not a folder; choose a new folder")
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out}: exists and is not empty; choose a new folder")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise ValueError(f"{out}: a part of the path above it is a file, not a folder") from None
+    make_folder(out.parent, what=str(out), advice="choose a new folder")
     return out
 
 

@@ -10,21 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ..utils.folder_lock import locked_folder
+from ..utils.folder_lock import locked_folder, make_folder
 
 __all__ = ["locked_run_folder"]
-
-
-def _make_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as e:
-        blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), folder)
-        raise ValueError(
-            f"run folder {folder}: {blocker} is a file, not a folder; choose another --out"
-        ) from e
-    except PermissionError as e:
-        raise ValueError(f"run folder {folder}: permission denied ({e.strerror})") from e
 
 
 @contextmanager
@@ -34,7 +22,7 @@ def locked_run_folder(folder: Path | None) -> Iterator[None]:
     if folder is None:
         yield
         return
-    _make_folder(folder)
+    make_folder(folder, what=f"run folder {folder}", advice="choose another --out")
     with locked_folder(
         folder, holder="another training", advice="wait for it to finish or choose another --out"
     ):

@@ -13,7 +13,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["locked_folder"]
+__all__ = ["locked_folder", "make_folder"]
+
+
+def make_folder(folder: Path, *, what: str, advice: str) -> None:
+    """``mkdir -p folder``, or a ValueError starting with ``what`` that names the file in the way (the
+    folder itself or one above it) or the permission refused, and ends with ``advice``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), folder)
+        raise ValueError(f"{what}: {blocker} is a file, not a folder; {advice}") from e
+    except PermissionError as e:
+        raise ValueError(f"{what}: permission denied ({e.strerror})") from e
 
 
 @contextmanager
