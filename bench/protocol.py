@@ -46,7 +46,9 @@ def pass_share(checks: list[dict]) -> float:
 
 def choose(records: list[dict], current: str = "default") -> tuple[str, dict[str, float]]:
     """The selection rule: per variant, the mean :func:`pass_share` over the worlds it ran on; the
-    highest wins, a tie keeps ``current``. Only variants run on every world compete."""
+    highest wins, a tie keeps ``current``, and a tie among challengers goes to the one run first (the
+    sweep lists them before it runs, smallest departure from the published objective first). Only variants
+    run on every world compete."""
     by_variant = defaultdict(dict)
     for r in records:
         by_variant[r["variant"]][r["world"]] = pass_share(r["checks"])

@@ -151,6 +151,24 @@ def compressed_table(d: dict) -> str:
     return "\n".join(lines)
 
 
+def text_context_table(d: dict) -> str:
+    """bench/text_context.py: one text-tower training step per context, ms and ratio to 24 tokens."""
+    kinds = list(d["rows"][0]["seconds"])
+    lines = [
+        f"Machine: {machine_line(d['machine'])}",
+        "",
+        "| world | batch | longest caption (tokens) | cut at 24 | "
+        + " | ".join(f"{k} ms (x)" for k in kinds)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(kinds),
+    ]
+    for r in d["rows"]:
+        cells = [f"{1000 * r['seconds'][k]:.1f} ({r['vs context 24'][k]:.2f})" for k in kinds]
+        sizes = [r["world"], r["batch"], r["longest caption (tokens)"], r["captions cut at 24 tokens"]]
+        lines.append("| " + " | ".join(map(str, [*sizes, *cells])) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     for path in sys.argv[1:]:
         d = json.loads(Path(path).read_text())
@@ -166,6 +184,8 @@ def main() -> None:
             if "retrieval" in name
             else inference_table
             if "inference" in name
+            else text_context_table
+            if "text_context" in name
             else embed_table
         )
         print(f"### {name}\n\n{render(d)}\n")

@@ -58,6 +58,11 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "lora-alpha16": ({"lora": LoraConfig(r=16, alpha=16.0, dropout=0.0)}, {}),
     "entail0.3": ({}, {"entailment_weight": 0.3}),
     "entail2": ({}, {"entailment_weight": 2.0}),
+    "published": ({"safety_cones": False}, {}),  # HySAC's seven published terms (the default until v0.5)
+    "safety-cones": ({}, {"safety_cones": True}),  # + T entails T*, V entails V* (the default since v0.6)
+    "order-1": ({}, {"order_weight": 1.0}),  # + root-order hinges T < V < T* < V* (log distance, margin 0.1)
+    "order-3": ({}, {"order_weight": 3.0}),
+    "order-1-m0.3": ({}, {"order_weight": 1.0, "order_margin": 0.3}),
 }
 #: Euclidean models per world: name -> (recipe, recipe options, cache name); all but the first two are
 #: SafeR-CLIP ablations against its defaults

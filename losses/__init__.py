@@ -14,6 +14,7 @@ from .objectives import (
     safeclip_objective,
     safer_clip_objective,
 )
+from .ordering import root_order_loss
 from .redirection import cosine_distance_loss, redirection_loss
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "ConeConfig",
     "cone_aperture",
     "entailment_loss",
+    "root_order_loss",
     "cosine_distance_loss",
     "redirection_loss",
     "LossContext",

@@ -28,6 +28,7 @@ from hysafe.geometry import Space
 
 from .contrastive import symmetric_info_nce
 from .entailment import ConeConfig, entailment_loss
+from .ordering import root_order_loss
 from .redirection import cosine_distance_loss, redirection_loss
 
 __all__ = [
@@ -54,6 +55,7 @@ class LossContext:
     logit_scale: Tensor | float
     cones: ConeConfig = ConeConfig()
     redirection_scale: Tensor | float = 1.0
+    order_margin: float = 0.0
 
 
 def _contrastive(ctx: LossContext, a: Tensor, b: Tensor) -> Tensor:
@@ -67,14 +69,25 @@ def _entailment(ctx: LossContext, x: Tensor, y: Tensor) -> Tensor:
     return entailment_loss(x, y, curv=curv, **ctx.cones.loss_options())
 
 
+def _root_order(ctx: LossContext, x: Tensor, y: Tensor) -> Tensor:
+    if not ctx.space.hyperbolic:
+        raise ValueError(f"root order terms need a hyperbolic space, got {ctx.space.name!r}")
+    return root_order_loss(x, y, curv=ctx.space.curv, margin=ctx.order_margin)
+
+
 LOSSES: dict[str, Callable[..., Tensor]] = {
     "contrastive": _contrastive,
     "entailment": _entailment,
+    "root_order": _root_order,
     "cosine": lambda ctx, x, target: cosine_distance_loss(x, target),
     "redirection": lambda ctx, anchor, neg, pos: redirection_loss(
         anchor, neg, pos, scale=ctx.redirection_scale
     ),
 }
+
+
+#: loss kinds defined in a hyperbolic space only
+HYPERBOLIC_LOSSES = ("entailment", "root_order")
 
 
 def _resolve(embeddings: dict[str, Tensor], name: str) -> Tensor:
@@ -104,7 +117,8 @@ class Objective:
     ``fixed_logit_scale`` replaces the model's learnable scale (Safe-CLIP uses a fixed 100);
     ``cones`` configures the entailment terms; ``redirection_scale`` is the temperature of the
     redirection terms (``None``: the same logit scale as the contrastive terms); ``pair_quantile``
-    is SafeR-CLIP's target rule (:func:`safer_clip_objective`)."""
+    is SafeR-CLIP's target rule (:func:`safer_clip_objective`); ``order_margin`` the margin of the
+    root-order terms (:func:`hysac_objective`)."""
 
     name: str
     terms: tuple[Term, ...]
@@ -115,6 +129,7 @@ class Objective:
     pair_quantile: float = (
         0.0  # SafeR-CLIP targets: own pair when among this top share of safe captions (0: the nearest)
     )
+    order_margin: float = 0.0  # margin of root_order terms, on the log of the distance
     needs_reference: bool = field(init=False, default=False)
     needs_hyperbolic: bool = field(init=False, default=False)
 
@@ -123,14 +138,15 @@ class Objective:
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate term names in objective {self.name!r}: {names}")
         object.__setattr__(self, "needs_reference", any("0" in i for t in self.terms for i in t.inputs))
-        object.__setattr__(self, "needs_hyperbolic", any(t.loss == "entailment" for t in self.terms))
+        hyperbolic = any(t.loss in HYPERBOLIC_LOSSES for t in self.terms)
+        object.__setattr__(self, "needs_hyperbolic", hyperbolic)
 
     def check_space(self, space: Space) -> None:
         """Raise if the objective cannot be evaluated in ``space`` (cones need a hyperbolic one)."""
         if self.needs_hyperbolic and not space.hyperbolic:
             raise ValueError(
-                f"objective {self.name!r} has entailment-cone terms and needs a hyperbolic space "
-                f"(a HySAC model), got a {space.name!r} space"
+                f"objective {self.name!r} has entailment-cone or root-order terms and needs a "
+                f"hyperbolic space (a HySAC model), got a {space.name!r} space"
             )
 
     @property
@@ -159,9 +175,8 @@ class Objective:
         scale = self.fixed_logit_scale if self.fixed_logit_scale is not None else logit_scale
         if scale is None:
             raise ValueError(f"objective {self.name!r} needs the model's logit_scale")
-        ctx = LossContext(
-            space, scale, self.cones, scale if self.redirection_scale is None else self.redirection_scale
-        )
+        redirection = scale if self.redirection_scale is None else self.redirection_scale
+        ctx = LossContext(space, scale, self.cones, redirection, self.order_margin)
         total: Tensor | float = 0.0
         values: dict[str, Tensor] = {}
         for term in self.terms:
@@ -203,22 +218,52 @@ class TermValues(Mapping[str, float]):
         return f"TermValues({self._values()})"
 
 
-def hysac_objective(entailment_weight: float = 1.0, cones: ConeConfig | None = None) -> Objective:
+#: HySAC's order of the populations by distance to the root, per quadruplet (the slides: g(T) < g(V) <
+#: g(T*) < g(V*)); consecutive pairs are the root-order terms
+ROOT_ORDER = ("T", "V", "T*", "V*")
+
+
+def hysac_objective(
+    entailment_weight: float = 1.0,
+    cones: ConeConfig | None = None,
+    *,
+    safety_cones: bool = False,
+    order_weight: float = 0.0,
+    order_margin: float = 0.1,
+) -> Objective:
     """HySAC: 4 contrastive terms (geodesic logits in the model's Lorentz space) + 3 entailment
-    terms weighted by lambda, with cone settings ``cones`` (default ``ConeConfig()``)."""
+    terms weighted by lambda, with cone settings ``cones`` (default ``ConeConfig()``): the
+    reference code's objective with the defaults.
+
+    Two named options of hysafe's, off by default: ``safety_cones`` adds the within-modality
+    entailments "T entails T*" and "V entails V*" (weight lambda: the unsafe member of a pair is the
+    more specific one, the slides' g(T) < g(T*), g(V) < g(V*)); ``order_weight > 0`` adds the
+    root-order hinges along :data:`ROOT_ORDER` (:func:`~hysafe.losses.ordering.root_order_loss`,
+    margin ``order_margin`` on the log of the distance)."""
+    if not order_weight >= 0:
+        raise ValueError(f"HySAC order_weight must be >= 0, got {order_weight}")
+    if not order_margin >= 0:
+        raise ValueError(f"HySAC order_margin must be >= 0, got {order_margin}")
     c, e = "contrastive", "entailment"
+    terms = [
+        Term(c, ("T", "V")),
+        Term(c, ("T*", "V*")),
+        Term(c, ("T", "V*")),
+        Term(c, ("T*", "V")),
+        Term(e, ("T", "V"), entailment_weight),
+        Term(e, ("T*", "V*"), entailment_weight),
+        Term(e, ("V", "T*"), entailment_weight),
+    ]
+    if safety_cones:
+        terms += [Term(e, ("T", "T*"), entailment_weight), Term(e, ("V", "V*"), entailment_weight)]
+    if order_weight > 0:
+        pairs = zip(ROOT_ORDER[:-1], ROOT_ORDER[1:], strict=True)
+        terms += [Term("root_order", pair, order_weight) for pair in pairs]
     return Objective(
         name="hysac",
         cones=ConeConfig() if cones is None else cones,
-        terms=(
-            Term(c, ("T", "V")),
-            Term(c, ("T*", "V*")),
-            Term(c, ("T", "V*")),
-            Term(c, ("T*", "V")),
-            Term(e, ("T", "V"), entailment_weight),
-            Term(e, ("T*", "V*"), entailment_weight),
-            Term(e, ("V", "T*"), entailment_weight),
-        ),
+        terms=tuple(terms),
+        order_margin=order_margin,
     )
 
 

@@ -316,3 +316,26 @@ def test_an_image_check_the_tower_cannot_pass_is_judged_against_its_supervised_c
     assert not _ordering_check(dist, (0.21, 0.148))[0].passed  # more than 5 points above the ceiling
     dist["U"]["avg"] = 0.45  # the means out of order: no ceiling excuses that
     assert not _ordering_check(dist, (0.0, 0.148))[0].passed
+
+
+def test_hysac_named_options_reach_the_recipe_the_cli_and_the_resume_fingerprint(tiny_base, tmp_path):
+    """``--safety-cones`` / ``--order-weight`` / ``--order-margin`` build the objective's extra terms;
+    absent, the published objective; a run's fingerprint carries the margin, so a resume with another is
+    refused."""
+    from hysafe.training.state import run_fingerprint
+
+    published = get_recipe("hysac")
+    assert not any(t.loss == "root_order" for t in published.objective.terms)
+    hy = get_recipe("hysac", safety_cones=True, order_weight=2.0, order_margin=0.3)
+    order = [t for t in hy.objective.terms if t.loss == "root_order"]
+    assert [t.weight for t in order] == [2.0] * 3 and hy.objective.order_margin == 0.3
+    assert "entailment(V,V*)" in {t.name for t in hy.objective.terms}
+    with pytest.raises(ValueError, match=r"does not take order_weight \(of the hysac recipe\)"):
+        get_recipe("safeclip", order_weight=1.0)
+    model = create_model("hysac", TINY_MODEL, tiny_base)
+    assert "order_margin" not in run_fingerprint(model, published)
+    assert run_fingerprint(model, hy)["order_margin"] == 0.3
+    args = build_parser().parse_args(
+        ["train", "--data", "m.jsonl", "--out", "run", "--order-weight", "2", "--safety-cones"]
+    )
+    assert (args.order_weight, args.safety_cones) == (2.0, True) and not hasattr(args, "order_margin")

@@ -338,3 +338,24 @@ def test_peer_bench_sweeps_hysafe_ivf_routing(tmp_path):
     assert settings == [[1, 0], [1, 8], [16, 0], [16, 8]]
     assert _recall(result, "hysafe-ivf", [16, 0]) >= 0.999  # float32 ties aside
     assert _recall(result, "hysafe-ivf", [1, 8]) <= _recall(result, "hysafe-ivf", [16, 8])
+
+
+def test_text_context_bench_times_the_three_forwards(tmp_path):
+    """Run in this process on a small batch; the report renders its table."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import text_context
+
+    out = tmp_path / "text_context.json"
+    assert text_context.main(["--worlds", "shapes", "--batch", "8", "--repeats", "1", "--out", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert set(row["seconds"]) == {"context 24", "context 77", "context 77 trimmed"}
+    assert (
+        row["batch"] == 8
+        and 5 < row["longest caption (tokens)"] <= 24
+        and row["captions cut at 24 tokens"] == 0
+    )
+    assert row["vs context 24"]["context 24"] == 1.0
+    report = subprocess.run(
+        [sys.executable, "bench/report.py", str(out)], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+    assert "| shapes | 8 |" in report

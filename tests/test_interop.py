@@ -457,7 +457,7 @@ def test_the_readmes_lift_snippet_reproduces_encode_text(hysac_export, monkeypat
     with torch.no_grad():
         expected = model.encode_text(model.tokenize(["a red circle"]))
     assert torch.allclose(scope["hyperbolic"], expected, atol=1e-5)
-    long = "a red circle beside a blue square " * 8  # past the tiny tower's 24-token context
+    long = "a red circle beside a blue square " * 15  # past the tiny tower's 77-token context
     exec(compile(snippet.replace('"a red circle"', repr(long)), "README.md", "exec"), scope)
     with torch.no_grad():
         assert torch.allclose(scope["hyperbolic"], model.encode_text(model.tokenize([long])), atol=1e-5)

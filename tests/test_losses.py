@@ -178,3 +178,62 @@ def test_terms_follow_the_space_and_the_objective_cones(gen):
     assert logs["contrastive(T|T*,V|V*)"] == pytest.approx(joined.item(), abs=1e-10)
     with pytest.raises(ValueError, match="min_radius"):
         ConeConfig(min_radius=0.0)
+
+
+def test_root_order_loss_closed_form_and_gradient(gen):
+    """``mean(relu(m + log d0(x) - log d0(y)))`` with ``d0 = asinh(sqrt(c)|x|) / sqrt(c)``, in float64;
+    invariant to a global rescaling in the Euclidean limit near the root."""
+    from hysafe.losses import root_order_loss
+
+    x = 0.5 * torch.randn(7, 4, generator=gen, dtype=torch.float64)
+    y = 0.5 * torch.randn(7, 4, generator=gen, dtype=torch.float64)
+    c, m = 2.5, 0.2
+
+    def d0(z):
+        return torch.log(torch.asinh(math.sqrt(c) * z.norm(dim=-1)) / math.sqrt(c))
+
+    expected = torch.clamp(m + d0(x) - d0(y), min=0).mean()
+    assert root_order_loss(x, y, curv=c, margin=m).item() == pytest.approx(expected.item(), abs=1e-14)
+    assert 0 < (m + d0(x) - d0(y) > 0).sum() < 7  # both sides of the hinge are exercised
+    xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: root_order_loss(a, b, curv=c, margin=m), (xg, yg))
+    far = 3 * x / x.norm(dim=-1, keepdim=True)
+    assert root_order_loss(0.01 * x, far, curv=c, margin=m).item() == 0.0  # ordered: no loss
+    tiny = root_order_loss(1e-5 * x, 1e-5 * y, curv=c, margin=m)
+    assert tiny.item() == pytest.approx(
+        root_order_loss(1e-4 * x, 1e-4 * y, curv=c, margin=m).item(), rel=1e-6
+    )
+    with pytest.raises(ValueError, match="pairs rows"):
+        root_order_loss(x, y[:3], curv=c, margin=m)
+    with pytest.raises(ValueError, match="margin"):
+        root_order_loss(x, y, curv=c, margin=-1.0)
+
+
+def test_hysac_named_options_add_terms_and_are_off_by_default(gen):
+    from hysafe.losses import root_order_loss
+
+    emb = {k: 0.3 * torch.randn(5, 4, generator=gen, dtype=torch.float64) for k in ["T", "V", "T*", "V*"]}
+    published = hysac_objective()
+    assert [t.loss for t in published.terms].count("entailment") == 3
+    assert not any(t.loss == "root_order" for t in published.terms)
+    extended = hysac_objective(safety_cones=True, order_weight=0.5, order_margin=0.1)
+    names = [t.name for t in extended.terms]
+    assert names[-5:] == [
+        "entailment(T,T*)",
+        "entailment(V,V*)",
+        "root_order(T,V)",
+        "root_order(V,T*)",
+        "root_order(T*,V*)",
+    ]
+    space = LorentzSpace(curv=1.3)
+    total, logs = extended(emb, space, 10.0)
+    assert logs["root_order(V,T*)"] == pytest.approx(
+        root_order_loss(emb["V"], emb["T*"], curv=1.3, margin=0.1).item(), abs=1e-12
+    )
+    base, base_logs = published(emb, space, 10.0)
+    added = sum(logs[n] * t.weight for n, t in zip(names, extended.terms, strict=True) if n not in base_logs)
+    assert total.item() == pytest.approx(base.item() + added, abs=1e-10)
+    with pytest.raises(ValueError, match="order_weight"):
+        hysac_objective(order_weight=-1.0)
+    with pytest.raises(ValueError, match="hyperbolic"):
+        hysac_objective(order_weight=1.0).check_space(EuclideanSpace())

@@ -219,9 +219,9 @@ def test_edited_scalars_and_bounds_are_range_checked(trained, tmp_path, edit, me
 def test_truncated_captions_are_counted_once(tiny_base, caplog):
     model = create_model("clip", TINY_MODEL, tiny_base)
     with caplog.at_level("WARNING", logger="hysafe"):
-        tokenize_captions(model.tokenizer, ["word " * 100_000, "a cat", "dog " * 30], what="captions")
+        tokenize_captions(model.tokenizer, ["word " * 100_000, "a cat", "dog " * 90], what="captions")
     warnings = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
-    assert warnings == ["captions: 2 of 3 reach the model's context length of 24 tokens and were truncated"]
+    assert warnings == ["captions: 2 of 3 reach the model's context length of 77 tokens and were truncated"]
 
 
 # ------------------------------------------------------------------------------ tracebacks

@@ -22,10 +22,11 @@ def cmd_train(args) -> int:
     from ..models.safety_model import create_feature_model, create_model
     from ..training import TrainConfig, train
     from ..training.loop import seed_everything
-    from ..training.recipes import RECIPE_OPTIONS, get_recipe
+    from ..training.recipes import HYSAC_TERM_OPTIONS, RECIPE_OPTIONS, get_recipe
 
+    named = (*RECIPE_OPTIONS["safer-clip"], *HYSAC_TERM_OPTIONS)
     recipe_options = options_to_kwargs(args, ConeConfig) | {
-        k: getattr(args, k) for k in RECIPE_OPTIONS["safer-clip"] if hasattr(args, k)
+        k: getattr(args, k) for k in named if hasattr(args, k)
     }
     recipe = get_recipe(args.objective, **recipe_options)
     cfg = TrainConfig(**options_to_kwargs(args, TrainConfig))
@@ -129,7 +130,30 @@ def args_train(p) -> None:
     add_options(p, TrainConfig, required=("output_dir",))
     add_options(p, LoraConfig, prefix="lora-")
     add_options(p, ConeConfig)
+    _args_hysac_terms(p)
     _args_safer_clip(p)
+
+
+def _args_hysac_terms(p) -> None:
+    """hysafe's named HySAC options (absent unless given: the published objective)."""
+    p.add_argument(
+        "--safety-cones",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="hysac: add the entailments 'T entails T*' and 'V entails V*' (hysafe's option)",
+    )
+    p.add_argument(
+        "--order-weight",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="hysac: weight of the root-order hinges T < V < T* < V* (default 0: off, as published)",
+    )
+    p.add_argument(
+        "--order-margin",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="hysac: margin of the root-order hinges on the log of the distance (default 0.1)",
+    )
 
 
 def _args_safer_clip(p) -> None:

@@ -66,9 +66,29 @@ class DemoConfig:
         ),
     )
 
+    order_weight: float | None = field(
+        default=None,
+        metadata=_opt(
+            "weight of HySAC's root-order hinges T < V < T* < V* (hysafe's option; default: off, the "
+            "published objective)"
+        ),
+    )
+    safety_cones: bool = field(
+        default=True,
+        metadata=_opt(
+            "HySAC's extra entailments T entails T*, V entails V* (hysafe's option, chosen on validation "
+            "worlds, docs/worlds.md; off: the published seven terms)"
+        ),
+    )
+
     def hysac_options(self) -> dict:
         """The HySAC recipe options these settings override (none: the recipe's defaults)."""
-        given = {"min_radius": self.min_radius, "radius": self.radius}
+        given = {
+            "min_radius": self.min_radius,
+            "radius": self.radius,
+            "order_weight": self.order_weight,
+            "safety_cones": self.safety_cones,
+        }
         return {k: v for k, v in given.items() if v is not None}
 
     select: str = field(

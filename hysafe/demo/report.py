@@ -69,19 +69,31 @@ def _safer_target(pair_quantile: float) -> str:
     return f"the own safe pair when within the nearest {share} of safe captions, else {nearest}"
 
 
-def _defaults_line(cfg: DemoConfig) -> str:
-    rule = get_recipe("hysac", **cfg.hysac_options()).objective.cones
+def _hysac_line(cfg: DemoConfig) -> str:
+    """The HySAC objective's cone rule and any of hysafe's terms beyond the published seven."""
+    objective = get_recipe("hysac", **cfg.hysac_options()).objective
+    rule = objective.cones
     cones = (
         f"absolute K = {rule.min_radius:g}"
         if rule.radius == "absolute"
         else f"K relative to the embeddings (ratio {rule.radius_ratio:g})"
     )
+    published = {t.name for t in get_recipe("hysac").objective.terms}
+    extra = [f"{t.name} x{t.weight:g}" for t in objective.terms if t.name not in published]
+    if not extra:
+        return f"{cones} (the published objective)"
+    margin = f", log-distance margin {objective.order_margin:g}" if "root_order" in str(extra) else ""
+    return f"{cones}, plus {', '.join(extra)}{margin}"
+
+
+def _defaults_line(cfg: DemoConfig) -> str:
+    cones = _hysac_line(cfg)
     safer = get_recipe("safer-clip").objective
     return (
         f"Defaults: fine-tune {cfg.finetune_epochs} epochs, batch "
         f"{cfg.batch_size}, lr {cfg.lr:g}, LoRA r{cfg.lora.r} alpha "
         f"{cfg.lora.alpha:g}, "
-        f"HySAC cones: {cones}, traversal tau `{cfg.traversal}`, SafeR-CLIP "
+        f"HySAC: cones with {cones}, traversal tau `{cfg.traversal}`, SafeR-CLIP "
         f"target: {_safer_target(safer.pair_quantile)} "
         f"(redirection scale: {safer.redirection_scale or 'the logit scale'}), "
         f"seed {cfg.seed}."

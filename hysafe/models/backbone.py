@@ -36,6 +36,7 @@ from torch import nn
 
 from .attention import MATH_MAX_TOKENS, compute_dtype, image_tokens, training_attention
 from .lora_dropout import use_sparse_dropout
+from .text_trim import trimmed_text_features
 
 logger = logging.getLogger(__name__)
 
@@ -251,7 +252,7 @@ class OpenClipBackbone(nn.Module):
 
     def text_features(self, tokens: torch.Tensor) -> torch.Tensor:
         with self._attention(getattr(self.model, "text", self.model), tokens.shape[-1], tokens.device):
-            return self.model.encode_text(tokens, normalize=False)
+            return trimmed_text_features(self.model, tokens)
 
     def _attention(self, tower: nn.Module, tokens: int | None, device: torch.device):
         """The attention kernel rule for one tower's call; a checkpointed tower recomputes its blocks in the

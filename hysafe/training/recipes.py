@@ -58,15 +58,27 @@ RECIPES: dict[str, tuple[str, str, float]] = {
 _DEFAULT_FOR_KIND = {"hysac": "hysac", "safeclip": "safeclip", "clip": "clip-pretrain"}
 
 
-def _hysac(entailment_weight: float = 1.0, **cone_options) -> Objective:
-    return hysac_objective(entailment_weight, ConeConfig(**cone_options))
+#: HySAC's recipe options that are not cone settings (hysafe's named options, off by default)
+HYSAC_TERM_OPTIONS = ("safety_cones", "order_weight", "order_margin")
+
+
+def _hysac(entailment_weight: float = 1.0, **options) -> Objective:
+    terms = {k: options.pop(k) for k in HYSAC_TERM_OPTIONS if k in options}
+    return hysac_objective(entailment_weight, ConeConfig(**options), **terms)
 
 
 #: recipe -> how its objective is built from the recipe's options
 _OBJECTIVE_BUILDERS = {"hysac": _hysac, "safer-clip": safer_clip_objective}
 #: recipe -> the options it takes (for messages)
 RECIPE_OPTIONS = {
-    "hysac": ("entailment_weight", "radius", "min_radius", "radius_ratio", "aperture_scale"),
+    "hysac": (
+        "entailment_weight",
+        "radius",
+        "min_radius",
+        "radius_ratio",
+        "aperture_scale",
+        *HYSAC_TERM_OPTIONS,
+    ),
     "safer-clip": ("redirection_weight", "image_target", "redirection_scale", "pair_quantile"),
 }
 
@@ -74,7 +86,8 @@ RECIPE_OPTIONS = {
 def get_recipe(name: str, **options) -> Recipe:
     """The recipe ``name`` with its options: for ``hysac`` ``entailment_weight`` and the
     :class:`~hysafe.losses.ConeConfig` fields (``radius``, ``min_radius``, ``radius_ratio``,
-    ``aperture_scale``); for
+    ``aperture_scale``) and hysafe's term options ``safety_cones``, ``order_weight``, ``order_margin``
+    (:func:`~hysafe.losses.hysac_objective`); for
     ``safer-clip`` ``redirection_weight``, ``image_target``, ``redirection_scale`` and ``pair_quantile`` (the
     parts the poster leaves open)."""
     if name not in RECIPES:

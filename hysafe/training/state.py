@@ -36,7 +36,7 @@ def run_fingerprint(model, recipe) -> dict:
     backbone's file path may move; its architecture may not)."""
     config = model.config.to_dict()
     config["backbone"].pop("pretrained", None)
-    return {
+    fingerprint = {
         "recipe": recipe.name,
         "objective": [list(map(str, (t.loss, t.inputs, t.weight))) for t in recipe.objective.terms],
         "cones": [
@@ -48,6 +48,9 @@ def run_fingerprint(model, recipe) -> dict:
         "redirection_scale": recipe.objective.redirection_scale,
         "model": config,
     }
+    if any(t.loss == "root_order" for t in recipe.objective.terms):  # absent before the option existed
+        fingerprint["order_margin"] = recipe.objective.order_margin
+    return fingerprint
 
 
 def _differences(a, b, prefix: str = "") -> list[str]:
