@@ -17,6 +17,7 @@ total and every term's value by name, for logging.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -240,10 +241,9 @@ def hysac_objective(
     more specific one, the slides' g(T) < g(T*), g(V) < g(V*)); ``order_weight > 0`` adds the
     root-order hinges along :data:`ROOT_ORDER` (:func:`~hysafe.losses.ordering.root_order_loss`,
     margin ``order_margin`` on the log of the distance)."""
-    if not order_weight >= 0:
-        raise ValueError(f"HySAC order_weight must be >= 0, got {order_weight}")
-    if not order_margin >= 0:
-        raise ValueError(f"HySAC order_margin must be >= 0, got {order_margin}")
+    for name, value in (("order_weight", order_weight), ("order_margin", order_margin)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"HySAC {name} must be a finite number >= 0, got {value}")
     c, e = "contrastive", "entailment"
     terms = [
         Term(c, ("T", "V")),

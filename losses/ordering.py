@@ -13,6 +13,8 @@ left the order unmet. Off in the published objective (``hysac_objective(order_we
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -31,7 +33,7 @@ def root_order_loss(x: Tensor, y: Tensor, *, curv: Tensor | float, margin: float
     0.1: ``y`` at least ~10% farther out than ``x``)."""
     if x.shape != y.shape:
         raise ValueError(f"root order pairs rows: got shapes {tuple(x.shape)} and {tuple(y.shape)}")
-    if not margin >= 0:
+    if not (math.isfinite(margin) and margin >= 0):
         raise ValueError(f"root order margin must be >= 0, got {margin}")
     gap = _log_distance(x, curv) - _log_distance(y, curv)
     return torch.relu(margin + gap).mean()

@@ -332,6 +332,14 @@ def test_hysac_named_options_reach_the_recipe_the_cli_and_the_resume_fingerprint
     assert "entailment(V,V*)" in {t.name for t in hy.objective.terms}
     with pytest.raises(ValueError, match=r"does not take order_weight \(of the hysac recipe\)"):
         get_recipe("safeclip", order_weight=1.0)
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="order_margin must be a finite number"):
+            get_recipe("hysac", order_weight=1.0, order_margin=bad)
+    from hysafe.demo import DemoConfig
+
+    with pytest.raises(ValueError, match="order_weight must be a finite number >= 0, got nan"):
+        DemoConfig(order_weight=float("nan"))  # before any stage runs
+    assert DemoConfig().hysac_options() == {"safety_cones": True}
     model = create_model("hysac", TINY_MODEL, tiny_base)
     assert "order_margin" not in run_fingerprint(model, published)
     assert run_fingerprint(model, hy)["order_margin"] == 0.3

@@ -114,6 +114,12 @@ class DemoConfig:
     seed: int = field(default=0, metadata=_opt("seed of the world and of every training"))
     progress: bool = field(default=True, metadata=_opt("progress bars"))
 
+    def __post_init__(self):
+        """HySAC's recipe options are checked before any stage runs (not after pretraining)."""
+        from ..training.recipes import get_recipe
+
+        get_recipe("hysac", **self.hysac_options())
+
     @classmethod
     def quick(cls, seed: int = 0, **overrides) -> "DemoConfig":
         """A small world and few epochs: a smoke run of under a minute."""
