@@ -95,7 +95,7 @@ def report_markdown(folders: list[Path], what: str = FRESH) -> str:
     runs = {f.name: json.loads((f / "checks.json").read_text()) for f in folders}
     names = list(dict.fromkeys(c["name"] for checks in runs.values() for c in checks))
     lines = [
-        f"{what} ({len(runs)} worlds), as they came out.",
+        f"{what} ({len(runs)} world{'s' if len(runs) != 1 else ''}), as they came out.",
         "",
         "| check | pass rate | " + " | ".join(runs) + " |",
         "|---|---|" + "---|" * len(runs),

@@ -5,8 +5,8 @@
 One training forward + backward of the text tower (``hysafe-tiny``, fp32) on a batch of captions of a given
 world: at a 24-token context (v0.5 and before), at 77 tokens through open_clip's ``encode_text`` (every
 column), and at 77 tokens through :func:`hysafe.models.text_trim.trimmed_text_features` (the columns up to the
-batch's last end-of-text token). Medians of timed repeats after warm-up, in one process, so the ratios
-compare like with like on a shared host.
+batch's last end-of-text token). Medians of timed repeats after warm-up (with their spread), in one
+process; on a host shared with other jobs the spread shows when the ratios are not to be trusted.
 """
 
 from __future__ import annotations
@@ -49,12 +49,14 @@ def tower(context: int) -> torch.nn.Module:
     return open_clip.model.CLIP(**cfg)
 
 
-def step_seconds(model, tokens, forward, repeats: int) -> float:
+def step_seconds(model, tokens, forward, repeats: int) -> list[float]:
+    """Seconds of each timed forward + backward (after two warm-up steps)."""
+
     def step():
         model.zero_grad(set_to_none=True)
         forward(model, tokens).square().sum().backward()
 
-    return statistics.median(timed(step, repeats=repeats, warmup=2))
+    return timed(step, repeats=repeats, warmup=2)
 
 
 def measure(world: str, batch: int, repeats: int) -> dict:
@@ -64,17 +66,19 @@ def measure(world: str, batch: int, repeats: int) -> dict:
     tokens24 = open_clip.tokenize(texts, context_length=24)
     lengths = (tokens77.argmax(-1) + 1).tolist()
     encode = lambda m, t: m.encode_text(t)  # noqa: E731
-    seconds = {
+    times = {
         "context 24": step_seconds(tower(24), tokens24, encode, repeats),
         "context 77": step_seconds(full, tokens77, encode, repeats),
         "context 77 trimmed": step_seconds(full, tokens77, trimmed_text_features, repeats),
     }
+    seconds = {k: statistics.median(v) for k, v in times.items()}
     return {
         "world": world,
         "batch": len(texts),
         "longest caption (tokens)": max(lengths),
         "captions cut at 24 tokens": sum(n > 24 for n in lengths),
         "seconds": seconds,
+        "spread (min, max)": {k: [min(v), max(v)] for k, v in times.items()},
         "vs context 24": {k: v / seconds["context 24"] for k, v in seconds.items()},
     }
 

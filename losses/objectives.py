@@ -241,9 +241,12 @@ def hysac_objective(
     more specific one, the slides' g(T) < g(T*), g(V) < g(V*)); ``order_weight > 0`` adds the
     root-order hinges along :data:`ROOT_ORDER` (:func:`~hysafe.losses.ordering.root_order_loss`,
     margin ``order_margin`` on the log of the distance)."""
+    if not isinstance(safety_cones, bool):
+        raise ValueError(f"HySAC safety_cones must be True or False, got {safety_cones!r}")
     for name, value in (("order_weight", order_weight), ("order_margin", order_margin)):
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"HySAC {name} must be a finite number >= 0, got {value}")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and value >= 0):
+            raise ValueError(f"HySAC {name} must be a finite number >= 0, got {value!r}")
     c, e = "contrastive", "entailment"
     terms = [
         Term(c, ("T", "V")),

@@ -332,9 +332,11 @@ def test_hysac_named_options_reach_the_recipe_the_cli_and_the_resume_fingerprint
     assert "entailment(V,V*)" in {t.name for t in hy.objective.terms}
     with pytest.raises(ValueError, match=r"does not take order_weight \(of the hysac recipe\)"):
         get_recipe("safeclip", order_weight=1.0)
-    for bad in (float("nan"), float("inf"), -1.0):
+    for bad in (float("nan"), float("inf"), -1.0, "1", None, True):
         with pytest.raises(ValueError, match="order_margin must be a finite number"):
             get_recipe("hysac", order_weight=1.0, order_margin=bad)
+    with pytest.raises(ValueError, match="safety_cones must be True or False, got 'false'"):
+        get_recipe("hysac", safety_cones="false")
     from hysafe.demo import DemoConfig
 
     with pytest.raises(ValueError, match="order_weight must be a finite number >= 0, got nan"):

@@ -63,3 +63,13 @@ def test_the_lora_backbone_trims_with_adapters(tiny_base):
         inner = model.backbone.model
         expected = inner.encode_text(tokens)
         assert torch.allclose(model.backbone.text_features(tokens), expected, atol=1e-6)
+
+
+def test_malformed_token_batches_are_named_errors(tiny_clip):
+    tokens = open_clip.get_tokenizer(TINY_MODEL)(["a cat"])
+    wide = torch.cat([tokens, torch.zeros(1, 23, dtype=tokens.dtype)], dim=1)
+    with pytest.raises(ValueError, match="100 wide, past the text tower's 77-token context"):
+        trimmed_text_features(tiny_clip, wide)  # open_clip: a broadcast error, or columns dropped
+    for bad in (tokens[0], tokens.double()):
+        with pytest.raises(ValueError, match=r"\(batch, length\) integer tensor"):
+            trimmed_text_features(tiny_clip, bad)

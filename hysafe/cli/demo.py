@@ -13,10 +13,9 @@ def cmd_demo(args) -> int:
     print(f"report: {result.report}")
     print(result.comparison.to_markdown())
     print(checks_summary(result.checks))
-    page = result.report / "compare" / "index.html"
+    page = result.report.parent / "compare" / "index.html"
     if page.is_file():
         print(f"comparison page: {page}")
-    print(f"details: {result.report / 'report.md'}")
     return 0
 
 

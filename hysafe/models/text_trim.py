@@ -14,7 +14,7 @@ from __future__ import annotations
 from open_clip.transformer import text_global_pool
 from torch import Tensor, nn
 
-__all__ = ["pooled_positions", "trimmable", "trimmed_text_features"]
+__all__ = ["check_token_batch", "pooled_positions", "trimmable", "trimmed_text_features"]
 
 #: open_clip text poolings that read one token per row, found from the token ids
 TOKEN_POOLS = ("argmax", "eos")
@@ -41,9 +41,26 @@ def pooled_positions(tokens: Tensor, pool_type: str, eos_id: int | None) -> Tens
     return (tokens == eos_id).int().argmax(dim=-1)
 
 
+def check_token_batch(tokens: Tensor, context: int) -> None:
+    """Raise a clear error unless ``tokens`` is a ``(batch, length <= context)`` integer id tensor (the
+    tokenizer's output); open_clip's full forward refuses other widths deep in a broadcast."""
+    if tokens.ndim != 2 or tokens.dtype.is_floating_point or tokens.dtype.is_complex:
+        raise ValueError(
+            f"token ids must be a (batch, length) integer tensor (model.tokenize's output), "
+            f"got shape {tuple(tokens.shape)} of {tokens.dtype}"
+        )
+    if tokens.shape[1] > context:
+        raise ValueError(
+            f"token ids are {tokens.shape[1]} wide, past the text tower's {context}-token context"
+        )
+
+
 def trimmed_text_features(model: nn.Module, tokens: Tensor) -> Tensor:
     """``model.encode_text(tokens, normalize=False)``, computed on the columns up to the last pooled one."""
-    if not trimmable(model) or tokens.ndim != 2 or tokens.shape[0] == 0:
+    if not trimmable(model):
+        return model.encode_text(tokens, normalize=False)
+    check_token_batch(tokens, model.positional_embedding.shape[0])
+    if tokens.shape[0] == 0:
         return model.encode_text(tokens, normalize=False)
     eos_id = getattr(model, "text_eos_id", None)
     length = int(pooled_positions(tokens, model.text_pool_type, eos_id).max()) + 1
