@@ -180,7 +180,7 @@ def test_dataset_items_preload_and_targets(tmp_path):
     lazy = QuadrupletDataset(rows, preprocess=pre, tokenizer=tok)
     eager = QuadrupletDataset(rows, preprocess=pre, tokenizer=tok, preload=True, targets=[5, 4, 3, 2, 1, 0])
     item, item2 = lazy[2], eager[2]
-    assert item["image"].shape == (3, 32, 32) and item["text"].shape == (24,)
+    assert item["image"].shape == (3, 32, 32) and item["text"].shape == (77,)
     assert torch.equal(item["image"], item2["image"]) and torch.equal(
         item["unsafe_text"], item2["unsafe_text"]
     )

@@ -1,5 +1,6 @@
 """The demo's report folder: ``report.md`` (defaults, timings, safety checks, distances, comparison,
-plots), ``checks.json`` and ``timings.json`` (``demo_config.json`` is written by the demo at its start)."""
+plots), ``checks.json`` and ``timings.json`` (``demo_config.json`` is written by the demo at its start).
+(Over 300 lines: every section of the report, each a small function, beside the one writer.)"""
 
 from __future__ import annotations
 
