@@ -4,8 +4,8 @@ open_clip's built-in text tower (``CLIP.encode_text``) always runs its whole con
 although the pooled feature is the one at the end-of-text token and the attention is causal: a position
 never sees the positions after it. Columns after the last pooled position of every row therefore change
 nothing, and :func:`trimmed_text_features` drops them before the forward: the tower runs as many columns
-as the batch's longest caption has tokens (about 21 on the embedded world), not 77. ``bench/text_context.py`` times
-the 24-token, full 77-token and trimmed forwards.
+as the batch's longest caption has tokens (about 21 on the embedded world), not 77.
+``bench/text_context.py`` times the 24-token, full 77-token and trimmed forwards.
 The result equals ``encode_text`` (tests/test_text_trim.py); towers it does not know (a custom text tower,
 a pooling that is not at a token) keep open_clip's forward.
 """
