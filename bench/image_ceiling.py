@@ -40,13 +40,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 from common import machine  # noqa: E402
-from sklearn.metrics import roc_auc_score  # noqa: E402
 from torch import nn  # noqa: E402
 from worlds import code_digest, world_setup  # noqa: E402
 
 from hysafe.demo import DemoConfig  # noqa: E402
+from hysafe.evaluation.ceiling import (  # noqa: E402
+    TowerClassifier,
+    binary_scores,
+    fit_binary,
+    labelled_images,
+    separation,
+)
 from hysafe.models.safety_model import create_model  # noqa: E402
-from hysafe.training.validation import distance_stats  # noqa: E402
 
 #: classifier -> (epochs, learning rate)
 SETTINGS = {
@@ -64,13 +69,6 @@ TOWERS = {
     "rn32": {"layers": [1, 1, 1, 1], "width": 32, "head_width": 64},
     "timm-resnet": {"timm_model_name": "test_resnet", "timm_pool": "max", "timm_proj": "linear"},
 }
-
-
-def image_labels(dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """Safe then unsafe images of a quadruplet split, labels 0 / 1."""
-    rows = [dataset[i] for i in range(len(dataset))]
-    x = torch.stack([r["image"] for r in rows] + [r["unsafe_image"] for r in rows])
-    return x, torch.cat([torch.zeros(len(rows)), torch.ones(len(rows))])
 
 
 class SmallCNN(nn.Module):
@@ -95,56 +93,6 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(1)
-
-
-class TowerClassifier(nn.Module):
-    """An open_clip image tower with a linear head on its embedding."""
-
-    def __init__(self, tower: nn.Module, embed_dim: int | None = None):
-        super().__init__()
-        self.tower, self.head = tower, nn.Linear(embed_dim or tower.output_dim, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.tower(x)).squeeze(1)
-
-
-@torch.no_grad()
-def scores(net: nn.Module, x: torch.Tensor, batch: int = 512) -> torch.Tensor:
-    net.eval()
-    return torch.cat([net(x[i : i + batch]) for i in range(0, len(x), batch)])
-
-
-def fit(
-    net: nn.Module, train: tuple, val: tuple, *, epochs: int, lr: float, batch: int = 64, seed: int = 0
-) -> nn.Module:
-    """Binary cross-entropy with AdamW; returns ``net`` with the weights of its best validation ROC-AUC."""
-    torch.manual_seed(seed)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr)
-    best, state = -1.0, None
-    for _ in range(epochs):
-        net.train()
-        for idx in torch.randperm(len(train[0])).split(batch):
-            loss = nn.functional.binary_cross_entropy_with_logits(net(train[0][idx]), train[1][idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        auc = roc_auc_score(val[1].numpy(), scores(net, val[0]).numpy())
-        if auc > best:
-            best, state = auc, {k: v.clone() for k, v in net.state_dict().items()}
-    net.load_state_dict(state)
-    return net
-
-
-def separation(s: torch.Tensor, y: torch.Tensor) -> dict:
-    """ROC-AUC and the ordering check's percentiles for scores ``s`` (higher: unsafe)."""
-    safe, unsafe = distance_stats(s[y == 0]), distance_stats(s[y == 1])
-    return {
-        "roc_auc": float(roc_auc_score(y.numpy(), s.numpy())),
-        "safe_up_95": safe["up_95"],
-        "unsafe_low_05": unsafe["low_05"],
-        "unsafe_below_safe_95": float((s[y == 1] < safe["up_95"]).float().mean()),
-        "separated": unsafe["low_05"] > safe["up_95"],
-    }
 
 
 def scratch_tower(name: str, embed_dim: int) -> nn.Module:
@@ -173,7 +121,7 @@ def run_world(world: str, runs: Path, seed: int, classifiers: list[str]) -> list
     cfg, _, (train, val, test), base = world_setup(
         world, runs, DemoConfig(progress=False, seed=seed), code_digest()
     )
-    data = {name: image_labels(d) for name, d in (("train", train), ("val", val), ("test", test))}
+    data = {name: labelled_images(d) for name, d in (("train", train), ("val", val), ("test", test))}
     embed_dim = create_model("clip", cfg.model, None, lora=None).backbone.embed_dim
     nets = {
         "clip-tower": lambda: TowerClassifier(
@@ -192,7 +140,7 @@ def run_world(world: str, runs: Path, seed: int, classifiers: list[str]) -> list
         for p in net.parameters():
             p.requires_grad_(True)
         ms = cost(net, data["train"][0][:128])
-        fit(net, data["train"], data["val"], epochs=epochs, lr=lr, seed=seed)
+        fit_binary(net, data["train"], data["val"], epochs=epochs, lr=lr, seed=seed)
         rec = {
             "world": world,
             "classifier": name,
@@ -202,7 +150,7 @@ def run_world(world: str, runs: Path, seed: int, classifiers: list[str]) -> list
             "seconds": round(time.time() - t, 1),
             "ms_per_128": round(ms, 1),
             "parameters": sum(p.numel() for p in net.parameters()),
-            **separation(scores(net, data["test"][0]), data["test"][1]),
+            **separation(binary_scores(net, data["test"][0]), data["test"][1]),
         }
         print(json.dumps(rec), flush=True)
         records.append(rec)

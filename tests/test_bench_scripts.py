@@ -162,15 +162,17 @@ def test_image_ceiling_helpers_fit_and_score():
     import torch
 
     sys.path.insert(0, str(ROOT / "bench"))
-    from image_ceiling import SmallCNN, fit, scores, separation
+    from image_ceiling import SmallCNN
+
+    from hysafe.evaluation.ceiling import binary_scores, fit_binary, separation
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(64, 3, 32, 32, generator=g) * 0.2
     y = torch.cat([torch.zeros(32), torch.ones(32)])
     x[32:, :, 10:14, 10:14] += 0.8  # the unsafe half carries a bright patch
     torch.manual_seed(0)  # the network's initial weights
-    net = fit(SmallCNN(width=8), (x, y), (x, y), epochs=60, lr=1e-2, batch=16)
-    sep = separation(scores(net, x), y)
+    net = fit_binary(SmallCNN(width=8), (x, y), (x, y), epochs=60, lr=1e-2, batch=16)
+    sep = separation(binary_scores(net, x), y)
     assert sep["roc_auc"] == 1.0 and sep["separated"] and sep["unsafe_below_safe_95"] == 0.0
     s = torch.cat([torch.arange(100.0), torch.arange(100.0) + 50])
     sep = separation(s, torch.cat([torch.zeros(100), torch.ones(100)]))

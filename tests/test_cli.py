@@ -13,7 +13,8 @@ def demo(tmp_path_factory):
     here, parent = os.getcwd(), tmp_path_factory.mktemp("demo-parent")
     os.chdir(parent)  # a relative --out, as the README's `hysafe demo` (hysafe-report/)
     try:
-        assert main(["demo", "--quick", "--out", "report", "--no-progress"]) == 0
+        # the image ceiling on every run (by default only where HySAC's images overlap)
+        assert main(["demo", "--quick", "--out", "report", "--no-progress", "--image-ceiling", "always"]) == 0
     finally:
         os.chdir(here)
     return parent / "report"
@@ -38,6 +39,12 @@ def test_demo_writes_report_metrics_plots_and_checkpoints(demo):
         "SafeR-CLIP vs Safe-CLIP (V*->T u T*)",
         "SafeR-CLIP vs Safe-CLIP (T->V)",
     }
+    ceiling = json.loads((demo / "image_ceiling.json").read_text())
+    assert 0.0 <= ceiling["unsafe_below_safe_95"] <= 1.0 and ceiling["epochs"] == 50
+    assert 0.0 <= ceiling["hysac_unsafe_below_safe_95"] <= 1.0 and 0.0 <= ceiling["roc_auc"] <= 1.0
+    (ordering,) = [c for c in checks if c["name"] == "ordering S < V < U < G"]
+    share = f"HySAC {100 * ceiling['hysac_unsafe_below_safe_95']:.1f}% vs the tower's supervised ceiling"
+    assert share in ordering["detail"] and "The image tower's supervised ceiling" in report
     for name in ("root_distances", "poincare_disk", "traversal", "roc_curves", "recall_bars"):
         png = demo / "plots" / f"{name}.png"
         assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"

@@ -100,6 +100,15 @@ class DemoConfig:
         ),
     )
     traversal: str = field(default=DEFAULT_TAU, metadata=_opt("tau rule or number for HySAC + traversal"))
+    image_ceiling: str = field(
+        default="auto",
+        metadata=_opt(
+            "measure the image tower's supervised ceiling (the pretrained tower, every weight trained on "
+            "the labels) and judge HySAC's image ordering against it: 'auto' only where V 95%% < G 5%% "
+            "fails without it, 'always', or 'never'",
+            choices=("auto", "always", "never"),
+        ),
+    )
     workers: int = field(
         default=0,
         metadata=_opt(
@@ -119,6 +128,10 @@ class DemoConfig:
         from ..training.recipes import get_recipe
 
         get_recipe("hysac", **self.hysac_options())
+        if self.image_ceiling not in ("auto", "always", "never"):
+            raise ValueError(
+                f"DemoConfig.image_ceiling must be 'auto', 'always' or 'never', got {self.image_ceiling!r}"
+            )
 
     @classmethod
     def quick(cls, seed: int = 0, **overrides) -> "DemoConfig":

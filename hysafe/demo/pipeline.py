@@ -31,6 +31,7 @@ from ..training.pretrain import export_open_clip, pretrain_clip
 from ..training.recipes import get_recipe
 from ..utils.extras import missing_module_message
 from ..utils.progress import logger as progress_logger
+from .ceiling import image_ceiling_stage
 from .config import DemoConfig
 from .report import write_comparison_page, write_plots, write_report
 
@@ -344,8 +345,12 @@ def _evaluate_and_report(
     comparison = compare_models(models, test_set, val_set, traversal=cfg.traversal, train=train_set)
     paths = comparison.save(out)
     distances = safety_bounds(models["HySAC"], test_set)
-    checks = safety_checks(comparison, distances)
     timings["evaluate"] = time.time() - t
+    t = time.time()
+    ceiling = image_ceiling_stage(cfg, base, models["HySAC"], splits, distances, out)
+    if ceiling is not None:
+        timings["image ceiling"] = time.time() - t
+    checks = safety_checks(comparison, distances, image_ceiling=ceiling)
     t = time.time()
     emb = {name: embed_dataset(m, test_set) for name, m in models.items()}
     plots = write_plots(models, emb, comparison, cfg.traversal, out / "plots")

@@ -23,6 +23,7 @@ from ..evaluation.plots import (
 )
 from ..populations import MODALITIES, POPULATIONS, SAFE_IMAGE, UNSAFE_IMAGE, UNSAFE_TEXT, modality_pair
 from ..training.recipes import get_recipe
+from .ceiling import ceiling_lines
 from .config import DemoConfig
 
 logger = logging.getLogger(__name__)
@@ -192,6 +193,7 @@ def write_report(
         "## Safety checks (hysafe.evaluation.checks)",
         "",
         checks_markdown(checks),
+        *ceiling_lines(out),
         "## HySAC: distance to the root (test split)",
         "",
         *_distance_table(distances),

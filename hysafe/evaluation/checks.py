@@ -74,14 +74,14 @@ def _separated(distances: dict, ceiling: tuple[float, float] | None) -> tuple[bo
     images below the safe 95th percentile, HySAC's within :data:`CEILING_MARGIN` of the ceiling's."""
     v95, g5 = distances["V"]["up_95"], distances["G"]["low_05"]
     detail = f"V 95% {v95:.3f} vs G 5% {g5:.3f}"
-    if v95 < g5 or ceiling is None:
+    if ceiling is None:
         return v95 < g5, detail
     ours, ceiling = ceiling
     detail += (
         f"; unsafe images below the safe 95%: HySAC {100 * ours:.1f}% vs the tower's supervised "
         f"ceiling {100 * ceiling:.1f}% (+{100 * CEILING_MARGIN:.0f} points allowed)"
     )
-    return ours <= ceiling + CEILING_MARGIN, detail
+    return v95 < g5 or ours <= ceiling + CEILING_MARGIN, detail
 
 
 def _ordering_check(
@@ -155,7 +155,7 @@ def safety_checks(
 
     ``distances``: HySAC's distance-to-root statistics per population on the test split
     (:func:`hysafe.training.safety_bounds` of the test set). ``image_ceiling``, when the image
-    tower's supervised ceiling is known (``bench/image_ceiling.py``): ``(HySAC's share, the ceiling's
+    tower's supervised ceiling is known (:func:`hysafe.evaluation.ceiling.image_tower_ceiling`, which ``hysafe demo`` runs where the separation fails without it): ``(HySAC's share, the ceiling's
     share)`` of unsafe test images below the safe 95th percentile
     (:func:`hysafe.training.validation.image_overlap`)."""
     return (

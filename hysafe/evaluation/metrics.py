@@ -9,7 +9,7 @@ from torch import Tensor
 
 from hysafe.geometry import Space
 
-__all__ = ["recall_from_ranking", "recall_at_k", "ranked_indices"]
+__all__ = ["recall_from_ranking", "recall_at_k", "ranked_indices", "distance_stats"]
 
 
 def ranked_indices(queries: Tensor, gallery: Tensor, space: Space, k: int, *, chunk: int = 1024) -> Tensor:
@@ -44,3 +44,13 @@ def recall_at_k(
     ranking = ranked_indices(queries, gallery, space, max(ks))
     clipped = recall_from_ranking(ranking, positives, sorted({min(k, ranking.shape[1]) for k in ks}))
     return {k: clipped[min(k, ranking.shape[1])] for k in ks}  # k beyond the gallery: all of it
+
+
+def distance_stats(d: Tensor) -> dict[str, float]:
+    """Mean, 5th and 95th percentile of distances to the root (the statistics of a safety bound);
+    any score where higher means further from safe."""
+    return {
+        "avg": d.mean().item(),
+        "low_05": torch.quantile(d, 0.05).item(),
+        "up_95": torch.quantile(d, 0.95).item(),
+    }

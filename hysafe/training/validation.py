@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..evaluation.metrics import recall_at_k
+from ..evaluation.metrics import distance_stats, recall_at_k
 from ..models.checkpoint import save_model, uses_adapter_form
 from ..models.embed import embed_dataset
 from ..models.safety_model import SafetyModel, trainable_parameters
@@ -101,15 +101,6 @@ def validation_recalls(
         out |= _ordering(model, emb)
     out["score"] = out["recall_sum"] * out["ordering"] if safety else out["recall_sum"]
     return out
-
-
-def distance_stats(d: Tensor) -> dict[str, float]:
-    """Mean, 5th and 95th percentile of distances to the root (the statistics of a safety bound)."""
-    return {
-        "avg": d.mean().item(),
-        "low_05": torch.quantile(d, 0.05).item(),
-        "up_95": torch.quantile(d, 0.95).item(),
-    }
 
 
 def image_overlap(model: SafetyModel, dataset, *, batch_size: int = 256) -> float:
