@@ -155,8 +155,9 @@ def safety_checks(
 
     ``distances``: HySAC's distance-to-root statistics per population on the test split
     (:func:`hysafe.training.safety_bounds` of the test set). ``image_ceiling``, when the image
-    tower's supervised ceiling is known (:func:`hysafe.evaluation.ceiling.image_tower_ceiling`, which ``hysafe demo`` runs where the separation fails without it): ``(HySAC's share, the ceiling's
-    share)`` of unsafe test images below the safe 95th percentile
+    tower's supervised ceiling is known (:func:`hysafe.evaluation.ceiling.image_tower_ceiling`,
+    which ``hysafe demo`` runs where the separation fails without it): ``(HySAC's share, the
+    ceiling's share)`` of unsafe test images below the safe 95th percentile
     (:func:`hysafe.training.validation.image_overlap`)."""
     return (
         _classifier_checks(comparison, hysac, clip)
