@@ -16,7 +16,7 @@ from .manifest import Quadruplet, load_manifest
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["QuadrupletDataset", "load_image", "tokenize_captions", "truncated_count"]
+__all__ = ["QuadrupletDataset", "load_image", "pad_id", "tokenize_captions", "truncated_count"]
 
 
 def load_image(
@@ -32,10 +32,18 @@ def load_image(
         raise ValueError(f"{where}row {row_id}, field {field!r}: unreadable image {path} ({e})") from e
 
 
-def truncated_count(tokens: torch.Tensor) -> int:
+def pad_id(tokenizer: Callable) -> int:
+    """The padding id of an open_clip tokenizer: a Hugging Face tokenizer's own (RoBERTa's is 1),
+    0 for open_clip's BPE tokenizer."""
+    pad = getattr(getattr(tokenizer, "tokenizer", None), "pad_token_id", None)
+    return pad if isinstance(pad, int) else 0
+
+
+def truncated_count(tokens: torch.Tensor, pad: int = 0) -> int:
     """How many rows of token ids ``(N, context)`` fill the whole context: they were cut there (or
-    fit it exactly; open_clip's tokenizers end a cut caption with the end token at the last place)."""
-    return int((tokens[:, -1] != 0).sum()) if tokens.dim() == 2 else 0
+    fit it exactly; open_clip's tokenizers end a cut caption with the end token at the last place).
+    ``pad``: the tokenizer's padding id (:func:`pad_id`)."""
+    return int((tokens[:, -1] != pad).sum()) if tokens.dim() == 2 else 0
 
 
 def tokenize_captions(tokenizer: Callable, texts: Sequence[str], *, what: str = "texts") -> torch.Tensor:
@@ -48,7 +56,7 @@ def tokenize_captions(tokenizer: Callable, texts: Sequence[str], *, what: str = 
             f"{what}: {len(blank)} empty or blank text(s) (first at position {blank[0]}); give non-empty text"
         )
     tokens = tokenizer(texts)
-    truncated = truncated_count(tokens)
+    truncated = truncated_count(tokens, pad_id(tokenizer))
     if truncated:
         logger.warning(
             "%s: %d of %d reach the model's context length of %d tokens and were truncated",
@@ -88,6 +96,7 @@ class QuadrupletDataset(Dataset):
             raise ValueError("mixing rows with and without images in one dataset is not supported")
         if self.has_images and preprocess is None:
             raise ValueError("rows have images: pass the model's preprocess")
+        self.pad_id = pad_id(tokenizer)
         self.safe_tokens = tokenize_captions(
             tokenizer, [r.safe_text for r in self.rows], what="safe captions"
         )

@@ -112,7 +112,7 @@ def context_note(splits) -> str | None:
     """A warning when more than :data:`TRUNCATION_WARN_SHARE` of the unsafe captions of any split fill
     the model's text context (words after it are invisible to every model), else None."""
     counts = {
-        name: (truncated_count(ds.unsafe_tokens), len(ds))
+        name: (truncated_count(ds.unsafe_tokens, ds.pad_id), len(ds))
         for name, ds in zip(("train", "validation", "test"), splits, strict=True)
     }
     if all(cut <= TRUNCATION_WARN_SHARE * n for cut, n in counts.values()):

@@ -139,6 +139,13 @@ def open_clip_name(cfg: dict) -> str | None:
 def hf_config_from_open_clip(cfg: dict):
     """A transformers ``CLIPConfig`` for an open_clip model config (standard ViT towers only)."""
     tf = _transformers()
+    hf_text = cfg.get("text_cfg", {}).get("hf_model_name")
+    if hf_text:
+        raise ValueError(
+            "a transformers CLIPModel has CLIP's own text tower; this model's is the Hugging Face model "
+            f"{hf_text}, so it cannot be exported as one. Its merged hysafe checkpoint is an open_clip "
+            "file (CustomTextCLIP) that open_clip loads with the same model config"
+        )
     v, t = _normalised(cfg)["vision_cfg"], _normalised(cfg)["text_cfg"]
     act = "quick_gelu" if cfg.get("quick_gelu") else "gelu"
     text = dict(

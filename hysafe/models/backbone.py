@@ -35,6 +35,14 @@ import torch
 from torch import nn
 
 from .attention import MATH_MAX_TOKENS, compute_dtype, image_tokens, training_attention
+from .hf_text import (
+    hf_lora_target,
+    hf_text_model_cfg,
+    hf_text_type,
+    registered_name,
+    split_hf_text_name,
+    trimmed_hf_text_features,
+)
 from .lora_dropout import use_sparse_dropout
 from .text_trim import trimmed_text_features
 
@@ -48,6 +56,7 @@ __all__ = [
     "OpenClipBackbone",
     "register_model_configs",
     "create_backbone",
+    "open_clip_name",
     "autocast_dtype",
     "check_device",
     "apply_lora",
@@ -252,6 +261,8 @@ class OpenClipBackbone(nn.Module):
 
     def text_features(self, tokens: torch.Tensor) -> torch.Tensor:
         with self._attention(getattr(self.model, "text", self.model), tokens.shape[-1], tokens.device):
+            if hf_text_type(self.model) is not None:
+                return trimmed_hf_text_features(self.model, tokens)
             return trimmed_text_features(self.model, tokens)
 
     def _attention(self, tower: nn.Module, tokens: int | None, device: torch.device):
@@ -285,23 +296,36 @@ class OpenClipBackbone(nn.Module):
         return dict(model.state_dict())
 
 
-def create_backbone(config: BackboneConfig, *, device: str | torch.device = "cpu") -> OpenClipBackbone:
-    """Build an open_clip model, its eval preprocess and tokenizer, with clear errors on bad sources."""
+def open_clip_name(config: BackboneConfig) -> str:
+    """The name open_clip builds ``config``'s model by, its architecture registered first: a config the
+    backbone carries (``model_cfg``: converted from transformers, or an HF text tower
+    ``"VISION+hf:SOURCE"``, :mod:`hysafe.models.hf_text`) or one of open_clip's and hysafe's own."""
     register_model_configs()
+    hf = split_hf_text_name(config.model)
+    if hf is not None and config.model_cfg is None:
+        config.model_cfg = hf_text_model_cfg(*hf)
+    name = config.model
     if config.model_cfg is not None:
-        register_model_config(config.model, config.model_cfg)
-    if config.model not in open_clip.list_models():
+        name = registered_name(config.model, config.model_cfg)
+        register_model_config(name, config.model_cfg)
+    if name not in open_clip.list_models():
         raise ValueError(
             f"unknown open_clip model {config.model!r}; choose one of open_clip.list_models() "
-            f"(e.g. 'ViT-B-32', 'ViT-L-14', or {TINY_MODEL!r})"
+            f"(e.g. 'ViT-B-32', 'ViT-L-14', or {TINY_MODEL!r}), or an HF text tower 'VISION+hf:FOLDER'"
         )
+    return name
+
+
+def create_backbone(config: BackboneConfig, *, device: str | torch.device = "cpu") -> OpenClipBackbone:
+    """Build an open_clip model, its eval preprocess and tokenizer, with clear errors on bad sources."""
+    name = open_clip_name(config)
     if config.is_local() and not os.path.isfile(config.pretrained):
         raise FileNotFoundError(f"pretrained checkpoint file not found: {config.pretrained}")
     check_device(device)
     try:
         with _quiet_random_init(config):
             model, _, preprocess = open_clip.create_model_and_transforms(
-                config.model, pretrained=config.pretrained, precision=config.precision, device=device
+                name, pretrained=config.pretrained, precision=config.precision, device=device
             )
     except pickle.UnpicklingError as e:  # torch.load(weights_only=True) refused it: nothing was executed
         raise ValueError(
@@ -322,7 +346,7 @@ def create_backbone(config: BackboneConfig, *, device: str | torch.device = "cpu
             f"could not load pretrained tag {config.pretrained!r} for {config.model!r}: {e}. "
             "Offline? Pass a local checkpoint file path as pretrained."
         ) from e
-    tokenizer = open_clip.get_tokenizer(config.model)
+    tokenizer = open_clip.get_tokenizer(name)
     logger.info(
         "built %s (pretrained=%s, %.1fM params)",
         config.model,
@@ -372,11 +396,15 @@ def _quiet_random_init(config: BackboneConfig):
         root.removeFilter(drop)
 
 
-def lora_target_regex(config: LoraConfig, resnet_visual: bool = False) -> str:
+def lora_target_regex(config: LoraConfig, resnet_visual: bool = False, hf_text: str | None = None) -> str:
     """Regex (peft ``target_modules``) over open_clip module names for the chosen towers/modules;
-    ``resnet_visual``: the image tower is a ModifiedResNet (``config.resnet_modules``)."""
+    ``resnet_visual``: the image tower is a ModifiedResNet (``config.resnet_modules``); ``hf_text``: the
+    text tower is a Hugging Face model of this ``model_type``
+    (:func:`~hysafe.models.hf_text.hf_lora_target`)."""
     block = "|".join(re.escape(m) for m in config.modules)
     tower = {"text": rf"transformer\.resblocks\.\d+\.({block})"}
+    if hf_text is not None and "text" in config.towers:
+        tower["text"] = hf_lora_target(hf_text, config.modules)
     if resnet_visual:
         convs = "|".join(re.escape(m) for m in config.resnet_modules) or "(?!)"  # (?!): no module
         tower["visual"] = rf"visual\.layer\d+\.\d+\.({convs})"
@@ -389,11 +417,13 @@ def lora_targets(model: nn.Module, config: LoraConfig) -> tuple[str, list[str]]:
     """The target regex for ``model``'s towers and the module names it matches; a chosen tower whose
     architecture has none of the targets is an error (an adapter-less tower would train nothing)."""
     visual = getattr(model, "visual", None)
-    target = lora_target_regex(config, resnet_visual=type(visual).__name__ == "ModifiedResNet")
+    target = lora_target_regex(
+        config, resnet_visual=type(visual).__name__ == "ModifiedResNet", hf_text=hf_text_type(model)
+    )
     names = [n for n, _ in model.named_modules() if re.fullmatch(target, n)]
     for tower in config.towers:
         if not any(n.startswith("visual.") == (tower == "visual") for n in names):
-            kind = type(visual).__name__ if tower == "visual" else "text transformer"
+            kind = type(visual).__name__ if tower == "visual" else hf_text_type(model) or "text transformer"
             raise ValueError(
                 f"no module of the {tower} tower ({kind}) matches the LoRA targets {target!r}; "
                 f"adapt the other tower only (LoraConfig(towers=...)) or name its modules "

@@ -1,0 +1,191 @@
+"""Hugging Face text towers: a CLIP whose text encoder is a transformers model (BERT, RoBERTa, XLM-R).
+
+open_clip builds such CLIPs itself (``CustomTextCLIP`` with its ``HFTextEncoder``: ``hf_model_name``,
+``hf_tokenizer_name``, pooler and projection types in the model config); its own configs
+``xlm-roberta-base-ViT-B-32``, ``roberta-ViT-B-32`` and the NLLB CLIPs are used by name as they are.
+This module adds two things hysafe needs on top:
+
+* a model name for *any* image tower with *any* HF text model, ``"VISION+hf:SOURCE"`` (for example
+  ``"hysafe-tiny+hf:/models/all-MiniLM-L6-v2"``): the open_clip config of ``VISION`` with its text tower
+  replaced by the HF model at ``SOURCE`` (a local folder with ``config.json`` and the tokenizer files, or
+  a hub id), mean pooling and a linear projection to ``VISION``'s embedding width, the context length
+  from the HF config. :func:`hf_text_model_cfg` writes that config; the backbone registers it under a
+  name open_clip can take (:func:`registered_name`) and checkpoints carry it (``BackboneConfig.model_cfg``);
+* which modules LoRA adapts in an HF text tower, by the tower's ``model_type``
+  (:data:`HF_LORA_LAYOUTS`), and a text forward that skips the columns every row pads
+  (:func:`trimmed_hf_text_features`: equal to open_clip's forward, tested).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+from torch import Tensor, nn
+
+__all__ = [
+    "HF_TEXT_MARK",
+    "HF_LORA_LAYOUTS",
+    "TRIMMABLE_POOLERS",
+    "split_hf_text_name",
+    "hf_text_model_cfg",
+    "registered_name",
+    "hf_text_type",
+    "hf_lora_target",
+    "trimmed_hf_text_features",
+]
+
+#: ``VISION + HF_TEXT_MARK + SOURCE`` names a CLIP with an HF text tower
+HF_TEXT_MARK = "+hf:"
+
+#: the modules of one encoder layer that each of LoraConfig.modules' names stands for, per HF
+#: ``model_type`` (open_clip's "attn" is the attention's projections, "mlp.c_fc" / "mlp.c_proj" the MLP's)
+_BERT_LAYOUT = {
+    "attn": ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"),
+    "mlp.c_fc": ("intermediate.dense",),
+    "mlp.c_proj": ("output.dense",),
+}
+HF_LORA_LAYOUTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "bert": _BERT_LAYOUT,
+    "roberta": _BERT_LAYOUT,
+    "xlm-roberta": _BERT_LAYOUT,
+}
+#: the path of the encoder layers inside ``HFTextEncoder.transformer``, per ``model_type``
+_LAYERS = {"bert": r"encoder\.layer", "roberta": r"encoder\.layer", "xlm-roberta": r"encoder\.layer"}
+#: open_clip poolers whose result does not change when columns that every row pads are dropped
+TRIMMABLE_POOLERS = ("MeanPooler", "ClsPooler", "ClsLastHiddenStatePooler")
+
+
+def split_hf_text_name(model: str) -> tuple[str, str] | None:
+    """``(vision model, HF source)`` of a ``"VISION+hf:SOURCE"`` name; ``None`` for any other name."""
+    if HF_TEXT_MARK not in model:
+        return None
+    vision, source = model.split(HF_TEXT_MARK, 1)
+    if not vision or not source:
+        raise ValueError(
+            f"model name {model!r}: write 'VISION{HF_TEXT_MARK}SOURCE', an open_clip image model and a "
+            "Hugging Face text model folder or hub id (e.g. 'hysafe-tiny+hf:/models/all-MiniLM-L6-v2')"
+        )
+    return vision, source
+
+
+def _is_local(source: str) -> bool:
+    """A folder path (existing, or absolute / relative-looking); anything else is a hub id."""
+    return os.path.exists(source) or source.startswith((os.sep, ".", "~"))
+
+
+def _hf_config(source: str):
+    """The transformers config at ``source``, with errors that name the folder and what is wrong."""
+    from transformers import AutoConfig
+
+    if _is_local(source):
+        folder = Path(source).expanduser()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"Hugging Face text model folder not found: {folder}")
+        if not (folder / "config.json").is_file():
+            raise ValueError(
+                f"{folder}: not a Hugging Face model folder (no config.json); give the folder that "
+                "save_pretrained wrote (config.json, weights, tokenizer files)"
+            )
+    try:
+        return AutoConfig.from_pretrained(str(source))
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(
+            f"could not read the Hugging Face config of {source!r} ({type(e).__name__}: {e}); offline? "
+            "give a local folder"
+        ) from e
+
+
+def _check_text_model(source: str, config) -> None:
+    from open_clip.hf_configs import arch_dict
+
+    model_type = getattr(config, "model_type", None)
+    if model_type not in arch_dict:
+        raise ValueError(
+            f"{source}: a {model_type!r} model, not a text encoder open_clip's HFTextEncoder builds "
+            f"(model types {', '.join(sorted(arch_dict))})"
+        )
+
+
+def hf_text_model_cfg(vision: str, source: str, *, pooler: str = "mean_pooler", proj: str = "linear") -> dict:
+    """The open_clip model config of ``vision``'s image tower with the HF text model at ``source``.
+
+    ``source``: a local folder (made absolute, so the config loads from any working directory) or a hub
+    id. The context length is the HF model's ``max_position_embeddings`` (a causal open_clip tower reads
+    77 tokens; a BERT reads 512), so no caption is cut short of what the model can read."""
+    import open_clip
+
+    from .backbone import register_model_configs
+
+    register_model_configs()
+    base = open_clip.get_model_config(vision)
+    if base is None:
+        raise ValueError(
+            f"unknown open_clip model {vision!r} for the image tower of {vision}{HF_TEXT_MARK}..."
+        )
+    if _is_local(source):
+        source = str(Path(source).expanduser().resolve())
+    config = _hf_config(source)
+    _check_text_model(source, config)
+    text_cfg = {
+        "hf_model_name": source,
+        "hf_tokenizer_name": source,
+        "hf_pooler_type": pooler,
+        "hf_proj_type": proj,
+    }
+    context = getattr(config, "max_position_embeddings", None)
+    if isinstance(context, int) and context > 0:
+        text_cfg["context_length"] = context
+    return {"embed_dim": base["embed_dim"], "vision_cfg": base["vision_cfg"], "text_cfg": text_cfg}
+
+
+def registered_name(model: str, model_cfg: dict) -> str:
+    """The name open_clip knows ``model_cfg`` by: ``model`` itself, unless it is not a plain name (an
+    HF source holds '/' and ':'), then ``hysafe-hf-`` and a digest of the config."""
+    if re.fullmatch(r"[\w.-]+", model):
+        return model
+    digest = hashlib.sha1(json.dumps(model_cfg, sort_keys=True).encode()).hexdigest()[:12]
+    return f"hysafe-hf-{digest}"
+
+
+def hf_text_type(model: nn.Module) -> str | None:
+    """The ``model_type`` of an open_clip CLIP's HF text tower (``None``: not an HF text tower)."""
+    from open_clip.hf_model import HFTextEncoder
+
+    text = getattr(model, "text", None)
+    return text.config.model_type if isinstance(text, HFTextEncoder) else None
+
+
+def hf_lora_target(model_type: str, modules: tuple[str, ...]) -> str:
+    """Regex over the CLIP's module names for the HF text tower's LoRA targets: what each of
+    ``modules`` (LoraConfig.modules, open_clip's names) stands for in that ``model_type``'s layers."""
+    layout = HF_LORA_LAYOUTS.get(model_type)
+    if layout is None:
+        raise ValueError(
+            f"LoRA on a {model_type!r} Hugging Face text tower: its modules are not mapped (mapped: "
+            f"{', '.join(sorted(HF_LORA_LAYOUTS))}); adapt the image tower only "
+            "(LoraConfig(towers=('visual',)))"
+        )
+    unknown = [m for m in modules if m not in layout]
+    if unknown:
+        raise ValueError(
+            f"LoraConfig.modules {unknown} have no counterpart in a {model_type!r} text tower "
+            f"(choose among {sorted(layout)})"
+        )
+    names = "|".join(re.escape(n) for m in modules for n in layout[m])
+    return rf"text\.transformer\.{_LAYERS[model_type]}\.\d+\.({names})"
+
+
+def trimmed_hf_text_features(model: nn.Module, tokens: Tensor) -> Tensor | None:
+    """``model.encode_text(tokens, normalize=False)`` on the columns up to the last one any row does not
+    pad; ``None`` where that would change the result (another pooler, no pad id)."""
+    text = model.text
+    pad = getattr(text.config, "pad_token_id", None)
+    if type(text.pooler).__name__ not in TRIMMABLE_POOLERS or pad is None or tokens.ndim != 2:
+        return None
+    used = (tokens != pad).any(dim=0).nonzero()
+    length = int(used.max()) + 1 if len(used) else tokens.shape[1]
+    return model.encode_text(tokens[:, :length], normalize=False)

@@ -1,0 +1,191 @@
+"""Hugging Face text towers (issue 32's plumbing): a tiny random BERT, built here, as the text tower of
+the tiny CLIP through open_clip's own HFTextEncoder; LoRA targets by the tower's type, the trimmed text
+forward, checkpoints, and the errors for folders that are not text models."""
+
+import json
+
+import open_clip
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from hysafe.data.dataset import pad_id, truncated_count
+from hysafe.models.checkpoint import load_model, save_model
+from hysafe.models.hf_text import HF_LORA_LAYOUTS, hf_lora_target, split_hf_text_name
+from hysafe.models.safety_model import create_model
+
+WORDS = (
+    "a an the of in on at with red blue green yellow circle square triangle star top bottom left right "
+    "background large small covered blood gun knife beaten bruised photo street dusk"
+).split()
+LAYERS = 2
+
+
+def _save_tiny_bert(folder, model_type="bert", pad=0):
+    from transformers import AutoConfig, AutoModel, BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    if pad:  # RoBERTa-like: padding is id 1
+        vocab[0], vocab[1] = vocab[1], vocab[0]
+    BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(folder)
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=len(vocab) + 2,
+        hidden_size=32,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=40,
+        pad_token_id=pad,
+    )
+    torch.manual_seed(0)
+    AutoModel.from_config(config, add_pooling_layer=False).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    return _save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="module")
+def hf_base(tiny_bert, tmp_path_factory):
+    """The tiny CLIP with the BERT text tower as plain open_clip weights (the 'pretrained' file an
+    adapter checkpoint is rebuilt from)."""
+    clip = create_model("clip", f"hysafe-tiny+hf:{tiny_bert}", None, lora=None)
+    path = tmp_path_factory.mktemp("hf-base") / "tiny-bert-clip.safetensors"
+    save_file({k: v.contiguous() for k, v in clip.backbone.model.state_dict().items()}, str(path))
+    return str(path)
+
+
+def _texts():
+    return [
+        "a red circle at the top left covered in blood",
+        "the gun",
+        "a small blue star on a street at dusk",
+    ]
+
+
+def test_a_vision_plus_hf_name_builds_open_clips_custom_text_clip(tiny_bert):
+    model = create_model("clip", f"hysafe-tiny+hf:{tiny_bert}", None, lora=None)
+    clip = model.backbone.model
+    assert type(clip).__name__ == "CustomTextCLIP" and type(clip.text).__name__ == "HFTextEncoder"
+    text_cfg = model.backbone.config.model_cfg["text_cfg"]
+    assert text_cfg["hf_model_name"] == str(tiny_bert.resolve()) and text_cfg["context_length"] == 40
+    assert clip.visual.output_dim == 64 and model.encode_text(model.tokenize(_texts())).shape == (3, 64)
+    tokens = model.tokenize(_texts())
+    assert tokens.shape == (3, 40) and tokens[1, :4].tolist() == [
+        2,
+        WORDS.index("the") + 5,
+        WORDS.index("gun") + 5,
+        3,
+    ]
+    assert split_hf_text_name("ViT-B-32") is None
+    with pytest.raises(ValueError, match="VISION\\+hf:SOURCE"):
+        split_hf_text_name("+hf:/models/x")
+
+
+def test_the_trimmed_hf_text_forward_equals_open_clips_in_values_and_gradients(tiny_bert):
+    model = create_model("clip", f"hysafe-tiny+hf:{tiny_bert}", None, lora=None).double()
+    clip = model.backbone.model.eval()
+    tokens = model.tokenize(_texts())
+    assert (tokens[:, 16:] == 0).all()  # every row pads the last 24 columns: the trimmed forward skips them
+    trimmed = model.backbone.text_features(tokens)
+    full = clip.encode_text(tokens, normalize=False)
+    assert torch.allclose(trimmed, full, atol=1e-12, rtol=0)
+    w = clip.text.transformer.encoder.layer[0].attention.self.query.weight.requires_grad_(True)
+    trimmed = model.backbone.text_features(tokens)
+    (g_trim,) = torch.autograd.grad(trimmed.square().sum(), w)
+    (g_full,) = torch.autograd.grad(clip.encode_text(tokens, normalize=False).square().sum(), w)
+    assert torch.allclose(g_trim, g_full, atol=1e-12, rtol=0)
+
+
+def test_lora_targets_an_hf_tower_by_its_type_and_starts_as_the_unadapted_tower(tiny_bert, hf_base):
+    reference = create_model("clip", f"hysafe-tiny+hf:{tiny_bert}", hf_base, lora=None).eval()
+    model = create_model("hysac", f"hysafe-tiny+hf:{tiny_bert}", hf_base).eval()
+    names = [
+        n for n, _ in model.backbone.model.named_modules() if n.startswith("text.") and n.endswith("lora_A")
+    ]
+    per_layer = [m for ms in HF_LORA_LAYOUTS["bert"].values() for m in ms]
+    assert len(names) == LAYERS * len(per_layer) == LAYERS * 6
+    assert any(".attention.self.value." in n for n in names) and any(
+        ".intermediate.dense." in n for n in names
+    )
+    tokens = model.tokenize(_texts())
+    with torch.no_grad():  # peft starts B at zero: the adapted tower is the original one
+        ours, theirs = model.backbone.text_features(tokens), reference.backbone.text_features(tokens)
+    assert torch.allclose(ours, theirs, atol=1e-6, rtol=0)
+    attn_only = create_model("hysac", f"hysafe-tiny+hf:{tiny_bert}", hf_base, lora={"modules": ["attn"]})
+    assert (
+        sum(
+            n.endswith("lora_A") for n, _ in attn_only.backbone.model.named_modules() if n.startswith("text.")
+        )
+        == 8
+    )
+    with pytest.raises(ValueError, match="'mt5' Hugging Face text tower: its modules are not mapped"):
+        hf_lora_target("mt5", ("attn",))
+
+
+def test_adapter_and_merged_checkpoints_round_trip_and_open_clip_loads_the_merged_file(
+    tiny_bert, hf_base, tmp_path, randomize_lora
+):
+    model = randomize_lora(create_model("hysac", f"hysafe-tiny+hf:{tiny_bert}", hf_base)).eval()
+    tokens = model.tokenize(_texts())
+    adapter = load_model(save_model(model, tmp_path / "adapter.safetensors"))
+    merged = load_model(save_model(model, tmp_path / "merged.safetensors", merged=True))
+    with torch.no_grad():
+        want = model.encode_text(tokens)
+        assert torch.equal(adapter.encode_text(tokens), want)
+        assert torch.allclose(merged.encode_text(tokens), want, atol=1e-5, rtol=0)
+        features = merged.backbone.text_features(tokens)
+    # open_clip's own model of the same config reads the merged file
+    name = merged.backbone.config.model
+    cfg = merged.backbone.config.model_cfg
+    from hysafe.models.hf_text import registered_name
+
+    theirs = open_clip.create_model(
+        registered_name(name, cfg), pretrained=str(tmp_path / "merged.safetensors")
+    )
+    with torch.no_grad():
+        assert torch.allclose(theirs.eval().encode_text(tokens), features, atol=1e-6, rtol=0)
+
+
+def test_folders_that_are_not_text_models_are_named_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Hugging Face text model folder not found: .*nowhere"):
+        create_model("clip", f"hysafe-tiny+hf:{tmp_path / 'nowhere'}", None, lora=None)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty: not a Hugging Face model folder \\(no config.json\\)"):
+        create_model("clip", f"hysafe-tiny+hf:{tmp_path / 'empty'}", None, lora=None)
+    from transformers import ViTConfig
+
+    ViTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    ).save_pretrained(tmp_path / "vit")
+    with pytest.raises(ValueError, match="a 'vit' model, not a text encoder"):
+        create_model("clip", f"hysafe-tiny+hf:{tmp_path / 'vit'}", None, lora=None)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="could not read the Hugging Face config"):
+        create_model("clip", f"hysafe-tiny+hf:{tmp_path / 'broken'}", None, lora=None)
+    with pytest.raises(ValueError, match="unknown open_clip model 'no-such-vit'"):
+        create_model("clip", "no-such-vit+hf:/models/x", None, lora=None)
+
+
+def test_a_roberta_like_pad_id_is_not_counted_as_truncation(tmp_path):
+    folder = _save_tiny_bert(tmp_path / "roberta", model_type="roberta", pad=1)
+    model = create_model("clip", f"hysafe-tiny+hf:{folder}", None, lora=None)
+    tokens = model.tokenize(_texts())
+    assert pad_id(model.tokenizer) == 1 and (tokens[:, -1] == 1).all()
+    assert truncated_count(tokens, pad_id(model.tokenizer)) == 0 and truncated_count(tokens) == 3
+    long = model.tokenize([" ".join(WORDS * 2)])
+    assert truncated_count(long, 1) == 1
+    assert json.loads(json.dumps(model.backbone.config.model_cfg))["text_cfg"]["context_length"] == 40
+
+
+def test_export_to_a_transformers_clip_refuses_an_hf_text_tower_by_name(tiny_bert, hf_base, tmp_path):
+    from hysafe.interop.convert import export_transformers
+
+    model = create_model("hysac", f"hysafe-tiny+hf:{tiny_bert}", hf_base)
+    with pytest.raises(ValueError, match="this model's is the Hugging Face model .*tiny-bert"):
+        export_transformers(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
