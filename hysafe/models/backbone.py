@@ -24,10 +24,8 @@ import math
 import os
 import pickle
 import re
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import open_clip
@@ -44,6 +42,7 @@ from .hf_text import (
     trimmed_hf_text_features,
 )
 from .lora_dropout import use_sparse_dropout
+from .registry import BUNDLED_MODELS, TINY_MODEL, register_model_config, register_model_configs
 from .text_trim import trimmed_text_features
 
 logger = logging.getLogger(__name__)
@@ -65,31 +64,7 @@ __all__ = [
     "finetune_record",
 ]
 
-TINY_MODEL = "hysafe-tiny"
-_CONFIG_DIR = Path(__file__).parent / "configs"
-#: the small open_clip configs hysafe ships (pretrainable here): the tiny ViT CLIP and its ResNet-image-tower
-# twin
-BUNDLED_MODELS = tuple(sorted(p.stem for p in _CONFIG_DIR.glob("*.json")))
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
-
-
-def register_model_config(name: str, cfg: dict) -> None:
-    """Register one open_clip architecture under ``name`` (a checkpoint that carries its own config)."""
-    existing = open_clip.get_model_config(name) if name in open_clip.list_models() else None
-    if existing == cfg:
-        return
-    if existing is not None:
-        raise ValueError(f"open_clip model name {name!r} is already registered with another architecture")
-    # open_clip reads it when added
-    with tempfile.TemporaryDirectory(prefix="hysafe-open-clip-configs-") as folder:
-        (Path(folder) / f"{name}.json").write_text(json.dumps(cfg))
-        open_clip.add_model_config(Path(folder) / f"{name}.json")
-
-
-def register_model_configs() -> None:
-    """Register hysafe's bundled open_clip configs (idempotent)."""
-    if TINY_MODEL not in open_clip.list_models():
-        open_clip.add_model_config(_CONFIG_DIR)
 
 
 @dataclass

@@ -118,7 +118,7 @@ def hf_text_model_cfg(vision: str, source: str, *, pooler: str = "mean_pooler", 
     77 tokens; a BERT reads 512), so no caption is cut short of what the model can read."""
     import open_clip
 
-    from .backbone import register_model_configs
+    from .registry import register_model_configs
 
     register_model_configs()
     base = open_clip.get_model_config(vision)
