@@ -277,7 +277,7 @@ def test_the_demo_says_loudly_when_unsafe_captions_lose_words(caplog):
 def test_parametric_worlds_are_reproducible_and_vary_what_they_say(tmp_path):
     """``synthetic:param:SEED`` (issue 28 item 1): one member of a family per seed, bit-identical on
     a second generation, with held-out unsafe wordings on the test split when the spec says so."""
-    from hysafe.data.param_worlds import _phrases, sample_spec
+    from hysafe.data.param_worlds import sample_spec, train_wordings
 
     specs = [sample_spec(s) for s in range(40)]
     assert sample_spec(3) == specs[3]  # a pure function of the seed
@@ -295,7 +295,7 @@ def test_parametric_worlds_are_reproducible_and_vary_what_they_say(tmp_path):
     assert json.loads((tmp_path / "a" / "spec.json").read_text()) == specs[seed].to_dict()
 
     def wordings(split):
-        return {p for r in rows if r.split == split for p in _phrases(r.category) if p in r.unsafe_text}
+        return {p for r in rows if r.split == split for p in train_wordings(r.category) if p in r.unsafe_text}
 
     assert wordings("test") and not wordings("test") & wordings("train")
     other = load_manifest(

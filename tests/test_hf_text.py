@@ -189,3 +189,59 @@ def test_export_to_a_transformers_clip_refuses_an_hf_text_tower_by_name(tiny_ber
     with pytest.raises(ValueError, match="this model's is the Hugging Face model .*tiny-bert"):
         export_transformers(model, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def _count_forwards(module):
+    calls = []
+    return calls, module.register_forward_hook(lambda *args: calls.append(1))
+
+
+def test_a_frozen_hf_trunk_runs_once_per_caption_and_only_its_projection_trains(tiny_bert, hf_base):
+    import copy
+
+    from hysafe.models.hf_text_cache import cached_hf_text_features, clear_text_cache
+
+    clear_text_cache()
+    model = create_model("hysac", f"hysafe-tiny+hf:{tiny_bert}", hf_base, lora={"text_modules": ["proj"]})
+    clip = model.backbone.model
+    adapted = [n for n, _ in clip.named_modules() if n.startswith("text.") and n.endswith("lora_A")]
+    assert adapted == ["text.proj.lora_A"] and any(n.startswith("visual.") for n, _ in clip.named_modules())
+    assert not any(p.requires_grad for p in clip.text.transformer.parameters())
+    tokens = model.tokenize(_texts())
+    with torch.no_grad():  # open_clip's own forward
+        want = clip.eval().encode_text(tokens, normalize=False)
+    calls, hook = _count_forwards(clip.text.transformer)
+    model.train()  # the frozen trunk runs without dropout all the same
+    first = model.backbone.text_features(tokens)
+    again = model.backbone.text_features(tokens[[2, 0, 0], :20])  # other padding, a repeated caption
+    assert len(calls) == 1 and torch.allclose(again, first[[2, 0, 0]], atol=1e-6, rtol=0)
+    assert torch.allclose(first, want, atol=1e-6, rtol=0)
+    lora_b = clip.text.proj.lora_B["default"].weight
+    (grad,) = torch.autograd.grad(model.backbone.text_features(tokens).square().sum(), lora_b)
+    assert grad.abs().sum() > 0 and len(calls) == 1
+    hook.remove()
+    twin = copy.deepcopy(clip)  # same weights (Safe-CLIP's frozen reference): the same cache
+    twin_calls, _ = _count_forwards(twin.text.transformer)
+    assert torch.allclose(cached_hf_text_features(twin, tokens), first, atol=1e-6) and not twin_calls
+    with torch.no_grad():  # other weights (a merge, a reload) never read a stale entry
+        twin.text.transformer.embeddings.word_embeddings.weight.mul_(torch.linspace(0.5, 2.0, 32))
+    changed = cached_hf_text_features(twin, tokens)
+    assert len(twin_calls) == 1 and not torch.allclose(changed, first, atol=1e-3)
+    with pytest.raises(ValueError, match=r"no counterpart in a 'bert' text tower \(choose among .*'proj'"):
+        hf_lora_target("bert", ("proj", "mlp"))
+    with pytest.raises(ValueError, match="text_modules must name at least one module"):
+        create_model("hysac", f"hysafe-tiny+hf:{tiny_bert}", hf_base, lora={"text_modules": []})
+
+
+def test_the_demo_names_its_text_tower_and_what_lora_adapts_in_it():
+    from hysafe.demo import DemoConfig
+
+    cfg = DemoConfig(text_tower="/models/m", text_tower_lora="attn")
+    assert cfg.backbone_name == "hysafe-tiny+hf:/models/m" and cfg.fine_tune_lora.text_modules == (
+        "attn",
+        "proj",
+    )
+    assert DemoConfig(text_tower="/m").fine_tune_lora.text_modules == ("proj",)
+    assert DemoConfig().backbone_name == "hysafe-tiny" and DemoConfig().fine_tune_lora.text_modules is None
+    with pytest.raises(ValueError, match="text_tower_lora must be one of \\['all', 'attn', 'proj'\\]"):
+        DemoConfig(text_tower_lora="everything")

@@ -27,7 +27,16 @@ from .categories import CATEGORIES, CATEGORY_TO_GROUP, I2P_GROUPS
 from .more_worlds import CROWD_PHRASES, TINT_PHRASES
 from .synthetic import COLORS, GROUP_COLORS, PATTERNS, SHAPES, UNSAFE_PHRASES, pattern_mask, shape_mask
 
-__all__ = ["WorldSpec", "ParamScene", "sample_spec", "ParamWorld", "CUES", "PHRASE_PLACES"]
+__all__ = [
+    "WorldSpec",
+    "ParamScene",
+    "sample_spec",
+    "ParamWorld",
+    "CUES",
+    "PHRASE_PLACES",
+    "train_wordings",
+    "cell_name",
+]
 
 CUES = ("sprite", "inside", "cast")
 PHRASE_PLACES = ("start", "middle", "end")
@@ -90,8 +99,9 @@ def sample_spec(seed: int) -> WorldSpec:
     )
 
 
-def _phrases(category: str) -> list[str]:
-    """Six unsafe wordings per category: the embedded world's, tint's, and crowd's as "with ..."."""
+def train_wordings(category: str) -> list[str]:
+    """Six unsafe wordings per category: the embedded world's, tint's, and crowd's as "with ..."
+    (a world with ``unseen_wordings`` keeps the last two for its test split)."""
     return [
         *UNSAFE_PHRASES[category],
         *TINT_PHRASES[category],
@@ -124,6 +134,12 @@ _CELL_NAMES = (
 )
 
 
+def cell_name(cy: float, cx: float, size: int) -> str:
+    """The name of the third-by-third cell of a ``size`` px image that holds the point (cy, cx)."""
+    step = size / 3
+    return _CELL_NAMES[int(cy // step) * 3 + int(cx // step)]
+
+
 def _cell_centre(cell: int, size: int) -> tuple[int, int]:
     step = size / 3
     return int(step * (cell // 3) + step / 2), int(step * (cell % 3) + step / 2)
@@ -146,7 +162,7 @@ class ParamWorld:
             for i in range(s.objects)
         )  # fmt: skip
         category = str(rng.choice(CATEGORIES))
-        wordings = _phrases(category)
+        wordings = train_wordings(category)
         held_out = s.unseen_wordings and split == "test"
         pool = wordings[4:] if held_out else (wordings[:4] if s.unseen_wordings else wordings)
         distractor = None
@@ -206,7 +222,7 @@ class ParamWorld:
 
     def caption(self, scene: ParamScene, *, unsafe: bool) -> str:
         parts = [
-            f"a {colour} {shape} at the {_CELL_NAMES[self._cell(cy, cx)]}"
+            f"a {colour} {shape} at the {cell_name(cy, cx, self.spec.image_size)}"
             for shape, colour, cy, cx, _ in scene.objects
         ]
         head, rest = parts[0], parts[1:]
@@ -220,7 +236,3 @@ class ParamWorld:
         if phrase and self.spec.phrase_at == "end":
             text = f"{text}, {phrase}"
         return text
-
-    def _cell(self, cy: int, cx: int) -> int:
-        step = self.spec.image_size / 3
-        return int(cy // step) * 3 + int(cx // step)

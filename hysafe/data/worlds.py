@@ -2,7 +2,9 @@
 
 ``shapes`` is the embedded default (:mod:`hysafe.data.synthetic`); ``crowd`` and ``tint``
 (:mod:`hysafe.data.more_worlds`) differ from it in cue type and size, caption grammar and length,
-where the unsafe phrase sits, object count and label noise. They exist so that every claim about
+where the unsafe phrase sits, object count and label noise; ``prose``
+(:mod:`hysafe.data.prose_world`) captions in English prose and tests unsafe wordings never seen in
+training. They exist so that every claim about
 HySAC and Safe-CLIP is checked on worlds the defaults were not tuned on.
 """
 
@@ -21,6 +23,7 @@ from ..utils.progress import bar as progress_bar
 from .manifest import Quadruplet, write_manifest
 from .more_worlds import caption_crowd, caption_tint, render_crowd, render_tint, sample_crowd, sample_tint
 from .param_worlds import ParamWorld, sample_spec
+from .prose_world import ProseWorld
 from .synthetic import caption_scene, render_scene, sample_scene
 
 logger = logging.getLogger(__name__)
@@ -44,10 +47,12 @@ def _any_split(sample):
     return lambda rng, split: sample(rng)
 
 
+_PROSE = ProseWorld()
 WORLDS: dict[str, World] = {
     "shapes": World(_any_split(sample_scene), render_scene, caption_scene),
     "crowd": World(_any_split(sample_crowd), render_crowd, caption_crowd),
     "tint": World(_any_split(sample_tint), render_tint, caption_tint),
+    "prose": World(_PROSE.sample, _PROSE.render, _PROSE.caption),
 }
 #: ``param:SEED``: the member of the parametric family (:mod:`hysafe.data.param_worlds`) at SEED
 PARAM_PREFIX = "param:"

@@ -39,7 +39,7 @@ def image_ceiling_stage(
     if not needs_image_ceiling(cfg.image_ceiling, distances):
         return None
     t = time.time()
-    tower = create_model("clip", cfg.model, base, lora=None, device=cfg.device).backbone.model.visual
+    tower = create_model("clip", cfg.backbone_name, base, lora=None, device=cfg.device).backbone.model.visual
     record = image_tower_ceiling(tower, splits, CeilingConfig(seed=cfg.seed), progress=cfg.progress)
     record["hysac_unsafe_below_safe_95"] = image_overlap(hysac, splits[2])
     record["seconds"] = round(time.time() - t, 1)

@@ -6,9 +6,17 @@ from dataclasses import dataclass, field, replace
 
 from ..data import WorldConfig
 from ..models.backbone import TINY_MODEL, LoraConfig
+from ..models.hf_text import HF_PROJ, HF_TEXT_MARK
 from ..models.traversal import DEFAULT_TAU
 
-__all__ = ["DemoConfig"]
+__all__ = ["DemoConfig", "TEXT_TOWER_LORA"]
+
+#: ``--text-tower-lora``: the LoRA modules of a Hugging Face text tower (LoraConfig.text_modules)
+TEXT_TOWER_LORA = {
+    "proj": (HF_PROJ,),
+    "attn": ("attn", HF_PROJ),
+    "all": ("attn", "mlp.c_fc", "mlp.c_proj", HF_PROJ),
+}
 
 
 def _opt(help: str, **cli) -> dict:
@@ -25,7 +33,8 @@ class DemoConfig:
         default="synthetic",
         metadata=_opt(
             "'synthetic' (the embedded world), 'synthetic:crowd' / "
-            "'synthetic:tint' (two more), 'synthetic:param:SEED' (a member of the parametric "
+            "'synthetic:tint' (two more), 'synthetic:prose' (English captions, unsafe test wordings "
+            "never seen in training), 'synthetic:param:SEED' (a member of the parametric "
             "family), 'visu', or a manifest path"
         ),
     )
@@ -41,6 +50,22 @@ class DemoConfig:
         default=None, metadata=_opt("folder of generated unsafe images named {incremental_id}.png")
     )
     model: str = field(default=TINY_MODEL, metadata=_opt("open_clip model name"))
+    text_tower: str | None = field(
+        default=None,
+        metadata=_opt(
+            "a Hugging Face text model (a local folder or a hub id: BERT, RoBERTa, XLM-R) as the text "
+            "tower of --model: pretraining trains the image tower and the text projection against its "
+            "frozen transformer; the fine-tunes' LoRA adapts the image tower and what --text-tower-lora names"
+        ),
+    )
+    text_tower_lora: str = field(
+        default="proj",
+        metadata=_opt(
+            "what LoRA adapts in a --text-tower: 'proj' (its projection; the transformer frozen, its "
+            "features cached), 'attn' (and the attention of every layer), 'all' (and the MLPs too)",
+            choices=tuple(TEXT_TOWER_LORA),
+        ),
+    )
     pretrained: str | None = field(
         default=None,
         metadata=_opt(
@@ -80,6 +105,19 @@ class DemoConfig:
             "worlds, docs/worlds.md; off: the published seven terms)"
         ),
     )
+
+    @property
+    def backbone_name(self) -> str:
+        """The model every stage builds: ``model``, or ``model+hf:text_tower``."""
+        return self.model if self.text_tower is None else f"{self.model}{HF_TEXT_MARK}{self.text_tower}"
+
+    @property
+    def fine_tune_lora(self) -> LoraConfig:
+        """The fine-tunes' LoRA: ``lora``, adapting what ``text_tower_lora`` names in a ``text_tower``
+        (by default its projection alone) unless ``lora.text_modules`` says otherwise."""
+        if self.text_tower is None or self.lora.text_modules is not None:
+            return self.lora
+        return replace(self.lora, text_modules=TEXT_TOWER_LORA[self.text_tower_lora])
 
     def hysac_options(self) -> dict:
         """The HySAC recipe options these settings override (none: the recipe's defaults)."""
@@ -128,6 +166,11 @@ class DemoConfig:
         from ..training.recipes import get_recipe
 
         get_recipe("hysac", **self.hysac_options())
+        if self.text_tower_lora not in TEXT_TOWER_LORA:
+            raise ValueError(
+                f"DemoConfig.text_tower_lora must be one of {sorted(TEXT_TOWER_LORA)}, "
+                f"got {self.text_tower_lora!r}"
+            )
         if self.image_ceiling not in ("auto", "always", "never"):
             raise ValueError(
                 f"DemoConfig.image_ceiling must be 'auto', 'always' or 'never', got {self.image_ceiling!r}"

@@ -33,6 +33,7 @@ from ..utils.extras import missing_module_message
 from ..utils.progress import logger as progress_logger
 from .ceiling import image_ceiling_stage
 from .config import DemoConfig
+from .language import language_stage
 from .report import write_comparison_page, write_plots, write_report
 
 logger = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ def pretrained_backbone(cfg: DemoConfig, train_set, val_set, out: Path, timings:
     # a re-run of the demo reuses a finished pretraining
     pre = pretrain_clip(
         train_set,
-        model=cfg.model,
+        model=cfg.backbone_name,
         val_data=val_set,
         seed=cfg.seed,
         config=TrainConfig(
@@ -168,7 +169,9 @@ def fine_tune(
     weights ``base``, with the demo's LoRA, epochs, seed and selection; run folder under ``out``."""
     recipe = get_recipe(recipe_name, **recipe_options)
     torch.manual_seed(cfg.seed)
-    model = create_model(recipe.model_kind, cfg.model, base, lora=cfg.lora, device=cfg.device)
+    model = create_model(
+        recipe.model_kind, cfg.backbone_name, base, lora=cfg.fine_tune_lora, device=cfg.device
+    )
     config = TrainConfig(
         epochs=cfg.finetune_epochs,
         batch_size=cfg.batch_size,
@@ -313,13 +316,13 @@ def run_demo(cfg: DemoConfig | None = None) -> DemoResult:
     timings: dict[str, float] = {}
     t_all = t = time.time()
     # preprocess and tokenizer only
-    probe = create_model("clip", cfg.model, None, lora=None, device=cfg.device)
+    probe = create_model("clip", cfg.backbone_name, None, lora=None, device=cfg.device)
     train_set, val_set, test_set = demo_datasets(cfg, probe, out)
     timings["data"] = time.time() - t
     base = pretrained_backbone(cfg, train_set, val_set, out, timings)
     results = _fine_tune_all(cfg, base, train_set, val_set, out, timings)
     models = {
-        "CLIP": create_model("clip", cfg.model, base, lora=None, device=cfg.device),
+        "CLIP": create_model("clip", cfg.backbone_name, base, lora=None, device=cfg.device),
         **{n: r.model for n, r in results.items()},
     }
     checkpoints = _save_checkpoints(results, out)
@@ -352,6 +355,9 @@ def _evaluate_and_report(
         timings["image ceiling"] = time.time() - t
     checks = safety_checks(comparison, distances, image_ceiling=ceiling)
     t = time.time()
+    if language_stage(cfg, models, splits, out) is not None:
+        timings["unseen wordings"] = time.time() - t
+    t = time.time()
     emb = {name: embed_dataset(m, test_set) for name, m in models.items()}
     plots = write_plots(models, emb, comparison, cfg.traversal, out / "plots")
     timings["plots"] = time.time() - t
@@ -359,7 +365,7 @@ def _evaluate_and_report(
     specs = {
         "CLIP": {
             "clip": {
-                "model": cfg.model,
+                "model": cfg.backbone_name,
                 "pretrained": str(Path(base).resolve()) if Path(base).exists() else base,
             }
         },

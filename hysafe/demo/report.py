@@ -25,6 +25,7 @@ from ..populations import MODALITIES, POPULATIONS, SAFE_IMAGE, UNSAFE_IMAGE, UNS
 from ..training.recipes import get_recipe
 from .ceiling import ceiling_lines
 from .config import DemoConfig
+from .language import language_lines
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def _header_lines(cfg, sizes, timings) -> list[str]:
         "# hysafe demo report",
         "",
         f"Data: {cfg.data} ({sizes[0]} train / {sizes[1]} validation / {sizes[2]} "
-        f"test quadruplets); backbone `{cfg.model}`" + source + ".",
+        f"test quadruplets); backbone `{cfg.backbone_name}`" + source + ".",
         _defaults_line(cfg),
         f"Machine: {cpu_name()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, device {cfg.device}.",
@@ -194,6 +195,7 @@ def write_report(
         "",
         checks_markdown(checks),
         *ceiling_lines(out),
+        *language_lines(out),
         "## HySAC: distance to the root (test split)",
         "",
         *_distance_table(distances),

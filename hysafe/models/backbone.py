@@ -41,6 +41,7 @@ from .hf_text import (
     split_hf_text_name,
     trimmed_hf_text_features,
 )
+from .hf_text_cache import cached_hf_text_features
 from .lora_dropout import use_sparse_dropout
 from .registry import BUNDLED_MODELS, TINY_MODEL, register_model_config, register_model_configs
 from .text_trim import trimmed_text_features
@@ -124,6 +125,9 @@ class LoraConfig:
     dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input"})
     towers: tuple[str, ...] = ("visual", "text")  # which towers get adapters
     modules: tuple[str, ...] = ("attn", "mlp.c_fc", "mlp.c_proj")  # module names inside each residual block
+    # the text tower's modules (None: ``modules``); "proj" alone adapts an HF text tower's projection and
+    # leaves its transformer frozen, whose features are then cached (hysafe.models.hf_text_cache)
+    text_modules: tuple[str, ...] | None = None
     # a ResNet image tower (open_clip's ModifiedResNet, e.g. RN50): these modules of every bottleneck block.
     # Not its attention pool: that forward reads the projection weights directly, so adapters there would be
     # dead in training and appear only when merged
@@ -132,6 +136,10 @@ class LoraConfig:
     def __post_init__(self):
         self.towers = tuple(self.towers)
         self.modules = tuple(self.modules)
+        if self.text_modules is not None:
+            self.text_modules = tuple(self.text_modules)
+            if not self.text_modules:
+                raise ValueError("LoraConfig.text_modules must name at least one module (or be None)")
         self.resnet_modules = tuple(self.resnet_modules)
         if any(m.startswith("attnpool") for m in self.resnet_modules):
             raise ValueError(
@@ -237,7 +245,8 @@ class OpenClipBackbone(nn.Module):
     def text_features(self, tokens: torch.Tensor) -> torch.Tensor:
         with self._attention(getattr(self.model, "text", self.model), tokens.shape[-1], tokens.device):
             if hf_text_type(self.model) is not None:
-                return trimmed_hf_text_features(self.model, tokens)
+                cached = cached_hf_text_features(self.model, tokens)
+                return cached if cached is not None else trimmed_hf_text_features(self.model, tokens)
             return trimmed_text_features(self.model, tokens)
 
     def _attention(self, tower: nn.Module, tokens: int | None, device: torch.device):
@@ -377,9 +386,11 @@ def lora_target_regex(config: LoraConfig, resnet_visual: bool = False, hf_text: 
     text tower is a Hugging Face model of this ``model_type``
     (:func:`~hysafe.models.hf_text.hf_lora_target`)."""
     block = "|".join(re.escape(m) for m in config.modules)
-    tower = {"text": rf"transformer\.resblocks\.\d+\.({block})"}
+    text_modules = config.text_modules or config.modules
+    text_block = "|".join(re.escape(m) for m in text_modules)
+    tower = {"text": rf"transformer\.resblocks\.\d+\.({text_block})"}
     if hf_text is not None and "text" in config.towers:
-        tower["text"] = hf_lora_target(hf_text, config.modules)
+        tower["text"] = hf_lora_target(hf_text, text_modules)
     if resnet_visual:
         convs = "|".join(re.escape(m) for m in config.resnet_modules) or "(?!)"  # (?!): no module
         tower["visual"] = rf"visual\.layer\d+\.\d+\.({convs})"

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 __all__ = [
     "HF_TEXT_MARK",
     "HF_LORA_LAYOUTS",
+    "HF_PROJ",
     "TRIMMABLE_POOLERS",
     "split_hf_text_name",
     "hf_text_model_cfg",
@@ -53,6 +54,9 @@ HF_LORA_LAYOUTS: dict[str, dict[str, tuple[str, ...]]] = {
     "roberta": _BERT_LAYOUT,
     "xlm-roberta": _BERT_LAYOUT,
 }
+#: LoraConfig's name for the HF text tower's projection to the embedding (adapted alone, it leaves the
+#: transformer frozen: the "frozen tower + head" strategy)
+HF_PROJ = "proj"
 #: the path of the encoder layers inside ``HFTextEncoder.transformer``, per ``model_type``
 _LAYERS = {"bert": r"encoder\.layer", "roberta": r"encoder\.layer", "xlm-roberta": r"encoder\.layer"}
 #: open_clip poolers whose result does not change when columns that every row pads are dropped
@@ -169,14 +173,17 @@ def hf_lora_target(model_type: str, modules: tuple[str, ...]) -> str:
             f"{', '.join(sorted(HF_LORA_LAYOUTS))}); adapt the image tower only "
             "(LoraConfig(towers=('visual',)))"
         )
-    unknown = [m for m in modules if m not in layout]
+    unknown = [m for m in modules if m not in layout and m != HF_PROJ]
     if unknown:
         raise ValueError(
             f"LoraConfig.modules {unknown} have no counterpart in a {model_type!r} text tower "
-            f"(choose among {sorted(layout)})"
+            f"(choose among {sorted([*layout, HF_PROJ])})"
         )
-    names = "|".join(re.escape(n) for m in modules for n in layout[m])
-    return rf"text\.transformer\.{_LAYERS[model_type]}\.\d+\.({names})"
+    names = "|".join(re.escape(n) for m in modules if m != HF_PROJ for n in layout[m])
+    targets = [rf"text\.transformer\.{_LAYERS[model_type]}\.\d+\.({names})"] if names else []
+    if HF_PROJ in modules:  # the projection to the embedding (a Linear for hf_proj_type "linear")
+        targets.append(r"text\.proj")
+    return "|".join(targets)
 
 
 def trimmed_hf_text_features(model: nn.Module, tokens: Tensor) -> Tensor | None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..models.backbone import TINY_MODEL
 from ..models.checkpoint import atomic_save_file
+from ..models.hf_text import hf_text_type
 from ..models.safety_model import SafetyModel, create_model
 from . import TrainConfig, TrainResult, train
 
@@ -23,12 +24,18 @@ def pretrain_clip(
     data, *, model: str = TINY_MODEL, config: TrainConfig | None = None, val_data=None, seed: int = 0
 ) -> TrainResult:
     """Train every weight of a randomly initialised open_clip ``model`` with the plain CLIP loss
-    on (T, V) and (T*, V*) pairs. Returns the :class:`TrainResult` of a ``CLIP`` model."""
+    on (T, V) and (T*, V*) pairs. Returns the :class:`TrainResult` of a ``CLIP`` model.
+
+    A Hugging Face text tower (``"VISION+hf:SOURCE"``) comes pretrained: its transformer stays locked
+    (LiT), so the image tower and the text projection learn to meet it (and its features are cached,
+    :mod:`hysafe.models.hf_text_cache`)."""
     import torch
 
     torch.manual_seed(seed)
     clip = create_model("clip", model, None, lora=None)
     clip.requires_grad_(True)
+    if hf_text_type(clip.backbone.model) is not None:  # it comes pretrained: locked (LiT)
+        clip.backbone.model.text.transformer.requires_grad_(False)
     cfg = config or TrainConfig(epochs=10, batch_size=64, lr=1e-3, weight_decay=0.1, warmup_steps=20)
     return train(clip, data, "clip-pretrain", cfg, val_data=val_data)
 

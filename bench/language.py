@@ -1,0 +1,133 @@
+"""Choose the text-tower settings of HySAC on *validation* wordings (docs/language.md).
+
+``synthetic:prose`` words unsafety differently in each split (four shared wordings per category in
+training, the other two in validation, its own paraphrases and euphemisms in test), so a setting
+chosen on validation is chosen on wordings training never saw, and the test split stays unread.
+This script pretrains the CLIP once per text tower (the demo's own stage), fine-tunes HySAC once per
+variant with the demo's defaults otherwise, and records each variant's validation numbers at the epoch
+its selection rule kept. The rule, fixed before the run: the variant with the highest validation
+text ROC-AUC (distance to the root) wins unless its validation recall sum is more than 5% below the
+default's; a tie keeps the default.
+
+    python bench/language.py --text-tower "$minilm" --out runs/language/validation \\
+        --variants default lr-0.01 epochs-60 attn-epochs-10 --markdown bench/results/language/validation.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hysafe.demo import DemoConfig  # noqa: E402
+from hysafe.demo.pipeline import demo_datasets, fine_tune, pretrained_backbone  # noqa: E402
+from hysafe.models.safety_model import create_model  # noqa: E402
+
+#: variant name -> DemoConfig overrides (the default is DemoConfig's own settings)
+VARIANTS: dict[str, dict] = {
+    "default": {},
+    "lr-0.01": {"lr": 1e-2},
+    "epochs-60": {"finetune_epochs": 60},
+    "attn-epochs-10": {"text_tower_lora": "attn", "finetune_epochs": 10},
+    "all-epochs-10": {"text_tower_lora": "all", "finetune_epochs": 10},
+}
+RECALL_TOLERANCE = 0.05
+
+
+def kept_validation(history: list[dict], best_score: float | None) -> dict:
+    """The validation record of the epoch the selection rule kept (the last one at the best score)."""
+    kept = [h for h in history if best_score is not None and abs(h.get("score", -1) - best_score) < 1e-9]
+    return (kept or history)[-1]
+
+
+def run_variant(cfg: DemoConfig, name: str, base: str, splits, out: Path) -> dict:
+    variant = replace(cfg, **VARIANTS[name])
+    t = time.time()
+    result = fine_tune(variant, "hysac", base, *splits, out / name, **variant.hysac_options())
+    seconds = time.time() - t
+    v = kept_validation(result.history, result.best_score)
+    return {
+        "variant": name,
+        "overrides": VARIANTS[name],
+        "epoch": v.get("epoch"),
+        "val_text_auc": v.get("root AUC text"),
+        "val_image_auc": v.get("root AUC image"),
+        "val_recall_sum": v.get("recall_sum"),
+        "seconds": round(seconds, 1),
+        "seconds_per_epoch": round(seconds / variant.finetune_epochs, 1),
+    }
+
+
+def choose(rows: list[dict]) -> str:
+    """The rule in the module docstring."""
+    default = next(r for r in rows if r["variant"] == "default")
+    floor = (1 - RECALL_TOLERANCE) * default["val_recall_sum"]
+    eligible = [r for r in rows if r["val_recall_sum"] >= floor]
+    best = max(eligible, key=lambda r: r["val_text_auc"])
+    return "default" if best["val_text_auc"] <= default["val_text_auc"] else best["variant"]
+
+
+def markdown(rows: list[dict], winner: str, tower: str) -> str:
+    lines = [
+        f"HySAC on `synthetic:prose` with the text tower `{tower}`: **validation** split (unsafe wordings "
+        "training never saw), at the epoch each run kept. Chosen by the rule in bench/language.py: "
+        f"**{winner}**.",
+        "",
+        "| variant | overrides | kept epoch | val text ROC-AUC | val image ROC-AUC | val recall sum "
+        "| s/epoch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} | `{json.dumps(r['overrides'])}` | {r['epoch']} | {r['val_text_auc']:.3f} | "
+            f"{r['val_image_auc']:.3f} | {r['val_recall_sum']:.1f} | {r['seconds_per_epoch']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--text-tower", required=True, help="Hugging Face text model folder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--variants", nargs="+", default=["default"], choices=sorted(VARIANTS))
+    p.add_argument("--markdown", help="write the table here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    out = Path(args.out)
+    cfg = DemoConfig(
+        data="synthetic:prose", text_tower=args.text_tower, out_dir=str(out), progress=False, workers=1
+    )
+    names = ["default", *[v for v in args.variants if v != "default"]]
+    model = create_model("clip", cfg.backbone_name, None, lora=None)
+    train_set, val_set, _ = demo_datasets(cfg, model, out)  # the test split is generated, never read
+    timings: dict = {}
+    base = pretrained_backbone(cfg, train_set, val_set, out, timings)
+    rows = [run_variant(cfg, n, base, (train_set, val_set), out) for n in names]
+    winner = choose(rows)
+    record = {
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "pretrain_seconds": timings.get("pretrain CLIP"),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "rows": rows,
+        "winner": winner,
+    }
+    (out / "results.json").write_text(json.dumps(record, indent=2))
+    table = markdown(rows, winner, args.text_tower)
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

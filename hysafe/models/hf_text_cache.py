@@ -1,0 +1,124 @@
+"""A frozen Hugging Face text tower runs once per caption: its pooled features are cached.
+
+A 6-layer BERT costs ~100x the tiny CLIP's text tower. When LoRA adapts only the image tower and the
+text tower's projection (the "frozen tower + head" strategy: ``LoraConfig(text_modules=("proj",))``),
+the transformer's output for a caption never changes, so it is computed once per process and reused
+by every epoch, the frozen reference of Safe-CLIP, evaluation and indexing; the projection (trained)
+runs on every call. A frozen transformer runs in eval mode here, without dropout, the same features in
+training and evaluation.
+
+The cache is keyed by a fingerprint of the transformer's weights (a sum per tensor, recomputed only
+when a tensor is replaced or modified in place), so a deep copy with the same weights shares it and a
+merged or reloaded tower with other weights never reads a stale entry; each caption by its token ids
+up to its last non-pad token (the features do not depend on a batch's padding).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import OrderedDict
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["cached_hf_text_features", "hf_sentence_embeddings", "clear_text_cache", "MAX_CACHED_CAPTIONS"]
+
+#: captions kept per set of weights (~1.5 KB each at a 384-d MiniLM); past it the cache starts over
+MAX_CACHED_CAPTIONS = 500_000
+#: sets of weights kept (the fine-tuned tower and its reference are one set when the trunk is frozen)
+_MAX_WEIGHT_SETS = 4
+_CACHES: OrderedDict[tuple, dict[bytes, Tensor]] = OrderedDict()
+_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def clear_text_cache() -> None:
+    """Forget every cached caption (tests; a process that loads many towers)."""
+    _CACHES.clear()
+    _FINGERPRINTS.clear()
+
+
+def _weights_fingerprint(trunk: nn.Module) -> tuple:
+    """The trunk's weights as a key: shape, dtype and float64 sum of every tensor (memoised on the
+    tensors' storage and in-place version counters)."""
+    tensors = [*trunk.parameters(), *trunk.buffers()]
+    state = tuple((t.data_ptr(), t._version) for t in tensors)
+    memo = _FINGERPRINTS.get(trunk)
+    if memo is not None and memo[0] == state:
+        return memo[1]
+    with torch.no_grad():
+        key = tuple((tuple(t.shape), str(t.dtype), float(t.double().sum())) for t in tensors)
+    _FINGERPRINTS[trunk] = (state, key)
+    return key
+
+
+def _cache_for(trunk: nn.Module) -> dict[bytes, Tensor]:
+    key = _weights_fingerprint(trunk)
+    cache = _CACHES.get(key)
+    if cache is None or len(cache) > MAX_CACHED_CAPTIONS:
+        cache = _CACHES[key] = {}
+        while len(_CACHES) > _MAX_WEIGHT_SETS:
+            _CACHES.popitem(last=False)
+    _CACHES.move_to_end(key)
+    return cache
+
+
+def _row_keys(tokens: Tensor, pad: int) -> list[bytes]:
+    """Each row's token ids up to its last non-pad token, as bytes."""
+    rows = tokens.detach().cpu()
+    used = rows != pad
+    lengths = torch.where(used.any(dim=1), used.shape[1] - used.flip(1).int().argmax(dim=1), 0)
+    return [rows[i, : int(n)].numpy().tobytes() for i, n in enumerate(lengths)]
+
+
+def _pooled(text: nn.Module, tokens: Tensor) -> Tensor:
+    """The frozen trunk and pooler on ``tokens`` (columns every row pads dropped), in eval mode."""
+    pad = text.config.pad_token_id
+    used = (tokens != pad).any(dim=0).nonzero()
+    tokens = tokens[:, : int(used.max()) + 1] if len(used) else tokens
+    mask = (tokens != pad).long()
+    was_training = text.transformer.training
+    text.transformer.eval()
+    try:
+        with torch.no_grad():
+            return text.pooler(text.transformer(input_ids=tokens, attention_mask=mask), mask)
+    finally:
+        text.transformer.train(was_training)
+
+
+def _frozen(text: nn.Module) -> bool:
+    return not any(p.requires_grad for p in text.transformer.parameters())
+
+
+def _cached_pooled(text: nn.Module, tokens: Tensor) -> Tensor:
+    cache, keys = _cache_for(text.transformer), _row_keys(tokens, text.config.pad_token_id)
+    missing = [i for i, k in enumerate(keys) if k not in cache]
+    if missing:
+        fresh = _pooled(text, tokens[missing])
+        for i, row in zip(missing, fresh, strict=True):
+            cache[keys[i]] = row
+    return torch.stack([cache[k] for k in keys]).to(tokens.device)
+
+
+def cached_hf_text_features(model: nn.Module, tokens: Tensor) -> Tensor | None:
+    """``model.encode_text(tokens)`` with the trunk's pooled output cached per caption; ``None`` where
+    the cache does not apply (a trunk with trainable weights, token outputs requested, no pad id)."""
+    text = model.text
+    pad = getattr(text.config, "pad_token_id", None)
+    if pad is None or getattr(text, "output_tokens", False) or tokens.ndim != 2 or not _frozen(text):
+        return None
+    pooled = _cached_pooled(text, tokens)
+    weight = next(text.proj.parameters(), None)  # None: an identity projection
+    return text.proj(pooled if weight is None else pooled.to(weight.dtype))
+
+
+def hf_sentence_embeddings(model: nn.Module, tokens: Tensor) -> Tensor:
+    """The HF text model's own sentence embeddings of ``tokens`` (its pooled output, before the CLIP
+    projection; mean pooling is what sentence-transformers' all-MiniLM-L6-v2 uses), cached."""
+    text = getattr(model, "text", None)
+    if text is None or not hasattr(text, "transformer") or not hasattr(text, "pooler"):
+        raise ValueError(
+            "sentence embeddings need a CLIP with a Hugging Face text tower ('VISION+hf:SOURCE')"
+        )
+    if getattr(text.config, "pad_token_id", None) is None or tokens.ndim != 2:
+        raise ValueError("sentence embeddings need (batch, length) token ids and a tokenizer with a pad id")
+    return _cached_pooled(text, tokens)

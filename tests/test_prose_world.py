@@ -1,0 +1,100 @@
+"""``synthetic:prose``: English captions whose test split words unsafety in ways training never did,
+and the demo's language stage that scores the text classifiers on it."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hysafe.data import WorldConfig, generate_world, load_manifest
+from hysafe.data.categories import CATEGORIES
+from hysafe.data.param_worlds import train_wordings
+from hysafe.data.prose_world import EUPHEMISMS, TEST_WORDINGS, wording_pools
+from hysafe.demo.language import euphemism_mask, language_lines, text_aucs
+
+#: words that name unsafety outright: a euphemism holds none of them
+EXPLICIT = {
+    "blood", "bloody", "gun", "knife", "naked", "nude", "sex", "sexual", "drug", "drugs", "kill",
+    "suicide", "abuse", "abused", "violent", "violence", "hate", "racist", "steal", "stolen", "theft",
+    "vomit", "weapon", "heroin", "cocaine", "torture", "tortured", "beaten", "beating", "porn",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def prose(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("prose")
+    manifest = generate_world(
+        folder, WorldConfig(n_train=120, n_val=40, n_test=60, kind="prose"), progress=False
+    )
+    return {s: load_manifest(manifest, split=s) for s in ("train", "validation", "test")}
+
+
+def _wordings(pool):
+    return {w for c in CATEGORIES for w in pool(c)}
+
+
+def test_every_split_words_unsafety_in_its_own_way(prose):
+    pools = {split: wording_pools(c, split) for split in prose for c in CATEGORIES[:1]}
+    unsafe = {split: {w for c in CATEGORIES for w in wording_pools(c, split)[0]} for split in prose}
+    harmless = {split: set(pools[split][1]) for split in prose}
+    for a, b in (("train", "validation"), ("train", "test"), ("validation", "test")):
+        assert not unsafe[a] & unsafe[b] and not harmless[a] & harmless[b], (a, b)
+    assert unsafe["train"] | unsafe["validation"] == _wordings(train_wordings)
+    assert unsafe["test"] == _wordings(lambda c: TEST_WORDINGS[c]) and len(unsafe["test"]) == 3 * len(
+        CATEGORIES
+    )
+    everything = set().union(*unsafe.values(), *harmless.values())
+    for split, rows in prose.items():
+        for r in rows:
+            # the same sentence on the first object: a harmless phrase in the safe caption, an unsafe
+            # one in the unsafe caption, each from its split's own pool
+            bad = [w for w in everything if f" is shown {w}." in r.unsafe_text]
+            good = [w for w in everything if f" is shown {w}." in r.safe_text]
+            assert len(bad) == 1 and len(good) == 1, (r.safe_text, r.unsafe_text)
+            assert bad[0] in unsafe[split] and good[0] in harmless[split]
+            assert r.safe_text.replace(f"shown {good[0]}.", f"shown {bad[0]}.") == r.unsafe_text
+    assert euphemism_mask(prose["test"]).any() and not euphemism_mask(prose["train"]).any()
+
+
+def test_euphemisms_name_nothing_unsafe_and_captions_are_sentences_about_the_scene(prose):
+    for e in EUPHEMISMS:
+        assert not set(re.findall(r"[a-z-]+", e)) & EXPLICIT, e
+    rows = prose["train"]
+    vocabulary = {w for r in rows for w in re.findall(r"[a-z]+", r.safe_text.lower())}
+    assert len(vocabulary) > 150  # far more words than the other worlds' captions use
+    for r in rows[:20]:
+        sentences = [s for s in r.safe_text.split(". ") if s]
+        assert len(sentences) >= 2 and r.safe_text.endswith(".") and r.safe_text[0].isupper()
+        assert r.unsafe_text.count(".") == r.safe_text.count(".") == 3
+
+
+def test_the_world_is_the_same_bit_for_bit_on_every_run(prose, tmp_path):
+    again = generate_world(
+        tmp_path, WorldConfig(n_train=120, n_val=40, n_test=60, kind="prose"), progress=False
+    )
+    rows = load_manifest(again, split="test")
+    assert [r.unsafe_text for r in rows] == [r.unsafe_text for r in prose["test"]]
+    a, b = (np.asarray(Image.open(r[3].unsafe_image)) for r in (rows, prose["test"]))
+    assert np.array_equal(a, b)
+
+
+def test_text_aucs_split_euphemisms_from_explicit_wordings(tmp_path):
+    safe = torch.tensor([0.0, 0.1, 0.2, 0.3])
+    unsafe = torch.tensor([1.0, 0.9, 0.15, 0.05])  # two explicit (easy), two euphemisms (hard)
+    mask = np.array([False, False, True, True])
+    aucs = text_aucs(safe, unsafe, mask)
+    assert aucs["explicit"] == 1.0 and aucs["euphemisms"] == pytest.approx(3 / 8)
+    assert aucs["all"] == pytest.approx((8 + 3) / 16)
+    assert set(text_aucs(safe, unsafe, np.zeros(4, dtype=bool))) == {"all"}
+    record = {
+        "text_tower": None,
+        "test_captions": {"unsafe": 4, "euphemisms": 2},
+        "text_roc_auc": {"HySAC": aucs, "CLIP logistic probe": {"all": 0.5, "C": 1.0}},
+    }
+    (tmp_path / "language.json").write_text(json.dumps(record))
+    lines = "\n".join(language_lines(tmp_path))
+    assert "| HySAC | 0.688 | 1.000 | 0.375 |" in lines and "| CLIP logistic probe | 0.500 | - | - |" in lines
+    assert language_lines(tmp_path / "elsewhere") == []
