@@ -370,10 +370,13 @@ def test_language_rule_chooses_on_validation_text_auc_within_the_recall_toleranc
     def row(name, auc, recall):
         return {"variant": name, "val_text_auc": auc, "val_recall_sum": recall}
 
-    default = row("default", 0.80, 200.0)
-    assert language.choose([default, row("lr-0.01", 0.90, 191.0)]) == "lr-0.01"  # 4.5% less recall
-    assert language.choose([default, row("lr-0.01", 0.95, 189.0)]) == "default"  # 5.5% less recall
-    assert language.choose([default, row("epochs-60", 0.80, 250.0)]) == "default"  # a tie keeps it
+    current = row("proj-30", 0.80, 200.0)
+    assert language.choose([current, row("attn-10", 0.90, 191.0)], "proj-30") == "attn-10"  # 4.5% less
+    assert language.choose([current, row("attn-10", 0.95, 189.0)], "proj-30") == "proj-30"  # 5.5% less
+    assert language.choose([current, row("proj-60", 0.80, 250.0)], "proj-30") == "proj-30"  # a tie keeps it
     history = [{"epoch": 1, "score": 2.0}, {"epoch": 2, "score": 3.0}, {"epoch": 3, "score": 1.0}]
     assert language.kept_validation(history, 3.0)["epoch"] == 2
-    assert set(language.VARIANTS) >= {"default", "lr-0.01", "epochs-60", "attn-epochs-10"}
+    assert language.CURRENT == "attn-10" and language.VARIANTS["attn-10"] == {
+        "text_tower_lora": "attn",
+        "text_tower_epochs": 10,
+    }

@@ -241,7 +241,11 @@ def test_the_demo_names_its_text_tower_and_what_lora_adapts_in_it():
         "attn",
         "proj",
     )
-    assert DemoConfig(text_tower="/m").fine_tune_lora.text_modules == ("proj",)
+    assert DemoConfig(text_tower="/m").fine_tune_lora.text_modules == ("attn", "proj")
+    assert DemoConfig(text_tower="/m", text_tower_lora="proj").fine_tune_lora.text_modules == ("proj",)
+    assert DemoConfig(text_tower="/m").fine_tune_epochs == 10 and DemoConfig().fine_tune_epochs == 30
+    with pytest.raises(ValueError, match="text_tower_epochs must be >= 1"):
+        DemoConfig(text_tower_epochs=0)
     assert DemoConfig().backbone_name == "hysafe-tiny" and DemoConfig().fine_tune_lora.text_modules is None
     with pytest.raises(ValueError, match="text_tower_lora must be one of \\['all', 'attn', 'proj'\\]"):
         DemoConfig(text_tower_lora="everything")

@@ -45,7 +45,10 @@ def test_the_demo_on_minilm_scores_unseen_wordings_against_its_own_probe(minilm,
         image_ceiling="never",
         progress=False,
     )
-    assert cfg.backbone_name == f"hysafe-tiny+hf:{minilm}" and cfg.fine_tune_lora.text_modules == ("proj",)
+    assert cfg.backbone_name == f"hysafe-tiny+hf:{minilm}" and cfg.fine_tune_lora.text_modules == (
+        "attn",
+        "proj",
+    )
     result = run_demo(cfg)
     record = json.loads((tmp_path / "report" / "language.json").read_text())
     rows = record["text_roc_auc"]
@@ -64,8 +67,9 @@ def test_the_demo_on_minilm_scores_unseen_wordings_against_its_own_probe(minilm,
     hysac = load_model(result.checkpoints["hysac"])
     clip = hysac.backbone.model
     adapted = {n.rsplit(".lora_A", 1)[0] for n, _ in clip.named_modules() if n.endswith("lora_A")}
-    assert "text.proj" in adapted and not any(n.startswith("text.transformer") for n in adapted)
-    assert not any(p.requires_grad for p in clip.text.transformer.parameters())
+    layer = "text.transformer.encoder.layer.5."  # the default adapts every layer's attention, not its MLP
+    assert "text.proj" in adapted and f"{layer}attention.self.query" in adapted
+    assert f"{layer}attention.output.dense" in adapted and f"{layer}intermediate.dense" not in adapted
     with torch.no_grad():
         emb = hysac.encode_text(hysac.tokenize(["A photo of a red circle. It is shown in a violent fight."]))
     assert emb.shape == (1, 64) and torch.isfinite(emb).all()

@@ -59,12 +59,17 @@ class DemoConfig:
         ),
     )
     text_tower_lora: str = field(
-        default="proj",
+        default="attn",
         metadata=_opt(
-            "what LoRA adapts in a --text-tower: 'proj' (its projection; the transformer frozen, its "
-            "features cached), 'attn' (and the attention of every layer), 'all' (and the MLPs too)",
+            "what LoRA adapts in a --text-tower: 'attn' (its projection and the attention of every "
+            "layer; chosen on validation wordings, docs/language.md), 'all' (and the MLPs too), 'proj' "
+            "(the projection alone: the transformer frozen, its features cached, ~60x cheaper)",
             choices=tuple(TEXT_TOWER_LORA),
         ),
+    )
+    text_tower_epochs: int = field(
+        default=10,
+        metadata=_opt("fine-tuning epochs with a --text-tower (chosen with --text-tower-lora on validation)"),
     )
     pretrained: str | None = field(
         default=None,
@@ -119,6 +124,11 @@ class DemoConfig:
             return self.lora
         return replace(self.lora, text_modules=TEXT_TOWER_LORA[self.text_tower_lora])
 
+    @property
+    def fine_tune_epochs(self) -> int:
+        """``text_tower_epochs`` with a ``text_tower``, else ``finetune_epochs``."""
+        return self.finetune_epochs if self.text_tower is None else self.text_tower_epochs
+
     def hysac_options(self) -> dict:
         """The HySAC recipe options these settings override (none: the recipe's defaults)."""
         given = {
@@ -166,6 +176,8 @@ class DemoConfig:
         from ..training.recipes import get_recipe
 
         get_recipe("hysac", **self.hysac_options())
+        if self.text_tower_epochs < 1:
+            raise ValueError(f"DemoConfig.text_tower_epochs must be >= 1, got {self.text_tower_epochs}")
         if self.text_tower_lora not in TEXT_TOWER_LORA:
             raise ValueError(
                 f"DemoConfig.text_tower_lora must be one of {sorted(TEXT_TOWER_LORA)}, "
@@ -184,6 +196,7 @@ class DemoConfig:
             world=WorldConfig(n_train=320, n_val=64, n_test=64, seed=seed),
             pretrain_epochs=4,
             finetune_epochs=3,
+            text_tower_epochs=1,
             batch_size=32,
             lora=LoraConfig(r=4, alpha=8.0, dropout=0.0),
             seed=seed,

@@ -173,7 +173,7 @@ def fine_tune(
         recipe.model_kind, cfg.backbone_name, base, lora=cfg.fine_tune_lora, device=cfg.device
     )
     config = TrainConfig(
-        epochs=cfg.finetune_epochs,
+        epochs=cfg.fine_tune_epochs,
         batch_size=cfg.batch_size,
         lr=cfg.lr,
         seed=cfg.seed,

@@ -93,9 +93,11 @@ def _defaults_line(cfg: DemoConfig) -> str:
     cones = _hysac_line(cfg)
     safer = get_recipe("safer-clip").objective
     return (
-        f"Defaults: fine-tune {cfg.finetune_epochs} epochs, batch "
+        f"Defaults: fine-tune {cfg.fine_tune_epochs} epochs, batch "
         f"{cfg.batch_size}, lr {cfg.lr:g}, LoRA r{cfg.lora.r} alpha "
-        f"{cfg.lora.alpha:g}, "
+        f"{cfg.lora.alpha:g}"
+        + (f" (text tower `{cfg.text_tower}`: {cfg.text_tower_lora})" if cfg.text_tower else "")
+        + ", "
         f"HySAC: cones with {cones}, traversal tau `{cfg.traversal}`, SafeR-CLIP "
         f"target: {_safer_target(safer.pair_quantile)} "
         f"(redirection scale: {safer.redirection_scale or 'the logit scale'}), "
