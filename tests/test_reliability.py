@@ -230,7 +230,7 @@ def test_truncated_captions_are_counted_once(tiny_base, caplog):
 def test_checkpoint_of_another_width_is_a_clear_error(tiny_base, tmp_path, capsys):
     import open_clip
 
-    from hysafe.models.backbone import _CONFIG_DIR
+    from hysafe.models.registry import _CONFIG_DIR
 
     cfg = json.loads((_CONFIG_DIR / "hysafe-tiny.json").read_text())
     cfg["text_cfg"]["width"] = 96
