@@ -22,6 +22,7 @@ from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
 from ..data.prose_world import EUPHEMISMS
+from ..evaluation.comparison import _labelled
 from ..models.classifier import NSFWClassifier
 from ..models.embed import embed_dataset
 from ..models.hf_text import hf_text_type
@@ -83,11 +84,7 @@ def _probe_scores(embed, splits) -> tuple[Tensor, Tensor, float]:
     """A logistic probe fitted on the training split's embeddings (C chosen on validation): its
     scores of the safe and unsafe test captions, and its C."""
     train, val, test = (embed(ds) for ds in splits)
-
-    def labelled(e):
-        return torch.cat([e["T"], e["T*"]]), torch.cat([torch.zeros(len(e["T"])), torch.ones(len(e["T*"]))])
-
-    probe = NSFWClassifier.tuned_logistic_probe(labelled(train), labelled(val))
+    probe = NSFWClassifier.tuned_logistic_probe(_labelled(train, "T", "T*"), _labelled(val, "T", "T*"))
     return probe.score(test["T"]), probe.score(test["T*"]), probe.params["C"]
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "hf_text_type",
     "hf_lora_target",
     "trimmed_hf_text_features",
+    "drop_padded_columns",
 ]
 
 #: ``VISION + HF_TEXT_MARK + SOURCE`` names a CLIP with an HF text tower
@@ -193,6 +194,10 @@ def trimmed_hf_text_features(model: nn.Module, tokens: Tensor) -> Tensor | None:
     pad = getattr(text.config, "pad_token_id", None)
     if type(text.pooler).__name__ not in TRIMMABLE_POOLERS or pad is None or tokens.ndim != 2:
         return None
+    return model.encode_text(drop_padded_columns(tokens, pad), normalize=False)
+
+
+def drop_padded_columns(tokens: Tensor, pad: int) -> Tensor:
+    """``tokens`` up to the last column any row does not pad (all of it when every column is pad)."""
     used = (tokens != pad).any(dim=0).nonzero()
-    length = int(used.max()) + 1 if len(used) else tokens.shape[1]
-    return model.encode_text(tokens[:, :length], normalize=False)
+    return tokens[:, : int(used.max()) + 1] if len(used) else tokens

@@ -21,6 +21,8 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
+from .hf_text import drop_padded_columns
+
 __all__ = ["cached_hf_text_features", "hf_sentence_embeddings", "clear_text_cache", "MAX_CACHED_CAPTIONS"]
 
 #: captions kept per set of weights (~1.5 KB each at a 384-d MiniLM); past it the cache starts over
@@ -73,8 +75,7 @@ def _row_keys(tokens: Tensor, pad: int) -> list[bytes]:
 def _pooled(text: nn.Module, tokens: Tensor) -> Tensor:
     """The frozen trunk and pooler on ``tokens`` (columns every row pads dropped), in eval mode."""
     pad = text.config.pad_token_id
-    used = (tokens != pad).any(dim=0).nonzero()
-    tokens = tokens[:, : int(used.max()) + 1] if len(used) else tokens
+    tokens = drop_padded_columns(tokens, pad)
     mask = (tokens != pad).long()
     was_training = text.transformer.training
     text.transformer.eval()
