@@ -12,91 +12,51 @@ Quick tour::
 
 import logging
 
-from . import interop
-from .data import QuadrupletDataset, WorldConfig, generate_world, load_manifest, load_visu
-from .evaluation.checks import Check, safety_checks
-from .evaluation.comparison import Comparison, compare_models
-from .index.retrieval import RetrievalIndex
-from .interop import export_transformers, load_hysac_release, load_transformers_clip
-from .models.backbone import TINY_MODEL, BackboneConfig, LoraConfig, create_backbone
-from .models.checkpoint import load_model, read_metadata, save_model
-from .models.classifier import NSFWClassifier, choose_threshold, classification_metrics, threshold_from_bounds
-from .models.embed import embed_dataset
-from .models.features import FeatureDataset, cache_features
-from .models.safety_model import (
-    CLIP,
-    HySAC,
-    ModelConfig,
-    SafeCLIP,
-    SafetyModel,
-    create_feature_model,
-    create_model,
-)
-from .models.traversal import DEFAULT_TAU, TauRule, paper_tau, resolve_tau, traversal_path, traverse
-from .populations import POPULATIONS, SAFE_IMAGE, SAFE_TEXT, UNSAFE_IMAGE, UNSAFE_TEXT, Population
-from .training import TrainConfig, TrainResult, train
-from .training.recipes import Recipe, get_recipe
+from .utils.lazy import lazy_exports
+
+#: every public name, and the module it comes from: imported on first use (``import hysafe`` stays
+#: light: ``hysafe --help``, or a process that needs only an index, does not import open_clip,
+#: transformers and scikit-learn)
+_EXPORTS = {
+    **dict.fromkeys(
+        ["QuadrupletDataset", "WorldConfig", "generate_world", "load_manifest", "load_visu"], "hysafe.data"
+    ),
+    **dict.fromkeys(["Check", "safety_checks"], "hysafe.evaluation.checks"),
+    **dict.fromkeys(["Comparison", "compare_models"], "hysafe.evaluation.comparison"),
+    **dict.fromkeys(["RetrievalIndex"], "hysafe.index.retrieval"),
+    **dict.fromkeys(
+        ["export_transformers", "load_hysac_release", "load_transformers_clip"], "hysafe.interop"
+    ),
+    **dict.fromkeys(
+        ["TINY_MODEL", "BackboneConfig", "LoraConfig", "create_backbone"], "hysafe.models.backbone"
+    ),
+    **dict.fromkeys(["load_model", "read_metadata", "save_model"], "hysafe.models.checkpoint"),
+    **dict.fromkeys(
+        ["NSFWClassifier", "choose_threshold", "classification_metrics", "threshold_from_bounds"],
+        "hysafe.models.classifier",
+    ),
+    **dict.fromkeys(["embed_dataset"], "hysafe.models.embed"),
+    **dict.fromkeys(["FeatureDataset", "cache_features"], "hysafe.models.features"),
+    **dict.fromkeys(
+        ["CLIP", "HySAC", "ModelConfig", "SafeCLIP", "SafetyModel", "create_feature_model", "create_model"],
+        "hysafe.models.safety_model",
+    ),
+    **dict.fromkeys(
+        ["DEFAULT_TAU", "TauRule", "paper_tau", "resolve_tau", "traversal_path", "traverse"],
+        "hysafe.models.traversal",
+    ),
+    **dict.fromkeys(
+        ["POPULATIONS", "SAFE_IMAGE", "SAFE_TEXT", "UNSAFE_IMAGE", "UNSAFE_TEXT", "Population"],
+        "hysafe.populations",
+    ),
+    **dict.fromkeys(["TrainConfig", "TrainResult", "train"], "hysafe.training"),
+    **dict.fromkeys(["Recipe", "get_recipe"], "hysafe.training.recipes"),
+}
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
-load = load_model
-save = save_model
-
 __version__ = "0.1.0"
 
-__all__ = [
-    "TINY_MODEL",
-    "BackboneConfig",
-    "LoraConfig",
-    "create_backbone",
-    "load",
-    "save",
-    "load_model",
-    "save_model",
-    "read_metadata",
-    "NSFWClassifier",
-    "classification_metrics",
-    "choose_threshold",
-    "threshold_from_bounds",
-    "QuadrupletDataset",
-    "WorldConfig",
-    "generate_world",
-    "load_manifest",
-    "load_visu",
-    "embed_dataset",
-    "Comparison",
-    "compare_models",
-    "Check",
-    "safety_checks",
-    "FeatureDataset",
-    "cache_features",
-    "interop",
-    "load_hysac_release",
-    "load_transformers_clip",
-    "export_transformers",
-    "CLIP",
-    "HySAC",
-    "SafeCLIP",
-    "SafetyModel",
-    "ModelConfig",
-    "create_model",
-    "create_feature_model",
-    "Population",
-    "POPULATIONS",
-    "SAFE_TEXT",
-    "SAFE_IMAGE",
-    "UNSAFE_TEXT",
-    "UNSAFE_IMAGE",
-    "Recipe",
-    "get_recipe",
-    "RetrievalIndex",
-    "TrainConfig",
-    "TrainResult",
-    "train",
-    "DEFAULT_TAU",
-    "TauRule",
-    "traverse",
-    "traversal_path",
-    "paper_tau",
-    "resolve_tau",
-]
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__, _EXPORTS, aliases={"load": "load_model", "save": "save_model"}, submodules=("interop",)
+)

@@ -24,7 +24,8 @@ def _modules() -> dict[str, Path]:
 
 def _imports(name: str, path: Path, known: set[str]) -> set[str]:
     """hysafe modules imported anywhere in a module (a lazy import inside a function still ties
-    the two concepts together)."""
+    the two concepts together; so does a module named in a string, as a package's lazy exports
+    name theirs: :mod:`hysafe.utils.lazy`)."""
     is_package = path.name == "__init__.py"
     out = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -37,6 +38,8 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
             candidates = [target] + [f"{target}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
             candidates = [a.name for a in node.names]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            candidates = [node.value]
         else:
             continue
         out |= {c for c in candidates if c in known and c != name}
@@ -151,3 +154,28 @@ def test_long_modules_state_why():
             assert "Over 300 lines" in docstring, (
                 f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines and no reason at its top"
             )
+
+
+def test_packages_import_their_exports_on_first_use():
+    """``import hysafe`` and ``hysafe.models`` name their exports' modules (lazy, hysafe.utils.lazy):
+    a process that needs only an index does not import open_clip or scikit-learn, and every public
+    name still resolves, aliases included; the layering test above reads the named modules."""
+    import subprocess
+    import sys
+
+    import hysafe
+    import hysafe.models
+
+    heavy = "{'open_clip', 'sklearn', 'transformers'}"
+    probe = f"import sys, hysafe.index.retrieval; print(sorted({heavy} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    assert all(getattr(hysafe, name) is not None for name in hysafe.__all__)
+    assert hysafe.load is hysafe.load_model and hysafe.HySAC is hysafe.models.HySAC
+    assert set(hysafe.__all__) <= set(dir(hysafe)) and "build_model" in dir(hysafe.models)
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        hysafe.nope  # noqa: B018
+    from hysafe.utils.lazy import lazy_exports
+
+    with pytest.raises(ValueError, match="aliases of names it does not export"):
+        lazy_exports("hysafe", {"a": "hysafe.populations"}, aliases={"b": "c"})

@@ -106,6 +106,28 @@ def test_compressed_index_equals_exact_search_where_its_pool_covers_the_gallery(
     assert again.kind == "ivfpq" and torch.equal(again.search(queries, k)[1], i)
 
 
+@pytest.mark.parametrize("rerank", [1, 2])
+def test_compressed_index_few_candidates_are_ranked_by_exact_distance(rerank, gen):
+    """``rerank < FLOAT64_POOL``: stage 1's ``rerank x k`` candidates all reach the float64 ranking
+    (no float32 pre-selection). The results must be the exact top-k of those candidates."""
+    from hysafe.index._faiss import search_preassigned
+
+    space, k = LorentzSpace(1.0), 10
+    gallery, queries = clustered(gen, 3000), clustered(gen, 25)
+    index = RetrievalIndex(space, 16, kind="ivfpq", nlist=8, nprobe=2, rerank=rerank)
+    index.train(gallery)
+    index.add(gallery)
+    d, i = index.search(queries, k)
+    vectors = index._vectors(queries, "query")
+    coarse_ip, lists = index._route_queries(vectors)
+    cand = torch.from_numpy(search_preassigned(index.index, vectors, k * rerank, lists, coarse_ip)[1])
+    dist = space.distance(queries.double(), gallery.double()).gather(1, cand.clamp(min=0))
+    dist = dist.masked_fill(cand < 0, float("inf"))
+    ref = torch.topk(dist, k, dim=1, largest=False)
+    assert torch.equal(i, cand.gather(1, ref.indices))
+    assert torch.allclose(d.double(), ref.values, atol=1e-6)
+
+
 def test_refine_stage_ranks_like_the_decoded_reconstruction(gen):
     """Lookup-table scores (fast path) = inner products with centroid + both decoded codes (reference)."""
     space = LorentzSpace(curv=0.8)

@@ -202,23 +202,22 @@ def exact_rerank(
     rows = torch.from_numpy(rows)  # (Q, C, D) float32
     ids = torch.from_numpy(candidates).long()
     n_q, n_c = ids.shape
-    ip, margin = _float32_inner(space, queries, rows)
-    ip = ip.masked_fill(ids < 0, -float("inf"))
     pool = min(n_c, FLOAT64_POOL * k)
-    if pool < n_c:
+    if pool < n_c:  # with a pool of every candidate the float32 pre-selection would choose nothing
+        ip, margin = _float32_inner(space, queries, rows)
+        ip = ip.masked_fill(ids < 0, -float("inf"))
         top, best = ip.topk(pool + 1, dim=1)
         unsafe = top[:, pool] >= top[:, min(k, pool) - 1] - 2 * margin
         keep = best[:, :pool].sort(dim=1).values
         keep[unsafe] = torch.arange(pool)  # placeholder rows, replaced below
     else:
         unsafe = torch.zeros(n_q, dtype=torch.bool)
-        keep = torch.arange(n_c).expand(n_q, n_c)
-    ids_kept = ids.gather(1, keep)
+        keep = None
+    ids_kept = ids if keep is None else ids.gather(1, keep)
     dist, order = _float64_topk(space, queries, rows, keep, ids_kept, k)
     out_d, out_i = dist, ids_kept.gather(1, order)
     if unsafe.any():  # ties within the rounding bound at the pool's edge: rank every candidate in float64
-        every = torch.arange(n_c).expand(int(unsafe.sum()), n_c)
-        d_all, o_all = _float64_topk(space, queries[unsafe], rows[unsafe], every, ids[unsafe], k)
+        d_all, o_all = _float64_topk(space, queries[unsafe], rows[unsafe], None, ids[unsafe], k)
         out_d[unsafe], out_i[unsafe] = d_all, ids[unsafe].gather(1, o_all)
     return out_d.float(), out_i
 
@@ -241,19 +240,22 @@ def _float32_inner(space: Space, queries: Tensor, rows: Tensor) -> tuple[Tensor,
 
 
 def _float64_topk(
-    space: Space, queries: Tensor, rows: Tensor, positions: Tensor, ids: Tensor, k: int
+    space: Space, queries: Tensor, rows: Tensor, positions: Tensor | None, ids: Tensor, k: int
 ) -> tuple[Tensor, Tensor]:
     """Float64 distances of the ``k`` nearest of each query's rows ``(Q, C, D)`` at ``positions``
-    ``(Q, P)`` (whose ids ``(Q, P)`` below 0 are none), and their places in ``positions``; a stable
-    sort keeps candidate order among ties. Computed in blocks of whole queries, so the float64 copy
-    of the rows stays small."""
+    ``(Q, P)`` (``None``: every row, in order; ids ``(Q, P)`` below 0 are none), and their places in
+    ``positions``; a stable sort keeps candidate order among ties. Computed in blocks of whole
+    queries, so the float64 copy of the rows stays small."""
     q = space.query_vectors(queries.double())
-    dist = torch.empty(positions.shape, dtype=torch.float64)
-    step = max(1, EXACT_BLOCK_ROWS // max(1, positions.shape[1]))
+    dist = torch.empty(ids.shape, dtype=torch.float64)
+    step = max(1, EXACT_BLOCK_ROWS // max(1, ids.shape[1]))
     for i in range(0, len(q), step):
-        block = positions[i : i + step]
-        picked = rows[i : i + step][torch.arange(len(block)).unsqueeze(1), block].double()
-        dist[i : i + step] = space.distance_from_inner(space.index_inner_rows(q[i : i + step], picked)[0])
+        picked = rows[i : i + step]
+        if positions is not None:
+            block = positions[i : i + step]
+            picked = picked[torch.arange(len(block)).unsqueeze(1), block]
+        inner = space.index_inner_rows(q[i : i + step], picked.double())[0]
+        dist[i : i + step] = space.distance_from_inner(inner)
     dist = torch.where(ids < 0, torch.full_like(dist, float("inf")), dist)
     order = torch.sort(dist, dim=1, stable=True).indices[:, :k]
     return dist.gather(1, order), order

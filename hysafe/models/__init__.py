@@ -6,24 +6,23 @@ checkpoints (:mod:`.checkpoint`) and batched embedding of datasets (:mod:`.embed
 May import geometry, data, utils and populations; never index, training, evaluation or the apps.
 """
 
-from .safety_model import (
-    CLIP,
-    HySAC,
-    ModelConfig,
-    SafeCLIP,
-    SafetyModel,
-    build_model,
-    create_feature_model,
-    create_model,
-)
+from ..utils.lazy import lazy_exports
 
-__all__ = [
-    "CLIP",
-    "HySAC",
-    "ModelConfig",
-    "SafeCLIP",
-    "SafetyModel",
-    "build_model",
-    "create_feature_model",
-    "create_model",
-]
+#: the public names, imported on first use: ``hysafe.models.traversal`` (which the index engine needs)
+#: does not import open_clip through this package
+__all__, __getattr__, __dir__ = lazy_exports(
+    __name__,
+    dict.fromkeys(
+        [
+            "CLIP",
+            "HySAC",
+            "ModelConfig",
+            "SafeCLIP",
+            "SafetyModel",
+            "build_model",
+            "create_feature_model",
+            "create_model",
+        ],
+        "hysafe.models.safety_model",
+    ),
+)
