@@ -336,7 +336,7 @@ def print_rows(rows: list[dict], results: dict) -> None:
 
 
 def parse_args() -> argparse.Namespace:
-    from hysafe.cli.options import positive_int
+    from hysafe.cli.options import non_negative_int, positive_int
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--section", choices=tuple(METHODS), default="ivf")
@@ -351,13 +351,18 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument(
         "--route-dims",
-        type=int,
+        type=non_negative_int,
         nargs="+",
         default=[0, 96, 128],
         help="hysafe IVF routing: 0 exact, m > 0 in the centroids' m-dimensional sketch",
     )
     p.add_argument("--threads", type=positive_int, default=2)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument(
+        "--repeats",
+        type=non_negative_int,
+        default=3,
+        help="warm searches per setting (0: the first search only)",
+    )
     every = sorted({m for ms in METHODS.values() for m in ms[1:]})
     p.add_argument(
         "--methods", nargs="+", choices=every, help="a subset of the section's (exact always runs)"
@@ -367,11 +372,29 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--method", help=argparse.SUPPRESS)
     p.add_argument("--ids-dir", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if not args.child:
+        check_sizes(p, args)
+    return args
+
+
+def check_sizes(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse, before any process builds anything, what would fail (or lose the run) later."""
+    from compressed_index import SUBSPACE
+
     other = sorted(set(args.methods or ()) - set(METHODS[args.section]))
-    if other and not args.child:
+    if other:
         known = ", ".join(METHODS[args.section][1:])
         p.error(f"--section {args.section} has no method {', '.join(other)}; it has {known}")
-    return args
+    if args.nlist > min(args.n, args.train):
+        p.error(
+            f"--nlist {args.nlist} needs at least as many points in --n ({args.n}) and --train ({args.train})"
+        )
+    if args.section == "compressed" and args.dim < SUBSPACE:
+        p.error(
+            f"--section compressed generates {SUBSPACE}-dimensional clusters: --dim must be >= {SUBSPACE}"
+        )
+    if args.out and not Path(args.out).resolve().parent.is_dir():
+        p.error(f"--out {args.out}: its folder does not exist")
 
 
 def main() -> None:

@@ -331,6 +331,28 @@ def test_peer_bench_compares_at_equal_memory_and_scores_against_exact(tmp_path):
     assert [v["peer"]["setting"] for v in result["verdict"]] == [[1, 10], [16, 10]]
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--repeats", "-1"], "--repeats: must be >= 0, got -1"),
+        (["--route-dims", "-5"], "--route-dims: must be >= 0, got -5"),
+        (["--n", "0"], "--n: must be >= 1, got 0"),
+        (["--section", "ivf", "--methods", "faiss-ivfpq"], "--section ivf has no method faiss-ivfpq"),
+        (["--n", "2000", "--nlist", "4096"], "--nlist 4096 needs at least as many points"),
+        (["--section", "compressed", "--dim", "16"], "--dim must be >= 32"),
+        (["--out", "/nonexistent/folder/x.json"], "its folder does not exist"),
+    ],
+)
+def test_peer_bench_refuses_bad_arguments_before_building_anything(argv, message, monkeypatch, capsys):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import peers
+
+    monkeypatch.setattr(sys, "argv", ["peers.py", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        peers.parse_args()
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_peer_bench_sweeps_hysafe_ivf_routing(tmp_path):
     """hysafe's IVF runs every (nprobe, route_dims) pair; all lists with exact routing is exact search."""
     result = _peers(

@@ -197,6 +197,42 @@ def test_compressed_index_files_that_are_missing_or_cut(gen, tmp_path):
         RetrievalIndex(LorentzSpace(1.0), 8, kind="ivfpq", rerank=0)
     with pytest.raises(ValueError, match="kind must be one of"):
         RetrievalIndex(LorentzSpace(1.0), 8, kind="hnsw")
+    with pytest.raises(ValueError, match="space must be a hysafe.geometry Space .* got NoneType"):
+        RetrievalIndex(None, 8)
+
+
+def test_compressed_index_refuses_a_missing_or_foreign_vector_file(gen, tmp_path):
+    """A vector file that is gone is named as missing; another index's file with as many rows (which
+    would re-rank by the wrong vectors) is refused by the fingerprint the index saved."""
+    space = LorentzSpace(1.0)
+    paths = []
+    for name in ("a", "b"):
+        index = RetrievalIndex(space, 8, kind="ivfpq", nlist=2, nprobe=2)
+        index.add(clustered(gen, 300, dim=8, clusters=2))
+        paths.append(index.save(tmp_path / f"{name}.faiss"))
+    a, b = paths
+    with pytest.raises(ValueError, match=r"b.faiss.vectors: not this index's vector file"):
+        RetrievalIndex.load(a, vectors=f"{b}.vectors")
+    Path(f"{a}.vectors").rename(tmp_path / "moved.vectors")
+    with pytest.raises(
+        FileNotFoundError, match=r"a.faiss.vectors: the compressed index's vector file is missing"
+    ):
+        RetrievalIndex.load(a)
+    moved = RetrievalIndex.load(a, vectors=tmp_path / "moved.vectors")
+    assert len(moved) == 300 and moved.search(clustered(gen, 3, dim=8, clusters=2), 5)[1].min() >= 0
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq"])
+def test_non_finite_inputs_are_named_by_their_role(kind, gen):
+    index = RetrievalIndex(LorentzSpace(1.0), 8, kind=kind, nlist=2, nprobe=2)
+    gallery = clustered(gen, 300, dim=8, clusters=2)
+    bad = gallery.clone()
+    bad[7, 3] = float("nan")
+    with pytest.raises(ValueError, match="gallery contains 1 NaN"):
+        index.add(bad)
+    index.add(gallery)
+    with pytest.raises(ValueError, match="queries contains 1 NaN"):
+        index.search(bad[:10], 3)
 
 
 # ------------------------------------------------------------------------------ shards

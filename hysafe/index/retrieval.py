@@ -152,6 +152,11 @@ class RetrievalIndex:
     ):
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if not isinstance(space, Space):
+            raise ValueError(
+                "space must be a hysafe.geometry Space (LorentzSpace, EuclideanSpace), "
+                f"got {type(space).__name__}"
+            )
         self.space, self.dim, self.kind = space, _positive_int(dim, "dim"), kind
         self.nlist, self.nprobe, self.rerank = _positive_int(nlist, "nlist"), nprobe, rerank
         self.route_dims, self._sketch = route_dims, None
@@ -311,6 +316,7 @@ class RetrievalIndex:
     def add(self, gallery: Tensor, *, batch_size: int = 65536) -> None:
         """Add gallery embeddings ``(N, D)`` in batches (ids continue from the current size)."""
         self._check(gallery, "gallery")
+        check_points(gallery, "gallery")
         if not self.index.is_trained:
             self.train(gallery)
         refine_codes = []
@@ -337,6 +343,7 @@ class RetrievalIndex:
         ``tau``: traverse the queries toward the root first (:func:`~hysafe.models.traversal.traverse`).
         """
         self._check(queries, "queries")
+        check_points(queries, "queries")
         k = _positive_int(k, "k")
         if len(self) == 0:
             raise ValueError("the index is empty: add() a gallery first")
@@ -441,6 +448,8 @@ class RetrievalIndex:
             "route_dims": self.route_dims,
             "size": len(self),
         }
+        if self.kind == "ivfpq":
+            meta["vectors_fingerprint"] = self.vectors.fingerprint()
         Path(f"{tmp}.json").write_text(json.dumps(meta))
         os.replace(f"{tmp}.json", f"{path}.json")
         return path
@@ -492,6 +501,12 @@ class RetrievalIndex:
             obj._quantizer = faiss.downcast_index(obj.index.quantizer)
         if obj.kind == "ivfpq":
             obj.vectors = VectorFile(vectors or f"{path}.vectors", obj.dim, rows=len(obj))
+            saved = meta.get("vectors_fingerprint")
+            if saved is not None and saved != obj.vectors.fingerprint():
+                raise ValueError(
+                    f"{obj.vectors.path}: not this index's vector file (its rows differ from the ones "
+                    f"{path} was saved with)"
+                )
             obj.refine.load_state(_read_npz(Path(f"{path}.refine.npz")), f"{path}.refine.npz")
             if len(obj.refine) != len(obj):
                 raise ValueError(

@@ -10,6 +10,7 @@ overwritten by the next append).
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import os
 import shutil
@@ -27,6 +28,8 @@ _DTYPE = np.dtype("<f4")
 #: on the 2-core benchmark host: 63 us per scattered row read alone, 23 us with 32 threads)
 READ_THREADS = 16
 READ_CHUNK = 2048
+#: rows a vector file's fingerprint reads
+FINGERPRINT_ROWS = 64
 
 
 class VectorFile:
@@ -34,6 +37,11 @@ class VectorFile:
 
     def __init__(self, path: str | Path, dim: int, rows: int = 0):
         self.path, self.dim, self.rows = Path(path), int(dim), int(rows)
+        if self.rows and not self.path.is_file():
+            raise FileNotFoundError(
+                f"{self.path}: the compressed index's vector file is missing (the index needs its "
+                f"{self.rows} vectors of dim {self.dim}; pass vectors= with the file's new place if it moved)"
+            )
         available = self.path.stat().st_size // (_DTYPE.itemsize * self.dim) if self.path.exists() else 0
         if available < self.rows:
             raise ValueError(
@@ -78,6 +86,17 @@ class VectorFile:
             # (40 rows of 768-d) that are never used, 40x the I/O once the file is past the page cache
             self._map._mmap.madvise(mmap.MADV_RANDOM)
         return self._map
+
+    def fingerprint(self) -> str:
+        """A digest of the row count and of up to ``FINGERPRINT_ROWS`` rows spread evenly over the file:
+        an index records it when saved and checks it when loaded, so another index's vector file of
+        the same size is refused instead of re-ranking by the wrong vectors (a few reads, not the file)."""
+        positions = np.unique(
+            np.linspace(0, self.rows - 1, min(self.rows, FINGERPRINT_ROWS)).astype(np.int64)
+        )
+        digest = hashlib.sha256(f"{self.rows}x{self.dim}".encode())
+        digest.update(np.ascontiguousarray(self.mapped()[positions]).tobytes())
+        return digest.hexdigest()
 
     def take(self, ids: np.ndarray) -> np.ndarray:
         """Rows for an id array of any shape (``-1`` gives zeros): ``ids.shape + (dim,)``.
