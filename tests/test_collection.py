@@ -400,7 +400,7 @@ def test_chunk_counts_give_the_progress_bar_its_total(folder, tmp_path):
     assert Shards(pattern).num_chunks(7) == 3
 
 
-def test_compressed_collection_index_keeps_its_vectors_in_the_folder(hysac, folder, tmp_path):
+def test_compressed_collection_index_keeps_its_vectors_in_the_folder(hysac, folder, tmp_path, capsys):
     model, _ = hysac
     copies = tmp_path / "copies"  # 288 images: a product quantizer trains on >= 256
     copies.mkdir()
@@ -425,6 +425,18 @@ def test_compressed_collection_index_keeps_its_vectors_in_the_folder(hysac, fold
         assert [
             h["distance"] for hs in index.search(model, q, 8, modality="text") for h in hs
         ] == pytest.approx(want, abs=1e-5)
+    # the CLI's search settings: every list probed, one candidate per result (then the index's own again)
+    search = ["index", "search", "--checkpoint", str(hysac[1]), "--query", "a green square", "-k", "8"]
+    capsys.readouterr()
+    assert main([*search, "--json", "--index", str(tmp_path / "pq"), "--nprobe", "64", "--rerank", "1"]) == 0
+    (hits,) = json.loads(capsys.readouterr().out)
+    assert len(hits["hits"]) == 8 and CollectionIndex.open(tmp_path / "pq").index.rerank == 50
+    for index, option, message in (
+        ("flat", "--nprobe", "is a flat index"),
+        ("flat", "--rerank", "only ivfpq"),
+    ):
+        assert main([*search, "--index", str(tmp_path / index), option, "2"]) == 1
+        assert message in capsys.readouterr().err
 
 
 def test_bf16_scoring_runs_the_towers_under_autocast_and_a_resume_cannot_mix_precisions(

@@ -129,6 +129,7 @@ def _search(args, model, stored) -> int:
 
     if bool(args.query) == bool(args.image):
         raise ValueError("index search needs --query TEXT or --image FILE (one of them, repeatable)")
+    _search_settings(args, stored.index)
     with torch.no_grad():
         if args.query:
             queries, q, modality = args.query, model.encode_text(model.tokenize(args.query)), "text"
@@ -235,6 +236,22 @@ def args_score(p) -> None:
     )
 
 
+def _search_settings(args, index) -> None:
+    """``--nprobe`` / ``--rerank`` for this search (the index files keep theirs)."""
+    if args.nprobe is not None:
+        if index.kind == "flat":
+            raise ValueError(
+                f"--nprobe: {args.index} is a flat index (exact search), it has no lists to probe"
+            )
+        index.nprobe = args.nprobe
+    if args.rerank is not None:
+        if index.kind != "ivfpq":
+            raise ValueError(
+                f"--rerank: {args.index} is a {index.kind} index; only ivfpq re-ranks candidates"
+            )
+        index.rerank = args.rerank
+
+
 def args_index(p) -> None:
     p.add_argument("action", choices=["build", "add", "search"])
     p.add_argument("--index", required=True, metavar="DIR", help="the index folder")
@@ -256,6 +273,17 @@ def args_index(p) -> None:
         "for the checkpoint's own ('avg' for hysafe-trained); without it, no traversal",
     )
     p.add_argument("--json", action="store_true", help="search: print JSON")
+    p.add_argument(
+        "--nprobe",
+        type=positive_int,
+        help="search, IVF kinds: lists probed per query (more: higher recall, slower; default: the index's)",
+    )
+    p.add_argument(
+        "--rerank",
+        type=positive_int,
+        help="search, ivfpq: candidates per result kept by the codes (up to 10 of them re-ranked exactly; "
+        "docs/benchmarks.md section 8 gives the recall / speed curve)",
+    )
 
 
 def args_compare(p) -> None:
