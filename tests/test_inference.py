@@ -263,8 +263,10 @@ def test_ivf_settings_past_the_lists_and_bad_values(kind, gen, tmp_path):
     fresh = RetrievalIndex(space, 8, kind=kind, nlist=16, vectors=tmp_path / "w")
     bad_rows = gallery.clone()
     bad_rows[7, 3] = float("nan")
-    with pytest.raises(ValueError, match="sample contains"):
+    with pytest.raises(ValueError, match="gallery contains 1 NaN"):  # named as what the caller passed
         fresh.add(bad_rows)
+    with pytest.raises(ValueError, match="sample contains 1 NaN"):
+        fresh.train(bad_rows)
 
 
 def test_recall_hand_built_cases():

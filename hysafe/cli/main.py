@@ -21,7 +21,7 @@ import traceback
 from safetensors import SafetensorError
 
 from ..utils.extras import missing_module_message, require_extra
-from . import collection, demo, interop, models, serve, train
+from . import collection, demo, index, interop, models, serve, train
 
 __all__ = ["main", "build_parser"]
 
@@ -95,8 +95,8 @@ COMMANDS = {
     ),
     "index": (
         "build, extend or search a saved retrieval index of a collection",
-        collection.args_index,
-        collection.cmd_index,
+        index.args_index,
+        index.cmd_index,
     ),
     "compare": (
         "an HTML page: what each model's index returns for the same queries",
