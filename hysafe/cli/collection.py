@@ -54,6 +54,17 @@ def _source(args):
     )
 
 
+def _chunk_options(args) -> dict:
+    """The chunked-run options of :func:`_args_source` as the keyword arguments that
+    ``score_collection``, ``build_index`` and ``add_to_index`` share."""
+    return {
+        "batch_size": args.batch_size,
+        "num_workers": args.workers,
+        "progress": not args.no_progress,
+        "precision": args.precision,
+    }
+
+
 def cmd_score(args) -> int:
     from ..collection import score_collection
 
@@ -64,11 +75,8 @@ def cmd_score(args) -> int:
         args.out,
         threshold=args.threshold,
         calibrate=args.calibrate,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        progress=not args.no_progress,
         checkpoint=json.dumps(spec),
-        precision=args.precision,
+        **_chunk_options(args),
     )
     if res.path is not None:
         print(

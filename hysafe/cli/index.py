@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from .collection import _args_model, _args_source, _model_spec, _source, model_from_spec
+from .collection import _args_model, _args_source, _chunk_options, _model_spec, _source, model_from_spec
 from .options import positive_int
 
 __all__ = ["cmd_index", "args_index"]
@@ -22,11 +22,8 @@ def cmd_index(args) -> int:
             _source(args),
             args.index,
             kind=args.kind,
-            batch_size=args.batch_size,
-            num_workers=args.workers,
-            progress=not args.no_progress,
             model_spec=spec,
-            precision=args.precision,
+            **_chunk_options(args),
         )
         if index is not None:
             print(
@@ -45,10 +42,7 @@ def cmd_index(args) -> int:
             model,
             _source(args),
             args.index,
-            batch_size=args.batch_size,
-            num_workers=args.workers,
-            progress=not args.no_progress,
-            precision=args.precision,
+            **_chunk_options(args),
         )
         print(f"index {args.index}: {len(index.index)} items")
         return 0
