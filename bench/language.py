@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hysafe.demo import DemoConfig  # noqa: E402
+from hysafe.demo.language import classifier_scores, euphemism_mask, text_aucs  # noqa: E402
 from hysafe.demo.pipeline import demo_datasets, fine_tune, pretrained_backbone  # noqa: E402
 from hysafe.models.safety_model import create_model  # noqa: E402
 
@@ -39,6 +40,8 @@ VARIANTS: dict[str, dict] = {
     "proj-30-lr-0.01": {"text_tower_lora": "proj", "text_tower_epochs": 30, "lr": 1e-2},
     "proj-60": {"text_tower_lora": "proj", "text_tower_epochs": 60},
     "attn-10": {"text_tower_lora": "attn", "text_tower_epochs": 10},
+    "attn-5": {"text_tower_lora": "attn", "text_tower_epochs": 5},
+    "attn-10-lr-0.001": {"text_tower_lora": "attn", "text_tower_epochs": 10, "lr": 1e-3},
     "all-10": {"text_tower_lora": "all", "text_tower_epochs": 10},
 }
 #: the variant that is DemoConfig's default (the rule keeps it on a tie)
@@ -58,11 +61,14 @@ def run_variant(cfg: DemoConfig, name: str, base: str, splits, out: Path) -> dic
     result = fine_tune(variant, "hysac", base, *splits, out / name, **variant.hysac_options())
     seconds = time.time() - t
     v = kept_validation(result.history, result.best_score)
+    val = text_aucs(*classifier_scores(result.model, splits[1]), euphemism_mask(splits[1].rows))
     return {
         "variant": name,
         "overrides": VARIANTS[name],
         "epoch": v.get("epoch"),
         "val_text_auc": v.get("root AUC text"),
+        "val_text_auc_euphemisms": val.get("euphemisms"),
+        "val_text_auc_explicit": val.get("explicit"),
         "val_image_auc": v.get("root AUC image"),
         "val_recall_sum": v.get("recall_sum"),
         "seconds": round(seconds, 1),
@@ -79,19 +85,24 @@ def choose(rows: list[dict], current: str = CURRENT) -> str:
     return current if best["val_text_auc"] <= default["val_text_auc"] else best["variant"]
 
 
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def markdown(rows: list[dict], winner: str, tower: str) -> str:
     lines = [
         f"HySAC on `synthetic:prose` with the text tower `{tower}`: **validation** split (unsafe wordings "
         "training never saw), at the epoch each run kept. Chosen by the rule in bench/language.py: "
         f"**{winner}**.",
         "",
-        "| variant | overrides | kept epoch | val text ROC-AUC | val image ROC-AUC | val recall sum "
-        "| s/epoch |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | overrides | kept epoch | val text ROC-AUC | explicit | euphemisms | val image ROC-AUC "
+        "| val recall sum | s/epoch |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['variant']} | `{json.dumps(r['overrides'])}` | {r['epoch']} | {r['val_text_auc']:.3f} | "
+            f"{_num(r.get('val_text_auc_explicit'))} | {_num(r.get('val_text_auc_euphemisms'))} | "
             f"{r['val_image_auc']:.3f} | {r['val_recall_sum']:.1f} | {r['seconds_per_epoch']} |"
         )
     return "\n".join(lines) + "\n"

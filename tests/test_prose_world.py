@@ -12,7 +12,7 @@ from PIL import Image
 from hysafe.data import WorldConfig, generate_world, load_manifest
 from hysafe.data.categories import CATEGORIES
 from hysafe.data.param_worlds import train_wordings
-from hysafe.data.prose_world import EUPHEMISMS, TEST_WORDINGS, wording_pools
+from hysafe.data.prose_world import EUPHEMISMS, TEST_WORDINGS, VALIDATION_WORDINGS, wording_pools
 from hysafe.demo.language import euphemism_mask, language_lines, text_aucs
 
 #: words that name unsafety outright: a euphemism holds none of them
@@ -42,7 +42,9 @@ def test_every_split_words_unsafety_in_its_own_way(prose):
     harmless = {split: set(pools[split][1]) for split in prose}
     for a, b in (("train", "validation"), ("train", "test"), ("validation", "test")):
         assert not unsafe[a] & unsafe[b] and not harmless[a] & harmless[b], (a, b)
-    assert unsafe["train"] | unsafe["validation"] == _wordings(train_wordings)
+    # validation: the two shared wordings training leaves out and round 1's test wordings
+    shared_and_round_1 = _wordings(train_wordings) | _wordings(lambda c: VALIDATION_WORDINGS[c])
+    assert unsafe["train"] | unsafe["validation"] == shared_and_round_1
     assert unsafe["test"] == _wordings(lambda c: TEST_WORDINGS[c]) and len(unsafe["test"]) == 3 * len(
         CATEGORIES
     )
@@ -56,7 +58,8 @@ def test_every_split_words_unsafety_in_its_own_way(prose):
             assert len(bad) == 1 and len(good) == 1, (r.safe_text, r.unsafe_text)
             assert bad[0] in unsafe[split] and good[0] in harmless[split]
             assert r.safe_text.replace(f"shown {good[0]}.", f"shown {bad[0]}.") == r.unsafe_text
-    assert euphemism_mask(prose["test"]).any() and not euphemism_mask(prose["train"]).any()
+    assert not euphemism_mask(prose["train"]).any()
+    assert euphemism_mask(prose["validation"]).any() and euphemism_mask(prose["test"]).any()
 
 
 def test_euphemisms_name_nothing_unsafe_and_captions_are_sentences_about_the_scene(prose):

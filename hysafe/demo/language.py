@@ -35,6 +35,7 @@ __all__ = [
     "euphemism_mask",
     "needs_language_stage",
     "text_aucs",
+    "classifier_scores",
     "sentence_embeddings",
     "language_stage",
     "language_lines",
@@ -88,7 +89,8 @@ def _probe_scores(embed, splits) -> tuple[Tensor, Tensor, float]:
     return probe.score(test["T"]), probe.score(test["T*"]), probe.params["C"]
 
 
-def _classifier_scores(model: SafetyModel, test) -> tuple[Tensor, Tensor]:
+def classifier_scores(model: SafetyModel, test) -> tuple[Tensor, Tensor]:
+    """``model``'s own text classifier's unsafety scores of ``test``'s safe and unsafe captions."""
     emb = embed_dataset(model, test)
     clf = model.nsfw_classifier("text")
     return clf.score(emb["T"]).float(), clf.score(emb["T*"]).float()
@@ -102,7 +104,7 @@ def language_stage(cfg: DemoConfig, models: dict[str, SafetyModel], splits: tupl
     if not needs_language_stage(cfg, test.rows):
         return None
     t, euph = time.time(), euphemism_mask(test.rows)
-    rows = {name: text_aucs(*_classifier_scores(m, test), euph) for name, m in models.items()}
+    rows = {name: text_aucs(*classifier_scores(m, test), euph) for name, m in models.items()}
     safe, unsafe, c = _probe_scores(lambda ds: embed_dataset(models["CLIP"], ds), splits)
     rows["CLIP logistic probe"] = {**text_aucs(safe, unsafe, euph), "C": c}
     if hf_text_type(models["CLIP"].backbone.model) is not None:
