@@ -82,3 +82,27 @@ def test_the_demo_measures_the_ceiling_only_where_the_images_overlap():
     assert not needs_image_ceiling("auto", {})  # a model without distances (not HySAC)
     with pytest.raises(ValueError, match="image_ceiling must be 'auto', 'always' or 'never'"):
         DemoConfig(image_ceiling="sometimes")
+
+
+def test_the_demo_trains_the_ceiling_for_its_ceiling_epochs(tmp_path, monkeypatch):
+    """``DemoConfig.ceiling_epochs`` (``--ceiling-epochs``; --quick: 3) reaches the ceiling's training."""
+    import types
+
+    import hysafe.demo.ceiling as stage
+
+    seen = {}
+
+    def ceiling(tower, splits, config, progress):
+        seen["epochs"] = config.epochs
+        return {"unsafe_below_safe_95": 0.2}
+
+    tower = types.SimpleNamespace(backbone=types.SimpleNamespace(model=types.SimpleNamespace(visual=None)))
+    monkeypatch.setattr(stage, "create_model", lambda *a, **k: tower)
+    monkeypatch.setattr(stage, "image_tower_ceiling", ceiling)
+    monkeypatch.setattr(stage, "image_overlap", lambda model, split: 0.3)
+    for cfg, epochs in (
+        (DemoConfig(image_ceiling="always"), 50),
+        (DemoConfig.quick(image_ceiling="always"), 3),
+    ):
+        shares = stage.image_ceiling_stage(cfg, "base", None, (None, None, None), {}, tmp_path)
+        assert shares == (0.3, 0.2) and seen["epochs"] == epochs == cfg.ceiling_epochs

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 
@@ -245,6 +246,11 @@ def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["frobnicate"])
     assert e.value.code == 2
+    for option in ("--text-tower-epochs", "--epochs", "--pretrain-epochs", "--batch-size"):
+        with pytest.raises(SystemExit) as e:
+            main(["demo", option, "0"])
+        assert e.value.code == 2
+        assert f"argument {option}: must be >= 1, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["traverse", "--checkpoint", "x"])
     assert e.value.code == 2
@@ -285,8 +291,11 @@ def test_a_failed_report_stage_keeps_the_training_and_a_rerun_finishes(demo, tmp
     monkeypatch.undo()
     assert main(argv) == 0
     assert missing_report_files(out) == []
-    # no epoch ran again: the finished pretraining and fine-tunes were reused
+    # no epoch ran again: the finished pretraining and fine-tunes were reused, and the report says so
     assert {log.parent.name: log.read_text() for log in out.glob("runs/*/log.jsonl")} == logs
+    report = (out / "report.md").read_text()
+    for stage in ("pretrain CLIP", "fine-tune HySAC", "fine-tune Safe-CLIP"):
+        assert re.search(rf"- {stage}: [\d.]+ \(reused: all \d+ epochs ran in an earlier run", report), stage
 
 
 def test_readme_tour_runs_as_is_on_the_demo_output(demo, tmp_path, monkeypatch):
@@ -324,3 +333,14 @@ def test_the_demo_console_counts_the_checks_and_names_those_that_do_not_hold(dem
     failed = [c for c in checks if not c.passed]
     assert lines[0] == f"safety checks: {len(checks) - len(failed)} of {len(checks)} hold"
     assert lines[1:] == [f"  does not hold: {c.name} ({c.detail})" for c in failed]
+
+
+def test_a_bad_text_tower_fails_before_the_report_folder_is_made(tmp_path, capsys):
+    out = tmp_path / "report"
+    for tower, message in (
+        (tmp_path / "nowhere", "Hugging Face text model folder not found"),
+        (__file__, "a file, not a Hugging Face model folder"),
+        ("", "DemoConfig.text_tower (--text-tower) is empty"),
+    ):
+        assert main(["demo", "--quick", "--text-tower", str(tower), "--out", str(out), "--no-progress"]) == 1
+        assert message in capsys.readouterr().err and not out.exists(), tower

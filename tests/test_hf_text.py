@@ -3,6 +3,8 @@ the tiny CLIP through open_clip's own HFTextEncoder; LoRA targets by the tower's
 forward, checkpoints, and the errors for folders that are not text models."""
 
 import json
+import logging
+import shutil
 
 import open_clip
 import pytest
@@ -150,7 +152,7 @@ def test_adapter_and_merged_checkpoints_round_trip_and_open_clip_loads_the_merge
         assert torch.allclose(theirs.eval().encode_text(tokens), features, atol=1e-6, rtol=0)
 
 
-def test_folders_that_are_not_text_models_are_named_errors(tmp_path):
+def test_folders_that_are_not_text_models_are_named_errors(tmp_path, tiny_bert):
     with pytest.raises(FileNotFoundError, match="Hugging Face text model folder not found: .*nowhere"):
         create_model("clip", f"hysafe-tiny+hf:{tmp_path / 'nowhere'}", None, lora=None)
     (tmp_path / "empty").mkdir()
@@ -165,8 +167,19 @@ def test_folders_that_are_not_text_models_are_named_errors(tmp_path):
         create_model("clip", f"hysafe-tiny+hf:{tmp_path / 'vit'}", None, lora=None)
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_text("{not json")
-    with pytest.raises(ValueError, match="could not read the Hugging Face config"):
+    with pytest.raises(ValueError, match="broken/config.json: not a readable Hugging Face config"):
         create_model("clip", f"hysafe-tiny+hf:{tmp_path / 'broken'}", None, lora=None)
+    with pytest.raises(ValueError, match="config.json: a file, not a Hugging Face model folder"):
+        create_model("clip", f"hysafe-tiny+hf:{tmp_path / 'broken' / 'config.json'}", None, lora=None)
+    (tmp_path / "weightless").mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(tiny_bert / name, tmp_path / "weightless")
+    with pytest.raises(ValueError, match="weightless: a Hugging Face text model folder without weights"):
+        create_model("clip", f"hysafe-tiny+hf:{tmp_path / 'weightless'}", None, lora=None)
+    (tmp_path / "weightless" / "tokenizer.json").rename(tmp_path / "tokenizerless")
+    shutil.copy(tiny_bert / "model.safetensors", tmp_path / "weightless")
+    with pytest.raises(ValueError, match="weightless: a Hugging Face text model folder without tokenizer"):
+        create_model("clip", f"hysafe-tiny+hf:{tmp_path / 'weightless'}", None, lora=None)
     with pytest.raises(ValueError, match="unknown open_clip model 'no-such-vit'"):
         create_model("clip", "no-such-vit+hf:/models/x", None, lora=None)
 
@@ -246,6 +259,57 @@ def test_the_demo_names_its_text_tower_and_what_lora_adapts_in_it():
     assert DemoConfig(text_tower="/m").fine_tune_epochs == 10 and DemoConfig().fine_tune_epochs == 30
     with pytest.raises(ValueError, match="text_tower_epochs must be >= 1"):
         DemoConfig(text_tower_epochs=0)
+    with pytest.raises(ValueError, match="text_tower \\(--text-tower\\) is empty"):
+        DemoConfig(text_tower=" ")
     assert DemoConfig().backbone_name == "hysafe-tiny" and DemoConfig().fine_tune_lora.text_modules is None
     with pytest.raises(ValueError, match="text_tower_lora must be one of \\['all', 'attn', 'proj'\\]"):
         DemoConfig(text_tower_lora="everything")
+
+
+_REPORT = (
+    "\x1b[1mBertModel LOAD REPORT\x1b[0m from: /m\nKey                 | Status     |  | \n"
+    "--------------------+------------+--+-\npooler.dense.bias   | UNEXPECTED |  | \n"
+    "pooler.dense.weight | UNEXPECTED |  | \n\nNotes:\n- UNEXPECTED:\tcan be ignored ..."
+)
+
+
+def test_only_the_unused_pooler_report_counts_as_expected():
+    from hysafe.models.hf_text import unused_pooler_report
+
+    assert unused_pooler_report(_REPORT)
+    missing = _REPORT.replace("\n\nNotes", "\nencoder.layer.0.output.dense.weight | MISSING |  | \n\nNotes")
+    assert not unused_pooler_report(missing)
+    assert not unused_pooler_report("pooler.dense.bias | UNEXPECTED") and not unused_pooler_report("")
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_building_an_hf_tower_is_quiet_but_a_real_loading_problem_is_reported(tmp_path, capfd):
+    """A checkpoint with BERT's pooler (which mean pooling does not use) builds without a warning or
+    transformers' bar; one that lacks a layer's weights still gets transformers' report."""
+    from safetensors.torch import load_file
+
+    folder = _save_tiny_bert(tmp_path / "with-pooler")
+    weights = load_file(folder / "model.safetensors")
+    weights["pooler.dense.weight"], weights["pooler.dense.bias"] = torch.zeros(32, 32), torch.zeros(32)
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    records, loggers = _Records(), (logging.getLogger(), logging.getLogger("transformers.modeling_utils"))
+    for target in loggers:
+        target.addHandler(records)
+    try:
+        create_model("clip", f"hysafe-tiny+hf:{folder}", None, lora=None)
+        assert records.messages == [] and "Loading weights" not in capfd.readouterr().err
+        del weights["encoder.layer.0.output.dense.weight"]
+        save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+        create_model("clip", f"hysafe-tiny+hf:{folder}", None, lora=None)
+    finally:
+        for target in loggers:
+            target.removeHandler(records)
+    assert len(records.messages) == 1 and "MISSING" in records.messages[0], records.messages

@@ -99,5 +99,7 @@ def test_text_aucs_split_euphemisms_from_explicit_wordings(tmp_path):
     }
     (tmp_path / "language.json").write_text(json.dumps(record))
     lines = "\n".join(language_lines(tmp_path))
-    assert "| HySAC | 0.688 | 1.000 | 0.375 |" in lines and "| CLIP logistic probe | 0.500 | - | - |" in lines
+    assert "| HySAC (distance to the root) (`HySAC`) | 0.688 | 1.000 | 0.375 |" in lines
+    probe = "| probe on the pretrained CLIP's text embeddings (`CLIP logistic probe`) | 0.500 | - | - |"
+    assert probe in lines
     assert language_lines(tmp_path / "elsewhere") == []

@@ -137,10 +137,13 @@ def test_resumed_run_whose_later_epochs_do_not_improve_keeps_the_best(
 
 
 def test_rerunning_a_finished_run_leaves_best_byte_identical(trained, world, tiny_base):
-    out, _ = trained
+    """... and says that its epochs were reused (the demo's timings note it, not a cost)."""
+    from hysafe.demo.timings import StageTimes, record_stage
+
+    out, first = trained
     before = (out / "best.safetensors").read_bytes()
     log_before = (out / "log.jsonl").read_text()
-    train(
+    again = train(
         fresh(tiny_base),
         world,
         "hysac",
@@ -148,6 +151,13 @@ def test_rerunning_a_finished_run_leaves_best_byte_identical(trained, world, tin
     )
     assert (out / "best.safetensors").read_bytes() == before
     assert (out / "log.jsonl").read_text() == log_before
+    assert first.reused_epochs == 0 and again.reused_epochs == 1
+    timings = StageTimes()
+    record_stage(timings, "first", first.seconds, first)
+    record_stage(timings, "again", again.seconds, again)
+    assert timings.notes == {
+        "again": "reused: all 1 epochs ran in an earlier run of this command (the time is loading them)"
+    }
 
 
 def test_two_trainings_cannot_share_a_run_folder(world, tiny_base, tmp_path):

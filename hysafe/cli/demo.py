@@ -31,6 +31,8 @@ def args_demo(p) -> None:
     from ..demo import DemoConfig
 
     p.add_argument(
-        "--quick", action="store_true", help="a small world and few epochs (a smoke run of under a minute)"
+        "--quick",
+        action="store_true",
+        help="a small world and few epochs: a smoke run (under a minute; a few minutes with --text-tower)",
     )
     add_options(p, DemoConfig)

@@ -1,7 +1,8 @@
 """Command-line options generated from dataclass fields, so every default exists once.
 
-A field's ``metadata`` may hold ``help`` (shown by ``--help``), ``choices``, and ``cli`` (the
-option's name, e.g. ``"--out"``; ``None`` leaves the field off the command line). Booleans
+A field's ``metadata`` may hold ``help`` (shown by ``--help``), ``choices``, ``min`` (an integer
+field's least value, refused at parse time: a usage error, exit code 2) and ``cli`` (the option's
+name, e.g. ``"--out"``; ``None`` leaves the field off the command line). Booleans
 become ``--flag`` (default off) or ``--no-flag`` (default on); ``X | None`` fields take an ``X``.
 
 Options that are not given stay out of the parsed namespace (``argparse.SUPPRESS``):
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import types
 import typing
 from typing import Any
@@ -75,10 +77,11 @@ def add_options(
             )
             continue
         shown = f" (default: {default})" if default is not None else ""
+        low = f.metadata.get("min")
         parser.add_argument(
             name,
             dest=dest,
-            type=typ,
+            type=typ if low is None else functools.partial(_int_at_least, low=low),
             default=argparse.SUPPRESS,
             choices=f.metadata.get("choices"),
             required=f.name in required,

@@ -40,7 +40,8 @@ def image_ceiling_stage(
         return None
     t = time.time()
     tower = create_model("clip", cfg.backbone_name, base, lora=None, device=cfg.device).backbone.model.visual
-    record = image_tower_ceiling(tower, splits, CeilingConfig(seed=cfg.seed), progress=cfg.progress)
+    training = CeilingConfig(epochs=cfg.ceiling_epochs, seed=cfg.seed)
+    record = image_tower_ceiling(tower, splits, training, progress=cfg.progress)
     record["hysac_unsafe_below_safe_95"] = image_overlap(hysac, splits[2])
     record["seconds"] = round(time.time() - t, 1)
     (out / CEILING_FILE).write_text(json.dumps(record, indent=2))

@@ -23,6 +23,11 @@ def _opt(help: str, **cli) -> dict:
     return {"help": help, **cli}
 
 
+def _count(help: str, **cli) -> dict:
+    """An integer option of at least 1 (``hysafe demo`` refuses less at parse time)."""
+    return _opt(help, min=1, **cli)
+
+
 @dataclass
 class DemoConfig:
     """Defaults: the embedded world, tuned to finish in a few minutes on 2 CPU cores. The
@@ -69,7 +74,9 @@ class DemoConfig:
     )
     text_tower_epochs: int = field(
         default=10,
-        metadata=_opt("fine-tuning epochs with a --text-tower (chosen with --text-tower-lora on validation)"),
+        metadata=_count(
+            "fine-tuning epochs with a --text-tower (chosen with --text-tower-lora on validation)"
+        ),
     )
     pretrained: str | None = field(
         default=None,
@@ -77,11 +84,11 @@ class DemoConfig:
             "open_clip tag (e.g. openai) or local checkpoint; default: pretrain the tiny model here"
         ),
     )
-    pretrain_epochs: int = field(default=30, metadata=_opt("pretraining epochs of the tiny CLIP"))
+    pretrain_epochs: int = field(default=30, metadata=_count("pretraining epochs of the tiny CLIP"))
     finetune_epochs: int = field(
-        default=30, metadata=_opt("fine-tuning epochs of Safe-CLIP and HySAC", cli="--epochs")
+        default=30, metadata=_count("fine-tuning epochs of Safe-CLIP and HySAC", cli="--epochs")
     )
-    batch_size: int = field(default=64, metadata=_opt("batch size of pretraining and fine-tuning"))
+    batch_size: int = field(default=64, metadata=_count("batch size of pretraining and fine-tuning"))
     lr: float = field(default=3e-3, metadata=_opt("fine-tuning learning rate"))
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(r=16, alpha=32.0, dropout=0.0))
     min_radius: float | None = field(
@@ -157,6 +164,9 @@ class DemoConfig:
             choices=("auto", "always", "never"),
         ),
     )
+    ceiling_epochs: int = field(
+        default=50, metadata=_count("training epochs of the image tower's supervised ceiling (CeilingConfig)")
+    )
     workers: int = field(
         default=0,
         metadata=_opt(
@@ -176,6 +186,11 @@ class DemoConfig:
         from ..training.recipes import get_recipe
 
         get_recipe("hysac", **self.hysac_options())
+        if self.text_tower is not None and not self.text_tower.strip():
+            raise ValueError(
+                "DemoConfig.text_tower (--text-tower) is empty: give a Hugging Face text model folder "
+                "or hub id, or leave it out for the model's own text tower"
+            )
         if self.text_tower_epochs < 1:
             raise ValueError(f"DemoConfig.text_tower_epochs must be >= 1, got {self.text_tower_epochs}")
         if self.text_tower_lora not in TEXT_TOWER_LORA:
@@ -190,13 +205,15 @@ class DemoConfig:
 
     @classmethod
     def quick(cls, seed: int = 0, **overrides) -> "DemoConfig":
-        """A small world and few epochs: a smoke run of under a minute."""
+        """A small world and few epochs: a smoke run (under a minute with the tiny towers; a few
+        minutes with a real ``text_tower``, whose transformer still runs forward and backward)."""
         # starting processes costs more than a smoke run's fine-tunes
         base = cls(
             world=WorldConfig(n_train=320, n_val=64, n_test=64, seed=seed),
             pretrain_epochs=4,
             finetune_epochs=3,
             text_tower_epochs=1,
+            ceiling_epochs=3,
             batch_size=32,
             lora=LoraConfig(r=4, alpha=8.0, dropout=0.0),
             seed=seed,

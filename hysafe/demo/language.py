@@ -120,6 +120,17 @@ def language_stage(cfg: DemoConfig, models: dict[str, SafetyModel], splits: tupl
     return record
 
 
+#: the report's names of ``LANGUAGE_FILE``'s rows (the file keeps the short keys)
+ROW_LABELS = {
+    "HySAC": "HySAC (distance to the root)",
+    "CLIP": "CLIP (concept prompts)",
+    "Safe-CLIP": "Safe-CLIP (concept prompts)",
+    "SafeR-CLIP": "SafeR-CLIP (concept prompts)",
+    "CLIP logistic probe": "probe on the pretrained CLIP's text embeddings",
+    "text-model probe": "probe on the text model's own frozen sentence embeddings",
+}
+
+
 def language_lines(out: Path) -> list[str]:
     """The report's paragraph and table on unseen wordings, where this run measured them."""
     path = out / LANGUAGE_FILE
@@ -142,5 +153,6 @@ def language_lines(out: Path) -> list[str]:
         "|---|" + "---|" * len(cols),
     ]
     for name, v in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{v[c]:.3f}" if c in v else "-" for c in cols) + " |")
+        cells = " | ".join(f"{v[c]:.3f}" if c in v else "-" for c in cols)
+        lines.append(f"| {ROW_LABELS.get(name, name)} (`{name}`) | {cells} |")
     return [*lines, ""]

@@ -35,6 +35,7 @@ from .ceiling import image_ceiling_stage
 from .config import DemoConfig
 from .language import language_stage
 from .report import write_comparison_page, write_plots, write_report
+from .timings import StageTimes, record_stage
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def pretrained_backbone(cfg: DemoConfig, train_set, val_set, out: Path, timings:
             output_dir=str(out / "runs" / "clip-pretrain"),
         ),
     )
-    timings["pretrain CLIP"] = time.time() - t
+    record_stage(timings, "pretrain CLIP", time.time() - t, pre)
     # an absolute path: the CLIP model's configuration (and so its index's fingerprint) must be the
     # one that `hysafe serve --demo` rebuilds from the index, whatever folder it is started in
     return str(export_open_clip(pre.model, out / "checkpoints" / "clip-pretrained.safetensors").resolve())
@@ -238,7 +239,7 @@ def _fine_tune_all(
         for name, recipe, options in _jobs(cfg):
             t = time.time()
             results[name] = fine_tune(cfg, recipe, base, train_set, val_set, out, **options)
-            timings[f"fine-tune {name}"] = time.time() - t
+            record_stage(timings, f"fine-tune {name}", time.time() - t, results[name])
         return results
     import concurrent.futures
     import multiprocessing
@@ -262,7 +263,7 @@ def _fine_tune_all(
         for name, job in jobs.items():
             res, seconds = job.result()
             results[name] = replace(res, model=load_model(res.model))
-            timings[f"fine-tune {name}"] = seconds
+            record_stage(timings, f"fine-tune {name}", seconds, res)
             report("fine-tuned %s in %.0f s", name, seconds)
     timings["fine-tunes (wall, in parallel)"] = time.time() - t
     return results
@@ -310,13 +311,14 @@ def run_demo(cfg: DemoConfig | None = None) -> DemoResult:
     out = Path(cfg.out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder; choose another --out")
+    t_all = t = time.time()
+    # preprocess and tokenizer only; built before the report folder, so that a bad --model or
+    # --text-tower fails without leaving a folder behind
+    probe = create_model("clip", cfg.backbone_name, None, lora=None, device=cfg.device)
     for folder in ("plots", "checkpoints"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     _write_config(cfg, out)
-    timings: dict[str, float] = {}
-    t_all = t = time.time()
-    # preprocess and tokenizer only
-    probe = create_model("clip", cfg.backbone_name, None, lora=None, device=cfg.device)
+    timings = StageTimes()
     train_set, val_set, test_set = demo_datasets(cfg, probe, out)
     timings["data"] = time.time() - t
     base = pretrained_backbone(cfg, train_set, val_set, out, timings)

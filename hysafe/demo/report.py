@@ -146,6 +146,10 @@ def missing_report_files(out: str | Path) -> list[str]:
     return [name for name in REPORT_FILES if not (out / name).is_file() or (out / name).stat().st_size == 0]
 
 
+def _timing_line(stage: str, seconds: float, note: str | None) -> str:
+    return f"- {stage}: {seconds:.1f}" + (f" ({note})" if note else "")
+
+
 def _header_lines(cfg, sizes, timings) -> list[str]:
     """The report's title, data, defaults, machine and timings."""
     source = (
@@ -164,7 +168,7 @@ def _header_lines(cfg, sizes, timings) -> list[str]:
         "",
         "## Timings (seconds)",
         "",
-        *[f"- {k}: {v:.1f}" for k, v in timings.items()],
+        *[_timing_line(k, v, getattr(timings, "notes", {}).get(k)) for k, v in timings.items()],
         "",
     ]
 

@@ -24,7 +24,7 @@ import math
 import os
 import pickle
 import re
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -37,6 +37,7 @@ from .hf_text import (
     hf_lora_target,
     hf_text_model_cfg,
     hf_text_type,
+    quiet_hf_text_load,
     registered_name,
     split_hf_text_name,
     trimmed_hf_text_features,
@@ -307,7 +308,7 @@ def create_backbone(config: BackboneConfig, *, device: str | torch.device = "cpu
         raise FileNotFoundError(f"pretrained checkpoint file not found: {config.pretrained}")
     check_device(device)
     try:
-        with _quiet_random_init(config):
+        with _quiet_random_init(config), _quiet_hf_text(config):
             model, _, preprocess = open_clip.create_model_and_transforms(
                 name, pretrained=config.pretrained, precision=config.precision, device=device
             )
@@ -358,6 +359,12 @@ def check_device(device: str | torch.device) -> None:
             f"device {str(device)!r} requested, but this machine has no usable CUDA GPU "
             "(torch.cuda.is_available() is False); use --device cpu"
         )
+
+
+def _quiet_hf_text(config: BackboneConfig):
+    """:func:`~hysafe.models.hf_text.quiet_hf_text_load` for a CLIP with an HF text tower."""
+    hf = split_hf_text_name(config.model)
+    return quiet_hf_text_load(hf[1]) if hf is not None else nullcontext()
 
 
 class _DropRandomInitWarning(logging.Filter):

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 from torch import Tensor, nn
@@ -38,7 +40,11 @@ __all__ = [
     "hf_lora_target",
     "trimmed_hf_text_features",
     "drop_padded_columns",
+    "quiet_hf_text_load",
+    "unused_pooler_report",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: ``VISION + HF_TEXT_MARK + SOURCE`` names a CLIP with an HF text tower
 HF_TEXT_MARK = "+hf:"
@@ -82,22 +88,58 @@ def _is_local(source: str) -> bool:
     return os.path.exists(source) or source.startswith((os.sep, ".", "~"))
 
 
+#: the weight files ``save_pretrained`` writes (one of them, or its index, must be in a local folder)
+HF_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+#: the vocabulary files of the tokenizers of the mapped text towers (BERT, RoBERTa, XLM-R)
+HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model")
+
+
+def _check_local_folder(folder: Path) -> None:
+    """A local text model folder holds a config and weights; errors name the folder and what is missing."""
+    if not folder.exists():
+        raise FileNotFoundError(f"Hugging Face text model folder not found: {folder}")
+    if not folder.is_dir():
+        raise ValueError(
+            f"{folder}: a file, not a Hugging Face model folder; give the folder that holds it "
+            "(config.json, weights, tokenizer files)"
+        )
+    if not (folder / "config.json").is_file():
+        raise ValueError(
+            f"{folder}: not a Hugging Face model folder (no config.json); give the folder that "
+            "save_pretrained wrote (config.json, weights, tokenizer files)"
+        )
+
+
+def _check_local_files(folder: Path) -> None:
+    """A local text model folder's weights and tokenizer files are there (before transformers reads them)."""
+    for what, names in (("weights", HF_WEIGHT_FILES), ("tokenizer", HF_TOKENIZER_FILES)):
+        if not any((folder / name).is_file() for name in names):
+            raise ValueError(
+                f"{folder}: a Hugging Face text model folder without {what} (none of {', '.join(names)}); "
+                "give the folder that save_pretrained wrote for the model and its tokenizer"
+            )
+
+
 def _hf_config(source: str):
     """The transformers config at ``source``, with errors that name the folder and what is wrong."""
     from transformers import AutoConfig
 
-    if _is_local(source):
-        folder = Path(source).expanduser()
-        if not folder.is_dir():
-            raise FileNotFoundError(f"Hugging Face text model folder not found: {folder}")
-        if not (folder / "config.json").is_file():
-            raise ValueError(
-                f"{folder}: not a Hugging Face model folder (no config.json); give the folder that "
-                "save_pretrained wrote (config.json, weights, tokenizer files)"
-            )
+    local = _is_local(source)
+    if local:
+        _check_local_folder(Path(source).expanduser())
     try:
         return AutoConfig.from_pretrained(str(source))
     except (OSError, ValueError, KeyError) as e:
+        if local:
+            raise ValueError(
+                f"{Path(source).expanduser() / 'config.json'}: not a readable Hugging Face config "
+                f"({type(e).__name__}: {e})"
+            ) from e
         raise ValueError(
             f"could not read the Hugging Face config of {source!r} ({type(e).__name__}: {e}); offline? "
             "give a local folder"
@@ -135,6 +177,8 @@ def hf_text_model_cfg(vision: str, source: str, *, pooler: str = "mean_pooler", 
         source = str(Path(source).expanduser().resolve())
     config = _hf_config(source)
     _check_text_model(source, config)
+    if _is_local(source):
+        _check_local_files(Path(source))
     text_cfg = {
         "hf_model_name": source,
         "hf_tokenizer_name": source,
@@ -201,3 +245,49 @@ def drop_padded_columns(tokens: Tensor, pad: int) -> Tensor:
     """``tokens`` up to the last column any row does not pad (all of it when every column is pad)."""
     used = (tokens != pad).any(dim=0).nonzero()
     return tokens[:, : int(used.max()) + 1] if len(used) else tokens
+
+
+def _report_rows(message: str) -> list[tuple[str, str]]:
+    """``(key, status)`` of each row of a transformers loading report (its table, ANSI styles removed)."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", message)
+    rows = [[cell.strip() for cell in line.split("|")] for line in plain.splitlines() if "|" in line]
+    return [(row[0], row[1]) for row in rows if len(row) > 1 and row[0] != "Key"]
+
+
+def unused_pooler_report(message: str) -> bool:
+    """Whether ``message`` is a transformers loading report whose only rows are a checkpoint's pooler
+    weights that the model does not have (``pooler.* | UNEXPECTED``): open_clip's HFTextEncoder builds
+    BERT-like towers without their pooler when it pools the hidden states itself (mean pooling)."""
+    if "LOAD REPORT" not in message:
+        return False
+    rows = _report_rows(message)
+    return bool(rows) and all(key.startswith("pooler.") and status == "UNEXPECTED" for key, status in rows)
+
+
+class _DropExpectedHfLoadWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (unused_pooler_report(message) or message.endswith("initialized partially."))
+
+
+@contextmanager
+def quiet_hf_text_load(source: str):
+    """Build a CLIP with the HF text tower at ``source`` without the warnings that building one always
+    gives (transformers' report of the unused pooler weights, open_clip's "initialized partially":
+    the text tower's weights come from ``source``, the rest from hysafe) or transformers' loading bar;
+    any other loading report (missing or mismatched weights) is still shown."""
+    from transformers.utils import logging as hf_logging
+
+    drop, bar = _DropExpectedHfLoadWarnings(), hf_logging.is_progress_bar_enabled()
+    targets = (logging.getLogger(), logging.getLogger("transformers.modeling_utils"))
+    for target in targets:
+        target.addFilter(drop)
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for target in targets:
+            target.removeFilter(drop)
+        if bar:
+            hf_logging.enable_progress_bar()
+    logger.info("HF text tower: the transformer's weights from %s (its pooler unused)", source)

@@ -165,3 +165,6 @@ class TrainResult:
     bounds: dict | None = None
     steps: int = 0
     seconds: float = 0.0
+    #: epochs an earlier run of the same command had finished (resumed from its run folder): ``seconds``
+    #: covers only the rest, so a fully reused run's seconds are the time to load it, not to train it
+    reused_epochs: int = 0

@@ -298,7 +298,7 @@ def train(
         grad_checkpointing(model, cfg.grad_checkpointing),
         compiled_loss(model, cfg.compile) as run.loss_fn,
     ):
-        ran = _resume_and_fit(run, recipe, val_set)
+        ran, reused = _resume_and_fit(run, recipe, val_set)
         _keep_best(run, val_set, ran)
     return TrainResult(
         model=model,
@@ -308,6 +308,7 @@ def train(
         bounds=model.bounds,
         steps=run.progress["step"],
         seconds=time.time() - start,
+        reused_epochs=reused,
     )
 
 
@@ -331,9 +332,11 @@ def _training_run(model, recipe: Recipe, cfg: TrainConfig, dist, train_set, call
     )
 
 
-def _resume_and_fit(run: TrainingRun, recipe: Recipe, val_set) -> bool:
-    """Resume from the run folder's state, then run the remaining epochs; whether any ran."""
+def _resume_and_fit(run: TrainingRun, recipe: Recipe, val_set) -> tuple[bool, int]:
+    """Resume from the run folder's state, then run the remaining epochs; whether any ran, and how
+    many epochs the resumed state had already finished."""
     run.resume()
+    reused = run.progress["epoch"]
     if run.progress["step"] == 0:
         calibrate(run.model, run.data)
     config_record = {"train": asdict(run.cfg), "recipe": recipe.name, "objective": recipe.objective.name}
@@ -345,7 +348,7 @@ def _resume_and_fit(run: TrainingRun, recipe: Recipe, val_set) -> bool:
     )
     # no per-call finiteness syncs in the hot loop (geometry validation off)
     with log, geometry_validation(False):
-        return run.fit(val_set, log)
+        return run.fit(val_set, log), reused
 
 
 def _keep_best(run: TrainingRun, val_set, ran: bool) -> None:
