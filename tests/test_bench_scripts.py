@@ -402,3 +402,22 @@ def test_language_rule_chooses_on_validation_text_auc_within_the_recall_toleranc
         "text_tower_lora": "attn",
         "text_tower_epochs": 10,
     }
+
+
+def test_language_probe_width_chooses_c_on_one_validation_half_and_reports_the_other():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import numpy as np
+    from language_probe_width import halves, probe
+
+    a, b = halves(10)
+    assert a.sum() == b.sum() == 10 and not (a & b).any() and (a[:10] == a[10:]).all()  # a row's captions
+    rng = np.random.default_rng(0)
+
+    def split(n):  # unsafe captions shifted along the first axis
+        x = rng.normal(size=(2 * n, 4))
+        x[n:, 0] += 3.0
+        return x, np.r_[np.zeros(n), np.ones(n)]
+
+    a, b = halves(100)
+    r = probe(split(200), split(100), a, b)
+    assert r["C"] in (0.01, 0.1, 1.0, 10.0, 100.0) and 0.9 < r["val_half_B_auc"] <= 1.0
