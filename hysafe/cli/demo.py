@@ -33,6 +33,6 @@ def args_demo(p) -> None:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a small world and few epochs: a smoke run (under a minute; a few minutes with --text-tower)",
+        help="a small world and few epochs: a smoke run (under a minute; ~1-2 min with a --text-tower)",
     )
     add_options(p, DemoConfig)

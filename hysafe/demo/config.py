@@ -205,7 +205,7 @@ class DemoConfig:
 
     @classmethod
     def quick(cls, seed: int = 0, **overrides) -> "DemoConfig":
-        """A small world and few epochs: a smoke run (under a minute with the tiny towers; a few
+        """A small world and few epochs: a smoke run (under a minute with the tiny towers; ~1-2
         minutes with a real ``text_tower``, whose transformer still runs forward and backward)."""
         # starting processes costs more than a smoke run's fine-tunes
         base = cls(
