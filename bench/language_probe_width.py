@@ -1,8 +1,9 @@
 """How much of the frozen language model's safety signal a 64-d embedding keeps: logistic probes on the
 **validation** split of a ``synthetic:prose`` demo run (the test split is never read).
 
-Probes, each fitted on the training split, C chosen on one half of the validation split (seeded) and
-ROC-AUC reported on the other half:
+Probes (the project's logistic probe, ``NSFWClassifier.tuned_logistic_probe``, as in the demo's report),
+each fitted on the training split, C chosen on one half of the validation split (seeded) and ROC-AUC
+reported on the other half:
 
 * the text model's own frozen sentence embeddings (384-d for all-MiniLM-L6-v2);
 * their first 64 principal components (PCA fitted on the training split): the best a linear 64-d view
@@ -24,23 +25,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hysafe.data import QuadrupletDataset  # noqa: E402
 from hysafe.demo.language import sentence_embeddings  # noqa: E402
+from hysafe.evaluation.comparison import _labelled  # noqa: E402
+from hysafe.models.classifier import NSFWClassifier  # noqa: E402
 from hysafe.models.embed import embed_dataset  # noqa: E402
 from hysafe.models.safety_model import create_model  # noqa: E402
 
-CS = (0.01, 0.1, 1.0, 10.0, 100.0)
 
-
-def labelled(emb: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Safe captions (0) then unsafe ones (1)."""
-    x = torch.cat([emb["T"], emb["T*"]]).float().numpy()
-    return x, np.r_[np.zeros(len(emb["T"])), np.ones(len(emb["T*"]))]
+def labelled(emb: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Safe captions (0) then unsafe ones (1), as every probe of the project takes them."""
+    x, y = _labelled(emb, "T", "T*")
+    return x.float(), y
 
 
 def halves(n_pairs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -52,15 +52,16 @@ def halves(n_pairs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def probe(train: tuple, val: tuple, a: np.ndarray, b: np.ndarray) -> dict:
-    """Fit on train for each C, keep the best on validation half A, report half B."""
-    best = None
-    for c in CS:
-        model = LogisticRegression(C=c, max_iter=3000).fit(*train)
-        auc = roc_auc_score(val[1][a], model.decision_function(val[0][a]))
-        if best is None or auc > best[0]:
-            best = (auc, c, model)
-    auc_b = roc_auc_score(val[1][b], best[2].decision_function(val[0][b]))
-    return {"C": best[1], "val_half_A_auc": round(best[0], 4), "val_half_B_auc": round(auc_b, 4)}
+    """The project's probe (:meth:`NSFWClassifier.tuned_logistic_probe`: fitted on train, C chosen on
+    validation half A), scored on half B."""
+    x, y = val
+    clf = NSFWClassifier.tuned_logistic_probe(train, (x[a], y[a]))
+    auc_b = roc_auc_score(y[b].numpy(), clf.score(x[b]).numpy())
+    return {
+        "C": clf.params["C"],
+        "val_half_A_auc": round(clf.params["val_roc_auc"][clf.params["C"]], 4),
+        "val_half_B_auc": round(float(auc_b), 4),
+    }
 
 
 def main(argv=None) -> int:
@@ -80,7 +81,10 @@ def main(argv=None) -> int:
             "CLIP text 64-d": {s: labelled(embed_dataset(clip, d)) for s, d in sets.items()},
         }
     pca = PCA(64, random_state=0).fit(views["text model 384-d"]["train"][0])
-    views["text model PCA-64"] = {s: (pca.transform(x), y) for s, (x, y) in views["text model 384-d"].items()}
+    views["text model PCA-64"] = {
+        s: (torch.from_numpy(pca.transform(x.numpy())).float(), y)
+        for s, (x, y) in views["text model 384-d"].items()
+    }
     a, b = halves(len(sets["validation"]))
     record = {name: probe(v["train"], v["validation"], a, b) for name, v in views.items()}
     Path(args.out).write_text(json.dumps(record, indent=2))

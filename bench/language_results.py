@@ -19,9 +19,17 @@ import argparse
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from readme_results import retrieval_row  # noqa: E402
+
+from hysafe.demo.language import ROW_LABELS  # noqa: E402
+
 RECORDS = ROOT / "bench" / "results" / "language" / "round2"
 RECORD_FILES = (
     "language.json",
@@ -45,14 +53,8 @@ BLOCKS = {
         "<!-- /language summary -->",
     ),
 }
-CLASSIFIERS = {
-    "HySAC": "HySAC (distance to the root)",
-    "CLIP": "CLIP (concept prompts)",
-    "Safe-CLIP": "Safe-CLIP (concept prompts)",
-    "SafeR-CLIP": "SafeR-CLIP (concept prompts)",
-    "CLIP logistic probe": "probe on the pretrained CLIP's text embeddings",
-    "text-model probe": "probe on MiniLM's own frozen sentence embeddings",
-}
+#: the report's labels (hysafe.demo.language.ROW_LABELS), the text model named
+CLASSIFIERS = {**ROW_LABELS, "text-model probe": "probe on MiniLM's own frozen sentence embeddings"}
 SETTINGS = ("T*->V u V*", "V*->T u T*", "T->V")
 RETRIEVERS = (("Safe-CLIP", False), ("SafeR-CLIP", False), ("HySAC", False), ("HySAC", True))
 #: the validation sweep that chose the text tower's settings before the test split was read
@@ -96,8 +98,7 @@ def auc_table(records: dict[str, dict]) -> list[str]:
 
 
 def _retrieval(metrics: dict, model: str, traversal: bool, setting: str) -> dict | None:
-    rows = metrics["retrieval"].get(model, [])
-    return next((r for r in rows if r["setting"] == setting and r["traversal"] == traversal), None)
+    return retrieval_row(metrics["retrieval"].get(model, []), setting, traversal)
 
 
 def _r1(row: dict | None) -> str:

@@ -26,7 +26,8 @@ SETTINGS = ("T->V", "V->T", "T*->V u V*", "V*->T u T*", "T*->V*")
 MODELS = ("CLIP", "Safe-CLIP", "SafeR-CLIP", "HySAC")
 
 
-def _row(rows: list[dict], setting: str, traversal: bool) -> dict | None:
+def retrieval_row(rows: list[dict], setting: str, traversal: bool) -> dict | None:
+    """The retrieval record of one setting, with or without traversal (``None``: not measured)."""
     return next((r for r in rows if r["setting"] == setting and r["traversal"] == traversal), None)
 
 
@@ -46,7 +47,7 @@ def retrieval_table(metrics: dict) -> list[str]:
     for model in MODELS:
         for traversal in (False, True):
             rows = metrics["retrieval"].get(model, [])
-            cells = [_row(rows, s, traversal) for s in SETTINGS]
+            cells = [retrieval_row(rows, s, traversal) for s in SETTINGS]
             if all(c is None for c in cells):
                 continue
             label = f"{model} + traversal" if traversal else model

@@ -416,7 +416,7 @@ def test_language_probe_width_chooses_c_on_one_validation_half_and_reports_the_o
     def split(n):  # unsafe captions shifted along the first axis
         x = rng.normal(size=(2 * n, 4))
         x[n:, 0] += 3.0
-        return x, np.r_[np.zeros(n), np.ones(n)]
+        return torch.from_numpy(x).float(), torch.from_numpy(np.r_[np.zeros(n), np.ones(n)])
 
     a, b = halves(100)
     r = probe(split(200), split(100), a, b)
