@@ -126,6 +126,10 @@ def test_evaluate_classify_traverse_plot_embed_train(demo, tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert "with traversal" in out and out.count(" d=") == 6
+    for tau, said in (("0", False), ("1000", True)):  # a tau beyond the query moves nothing: said so
+        args = ["traverse", "--checkpoint", hysac, "--data", manifest, "--query", "a cross", "--tau", tau]
+        assert main(args) == 0
+        assert ("already within tau of the root" in capsys.readouterr().out) == said
     assert (
         main(
             [
@@ -251,6 +255,16 @@ def test_usage_errors_exit_2(capsys):
             main(["demo", option, "0"])
         assert e.value.code == 2
         assert f"argument {option}: must be >= 1, got 0" in capsys.readouterr().err
+    for argv, said in (
+        (
+            ["--text-tower-lora", "all", "--text-tower-epochs", "2"],
+            "--text-tower-lora and --text-tower-epochs",
+        ),
+        (["--text-tower", "/m", "--epochs", "5"], "with --text-tower the fine-tunes run --text-tower-epochs"),
+    ):  # options this run would ignore
+        with pytest.raises(SystemExit) as e:
+            main(["demo", "--quick", *argv])
+        assert e.value.code == 2 and said in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["traverse", "--checkpoint", "x"])
     assert e.value.code == 2
@@ -335,12 +349,53 @@ def test_the_demo_console_counts_the_checks_and_names_those_that_do_not_hold(dem
     assert lines[1:] == [f"  does not hold: {c.name} ({c.detail})" for c in failed]
 
 
-def test_a_bad_text_tower_fails_before_the_report_folder_is_made(tmp_path, capsys):
+def test_a_bad_text_tower_or_pretrained_fails_before_the_report_folder_is_made(tmp_path, capsys):
     out = tmp_path / "report"
-    for tower, message in (
-        (tmp_path / "nowhere", "Hugging Face text model folder not found"),
-        (__file__, "a file, not a Hugging Face model folder"),
-        ("", "DemoConfig.text_tower (--text-tower) is empty"),
+    for option, value, message in (
+        ("--text-tower", tmp_path / "nowhere", "Hugging Face text model folder not found"),
+        ("--text-tower", __file__, "a file, not a Hugging Face model folder"),
+        ("--text-tower", "", "DemoConfig.text_tower (--text-tower) is empty"),
+        ("--pretrained", tmp_path / "none.safetensors", "pretrained checkpoint file not found"),
+        ("--pretrained", __file__, "test_cli.py: not a weights file (neither safetensors nor a torch"),
     ):
-        assert main(["demo", "--quick", "--text-tower", str(tower), "--out", str(out), "--no-progress"]) == 1
-        assert message in capsys.readouterr().err and not out.exists(), tower
+        assert main(["demo", "--quick", option, str(value), "--out", str(out), "--no-progress"]) == 1
+        assert message in capsys.readouterr().err and not out.exists(), value
+
+
+def test_a_report_folder_of_a_run_with_other_settings_is_refused_and_left_as_it_was(demo, tmp_path, capsys):
+    out = tmp_path / "report"
+    out.mkdir()
+    config = (demo / "demo_config.json").read_text()
+    (out / "demo_config.json").write_text(config)
+    assert main(["demo", "--quick", "--out", str(out), "--lr", "0.01", "--seed", "3"]) == 1
+    err = capsys.readouterr().err
+    assert "holds a demo run with other settings (--lr: 0.003 there, 0.01 now; --seed: 0 there, 3 now" in err
+    assert "world.seed: 0 there, 3 now" in err
+    assert (out / "demo_config.json").read_text() == config and [p.name for p in out.iterdir()] == [
+        "demo_config.json"
+    ]
+    (out / "demo_config.json").write_text("{broken")
+    assert main(["demo", "--quick", "--out", str(out)]) == 1
+    assert "demo_config.json: unreadable" in capsys.readouterr().err
+
+
+def test_train_takes_the_text_towers_lora_modules_as_a_list(capsys):
+    from hysafe.cli.main import build_parser
+    from hysafe.cli.options import options_to_kwargs
+    from hysafe.models.backbone import LoraConfig
+
+    args = build_parser().parse_args(["train", "--lora-text-modules", "attn, proj", "--out", "o"])
+    assert LoraConfig(**options_to_kwargs(args, LoraConfig, prefix="lora-")).text_modules == ("attn", "proj")
+    assert LoraConfig(
+        **options_to_kwargs(build_parser().parse_args(["train", "--out", "o"]), LoraConfig, prefix="lora-")
+    ) == (LoraConfig())
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["train", "--lora-text-modules", "attn,,proj", "--out", "o"])
+    assert e.value.code == 2 and "expects NAME[,NAME...], got 'attn,,proj'" in capsys.readouterr().err
+
+
+def test_demo_help_says_what_quick_sets(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--epochs 3, lora.alpha 8.0, lora.r 4, --pretrain-epochs 4, --text-tower-epochs 1" in text

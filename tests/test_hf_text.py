@@ -152,6 +152,34 @@ def test_adapter_and_merged_checkpoints_round_trip_and_open_clip_loads_the_merge
         assert torch.allclose(theirs.eval().encode_text(tokens), features, atol=1e-6, rtol=0)
 
 
+def test_a_checkpoint_whose_text_model_folder_moved_is_named_and_loads_from_the_new_folder(
+    hf_base, tmp_path, randomize_lora
+):
+    folder = _save_tiny_bert(tmp_path / "bert-here")
+    model = randomize_lora(create_model("hysac", f"hysafe-tiny+hf:{folder}", hf_base)).eval()
+    tokens = model.tokenize(_texts())
+    with torch.no_grad():
+        want = model.encode_text(tokens)
+    paths = [save_model(model, tmp_path / f"{form}.safetensors", merged=form == "merged") for form in "ab"]
+    moved = folder.rename(tmp_path / "bert-moved")
+    for path in paths:
+        with pytest.raises(
+            FileNotFoundError, match=f"{path}: its Hugging Face text model folder {folder} is"
+        ):
+            load_model(path)
+        loaded = load_model(path, text_tower=str(moved))
+        assert loaded.backbone.config.model == f"hysafe-tiny+hf:{moved}"
+        with torch.no_grad():
+            assert torch.allclose(loaded.encode_text(tokens), want, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="has no Hugging Face text tower"):
+        load_model(
+            save_model(create_model("clip", "hysafe-tiny", None), tmp_path / "c.safetensors", merged=True),
+            text_tower=str(moved),
+        )
+    with pytest.raises(FileNotFoundError, match="text model folder not found: .*nowhere"):
+        load_model(paths[0], text_tower=str(tmp_path / "nowhere"))
+
+
 def test_folders_that_are_not_text_models_are_named_errors(tmp_path, tiny_bert):
     with pytest.raises(FileNotFoundError, match="Hugging Face text model folder not found: .*nowhere"):
         create_model("clip", f"hysafe-tiny+hf:{tmp_path / 'nowhere'}", None, lora=None)
@@ -274,7 +302,7 @@ _REPORT = (
 
 
 def test_only_the_unused_pooler_report_counts_as_expected():
-    from hysafe.models.hf_text import unused_pooler_report
+    from hysafe.models.hf_text_load import unused_pooler_report
 
     assert unused_pooler_report(_REPORT)
     missing = _REPORT.replace("\n\nNotes", "\nencoder.layer.0.output.dense.weight | MISSING |  | \n\nNotes")

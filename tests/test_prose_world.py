@@ -13,7 +13,13 @@ from hysafe.data import WorldConfig, generate_world, load_manifest
 from hysafe.data.categories import CATEGORIES
 from hysafe.data.param_worlds import train_wordings
 from hysafe.data.prose_world import EUPHEMISMS, TEST_WORDINGS, VALIDATION_WORDINGS, wording_pools
-from hysafe.demo.language import euphemism_mask, language_lines, text_aucs
+from hysafe.demo.language import (
+    euphemism_mask,
+    language_lines,
+    text_aucs,
+    unsafe_wording,
+    unseen_wording_mask,
+)
 
 #: words that name unsafety outright: a euphemism holds none of them
 EXPLICIT = {
@@ -103,3 +109,29 @@ def test_text_aucs_split_euphemisms_from_explicit_wordings(tmp_path):
     probe = "| probe on the pretrained CLIP's text embeddings (`CLIP logistic probe`) | 0.500 | - | - |"
     assert probe in lines
     assert language_lines(tmp_path / "elsewhere") == []
+
+
+def test_unseen_wordings_are_counted_from_the_data_and_the_heading_claims_only_what_was_counted(
+    prose, tmp_path
+):
+    row = prose["test"][0]
+    wording = unsafe_wording(row)
+    assert len(wording.split()) > 2 and wording in row.unsafe_text.lower()
+    assert wording not in row.safe_text.lower()
+    assert unseen_wording_mask(prose["train"], prose["test"]).all()
+    assert unseen_wording_mask(prose["train"], prose["validation"]).all()
+    assert not unseen_wording_mask(prose["train"], prose["train"]).any()
+    shapes = generate_world(
+        tmp_path / "shapes", WorldConfig(n_train=200, n_val=20, n_test=60), progress=False
+    )
+    train, test = (load_manifest(shapes, split=s) for s in ("train", "test"))
+    assert not unseen_wording_mask(train, test).any()  # the embedded world's test wordings are training's
+    record = {"text_tower": "/m", "text_roc_auc": {"HySAC": {"all": 0.9}}}
+    headings = {}
+    for unseen in (None, 0, 7):
+        captions = {"unsafe": 60, "euphemisms": 0, **({} if unseen is None else {"unseen_wordings": unseen})}
+        (tmp_path / "language.json").write_text(json.dumps({**record, "test_captions": captions}))
+        headings[unseen] = "\n".join(language_lines(tmp_path))
+    assert "never seen in training" not in headings[None] + headings[0]
+    assert "these are not unseen wordings" in headings[0]
+    assert "## Unsafe wordings never seen in training" in headings[7] and "7 of the 60 unsafe" in headings[7]

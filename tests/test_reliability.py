@@ -156,7 +156,7 @@ def test_rerunning_a_finished_run_leaves_best_byte_identical(trained, world, tin
     record_stage(timings, "first", first.seconds, first)
     record_stage(timings, "again", again.seconds, again)
     assert timings.notes == {
-        "again": "reused: all 1 epochs ran in an earlier run of this command (the time is loading them)"
+        "again": "reused: its 1 epoch ran in an earlier run of this command (the time is loading them)"
     }
 
 
@@ -452,6 +452,16 @@ def test_resume_with_other_settings_names_the_difference(trained, world, tiny_ba
             fresh(tiny_base),
             world,
             get_recipe("hysac", min_radius=0.3),
+            TrainConfig(epochs=2, batch_size=16, progress=False, output_dir=str(run)),
+        )
+    # more epochs would resume a cosine schedule that has ended: refused, like any other difference
+    with pytest.raises(
+        ValueError, match=r"different configuration \(schedule.epochs: 1 there, 2 now; schedule.lr: 0.001 "
+    ):
+        train(
+            fresh(tiny_base),
+            world,
+            "hysac",
             TrainConfig(epochs=2, batch_size=16, progress=False, output_dir=str(run)),
         )
     with pytest.raises(

@@ -9,6 +9,9 @@ def cmd_demo(args) -> int:
     from ..demo import DemoConfig, run_demo
 
     options = options_to_kwargs(args, DemoConfig)
+    problem = ignored_options(options)
+    if problem:
+        args.demo_parser.error(problem)
     result = run_demo(DemoConfig.quick(**options) if args.quick else DemoConfig(**options))
     print(f"report: {result.report}")
     print(result.comparison.to_markdown())
@@ -17,6 +20,23 @@ def cmd_demo(args) -> int:
     if page.is_file():
         print(f"comparison page: {page}")
     return 0
+
+
+#: options that only a run with a Hugging Face text tower reads, and the one such a run ignores
+_TOWER_ONLY, _NOT_WITH_A_TOWER = ("text_tower_lora", "text_tower_epochs"), "finetune_epochs"
+
+
+def ignored_options(options: dict) -> str | None:
+    """Why an option the user typed would be ignored by this run (``None``: none would be)."""
+    if options.get("text_tower") is None:
+        typed = [f"--{name.replace('_', '-')}" for name in _TOWER_ONLY if name in options]
+        return f"{' and '.join(typed)} apply only with --text-tower" if typed else None
+    if _NOT_WITH_A_TOWER in options:
+        return (
+            "--epochs sets the fine-tuning epochs of the model's own text tower; with --text-tower the "
+            "fine-tunes run --text-tower-epochs"
+        )
+    return None
 
 
 def checks_summary(checks) -> str:
@@ -29,10 +49,13 @@ def checks_summary(checks) -> str:
 
 def args_demo(p) -> None:
     from ..demo import DemoConfig
+    from ..demo.config import quick_settings
 
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a small world and few epochs: a smoke run (under a minute; ~1-2 min with a --text-tower)",
+        help=f"a smoke run, under a minute (~1-2 min with a --text-tower): {quick_settings()} in place "
+        "of the defaults shown below (an option given as well wins)",
     )
     add_options(p, DemoConfig)
+    p.set_defaults(demo_parser=p)

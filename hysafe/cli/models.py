@@ -148,7 +148,12 @@ def cmd_traverse(args) -> int:
     with torch.no_grad():
         q = model.encode_text(model.tokenize(args.query)).float().cpu()
     for text, qe in zip(args.query, q, strict=True):
-        print(f"query: {text}  (distance to root {float(model.nsfw_score(qe[None])[0]):.4f}, tau {tau:.4f})")
+        d0 = float(model.space.dist_to_root(qe[None])[0])
+        print(f"query: {text}  (distance to root {d0:.4f}, tau {tau:.4f})")
+        if d0 <= tau:
+            print(
+                "  (already within tau of the root: traversal leaves it where it is, both lists are the same)"
+            )
         for label, t in (("without traversal", None), ("with traversal", tau)):
             dist, ids = index.search(qe[None], args.k, tau=t)
             print(f"  {label}:")

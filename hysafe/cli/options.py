@@ -34,11 +34,35 @@ def _scalar_type(hint) -> type | None:
     return hint if hint in (int, float, str, bool) else None
 
 
+def comma_list(text: str) -> tuple[str, ...]:
+    """An argparse type: ``a,b,c`` as ``("a", "b", "c")`` (a ``tuple[str, ...]`` field's option)."""
+    items = tuple(item.strip() for item in text.split(","))
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"expects NAME[,NAME...], got {text!r}")
+    return items
+
+
+def _is_str_tuple(hint) -> bool:
+    """``tuple[str, ...]`` or ``tuple[str, ...] | None``."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return len(args) == 1 and _is_str_tuple(args[0])
+    return typing.get_origin(hint) is tuple and typing.get_args(hint) == (str, ...)
+
+
+def _option_type(f: dataclasses.Field, hint) -> type | None:
+    """A field's option type: its scalar type, or :func:`comma_list` for a ``tuple[str, ...]`` field
+    that has help text (the others stay off the command line)."""
+    if _is_str_tuple(hint) and "help" in f.metadata:
+        return comma_list
+    return _scalar_type(hint)
+
+
 def _cli_fields(cls, prefix: str, exclude: tuple[str, ...]) -> list[tuple[dataclasses.Field, type, str]]:
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
-        typ = _scalar_type(hints[f.name])
+        typ = _option_type(f, hints[f.name])
         name = f.metadata.get("cli", "--" + prefix + f.name.replace("_", "-"))
         if f.name in exclude or typ is None or name is None or not f.init:
             continue

@@ -12,6 +12,7 @@ from ..evaluation.ceiling import CeilingConfig, image_tower_ceiling
 from ..models.safety_model import SafetyModel, create_model
 from ..training.validation import image_overlap
 from .config import DemoConfig
+from .timings import epochs_text
 
 __all__ = ["needs_image_ceiling", "image_ceiling_stage", "ceiling_lines", "CEILING_FILE"]
 
@@ -56,7 +57,7 @@ def ceiling_lines(out: Path) -> list[str]:
     r = json.loads(path.read_text())
     return [
         "The image tower's supervised ceiling (the pretrained image tower with every weight trained on "
-        f"the image labels, {r['epochs']} epochs, the epoch chosen on validation; `{CEILING_FILE}`): "
+        f"the image labels, {epochs_text(r['epochs'])}, the epoch chosen on validation; `{CEILING_FILE}`): "
         f"ROC-AUC {r['roc_auc']:.3f}, {100 * r['unsafe_below_safe_95']:.1f}% of unsafe test images "
         f"below the safe 95th percentile, against HySAC's {100 * r['hysac_unsafe_below_safe_95']:.1f}% "
         "by distance to the root. The ordering check's separation is judged against it.",

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from ..data import WorldConfig
 from ..models.backbone import TINY_MODEL, LoraConfig
 from ..models.hf_text import HF_PROJ, HF_TEXT_MARK
 from ..models.traversal import DEFAULT_TAU
 
-__all__ = ["DemoConfig", "TEXT_TOWER_LORA"]
+__all__ = [
+    "DemoConfig",
+    "TEXT_TOWER_LORA",
+    "RERUN_FREE",
+    "flat_settings",
+    "option_name",
+    "changed_settings",
+    "quick_settings",
+]
 
 #: ``--text-tower-lora``: the LoRA modules of a Hugging Face text tower (LoraConfig.text_modules)
 TEXT_TOWER_LORA = {
@@ -220,3 +229,46 @@ class DemoConfig:
             workers=1,
         )
         return replace(base, **overrides)
+
+
+#: settings a re-run in the same report folder may change: they touch no training it reuses
+RERUN_FREE = ("out_dir", "progress", "workers", "device", "traversal", "image_ceiling")
+
+
+def flat_settings(cfg: DemoConfig | dict) -> dict:
+    """``cfg`` as ``demo_config.json`` holds it (JSON values), nested settings under dotted names
+    (``world.n_train``, ``lora.r``)."""
+    data = json.loads(json.dumps(asdict(cfg) if isinstance(cfg, DemoConfig) else cfg, default=str))
+
+    def flat(value, prefix: str) -> dict:
+        if not isinstance(value, dict):
+            return {prefix: value}
+        return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+
+    return {k.rstrip("."): v for k, v in flat(data, "").items()}
+
+
+def option_name(setting: str) -> str:
+    """``hysafe demo``'s option for a :func:`flat_settings` name (``finetune_epochs``: ``--epochs``);
+    a nested setting, which has none, keeps its dotted name."""
+    for f in fields(DemoConfig):
+        if f.name == setting and "help" in f.metadata and f.metadata.get("cli", "") is not None:
+            return f.metadata.get("cli", "--" + f.name.replace("_", "-"))
+    return setting
+
+
+def changed_settings(before: dict, now: dict, *, skip: tuple[str, ...] = ()) -> list[str]:
+    """``"OPTION: X there, Y now"`` for each :func:`flat_settings` entry both hold with another value
+    (a setting only one holds, from another hysafe version, is not compared), except under ``skip``."""
+    return [
+        f"{option_name(k)}: {before[k]!r} there, {now[k]!r} now"
+        for k in sorted(set(before) & set(now))
+        if k.split(".")[0] not in skip and before[k] != now[k]
+    ]
+
+
+def quick_settings() -> str:
+    """What ``--quick`` sets, as ``OPTION VALUE`` pairs (from :meth:`DemoConfig.quick`, so the help can
+    not drift from it)."""
+    full, quick = flat_settings(DemoConfig()), flat_settings(DemoConfig.quick())
+    return ", ".join(f"{option_name(k)} {quick[k]}" for k in sorted(full) if full[k] != quick[k])

@@ -13,6 +13,7 @@ The record is ``language.json``; the report has a paragraph on it.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from .config import DemoConfig
 __all__ = [
     "LANGUAGE_FILE",
     "euphemism_mask",
+    "unsafe_wording",
+    "unseen_wording_mask",
     "needs_language_stage",
     "text_aucs",
     "classifier_scores",
@@ -49,6 +52,25 @@ _BATCH = 256
 def euphemism_mask(rows) -> np.ndarray:
     """Which rows' unsafe caption carries one of the prose world's euphemisms."""
     return np.array([any(e in r.unsafe_text for e in EUPHEMISMS) for r in rows], dtype=bool)
+
+
+def unsafe_wording(row) -> str:
+    """The words of ``row``'s unsafe caption where it differs from its safe caption (the span between
+    their common first and last words, lower-cased): how this row words its unsafety."""
+    safe, unsafe = (re.findall(r"[\w'-]+", t.lower()) for t in (row.safe_text, row.unsafe_text))
+    start = 0
+    while start < min(len(safe), len(unsafe)) and safe[start] == unsafe[start]:
+        start += 1
+    end = 0
+    while end < min(len(safe), len(unsafe)) - start and safe[-1 - end] == unsafe[-1 - end]:
+        end += 1
+    return " ".join(unsafe[start : len(unsafe) - end])
+
+
+def unseen_wording_mask(train_rows, test_rows) -> np.ndarray:
+    """Which test rows word their unsafety (:func:`unsafe_wording`) as no training row does."""
+    seen = {unsafe_wording(r) for r in train_rows}
+    return np.array([unsafe_wording(r) not in seen for r in test_rows], dtype=bool)
 
 
 def needs_language_stage(cfg: DemoConfig, test_rows) -> bool:
@@ -104,6 +126,7 @@ def language_stage(cfg: DemoConfig, models: dict[str, SafetyModel], splits: tupl
     if not needs_language_stage(cfg, test.rows):
         return None
     t, euph = time.time(), euphemism_mask(test.rows)
+    unseen = int(unseen_wording_mask(splits[0].rows, test.rows).sum())
     rows = {name: text_aucs(*classifier_scores(m, test), euph) for name, m in models.items()}
     safe, unsafe, c = _probe_scores(lambda ds: embed_dataset(models["CLIP"], ds), splits)
     rows["CLIP logistic probe"] = {**text_aucs(safe, unsafe, euph), "C": c}
@@ -112,7 +135,7 @@ def language_stage(cfg: DemoConfig, models: dict[str, SafetyModel], splits: tupl
         rows["text-model probe"] = {**text_aucs(safe, unsafe, euph), "C": c}
     record = {
         "text_tower": cfg.text_tower,
-        "test_captions": {"unsafe": len(test), "euphemisms": int(euph.sum())},
+        "test_captions": {"unsafe": len(test), "euphemisms": int(euph.sum()), "unseen_wordings": unseen},
         "text_roc_auc": rows,
         "seconds": round(time.time() - t, 1),
     }
@@ -140,13 +163,13 @@ def language_lines(out: Path) -> list[str]:
     rows = r["text_roc_auc"]
     cols = [c for c in ("all", "explicit", "euphemisms") if any(c in v for v in rows.values())]
     tower = f"the text tower `{r['text_tower']}`" if r["text_tower"] else "the model's own text tower"
+    captions = r["test_captions"]
     lines = [
-        "## Unsafe wordings never seen in training (test split)",
-        "",
+        *_language_heading(captions),
         f"Text NSFW ROC-AUC with {tower}: each model's own classifier (HySAC: distance to the root), and "
         "logistic probes fitted on the training split (C chosen on validation) on the pretrained CLIP's "
         "text embeddings and, with a Hugging Face text tower, on that model's own frozen sentence "
-        f"embeddings. {r['test_captions']['euphemisms']} of the {r['test_captions']['unsafe']} unsafe "
+        f"embeddings. {captions['euphemisms']} of the {captions['unsafe']} unsafe "
         f"test captions are euphemisms (`{LANGUAGE_FILE}`).",
         "",
         "| text classifier | " + " | ".join(cols) + " |",
@@ -156,3 +179,26 @@ def language_lines(out: Path) -> list[str]:
         cells = " | ".join(f"{v[c]:.3f}" if c in v else "-" for c in cols)
         lines.append(f"| {ROW_LABELS.get(name, name)} (`{name}`) | {cells} |")
     return [*lines, ""]
+
+
+def _language_heading(captions: dict) -> list[str]:
+    """The section's heading: unseen wordings only where the test split has them (a record without the
+    count, written before hysafe counted them, claims none)."""
+    unseen = captions.get("unseen_wordings")
+    if unseen is None:
+        return ["## Text NSFW classification (test split)", ""]
+    if unseen:
+        return [
+            "## Unsafe wordings never seen in training (test split)",
+            "",
+            f"{unseen} of the {captions['unsafe']} unsafe test captions word their unsafety (where they "
+            "differ from their safe caption) in a way no training caption does.",
+            "",
+        ]
+    return [
+        "## Text NSFW classification (test split)",
+        "",
+        "Every unsafe test caption words its unsafety as some training caption does: these are not "
+        "unseen wordings (for those, `--data synthetic:prose`).",
+        "",
+    ]

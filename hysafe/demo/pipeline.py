@@ -22,18 +22,17 @@ from ..data import QuadrupletDataset, generate_world, load_manifest, load_visu
 from ..data.dataset import truncated_count
 from ..evaluation.checks import Check, safety_checks
 from ..evaluation.comparison import Comparison, compare_models
-from ..models.backbone import BUNDLED_MODELS
 from ..models.checkpoint import load_model, save_model
 from ..models.embed import embed_dataset
 from ..models.safety_model import create_model
 from ..training import TrainConfig, TrainResult, safety_bounds, train
 from ..training.pretrain import export_open_clip, pretrain_clip
 from ..training.recipes import get_recipe
-from ..utils.extras import missing_module_message
 from ..utils.progress import logger as progress_logger
 from .ceiling import image_ceiling_stage
 from .config import DemoConfig
 from .language import language_stage
+from .preflight import check_demo_requirements, check_pretrained_source, check_report_folder
 from .report import write_comparison_page, write_plots, write_report
 from .timings import StageTimes, record_stage
 
@@ -43,7 +42,6 @@ __all__ = [
     "DemoConfig",
     "DemoResult",
     "DemoIncomplete",
-    "check_demo_requirements",
     "demo_datasets",
     "fine_tune",
     "pretrained_backbone",
@@ -132,11 +130,7 @@ def pretrained_backbone(cfg: DemoConfig, train_set, val_set, out: Path, timings:
     """The ``pretrained=`` of the fine-tunes: the given weights, or a tiny CLIP pretrained here."""
     if cfg.pretrained is not None:
         return cfg.pretrained
-    if cfg.model not in BUNDLED_MODELS:
-        raise ValueError(
-            f"--model {cfg.model} needs --pretrained (a tag or a checkpoint "
-            f"file); only {BUNDLED_MODELS} are pretrained here"
-        )
+    check_pretrained_source(cfg)
     t = time.time()
     # a re-run of the demo reuses a finished pretraining
     pre = pretrain_clip(
@@ -286,16 +280,6 @@ class DemoIncomplete(RuntimeError):
     """A stage after the training failed; the checkpoints and training runs are kept."""
 
 
-def check_demo_requirements() -> None:
-    """Import what the demo's last stages import lazily (Parquet tables and indexes: the plots are
-    imported with this module), so that a broken or partial install fails here, before minutes
-    of training, and not after."""
-    try:
-        from .. import collection  # noqa: F401
-    except ModuleNotFoundError as e:
-        raise ImportError(f"hysafe demo cannot write its report: {missing_module_message(e)}") from e
-
-
 def _write_config(cfg: DemoConfig, out: Path) -> None:
     """``demo_config.json`` first of all, so that even an unfinished report says how it was made."""
     (out / "demo_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
@@ -309,12 +293,12 @@ def run_demo(cfg: DemoConfig | None = None) -> DemoResult:
     check_demo_requirements()
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder; choose another --out")
+    check_report_folder(cfg, out)
+    check_pretrained_source(cfg)
     t_all = t = time.time()
-    # preprocess and tokenizer only; built before the report folder, so that a bad --model or
-    # --text-tower fails without leaving a folder behind
-    probe = create_model("clip", cfg.backbone_name, None, lora=None, device=cfg.device)
+    # preprocess and tokenizer; built (with the given weights) before the report folder, so that a bad
+    # --model, --text-tower or --pretrained fails without leaving a folder behind
+    probe = create_model("clip", cfg.backbone_name, cfg.pretrained, lora=None, device=cfg.device)
     for folder in ("plots", "checkpoints"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     _write_config(cfg, out)

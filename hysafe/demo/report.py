@@ -26,6 +26,7 @@ from ..training.recipes import get_recipe
 from .ceiling import ceiling_lines
 from .config import DemoConfig
 from .language import language_lines
+from .timings import epochs_text
 
 logger = logging.getLogger(__name__)
 
@@ -93,14 +94,14 @@ def _defaults_line(cfg: DemoConfig) -> str:
     cones = _hysac_line(cfg)
     safer = get_recipe("safer-clip").objective
     return (
-        f"Defaults: fine-tune {cfg.fine_tune_epochs} epochs, batch "
+        f"Defaults: fine-tune {epochs_text(cfg.fine_tune_epochs)}, batch "
         f"{cfg.batch_size}, lr {cfg.lr:g}, LoRA r{cfg.lora.r} alpha "
         f"{cfg.lora.alpha:g}"
         + (f" (text tower `{cfg.text_tower}`: {cfg.text_tower_lora})" if cfg.text_tower else "")
         + ", "
         f"HySAC: cones with {cones}, traversal tau `{cfg.traversal}`, SafeR-CLIP "
-        f"target: {_safer_target(safer.pair_quantile)} "
-        f"(redirection scale: {safer.redirection_scale or 'the logit scale'}), "
+        f"target: {_safer_target(safer.pair_quantile)}, "
+        f"redirection scale: {safer.redirection_scale or 'the logit scale'}; "
         f"seed {cfg.seed}."
     )
 

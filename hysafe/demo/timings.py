@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..training import TrainResult
 
-__all__ = ["StageTimes", "record_stage", "reuse_note"]
+__all__ = ["StageTimes", "record_stage", "reuse_note", "epochs_text"]
 
 
 class StageTimes(dict):
@@ -18,6 +18,11 @@ class StageTimes(dict):
         self.notes: dict[str, str] = {}
 
 
+def epochs_text(n: int) -> str:
+    """``"1 epoch"``, ``"3 epochs"``."""
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def reuse_note(result: TrainResult) -> str | None:
     """What of ``result``'s training an earlier run had done (``None``: all of it ran now)."""
     n = result.reused_epochs
@@ -25,8 +30,11 @@ def reuse_note(result: TrainResult) -> str | None:
         return None
     epochs = max(n, len(result.history))
     if n >= epochs:
-        return f"reused: all {n} epochs ran in an earlier run of this command (the time is loading them)"
-    return f"reused: {n} of {epochs} epochs ran in an earlier run of this command (the time is the rest's)"
+        done = f"all {epochs_text(n)}" if n > 1 else "its 1 epoch"
+        return f"reused: {done} ran in an earlier run of this command (the time is loading them)"
+    return (
+        f"reused: {n} of {epochs_text(epochs)} ran in an earlier run of this command (the time is the rest's)"
+    )
 
 
 def record_stage(timings: dict, stage: str, seconds: float, result: TrainResult | None = None) -> None:

@@ -37,12 +37,12 @@ from .hf_text import (
     hf_lora_target,
     hf_text_model_cfg,
     hf_text_type,
-    quiet_hf_text_load,
     registered_name,
     split_hf_text_name,
     trimmed_hf_text_features,
 )
 from .hf_text_cache import cached_hf_text_features
+from .hf_text_load import quiet_hf_text_load
 from .lora_dropout import use_sparse_dropout
 from .registry import BUNDLED_MODELS, TINY_MODEL, register_model_config, register_model_configs
 from .text_trim import trimmed_text_features
@@ -126,9 +126,17 @@ class LoraConfig:
     dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input"})
     towers: tuple[str, ...] = ("visual", "text")  # which towers get adapters
     modules: tuple[str, ...] = ("attn", "mlp.c_fc", "mlp.c_proj")  # module names inside each residual block
-    # the text tower's modules (None: ``modules``); "proj" alone adapts an HF text tower's projection and
-    # leaves its transformer frozen, whose features are then cached (hysafe.models.hf_text_cache)
-    text_modules: tuple[str, ...] | None = None
+    # "proj" alone adapts an HF text tower's projection and leaves its transformer frozen, whose features
+    # are then cached (hysafe.models.hf_text_cache)
+    text_modules: tuple[str, ...] | None = field(
+        default=None,
+        metadata={
+            "help": "the text tower's LoRA modules, comma-separated (default: those of the image tower); "
+            "for a Hugging Face text tower 'attn,proj' (attention and projection: the demo's default), "
+            "'proj' (the projection alone: the transformer frozen, its features cached) or "
+            "'attn,mlp.c_fc,mlp.c_proj,proj'"
+        },
+    )
     # a ResNet image tower (open_clip's ModifiedResNet, e.g. RN50): these modules of every bottleneck block.
     # Not its attention pool: that forward reads the projection weights directly, so adapters there would be
     # dead in training and appear only when merged
@@ -301,6 +309,19 @@ def open_clip_name(config: BackboneConfig) -> str:
     return name
 
 
+def _unpickling_message(path: str) -> str:
+    """Why torch.load refused ``path``: a pickle (a torch file starts as a zip or a pickle) with more
+    than weights, or no torch file at all."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return (
+            f"{path}: a pickle that is not plain weights; hysafe never unpickles code. "
+            "Convert it to .safetensors (or a weights-only torch file) first"
+        )
+    return f"{path}: not a weights file (neither safetensors nor a torch checkpoint)"
+
+
 def create_backbone(config: BackboneConfig, *, device: str | torch.device = "cpu") -> OpenClipBackbone:
     """Build an open_clip model, its eval preprocess and tokenizer, with clear errors on bad sources."""
     name = open_clip_name(config)
@@ -313,10 +334,7 @@ def create_backbone(config: BackboneConfig, *, device: str | torch.device = "cpu
                 name, pretrained=config.pretrained, precision=config.precision, device=device
             )
     except pickle.UnpicklingError as e:  # torch.load(weights_only=True) refused it: nothing was executed
-        raise ValueError(
-            f"{config.pretrained}: a pickle that is not plain weights; hysafe never unpickles code. "
-            "Convert it to .safetensors (or a weights-only torch file) first"
-        ) from e
+        raise ValueError(_unpickling_message(config.pretrained)) from e
     except (
         RuntimeError,
         AssertionError,
@@ -362,7 +380,7 @@ def check_device(device: str | torch.device) -> None:
 
 
 def _quiet_hf_text(config: BackboneConfig):
-    """:func:`~hysafe.models.hf_text.quiet_hf_text_load` for a CLIP with an HF text tower."""
+    """:func:`~hysafe.models.hf_text_load.quiet_hf_text_load` for a CLIP with an HF text tower."""
     hf = split_hf_text_name(config.model)
     return quiet_hf_text_load(hf[1]) if hf is not None else nullcontext()
 

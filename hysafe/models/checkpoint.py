@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from .backbone import CHECKPOINT_META_KEY, BackboneConfig
 from .safety_model import ModelConfig, SafetyModel, build_model, trainable_parameters
+from .sources import locate_backbone, locate_text_tower
 from .traversal import check_bounds, check_tau_rule
 
 logger = logging.getLogger(__name__)
@@ -182,19 +183,26 @@ def _tensor_name(name: str, version: str) -> str:
     return name
 
 
-def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> SafetyModel:
-    """Restore a :class:`CLIP`, :class:`SafeCLIP` or :class:`HySAC` saved by :func:`save_model`."""
+def load_model(
+    path: str | Path, *, device: str | torch.device = "cpu", text_tower: str | None = None
+) -> SafetyModel:
+    """Restore a :class:`CLIP`, :class:`SafeCLIP` or :class:`HySAC` saved by :func:`save_model`.
+
+    ``text_tower``: where the Hugging Face text model of a checkpoint with an HF text tower is now (a
+    folder or hub id), when it is no longer where the checkpoint recorded it (the checkpoint holds the
+    tower's weights; the folder gives its config and tokenizer)."""
     path = Path(path)
     meta = read_metadata(path)
     try:
         config = ModelConfig(**meta["config"])
     except (TypeError, ValueError, KeyError) as e:
         raise ValueError(f"{path}: its model config is not one this hysafe can build ({e})") from e
+    locate_text_tower(config, path, text_tower)
     if meta["form"] == "merged":
         config.backbone.pretrained = str(path)  # the file may have moved since it was written
         model = build_model(config, device=device)
     else:
-        _find_backbone_beside(config, path)
+        locate_backbone(config, path)
         model = build_model(config, device=device)
         tensors = {
             _tensor_name(k, meta["format_version"]): v
@@ -234,28 +242,6 @@ def _check_finite(tensors: dict[str, torch.Tensor], path: Path) -> None:
                 f"{path}: tensor {name} holds {bad} NaN/Inf value(s) of {value.numel()}; the checkpoint "
                 "is damaged or comes from a diverged run"
             )
-
-
-def _find_backbone_beside(config: ModelConfig, path: Path) -> None:
-    """An adapter's local backbone file that is not where it was at training time is looked up
-    beside the checkpoint (a run folder copied or moved as a whole)."""
-    backbone = getattr(config, "backbone", None)
-    if (
-        not isinstance(backbone, BackboneConfig)
-        or not backbone.is_local()
-        or Path(backbone.pretrained).is_file()
-    ):
-        return
-    for candidate in (path.parent / backbone.pretrained, path.parent / Path(backbone.pretrained).name):
-        if candidate.is_file():
-            logger.info(
-                "backbone %s not found; using %s beside the checkpoint", backbone.pretrained, candidate
-            )
-            backbone.pretrained = str(candidate)
-            return
-    raise FileNotFoundError(
-        f"{path}: its backbone weights {backbone.pretrained} are missing (also not beside the checkpoint)"
-    )
 
 
 def inference_copy(model: SafetyModel) -> SafetyModel:

@@ -14,6 +14,9 @@ This module adds two things hysafe needs on top:
 * which modules LoRA adapts in an HF text tower, by the tower's ``model_type``
   (:data:`HF_LORA_LAYOUTS`), and a text forward that skips the columns every row pads
   (:func:`trimmed_hf_text_features`: equal to open_clip's forward, tested).
+
+Building one without transformers' expected loading noise: :mod:`.hf_text_load`; a checkpoint whose
+text model folder has moved: :func:`relink_text_tower` (:mod:`.sources`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import json
 import logging
 import os
 import re
-from contextlib import contextmanager
 from pathlib import Path
 
 from torch import Tensor, nn
@@ -35,13 +37,15 @@ __all__ = [
     "TRIMMABLE_POOLERS",
     "split_hf_text_name",
     "hf_text_model_cfg",
+    "hf_text_cfg",
+    "recorded_text_source",
+    "missing_text_folder",
+    "relink_text_tower",
     "registered_name",
     "hf_text_type",
     "hf_lora_target",
     "trimmed_hf_text_features",
     "drop_padded_columns",
-    "quiet_hf_text_load",
-    "unused_pooler_report",
 ]
 
 logger = logging.getLogger(__name__)
@@ -158,11 +162,8 @@ def _check_text_model(source: str, config) -> None:
 
 
 def hf_text_model_cfg(vision: str, source: str, *, pooler: str = "mean_pooler", proj: str = "linear") -> dict:
-    """The open_clip model config of ``vision``'s image tower with the HF text model at ``source``.
-
-    ``source``: a local folder (made absolute, so the config loads from any working directory) or a hub
-    id. The context length is the HF model's ``max_position_embeddings`` (a causal open_clip tower reads
-    77 tokens; a BERT reads 512), so no caption is cut short of what the model can read."""
+    """The open_clip model config of ``vision``'s image tower with the HF text model at ``source``
+    (its text config: :func:`hf_text_cfg`)."""
     import open_clip
 
     from .registry import register_model_configs
@@ -173,6 +174,15 @@ def hf_text_model_cfg(vision: str, source: str, *, pooler: str = "mean_pooler", 
         raise ValueError(
             f"unknown open_clip model {vision!r} for the image tower of {vision}{HF_TEXT_MARK}..."
         )
+    text_cfg = hf_text_cfg(source, pooler=pooler, proj=proj)
+    return {"embed_dim": base["embed_dim"], "vision_cfg": base["vision_cfg"], "text_cfg": text_cfg}
+
+
+def hf_text_cfg(source: str, *, pooler: str, proj: str) -> dict:
+    """open_clip's ``text_cfg`` of the HF text model at ``source``: a local folder (made absolute, so
+    the config loads from any working directory) or a hub id. The context length is the HF model's
+    ``max_position_embeddings`` (a causal open_clip tower reads 77 tokens; a BERT reads 512), so no
+    caption is cut short of what the model can read."""
     if _is_local(source):
         source = str(Path(source).expanduser().resolve())
     config = _hf_config(source)
@@ -188,7 +198,35 @@ def hf_text_model_cfg(vision: str, source: str, *, pooler: str = "mean_pooler", 
     context = getattr(config, "max_position_embeddings", None)
     if isinstance(context, int) and context > 0:
         text_cfg["context_length"] = context
-    return {"embed_dim": base["embed_dim"], "vision_cfg": base["vision_cfg"], "text_cfg": text_cfg}
+    return text_cfg
+
+
+def recorded_text_source(model_cfg: dict | None) -> str | None:
+    """The HF text model (folder or hub id) a model config reads its text tower from (``None``: none)."""
+    return ((model_cfg or {}).get("text_cfg") or {}).get("hf_model_name")
+
+
+def missing_text_folder(model_cfg: dict | None) -> str | None:
+    """The recorded local text model folder of ``model_cfg`` when it is no longer there, else ``None``."""
+    source = recorded_text_source(model_cfg)
+    if source is None or not _is_local(source) or Path(source).expanduser().is_dir():
+        return None
+    return source
+
+
+def relink_text_tower(model: str, model_cfg: dict, source: str) -> tuple[str, dict]:
+    """``(model name, model config)`` of a saved CLIP with its HF text tower read from ``source``
+    instead of the folder it recorded (a text model moved since): the same pooler and projection, the
+    context length of ``source``'s config. Checked like a new tower (folder, config, files)."""
+    recorded = recorded_text_source(model_cfg)
+    if recorded is None:
+        raise ValueError("text_tower= applies to a model with a Hugging Face text tower; this one has none")
+    text_cfg = model_cfg["text_cfg"]
+    fresh = hf_text_cfg(source, pooler=text_cfg["hf_pooler_type"], proj=text_cfg["hf_proj_type"])
+    name = model
+    if HF_TEXT_MARK in model:
+        name = f"{model.split(HF_TEXT_MARK, 1)[0]}{HF_TEXT_MARK}{fresh['hf_model_name']}"
+    return name, {**model_cfg, "text_cfg": {**text_cfg, **fresh}}
 
 
 def registered_name(model: str, model_cfg: dict) -> str:
@@ -245,49 +283,3 @@ def drop_padded_columns(tokens: Tensor, pad: int) -> Tensor:
     """``tokens`` up to the last column any row does not pad (all of it when every column is pad)."""
     used = (tokens != pad).any(dim=0).nonzero()
     return tokens[:, : int(used.max()) + 1] if len(used) else tokens
-
-
-def _report_rows(message: str) -> list[tuple[str, str]]:
-    """``(key, status)`` of each row of a transformers loading report (its table, ANSI styles removed)."""
-    plain = re.sub(r"\x1b\[[0-9;]*m", "", message)
-    rows = [[cell.strip() for cell in line.split("|")] for line in plain.splitlines() if "|" in line]
-    return [(row[0], row[1]) for row in rows if len(row) > 1 and row[0] != "Key"]
-
-
-def unused_pooler_report(message: str) -> bool:
-    """Whether ``message`` is a transformers loading report whose only rows are a checkpoint's pooler
-    weights that the model does not have (``pooler.* | UNEXPECTED``): open_clip's HFTextEncoder builds
-    BERT-like towers without their pooler when it pools the hidden states itself (mean pooling)."""
-    if "LOAD REPORT" not in message:
-        return False
-    rows = _report_rows(message)
-    return bool(rows) and all(key.startswith("pooler.") and status == "UNEXPECTED" for key, status in rows)
-
-
-class _DropExpectedHfLoadWarnings(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (unused_pooler_report(message) or message.endswith("initialized partially."))
-
-
-@contextmanager
-def quiet_hf_text_load(source: str):
-    """Build a CLIP with the HF text tower at ``source`` without the warnings that building one always
-    gives (transformers' report of the unused pooler weights, open_clip's "initialized partially":
-    the text tower's weights come from ``source``, the rest from hysafe) or transformers' loading bar;
-    any other loading report (missing or mismatched weights) is still shown."""
-    from transformers.utils import logging as hf_logging
-
-    drop, bar = _DropExpectedHfLoadWarnings(), hf_logging.is_progress_bar_enabled()
-    targets = (logging.getLogger(), logging.getLogger("transformers.modeling_utils"))
-    for target in targets:
-        target.addFilter(drop)
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        for target in targets:
-            target.removeFilter(drop)
-        if bar:
-            hf_logging.enable_progress_bar()
-    logger.info("HF text tower: the transformer's weights from %s (its pooler unused)", source)

@@ -326,7 +326,14 @@ def _training_run(model, recipe: Recipe, cfg: TrainConfig, dist, train_set, call
     folder = Path(cfg.output_dir) if cfg.output_dir else None
     best_path = folder / "best.safetensors" if folder and dist.is_main else None
     best = BestWeights(path=best_path, patience=cfg.early_stopping_patience)
-    fingerprint = run_fingerprint(model, recipe)
+    schedule = {
+        "epochs": cfg.epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "warmup_steps": cfg.warmup_steps,
+        "schedule": cfg.schedule,
+        "lr": cfg.lr,
+    }
+    fingerprint = run_fingerprint(model, recipe, schedule)
     return TrainingRun(
         model, recipe.objective, opt, train_set, sampler, cfg, dist, folder, best, fingerprint, callbacks
     )

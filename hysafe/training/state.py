@@ -31,9 +31,10 @@ def new_progress() -> dict:
     return {"epoch": 0, "batch": 0, "step": 0, "best": None, "bad_epochs": 0, "history": []}
 
 
-def run_fingerprint(model, recipe) -> dict:
+def run_fingerprint(model, recipe, schedule: dict | None = None) -> dict:
     """What must not change between a run and its resume: recipe and model configuration (the
-    backbone's file path may move; its architecture may not)."""
+    backbone's file path may move; its architecture may not) and the learning-rate schedule
+    (``schedule``: a resume with more epochs would continue a cosine schedule that has ended)."""
     config = model.config.to_dict()
     config["backbone"].pop("pretrained", None)
     fingerprint = {
@@ -50,6 +51,8 @@ def run_fingerprint(model, recipe) -> dict:
     }
     if any(t.loss == "root_order" for t in recipe.objective.terms):  # absent before the option existed
         fingerprint["order_margin"] = recipe.objective.order_margin
+    if schedule is not None:
+        fingerprint["schedule"] = schedule
     return fingerprint
 
 
@@ -132,6 +135,8 @@ def load_training_state(
     best epoch's parameters (``None`` if the file holds none)."""
     meta, tensors = _read(path)
     saved = meta.get("fingerprint")
+    if saved is not None and "schedule" not in saved:  # written before the schedule was recorded
+        fingerprint = {k: v for k, v in fingerprint.items() if k != "schedule"}
     if saved is not None and saved != fingerprint:
         diff = _differences(saved, fingerprint)
         raise ValueError(
