@@ -180,6 +180,32 @@ def test_a_checkpoint_whose_text_model_folder_moved_is_named_and_loads_from_the_
         load_model(paths[0], text_tower=str(tmp_path / "nowhere"))
 
 
+def test_a_hub_id_offline_fails_at_once_naming_the_host(monkeypatch):
+    """Offline, a hub id that is not in the cache is refused without transformers' half-minute of
+    retries; with the host reachable (here: pretended) transformers is asked as before."""
+    import socket
+
+    import transformers
+    from huggingface_hub import constants
+
+    def unreachable(host, *args, **kwargs):
+        raise socket.gaierror(-2, "Name or service not known")
+
+    def asked(*args, **kwargs):
+        raise OSError("transformers was asked")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the tests run with HF_HUB_OFFLINE=1
+    monkeypatch.setattr(socket, "getaddrinfo", unreachable)
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", asked)
+    with pytest.raises(
+        ValueError, match="'someone/no-such-model': huggingface.co does not resolve \\(offline\\?\\)"
+    ):
+        create_model("clip", "hysafe-tiny+hf:someone/no-such-model", None, lora=None)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *args, **kwargs: [])
+    with pytest.raises(ValueError, match="offline\\? give a local folder"):  # transformers' own error
+        create_model("clip", "hysafe-tiny+hf:someone/no-such-model", None, lora=None)
+
+
 def test_folders_that_are_not_text_models_are_named_errors(tmp_path, tiny_bert):
     with pytest.raises(FileNotFoundError, match="Hugging Face text model folder not found: .*nowhere"):
         create_model("clip", f"hysafe-tiny+hf:{tmp_path / 'nowhere'}", None, lora=None)

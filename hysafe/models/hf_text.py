@@ -15,7 +15,8 @@ This module adds two things hysafe needs on top:
   (:data:`HF_LORA_LAYOUTS`), and a text forward that skips the columns every row pads
   (:func:`trimmed_hf_text_features`: equal to open_clip's forward, tested).
 
-Building one without transformers' expected loading noise: :mod:`.hf_text_load`; a checkpoint whose
+Its source (a folder or hub id) is checked in :mod:`.hf_source`; building one without
+transformers' expected loading noise: :mod:`.hf_text_load`; a checkpoint whose
 text model folder has moved: :func:`relink_text_tower` (:mod:`.sources`).
 """
 
@@ -24,11 +25,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 from pathlib import Path
 
 from torch import Tensor, nn
+
+from .hf_source import check_local_files, check_text_model, hf_config, is_local_source
 
 __all__ = [
     "HF_TEXT_MARK",
@@ -87,80 +89,6 @@ def split_hf_text_name(model: str) -> tuple[str, str] | None:
     return vision, source
 
 
-def _is_local(source: str) -> bool:
-    """A folder path (existing, or absolute / relative-looking); anything else is a hub id."""
-    return os.path.exists(source) or source.startswith((os.sep, ".", "~"))
-
-
-#: the weight files ``save_pretrained`` writes (one of them, or its index, must be in a local folder)
-HF_WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
-#: the vocabulary files of the tokenizers of the mapped text towers (BERT, RoBERTa, XLM-R)
-HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model")
-
-
-def _check_local_folder(folder: Path) -> None:
-    """A local text model folder holds a config and weights; errors name the folder and what is missing."""
-    if not folder.exists():
-        raise FileNotFoundError(f"Hugging Face text model folder not found: {folder}")
-    if not folder.is_dir():
-        raise ValueError(
-            f"{folder}: a file, not a Hugging Face model folder; give the folder that holds it "
-            "(config.json, weights, tokenizer files)"
-        )
-    if not (folder / "config.json").is_file():
-        raise ValueError(
-            f"{folder}: not a Hugging Face model folder (no config.json); give the folder that "
-            "save_pretrained wrote (config.json, weights, tokenizer files)"
-        )
-
-
-def _check_local_files(folder: Path) -> None:
-    """A local text model folder's weights and tokenizer files are there (before transformers reads them)."""
-    for what, names in (("weights", HF_WEIGHT_FILES), ("tokenizer", HF_TOKENIZER_FILES)):
-        if not any((folder / name).is_file() for name in names):
-            raise ValueError(
-                f"{folder}: a Hugging Face text model folder without {what} (none of {', '.join(names)}); "
-                "give the folder that save_pretrained wrote for the model and its tokenizer"
-            )
-
-
-def _hf_config(source: str):
-    """The transformers config at ``source``, with errors that name the folder and what is wrong."""
-    from transformers import AutoConfig
-
-    local = _is_local(source)
-    if local:
-        _check_local_folder(Path(source).expanduser())
-    try:
-        return AutoConfig.from_pretrained(str(source))
-    except (OSError, ValueError, KeyError) as e:
-        if local:
-            raise ValueError(
-                f"{Path(source).expanduser() / 'config.json'}: not a readable Hugging Face config "
-                f"({type(e).__name__}: {e})"
-            ) from e
-        raise ValueError(
-            f"could not read the Hugging Face config of {source!r} ({type(e).__name__}: {e}); offline? "
-            "give a local folder"
-        ) from e
-
-
-def _check_text_model(source: str, config) -> None:
-    from open_clip.hf_configs import arch_dict
-
-    model_type = getattr(config, "model_type", None)
-    if model_type not in arch_dict:
-        raise ValueError(
-            f"{source}: a {model_type!r} model, not a text encoder open_clip's HFTextEncoder builds "
-            f"(model types {', '.join(sorted(arch_dict))})"
-        )
-
-
 def hf_text_model_cfg(vision: str, source: str, *, pooler: str = "mean_pooler", proj: str = "linear") -> dict:
     """The open_clip model config of ``vision``'s image tower with the HF text model at ``source``
     (its text config: :func:`hf_text_cfg`)."""
@@ -183,12 +111,12 @@ def hf_text_cfg(source: str, *, pooler: str, proj: str) -> dict:
     the config loads from any working directory) or a hub id. The context length is the HF model's
     ``max_position_embeddings`` (a causal open_clip tower reads 77 tokens; a BERT reads 512), so no
     caption is cut short of what the model can read."""
-    if _is_local(source):
+    if is_local_source(source):
         source = str(Path(source).expanduser().resolve())
-    config = _hf_config(source)
-    _check_text_model(source, config)
-    if _is_local(source):
-        _check_local_files(Path(source))
+    config = hf_config(source)
+    check_text_model(source, config)
+    if is_local_source(source):
+        check_local_files(Path(source))
     text_cfg = {
         "hf_model_name": source,
         "hf_tokenizer_name": source,
@@ -209,7 +137,7 @@ def recorded_text_source(model_cfg: dict | None) -> str | None:
 def missing_text_folder(model_cfg: dict | None) -> str | None:
     """The recorded local text model folder of ``model_cfg`` when it is no longer there, else ``None``."""
     source = recorded_text_source(model_cfg)
-    if source is None or not _is_local(source) or Path(source).expanduser().is_dir():
+    if source is None or not is_local_source(source) or Path(source).expanduser().is_dir():
         return None
     return source
 
