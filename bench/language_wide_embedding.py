@@ -22,6 +22,7 @@ sys.path.insert(0, str(BENCH.parent))
 from language import run_variant  # noqa: E402
 
 import hysafe.demo.pipeline as pipeline  # noqa: E402
+import hysafe.demo.preflight as preflight  # noqa: E402
 from hysafe.demo import DemoConfig  # noqa: E402
 from hysafe.models.registry import register_model_config, register_model_configs  # noqa: E402
 from hysafe.models.safety_model import create_model  # noqa: E402
@@ -34,7 +35,7 @@ def wide_tiny(dim: int) -> str:
     register_model_configs()
     name = f"hysafe-tiny-e{dim}"
     register_model_config(name, {**json.loads(TINY_CONFIG.read_text()), "embed_dim": dim})
-    pipeline.BUNDLED_MODELS = (*pipeline.BUNDLED_MODELS, name)  # pretrained here, like the tiny one
+    preflight.BUNDLED_MODELS = (*preflight.BUNDLED_MODELS, name)  # pretrained here, like the tiny one
     return name
 
 
