@@ -349,9 +349,14 @@ def test_the_demo_console_counts_the_checks_and_names_those_that_do_not_hold(dem
     assert lines[1:] == [f"  does not hold: {c.name} ({c.detail})" for c in failed]
 
 
-def test_a_bad_text_tower_or_pretrained_fails_before_the_report_folder_is_made(tmp_path, capsys):
+def test_a_bad_text_tower_or_pretrained_fails_before_the_report_folder_is_made(demo, tmp_path, capsys):
     out = tmp_path / "report"
     for option, value, message in (
+        (
+            "--pretrained",
+            demo / "checkpoints" / "hysac.safetensors",
+            "a hysafe hysac adapter checkpoint (load",
+        ),
         ("--text-tower", tmp_path / "nowhere", "Hugging Face text model folder not found"),
         ("--text-tower", __file__, "a file, not a Hugging Face model folder"),
         ("--text-tower", "", "DemoConfig.text_tower (--text-tower) is empty"),
@@ -360,6 +365,15 @@ def test_a_bad_text_tower_or_pretrained_fails_before_the_report_folder_is_made(t
     ):
         assert main(["demo", "--quick", option, str(value), "--out", str(out), "--no-progress"]) == 1
         assert message in capsys.readouterr().err and not out.exists(), value
+    clip = str(demo / "checkpoints" / "clip-pretrained.safetensors")  # weights of another tower
+    assert (
+        main(["demo", "--quick", "--model", "hysafe-tiny-rn", "--pretrained", clip, "--out", str(out)]) == 1
+    )
+    err = capsys.readouterr().err
+    assert re.search(
+        r"does not load into open_clip 'hysafe-tiny-rn' .*: RuntimeError: missing \d+ \(visual", err
+    )
+    assert len(err.splitlines()) == 1 and len(err) < 600 and not out.exists()
 
 
 def test_a_report_folder_of_a_run_with_other_settings_is_refused_and_left_as_it_was(demo, tmp_path, capsys):
@@ -374,6 +388,8 @@ def test_a_report_folder_of_a_run_with_other_settings_is_refused_and_left_as_it_
     assert (out / "demo_config.json").read_text() == config and [p.name for p in out.iterdir()] == [
         "demo_config.json"
     ]
+    assert main(["demo", "--out", str(out)]) == 1  # the folder's run was a --quick one
+    assert "holds a demo run with other settings (--quick there, not now): choose" in capsys.readouterr().err
     (out / "demo_config.json").write_text("{broken")
     assert main(["demo", "--quick", "--out", str(out)]) == 1
     assert "demo_config.json: unreadable" in capsys.readouterr().err

@@ -178,6 +178,9 @@ def test_a_checkpoint_whose_text_model_folder_moved_is_named_and_loads_from_the_
         )
     with pytest.raises(FileNotFoundError, match="text model folder not found: .*nowhere"):
         load_model(paths[0], text_tower=str(tmp_path / "nowhere"))
+    for bad in ("", " ", 123):
+        with pytest.raises(ValueError, match="text_tower must be a text model folder or hub id"):
+            load_model(paths[0], text_tower=bad)
 
 
 def test_a_hub_id_offline_fails_at_once_naming_the_host(monkeypatch):
@@ -234,6 +237,12 @@ def test_folders_that_are_not_text_models_are_named_errors(tmp_path, tiny_bert):
     shutil.copy(tiny_bert / "model.safetensors", tmp_path / "weightless")
     with pytest.raises(ValueError, match="weightless: a Hugging Face text model folder without tokenizer"):
         create_model("clip", f"hysafe-tiny+hf:{tmp_path / 'weightless'}", None, lora=None)
+    odd = tmp_path / "odd-width"  # a config transformers refuses to build (width not a multiple of heads)
+    shutil.copytree(tiny_bert, odd)
+    config = json.loads((odd / "config.json").read_text())
+    (odd / "config.json").write_text(json.dumps({**config, "hidden_size": 30, "num_attention_heads": 4}))
+    with pytest.raises(ValueError, match="odd-width: its config.json does not build a text model"):
+        create_model("clip", f"hysafe-tiny+hf:{odd}", None, lora=None)
     with pytest.raises(ValueError, match="unknown open_clip model 'no-such-vit'"):
         create_model("clip", "no-such-vit+hf:/models/x", None, lora=None)
 

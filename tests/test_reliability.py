@@ -156,7 +156,7 @@ def test_rerunning_a_finished_run_leaves_best_byte_identical(trained, world, tin
     record_stage(timings, "first", first.seconds, first)
     record_stage(timings, "again", again.seconds, again)
     assert timings.notes == {
-        "again": "reused: its 1 epoch ran in an earlier run of this command (the time is loading them)"
+        "again": "reused: its 1 epoch ran in an earlier run of this command; the time is loading them"
     }
 
 

@@ -30,7 +30,8 @@ def ignored_options(options: dict) -> str | None:
     """Why an option the user typed would be ignored by this run (``None``: none would be)."""
     if options.get("text_tower") is None:
         typed = [f"--{name.replace('_', '-')}" for name in _TOWER_ONLY if name in options]
-        return f"{' and '.join(typed)} apply only with --text-tower" if typed else None
+        verb = "applies" if len(typed) == 1 else "apply"
+        return f"{' and '.join(typed)} {verb} only with --text-tower" if typed else None
     if _NOT_WITH_A_TOWER in options:
         return (
             "--epochs sets the fine-tuning epochs of the model's own text tower; with --text-tower the "

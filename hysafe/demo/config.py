@@ -17,6 +17,8 @@ __all__ = [
     "flat_settings",
     "option_name",
     "changed_settings",
+    "changed_runs",
+    "quick_values",
     "quick_settings",
 ]
 
@@ -267,8 +269,27 @@ def changed_settings(before: dict, now: dict, *, skip: tuple[str, ...] = ()) -> 
     ]
 
 
-def quick_settings() -> str:
-    """What ``--quick`` sets, as ``OPTION VALUE`` pairs (from :meth:`DemoConfig.quick`, so the help can
-    not drift from it)."""
+def quick_values() -> dict:
+    """The :func:`flat_settings` that ``--quick`` sets, with its values (from :meth:`DemoConfig.quick`)."""
     full, quick = flat_settings(DemoConfig()), flat_settings(DemoConfig.quick())
-    return ", ".join(f"{option_name(k)} {quick[k]}" for k in sorted(full) if full[k] != quick[k])
+    return {k: quick[k] for k in sorted(full) if full[k] != quick[k]}
+
+
+def quick_settings() -> str:
+    """What ``--quick`` sets, as ``OPTION VALUE`` pairs (so the help cannot drift from it)."""
+    return ", ".join(f"{option_name(k)} {v}" for k, v in quick_values().items())
+
+
+def changed_runs(before: dict, now: dict, *, skip: tuple[str, ...] = ()) -> list[str]:
+    """:func:`changed_settings`, with a run made with ``--quick`` against one without said as such
+    (``"--quick there, not now"``) in place of the settings ``--quick`` sets."""
+    quick = {k: v for k, v in quick_values().items() if k.split(".")[0] not in skip}
+    was, now_quick = (all(s.get(k) == v for k, v in quick.items()) for s in (before, now))
+    if was == now_quick:
+        return changed_settings(before, now, skip=skip)
+    rest = changed_settings(
+        {k: v for k, v in before.items() if k not in quick},
+        {k: v for k, v in now.items() if k not in quick},
+        skip=skip,
+    )
+    return ["--quick there, not now" if was else "--quick now, not there", *rest]

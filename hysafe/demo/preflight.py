@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..models.backbone import BUNDLED_MODELS
 from ..utils.extras import missing_module_message
-from .config import RERUN_FREE, DemoConfig, changed_settings, flat_settings
+from .config import RERUN_FREE, DemoConfig, changed_runs, flat_settings
 
 __all__ = ["check_demo_requirements", "check_pretrained_source", "check_report_folder"]
 
@@ -46,9 +46,10 @@ def check_report_folder(cfg: DemoConfig, out: Path) -> None:
         before = flat_settings(json.loads(path.read_text()))
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: unreadable ({e}); delete it, or choose another --out") from e
-    changed = changed_settings(before, flat_settings(cfg), skip=RERUN_FREE)
+    changed = changed_runs(before, flat_settings(cfg), skip=RERUN_FREE)
     if changed:
+        more = f"; and {len(changed) - 6} more" if len(changed) > 6 else ""
         raise ValueError(
-            f"--out {out} holds a demo run with other settings ({'; '.join(changed[:4])}"
-            f"{'; ...' if len(changed) > 4 else ''}): choose another --out, or delete {out} to start afresh"
+            f"--out {out} holds a demo run with other settings ({'; '.join(changed[:6])}{more}): "
+            f"choose another --out, or delete {out} to start afresh"
         )

@@ -31,9 +31,9 @@ def reuse_note(result: TrainResult) -> str | None:
     epochs = max(n, len(result.history))
     if n >= epochs:
         done = f"all {epochs_text(n)}" if n > 1 else "its 1 epoch"
-        return f"reused: {done} ran in an earlier run of this command (the time is loading them)"
+        return f"reused: {done} ran in an earlier run of this command; the time is loading them"
     return (
-        f"reused: {n} of {epochs_text(epochs)} ran in an earlier run of this command (the time is the rest's)"
+        f"reused: {n} of {epochs_text(epochs)} ran in an earlier run of this command; the time is the rest's"
     )
 
 

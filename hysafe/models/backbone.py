@@ -37,6 +37,7 @@ from .hf_text import (
     hf_lora_target,
     hf_text_model_cfg,
     hf_text_type,
+    recorded_text_source,
     registered_name,
     split_hf_text_name,
     trimmed_hf_text_features,
@@ -93,18 +94,24 @@ class BackboneConfig:
 CHECKPOINT_META_KEY = "hysafe"
 
 
-def finetune_record(path: str | None) -> tuple[str | None, str | None]:
-    """``(kind, origin)`` of a merged hysafe fine-tune at ``path`` (a Safe-CLIP / HySAC whose LoRA
-    was merged into the weights), ``(None, None)`` for anything else (a tag, plain open_clip weights)."""
+def _hysafe_metadata(path: str | None) -> dict | None:
+    """The hysafe metadata of a safetensors file at ``path`` (``None``: not a hysafe checkpoint)."""
     if path is None or not str(path).endswith(".safetensors") or not os.path.isfile(path):
-        return None, None
+        return None
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get(CHECKPOINT_META_KEY) or "{}")
+            raw = (f.metadata() or {}).get(CHECKPOINT_META_KEY)
+        return json.loads(raw) if raw else None
     except (OSError, ValueError):
-        return None, None
+        return None
+
+
+def finetune_record(path: str | None) -> tuple[str | None, str | None]:
+    """``(kind, origin)`` of a merged hysafe fine-tune at ``path`` (a Safe-CLIP / HySAC whose LoRA
+    was merged into the weights), ``(None, None)`` for anything else (a tag, plain open_clip weights)."""
+    meta = _hysafe_metadata(path) or {}
     config = meta.get("config") or {}
     if (
         meta.get("form") != "merged"
@@ -309,6 +316,41 @@ def open_clip_name(config: BackboneConfig) -> str:
     return name
 
 
+def _key_summary(message: str) -> str:
+    """torch's load_state_dict error in one line: how many keys are missing and unexpected, a few named."""
+    parts = []
+    for what in ("Missing", "Unexpected"):
+        found = re.search(
+            rf"{what} key\(s\) in state_dict: (.*?)(?:\.\s*$|\.\s+\w+ key|\.\s*\n)", message, re.S
+        )
+        if found:
+            keys = re.findall(r'"([^"]+)"', found.group(1))
+            parts.append(
+                f"{what.lower()} {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+            )
+    shapes = message.count("size mismatch for")
+    if shapes:
+        parts.append(f"{shapes} of other shapes")
+    return "; ".join(parts) if parts else message.splitlines()[0][:300]
+
+
+def _mismatch_message(config: BackboneConfig, e: BaseException) -> str:
+    """Why a local file does not load into the model, in one line: a hysafe checkpoint (which
+    hysafe.load reads), or weights of another model, with the keys summarised."""
+    meta = _hysafe_metadata(config.pretrained)
+    if meta is not None:
+        kind = (meta.get("config") or {}).get("kind", "")
+        return (
+            f"{config.pretrained}: a hysafe {kind} {meta.get('form', '')} checkpoint (load it with "
+            "hysafe.load), not the CLIP weights a model is built from (e.g. a demo's "
+            "checkpoints/clip-pretrained.safetensors)"
+        )
+    return (
+        f"{config.pretrained}: does not load into open_clip {config.model!r} (a checkpoint of another "
+        f"model or width?): {type(e).__name__}: {_key_summary(str(e))}"
+    )
+
+
 def _unpickling_message(path: str) -> str:
     """Why torch.load refused ``path``: a pickle (a torch file starts as a zip or a pickle) with more
     than weights, or no torch file at all."""
@@ -335,16 +377,18 @@ def create_backbone(config: BackboneConfig, *, device: str | torch.device = "cpu
             )
     except pickle.UnpicklingError as e:  # torch.load(weights_only=True) refused it: nothing was executed
         raise ValueError(_unpickling_message(config.pretrained)) from e
+    except ValueError as e:  # transformers refuses an HF text model's config (e.g. heads vs width)
+        source = recorded_text_source(config.model_cfg)
+        if source is None:
+            raise
+        raise ValueError(f"{source}: its config.json does not build a text model ({e})") from e
     except (
         RuntimeError,
         AssertionError,
         KeyError,
     ) as e:  # unknown tag, failed download, mismatched state dict
         if config.is_local():
-            raise ValueError(
-                f"{config.pretrained}: does not load into open_clip {config.model!r} "
-                f"(a checkpoint of another model or width?): {type(e).__name__}: {e}"
-            ) from e
+            raise ValueError(_mismatch_message(config, e)) from e
         raise RuntimeError(
             f"could not load pretrained tag {config.pretrained!r} for {config.model!r}: {e}. "
             "Offline? Pass a local checkpoint file path as pretrained."

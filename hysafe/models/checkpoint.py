@@ -157,7 +157,10 @@ def read_metadata(path: str | Path) -> dict:
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
     if raw is None:
-        raise ValueError(f"{path}: safetensors file without hysafe metadata (not saved by hysafe.save_model)")
+        raise ValueError(
+            f"{path}: safetensors file without hysafe metadata (not saved by hysafe.save); plain open_clip "
+            "weights are built with hysafe.create_model('clip', MODEL, pretrained=PATH)"
+        )
     try:
         meta = json.loads(raw)
     except json.JSONDecodeError as e:

@@ -187,7 +187,8 @@ def hf_lora_target(model_type: str, modules: tuple[str, ...]) -> str:
     unknown = [m for m in modules if m not in layout and m != HF_PROJ]
     if unknown:
         raise ValueError(
-            f"LoraConfig.modules {unknown} have no counterpart in a {model_type!r} text tower "
+            f"LoRA modules {unknown} (LoraConfig.text_modules, --lora-text-modules) have no counterpart "
+            f"in a {model_type!r} text tower "
             f"(choose among {sorted([*layout, HF_PROJ])})"
         )
     names = "|".join(re.escape(n) for m in modules if m != HF_PROJ for n in layout[m])

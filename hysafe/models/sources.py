@@ -5,6 +5,7 @@ what is missing and how to give it."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from .backbone import BackboneConfig
@@ -22,6 +23,9 @@ def locate_text_tower(config: ModelConfig, path: Path, text_tower: str | None) -
     backbone = config.backbone
     model_cfg = getattr(backbone, "model_cfg", None)
     if text_tower is not None:
+        if not isinstance(text_tower, (str, os.PathLike)) or not str(text_tower).strip():
+            raise ValueError(f"text_tower must be a text model folder or hub id, got {text_tower!r}")
+        text_tower = str(text_tower)
         if recorded_text_source(model_cfg) is None:
             raise ValueError(
                 f"{path}: text_tower={text_tower!r} given, but the model has no Hugging Face text tower"
