@@ -268,6 +268,18 @@ def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["traverse", "--checkpoint", "x"])
     assert e.value.code == 2
+    capsys.readouterr()
+    for tau, said in (
+        ("-1", "must be a finite number >= 0"),
+        ("nan", "finite"),
+        ("abc", "bad tau rule 'abc'"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(["traverse", "--checkpoint", "x", "--data", "m", "--query", "q", "--tau", tau])
+        assert e.value.code == 2 and said in capsys.readouterr().err, tau
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--traversal", "sideways"])
+    assert e.value.code == 2 and "or 'model' / 'off'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == 0

@@ -5,6 +5,8 @@ Each handler parses its options and calls the Python API on saved checkpoints an
 
 from __future__ import annotations
 
+import argparse
+import functools
 import logging
 import math
 from pathlib import Path
@@ -204,11 +206,35 @@ _TAU_HELP = (
 )
 
 
+def tau_option(text: str, *, extra: tuple[str, ...] = ("model",)) -> str:
+    """An argparse type: a tau rule or a finite number >= 0 (as text), refused at parse time."""
+    from ..models.traversal import TauRule
+
+    try:
+        value = float(text)
+    except ValueError:
+        if text in extra:
+            return text
+        try:
+            TauRule.parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{e}, or {' / '.join(repr(x) for x in extra)}") from None
+        return text
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 or a rule, got {text}")
+    return text
+
+
 def args_evaluate(p) -> None:
     from ..models.traversal import DEFAULT_TAU
 
     _add_models(p)
-    p.add_argument("--traversal", default=DEFAULT_TAU, help=_TAU_HELP + ", or 'off' (default: %(default)s)")
+    p.add_argument(
+        "--traversal",
+        default=DEFAULT_TAU,
+        type=functools.partial(tau_option, extra=("model", "off")),
+        help=_TAU_HELP + ", or 'off' (default: %(default)s)",
+    )
     p.add_argument("--out", default="hysafe-eval", help="folder for comparison.md/.csv and metrics.json")
 
 
@@ -234,7 +260,7 @@ def args_traverse(p) -> None:
     )
     p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--query", action="append", required=True, help="query text (repeatable)")
-    p.add_argument("--tau", default=DEFAULT_TAU, help=_TAU_HELP + " (default: %(default)s)")
+    p.add_argument("--tau", default=DEFAULT_TAU, type=tau_option, help=_TAU_HELP + " (default: %(default)s)")
     p.add_argument("-k", "--k", type=positive_int, default=5)
 
 
