@@ -342,7 +342,7 @@ def _evaluate_and_report(
     checks = safety_checks(comparison, distances, image_ceiling=ceiling)
     t = time.time()
     if language_stage(cfg, models, splits, out) is not None:
-        timings["unseen wordings"] = time.time() - t
+        timings["text classifiers"] = time.time() - t
     t = time.time()
     emb = {name: embed_dataset(m, test_set) for name, m in models.items()}
     plots = write_plots(models, emb, comparison, cfg.traversal, out / "plots")
