@@ -180,20 +180,6 @@ def test_nan_tau_and_threshold_and_empty_texts_are_refused(trained, world, capsy
     _, res = trained
     ckpt = str(res.best_checkpoint)
     for argv, message in [
-        (
-            [
-                "traverse",
-                "--checkpoint",
-                ckpt,
-                "--data",
-                str(world),
-                "--query",
-                "a red circle",
-                "--tau",
-                "nan",
-            ],
-            "finite number >= 0",
-        ),
         (["traverse", "--checkpoint", ckpt, "--data", str(world), "--query", ""], "empty or blank"),
         (
             ["classify", "--checkpoint", ckpt, "--text", "a cat", "--threshold", "nan"],
@@ -207,6 +193,21 @@ def test_nan_tau_and_threshold_and_empty_texts_are_refused(trained, world, capsy
     with pytest.raises(SystemExit) as stop:  # sizes are checked at parse time (exit 2)
         main(["traverse", "--checkpoint", ckpt, "--data", str(world), "--query", "a red circle", "-k", "0"])
     assert stop.value.code == 2 and "-k/--k: must be >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # and so is tau
+        main(
+            [
+                "traverse",
+                "--checkpoint",
+                ckpt,
+                "--data",
+                str(world),
+                "--query",
+                "a red circle",
+                "--tau",
+                "nan",
+            ]
+        )
+    assert stop.value.code == 2 and "--tau: must be a finite number >= 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

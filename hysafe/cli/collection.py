@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from ..training.config import PRECISIONS
-from .options import named_paths, positive_int
+from .options import named_paths, positive_int, tau_option
 
 __all__ = [
     "cmd_score",
@@ -184,7 +184,10 @@ def args_compare(p) -> None:
     p.add_argument("--out", required=True, help="output folder (index.html + thumbs/)")
     p.add_argument("-k", "--k", type=positive_int, default=5)
     p.add_argument(
-        "--tau", default=DEFAULT_TAU, help=_TAU_HELP + " for the traversal column (default: %(default)s)"
+        "--tau",
+        default=DEFAULT_TAU,
+        type=tau_option,
+        help=_TAU_HELP + " for the traversal column (default: %(default)s)",
     )
     p.add_argument(
         "--labels",

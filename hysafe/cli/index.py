@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from .collection import _args_model, _args_source, _chunk_options, _model_spec, _source, model_from_spec
-from .options import positive_int
+from .options import positive_int, tau_option
 
 __all__ = ["cmd_index", "args_index"]
 
@@ -112,6 +112,7 @@ def args_index(p) -> None:
     p.add_argument("-k", "--k", type=positive_int, default=10)
     p.add_argument(
         "--tau",
+        type=tau_option,
         help="search: traverse queries toward the safe region first (HySAC): a number or a rule, 'model' "
         "for the checkpoint's own ('avg' for hysafe-trained); without it, no traversal",
     )

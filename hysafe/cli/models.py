@@ -5,13 +5,12 @@ Each handler parses its options and calls the Python API on saved checkpoints an
 
 from __future__ import annotations
 
-import argparse
 import functools
 import logging
 import math
 from pathlib import Path
 
-from .options import SPLITS, manifest_dataset, named_paths, positive_int
+from .options import SPLITS, manifest_dataset, named_paths, positive_int, tau_option
 
 logger = logging.getLogger(__name__)
 
@@ -204,25 +203,6 @@ _TAU_HELP = (
     "('avg', 'up_95'), 'V.avg', or the paper's formula 'paper' (on "
     "up_95, as the authors' code) / 'paper:V.avg'"
 )
-
-
-def tau_option(text: str, *, extra: tuple[str, ...] = ("model",)) -> str:
-    """An argparse type: a tau rule or a finite number >= 0 (as text), refused at parse time."""
-    from ..models.traversal import TauRule
-
-    try:
-        value = float(text)
-    except ValueError:
-        if text in extra:
-            return text
-        try:
-            TauRule.parse(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(f"{e}, or {' / '.join(repr(x) for x in extra)}") from None
-        return text
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 or a rule, got {text}")
-    return text
 
 
 def args_evaluate(p) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import math
 import types
 import typing
 from typing import Any
@@ -172,3 +173,22 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """An argparse type: an integer >= 0 (repeats, a setting where 0 means off)."""
     return _int_at_least(text, 0)
+
+
+def tau_option(text: str, *, extra: tuple[str, ...] = ("model",)) -> str:
+    """An argparse type: a tau rule or a finite number >= 0 (as text), refused at parse time."""
+    from ..models.traversal import TauRule
+
+    try:
+        value = float(text)
+    except ValueError:
+        if text in extra:
+            return text
+        try:
+            TauRule.parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{e}, or {' / '.join(repr(x) for x in extra)}") from None
+        return text
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 or a rule, got {text}")
+    return text
