@@ -28,14 +28,16 @@ _TOWER_ONLY, _NOT_WITH_A_TOWER = ("text_tower_lora", "text_tower_epochs"), "fine
 
 def ignored_options(options: dict) -> str | None:
     """Why an option the user typed would be ignored by this run (``None``: none would be)."""
+    from ..demo.config import option_name
+
     if options.get("text_tower") is None:
-        typed = [f"--{name.replace('_', '-')}" for name in _TOWER_ONLY if name in options]
+        typed = [option_name(name) for name in _TOWER_ONLY if name in options]
         verb = "applies" if len(typed) == 1 else "apply"
         return f"{' and '.join(typed)} {verb} only with --text-tower" if typed else None
     if _NOT_WITH_A_TOWER in options:
         return (
-            "--epochs sets the fine-tuning epochs of the model's own text tower; with --text-tower the "
-            "fine-tunes run --text-tower-epochs"
+            f"{option_name(_NOT_WITH_A_TOWER)} sets the fine-tuning epochs of the model's own text tower; "
+            "with --text-tower the fine-tunes run --text-tower-epochs"
         )
     return None
 

@@ -20,7 +20,7 @@ import types
 import typing
 from typing import Any
 
-__all__ = ["add_options", "options_to_kwargs", "named_paths"]
+__all__ = ["add_options", "options_to_kwargs", "option_flags", "named_paths"]
 
 
 #: the splits of a quadruplet manifest
@@ -114,6 +114,12 @@ def add_options(
         )
 
 
+def option_flags(cls, *, prefix: str = "") -> dict[str, str]:
+    """Field name -> the option :func:`add_options` makes of it (a boolean on by default keeps its
+    plain name here, not the ``--no-`` form)."""
+    return {f.name: name for f, _, name in _cli_fields(cls, prefix, ())}
+
+
 def options_to_kwargs(
     args: argparse.Namespace, cls, *, prefix: str = "", exclude: tuple[str, ...] = ()
 ) -> dict[str, Any]:
@@ -176,19 +182,20 @@ def non_negative_int(text: str) -> int:
 
 
 def tau_option(text: str, *, extra: tuple[str, ...] = ("model",)) -> str:
-    """An argparse type: a tau rule or a finite number >= 0 (as text), refused at parse time."""
-    from ..models.traversal import TauRule
+    """An argparse type: a tau rule (:func:`~hysafe.models.traversal.check_tau_rule`), a finite number
+    >= 0 (as text) or one of ``extra``, refused at parse time."""
+    from ..models.traversal import check_tau_rule
 
+    if text in extra:
+        return text
+    try:
+        check_tau_rule(text, "tau")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{e}, or {' / '.join(repr(x) for x in extra)}") from None
     try:
         value = float(text)
     except ValueError:
-        if text in extra:
-            return text
-        try:
-            TauRule.parse(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(f"{e}, or {' / '.join(repr(x) for x in extra)}") from None
-        return text
+        return text  # a rule
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0 or a rule, got {text}")
     return text

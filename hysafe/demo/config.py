@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from ..data import WorldConfig
 from ..models.backbone import TINY_MODEL, LoraConfig
@@ -253,10 +253,9 @@ def flat_settings(cfg: DemoConfig | dict) -> dict:
 def option_name(setting: str) -> str:
     """``hysafe demo``'s option for a :func:`flat_settings` name (``finetune_epochs``: ``--epochs``);
     a nested setting, which has none, keeps its dotted name."""
-    for f in fields(DemoConfig):
-        if f.name == setting and "help" in f.metadata and f.metadata.get("cli", "") is not None:
-            return f.metadata.get("cli", "--" + f.name.replace("_", "-"))
-    return setting
+    from ..cli.options import option_flags
+
+    return option_flags(DemoConfig).get(setting, setting)
 
 
 def changed_settings(before: dict, now: dict, *, skip: tuple[str, ...] = ()) -> list[str]:

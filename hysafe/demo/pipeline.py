@@ -304,6 +304,7 @@ def run_demo(cfg: DemoConfig | None = None) -> DemoResult:
     _write_config(cfg, out)
     timings = StageTimes()
     train_set, val_set, test_set = demo_datasets(cfg, probe, out)
+    del probe  # its weights only checked --pretrained: not held through the training
     timings["data"] = time.time() - t
     base = pretrained_backbone(cfg, train_set, val_set, out, timings)
     results = _fine_tune_all(cfg, base, train_set, val_set, out, timings)

@@ -143,12 +143,10 @@ def missing_text_folder(model_cfg: dict | None) -> str | None:
 
 
 def relink_text_tower(model: str, model_cfg: dict, source: str) -> tuple[str, dict]:
-    """``(model name, model config)`` of a saved CLIP with its HF text tower read from ``source``
-    instead of the folder it recorded (a text model moved since): the same pooler and projection, the
-    context length of ``source``'s config. Checked like a new tower (folder, config, files)."""
-    recorded = recorded_text_source(model_cfg)
-    if recorded is None:
-        raise ValueError("text_tower= applies to a model with a Hugging Face text tower; this one has none")
+    """``(model name, model config)`` of a saved CLIP with its HF text tower (``model_cfg`` has one:
+    :func:`recorded_text_source` is not ``None``) read from ``source`` instead of the folder it recorded
+    (a text model moved since): the same pooler and projection, the context length of ``source``'s
+    config. Checked like a new tower (folder, config, files)."""
     text_cfg = model_cfg["text_cfg"]
     fresh = hf_text_cfg(source, pooler=text_cfg["hf_pooler_type"], proj=text_cfg["hf_proj_type"])
     name = model
