@@ -14,12 +14,14 @@ Scorers: :meth:`NSFWClassifier.root_distance` (HySAC), :meth:`NSFWClassifier.con
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from sklearn import metrics as skm
+from sklearn.exceptions import ConvergenceWarning
 from torch import Tensor
 
 from hysafe.geometry import Space
@@ -34,6 +36,7 @@ __all__ = [
     "classification_metrics",
     "choose_threshold",
     "threshold_from_bounds",
+    "fit_logistic",
     "CONCEPT_TEMPLATE",
     "PROBE_CS",
 ]
@@ -140,15 +143,13 @@ class NSFWClassifier:
 
     @classmethod
     def logistic_probe(cls, embeddings: Tensor, labels, *, C: float = 1.0, seed: int = 0) -> "NSFWClassifier":
-        """A logistic-regression probe trained on labelled embeddings (L2-normalised)."""
-        from sklearn.linear_model import LogisticRegression
+        """A logistic-regression probe trained on labelled embeddings (L2-normalised), solved to its
+        optimum (:func:`fit_logistic`), so that its scores depend on the embeddings alone."""
 
         def prep(e):
             return _np(torch.nn.functional.normalize(e.float(), dim=-1))
 
-        clf = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(
-            prep(embeddings), _np(labels).astype(int)
-        )
+        clf = fit_logistic(prep(embeddings), _np(labels).astype(int), C=C, seed=seed)
         return cls(
             scorer=lambda e: torch.from_numpy(clf.decision_function(prep(e))),
             name="logistic-probe",
@@ -173,6 +174,29 @@ class NSFWClassifier:
         best = int(np.argmax(aucs))
         probes[best].params = {"C": Cs[best], "val_roc_auc": dict(zip(Cs, aucs, strict=True))}
         return probes[best]
+
+
+#: the probe's Newton solver stops when the largest gradient entry is below this
+PROBE_TOL = 1e-8
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, *, C: float, seed: int = 0):
+    """scikit-learn's L2 logistic regression solved to its optimum with Newton steps.
+
+    The objective is strictly convex, so its optimum is a continuous function of the data. lbfgs,
+    stopped at scikit-learn's default tolerance, is not: on near-separable embeddings (a large C) it
+    stops wherever its path reaches the tolerance, and float noise of 1e-7 in the inputs (the same
+    weights run in another process) moved a probe's test ROC-AUC by 0.002. Newton-Cholesky reaches
+    the optimum in a few steps for the embeddings' few hundred dimensions."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(C=C, solver="newton-cholesky", tol=PROBE_TOL, max_iter=200, random_state=seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clf.fit(x, y)
+    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        logger.warning("the logistic probe (C=%g) did not converge in %d Newton steps", C, clf.max_iter)
+    return clf
 
 
 def threshold_from_bounds(bounds: dict, modality: str) -> float:
