@@ -2,7 +2,9 @@
 
 Embedding names: ``T``, ``V`` (safe text/image, trained towers), ``T*``, ``V*`` (unsafe),
 ``T0``, ``V0``, ``T0*``, ``V0*`` (the same inputs through the frozen original towers), and
-``T0^``, ``V0^`` (frozen embeddings of the proximal safe target, SafeR-CLIP).
+``T0^``, ``V0^`` (frozen embeddings of the proximal safe target, SafeR-CLIP); with a Hugging Face
+text tower, ``S``, ``S*`` (its text model's sentence embeddings, before the CLIP projection, of the
+safe and unsafe captions) and ``S0``, ``S0*`` (the same before LoRA: HySAC's text anchor).
 
 A term input may join populations along the batch with ``|`` (``"T|T*"``: safe then unsafe
 texts), so that they compete in one softmax.
@@ -87,6 +89,9 @@ LOSSES: dict[str, Callable[..., Tensor]] = {
 }
 
 
+#: embedding names that only a frozen reference tower gives (a SafeCLIP model's)
+REFERENCE_INPUTS = frozenset({"T0", "V0", "T0*", "V0*", "T0^", "V0^"})
+
 #: loss kinds defined in a hyperbolic space only
 HYPERBOLIC_LOSSES = ("entailment", "root_order")
 
@@ -138,7 +143,7 @@ class Objective:
         names = [t.name for t in self.terms]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate term names in objective {self.name!r}: {names}")
-        object.__setattr__(self, "needs_reference", any("0" in i for t in self.terms for i in t.inputs))
+        object.__setattr__(self, "needs_reference", bool(self.inputs & REFERENCE_INPUTS))
         hyperbolic = any(t.loss in HYPERBOLIC_LOSSES for t in self.terms)
         object.__setattr__(self, "needs_hyperbolic", hyperbolic)
 
@@ -231,6 +236,7 @@ def hysac_objective(
     safety_cones: bool = False,
     order_weight: float = 0.0,
     order_margin: float = 0.1,
+    text_anchor: float = 0.0,
 ) -> Objective:
     """HySAC: 4 contrastive terms (geodesic logits in the model's Lorentz space) + 3 entailment
     terms weighted by lambda, with cone settings ``cones`` (default ``ConeConfig()``): the
@@ -240,10 +246,14 @@ def hysac_objective(
     entailments "T entails T*" and "V entails V*" (weight lambda: the unsafe member of a pair is the
     more specific one, the slides' g(T) < g(T*), g(V) < g(V*)); ``order_weight > 0`` adds the
     root-order hinges along :data:`ROOT_ORDER` (:func:`~hysafe.losses.ordering.root_order_loss`,
-    margin ``order_margin`` on the log of the distance)."""
+    margin ``order_margin`` on the log of the distance); ``text_anchor > 0`` (a Hugging Face text tower
+    only) adds the cosine distance of the text model's sentence embeddings to its own before LoRA
+    (``S`` to ``S0``, ``S*`` to ``S0*``), so that the fine-tune keeps what the language model knows of
+    wordings training never shows."""
     if not isinstance(safety_cones, bool):
         raise ValueError(f"HySAC safety_cones must be True or False, got {safety_cones!r}")
-    for name, value in (("order_weight", order_weight), ("order_margin", order_margin)):
+    weights = (("order_weight", order_weight), ("order_margin", order_margin), ("text_anchor", text_anchor))
+    for name, value in weights:
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not (number and math.isfinite(value) and value >= 0):
             raise ValueError(f"HySAC {name} must be a finite number >= 0, got {value!r}")
@@ -262,6 +272,8 @@ def hysac_objective(
     if order_weight > 0:
         pairs = zip(ROOT_ORDER[:-1], ROOT_ORDER[1:], strict=True)
         terms += [Term("root_order", pair, order_weight) for pair in pairs]
+    if text_anchor > 0:
+        terms += [Term("cosine", ("S", "S0"), text_anchor), Term("cosine", ("S*", "S0*"), text_anchor)]
     return Objective(
         name="hysac",
         cones=ConeConfig() if cones is None else cones,

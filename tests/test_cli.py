@@ -261,6 +261,7 @@ def test_usage_errors_exit_2(capsys):
             "--text-tower-lora and --text-tower-epochs",
         ),
         (["--text-tower", "/m", "--epochs", "5"], "with --text-tower the fine-tunes run --text-tower-epochs"),
+        (["--text-anchor", "1"], "--text-anchor applies only with --text-tower"),
     ):  # options this run would ignore
         with pytest.raises(SystemExit) as e:
             main(["demo", "--quick", *argv])

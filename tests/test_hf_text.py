@@ -384,3 +384,77 @@ def test_building_an_hf_tower_is_quiet_but_a_real_loading_problem_is_reported(tm
         for target in loggers:
             target.removeHandler(records)
     assert len(records.messages) == 1 and "MISSING" in records.messages[0], records.messages
+
+
+def _text_batch(model):
+    safe = ["a red circle at the top left", "a small blue star on a street at dusk"]
+    unsafe = ["a red circle at the top left covered in blood", "a small blue star with a gun"]
+    return {"text": model.tokenize(safe), "unsafe_text": model.tokenize(unsafe)}
+
+
+def test_the_text_anchor_compares_the_text_model_with_itself_before_lora(tiny_bert, hf_base, randomize_lora):
+    """S / S*: the trained text model's sentence embeddings, from the same pass as T / T*; S0 / S0*: the
+    same model before LoRA (adapters off), cached and shared with the un-adapted model."""
+    from hysafe.models.embed import embed_quadruplets
+    from hysafe.models.hf_text_cache import base_sentence_embeddings, clear_text_cache, hf_sentence_embeddings
+
+    clear_text_cache()
+    name = f"hysafe-tiny+hf:{tiny_bert}"
+    model = create_model("hysac", name, hf_base, lora={"modules": ["attn"]}).eval()
+    batch, needed = _text_batch(model), {"T", "T*", "S", "S*", "S0", "S0*"}
+    with torch.no_grad():
+        start = embed_quadruplets(model, batch, needed)
+    assert torch.allclose(start["S"], start["S0"], atol=1e-6) and start["S"].shape[1] == 32
+    randomize_lora(model, generator=torch.Generator().manual_seed(0))
+    emb = embed_quadruplets(model, batch, needed)
+    reference = create_model("clip", name, hf_base, lora=None).eval()
+    calls, hook = _count_forwards(reference.backbone.model.text.transformer)
+    for key, s, s0 in (("text", "S", "S0"), ("unsafe_text", "S*", "S0*")):
+        before = hf_sentence_embeddings(reference.backbone.model, batch[key])  # from the shared cache
+        assert torch.allclose(emb[s0], before, atol=1e-6) and not emb[s0].requires_grad
+        assert (emb[s] - emb[s0]).abs().max() > 1e-3 and emb[s].requires_grad
+    assert not calls
+    hook.remove()
+    with torch.no_grad():  # S is the adapted model's own pooled output
+        clip = model.backbone.model
+        mask = (batch["text"] != 0).long()
+        pooled = clip.text.pooler(clip.text.transformer(input_ids=batch["text"], attention_mask=mask), mask)
+    assert torch.allclose(emb["S"], pooled, atol=1e-5)
+    lora_b = next(p for n, p in clip.named_parameters() if n.startswith("text.") and "lora_B" in n)
+    (grad,) = torch.autograd.grad((1 - torch.cosine_similarity(emb["S"], emb["S0"])).sum(), lora_b)
+    assert grad.abs().sum() > 0
+    trunk_calls, hook = _count_forwards(clip.text.transformer)
+    again = base_sentence_embeddings(clip, batch["text"], model.backbone.peft)
+    assert torch.equal(again, emb["S0"]) and not trunk_calls
+    hook.remove()
+
+
+def test_the_text_anchor_is_a_named_hysac_option(tiny_bert, hf_base, randomize_lora, tiny_base):
+    from hysafe.demo import DemoConfig
+    from hysafe.training.loop import compute_loss
+    from hysafe.training.recipes import get_recipe
+
+    recipe = get_recipe("hysac", text_anchor=2.0)
+    anchors = [t for t in recipe.objective.terms if t.loss == "cosine"]
+    assert [(t.name, t.weight) for t in anchors] == [("cosine(S,S0)", 2.0), ("cosine(S*,S0*)", 2.0)]
+    assert not recipe.objective.needs_reference
+    assert all(t.loss != "cosine" for t in get_recipe("hysac").objective.terms)  # off by default
+    with pytest.raises(ValueError, match="text_anchor must be a finite number >= 0"):
+        get_recipe("hysac", text_anchor=-1.0)
+    with pytest.raises(ValueError, match="needs a CLIP with a Hugging Face text tower"):
+        recipe.check_model(create_model("hysac", "hysafe-tiny", tiny_base))
+    with pytest.raises(ValueError, match="text_anchor .* needs --text-tower"):
+        DemoConfig(text_anchor=1.0)
+    model = randomize_lora(
+        create_model("hysac", f"hysafe-tiny+hf:{tiny_bert}", hf_base, lora={"modules": ["attn"]})
+    )
+    recipe.check_model(model)
+    model.eval()  # no dropout: the two losses below see the same embeddings
+    batch = _text_batch(model)
+    images = torch.zeros(2, 3, 32, 32)
+    batch |= {"image": images, "unsafe_image": images + 0.5}
+    loss, terms = compute_loss(model, recipe.objective, batch)
+    assert terms["cosine(S,S0)"] > 0 and terms["cosine(S*,S0*)"] > 0
+    without = compute_loss(model, get_recipe("hysac").objective, batch)[0]
+    expected = without + 2.0 * (terms["cosine(S,S0)"] + terms["cosine(S*,S0*)"])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)

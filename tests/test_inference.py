@@ -417,8 +417,7 @@ def test_the_probe_baseline_is_fitted_on_train_with_C_chosen_on_validation():
     aucs = {
         C: roc_auc_score(
             val[1],
-            _optimum(C).fit(norm(train[0]), train[1])
-            .decision_function(norm(val[0])),
+            _optimum(C).fit(norm(train[0]), train[1]).decision_function(norm(val[0])),
         )
         for C in PROBE_CS
     }

@@ -154,6 +154,13 @@ def _args_hysac_terms(p) -> None:
         default=argparse.SUPPRESS,
         help="hysac: margin of the root-order hinges on the log of the distance (default 0.1)",
     )
+    p.add_argument(
+        "--text-anchor",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="hysac with a Hugging Face text tower: weight of the cosine distance of the text model's "
+        "sentence embeddings to its own before LoRA (default 0: off)",
+    )
 
 
 def _args_safer_clip(p) -> None:

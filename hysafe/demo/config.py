@@ -121,6 +121,13 @@ class DemoConfig:
             "published objective)"
         ),
     )
+    text_anchor: float | None = field(
+        default=None,
+        metadata=_opt(
+            "with --text-tower: weight of HySAC's text anchor, the cosine distance of the text model's "
+            "sentence embeddings to its own before LoRA (hysafe's option; default: off)"
+        ),
+    )
     safety_cones: bool = field(
         default=True,
         metadata=_opt(
@@ -154,6 +161,7 @@ class DemoConfig:
             "radius": self.radius,
             "order_weight": self.order_weight,
             "safety_cones": self.safety_cones,
+            "text_anchor": self.text_anchor,
         }
         return {k: v for k, v in given.items() if v is not None}
 
@@ -201,6 +209,11 @@ class DemoConfig:
             raise ValueError(
                 "DemoConfig.text_tower (--text-tower) is empty: give a Hugging Face text model folder "
                 "or hub id, or leave it out for the model's own text tower"
+            )
+        if self.text_anchor is not None and self.text_tower is None:
+            raise ValueError(
+                "DemoConfig.text_anchor (--text-anchor) anchors a Hugging Face text model: it needs "
+                "--text-tower"
             )
         if self.text_tower_epochs < 1:
             raise ValueError(f"DemoConfig.text_tower_epochs must be >= 1, got {self.text_tower_epochs}")

@@ -2,17 +2,23 @@
 
 Safe and unsafe images go through the image tower in **one** batched pass (likewise texts),
 instead of the reference code's four separate passes; frozen-reference embeddings are computed
-only when the objective asks for them.
+only when the objective asks for them. With a Hugging Face text tower, the text model's sentence
+embeddings (its pooled output, before the CLIP projection) are taken from the same forward pass
+(``S``, ``S*``) and, for the un-adapted text model, from a per-caption cache (``S0``, ``S0*``).
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor
 
+from .hf_text import hf_text_tower
+from .hf_text_cache import base_sentence_embeddings
 from .safety_model import SafetyModel
 
-__all__ = ["QUADRUPLET_KEYS", "embed_quadruplets", "embed_dataset"]
+__all__ = ["QUADRUPLET_KEYS", "SENTENCE_KEYS", "embed_quadruplets", "embed_dataset"]
 
 #: batch key -> (modality, embedding name under the trained towers, under the frozen reference)
 QUADRUPLET_KEYS = {
@@ -25,6 +31,10 @@ QUADRUPLET_KEYS = {
 }
 
 
+#: text batch key -> (the text model's sentence embedding under the trained tower, before LoRA)
+SENTENCE_KEYS = {"text": ("S", "S0"), "unsafe_text": ("S*", "S0*")}
+
+
 def _encode_many(encode, tensors: list[Tensor]) -> list[Tensor]:
     if not tensors:
         return []
@@ -34,14 +44,23 @@ def _encode_many(encode, tensors: list[Tensor]) -> list[Tensor]:
 
 def embed_quadruplets(model: SafetyModel, batch: dict[str, Tensor], needed: set[str]) -> dict[str, Tensor]:
     """Embeddings named as in :mod:`hysafe.losses.objectives` for the ``needed`` names only."""
+    trained = [k for k, (s, _) in SENTENCE_KEYS.items() if s in needed]
+    with _pooled_outputs(model, enabled=bool(trained)) as pooled:
+        out = _tower_embeddings(model, batch, needed)
+    if trained:
+        out.update(_trained_sentences(model, batch, needed, trained, pooled))
+    for key, (_, base) in SENTENCE_KEYS.items():
+        if base in needed:
+            backbone = model.backbone
+            out[base] = base_sentence_embeddings(backbone.model, batch[key], backbone.peft)
+    return out
+
+
+def _tower_embeddings(model: SafetyModel, batch: dict[str, Tensor], needed: set[str]) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     for use_reference in (False, True):
         for modality in ("image", "text"):
-            keys = [
-                k
-                for k, (mod, name, ref) in QUADRUPLET_KEYS.items()
-                if mod == modality and (ref if use_reference else name) in needed
-            ]
+            keys = _encoded_keys(modality, needed, use_reference)
             if not keys:
                 continue
             missing = [k for k in keys if k not in batch]
@@ -54,6 +73,59 @@ def embed_quadruplets(model: SafetyModel, batch: dict[str, Tensor], needed: set[
             for k, emb in zip(keys, _encode_many(encode, [batch[k] for k in keys]), strict=True):
                 out[QUADRUPLET_KEYS[k][2 if use_reference else 1]] = emb
     return out
+
+
+def _encoded_keys(modality: str, needed: set[str], use_reference: bool) -> list[str]:
+    """The batch keys of ``modality`` encoded in one pass, in that pass's order."""
+    return [
+        k
+        for k, (mod, name, ref) in QUADRUPLET_KEYS.items()
+        if mod == modality and (ref if use_reference else name) in needed
+    ]
+
+
+def _hf_text(model: SafetyModel):
+    text = hf_text_tower(model)
+    if text is None:
+        raise ValueError(
+            "the text model's sentence embeddings (S, S*, S0, S0*: the text anchor) need a CLIP with "
+            f"a Hugging Face text tower ('VISION+hf:SOURCE'), got {type(model).__name__} without one"
+        )
+    return text
+
+
+@contextlib.contextmanager
+def _pooled_outputs(model: SafetyModel, *, enabled: bool):
+    """The HF text tower's pooled outputs of the forward passes run inside (a list, in call order)."""
+    if not enabled:
+        yield []
+        return
+    outputs: list[Tensor] = []
+    handle = _hf_text(model).pooler.register_forward_hook(lambda m, i, o: outputs.append(o))
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+
+
+def _trained_sentences(model, batch, needed, trained: list[str], pooled: list[Tensor]) -> dict[str, Tensor]:
+    """``S`` / ``S*`` from the pooled output of the text pass (which embedded ``T`` and ``T*`` at once); a
+    frozen text model's pass is cached and runs no pooler: its sentence embeddings are the base ones."""
+    text = _hf_text(model)
+    if not any(p.requires_grad for p in text.transformer.parameters()):
+        backbone = model.backbone
+        return {
+            SENTENCE_KEYS[k][0]: base_sentence_embeddings(backbone.model, batch[k], backbone.peft)
+            for k in trained
+        }
+    keys = _encoded_keys("text", needed, use_reference=False)
+    if any(k not in keys for k in trained) or len(pooled) != 1:
+        raise ValueError(
+            f"sentence embeddings {[SENTENCE_KEYS[k][0] for k in trained]} need the text embeddings "
+            "of the same captions (T, T*) in the objective"
+        )
+    parts = torch.split(pooled[0], [batch[k].shape[0] for k in keys])
+    return {SENTENCE_KEYS[k][0]: part for k, part in zip(keys, parts, strict=True) if k in trained}
 
 
 @torch.no_grad()

@@ -172,6 +172,12 @@ def hf_text_type(model: nn.Module) -> str | None:
     return text.config.model_type if isinstance(text, HFTextEncoder) else None
 
 
+def hf_text_tower(model: nn.Module) -> nn.Module | None:
+    """A hysafe model's HF text tower (open_clip's ``HFTextEncoder``); ``None`` for any other."""
+    clip = getattr(getattr(model, "backbone", None), "model", None)
+    return clip.text if clip is not None and hf_text_type(clip) is not None else None
+
+
 def hf_lora_target(model_type: str, modules: tuple[str, ...]) -> str:
     """Regex over the CLIP's module names for the HF text tower's LoRA targets: what each of
     ``modules`` (LoraConfig.modules, open_clip's names) stands for in that ``model_type``'s layers."""

@@ -23,7 +23,13 @@ from torch import Tensor, nn
 
 from .hf_text import drop_padded_columns
 
-__all__ = ["cached_hf_text_features", "hf_sentence_embeddings", "clear_text_cache", "MAX_CACHED_CAPTIONS"]
+__all__ = [
+    "cached_hf_text_features",
+    "hf_sentence_embeddings",
+    "base_sentence_embeddings",
+    "clear_text_cache",
+    "MAX_CACHED_CAPTIONS",
+]
 
 #: captions kept per set of weights (~1.5 KB each at a 384-d MiniLM); past it the cache starts over
 MAX_CACHED_CAPTIONS = 500_000
@@ -31,30 +37,48 @@ MAX_CACHED_CAPTIONS = 500_000
 _MAX_WEIGHT_SETS = 4
 _CACHES: OrderedDict[tuple, dict[bytes, Tensor]] = OrderedDict()
 _FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_BASE_FINGERPRINTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: parameter names of LoRA adapters (peft), which the base weights' fingerprint leaves out
+_ADAPTER_MARK = "lora_"
 
 
 def clear_text_cache() -> None:
     """Forget every cached caption (tests; a process that loads many towers)."""
     _CACHES.clear()
     _FINGERPRINTS.clear()
+    _BASE_FINGERPRINTS.clear()
 
 
-def _weights_fingerprint(trunk: nn.Module) -> tuple:
-    """The trunk's weights as a key: shape, dtype and float64 sum of every tensor (memoised on the
+def _fingerprint(trunk: nn.Module, tensors: list[Tensor], memo: weakref.WeakKeyDictionary) -> tuple:
+    """``tensors`` as a key: shape, dtype and float64 sum of each (memoised per ``trunk`` on the
     tensors' storage and in-place version counters)."""
-    tensors = [*trunk.parameters(), *trunk.buffers()]
     state = tuple((t.data_ptr(), t._version) for t in tensors)
-    memo = _FINGERPRINTS.get(trunk)
-    if memo is not None and memo[0] == state:
-        return memo[1]
+    known = memo.get(trunk)
+    if known is not None and known[0] == state:
+        return known[1]
     with torch.no_grad():
         key = tuple((tuple(t.shape), str(t.dtype), float(t.double().sum())) for t in tensors)
-    _FINGERPRINTS[trunk] = (state, key)
+    memo[trunk] = (state, key)
     return key
 
 
+def _weights_fingerprint(trunk: nn.Module) -> tuple:
+    """The trunk's weights (adapters included) as a key."""
+    return _fingerprint(trunk, [*trunk.parameters(), *trunk.buffers()], _FINGERPRINTS)
+
+
+def _base_fingerprint(trunk: nn.Module) -> tuple:
+    """The trunk's weights without its LoRA adapters as a key: the key of the same trunk before
+    adapters were added, so that both share one cache."""
+    named = [*trunk.named_parameters(), *trunk.named_buffers()]
+    return _fingerprint(trunk, [t for n, t in named if _ADAPTER_MARK not in n], _BASE_FINGERPRINTS)
+
+
 def _cache_for(trunk: nn.Module) -> dict[bytes, Tensor]:
-    key = _weights_fingerprint(trunk)
+    return _cache_at(_weights_fingerprint(trunk))
+
+
+def _cache_at(key: tuple) -> dict[bytes, Tensor]:
     cache = _CACHES.get(key)
     if cache is None or len(cache) > MAX_CACHED_CAPTIONS:
         cache = _CACHES[key] = {}
@@ -91,10 +115,15 @@ def _frozen(text: nn.Module) -> bool:
 
 
 def _cached_pooled(text: nn.Module, tokens: Tensor) -> Tensor:
-    cache, keys = _cache_for(text.transformer), _row_keys(tokens, text.config.pad_token_id)
+    return _filled(_cache_for(text.transformer), text, tokens, lambda rows: _pooled(text, rows))
+
+
+def _filled(cache: dict[bytes, Tensor], text: nn.Module, tokens: Tensor, compute) -> Tensor:
+    """Each row's cached features, ``compute`` run on the rows not cached yet."""
+    keys = _row_keys(tokens, text.config.pad_token_id)
     missing = [i for i, k in enumerate(keys) if k not in cache]
     if missing:
-        fresh = _pooled(text, tokens[missing])
+        fresh = compute(tokens[missing])
         for i, row in zip(missing, fresh, strict=True):
             cache[keys[i]] = row
     return torch.stack([cache[k] for k in keys]).to(tokens.device)
@@ -112,9 +141,8 @@ def cached_hf_text_features(model: nn.Module, tokens: Tensor) -> Tensor | None:
     return text.proj(pooled if weight is None else pooled.to(weight.dtype))
 
 
-def hf_sentence_embeddings(model: nn.Module, tokens: Tensor) -> Tensor:
-    """The HF text model's own sentence embeddings of ``tokens`` (its pooled output, before the CLIP
-    projection; mean pooling is what sentence-transformers' all-MiniLM-L6-v2 uses), cached."""
+def _sentence_tower(model: nn.Module, tokens: Tensor) -> nn.Module:
+    """``model``'s HF text tower, or a named error where sentence embeddings cannot be had."""
     text = getattr(model, "text", None)
     if text is None or not hasattr(text, "transformer") or not hasattr(text, "pooler"):
         raise ValueError(
@@ -122,4 +150,26 @@ def hf_sentence_embeddings(model: nn.Module, tokens: Tensor) -> Tensor:
         )
     if getattr(text.config, "pad_token_id", None) is None or tokens.ndim != 2:
         raise ValueError("sentence embeddings need (batch, length) token ids and a tokenizer with a pad id")
-    return _cached_pooled(text, tokens)
+    return text
+
+
+def hf_sentence_embeddings(model: nn.Module, tokens: Tensor) -> Tensor:
+    """The HF text model's own sentence embeddings of ``tokens`` (its pooled output, before the CLIP
+    projection; mean pooling is what sentence-transformers' all-MiniLM-L6-v2 uses), cached."""
+    return _cached_pooled(_sentence_tower(model, tokens), tokens)
+
+
+def base_sentence_embeddings(model: nn.Module, tokens: Tensor, peft_model: nn.Module | None) -> Tensor:
+    """:func:`hf_sentence_embeddings` of the text model *before* LoRA: with ``peft_model``'s adapters
+    switched off, cached by the base weights (the cache of the same model without adapters), so a
+    fine-tune computes each caption's once. ``peft_model``: the ``PeftModel`` wrapping ``model``
+    (``None``: no adapters)."""
+    text = _sentence_tower(model, tokens)
+    if peft_model is None:
+        return _cached_pooled(text, tokens)
+
+    def unadapted(rows: Tensor) -> Tensor:
+        with peft_model.disable_adapter():
+            return _pooled(text, rows)
+
+    return _filled(_cache_at(_base_fingerprint(text.transformer)), text, tokens, unadapted)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from hysafe.losses import ConeConfig, Objective, get_objective, hysac_objective, safer_clip_objective
+from hysafe.models.hf_text import hf_text_tower
 
 __all__ = ["Recipe", "RECIPES", "RECIPE_OPTIONS", "get_recipe", "default_recipe", "as_recipe"]
 
@@ -46,6 +47,15 @@ class Recipe:
             )
         if self.objective.needs_reference and model.reference is None:
             raise ValueError(model.reference_problem)
+        if self.objective.inputs & SENTENCE_INPUTS and hf_text_tower(model) is None:
+            raise ValueError(
+                f"objective {self.objective.name!r} anchors the text model's sentence embeddings "
+                "(text_anchor), which needs a CLIP with a Hugging Face text tower ('VISION+hf:SOURCE')"
+            )
+
+
+#: the text model's sentence embeddings (hysafe.models.embed.SENTENCE_KEYS)
+SENTENCE_INPUTS = frozenset({"S", "S*", "S0", "S0*"})
 
 
 #: name -> (model kind, optimiser, weight decay)
@@ -59,7 +69,7 @@ _DEFAULT_FOR_KIND = {"hysac": "hysac", "safeclip": "safeclip", "clip": "clip-pre
 
 
 #: HySAC's recipe options that are not cone settings (hysafe's named options, off by default)
-HYSAC_TERM_OPTIONS = ("safety_cones", "order_weight", "order_margin")
+HYSAC_TERM_OPTIONS = ("safety_cones", "order_weight", "order_margin", "text_anchor")
 
 
 def _hysac(entailment_weight: float = 1.0, **options) -> Objective:
@@ -86,7 +96,8 @@ RECIPE_OPTIONS = {
 def get_recipe(name: str, **options) -> Recipe:
     """The recipe ``name`` with its options: for ``hysac`` ``entailment_weight`` and the
     :class:`~hysafe.losses.ConeConfig` fields (``radius``, ``min_radius``, ``radius_ratio``,
-    ``aperture_scale``) and hysafe's term options ``safety_cones``, ``order_weight``, ``order_margin``
+    ``aperture_scale``) and hysafe's term options ``safety_cones``, ``order_weight``, ``order_margin``,
+    ``text_anchor``
     (:func:`~hysafe.losses.hysac_objective`); for
     ``safer-clip`` ``redirection_weight``, ``image_target``, ``redirection_scale`` and ``pair_quantile`` (the
     parts the poster leaves open)."""
