@@ -457,7 +457,8 @@ def test_resume_with_other_settings_names_the_difference(trained, world, tiny_ba
         )
     # more epochs would resume a cosine schedule that has ended: refused, like any other difference
     with pytest.raises(
-        ValueError, match=r"different configuration \(schedule.epochs: 1 there, 2 now; schedule.lr: 0.001 "
+        ValueError,
+        match=r"different configuration \(epochs \(--epochs\): 1 there, 2 now; lr \(--lr\): 0.001 ",
     ):
         train(
             fresh(tiny_base),

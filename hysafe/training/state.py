@@ -63,7 +63,18 @@ def _differences(a, b, prefix: str = "") -> list[str]:
             for k in sorted(set(a) | set(b), key=str)
             for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")
         ]
-    return [] if a == b else [f"{prefix.rstrip('.')}: {a!r} there, {b!r} now"]
+    name = prefix.rstrip(".")
+    return [] if a == b else [f"{SETTING_NAMES.get(name, name)}: {a!r} there, {b!r} now"]
+
+
+#: fingerprint entries a user sets under another name (TrainConfig's field, ``hysafe train``'s option)
+SETTING_NAMES = {
+    "schedule.epochs": "epochs (--epochs)",
+    "schedule.lr": "lr (--lr)",
+    "schedule.warmup_steps": "warmup_steps (--warmup-steps)",
+    "schedule.schedule": "schedule (--schedule)",
+    "schedule.steps_per_epoch": "steps per epoch (the training rows / --batch-size)",
+}
 
 
 def _tensors(model, opt: Optimization, best: dict[str, Tensor] | None) -> dict[str, Tensor]:
