@@ -41,6 +41,11 @@ VARIANTS: dict[str, dict] = {
     "proj-60": {"text_tower_lora": "proj", "text_tower_epochs": 60},
     "attn-10": {"text_tower_lora": "attn", "text_tower_epochs": 10},
     "attn-5": {"text_tower_lora": "attn", "text_tower_epochs": 5},
+    "attn-3": {"text_tower_lora": "attn", "text_tower_epochs": 3},
+    "attn-10-order-1": {"text_tower_lora": "attn", "text_tower_epochs": 10, "order_weight": 1.0},
+    "attn-3-order-1": {"text_tower_lora": "attn", "text_tower_epochs": 3, "order_weight": 1.0},
+    "attn-10-anchor-10": {"text_tower_lora": "attn", "text_tower_epochs": 10, "text_anchor": 10.0},
+    "attn-10-anchor-3": {"text_tower_lora": "attn", "text_tower_epochs": 10, "text_anchor": 3.0},
     "attn-10-lr-0.001": {"text_tower_lora": "attn", "text_tower_epochs": 10, "lr": 1e-3},
     "all-10": {"text_tower_lora": "all", "text_tower_epochs": 10},
 }
@@ -53,6 +58,12 @@ def kept_validation(history: list[dict], best_score: float | None) -> dict:
     """The validation record of the epoch the selection rule kept (the last one at the best score)."""
     kept = [h for h in history if best_score is not None and abs(h.get("score", -1) - best_score) < 1e-9]
     return (kept or history)[-1]
+
+
+def epoch_summary(h: dict) -> dict:
+    """One epoch's validation numbers, as the variant's record keeps them."""
+    keys = ("epoch", "root AUC text", "root AUC image", "recall_sum", "score")
+    return {k: h.get(k) for k in keys}
 
 
 def run_variant(cfg: DemoConfig, name: str, base: str, splits, out: Path) -> dict:
@@ -73,6 +84,7 @@ def run_variant(cfg: DemoConfig, name: str, base: str, splits, out: Path) -> dic
         "val_recall_sum": v.get("recall_sum"),
         "seconds": round(seconds, 1),
         "seconds_per_epoch": round(seconds / variant.fine_tune_epochs, 1),
+        "history": [epoch_summary(h) for h in result.history],
     }
 
 

@@ -19,7 +19,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent))
 
-from language import run_variant  # noqa: E402
+from language import VARIANTS, run_variant  # noqa: E402
 
 import hysafe.demo.pipeline as pipeline  # noqa: E402
 import hysafe.demo.preflight as preflight  # noqa: E402
@@ -44,6 +44,9 @@ def main(argv=None) -> int:
     p.add_argument("--text-tower", required=True, help="Hugging Face text model folder")
     p.add_argument("--out", required=True)
     p.add_argument("--dim", type=int, default=256, help="embedding width")
+    p.add_argument(
+        "--variant", default="attn-10", choices=sorted(VARIANTS), help="bench/language.py's variant"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
@@ -59,7 +62,7 @@ def main(argv=None) -> int:
     train_set, val_set, _ = pipeline.demo_datasets(cfg, model, out)  # the test split is never read
     timings: dict = {}
     base = pipeline.pretrained_backbone(cfg, train_set, val_set, out, timings)
-    row = run_variant(cfg, "attn-10", base, (train_set, val_set), out)
+    row = run_variant(cfg, args.variant, base, (train_set, val_set), out)
     row["embed_dim"], row["pretrain_seconds"] = args.dim, timings.get("pretrain CLIP")
     (out / "row.json").write_text(json.dumps(row, indent=2))
     print(json.dumps(row, indent=2))

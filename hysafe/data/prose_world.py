@@ -24,7 +24,8 @@ never shown: a test for a real pretrained language model (``hysafe demo --text-t
 the tiny towers pretrained here (docs/language.md). The images are those of a fixed member
 of the parametric family (a colour cast, which the tiny image tower sees), so the comparison is
 about the text side. Everything follows from ``(world seed, split, index)``.
-(Over 300 lines: most of it is the wordings themselves, three tables of phrases per split.)
+(Over 300 lines: most of it is the wordings themselves, the test wordings of three rounds and the
+harmless phrases per split.)
 """
 
 from __future__ import annotations
