@@ -56,6 +56,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "lr1e-3": ({"lr": 1e-3}, {}),
     "epochs60": ({"finetune_epochs": 60}, {}),
     "lora-alpha16": ({"lora": LoraConfig(r=16, alpha=16.0, dropout=0.0)}, {}),
+    "lora-r64": ({"lora": LoraConfig(r=64, alpha=128.0, dropout=0.0)}, {}),  # 4x the rank, the same scale
     "entail0.3": ({}, {"entailment_weight": 0.3}),
     "entail2": ({}, {"entailment_weight": 2.0}),
     "published": ({"safety_cones": False}, {}),  # HySAC's seven published terms (the default until v0.5)

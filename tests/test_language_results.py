@@ -47,3 +47,18 @@ def test_a_changed_figure_changes_the_rendering_and_a_broken_record_is_refused(t
         save_record(root / "hf", tmp_path / "not-time.txt", tmp_path / "copy")
     with pytest.raises(ValueError, match="no generated docs block"):
         block("no markers here", "docs")
+
+
+def test_round_3s_validation_table_in_the_docs_is_its_record():
+    """The round-3 sweep's table in docs/language.md, row by row, against its committed record."""
+    record = json.loads((RECORDS.parent / "round3" / "validation.json").read_text())
+    text = (ROOT / "docs" / "language.md").read_text()
+    section = text[text.index("### Round 3's validation sweep") :]
+    for row in record["rows"]:
+        name = row["variant"] + (" (default)" if row["variant"] == record["current"] else "")
+        cells = (
+            f"| {name} | {row['epoch']} | {row['val_text_auc']:.3f} | {row['val_text_auc_explicit']:.3f} | "
+            f"{row['val_text_auc_euphemisms']:.3f} | {row['val_recall_sum']:.1f} |"
+        )
+        assert cells in section, cells
+    assert record["winner"] == record["current"] == "attn-10"
