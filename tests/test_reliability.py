@@ -455,6 +455,14 @@ def test_resume_with_other_settings_names_the_difference(trained, world, tiny_ba
             get_recipe("hysac", min_radius=0.3),
             TrainConfig(epochs=2, batch_size=16, progress=False, output_dir=str(run)),
         )
+    # another objective: the terms only one of the runs has, by name
+    with pytest.raises(ValueError, match=r"objective terms \(only now: root_order\('T', 'V'\) x1.0, "):
+        train(
+            fresh(tiny_base),
+            world,
+            get_recipe("hysac", order_weight=1.0),
+            TrainConfig(epochs=1, batch_size=16, progress=False, output_dir=str(run)),
+        )
     # more epochs would resume a cosine schedule that has ended: refused, like any other difference
     with pytest.raises(
         ValueError,

@@ -12,7 +12,11 @@ def cmd_demo(args) -> int:
     problem = ignored_options(options)
     if problem:
         args.demo_parser.error(problem)
-    result = run_demo(DemoConfig.quick(**options) if args.quick else DemoConfig(**options))
+    try:  # a setting no run can use is a usage error, refused before anything is written
+        cfg = DemoConfig.quick(**options) if args.quick else DemoConfig(**options)
+    except ValueError as e:
+        args.demo_parser.error(str(e))
+    result = run_demo(cfg)
     print(f"report: {result.report}")
     print(result.comparison.to_markdown())
     print(checks_summary(result.checks))

@@ -149,6 +149,23 @@ class DemoConfig:
             return self.lora
         return replace(self.lora, text_modules=TEXT_TOWER_LORA[self.text_tower_lora])
 
+    def train_config(self, output_dir: str | None, *, select: str | None = None):
+        """The fine-tunes' :class:`~hysafe.training.TrainConfig` (``select``: ``self.select`` unless
+        given)."""
+        from ..training import TrainConfig
+
+        return TrainConfig(
+            epochs=self.fine_tune_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            seed=self.seed,
+            progress=self.progress,
+            select=select or self.select,
+            precision=self.precision,
+            device=self.device,
+            output_dir=output_dir,
+        )
+
     @property
     def fine_tune_epochs(self) -> int:
         """``text_tower_epochs`` with a ``text_tower``, else ``finetune_epochs``."""
@@ -204,7 +221,13 @@ class DemoConfig:
         """HySAC's recipe options are checked before any stage runs (not after pretraining)."""
         from ..training.recipes import get_recipe
 
+        for name, value in self.hysac_options().items():  # each bad value named by its option
+            try:
+                get_recipe("hysac", **{name: value})
+            except ValueError as e:
+                raise ValueError(f"{option_name(name)}: {e}") from None
         get_recipe("hysac", **self.hysac_options())
+        self.train_config(None)  # a bad --lr, --batch-size ... fails here, before any folder exists
         if self.text_tower is not None and not self.text_tower.strip():
             raise ValueError(
                 "DemoConfig.text_tower (--text-tower) is empty: give a Hugging Face text model folder "

@@ -167,18 +167,9 @@ def fine_tune(
     model = create_model(
         recipe.model_kind, cfg.backbone_name, base, lora=cfg.fine_tune_lora, device=cfg.device
     )
-    config = TrainConfig(
-        epochs=cfg.fine_tune_epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        seed=cfg.seed,
-        progress=cfg.progress,
-        # 'safety' scores the root-distance ordering: HySAC's; the Euclidean fine-tunes select on recall
-        select=cfg.select if cfg.select != "safety" or recipe.model_kind == "hysac" else "recall",
-        precision=cfg.precision,
-        device=cfg.device,
-        output_dir=str(out / "runs" / recipe.name),
-    )
+    # 'safety' scores the root-distance ordering: HySAC's; the Euclidean fine-tunes select on recall
+    select = cfg.select if cfg.select != "safety" or recipe.model_kind == "hysac" else "recall"
+    config = cfg.train_config(str(out / "runs" / recipe.name), select=select)
     return train(model, train_set, recipe, config, val_data=val_set)
 
 

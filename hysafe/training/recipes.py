@@ -50,7 +50,8 @@ class Recipe:
         if self.objective.inputs & SENTENCE_INPUTS and hf_text_tower(model) is None:
             raise ValueError(
                 f"objective {self.objective.name!r} anchors the text model's sentence embeddings "
-                "(text_anchor), which needs a CLIP with a Hugging Face text tower ('VISION+hf:SOURCE')"
+                "(text_anchor, --text-anchor), which needs a CLIP with a Hugging Face text tower: "
+                "leave the anchor out, or train a 'VISION+hf:FOLDER' model (--model hysafe-tiny+hf:FOLDER)"
             )
 
 

@@ -57,6 +57,8 @@ def run_fingerprint(model, recipe, schedule: dict | None = None) -> dict:
 
 
 def _differences(a, b, prefix: str = "") -> list[str]:
+    if prefix == "objective." and a != b:
+        return [_objective_change(a or [], b or [])]
     if isinstance(a, dict) and isinstance(b, dict):
         return [
             d
@@ -67,13 +69,25 @@ def _differences(a, b, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{SETTING_NAMES.get(name, name)}: {a!r} there, {b!r} now"]
 
 
+def _objective_change(before: list, now: list) -> str:
+    """The objective terms only one of two runs has (``loss(inputs) xweight``)."""
+
+    def terms(entries: list) -> list[str]:
+        return [f"{loss}{inputs} x{weight}" for loss, inputs, weight in entries]
+
+    old, new = terms(before), terms(now)
+    only = {"there": [t for t in old if t not in new], "now": [t for t in new if t not in old]}
+    parts = [f"only {when}: {', '.join(names)}" for when, names in only.items() if names]
+    return f"objective terms ({'; '.join(parts)})"
+
+
 #: fingerprint entries a user sets under another name (TrainConfig's field, ``hysafe train``'s option)
 SETTING_NAMES = {
     "schedule.epochs": "epochs (--epochs)",
     "schedule.lr": "lr (--lr)",
     "schedule.warmup_steps": "warmup_steps (--warmup-steps)",
     "schedule.schedule": "schedule (--schedule)",
-    "schedule.steps_per_epoch": "steps per epoch (the training rows / --batch-size)",
+    "schedule.steps_per_epoch": "optimiser steps per epoch (the training rows, --batch-size, --grad-accum)",
 }
 
 
