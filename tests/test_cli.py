@@ -246,7 +246,7 @@ def test_bad_input_files_in_real_commands(demo, tmp_path, capsys):
     assert "give a HySAC checkpoint, not a safeclip one" in capsys.readouterr().err
 
 
-def test_usage_errors_exit_2(capsys):
+def test_usage_errors_exit_2(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["frobnicate"])
     assert e.value.code == 2
@@ -262,10 +262,13 @@ def test_usage_errors_exit_2(capsys):
         ),
         (["--text-tower", "/m", "--epochs", "5"], "with --text-tower the fine-tunes run --text-tower-epochs"),
         (["--text-anchor", "1"], "--text-anchor applies only with --text-tower"),
+        (["--lr", "nan"], "lr=nan (--lr)"),  # values no run can use, refused before anything is written
+        (["--text-tower", "/m", "--text-anchor", "-1"], "--text-anchor: HySAC text_anchor must be"),
     ):  # options this run would ignore
         with pytest.raises(SystemExit) as e:
-            main(["demo", "--quick", *argv])
+            main(["demo", "--quick", *argv, "--out", str(tmp_path / "report")])
         assert e.value.code == 2 and said in capsys.readouterr().err
+        assert not (tmp_path / "report").exists()
     with pytest.raises(SystemExit) as e:
         main(["traverse", "--checkpoint", "x"])
     assert e.value.code == 2
