@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: name -> (DemoConfig overrides, HySAC recipe options): one change each against the defaults
 VARIANTS: dict[str, tuple[dict, dict]] = {
-    "default": ({}, {}),
+    "default": ({}, {}),  # the demo's defaults (its HySAC options included: DemoConfig.hysac_options)
     "abs-K0.05": ({}, {"min_radius": 0.05}),  # v0.1's demo cone setting
     "v0.1": ({"select": "recall"}, {"min_radius": 0.05}),  # v0.1's demo: absolute K and selection on recall
     "rel-0.1": ({}, {"radius": "relative", "radius_ratio": 0.1}),
@@ -212,7 +212,8 @@ def run_world(
         overrides, recipe_options = VARIANTS[variant]
         vcfg = replace(cfg, **overrides)
         t = time.time()
-        hysac = fine_tune(vcfg, "hysac", base, train, val, folder / variant, **recipe_options)
+        options = {**vcfg.hysac_options(), **recipe_options}  # the demo's HySAC, then the variant's own
+        hysac = fine_tune(vcfg, "hysac", base, train, val, folder / variant, **options)
         seconds = time.time() - t
         comparison = compare_models(
             {**models, "HySAC": hysac.model}, test, val, traversal=vcfg.traversal, train=train
