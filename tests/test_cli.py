@@ -375,12 +375,15 @@ def test_a_bad_text_tower_or_pretrained_fails_before_the_report_folder_is_made(d
         ),
         ("--text-tower", tmp_path / "nowhere", "Hugging Face text model folder not found"),
         ("--text-tower", __file__, "a file, not a Hugging Face model folder"),
-        ("--text-tower", "", "DemoConfig.text_tower (--text-tower) is empty"),
         ("--pretrained", tmp_path / "none.safetensors", "pretrained checkpoint file not found"),
         ("--pretrained", __file__, "test_cli.py: not a weights file (neither safetensors nor a torch"),
     ):
         assert main(["demo", "--quick", option, str(value), "--out", str(out), "--no-progress"]) == 1
         assert message in capsys.readouterr().err and not out.exists(), value
+    with pytest.raises(SystemExit) as e:  # a setting no run can use: a usage error
+        main(["demo", "--quick", "--text-tower", "", "--out", str(out), "--no-progress"])
+    assert e.value.code == 2 and "DemoConfig.text_tower (--text-tower) is empty" in capsys.readouterr().err
+    assert not out.exists()
     clip = str(demo / "checkpoints" / "clip-pretrained.safetensors")  # weights of another tower
     assert (
         main(["demo", "--quick", "--model", "hysafe-tiny-rn", "--pretrained", clip, "--out", str(out)]) == 1

@@ -33,7 +33,7 @@ _NOT_WITH_A_TOWER = "finetune_epochs"
 
 def ignored_options(options: dict) -> str | None:
     """Why an option the user typed would be ignored by this run (``None``: none would be)."""
-    from ..demo.config import option_name
+    from ..demo.settings import option_name
 
     if options.get("text_tower") is None:
         typed = [option_name(name) for name in _TOWER_ONLY if name in options]
@@ -57,7 +57,7 @@ def checks_summary(checks) -> str:
 
 def args_demo(p) -> None:
     from ..demo import DemoConfig
-    from ..demo.config import quick_settings
+    from ..demo.settings import quick_settings
 
     p.add_argument(
         "--quick",

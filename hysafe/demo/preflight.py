@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..models.backbone import BUNDLED_MODELS
 from ..utils.extras import missing_module_message
-from .config import RERUN_FREE, DemoConfig, changed_runs, flat_settings
+from .config import DemoConfig
+from .settings import RERUN_FREE, changed_runs, flat_settings
 
 __all__ = ["check_demo_requirements", "check_pretrained_source", "check_report_folder"]
 

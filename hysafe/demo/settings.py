@@ -1,0 +1,72 @@
+"""The demo's settings compared: between a report folder's ``demo_config.json`` and a new run
+(:mod:`hysafe.demo.preflight`), as ``hysafe demo``'s options name them, and what ``--quick`` sets."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from .config import DemoConfig, option_name
+
+__all__ = [
+    "RERUN_FREE",
+    "flat_settings",
+    "option_name",
+    "changed_settings",
+    "changed_runs",
+    "quick_values",
+    "quick_settings",
+]
+
+
+#: settings a re-run in the same report folder may change: they touch no training it reuses
+RERUN_FREE = ("out_dir", "progress", "workers", "device", "traversal", "image_ceiling")
+
+
+def flat_settings(cfg: DemoConfig | dict) -> dict:
+    """``cfg`` as ``demo_config.json`` holds it (JSON values), nested settings under dotted names
+    (``world.n_train``, ``lora.r``)."""
+    data = json.loads(json.dumps(asdict(cfg) if isinstance(cfg, DemoConfig) else cfg, default=str))
+
+    def flat(value, prefix: str) -> dict:
+        if not isinstance(value, dict):
+            return {prefix: value}
+        return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+
+    return {k.rstrip("."): v for k, v in flat(data, "").items()}
+
+
+def changed_settings(before: dict, now: dict, *, skip: tuple[str, ...] = ()) -> list[str]:
+    """``"OPTION: X there, Y now"`` for each :func:`flat_settings` entry both hold with another value
+    (a setting only one holds, from another hysafe version, is not compared), except under ``skip``."""
+    return [
+        f"{option_name(k)}: {before[k]!r} there, {now[k]!r} now"
+        for k in sorted(set(before) & set(now))
+        if k.split(".")[0] not in skip and before[k] != now[k]
+    ]
+
+
+def quick_values() -> dict:
+    """The :func:`flat_settings` that ``--quick`` sets, with its values (from :meth:`DemoConfig.quick`)."""
+    full, quick = flat_settings(DemoConfig()), flat_settings(DemoConfig.quick())
+    return {k: quick[k] for k in sorted(full) if full[k] != quick[k]}
+
+
+def quick_settings() -> str:
+    """What ``--quick`` sets, as ``OPTION VALUE`` pairs (so the help cannot drift from it)."""
+    return ", ".join(f"{option_name(k)} {v}" for k, v in quick_values().items())
+
+
+def changed_runs(before: dict, now: dict, *, skip: tuple[str, ...] = ()) -> list[str]:
+    """:func:`changed_settings`, with a run made with ``--quick`` against one without said as such
+    (``"--quick there, not now"``) in place of the settings ``--quick`` sets."""
+    quick = {k: v for k, v in quick_values().items() if k.split(".")[0] not in skip}
+    was, now_quick = (all(s.get(k) == v for k, v in quick.items()) for s in (before, now))
+    if was == now_quick:
+        return changed_settings(before, now, skip=skip)
+    rest = changed_settings(
+        {k: v for k, v in before.items() if k not in quick},
+        {k: v for k, v in now.items() if k not in quick},
+        skip=skip,
+    )
+    return ["--quick there, not now" if was else "--quick now, not there", *rest]
