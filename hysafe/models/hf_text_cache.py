@@ -74,10 +74,6 @@ def _base_fingerprint(trunk: nn.Module) -> tuple:
     return _fingerprint(trunk, [t for n, t in named if _ADAPTER_MARK not in n], _BASE_FINGERPRINTS)
 
 
-def _cache_for(trunk: nn.Module) -> dict[bytes, Tensor]:
-    return _cache_at(_weights_fingerprint(trunk))
-
-
 def _cache_at(key: tuple) -> dict[bytes, Tensor]:
     cache = _CACHES.get(key)
     if cache is None or len(cache) > MAX_CACHED_CAPTIONS:
@@ -115,7 +111,8 @@ def _frozen(text: nn.Module) -> bool:
 
 
 def _cached_pooled(text: nn.Module, tokens: Tensor) -> Tensor:
-    return _filled(_cache_for(text.transformer), text, tokens, lambda rows: _pooled(text, rows))
+    cache = _cache_at(_weights_fingerprint(text.transformer))
+    return _filled(cache, text, tokens, lambda rows: _pooled(text, rows))
 
 
 def _filled(cache: dict[bytes, Tensor], text: nn.Module, tokens: Tensor, compute) -> Tensor:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from hysafe.losses import ConeConfig, Objective, get_objective, hysac_objective, safer_clip_objective
+from hysafe.models.embed import SENTENCE_KEYS
 from hysafe.models.hf_text import hf_text_tower
 
 __all__ = ["Recipe", "RECIPES", "RECIPE_OPTIONS", "get_recipe", "default_recipe", "as_recipe"]
@@ -55,8 +56,8 @@ class Recipe:
             )
 
 
-#: the text model's sentence embeddings (hysafe.models.embed.SENTENCE_KEYS)
-SENTENCE_INPUTS = frozenset({"S", "S*", "S0", "S0*"})
+#: the text model's sentence embeddings, trained and before LoRA (S, S*, S0, S0*)
+SENTENCE_INPUTS = frozenset(name for names in SENTENCE_KEYS.values() for name in names)
 
 
 #: name -> (model kind, optimiser, weight decay)
