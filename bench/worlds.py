@@ -64,6 +64,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "order-1": ({}, {"order_weight": 1.0}),  # + root-order hinges T < V < T* < V* (log distance, margin 0.1)
     "order-3": ({}, {"order_weight": 3.0}),
     "order-1-m0.3": ({}, {"order_weight": 1.0, "order_margin": 0.3}),
+    "rank-1": ({}, {"rank_weight": 1.0}),  # + root-rank hinges: the populations, every row against every row
+    "rank-3": ({}, {"rank_weight": 3.0}),
 }
 #: Euclidean models per world: name -> (recipe, recipe options, cache name); all but the first two are
 #: SafeR-CLIP ablations against its defaults

@@ -72,16 +72,17 @@ def _entailment(ctx: LossContext, x: Tensor, y: Tensor) -> Tensor:
     return entailment_loss(x, y, curv=curv, **ctx.cones.loss_options())
 
 
-def _root_order(ctx: LossContext, x: Tensor, y: Tensor) -> Tensor:
+def _root_order(ctx: LossContext, x: Tensor, y: Tensor, pairs: str = "rows") -> Tensor:
     if not ctx.space.hyperbolic:
         raise ValueError(f"root order terms need a hyperbolic space, got {ctx.space.name!r}")
-    return root_order_loss(x, y, curv=ctx.space.curv, margin=ctx.order_margin)
+    return root_order_loss(x, y, curv=ctx.space.curv, margin=ctx.order_margin, pairs=pairs)
 
 
 LOSSES: dict[str, Callable[..., Tensor]] = {
     "contrastive": _contrastive,
     "entailment": _entailment,
     "root_order": _root_order,
+    "root_rank": lambda ctx, x, y: _root_order(ctx, x, y, pairs="batch"),
     "cosine": lambda ctx, x, target: cosine_distance_loss(x, target),
     "redirection": lambda ctx, anchor, neg, pos: redirection_loss(
         anchor, neg, pos, scale=ctx.redirection_scale
@@ -93,7 +94,10 @@ LOSSES: dict[str, Callable[..., Tensor]] = {
 REFERENCE_INPUTS = frozenset({"T0", "V0", "T0*", "V0*", "T0^", "V0^"})
 
 #: loss kinds defined in a hyperbolic space only
-HYPERBOLIC_LOSSES = ("entailment", "root_order")
+HYPERBOLIC_LOSSES = ("entailment", "root_order", "root_rank")
+
+#: loss kinds that read :attr:`Objective.order_margin`
+ORDER_LOSSES = ("root_order", "root_rank")
 
 
 def _resolve(embeddings: dict[str, Tensor], name: str) -> Tensor:
@@ -135,7 +139,7 @@ class Objective:
     pair_quantile: float = (
         0.0  # SafeR-CLIP targets: own pair when among this top share of safe captions (0: the nearest)
     )
-    order_margin: float = 0.0  # margin of root_order terms, on the log of the distance
+    order_margin: float = 0.0  # margin of root_order / root_rank terms, on the log of the distance
     needs_reference: bool = field(init=False, default=False)
     needs_hyperbolic: bool = field(init=False, default=False)
 
@@ -236,6 +240,7 @@ def hysac_objective(
     safety_cones: bool = False,
     order_weight: float = 0.0,
     order_margin: float = 0.1,
+    rank_weight: float = 0.0,
     text_anchor: float = 0.0,
 ) -> Objective:
     """HySAC: 4 contrastive terms (geodesic logits in the model's Lorentz space) + 3 entailment
@@ -246,14 +251,21 @@ def hysac_objective(
     entailments "T entails T*" and "V entails V*" (weight lambda: the unsafe member of a pair is the
     more specific one, the slides' g(T) < g(T*), g(V) < g(V*)); ``order_weight > 0`` adds the
     root-order hinges along :data:`ROOT_ORDER` (:func:`~hysafe.losses.ordering.root_order_loss`,
-    margin ``order_margin`` on the log of the distance); ``text_anchor > 0`` (a Hugging Face text tower
+    margin ``order_margin`` on the log of the distance); ``rank_weight > 0`` adds the same hinges
+    between the populations, every row of the batch against every row (``pairs="batch"``: the
+    ROC-AUC's surrogate), with the same margin; ``text_anchor > 0`` (a Hugging Face text tower
     only) adds the cosine distance of the text model's sentence embeddings to its own before LoRA
     (``S`` to ``S0``, ``S*`` to ``S0*``), so that the fine-tune keeps what the language model knows of
     wordings training never shows."""
     if not isinstance(safety_cones, bool):
         raise ValueError(f"HySAC safety_cones must be True or False, got {safety_cones!r}")
-    weights = (("order_weight", order_weight), ("order_margin", order_margin), ("text_anchor", text_anchor))
-    for name, value in weights:
+    weights = {
+        "order_weight": order_weight,
+        "order_margin": order_margin,
+        "rank_weight": rank_weight,
+        "text_anchor": text_anchor,
+    }
+    for name, value in weights.items():
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not (number and math.isfinite(value) and value >= 0):
             raise ValueError(f"HySAC {name} must be a finite number >= 0, got {value!r}")
@@ -269,9 +281,11 @@ def hysac_objective(
     ]
     if safety_cones:
         terms += [Term(e, ("T", "T*"), entailment_weight), Term(e, ("V", "V*"), entailment_weight)]
+    steps = list(zip(ROOT_ORDER[:-1], ROOT_ORDER[1:], strict=True))
     if order_weight > 0:
-        pairs = zip(ROOT_ORDER[:-1], ROOT_ORDER[1:], strict=True)
-        terms += [Term("root_order", pair, order_weight) for pair in pairs]
+        terms += [Term("root_order", step, order_weight) for step in steps]
+    if rank_weight > 0:
+        terms += [Term("root_rank", step, rank_weight) for step in steps]
     if text_anchor > 0:
         terms += [Term("cosine", ("S", "S0"), text_anchor), Term("cosine", ("S*", "S0*"), text_anchor)]
     return Objective(

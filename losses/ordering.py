@@ -9,6 +9,11 @@ reason to grow or to shrink: with the papers' absolute cone radius the embedding
 during fine-tuning (geodesic distances 1.1-1.3 after one epoch, 0.26-0.28 after thirty on a validation
 world), and a hinge with a margin in distance units (tried first) was then as wide as the whole spread and
 left the order unmet. Off in the published objective (``hysac_objective(order_weight=0)``).
+
+``pairs="batch"`` compares every row of ``x`` with every row of ``y`` instead of row ``i`` with row
+``i``: the hinge surrogate of the ROC-AUC between the two populations (and of their tails), which the
+safety checks judge, where the row-wise hinge orders each quadruplet only
+(``hysac_objective(rank_weight=...)``).
 """
 
 from __future__ import annotations
@@ -20,22 +25,31 @@ from torch import Tensor
 
 from hysafe.geometry import lorentz
 
-__all__ = ["root_order_loss"]
+__all__ = ["ORDER_PAIRS", "root_order_loss"]
 
 
 #: distances below this are clamped before the log (a point at the root)
 MIN_DISTANCE = 1e-6
 
+#: which (x, y) rows a root-order hinge compares: row i with row i, or every row with every row
+ORDER_PAIRS = ("rows", "batch")
 
-def root_order_loss(x: Tensor, y: Tensor, *, curv: Tensor | float, margin: float) -> Tensor:
-    """ "``x`` nearer the root than ``y``" row by row: ``mean(max(0, margin + log d0(x) - log d0(y)))``,
-    ``d0`` the geodesic distance to the root of the Lorentz model of curvature ``-curv`` (``margin``
-    0.1: ``y`` at least ~10% farther out than ``x``)."""
-    if x.shape != y.shape:
+
+def root_order_loss(
+    x: Tensor, y: Tensor, *, curv: Tensor | float, margin: float, pairs: str = "rows"
+) -> Tensor:
+    """ "``x`` nearer the root than ``y``": ``mean(max(0, margin + log d0(x_i) - log d0(y_j)))`` over
+    the pairs ``pairs`` names (``"rows"``: ``j = i``; ``"batch"``: every ``i`` with every ``j``), ``d0``
+    the geodesic distance to the root of the Lorentz model of curvature ``-curv`` (``margin`` 0.1:
+    ``y`` at least ~10% farther out than ``x``)."""
+    if pairs not in ORDER_PAIRS:
+        raise ValueError(f"root order pairs must be one of {ORDER_PAIRS}, got {pairs!r}")
+    if pairs == "rows" and x.shape != y.shape:
         raise ValueError(f"root order pairs rows: got shapes {tuple(x.shape)} and {tuple(y.shape)}")
     if not (math.isfinite(margin) and margin >= 0):
         raise ValueError(f"root order margin must be >= 0, got {margin}")
-    gap = _log_distance(x, curv) - _log_distance(y, curv)
+    near, far = _log_distance(x, curv), _log_distance(y, curv)
+    gap = near - far if pairs == "rows" else near[:, None] - far[None, :]
     return torch.relu(margin + gap).mean()
 
 

@@ -155,6 +155,13 @@ def _args_hysac_terms(p) -> None:
         help="hysac: margin of the root-order hinges on the log of the distance (default 0.1)",
     )
     p.add_argument(
+        "--rank-weight",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="hysac: weight of the root-rank hinges, every T in a batch nearer the root than every V, "
+        "V than T*, T* than V* (default 0: off)",
+    )
+    p.add_argument(
         "--text-anchor",
         type=float,
         default=argparse.SUPPRESS,

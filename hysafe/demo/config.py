@@ -110,6 +110,13 @@ class DemoConfig:
             "published objective)"
         ),
     )
+    rank_weight: float | None = field(
+        default=None,
+        metadata=_opt(
+            "weight of HySAC's root-rank hinges: every T in a batch nearer the root than every V, every "
+            "V than every T*, every T* than every V* (hysafe's option; default: off)"
+        ),
+    )
     text_anchor: float | None = field(
         default=None,
         metadata=_opt(
@@ -166,6 +173,7 @@ class DemoConfig:
             "min_radius": self.min_radius,
             "radius": self.radius,
             "order_weight": self.order_weight,
+            "rank_weight": self.rank_weight,
             "safety_cones": self.safety_cones,
             "text_anchor": self.text_anchor,
         }

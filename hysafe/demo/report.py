@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hysafe.losses.objectives import ORDER_LOSSES
+
 from ..evaluation.checks import checks_markdown
 from ..evaluation.plots import (
     plot_poincare_disk,
@@ -86,7 +88,8 @@ def _hysac_line(cfg: DemoConfig) -> str:
     extra = [f"{t.name} x{t.weight:g}" for t in objective.terms if t.name not in published]
     if not extra:
         return f"{cones} (the published objective)"
-    margin = f", log-distance margin {objective.order_margin:g}" if "root_order" in str(extra) else ""
+    ordered = any(t.loss in ORDER_LOSSES for t in objective.terms)
+    margin = f", log-distance margin {objective.order_margin:g}" if ordered else ""
     return f"{cones}, plus {', '.join(extra)}{margin}"
 
 

@@ -71,7 +71,7 @@ _DEFAULT_FOR_KIND = {"hysac": "hysac", "safeclip": "safeclip", "clip": "clip-pre
 
 
 #: HySAC's recipe options that are not cone settings (hysafe's named options, off by default)
-HYSAC_TERM_OPTIONS = ("safety_cones", "order_weight", "order_margin", "text_anchor")
+HYSAC_TERM_OPTIONS = ("safety_cones", "order_weight", "order_margin", "rank_weight", "text_anchor")
 
 
 def _hysac(entailment_weight: float = 1.0, **options) -> Objective:
@@ -98,9 +98,8 @@ RECIPE_OPTIONS = {
 def get_recipe(name: str, **options) -> Recipe:
     """The recipe ``name`` with its options: for ``hysac`` ``entailment_weight`` and the
     :class:`~hysafe.losses.ConeConfig` fields (``radius``, ``min_radius``, ``radius_ratio``,
-    ``aperture_scale``) and hysafe's term options ``safety_cones``, ``order_weight``, ``order_margin``,
-    ``text_anchor``
-    (:func:`~hysafe.losses.hysac_objective`); for
+    ``aperture_scale``) and hysafe's term options ``safety_cones``, ``order_weight``,
+    ``order_margin``, ``rank_weight``, ``text_anchor`` (:func:`~hysafe.losses.hysac_objective`); for
     ``safer-clip`` ``redirection_weight``, ``image_target``, ``redirection_scale`` and ``pair_quantile`` (the
     parts the poster leaves open)."""
     if name not in RECIPES:

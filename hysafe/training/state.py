@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from hysafe.losses.objectives import ORDER_LOSSES
+
 from ..models.checkpoint import atomic_save_file
 from ..models.safety_model import trainable_parameters
 from .optim import Optimization
@@ -49,7 +51,7 @@ def run_fingerprint(model, recipe, schedule: dict | None = None) -> dict:
         "redirection_scale": recipe.objective.redirection_scale,
         "model": config,
     }
-    if any(t.loss == "root_order" for t in recipe.objective.terms):  # absent before the option existed
+    if any(t.loss in ORDER_LOSSES for t in recipe.objective.terms):  # absent before the option existed
         fingerprint["order_margin"] = recipe.objective.order_margin
     if schedule is not None:
         fingerprint["schedule"] = schedule
