@@ -342,10 +342,15 @@ def test_hysac_named_options_reach_the_recipe_the_cli_and_the_resume_fingerprint
     with pytest.raises(ValueError, match="order_weight must be a finite number >= 0, got nan"):
         DemoConfig(order_weight=float("nan"))  # before any stage runs
     assert DemoConfig().hysac_options() == {"safety_cones": True}
+    assert DemoConfig(rank_weight=1.5).hysac_options() == {"rank_weight": 1.5, "safety_cones": True}
     model = create_model("hysac", TINY_MODEL, tiny_base)
     assert "order_margin" not in run_fingerprint(model, published)
     assert run_fingerprint(model, hy)["order_margin"] == 0.3
+    ranked = get_recipe("hysac", rank_weight=1.0, order_margin=0.2)
+    assert run_fingerprint(model, ranked)["order_margin"] == 0.2  # the rank hinges read the margin too
     args = build_parser().parse_args(
         ["train", "--data", "m.jsonl", "--out", "run", "--order-weight", "2", "--safety-cones"]
     )
     assert (args.order_weight, args.safety_cones) == (2.0, True) and not hasattr(args, "order_margin")
+    args = build_parser().parse_args(["train", "--data", "m.jsonl", "--out", "run", "--rank-weight", "3"])
+    assert args.rank_weight == 3.0 and not hasattr(args, "order_weight")

@@ -209,6 +209,36 @@ def test_root_order_loss_closed_form_and_gradient(gen):
         root_order_loss(x, y, curv=c, margin=-1.0)
 
 
+def test_root_rank_loss_orders_the_populations_not_only_the_rows(gen):
+    """``pairs="batch"``: ``mean_ij relu(m + log d0(x_i) - log d0(y_j))`` (float64 double loop), for
+    populations of different sizes; a batch whose every row is ordered but whose populations overlap
+    pays the rank hinge and not the row hinge; gradcheck."""
+    from hysafe.losses import root_order_loss
+
+    c, m = 1.7, 0.1
+    x = 0.4 * torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    y = 0.4 * torch.randn(4, 3, generator=gen, dtype=torch.float64)
+
+    def log_d0(z):
+        return math.log(math.asinh(math.sqrt(c) * z.norm().item()) / math.sqrt(c))
+
+    loop = [max(0.0, m + log_d0(a) - log_d0(b)) for a in x for b in y]
+    rank = root_order_loss(x, y, curv=c, margin=m, pairs="batch")
+    assert rank.item() == pytest.approx(sum(loop) / len(loop), abs=1e-13)
+    assert 0 < sum(v > 0 for v in loop) < len(loop)
+    xg, yg = x.clone().requires_grad_(), y.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda a, b: root_order_loss(a, b, curv=c, margin=m, pairs="batch"), (xg, yg)
+    )
+    direction = torch.nn.functional.normalize(torch.randn(4, 3, generator=gen, dtype=torch.float64), dim=-1)
+    radii = torch.tensor([0.1, 0.2, 1.0, 2.0], dtype=torch.float64)[:, None]
+    near, far = radii * direction, 2 * radii * direction  # every row ordered, the populations interleaved
+    assert root_order_loss(near, far, curv=c, margin=m).item() == 0.0
+    assert root_order_loss(near, far, curv=c, margin=m, pairs="batch").item() > 0.1
+    with pytest.raises(ValueError, match="pairs must be one of"):
+        root_order_loss(x, y, curv=c, margin=m, pairs="all")
+
+
 def test_hysac_named_options_add_terms_and_are_off_by_default(gen):
     from hysafe.losses import root_order_loss
 
@@ -233,6 +263,18 @@ def test_hysac_named_options_add_terms_and_are_off_by_default(gen):
     base, base_logs = published(emb, space, 10.0)
     added = sum(logs[n] * t.weight for n, t in zip(names, extended.terms, strict=True) if n not in base_logs)
     assert total.item() == pytest.approx(base.item() + added, abs=1e-10)
+    ranked = hysac_objective(rank_weight=2.0)
+    rank_terms = [t for t in ranked.terms if t.loss == "root_rank"]
+    assert [t.name for t in rank_terms] == ["root_rank(T,V)", "root_rank(V,T*)", "root_rank(T*,V*)"]
+    assert {t.weight for t in rank_terms} == {2.0}
+    _, rank_logs = ranked(emb, space, 10.0)
+    assert rank_logs["root_rank(T*,V*)"] == pytest.approx(
+        root_order_loss(emb["T*"], emb["V*"], curv=1.3, margin=0.1, pairs="batch").item(), abs=1e-12
+    )
+    with pytest.raises(ValueError, match="hyperbolic"):
+        ranked.check_space(EuclideanSpace())
+    with pytest.raises(ValueError, match="rank_weight must be a finite number >= 0"):
+        hysac_objective(rank_weight=float("inf"))
     with pytest.raises(ValueError, match="order_weight"):
         hysac_objective(order_weight=-1.0)
     with pytest.raises(ValueError, match="hyperbolic"):

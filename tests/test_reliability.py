@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -436,6 +437,7 @@ def test_resume_with_other_settings_names_the_difference(trained, world, tiny_ba
     out, _ = trained
     run = tmp_path / "run"
     shutil.copytree(out, run)
+    same = TrainConfig(epochs=1, batch_size=16, lr=1e-3, progress=False, output_dir=str(run))
     torch.manual_seed(0)
     other = create_model("hysac", TINY_MODEL, tiny_base, lora=LoraConfig(r=2, alpha=8.0, dropout=0.0))
     with pytest.raises(
@@ -474,6 +476,13 @@ def test_resume_with_other_settings_names_the_difference(trained, world, tiny_ba
             "hysac",
             TrainConfig(epochs=2, batch_size=16, progress=False, output_dir=str(run)),
         )
+    # a finished run re-run with another seed or optimiser would return the old result as the new one's
+    with pytest.raises(
+        ValueError,
+        match=r"different configuration \(seed \(--seed\): 0 there, 5 now; "
+        r"weight_decay \(--weight-decay\): 0.2 there, 0.1 now\)",
+    ):
+        train(fresh(tiny_base), world, "hysac", replace(same, seed=5, weight_decay=0.1))
     with pytest.raises(
         ValueError, match=r"different configuration \(.*recipe: 'hysac' there, 'safeclip' now"
     ):
@@ -484,6 +493,28 @@ def test_resume_with_other_settings_names_the_difference(trained, world, tiny_ba
             "safeclip",
             TrainConfig(epochs=2, batch_size=16, progress=False, output_dir=str(run)),
         )
+
+
+def test_a_run_file_from_before_the_settings_were_recorded_still_resumes(trained, world, tiny_base, tmp_path):
+    """A run file whose fingerprint has no ``settings`` section (written by an older hysafe) is compared
+    without it: the finished run is reused, not refused."""
+    out, res = trained
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    last = run / "last.safetensors"
+    with safe_open(str(last), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    state = json.loads(meta["hysafe_train_state"])
+    assert state["fingerprint"]["settings"]["seed"] == 0
+    del state["fingerprint"]["settings"]
+    save_file(tensors, str(last), {**meta, "hysafe_train_state": json.dumps(state)})
+    again = train(
+        fresh(tiny_base),
+        world,
+        "hysac",
+        TrainConfig(epochs=1, batch_size=16, lr=1e-3, progress=False, output_dir=str(run)),
+    )
+    assert again.reused_epochs == 1 and again.best_score == res.best_score
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")

@@ -32,7 +32,7 @@ from .config import TrainConfig, TrainResult
 from .data import training_datasets
 from .distributed import DistributedContext, init_distributed
 from .logs import RunLog
-from .optim import Optimization, build_optimization
+from .optim import Optimization, build_optimization, optimizer_settings
 from .recipes import Recipe, as_recipe
 from .run_folder import locked_run_folder
 from .sampler import ResumableBatchSampler
@@ -333,7 +333,8 @@ def _training_run(model, recipe: Recipe, cfg: TrainConfig, dist, train_set, call
         "schedule": cfg.schedule,
         "lr": cfg.lr,
     }
-    fingerprint = run_fingerprint(model, recipe, schedule)
+    settings = {**optimizer_settings(recipe, cfg), "seed": cfg.seed, "select": cfg.select}
+    fingerprint = run_fingerprint(model, recipe, schedule, settings)
     return TrainingRun(
         model, recipe.objective, opt, train_set, sampler, cfg, dist, folder, best, fingerprint, callbacks
     )

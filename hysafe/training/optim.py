@@ -95,18 +95,27 @@ def fused_supported(params: list[torch.Tensor]) -> bool:
     return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
 
+def optimizer_settings(recipe: Recipe, cfg: TrainConfig) -> dict:
+    """The optimiser a run uses: ``cfg``'s choices, else the recipe's."""
+    return {
+        "optimizer": cfg.optimizer or recipe.optimizer,
+        "weight_decay": cfg.weight_decay if cfg.weight_decay is not None else recipe.weight_decay,
+        "betas": list(cfg.betas or recipe.betas),
+        "max_grad_norm": cfg.max_grad_norm,
+    }
+
+
 def build_optimization(
     model: SafetyModel, recipe: Recipe, cfg: TrainConfig, total_steps: int, device: torch.device
 ) -> Optimization:
     """Optimiser + schedule + scaler for ``total_steps`` optimiser steps."""
-    weight_decay = cfg.weight_decay if cfg.weight_decay is not None else recipe.weight_decay
-    name = cfg.optimizer or recipe.optimizer
-    cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-    groups = param_groups(model, weight_decay)
+    settings = optimizer_settings(recipe, cfg)
+    cls = torch.optim.AdamW if settings["optimizer"] == "adamw" else torch.optim.Adam
+    groups = param_groups(model, settings["weight_decay"])
     optimizer = cls(
         groups,
         lr=cfg.lr,
-        betas=cfg.betas or recipe.betas,
+        betas=tuple(settings["betas"]),
         fused=fused_supported([p for g in groups for p in g["params"]]),
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -33,10 +33,12 @@ def new_progress() -> dict:
     return {"epoch": 0, "batch": 0, "step": 0, "best": None, "bad_epochs": 0, "history": []}
 
 
-def run_fingerprint(model, recipe, schedule: dict | None = None) -> dict:
+def run_fingerprint(model, recipe, schedule: dict | None = None, settings: dict | None = None) -> dict:
     """What must not change between a run and its resume: recipe and model configuration (the
-    backbone's file path may move; its architecture may not) and the learning-rate schedule
-    (``schedule``: a resume with more epochs would continue a cosine schedule that has ended)."""
+    backbone's file path may move; its architecture may not), the learning-rate schedule
+    (``schedule``: a resume with more epochs would continue a cosine schedule that has ended) and the
+    run's other settings (``settings``: optimiser, seed, model selection; a finished run re-run with
+    another would return the old result as if it were the new one's)."""
     config = model.config.to_dict()
     config["backbone"].pop("pretrained", None)
     fingerprint = {
@@ -55,6 +57,8 @@ def run_fingerprint(model, recipe, schedule: dict | None = None) -> dict:
         fingerprint["order_margin"] = recipe.objective.order_margin
     if schedule is not None:
         fingerprint["schedule"] = schedule
+    if settings is not None:
+        fingerprint["settings"] = settings
     return fingerprint
 
 
@@ -83,6 +87,9 @@ def _objective_change(before: list, now: list) -> str:
     return f"objective terms ({'; '.join(parts)})"
 
 
+#: fingerprint sections that older run files lack (such a file is compared without them)
+LATER_SECTIONS = ("schedule", "settings")
+
 #: fingerprint entries a user sets under another name (TrainConfig's field, ``hysafe train``'s option)
 SETTING_NAMES = {
     "schedule.epochs": "epochs (--epochs)",
@@ -90,6 +97,12 @@ SETTING_NAMES = {
     "schedule.warmup_steps": "warmup_steps (--warmup-steps)",
     "schedule.schedule": "schedule (--schedule)",
     "schedule.steps_per_epoch": "optimiser steps per epoch (the training rows, --batch-size, --grad-accum)",
+    "settings.optimizer": "optimizer (--optimizer)",
+    "settings.weight_decay": "weight_decay (--weight-decay)",
+    "settings.betas": "betas",
+    "settings.max_grad_norm": "max_grad_norm (--max-grad-norm)",
+    "settings.seed": "seed (--seed)",
+    "settings.select": "select (--select)",
 }
 
 
@@ -162,8 +175,8 @@ def load_training_state(
     best epoch's parameters (``None`` if the file holds none)."""
     meta, tensors = _read(path)
     saved = meta.get("fingerprint")
-    if saved is not None and "schedule" not in saved:  # written before the schedule was recorded
-        fingerprint = {k: v for k, v in fingerprint.items() if k != "schedule"}
+    if saved is not None:  # a file written before the schedule or the settings were recorded
+        fingerprint = {k: v for k, v in fingerprint.items() if k in saved or k not in LATER_SECTIONS}
     if saved is not None and saved != fingerprint:
         diff = _differences(saved, fingerprint)
         raise ValueError(
