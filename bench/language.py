@@ -44,6 +44,7 @@ VARIANTS: dict[str, dict] = {
     "attn-3": {"text_tower_lora": "attn", "text_tower_epochs": 3},
     "attn-10-order-1": {"text_tower_lora": "attn", "text_tower_epochs": 10, "order_weight": 1.0},
     "attn-3-order-1": {"text_tower_lora": "attn", "text_tower_epochs": 3, "order_weight": 1.0},
+    "attn-10-rank-1": {"text_tower_lora": "attn", "text_tower_epochs": 10, "rank_weight": 1.0},
     "attn-10-anchor-10": {"text_tower_lora": "attn", "text_tower_epochs": 10, "text_anchor": 10.0},
     "attn-10-anchor-3": {"text_tower_lora": "attn", "text_tower_epochs": 10, "text_anchor": 3.0},
     "attn-10-lr-0.001": {"text_tower_lora": "attn", "text_tower_epochs": 10, "lr": 1e-3},
