@@ -36,19 +36,41 @@ from hysafe.models.safety_model import create_model  # noqa: E402
 
 #: variant name -> DemoConfig overrides (HySAC's, the demo's other settings as they are)
 VARIANTS: dict[str, dict] = {
-    "proj-30": {"text_tower_lora": "proj", "text_tower_epochs": 30},
-    "proj-30-lr-0.01": {"text_tower_lora": "proj", "text_tower_epochs": 30, "lr": 1e-2},
-    "proj-60": {"text_tower_lora": "proj", "text_tower_epochs": 60},
-    "attn-10": {"text_tower_lora": "attn", "text_tower_epochs": 10},
-    "attn-5": {"text_tower_lora": "attn", "text_tower_epochs": 5},
-    "attn-3": {"text_tower_lora": "attn", "text_tower_epochs": 3},
-    "attn-10-order-1": {"text_tower_lora": "attn", "text_tower_epochs": 10, "order_weight": 1.0},
-    "attn-3-order-1": {"text_tower_lora": "attn", "text_tower_epochs": 3, "order_weight": 1.0},
+    # every variant before the root-rank hinges became the demo's default (docs/worlds.md) sets rank 0
+    "proj-30": {"text_tower_lora": "proj", "text_tower_epochs": 30, "rank_weight": 0.0},
+    "proj-30-lr-0.01": {"text_tower_lora": "proj", "text_tower_epochs": 30, "lr": 1e-2, "rank_weight": 0.0},
+    "proj-60": {"text_tower_lora": "proj", "text_tower_epochs": 60, "rank_weight": 0.0},
+    "attn-10": {"text_tower_lora": "attn", "text_tower_epochs": 10, "rank_weight": 0.0},
+    "attn-5": {"text_tower_lora": "attn", "text_tower_epochs": 5, "rank_weight": 0.0},
+    "attn-3": {"text_tower_lora": "attn", "text_tower_epochs": 3, "rank_weight": 0.0},
+    "attn-10-order-1": {
+        "text_tower_lora": "attn",
+        "text_tower_epochs": 10,
+        "order_weight": 1.0,
+        "rank_weight": 0.0,
+    },
+    "attn-3-order-1": {
+        "text_tower_lora": "attn",
+        "text_tower_epochs": 3,
+        "order_weight": 1.0,
+        "rank_weight": 0.0,
+    },
     "attn-10-rank-1": {"text_tower_lora": "attn", "text_tower_epochs": 10, "rank_weight": 1.0},
-    "attn-10-anchor-10": {"text_tower_lora": "attn", "text_tower_epochs": 10, "text_anchor": 10.0},
-    "attn-10-anchor-3": {"text_tower_lora": "attn", "text_tower_epochs": 10, "text_anchor": 3.0},
-    "attn-10-lr-0.001": {"text_tower_lora": "attn", "text_tower_epochs": 10, "lr": 1e-3},
-    "all-10": {"text_tower_lora": "all", "text_tower_epochs": 10},
+    "attn-10-rank-3": {"text_tower_lora": "attn", "text_tower_epochs": 10, "rank_weight": 3.0},
+    "attn-10-anchor-10": {
+        "text_tower_lora": "attn",
+        "text_tower_epochs": 10,
+        "text_anchor": 10.0,
+        "rank_weight": 0.0,
+    },
+    "attn-10-anchor-3": {
+        "text_tower_lora": "attn",
+        "text_tower_epochs": 10,
+        "text_anchor": 3.0,
+        "rank_weight": 0.0,
+    },
+    "attn-10-lr-0.001": {"text_tower_lora": "attn", "text_tower_epochs": 10, "lr": 1e-3, "rank_weight": 0.0},
+    "all-10": {"text_tower_lora": "all", "text_tower_epochs": 10, "rank_weight": 0.0},
 }
 #: the variant that is DemoConfig's default (the rule keeps it on a tie)
 CURRENT = "attn-10"

@@ -60,12 +60,16 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "entail0.3": ({}, {"entailment_weight": 0.3}),
     "entail2": ({}, {"entailment_weight": 2.0}),
     "published": ({"safety_cones": False}, {}),  # HySAC's seven published terms (the default until v0.5)
-    "safety-cones": ({}, {"safety_cones": True}),  # + T entails T*, V entails V* (the default since v0.6)
+    "safety-cones": (
+        {},
+        {"safety_cones": True},
+    ),  # + T entails T*, V entails V* (in the default since validation2)
     "order-1": ({}, {"order_weight": 1.0}),  # + root-order hinges T < V < T* < V* (log distance, margin 0.1)
     "order-3": ({}, {"order_weight": 3.0}),
     "order-1-m0.3": ({}, {"order_weight": 1.0, "order_margin": 0.3}),
     "rank-1": ({}, {"rank_weight": 1.0}),  # + root-rank hinges: the populations, every row against every row
-    "rank-3": ({}, {"rank_weight": 3.0}),
+    "rank-3": ({}, {"rank_weight": 3.0}),  # the demo's default since validation3 (docs/worlds.md)
+    "no-rank": ({}, {"rank_weight": 0.0}),  # the default before: safety cones, no root-rank hinges
 }
 #: Euclidean models per world: name -> (recipe, recipe options, cache name); all but the first two are
 #: SafeR-CLIP ablations against its defaults

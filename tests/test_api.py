@@ -341,8 +341,8 @@ def test_hysac_named_options_reach_the_recipe_the_cli_and_the_resume_fingerprint
 
     with pytest.raises(ValueError, match="order_weight must be a finite number >= 0, got nan"):
         DemoConfig(order_weight=float("nan"))  # before any stage runs
-    assert DemoConfig().hysac_options() == {"safety_cones": True}
-    assert DemoConfig(rank_weight=1.5).hysac_options() == {"rank_weight": 1.5, "safety_cones": True}
+    assert DemoConfig().hysac_options() == {"rank_weight": 3.0, "safety_cones": True}  # validation3's
+    assert DemoConfig(rank_weight=0.0).hysac_options() == {"rank_weight": 0.0, "safety_cones": True}
     model = create_model("hysac", TINY_MODEL, tiny_base)
     assert "order_margin" not in run_fingerprint(model, published)
     assert run_fingerprint(model, hy)["order_margin"] == 0.3

@@ -111,10 +111,11 @@ class DemoConfig:
         ),
     )
     rank_weight: float | None = field(
-        default=None,
+        default=3.0,
         metadata=_opt(
             "weight of HySAC's root-rank hinges: every T in a batch nearer the root than every V, every "
-            "V than every T*, every T* than every V* (hysafe's option; default: off)"
+            "V than every T*, every T* than every V* (hysafe's option, chosen on validation worlds, "
+            "docs/worlds.md; 0: off, as published)"
         ),
     )
     text_anchor: float | None = field(
