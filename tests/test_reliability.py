@@ -757,6 +757,9 @@ def test_the_same_seed_gives_byte_identical_checkpoints(world, tiny_base, tmp_pa
         (["--lr", "1e30"], None),  # finite: accepted (a user's choice), not this test's concern
         (["--lora-alpha", "nan"], "--lora-alpha"),
         (["--eval-batch-size", "0"], "--eval-batch-size"),
+        (["--rank-weight", "nan"], "--rank-weight: HySAC rank_weight must be"),
+        (["--order-margin", "-1", "--order-weight", "1"], "--order-margin: HySAC order_margin must be"),
+        (["--min-radius", "0"], "--min-radius"),
     ],
 )
 def test_training_options_are_checked_before_any_work(world, tiny_base, tmp_path, capsys, extra, named):

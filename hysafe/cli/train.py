@@ -15,6 +15,18 @@ from .options import SPLITS, add_options, manifest_dataset, options_to_kwargs, p
 logger = logging.getLogger(__name__)
 
 
+def _named_errors(build, *args, **options):
+    """``build(*args, **options)``, its ValueError naming the option of the setting it refuses
+    (``--rank-weight: HySAC rank_weight must be ...``)."""
+    try:
+        return build(*args, **options)
+    except ValueError as err:
+        named = sorted((k for k in options if k in str(err)), key=len)
+        if not named:
+            raise
+        raise ValueError(f"--{named[-1].replace('_', '-')}: {err}") from None
+
+
 def cmd_train(args) -> int:
     from hysafe.losses import ConeConfig
 
@@ -28,7 +40,7 @@ def cmd_train(args) -> int:
     recipe_options = options_to_kwargs(args, ConeConfig) | {
         k: getattr(args, k) for k in named if hasattr(args, k)
     }
-    recipe = get_recipe(args.objective, **recipe_options)
+    recipe = _named_errors(get_recipe, args.objective, **recipe_options)
     cfg = TrainConfig(**options_to_kwargs(args, TrainConfig))
     device = cfg.device or "cpu"
     seed_everything(cfg.seed)  # before the model exists: its LoRA init is part of the run
