@@ -398,10 +398,11 @@ def test_language_rule_chooses_on_validation_text_auc_within_the_recall_toleranc
     assert language.choose([current, row("proj-60", 0.80, 250.0)], "proj-30") == "proj-30"  # a tie keeps it
     history = [{"epoch": 1, "score": 2.0}, {"epoch": 2, "score": 3.0}, {"epoch": 3, "score": 1.0}]
     assert language.kept_validation(history, 3.0)["epoch"] == 2
-    assert language.CURRENT == "attn-10" and language.VARIANTS["attn-10"] == {
-        "text_tower_lora": "attn",
-        "text_tower_epochs": 10,
-    }
+    from hysafe.demo import DemoConfig
+
+    current = language.VARIANTS[language.CURRENT]  # the demo's text-tower defaults, as the rule keeps them
+    assert {k: getattr(DemoConfig(), k) for k in current} == current
+    assert current == {"text_tower_lora": "attn", "text_tower_epochs": 10, "rank_weight": 3.0}
 
 
 def test_language_probe_width_chooses_c_on_one_validation_half_and_reports_the_other():
