@@ -37,6 +37,7 @@ from hysafe.demo import DemoConfig, demo_datasets, fine_tune, pretrained_backbon
 from hysafe.models.backbone import BUNDLED_MODELS, TINY_MODEL  # noqa: E402
 from hysafe.training import nearest_safe_targets, safety_bounds  # noqa: E402
 from hysafe.training.validation import image_overlap  # noqa: E402
+from hysafe.evaluation.ceiling import CeilingConfig, image_tower_ceiling  # noqa: E402
 
 #: the code whose changes change a trained model (the apps' code does not)
 CODE_FOLDERS = ("hysafe", "geometry", "losses")
@@ -70,6 +71,7 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "rank-1": ({}, {"rank_weight": 1.0}),  # + root-rank hinges: the populations, every row against every row
     "rank-3": ({}, {"rank_weight": 3.0}),  # the demo's default since validation3 (docs/worlds.md)
     "no-rank": ({}, {"rank_weight": 0.0}),  # the default before: safety cones, no root-rank hinges
+    "rank-10": ({}, {"rank_weight": 10.0}),
 }
 #: Euclidean models per world: name -> (recipe, recipe options, cache name); all but the first two are
 #: SafeR-CLIP ablations against its defaults
@@ -188,14 +190,29 @@ def world_setup(
     return cfg, folder, (train, val, test), str(cached.resolve())
 
 
-def image_ceilings(path: str | None) -> dict[str, float]:
+def image_ceilings(path: str | None) -> dict[str, float] | str:
     """Per world, the image tower's supervised ceiling from ``bench/image_ceiling.py``'s records: the
     share of unsafe test images below the safe 95th percentile of the pretrained tower trained on
-    the labels (``clip-tower``)."""
+    the labels (``clip-tower``); ``"auto"`` as it is (measured per world: :func:`world_ceiling`)."""
     if path is None:
         return {}
+    if path == "auto":
+        return path
     records = json.loads(Path(path).read_text())["records"]
     return {r["world"]: r["unsafe_below_safe_95"] for r in records if r["classifier"] == "clip-tower"}
+
+
+def world_ceiling(cfg: DemoConfig, base: str, splits: tuple, folder: Path, code: str) -> float:
+    """The world's image-tower ceiling as the demo measures it (``hysafe demo --image-ceiling``: the
+    pretrained image tower, every weight trained on the labels, the epoch chosen on validation, the
+    test split scored once), measured on the first call and read from OUT/WORLD/cache afterwards."""
+    settings = {**run_settings(cfg), "stage": "image-ceiling"}
+    path = cache_path(folder, "image-ceiling", settings, code).with_suffix(".json")
+    if not path.is_file():
+        tower = create_model("clip", cfg.backbone_name, base, lora=None).backbone.model.visual
+        training = CeilingConfig(epochs=cfg.ceiling_epochs, seed=cfg.seed)
+        path.write_text(json.dumps(image_tower_ceiling(tower, splits, training), indent=2))
+    return json.loads(path.read_text())["unsafe_below_safe_95"]
 
 
 def run_world(
@@ -205,10 +222,12 @@ def run_world(
     base_cfg: DemoConfig,
     results: Path,
     euclidean: list[str],
-    ceilings: dict[str, float] | None = None,
+    ceilings: dict[str, float] | str | None = None,
 ) -> None:
     code, ceilings = code_digest(), ceilings or {}
     cfg, folder, (train, val, test), base = world_setup(world, out, base_cfg, code)
+    if ceilings == "auto":
+        ceilings = {world: world_ceiling(cfg, base, (train, val, test), folder, code)}
     models = {
         "CLIP": create_model("clip", cfg.model, base, lora=None),
         **_euclidean(cfg, base, train, val, folder, euclidean, code),
@@ -342,8 +361,8 @@ def main(argv=None) -> int:
     )
     p.add_argument(
         "--ceilings",
-        help="bench/image_ceiling.py's JSON: judge a world's image separation against its tower's "
-        "supervised ceiling (hysafe.evaluation.checks)",
+        help="bench/image_ceiling.py's JSON, or 'auto' (measured per world as the demo does): judge a "
+        "world's image separation against its tower's supervised ceiling (hysafe.evaluation.checks)",
     )
     p.add_argument("--report", help="only render this results.jsonl as Markdown")
     p.add_argument("--markdown", help="write the Markdown table here (default: print it)")

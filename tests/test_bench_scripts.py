@@ -251,6 +251,26 @@ def test_worlds_cache_is_keyed_by_every_setting_and_the_code(tmp_path):
     )
 
 
+def test_worlds_ceiling_auto_is_measured_once_per_world_and_setting(tmp_path):
+    """``--ceilings auto``: a world's ceiling is read from its cache when the settings and code are
+    the same (no tower is built: the base checkpoint does not exist), and measured again otherwise."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from worlds import cache_path, code_digest, image_ceilings, run_settings, world_ceiling
+
+    from hysafe.demo import DemoConfig
+
+    assert image_ceilings("auto") == "auto" and image_ceilings(None) == {}
+    cfg, code = DemoConfig(), code_digest()
+    settings = {**run_settings(cfg), "stage": "image-ceiling"}
+    path = cache_path(tmp_path, "image-ceiling", settings, code).with_suffix(".json")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"unsafe_below_safe_95": 0.125}))
+    missing = str(tmp_path / "no-such-clip.safetensors")
+    assert world_ceiling(cfg, missing, (), tmp_path, code) == 0.125
+    with pytest.raises(Exception, match="no-such-clip"):
+        world_ceiling(DemoConfig(ceiling_epochs=7), missing, (), tmp_path, code)
+
+
 def torch_equal(a, b) -> bool:
     import torch
 
