@@ -48,6 +48,9 @@ def root_order_loss(
         raise ValueError(f"root order pairs rows: got shapes {tuple(x.shape)} and {tuple(y.shape)}")
     if not (math.isfinite(margin) and margin >= 0):
         raise ValueError(f"root order margin must be >= 0, got {margin}")
+    if x.shape[0] == 0 or y.shape[0] == 0:
+        shapes = f"{tuple(x.shape)} and {tuple(y.shape)}"
+        raise ValueError(f"root order needs points on both sides, got shapes {shapes}")
     near, far = _log_distance(x, curv), _log_distance(y, curv)
     gap = near - far if pairs == "rows" else near[:, None] - far[None, :]
     return torch.relu(margin + gap).mean()

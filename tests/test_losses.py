@@ -237,6 +237,8 @@ def test_root_rank_loss_orders_the_populations_not_only_the_rows(gen):
     assert root_order_loss(near, far, curv=c, margin=m, pairs="batch").item() > 0.1
     with pytest.raises(ValueError, match="pairs must be one of"):
         root_order_loss(x, y, curv=c, margin=m, pairs="all")
+    with pytest.raises(ValueError, match="points on both sides"):  # not a silent nan
+        root_order_loss(x[:0], y, curv=c, margin=m, pairs="batch")
 
 
 def test_hysac_named_options_add_terms_and_are_off_by_default(gen):
