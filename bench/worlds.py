@@ -34,10 +34,10 @@ from common import machine  # noqa: E402
 import hysafe  # noqa: E402
 from hysafe import LoraConfig, compare_models, create_model, load_model, safety_checks, save_model  # noqa: E402
 from hysafe.demo import DemoConfig, demo_datasets, fine_tune, pretrained_backbone  # noqa: E402
+from hysafe.evaluation.ceiling import CeilingConfig, image_tower_ceiling  # noqa: E402
 from hysafe.models.backbone import BUNDLED_MODELS, TINY_MODEL  # noqa: E402
 from hysafe.training import nearest_safe_targets, safety_bounds  # noqa: E402
 from hysafe.training.validation import image_overlap  # noqa: E402
-from hysafe.evaluation.ceiling import CeilingConfig, image_tower_ceiling  # noqa: E402
 
 #: the code whose changes change a trained model (the apps' code does not)
 CODE_FOLDERS = ("hysafe", "geometry", "losses")
