@@ -23,7 +23,7 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -69,9 +69,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "order-3": ({}, {"order_weight": 3.0}),
     "order-1-m0.3": ({}, {"order_weight": 1.0, "order_margin": 0.3}),
     "rank-1": ({}, {"rank_weight": 1.0}),  # + root-rank hinges: the populations, every row against every row
-    "rank-3": ({}, {"rank_weight": 3.0}),  # the demo's default since validation3 (docs/worlds.md)
+    "rank-3": ({}, {"rank_weight": 3.0}),  # the demo default, validation3 to validation4
     "no-rank": ({}, {"rank_weight": 0.0}),  # the default before: safety cones, no root-rank hinges
-    "rank-10": ({}, {"rank_weight": 10.0}),
+    "rank-10": ({}, {"rank_weight": 10.0}),  # the demo's default since validation4
 }
 #: Euclidean models per world: name -> (recipe, recipe options, cache name); all but the first two are
 #: SafeR-CLIP ablations against its defaults
@@ -104,7 +104,7 @@ def code_digest(root: Path = ROOT) -> str:
 
 def run_settings(cfg: DemoConfig) -> dict:
     """The settings of ``cfg`` that shape a trained model (not where it is written or how it reports)."""
-    out = asdict(cfg)
+    out = cfg.record()
     for key in ("out_dir", "progress", "workers"):
         out.pop(key)
     return out

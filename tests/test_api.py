@@ -341,8 +341,14 @@ def test_hysac_named_options_reach_the_recipe_the_cli_and_the_resume_fingerprint
 
     with pytest.raises(ValueError, match="order_weight must be a finite number >= 0, got nan"):
         DemoConfig(order_weight=float("nan"))  # before any stage runs
-    assert DemoConfig().hysac_options() == {"rank_weight": 3.0, "safety_cones": True}  # validation3's
+    assert DemoConfig().hysac_options() == {"rank_weight": 10.0, "safety_cones": True}  # validation4's
     assert DemoConfig(rank_weight=0.0).hysac_options() == {"rank_weight": 0.0, "safety_cones": True}
+    # a text tower's weight was chosen on validation wordings (round 3), not on the worlds: 3, and a
+    # quick run that adds the text tower afterwards gets it too; demo_config.json records it as used
+    towered = DemoConfig.quick(text_tower="some/folder")
+    assert towered.hysac_options()["rank_weight"] == 3.0 and towered.record()["rank_weight"] == 3.0
+    assert DemoConfig(text_tower="some/folder", rank_weight=1.0).hysac_options()["rank_weight"] == 1.0
+    assert DemoConfig().rank_weight is None and DemoConfig().record()["rank_weight"] == 10.0
     model = create_model("hysac", TINY_MODEL, tiny_base)
     assert "order_margin" not in run_fingerprint(model, published)
     assert run_fingerprint(model, hy)["order_margin"] == 0.3

@@ -412,6 +412,17 @@ def test_a_report_folder_of_a_run_with_other_settings_is_refused_and_left_as_it_
     (out / "demo_config.json").write_text("{broken")
     assert main(["demo", "--quick", "--out", str(out)]) == 1
     assert "demo_config.json: unreadable" in capsys.readouterr().err
+    # a run from before validation4 (rank weight 3 then) is another run now; with a text tower it is not
+    record = json.loads(config)
+    (out / "demo_config.json").write_text(json.dumps({**record, "rank_weight": 3.0}))
+    assert main(["demo", "--quick", "--out", str(out)]) == 1
+    assert "(--rank-weight: 3.0 there, 10.0 now)" in capsys.readouterr().err
+    from hysafe.demo import DemoConfig
+    from hysafe.demo.preflight import check_report_folder
+
+    towered = {**record, "rank_weight": 3.0, "text_tower": "tower"}
+    (out / "demo_config.json").write_text(json.dumps(towered))
+    check_report_folder(DemoConfig.quick(text_tower="tower"), out)
 
 
 def test_train_takes_the_text_towers_lora_modules_as_a_list(capsys):

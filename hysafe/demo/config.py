@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from ..data import WorldConfig
 from ..models.backbone import TINY_MODEL, LoraConfig
 from ..models.hf_text import HF_PROJ, HF_TEXT_MARK
 from ..models.traversal import DEFAULT_TAU
 
-__all__ = ["DemoConfig", "TEXT_TOWER_LORA", "option_name"]
+__all__ = ["DemoConfig", "RANK_WEIGHTS", "TEXT_TOWER_LORA", "option_name"]
+
+#: HySAC's root-rank weight where ``--rank-weight`` is not given, per text tower, each chosen on its own
+#: validation data: the model's own tower on validation worlds (docs/worlds.md, validation4: 10 over
+#: 3), a ``--text-tower`` on validation wordings (docs/language.md, round 3: 3 over 0; 10 not tried)
+RANK_WEIGHTS = {"own": 10.0, "text tower": 3.0}
 
 #: ``--text-tower-lora``: the LoRA modules of a Hugging Face text tower (LoraConfig.text_modules)
 TEXT_TOWER_LORA = {
@@ -111,11 +116,12 @@ class DemoConfig:
         ),
     )
     rank_weight: float | None = field(
-        default=3.0,
+        default=None,
         metadata=_opt(
             "weight of HySAC's root-rank hinges: every T in a batch nearer the root than every V, every "
-            "V than every T*, every T* than every V* (hysafe's option, chosen on validation worlds, "
-            "docs/worlds.md; 0: off, as published)"
+            "V than every T*, every T* than every V* (hysafe's option; 0: off, as published; default: "
+            "10, or 3 with --text-tower, each chosen on validation data: docs/worlds.md, "
+            "docs/language.md)"
         ),
     )
     text_anchor: float | None = field(
@@ -168,13 +174,25 @@ class DemoConfig:
         """``text_tower_epochs`` with a ``text_tower``, else ``finetune_epochs``."""
         return self.finetune_epochs if self.text_tower is None else self.text_tower_epochs
 
+    @property
+    def rank_weight_used(self) -> float:
+        """``rank_weight``, or where it is not given the weight validation chose for this text tower
+        (:data:`RANK_WEIGHTS`)."""
+        if self.rank_weight is not None:
+            return self.rank_weight
+        return RANK_WEIGHTS["own" if self.text_tower is None else "text tower"]
+
+    def record(self) -> dict:
+        """The settings as ``demo_config.json`` holds them: every field, the rank weight as used."""
+        return {**asdict(self), "rank_weight": self.rank_weight_used}
+
     def hysac_options(self) -> dict:
         """The HySAC recipe options these settings override (none: the recipe's defaults)."""
         given = {
             "min_radius": self.min_radius,
             "radius": self.radius,
             "order_weight": self.order_weight,
-            "rank_weight": self.rank_weight,
+            "rank_weight": self.rank_weight_used,
             "safety_cones": self.safety_cones,
             "text_anchor": self.text_anchor,
         }

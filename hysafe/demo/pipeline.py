@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -273,7 +273,7 @@ class DemoIncomplete(RuntimeError):
 
 def _write_config(cfg: DemoConfig, out: Path) -> None:
     """``demo_config.json`` first of all, so that even an unfinished report says how it was made."""
-    (out / "demo_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    (out / "demo_config.json").write_text(json.dumps(cfg.record(), indent=2, default=str))
 
 
 def run_demo(cfg: DemoConfig | None = None) -> DemoResult:

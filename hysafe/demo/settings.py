@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 
 from .config import DemoConfig, option_name
 
@@ -26,7 +25,7 @@ RERUN_FREE = ("out_dir", "progress", "workers", "device", "traversal", "image_ce
 def flat_settings(cfg: DemoConfig | dict) -> dict:
     """``cfg`` as ``demo_config.json`` holds it (JSON values), nested settings under dotted names
     (``world.n_train``, ``lora.r``)."""
-    data = json.loads(json.dumps(asdict(cfg) if isinstance(cfg, DemoConfig) else cfg, default=str))
+    data = json.loads(json.dumps(cfg.record() if isinstance(cfg, DemoConfig) else cfg, default=str))
 
     def flat(value, prefix: str) -> dict:
         if not isinstance(value, dict):
