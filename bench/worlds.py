@@ -44,7 +44,10 @@ CODE_FOLDERS = ("hysafe", "geometry", "losses")
 APP_PACKAGES = ("cli", "serve", "demo")
 ROOT = Path(__file__).resolve().parent.parent
 
-#: name -> (DemoConfig overrides, HySAC recipe options): one change each against the defaults
+#: name -> (DemoConfig overrides, HySAC recipe options): one change each against the defaults; the
+#: variants of a sweep run when another rank weight was the default pin that weight, so that the
+#: documented commands give their records again
+_RANK0 = {"rank_weight": 0.0}  # the root-rank hinges off: every default before validation3
 VARIANTS: dict[str, tuple[dict, dict]] = {
     "default": ({}, {}),  # the demo's defaults (its HySAC options included: DemoConfig.hysac_options)
     "abs-K0.05": ({}, {"min_radius": 0.05}),  # v0.1's demo cone setting
@@ -57,17 +60,19 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "lr1e-3": ({"lr": 1e-3}, {}),
     "epochs60": ({"finetune_epochs": 60}, {}),
     "lora-alpha16": ({"lora": LoraConfig(r=16, alpha=16.0, dropout=0.0)}, {}),
-    "lora-r64": ({"lora": LoraConfig(r=64, alpha=128.0, dropout=0.0)}, {}),  # 4x the rank, the same scale
+    # 4x the rank, the same scale; validation4's challenger, at that sweep's default weight 3
+    "lora-r64": ({"lora": LoraConfig(r=64, alpha=128.0, dropout=0.0)}, {"rank_weight": 3.0}),
     "entail0.3": ({}, {"entailment_weight": 0.3}),
     "entail2": ({}, {"entailment_weight": 2.0}),
-    "published": ({"safety_cones": False}, {}),  # HySAC's seven published terms (the default until v0.5)
+    "published": ({"safety_cones": False}, _RANK0),  # HySAC's seven published terms (the default until v0.5)
     "safety-cones": (
         {},
-        {"safety_cones": True},
+        {"safety_cones": True, **_RANK0},
     ),  # + T entails T*, V entails V* (in the default since validation2)
-    "order-1": ({}, {"order_weight": 1.0}),  # + root-order hinges T < V < T* < V* (log distance, margin 0.1)
-    "order-3": ({}, {"order_weight": 3.0}),
-    "order-1-m0.3": ({}, {"order_weight": 1.0, "order_margin": 0.3}),
+    # + root-order hinges T < V < T* < V* (log distance, margin 0.1)
+    "order-1": ({}, {"order_weight": 1.0, **_RANK0}),
+    "order-3": ({}, {"order_weight": 3.0, **_RANK0}),
+    "order-1-m0.3": ({}, {"order_weight": 1.0, "order_margin": 0.3, **_RANK0}),
     "rank-1": ({}, {"rank_weight": 1.0}),  # + root-rank hinges: the populations, every row against every row
     "rank-3": ({}, {"rank_weight": 3.0}),  # the demo default, validation3 to validation4
     "no-rank": ({}, {"rank_weight": 0.0}),  # the default before: safety cones, no root-rank hinges
@@ -209,6 +214,7 @@ def world_ceiling(cfg: DemoConfig, base: str, splits: tuple, folder: Path, code:
     settings = {**run_settings(cfg), "stage": "image-ceiling"}
     path = cache_path(folder, "image-ceiling", settings, code).with_suffix(".json")
     if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
         tower = create_model("clip", cfg.backbone_name, base, lora=None).backbone.model.visual
         training = CeilingConfig(epochs=cfg.ceiling_epochs, seed=cfg.seed)
         path.write_text(json.dumps(image_tower_ceiling(tower, splits, training), indent=2))
