@@ -34,7 +34,7 @@ from common import machine  # noqa: E402
 import hysafe  # noqa: E402
 from hysafe import LoraConfig, compare_models, create_model, load_model, safety_checks, save_model  # noqa: E402
 from hysafe.demo import DemoConfig, demo_datasets, fine_tune, pretrained_backbone  # noqa: E402
-from hysafe.evaluation.ceiling import CeilingConfig, image_tower_ceiling  # noqa: E402
+from hysafe.demo.ceiling import measure_ceiling  # noqa: E402
 from hysafe.models.backbone import BUNDLED_MODELS, TINY_MODEL  # noqa: E402
 from hysafe.training import nearest_safe_targets, safety_bounds  # noqa: E402
 from hysafe.training.validation import image_overlap  # noqa: E402
@@ -215,9 +215,7 @@ def world_ceiling(cfg: DemoConfig, base: str, splits: tuple, folder: Path, code:
     path = cache_path(folder, "image-ceiling", settings, code).with_suffix(".json")
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tower = create_model("clip", cfg.backbone_name, base, lora=None).backbone.model.visual
-        training = CeilingConfig(epochs=cfg.ceiling_epochs, seed=cfg.seed)
-        path.write_text(json.dumps(image_tower_ceiling(tower, splits, training), indent=2))
+        path.write_text(json.dumps(measure_ceiling(cfg, base, splits), indent=2))
     return json.loads(path.read_text())["unsafe_below_safe_95"]
 
 

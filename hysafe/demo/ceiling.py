@@ -14,7 +14,7 @@ from ..training.validation import image_overlap
 from .config import DemoConfig
 from .timings import epochs_text
 
-__all__ = ["needs_image_ceiling", "image_ceiling_stage", "ceiling_lines", "CEILING_FILE"]
+__all__ = ["needs_image_ceiling", "measure_ceiling", "image_ceiling_stage", "ceiling_lines", "CEILING_FILE"]
 
 #: the ceiling's record in the report folder
 CEILING_FILE = "image_ceiling.json"
@@ -30,6 +30,15 @@ def needs_image_ceiling(rule: str, distances: dict) -> bool:
     return distances["V"]["up_95"] >= distances["G"]["low_05"]
 
 
+def measure_ceiling(cfg: DemoConfig, base: str, splits: tuple) -> dict:
+    """The image tower's supervised ceiling as the demo measures it: the pretrained image tower of the
+    checkpoint ``base``, every weight trained on the labels of ``splits`` (train, validation, test) for
+    ``cfg.ceiling_epochs``, the test split scored once (:func:`image_tower_ceiling`'s record)."""
+    tower = create_model("clip", cfg.backbone_name, base, lora=None, device=cfg.device).backbone.model.visual
+    training = CeilingConfig(epochs=cfg.ceiling_epochs, seed=cfg.seed)
+    return image_tower_ceiling(tower, splits, training, progress=cfg.progress)
+
+
 def image_ceiling_stage(
     cfg: DemoConfig, base: str, hysac: SafetyModel, splits: tuple, distances: dict, out: Path
 ) -> tuple[float, float] | None:
@@ -40,9 +49,7 @@ def image_ceiling_stage(
     if not needs_image_ceiling(cfg.image_ceiling, distances):
         return None
     t = time.time()
-    tower = create_model("clip", cfg.backbone_name, base, lora=None, device=cfg.device).backbone.model.visual
-    training = CeilingConfig(epochs=cfg.ceiling_epochs, seed=cfg.seed)
-    record = image_tower_ceiling(tower, splits, training, progress=cfg.progress)
+    record = measure_ceiling(cfg, base, splits)
     record["hysac_unsafe_below_safe_95"] = image_overlap(hysac, splits[2])
     record["seconds"] = round(time.time() - t, 1)
     (out / CEILING_FILE).write_text(json.dumps(record, indent=2))
