@@ -77,6 +77,11 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "rank-3": ({}, {"rank_weight": 3.0}),  # the demo default, validation3 to validation4
     "no-rank": ({}, {"rank_weight": 0.0}),  # the default before: safety cones, no root-rank hinges
     "rank-10": ({}, {"rank_weight": 10.0}),  # the demo's default since validation4
+    # validation5's challengers, each one change against rank-10 (the weight pinned)
+    "rank-30": ({}, {"rank_weight": 30.0}),
+    # + the hinges within each modality: every T nearer the root than every T*, every V than every V*
+    "safety-rank-10": ({}, {"rank_weight": 10.0, "safety_rank_weight": 10.0}),
+    "lora-r64-rank-10": ({"lora": LoraConfig(r=64, alpha=128.0, dropout=0.0)}, {"rank_weight": 10.0}),
 }
 #: Euclidean models per world: name -> (recipe, recipe options, cache name); all but the first two are
 #: SafeR-CLIP ablations against its defaults

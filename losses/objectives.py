@@ -232,6 +232,9 @@ class TermValues(Mapping[str, float]):
 #: g(T*) < g(V*)); consecutive pairs are the root-order terms
 ROOT_ORDER = ("T", "V", "T*", "V*")
 
+#: each modality's safe and unsafe member, the pairs the NSFW classifier separates by distance to the root
+SAFETY_PAIRS = (("T", "T*"), ("V", "V*"))
+
 
 def hysac_objective(
     entailment_weight: float = 1.0,
@@ -241,6 +244,7 @@ def hysac_objective(
     order_weight: float = 0.0,
     order_margin: float = 0.1,
     rank_weight: float = 0.0,
+    safety_rank_weight: float = 0.0,
     text_anchor: float = 0.0,
 ) -> Objective:
     """HySAC: 4 contrastive terms (geodesic logits in the model's Lorentz space) + 3 entailment
@@ -253,7 +257,10 @@ def hysac_objective(
     root-order hinges along :data:`ROOT_ORDER` (:func:`~hysafe.losses.ordering.root_order_loss`,
     margin ``order_margin`` on the log of the distance); ``rank_weight > 0`` adds the same hinges
     between the populations, every row of the batch against every row (``pairs="batch"``: the
-    ROC-AUC's surrogate), with the same margin; ``text_anchor > 0`` (a Hugging Face text tower
+    ROC-AUC's surrogate), with the same margin; ``safety_rank_weight > 0`` adds those batch hinges
+    within each modality, every T nearer the root than every T* and every V than every V*
+    (:data:`SAFETY_PAIRS`: the surrogate of the very ROC-AUC and tails the safety checks judge, which
+    the chain along :data:`ROOT_ORDER` reaches only through the other modality); ``text_anchor > 0`` (a Hugging Face text tower
     only) adds the cosine distance of the text model's sentence embeddings to its own before LoRA
     (``S`` to ``S0``, ``S*`` to ``S0*``), so that the fine-tune keeps what the language model knows of
     wordings training never shows."""
@@ -263,6 +270,7 @@ def hysac_objective(
         "order_weight": order_weight,
         "order_margin": order_margin,
         "rank_weight": rank_weight,
+        "safety_rank_weight": safety_rank_weight,
         "text_anchor": text_anchor,
     }
     for name, value in weights.items():
@@ -286,6 +294,8 @@ def hysac_objective(
         terms += [Term("root_order", step, order_weight) for step in steps]
     if rank_weight > 0:
         terms += [Term("root_rank", step, rank_weight) for step in steps]
+    if safety_rank_weight > 0:
+        terms += [Term("root_rank", pair, safety_rank_weight) for pair in SAFETY_PAIRS]
     if text_anchor > 0:
         terms += [Term("cosine", ("S", "S0"), text_anchor), Term("cosine", ("S*", "S0*"), text_anchor)]
     return Objective(

@@ -360,3 +360,11 @@ def test_hysac_named_options_reach_the_recipe_the_cli_and_the_resume_fingerprint
     assert (args.order_weight, args.safety_cones) == (2.0, True) and not hasattr(args, "order_margin")
     args = build_parser().parse_args(["train", "--data", "m.jsonl", "--out", "run", "--rank-weight", "3"])
     assert args.rank_weight == 3.0 and not hasattr(args, "order_weight")
+    within = get_recipe("hysac", safety_rank_weight=2.0, order_margin=0.2)
+    assert {t.name: t.weight for t in within.objective.terms if t.loss == "root_rank"} == {
+        "root_rank(T,T*)": 2.0,
+        "root_rank(V,V*)": 2.0,
+    }
+    assert run_fingerprint(model, within)["order_margin"] == 0.2
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "r", "--safety-rank-weight", "4"])
+    assert args.safety_rank_weight == 4.0 and not hasattr(args, "rank_weight")

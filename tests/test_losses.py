@@ -277,6 +277,15 @@ def test_hysac_named_options_add_terms_and_are_off_by_default(gen):
         ranked.check_space(EuclideanSpace())
     with pytest.raises(ValueError, match="rank_weight must be a finite number >= 0"):
         hysac_objective(rank_weight=float("inf"))
+    within = hysac_objective(rank_weight=2.0, safety_rank_weight=3.0)
+    added = [t for t in within.terms if t.name not in {r.name for r in rank_terms}][-2:]
+    assert [(t.name, t.weight) for t in added] == [("root_rank(T,T*)", 3.0), ("root_rank(V,V*)", 3.0)]
+    _, within_logs = within(emb, space, 10.0)
+    assert within_logs["root_rank(V,V*)"] == pytest.approx(
+        root_order_loss(emb["V"], emb["V*"], curv=1.3, margin=0.1, pairs="batch").item(), abs=1e-12
+    )
+    with pytest.raises(ValueError, match="safety_rank_weight must be a finite number >= 0"):
+        hysac_objective(safety_rank_weight=-1.0)
     with pytest.raises(ValueError, match="order_weight"):
         hysac_objective(order_weight=-1.0)
     with pytest.raises(ValueError, match="hyperbolic"):

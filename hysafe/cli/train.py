@@ -174,6 +174,13 @@ def _args_hysac_terms(p) -> None:
         "V than T*, T* than V* (default 0: off)",
     )
     p.add_argument(
+        "--safety-rank-weight",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="hysac: weight of the root-rank hinges within each modality, every T in a batch nearer "
+        "the root than every T*, V than V* (default 0: off)",
+    )
+    p.add_argument(
         "--text-anchor",
         type=float,
         default=argparse.SUPPRESS,

@@ -71,7 +71,14 @@ _DEFAULT_FOR_KIND = {"hysac": "hysac", "safeclip": "safeclip", "clip": "clip-pre
 
 
 #: HySAC's recipe options that are not cone settings (hysafe's named options, off by default)
-HYSAC_TERM_OPTIONS = ("safety_cones", "order_weight", "order_margin", "rank_weight", "text_anchor")
+HYSAC_TERM_OPTIONS = (
+    "safety_cones",
+    "order_weight",
+    "order_margin",
+    "rank_weight",
+    "safety_rank_weight",
+    "text_anchor",
+)
 
 
 def _hysac(entailment_weight: float = 1.0, **options) -> Objective:
@@ -99,7 +106,7 @@ def get_recipe(name: str, **options) -> Recipe:
     """The recipe ``name`` with its options: for ``hysac`` ``entailment_weight`` and the
     :class:`~hysafe.losses.ConeConfig` fields (``radius``, ``min_radius``, ``radius_ratio``,
     ``aperture_scale``) and hysafe's term options ``safety_cones``, ``order_weight``,
-    ``order_margin``, ``rank_weight``, ``text_anchor`` (:func:`~hysafe.losses.hysac_objective`); for
+    ``order_margin``, ``rank_weight``, ``safety_rank_weight``, ``text_anchor`` (:func:`~hysafe.losses.hysac_objective`); for
     ``safer-clip`` ``redirection_weight``, ``image_target``, ``redirection_scale`` and ``pair_quantile`` (the
     parts the poster leaves open)."""
     if name not in RECIPES:
