@@ -273,13 +273,16 @@ def load_records(root: Path) -> dict[str, dict]:
     return {t: load_record(root / t) for t in TOWERS}
 
 
-def save_record(report: Path, time_v: Path, dest: Path) -> None:
-    """Copy a report folder's record files (and the run's /usr/bin/time -v output) to ``dest``."""
+def save_record(report: Path, time_v: Path, dest: Path, *, replace: bool = False) -> None:
+    """Copy a report folder's record files (and the run's /usr/bin/time -v output) to ``dest``; a
+    round's test split is read once, so a record already there is kept unless ``replace``."""
+    _time_v(time_v.read_text())  # refuses a file that is not /usr/bin/time -v output, before any copy
+    if not replace and dest.is_dir() and any(dest.iterdir()):
+        raise ValueError(f"{dest} already holds a record (a test split is read once): --replace overwrites it")
     dest.mkdir(parents=True, exist_ok=True)
     for name in (*RECORD_FILES, "image_ceiling.json"):
         if (report / name).is_file():
             shutil.copyfile(report / name, dest / name)
-    _time_v(time_v.read_text())  # refuses a file that is not /usr/bin/time -v output
     shutil.copyfile(time_v, dest / "time_v.txt")
 
 
@@ -295,6 +298,11 @@ def main(argv=None) -> int:
         help="the round the runs read (their records go to bench/results/language/roundN)",
     )
     p.add_argument(
+        "--replace",
+        action="store_true",
+        help="overwrite the round's committed records of --tiny / --hf (refused without it)",
+    )
+    p.add_argument(
         "--write",
         action="store_true",
         help="replace the round's block in docs/language.md (and, for the latest round, README.md's)",
@@ -303,7 +311,7 @@ def main(argv=None) -> int:
     round_ = ROUNDS[args.round]
     for t in TOWERS:
         if getattr(args, t):
-            save_record(Path(getattr(args, t)[0]), Path(getattr(args, t)[1]), round_.records / t)
+            save_record(Path(getattr(args, t)[0]), Path(getattr(args, t)[1]), round_.records / t, replace=args.replace)
     records = load_records(round_.records)
     rendered = {"docs": render_docs(records, round_), "readme": render_readme(records, round_)}
     if not args.write:

@@ -343,6 +343,9 @@ def test_hysac_named_options_reach_the_recipe_the_cli_and_the_resume_fingerprint
         DemoConfig(order_weight=float("nan"))  # before any stage runs
     assert DemoConfig().hysac_options() == {"rank_weight": 10.0, "safety_cones": True}  # validation4's
     assert DemoConfig(rank_weight=0.0).hysac_options() == {"rank_weight": 0.0, "safety_cones": True}
+    assert DemoConfig(safety_rank_weight=2.0).hysac_options()["safety_rank_weight"] == 2.0
+    with pytest.raises(ValueError, match="--safety-rank-weight: HySAC safety_rank_weight must be"):
+        DemoConfig(safety_rank_weight=-1.0)
     # a text tower's weight was chosen on validation wordings (round 3), not on the worlds: 3, and a
     # quick run that adds the text tower afterwards gets it too; demo_config.json records it as used
     towered = DemoConfig.quick(text_tower="some/folder")

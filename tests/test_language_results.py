@@ -51,6 +51,12 @@ def test_a_changed_figure_changes_the_rendering_and_a_broken_record_is_refused(t
     (tmp_path / "not-time.txt").write_text("real 1m2s\n")
     with pytest.raises(ValueError, match="not the output of /usr/bin/time -v"):
         save_record(root / "hf", tmp_path / "not-time.txt", tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()  # nothing copied before the refusal
+    time_v = root / "hf" / "time_v.txt"
+    with pytest.raises(ValueError, match="already holds a record .* --replace overwrites it"):
+        save_record(root / "hf", time_v, root / "tiny")
+    save_record(root / "hf", time_v, root / "tiny", replace=True)
+    assert (root / "tiny" / "language.json").read_text() == path.read_text()
     with pytest.raises(ValueError, match="no generated docs block for round"):
         block("no markers here", "docs", round_)
 

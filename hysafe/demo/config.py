@@ -124,6 +124,13 @@ class DemoConfig:
             "docs/language.md)"
         ),
     )
+    safety_rank_weight: float | None = field(
+        default=None,
+        metadata=_opt(
+            "weight of HySAC's root-rank hinges within each modality: every T in a batch nearer the "
+            "root than every T*, every V than every V* (hysafe's option; default: off)"
+        ),
+    )
     text_anchor: float | None = field(
         default=None,
         metadata=_opt(
@@ -193,6 +200,7 @@ class DemoConfig:
             "radius": self.radius,
             "order_weight": self.order_weight,
             "rank_weight": self.rank_weight_used,
+            "safety_rank_weight": self.safety_rank_weight,
             "safety_cones": self.safety_cones,
             "text_anchor": self.text_anchor,
         }
