@@ -76,9 +76,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "rank-1": ({}, {"rank_weight": 1.0}),  # + root-rank hinges: the populations, every row against every row
     "rank-3": ({}, {"rank_weight": 3.0}),  # the demo default, validation3 to validation4
     "no-rank": ({}, {"rank_weight": 0.0}),  # the default before: safety cones, no root-rank hinges
-    "rank-10": ({}, {"rank_weight": 10.0}),  # the demo's default since validation4
+    "rank-10": ({}, {"rank_weight": 10.0}),  # the demo's default from validation4 to validation5
     # validation5's challengers, each one change against rank-10 (the weight pinned)
-    "rank-30": ({}, {"rank_weight": 30.0}),
+    "rank-30": ({}, {"rank_weight": 30.0}),  # the demo's default since validation5
     # + the hinges within each modality: every T nearer the root than every T*, every V than every V*
     "safety-rank-10": ({}, {"rank_weight": 10.0, "safety_rank_weight": 10.0}),
     "lora-r64-rank-10": ({"lora": LoraConfig(r=64, alpha=128.0, dropout=0.0)}, {"rank_weight": 10.0}),

@@ -341,7 +341,7 @@ def test_hysac_named_options_reach_the_recipe_the_cli_and_the_resume_fingerprint
 
     with pytest.raises(ValueError, match="order_weight must be a finite number >= 0, got nan"):
         DemoConfig(order_weight=float("nan"))  # before any stage runs
-    assert DemoConfig().hysac_options() == {"rank_weight": 10.0, "safety_cones": True}  # validation4's
+    assert DemoConfig().hysac_options() == {"rank_weight": 30.0, "safety_cones": True}  # validation5's
     assert DemoConfig(rank_weight=0.0).hysac_options() == {"rank_weight": 0.0, "safety_cones": True}
     assert DemoConfig(safety_rank_weight=2.0).hysac_options()["safety_rank_weight"] == 2.0
     with pytest.raises(ValueError, match="--safety-rank-weight: HySAC safety_rank_weight must be"):
@@ -351,7 +351,7 @@ def test_hysac_named_options_reach_the_recipe_the_cli_and_the_resume_fingerprint
     towered = DemoConfig.quick(text_tower="some/folder")
     assert towered.hysac_options()["rank_weight"] == 3.0 and towered.record()["rank_weight"] == 3.0
     assert DemoConfig(text_tower="some/folder", rank_weight=1.0).hysac_options()["rank_weight"] == 1.0
-    assert DemoConfig().rank_weight is None and DemoConfig().record()["rank_weight"] == 10.0
+    assert DemoConfig().rank_weight is None and DemoConfig().record()["rank_weight"] == 30.0
     model = create_model("hysac", TINY_MODEL, tiny_base)
     assert "order_margin" not in run_fingerprint(model, published)
     assert run_fingerprint(model, hy)["order_margin"] == 0.3

@@ -416,7 +416,7 @@ def test_a_report_folder_of_a_run_with_other_settings_is_refused_and_left_as_it_
     record = json.loads(config)
     (out / "demo_config.json").write_text(json.dumps({**record, "rank_weight": 3.0}))
     assert main(["demo", "--quick", "--out", str(out)]) == 1
-    assert "(--rank-weight: 3.0 there, 10.0 now)" in capsys.readouterr().err
+    assert "(--rank-weight: 3.0 there, 30.0 now)" in capsys.readouterr().err
     from hysafe.demo import DemoConfig
     from hysafe.demo.preflight import check_report_folder
 
