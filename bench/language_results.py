@@ -273,13 +273,26 @@ def load_records(root: Path) -> dict[str, dict]:
     return {t: load_record(root / t) for t in TOWERS}
 
 
-def save_record(report: Path, time_v: Path, dest: Path, *, replace: bool = False) -> None:
-    """Copy a report folder's record files (and the run's /usr/bin/time -v output) to ``dest``; a
-    round's test split is read once, so a record already there is kept unless ``replace``."""
-    _time_v(time_v.read_text())  # refuses a file that is not /usr/bin/time -v output, before any copy
+def check_destination(time_v: Path, dest: Path, *, replace: bool = False) -> None:
+    """Refuse a time file that is not /usr/bin/time -v output, and a ``dest`` that already holds a
+    record (a round's test split is read once) unless ``replace``."""
+    _time_v(time_v.read_text())
     if not replace and dest.is_dir() and any(dest.iterdir()):
-        raise ValueError(f"{dest} already holds a record (a test split is read once): --replace overwrites it")
-    dest.mkdir(parents=True, exist_ok=True)
+        raise ValueError(
+            f"{dest} already holds a record (a test split is read once): --replace overwrites it"
+        )
+
+
+def save_record(report: Path, time_v: Path, dest: Path, *, replace: bool = False) -> None:
+    """Copy a report folder's record files (and the run's /usr/bin/time -v output) to ``dest``
+    (:func:`check_destination` first; with ``replace`` the old record goes whole, so no file of it
+    stays beside the new one)."""
+    check_destination(time_v, dest, replace=replace)
+    if dest.resolve() in (report.resolve(), time_v.resolve().parent):
+        raise ValueError(f"{dest} is where the run's files are: copy them from a report folder elsewhere")
+    if dest.is_dir():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
     for name in (*RECORD_FILES, "image_ceiling.json"):
         if (report / name).is_file():
             shutil.copyfile(report / name, dest / name)
@@ -309,9 +322,11 @@ def main(argv=None) -> int:
     )
     args = p.parse_args(argv)
     round_ = ROUNDS[args.round]
-    for t in TOWERS:
-        if getattr(args, t):
-            save_record(Path(getattr(args, t)[0]), Path(getattr(args, t)[1]), round_.records / t, replace=args.replace)
+    given = {t: [Path(p) for p in getattr(args, t)] for t in TOWERS if getattr(args, t)}
+    for t, (_, time_v) in given.items():  # every tower checked before any is copied
+        check_destination(time_v, round_.records / t, replace=args.replace)
+    for t, (report, time_v) in given.items():
+        save_record(report, time_v, round_.records / t, replace=args.replace)
     records = load_records(round_.records)
     rendered = {"docs": render_docs(records, round_), "readme": render_readme(records, round_)}
     if not args.write:

@@ -257,10 +257,11 @@ def hysac_objective(
     root-order hinges along :data:`ROOT_ORDER` (:func:`~hysafe.losses.ordering.root_order_loss`,
     margin ``order_margin`` on the log of the distance); ``rank_weight > 0`` adds the same hinges
     between the populations, every row of the batch against every row (``pairs="batch"``: the
-    ROC-AUC's surrogate), with the same margin; ``safety_rank_weight > 0`` adds those batch hinges
-    within each modality, every T nearer the root than every T* and every V than every V*
-    (:data:`SAFETY_PAIRS`: the surrogate of the very ROC-AUC and tails the safety checks judge, which
-    the chain along :data:`ROOT_ORDER` reaches only through the other modality); ``text_anchor > 0`` (a Hugging Face text tower
+    ROC-AUC's surrogate), with the same margin; ``safety_rank_weight > 0`` adds those batch
+    hinges within each modality, every T nearer the root than every T* and every V than every V*
+    (:data:`SAFETY_PAIRS`: the surrogate of the very ROC-AUC and tails the safety checks judge,
+    which the chain along :data:`ROOT_ORDER` reaches only through the other modality);
+    ``text_anchor > 0`` (a Hugging Face text tower
     only) adds the cosine distance of the text model's sentence embeddings to its own before LoRA
     (``S`` to ``S0``, ``S*`` to ``S0*``), so that the fine-tune keeps what the language model knows of
     wordings training never shows."""

@@ -13,7 +13,8 @@ left the order unmet. Off in the published objective (``hysac_objective(order_we
 ``pairs="batch"`` compares every row of ``x`` with every row of ``y`` instead of row ``i`` with row
 ``i``: the hinge surrogate of the ROC-AUC between the two populations (and of their tails), which the
 safety checks judge, where the row-wise hinge orders each quadruplet only
-(``hysac_objective(rank_weight=...)``).
+(``hysac_objective(rank_weight=...)``), and within each modality, T against T* and V against V*
+(``hysac_objective(safety_rank_weight=...)``).
 """
 
 from __future__ import annotations

@@ -412,7 +412,8 @@ def test_a_report_folder_of_a_run_with_other_settings_is_refused_and_left_as_it_
     (out / "demo_config.json").write_text("{broken")
     assert main(["demo", "--quick", "--out", str(out)]) == 1
     assert "demo_config.json: unreadable" in capsys.readouterr().err
-    # a run from before validation4 (rank weight 3 then) is another run now; with a text tower it is not
+    # a run from before validation4 (rank weight 3 then) is another run now (30 since validation5);
+    # with a text tower it is not
     record = json.loads(config)
     (out / "demo_config.json").write_text(json.dumps({**record, "rank_weight": 3.0}))
     assert main(["demo", "--quick", "--out", str(out)]) == 1

@@ -55,8 +55,12 @@ def test_a_changed_figure_changes_the_rendering_and_a_broken_record_is_refused(t
     time_v = root / "hf" / "time_v.txt"
     with pytest.raises(ValueError, match="already holds a record .* --replace overwrites it"):
         save_record(root / "hf", time_v, root / "tiny")
+    with pytest.raises(ValueError, match="is where the run's files are"):
+        save_record(root / "hf", time_v, root / "hf", replace=True)
+    (root / "tiny" / "stale.json").write_text("{}")
     save_record(root / "hf", time_v, root / "tiny", replace=True)
     assert (root / "tiny" / "language.json").read_text() == path.read_text()
+    assert not (root / "tiny" / "stale.json").exists()  # nothing of the replaced record stays
     with pytest.raises(ValueError, match="no generated docs block for round"):
         block("no markers here", "docs", round_)
 

@@ -758,6 +758,7 @@ def test_the_same_seed_gives_byte_identical_checkpoints(world, tiny_base, tmp_pa
         (["--lora-alpha", "nan"], "--lora-alpha"),
         (["--eval-batch-size", "0"], "--eval-batch-size"),
         (["--rank-weight", "nan"], "--rank-weight: HySAC rank_weight must be"),
+        (["--safety-rank-weight", "-2"], "--safety-rank-weight: HySAC safety_rank_weight must be"),
         (["--order-margin", "-1", "--order-weight", "1"], "--order-margin: HySAC order_margin must be"),
         (["--min-radius", "0"], "--min-radius"),
     ],

@@ -106,7 +106,8 @@ def get_recipe(name: str, **options) -> Recipe:
     """The recipe ``name`` with its options: for ``hysac`` ``entailment_weight`` and the
     :class:`~hysafe.losses.ConeConfig` fields (``radius``, ``min_radius``, ``radius_ratio``,
     ``aperture_scale``) and hysafe's term options ``safety_cones``, ``order_weight``,
-    ``order_margin``, ``rank_weight``, ``safety_rank_weight``, ``text_anchor`` (:func:`~hysafe.losses.hysac_objective`); for
+    ``order_margin``, ``rank_weight``, ``safety_rank_weight``, ``text_anchor``
+    (:func:`~hysafe.losses.hysac_objective`); for
     ``safer-clip`` ``redirection_weight``, ``image_target``, ``redirection_scale`` and ``pair_quantile`` (the
     parts the poster leaves open)."""
     if name not in RECIPES:
