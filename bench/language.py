@@ -57,6 +57,14 @@ VARIANTS: dict[str, dict] = {
     },
     "attn-10-rank-1": {"text_tower_lora": "attn", "text_tower_epochs": 10, "rank_weight": 1.0},
     "attn-10-rank-3": {"text_tower_lora": "attn", "text_tower_epochs": 10, "rank_weight": 3.0},
+    # round 4's departures (docs/language.md, written before their runs)
+    "attn-10-rank-10": {"text_tower_lora": "attn", "text_tower_epochs": 10, "rank_weight": 10.0},
+    "attn-10-rank-3-safety-10": {
+        "text_tower_lora": "attn",
+        "text_tower_epochs": 10,
+        "rank_weight": 3.0,
+        "safety_rank_weight": 10.0,
+    },
     "attn-10-anchor-10": {
         "text_tower_lora": "attn",
         "text_tower_epochs": 10,

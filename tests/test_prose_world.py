@@ -48,7 +48,7 @@ def test_every_split_words_unsafety_in_its_own_way(prose):
     harmless = {split: set(pools[split][1]) for split in prose}
     for a, b in (("train", "validation"), ("train", "test"), ("validation", "test")):
         assert not unsafe[a] & unsafe[b] and not harmless[a] & harmless[b], (a, b)
-    # validation: the two shared wordings training leaves out and rounds 1 and 2's test wordings
+    # validation: the two shared wordings training leaves out and rounds 1-3's test wordings
     shared_and_earlier_rounds = _wordings(train_wordings) | _wordings(lambda c: VALIDATION_WORDINGS[c])
     assert unsafe["train"] | unsafe["validation"] == shared_and_earlier_rounds
     assert unsafe["test"] == _wordings(lambda c: TEST_WORDINGS[c]) and len(unsafe["test"]) == 3 * len(
