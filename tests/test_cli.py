@@ -446,3 +446,19 @@ def test_demo_help_says_what_quick_sets(capsys):
         main(["demo", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--epochs 3, lora.alpha 8.0, lora.r 4, --pretrain-epochs 4, --text-tower-epochs 1" in text
+
+
+def test_an_optional_term_left_out_and_set_to_zero_are_the_same_demo_settings():
+    from hysafe.demo import DemoConfig
+    from hysafe.demo.settings import changed_runs, flat_settings
+
+    unset = flat_settings(DemoConfig.quick())
+    zero = flat_settings(DemoConfig.quick(safety_rank_weight=0.0, order_weight=0.0))
+    assert changed_runs(unset, zero) == []
+    on = flat_settings(DemoConfig.quick(safety_rank_weight=10.0))
+    assert changed_runs(unset, on) == ["--safety-rank-weight: off there, 10.0 now"]
+    assert changed_runs(on, zero) == ["--safety-rank-weight: 10.0 there, off now"]
+    # the rank weight has a default of its own: 0 is another setting than leaving it out
+    assert changed_runs(unset, flat_settings(DemoConfig.quick(rank_weight=0.0))) == [
+        "--rank-weight: 30.0 there, 0.0 now"
+    ]

@@ -95,7 +95,7 @@ class DemoConfig:
     )
     pretrain_epochs: int = field(default=30, metadata=_count("pretraining epochs of the tiny CLIP"))
     finetune_epochs: int = field(
-        default=30, metadata=_count("fine-tuning epochs of Safe-CLIP and HySAC", cli="--epochs")
+        default=30, metadata=_count("fine-tuning epochs of Safe-CLIP, SafeR-CLIP and HySAC", cli="--epochs")
     )
     batch_size: int = field(default=64, metadata=_count("batch size of pretraining and fine-tuning"))
     lr: float = field(default=3e-3, metadata=_opt("fine-tuning learning rate"))

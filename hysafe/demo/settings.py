@@ -9,6 +9,7 @@ from .config import DemoConfig, option_name
 
 __all__ = [
     "RERUN_FREE",
+    "OFF_WHEN_UNSET",
     "flat_settings",
     "option_name",
     "changed_settings",
@@ -35,13 +36,26 @@ def flat_settings(cfg: DemoConfig | dict) -> dict:
     return {k.rstrip("."): v for k, v in flat(data, "").items()}
 
 
+#: HySAC's optional terms, off where not given: ``None`` and ``0`` are the same setting
+OFF_WHEN_UNSET = ("order_weight", "safety_rank_weight", "text_anchor")
+
+
+def _shown(key: str, value) -> str:
+    """A setting's value as the refusal says it (an optional term that is off: ``off``)."""
+    return "off" if key in OFF_WHEN_UNSET and not value else repr(value)
+
+
+def _differ(key: str, a, b) -> bool:
+    return _shown(key, a) != _shown(key, b) if key in OFF_WHEN_UNSET else a != b
+
+
 def changed_settings(before: dict, now: dict, *, skip: tuple[str, ...] = ()) -> list[str]:
     """``"OPTION: X there, Y now"`` for each :func:`flat_settings` entry both hold with another value
     (a setting only one holds, from another hysafe version, is not compared), except under ``skip``."""
     return [
-        f"{option_name(k)}: {before[k]!r} there, {now[k]!r} now"
+        f"{option_name(k)}: {_shown(k, before[k])} there, {_shown(k, now[k])} now"
         for k in sorted(set(before) & set(now))
-        if k.split(".")[0] not in skip and before[k] != now[k]
+        if k.split(".")[0] not in skip and _differ(k, before[k], now[k])
     ]
 
 
