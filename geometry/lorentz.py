@@ -78,7 +78,7 @@ def _sqrt_curv(curv: float | Tensor, like: Tensor) -> Tensor:
     if curv_t.numel() != 1:
         raise ValueError(f"curv must be a scalar, got shape {tuple(curv_t.shape)}")
     if not torch.compiler.is_compiling() and not bool(curv_t > 0):
-        raise ValueError(f"curv must be > 0 (curvature is -curv), got {float(curv_t)}")
+        raise ValueError(f"curv must be > 0 (curvature is -curv), got {float(curv_t.detach())}")
     return curv_t.sqrt()
 
 
