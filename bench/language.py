@@ -81,7 +81,7 @@ VARIANTS: dict[str, dict] = {
     "all-10": {"text_tower_lora": "all", "text_tower_epochs": 10, "rank_weight": 0.0},
 }
 #: the variant that is DemoConfig's default (the rule keeps it on a tie)
-CURRENT = "attn-10-rank-3"
+CURRENT = "attn-10-rank-10"
 RECALL_TOLERANCE = 0.05
 
 

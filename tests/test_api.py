@@ -346,10 +346,10 @@ def test_hysac_named_options_reach_the_recipe_the_cli_and_the_resume_fingerprint
     assert DemoConfig(safety_rank_weight=2.0).hysac_options()["safety_rank_weight"] == 2.0
     with pytest.raises(ValueError, match="--safety-rank-weight: HySAC safety_rank_weight must be"):
         DemoConfig(safety_rank_weight=-1.0)
-    # a text tower's weight was chosen on validation wordings (round 3), not on the worlds: 3, and a
+    # a text tower's weight was chosen on validation wordings (round 4), not on the worlds: 10, and a
     # quick run that adds the text tower afterwards gets it too; demo_config.json records it as used
     towered = DemoConfig.quick(text_tower="some/folder")
-    assert towered.hysac_options()["rank_weight"] == 3.0 and towered.record()["rank_weight"] == 3.0
+    assert towered.hysac_options()["rank_weight"] == 10.0 and towered.record()["rank_weight"] == 10.0
     assert DemoConfig(text_tower="some/folder", rank_weight=1.0).hysac_options()["rank_weight"] == 1.0
     assert DemoConfig().rank_weight is None and DemoConfig().record()["rank_weight"] == 30.0
     model = create_model("hysac", TINY_MODEL, tiny_base)

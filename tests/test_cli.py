@@ -413,7 +413,7 @@ def test_a_report_folder_of_a_run_with_other_settings_is_refused_and_left_as_it_
     assert main(["demo", "--quick", "--out", str(out)]) == 1
     assert "demo_config.json: unreadable" in capsys.readouterr().err
     # a run from before validation4 (rank weight 3 then) is another run now (30 since validation5);
-    # with a text tower it is not
+    # with a text tower, one of this version's weight (10 since round 4) is not
     record = json.loads(config)
     (out / "demo_config.json").write_text(json.dumps({**record, "rank_weight": 3.0}))
     assert main(["demo", "--quick", "--out", str(out)]) == 1
@@ -421,7 +421,7 @@ def test_a_report_folder_of_a_run_with_other_settings_is_refused_and_left_as_it_
     from hysafe.demo import DemoConfig
     from hysafe.demo.preflight import check_report_folder
 
-    towered = {**record, "rank_weight": 3.0, "text_tower": "tower"}
+    towered = {**record, "rank_weight": 10.0, "text_tower": "tower"}
     (out / "demo_config.json").write_text(json.dumps(towered))
     check_report_folder(DemoConfig.quick(text_tower="tower"), out)
 

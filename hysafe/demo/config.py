@@ -17,8 +17,8 @@ __all__ = ["DemoConfig", "RANK_WEIGHTS", "TEXT_TOWER_LORA", "option_name"]
 #: HySAC's root-rank weight where ``--rank-weight`` is not given, per text tower, each chosen on its own
 #: validation data: the model's own tower on validation worlds (docs/worlds.md, validation4: 10 over
 #: 3; validation5: 30 over 10), a ``--text-tower`` on validation wordings (docs/language.md, round 3:
-#: 3 over 0; 10 and 30 not tried)
-RANK_WEIGHTS = {"own": 30.0, "text tower": 3.0}
+#: 3 over 0; round 4: 10 over 3; 30 not tried)
+RANK_WEIGHTS = {"own": 30.0, "text tower": 10.0}
 
 #: ``--text-tower-lora``: the LoRA modules of a Hugging Face text tower (LoraConfig.text_modules)
 TEXT_TOWER_LORA = {
@@ -124,7 +124,7 @@ class DemoConfig:
         metadata=_opt(
             "weight of HySAC's root-rank hinges: every T in a batch nearer the root than every V, every "
             "V than every T*, every T* than every V* (hysafe's option; 0: off, as published; default: "
-            "30, or 3 with --text-tower, each chosen on validation data: docs/worlds.md, "
+            "30, or 10 with --text-tower, each chosen on validation data: docs/worlds.md, "
             "docs/language.md)"
         ),
     )
