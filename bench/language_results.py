@@ -83,6 +83,7 @@ class Round:
 ROUNDS = {
     2: Round(2, ("validation_round2.md",)),
     3: Round(3, ("validation_round3.md", "validation_round3_rank.md")),
+    4: Round(4, ("validation_round4.md",)),
 }
 LATEST = max(ROUNDS)
 
