@@ -40,13 +40,14 @@ def flat_settings(cfg: DemoConfig | dict) -> dict:
 OFF_WHEN_UNSET = ("order_weight", "safety_rank_weight", "text_anchor")
 
 
+def _value(key: str, value):
+    """A setting's value as compared (an optional term that is off: ``None``, however it was given)."""
+    return None if key in OFF_WHEN_UNSET and not value else value
+
+
 def _shown(key: str, value) -> str:
     """A setting's value as the refusal says it (an optional term that is off: ``off``)."""
-    return "off" if key in OFF_WHEN_UNSET and not value else repr(value)
-
-
-def _differ(key: str, a, b) -> bool:
-    return _shown(key, a) != _shown(key, b) if key in OFF_WHEN_UNSET else a != b
+    return "off" if key in OFF_WHEN_UNSET and _value(key, value) is None else repr(value)
 
 
 def changed_settings(before: dict, now: dict, *, skip: tuple[str, ...] = ()) -> list[str]:
@@ -55,7 +56,7 @@ def changed_settings(before: dict, now: dict, *, skip: tuple[str, ...] = ()) -> 
     return [
         f"{option_name(k)}: {_shown(k, before[k])} there, {_shown(k, now[k])} now"
         for k in sorted(set(before) & set(now))
-        if k.split(".")[0] not in skip and _differ(k, before[k], now[k])
+        if k.split(".")[0] not in skip and _value(k, before[k]) != _value(k, now[k])
     ]
 
 
