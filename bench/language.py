@@ -65,6 +65,13 @@ VARIANTS: dict[str, dict] = {
         "rank_weight": 3.0,
         "safety_rank_weight": 10.0,
     },
+    # round 5's departure (docs/language.md, written before its run)
+    "attn-10-rank-10-root-10": {
+        "text_tower_lora": "attn",
+        "text_tower_epochs": 10,
+        "rank_weight": 10.0,
+        "root_anchor": 10.0,
+    },
     "attn-10-anchor-10": {
         "text_tower_lora": "attn",
         "text_tower_epochs": 10,

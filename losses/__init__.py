@@ -14,7 +14,7 @@ from .objectives import (
     safeclip_objective,
     safer_clip_objective,
 )
-from .ordering import root_order_loss
+from .ordering import root_gap_loss, root_order_loss
 from .redirection import cosine_distance_loss, redirection_loss
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "cone_aperture",
     "entailment_loss",
     "root_order_loss",
+    "root_gap_loss",
     "cosine_distance_loss",
     "redirection_loss",
     "LossContext",

@@ -4,7 +4,9 @@ Embedding names: ``T``, ``V`` (safe text/image, trained towers), ``T*``, ``V*`` 
 ``T0``, ``V0``, ``T0*``, ``V0*`` (the same inputs through the frozen original towers), and
 ``T0^``, ``V0^`` (frozen embeddings of the proximal safe target, SafeR-CLIP); with a Hugging Face
 text tower, ``S``, ``S*`` (its text model's sentence embeddings, before the CLIP projection, of the
-safe and unsafe captions) and ``S0``, ``S0*`` (the same before LoRA: HySAC's text anchor).
+safe and unsafe captions) and ``S0``, ``S0*`` (the same before LoRA: HySAC's text anchor), and ``F``,
+``F*`` (the captions' text embeddings as the language model before LoRA gives them, through the current
+projection and lift: HySAC's root anchor).
 
 A term input may join populations along the batch with ``|`` (``"T|T*"``: safe then unsafe
 texts), so that they compete in one softmax.
@@ -31,7 +33,7 @@ from hysafe.geometry import Space
 
 from .contrastive import symmetric_info_nce
 from .entailment import ConeConfig, entailment_loss
-from .ordering import root_order_loss
+from .ordering import root_gap_loss, root_order_loss
 from .redirection import cosine_distance_loss, redirection_loss
 
 __all__ = [
@@ -78,11 +80,18 @@ def _root_order(ctx: LossContext, x: Tensor, y: Tensor, pairs: str = "rows") -> 
     return root_order_loss(x, y, curv=ctx.space.curv, margin=ctx.order_margin, pairs=pairs)
 
 
+def _root_gap(ctx: LossContext, x: Tensor, y: Tensor) -> Tensor:
+    if not ctx.space.hyperbolic:
+        raise ValueError(f"root gap terms need a hyperbolic space, got {ctx.space.name!r}")
+    return root_gap_loss(x, y, curv=ctx.space.curv)
+
+
 LOSSES: dict[str, Callable[..., Tensor]] = {
     "contrastive": _contrastive,
     "entailment": _entailment,
     "root_order": _root_order,
     "root_rank": lambda ctx, x, y: _root_order(ctx, x, y, pairs="batch"),
+    "root_gap": _root_gap,
     "cosine": lambda ctx, x, target: cosine_distance_loss(x, target),
     "redirection": lambda ctx, anchor, neg, pos: redirection_loss(
         anchor, neg, pos, scale=ctx.redirection_scale
@@ -94,7 +103,7 @@ LOSSES: dict[str, Callable[..., Tensor]] = {
 REFERENCE_INPUTS = frozenset({"T0", "V0", "T0*", "V0*", "T0^", "V0^"})
 
 #: loss kinds defined in a hyperbolic space only
-HYPERBOLIC_LOSSES = ("entailment", "root_order", "root_rank")
+HYPERBOLIC_LOSSES = ("entailment", "root_order", "root_rank", "root_gap")
 
 #: loss kinds that read :attr:`Objective.order_margin`
 ORDER_LOSSES = ("root_order", "root_rank")
@@ -246,6 +255,7 @@ def hysac_objective(
     rank_weight: float = 0.0,
     safety_rank_weight: float = 0.0,
     text_anchor: float = 0.0,
+    root_anchor: float = 0.0,
 ) -> Objective:
     """HySAC: 4 contrastive terms (geodesic logits in the model's Lorentz space) + 3 entailment
     terms weighted by lambda, with cone settings ``cones`` (default ``ConeConfig()``): the
@@ -264,7 +274,11 @@ def hysac_objective(
     ``text_anchor > 0`` (a Hugging Face text tower
     only) adds the cosine distance of the text model's sentence embeddings to its own before LoRA
     (``S`` to ``S0``, ``S*`` to ``S0*``), so that the fine-tune keeps what the language model knows of
-    wordings training never shows."""
+    wordings training never shows; ``root_anchor > 0`` (a Hugging Face text tower only) adds
+    the gap between each caption's distance to the root and the distance the same projection and lift
+    give the language model's sentence embedding before LoRA (``T`` to ``F``, ``T*`` to ``F*``,
+    :func:`~hysafe.losses.ordering.root_gap_loss`), so that what the classifier reads, the distance, stays
+    a function of what the untouched language model knows of a caption while LoRA learns to retrieve."""
     if not isinstance(safety_cones, bool):
         raise ValueError(f"HySAC safety_cones must be True or False, got {safety_cones!r}")
     weights = {
@@ -273,6 +287,7 @@ def hysac_objective(
         "rank_weight": rank_weight,
         "safety_rank_weight": safety_rank_weight,
         "text_anchor": text_anchor,
+        "root_anchor": root_anchor,
     }
     for name, value in weights.items():
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -299,6 +314,8 @@ def hysac_objective(
         terms += [Term("root_rank", pair, safety_rank_weight) for pair in SAFETY_PAIRS]
     if text_anchor > 0:
         terms += [Term("cosine", ("S", "S0"), text_anchor), Term("cosine", ("S*", "S0*"), text_anchor)]
+    if root_anchor > 0:
+        terms += [Term("root_gap", ("T", "F"), root_anchor), Term("root_gap", ("T*", "F*"), root_anchor)]
     return Objective(
         name="hysac",
         cones=ConeConfig() if cones is None else cones,

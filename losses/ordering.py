@@ -15,6 +15,10 @@ left the order unmet. Off in the published objective (``hysac_objective(order_we
 safety checks judge, where the row-wise hinge orders each quadruplet only
 (``hysac_objective(rank_weight=...)``), and within each modality, T against T* and V against V*
 (``hysac_objective(safety_rank_weight=...)``).
+
+:func:`root_gap_loss` is the distance-to-root counterpart of a cosine anchor: the mean absolute gap between
+the log distances of two rows of embeddings of the same inputs (``hysac_objective(root_anchor=...)``: a
+caption's text embedding against the one its language model gives before LoRA).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from torch import Tensor
 
 from hysafe.geometry import lorentz
 
-__all__ = ["ORDER_PAIRS", "root_order_loss"]
+__all__ = ["ORDER_PAIRS", "root_order_loss", "root_gap_loss"]
 
 
 #: distances below this are clamped before the log (a point at the root)
@@ -55,6 +59,15 @@ def root_order_loss(
     near, far = _log_distance(x, curv), _log_distance(y, curv)
     gap = near - far if pairs == "rows" else near[:, None] - far[None, :]
     return torch.relu(margin + gap).mean()
+
+
+def root_gap_loss(x: Tensor, y: Tensor, *, curv: Tensor | float) -> Tensor:
+    """``mean(|log d0(x_i) - log d0(y_i)|)``: how far row ``i`` of ``x`` is from lying as far from the root
+    as row ``i`` of ``y`` (``d0`` as in :func:`root_order_loss`; the log: a relative gap, like the checks)."""
+    if x.shape != y.shape or x.shape[0] == 0:
+        shapes = f"{tuple(x.shape)} and {tuple(y.shape)}"
+        raise ValueError(f"root gap needs two non-empty rows of the same shape, got {shapes}")
+    return (_log_distance(x, curv) - _log_distance(y, curv)).abs().mean()
 
 
 def _log_distance(x: Tensor, curv: Tensor | float) -> Tensor:

@@ -264,6 +264,8 @@ def test_usage_errors_exit_2(capsys, tmp_path):
         (["--text-anchor", "1"], "--text-anchor applies only with --text-tower"),
         (["--lr", "nan"], "lr=nan (--lr)"),  # values no run can use, refused before anything is written
         (["--text-tower", "/m", "--text-anchor", "-1"], "--text-anchor: HySAC text_anchor must be"),
+        (["--root-anchor", "1"], "--root-anchor applies only with --text-tower"),
+        (["--text-tower", "/m", "--root-anchor", "nan"], "--root-anchor: HySAC root_anchor must be"),
     ):  # options this run would ignore
         with pytest.raises(SystemExit) as e:
             main(["demo", "--quick", *argv, "--out", str(tmp_path / "report")])

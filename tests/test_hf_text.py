@@ -4,6 +4,7 @@ forward, checkpoints, and the errors for folders that are not text models."""
 
 import json
 import logging
+import math
 import shutil
 
 import open_clip
@@ -427,6 +428,94 @@ def test_the_text_anchor_compares_the_text_model_with_itself_before_lora(tiny_be
     again = base_sentence_embeddings(clip, batch["text"], model.backbone.peft)
     assert torch.equal(again, emb["S0"]) and not trunk_calls
     hook.remove()
+
+
+def test_the_root_gap_is_the_mean_gap_of_the_log_distances_to_the_root():
+    from hysafe.geometry import lorentz
+    from hysafe.losses import root_gap_loss
+
+    curv = 0.7
+    # the exponential map at the root puts a tangent vector of norm r at distance r from the root
+    x = lorentz.exp_map0(torch.tensor([[0.5, 0.0], [0.0, 2.0]], dtype=torch.float64), curv=curv)
+    y = lorentz.exp_map0(torch.tensor([[0.0, 1.5], [1.0, 0.0]], dtype=torch.float64), curv=curv)
+    expected = (math.log(1.5 / 0.5) + math.log(2.0 / 1.0)) / 2
+    assert root_gap_loss(x, y, curv=curv).item() == pytest.approx(expected, rel=1e-9)
+    assert root_gap_loss(x, x, curv=curv).item() == 0.0
+    with pytest.raises(ValueError, match="root gap needs two non-empty rows of the same shape"):
+        root_gap_loss(x, y[:1], curv=curv)
+
+
+def test_the_root_anchor_reads_the_text_model_before_lora_through_the_trained_projection(
+    tiny_bert, hf_base, randomize_lora
+):
+    """F / F*: the lifted text embeddings the text model gives with its adapters off, through the
+    projection and alpha as trained: equal to T / T* while only the projection is adapted, apart once
+    the transformer is, and a gradient that reaches the projection's adapter and alpha only."""
+    from hysafe.models.embed import embed_quadruplets
+
+    lora = {"modules": ["attn", "proj"]}  # the demo's --text-tower-lora attn
+    model = create_model("hysac", f"hysafe-tiny+hf:{tiny_bert}", hf_base, lora=lora).eval()
+    batch, needed = _text_batch(model), {"T", "T*", "F", "F*"}
+    clip = model.backbone.model
+    proj_b = [p for n, p in clip.named_parameters() if n.startswith("text.proj") and "lora_B" in n]
+    assert proj_b  # the projection carries an adapter of its own
+    with torch.no_grad():
+        for p in proj_b:
+            p.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
+    emb = embed_quadruplets(model, batch, needed)
+    for t, f in (("T", "F"), ("T*", "F*")):
+        assert torch.allclose(emb[t], emb[f], atol=1e-6)
+    randomize_lora(model, std=0.5, generator=torch.Generator().manual_seed(0))
+    emb = embed_quadruplets(model, batch, needed)
+    assert (emb["T"] - emb["F"]).abs().max() > 1e-3
+    trunk_b = next(
+        p for n, p in clip.named_parameters() if n.startswith("text.transformer") and "lora_B" in n
+    )
+    curv = model.live_space.curv
+    gap = root_gap_loss_of(emb["T"], emb["F"], curv)
+    grads = torch.autograd.grad(gap, [proj_b[0], trunk_b, model.log_alpha_text], retain_graph=True)
+    assert all(g.abs().sum() > 0 for g in grads)
+    only_f = root_gap_loss_of(emb["T"].detach(), emb["F"], curv)
+    f_grads = torch.autograd.grad(only_f, [proj_b[0], trunk_b], allow_unused=True)
+    assert f_grads[0].abs().sum() > 0 and (f_grads[1] is None or f_grads[1].abs().sum() == 0)
+    with pytest.raises(ValueError, match="a HySAC model's, got a 'safeclip' model"):
+        safe = create_model("safeclip", f"hysafe-tiny+hf:{tiny_bert}", hf_base, lora=lora)
+        embed_quadruplets(safe, batch, {"F"})
+
+
+def root_gap_loss_of(x, y, curv):
+    from hysafe.losses import root_gap_loss
+
+    return root_gap_loss(x, y, curv=curv)
+
+
+def test_the_root_anchor_is_a_named_hysac_option(tiny_bert, hf_base, randomize_lora, tiny_base):
+    from hysafe.demo import DemoConfig
+    from hysafe.training.loop import compute_loss
+    from hysafe.training.recipes import get_recipe
+
+    recipe = get_recipe("hysac", root_anchor=2.0)
+    gaps = [(t.name, t.weight) for t in recipe.objective.terms if t.loss == "root_gap"]
+    assert gaps == [("root_gap(T,F)", 2.0), ("root_gap(T*,F*)", 2.0)]
+    assert all(t.loss != "root_gap" for t in get_recipe("hysac").objective.terms)  # off by default
+    with pytest.raises(ValueError, match="root_anchor must be a finite number >= 0"):
+        get_recipe("hysac", root_anchor=float("inf"))
+    with pytest.raises(ValueError, match="root_anchor, --root-anchor.*Hugging Face text tower"):
+        recipe.check_model(create_model("hysac", "hysafe-tiny", tiny_base))
+    with pytest.raises(ValueError, match="root_anchor .* needs --text-tower"):
+        DemoConfig(root_anchor=1.0)
+    model = randomize_lora(
+        create_model("hysac", f"hysafe-tiny+hf:{tiny_bert}", hf_base, lora={"modules": ["attn"]})
+    ).eval()
+    recipe.check_model(model)
+    batch = _text_batch(model)
+    images = torch.zeros(2, 3, 32, 32)
+    batch |= {"image": images, "unsafe_image": images + 0.5}
+    loss, terms = compute_loss(model, recipe.objective, batch)
+    assert terms["root_gap(T,F)"] > 0 and terms["root_gap(T*,F*)"] > 0
+    without = compute_loss(model, get_recipe("hysac").objective, batch)[0]
+    expected = without + 2.0 * (terms["root_gap(T,F)"] + terms["root_gap(T*,F*)"])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_the_text_anchor_is_a_named_hysac_option(tiny_bert, hf_base, randomize_lora, tiny_base):

@@ -12,7 +12,15 @@ from PIL import Image
 from hysafe.data import WorldConfig, generate_world, load_manifest
 from hysafe.data.categories import CATEGORIES
 from hysafe.data.param_worlds import train_wordings
-from hysafe.data.prose_world import EUPHEMISMS, TEST_WORDINGS, VALIDATION_WORDINGS, wording_pools
+from hysafe.data.prose_world import (
+    EUPHEMISMS,
+    ROUND4_SAFE_WORDINGS,
+    ROUND4_WORDINGS,
+    SAFE_WORDINGS,
+    TEST_WORDINGS,
+    VALIDATION_WORDINGS,
+    wording_pools,
+)
 from hysafe.demo.language import (
     euphemism_mask,
     language_lines,
@@ -48,7 +56,7 @@ def test_every_split_words_unsafety_in_its_own_way(prose):
     harmless = {split: set(pools[split][1]) for split in prose}
     for a, b in (("train", "validation"), ("train", "test"), ("validation", "test")):
         assert not unsafe[a] & unsafe[b] and not harmless[a] & harmless[b], (a, b)
-    # validation: the two shared wordings training leaves out and rounds 1-3's test wordings
+    # validation: the two shared wordings training leaves out and rounds 1-3's test wordings (not round 4's)
     shared_and_earlier_rounds = _wordings(train_wordings) | _wordings(lambda c: VALIDATION_WORDINGS[c])
     assert unsafe["train"] | unsafe["validation"] == shared_and_earlier_rounds
     assert unsafe["test"] == _wordings(lambda c: TEST_WORDINGS[c]) and len(unsafe["test"]) == 3 * len(
@@ -66,6 +74,22 @@ def test_every_split_words_unsafety_in_its_own_way(prose):
             assert r.safe_text.replace(f"shown {good[0]}.", f"shown {bad[0]}.") == r.unsafe_text
     assert not euphemism_mask(prose["train"]).any()
     assert euphemism_mask(prose["validation"]).any() and euphemism_mask(prose["test"]).any()
+
+
+def test_each_round_words_its_test_split_anew_and_a_read_test_split_is_never_a_test_split_again():
+    """Round 5's test wordings and phrases appear in no earlier round; round 4's, read once, appear in no
+    split (retired); rounds 1-3's are validation's."""
+    earlier = _wordings(lambda c: (*VALIDATION_WORDINGS[c], *ROUND4_WORDINGS[c])) | _wordings(train_wordings)
+    assert not _wordings(lambda c: TEST_WORDINGS[c]) & earlier
+    earlier_safe = {*SAFE_WORDINGS["train"], *SAFE_WORDINGS["validation"], *ROUND4_SAFE_WORDINGS}
+    assert not set(SAFE_WORDINGS["test"]) & earlier_safe and len(set(SAFE_WORDINGS["test"])) == 20
+    used = {
+        w for split in ("train", "validation", "test") for c in CATEGORIES for w in wording_pools(c, split)[0]
+    }
+    used_safe = {
+        w for split in ("train", "validation", "test") for w in wording_pools(CATEGORIES[0], split)[1]
+    }
+    assert not used & _wordings(lambda c: ROUND4_WORDINGS[c]) and not used_safe & set(ROUND4_SAFE_WORDINGS)
 
 
 def test_euphemisms_name_nothing_unsafe_and_captions_are_sentences_about_the_scene(prose):

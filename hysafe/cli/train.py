@@ -187,6 +187,13 @@ def _args_hysac_terms(p) -> None:
         help="hysac with a Hugging Face text tower: weight of the cosine distance of the text model's "
         "sentence embeddings to its own before LoRA (default 0: off)",
     )
+    p.add_argument(
+        "--root-anchor",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="hysac with a Hugging Face text tower: weight of the gap between each caption's distance "
+        "to the root and the one the text model before LoRA gives it (default 0: off)",
+    )
 
 
 def _args_safer_clip(p) -> None:

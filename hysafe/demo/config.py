@@ -1,6 +1,6 @@
 """The demo's settings: :class:`DemoConfig`, whose fields are also ``hysafe demo``'s options.
 
-Over 300 lines because each of the 32 fields carries its option's help text beside its default:
+Over 300 lines because each of the 33 fields carries its option's help text beside its default:
 splitting the dataclass would separate an option from what it means."""
 
 from __future__ import annotations
@@ -142,6 +142,13 @@ class DemoConfig:
             "sentence embeddings to its own before LoRA (hysafe's option; default: off)"
         ),
     )
+    root_anchor: float | None = field(
+        default=None,
+        metadata=_opt(
+            "with --text-tower: weight of HySAC's root anchor, the gap between each caption's distance to "
+            "the root and the one the text model before LoRA gives it (hysafe's option; default: off)"
+        ),
+    )
     safety_cones: bool = field(
         default=True,
         metadata=_opt(
@@ -207,6 +214,7 @@ class DemoConfig:
             "safety_rank_weight": self.safety_rank_weight,
             "safety_cones": self.safety_cones,
             "text_anchor": self.text_anchor,
+            "root_anchor": self.root_anchor,
         }
         return {k: v for k, v in given.items() if v is not None}
 
@@ -261,11 +269,12 @@ class DemoConfig:
                 "DemoConfig.text_tower (--text-tower) is empty: give a Hugging Face text model folder "
                 "or hub id, or leave it out for the model's own text tower"
             )
-        if self.text_anchor is not None and self.text_tower is None:
-            raise ValueError(
-                "DemoConfig.text_anchor (--text-anchor) anchors a Hugging Face text model: it needs "
-                "--text-tower"
-            )
+        for name in ("text_anchor", "root_anchor"):
+            if getattr(self, name) is not None and self.text_tower is None:
+                raise ValueError(
+                    f"DemoConfig.{name} ({option_name(name)}) anchors to a Hugging Face text model: it "
+                    "needs --text-tower"
+                )
         if self.text_tower_epochs < 1:
             raise ValueError(f"DemoConfig.text_tower_epochs must be >= 1, got {self.text_tower_epochs}")
         if self.text_tower_lora not in TEXT_TOWER_LORA:

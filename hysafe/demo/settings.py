@@ -37,7 +37,7 @@ def flat_settings(cfg: DemoConfig | dict) -> dict:
 
 
 #: HySAC's optional terms, off where not given: ``None`` and ``0`` are the same setting
-OFF_WHEN_UNSET = ("order_weight", "safety_rank_weight", "text_anchor")
+OFF_WHEN_UNSET = ("order_weight", "safety_rank_weight", "text_anchor", "root_anchor")
 
 
 def _value(key: str, value):

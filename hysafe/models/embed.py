@@ -4,7 +4,8 @@ Safe and unsafe images go through the image tower in **one** batched pass (likew
 instead of the reference code's four separate passes; frozen-reference embeddings are computed
 only when the objective asks for them. With a Hugging Face text tower, the text model's sentence
 embeddings (its pooled output, before the CLIP projection) are taken from the same forward pass
-(``S``, ``S*``) and, for the un-adapted text model, from a per-caption cache (``S0``, ``S0*``).
+(``S``, ``S*``) and, for the un-adapted text model, from a per-caption cache (``S0``, ``S0*``); that
+cache through the current projection and lift gives ``F``, ``F*`` (HySAC's root anchor).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import torch
 from torch import Tensor
 
 from .hf_text import hf_text_tower
-from .hf_text_cache import base_sentence_embeddings
+from .hf_text_cache import base_sentence_embeddings, base_text_features
 from .safety_model import SafetyModel
 
-__all__ = ["QUADRUPLET_KEYS", "SENTENCE_KEYS", "embed_quadruplets", "embed_dataset"]
+__all__ = ["QUADRUPLET_KEYS", "SENTENCE_KEYS", "UNADAPTED_TEXT_KEYS", "embed_quadruplets", "embed_dataset"]
 
 #: batch key -> (modality, embedding name under the trained towers, under the frozen reference)
 QUADRUPLET_KEYS = {
@@ -33,6 +34,8 @@ QUADRUPLET_KEYS = {
 
 #: text batch key -> (the text model's sentence embedding under the trained tower, before LoRA)
 SENTENCE_KEYS = {"text": ("S", "S0"), "unsafe_text": ("S*", "S0*")}
+#: batch key -> the name of its text embedding from the text model before LoRA (a HySAC model's lift)
+UNADAPTED_TEXT_KEYS = {"text": "F", "unsafe_text": "F*"}
 
 
 def _encode_many(encode, tensors: list[Tensor]) -> list[Tensor]:
@@ -53,7 +56,22 @@ def embed_quadruplets(model: SafetyModel, batch: dict[str, Tensor], needed: set[
         if base in needed:
             backbone = model.backbone
             out[base] = base_sentence_embeddings(backbone.model, batch[key], backbone.peft)
+    for key, name in UNADAPTED_TEXT_KEYS.items():
+        if name in needed:
+            out[name] = _unadapted_text(model, batch[key])
     return out
+
+
+def _unadapted_text(model: SafetyModel, tokens: Tensor) -> Tensor:
+    """``F`` / ``F*``: the lifted text embedding of the text model before LoRA (projection and alpha live)."""
+    _hf_text(model)
+    if not hasattr(model, "lift"):
+        raise ValueError(
+            "the text embeddings before LoRA (F, F*: the root anchor) are a HySAC model's, "
+            f"got a {model.kind!r} model"
+        )
+    backbone = model.backbone
+    return model.lift(base_text_features(backbone.model, tokens, backbone.peft), model.log_alpha_text)
 
 
 def _tower_embeddings(model: SafetyModel, batch: dict[str, Tensor], needed: set[str]) -> dict[str, Tensor]:
@@ -88,8 +106,9 @@ def _hf_text(model: SafetyModel):
     text = hf_text_tower(model)
     if text is None:
         raise ValueError(
-            "the text model's sentence embeddings (S, S*, S0, S0*: the text anchor) need a CLIP with "
-            f"a Hugging Face text tower ('VISION+hf:SOURCE'), got {type(model).__name__} without one"
+            "the text model's sentence embeddings (S, S*, S0, S0*, F, F*: the text and root anchors) "
+            "need a CLIP with a Hugging Face text tower ('VISION+hf:SOURCE'), "
+            f"got {type(model).__name__} without one"
         )
     return text
 

@@ -27,6 +27,7 @@ __all__ = [
     "cached_hf_text_features",
     "hf_sentence_embeddings",
     "base_sentence_embeddings",
+    "base_text_features",
     "clear_text_cache",
     "MAX_CACHED_CAPTIONS",
 ]
@@ -170,3 +171,13 @@ def base_sentence_embeddings(model: nn.Module, tokens: Tensor, peft_model: nn.Mo
             return _pooled(text, rows)
 
     return _filled(_cache_at(_base_fingerprint(text.transformer)), text, tokens, unadapted)
+
+
+def base_text_features(model: nn.Module, tokens: Tensor, peft_model: nn.Module | None) -> Tensor:
+    """The CLIP text features of ``tokens`` as the text model *before* LoRA gives them: its cached
+    :func:`base_sentence_embeddings` through the current (trained) projection, so gradients reach the
+    projection only."""
+    text = _sentence_tower(model, tokens)
+    pooled = base_sentence_embeddings(model, tokens, peft_model)
+    weight = next(text.proj.parameters(), None)  # None: an identity projection
+    return text.proj(pooled if weight is None else pooled.to(weight.dtype))

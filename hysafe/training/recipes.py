@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from hysafe.losses import ConeConfig, Objective, get_objective, hysac_objective, safer_clip_objective
-from hysafe.models.embed import SENTENCE_KEYS
+from hysafe.models.embed import SENTENCE_KEYS, UNADAPTED_TEXT_KEYS
 from hysafe.models.hf_text import hf_text_tower
 
 __all__ = ["Recipe", "RECIPES", "RECIPE_OPTIONS", "get_recipe", "default_recipe", "as_recipe"]
@@ -50,14 +50,18 @@ class Recipe:
             raise ValueError(model.reference_problem)
         if self.objective.inputs & SENTENCE_INPUTS and hf_text_tower(model) is None:
             raise ValueError(
-                f"objective {self.objective.name!r} anchors the text model's sentence embeddings "
-                "(text_anchor, --text-anchor), which needs a CLIP with a Hugging Face text tower: "
-                "leave the anchor out, or train a 'VISION+hf:FOLDER' model (--model hysafe-tiny+hf:FOLDER)"
+                f"objective {self.objective.name!r} anchors to the text model before LoRA "
+                "(text_anchor, --text-anchor; root_anchor, --root-anchor), which needs a CLIP with a "
+                "Hugging Face text tower: leave the anchor out, or train a 'VISION+hf:FOLDER' model "
+                "(--model hysafe-tiny+hf:FOLDER)"
             )
 
 
-#: the text model's sentence embeddings, trained and before LoRA (S, S*, S0, S0*)
-SENTENCE_INPUTS = frozenset(name for names in SENTENCE_KEYS.values() for name in names)
+#: what only a Hugging Face text tower gives: its sentence embeddings, trained and before LoRA (S, S*,
+#: S0, S0*), and the text embeddings before LoRA (F, F*)
+SENTENCE_INPUTS = frozenset(
+    [*(name for names in SENTENCE_KEYS.values() for name in names), *UNADAPTED_TEXT_KEYS.values()]
+)
 
 
 #: name -> (model kind, optimiser, weight decay)
@@ -78,6 +82,7 @@ HYSAC_TERM_OPTIONS = (
     "rank_weight",
     "safety_rank_weight",
     "text_anchor",
+    "root_anchor",
 )
 
 
@@ -106,7 +111,7 @@ def get_recipe(name: str, **options) -> Recipe:
     """The recipe ``name`` with its options: for ``hysac`` ``entailment_weight`` and the
     :class:`~hysafe.losses.ConeConfig` fields (``radius``, ``min_radius``, ``radius_ratio``,
     ``aperture_scale``) and hysafe's term options ``safety_cones``, ``order_weight``,
-    ``order_margin``, ``rank_weight``, ``safety_rank_weight``, ``text_anchor``
+    ``order_margin``, ``rank_weight``, ``safety_rank_weight``, ``text_anchor``, ``root_anchor``
     (:func:`~hysafe.losses.hysac_objective`); for
     ``safer-clip`` ``redirection_weight``, ``image_target``, ``redirection_scale`` and ``pair_quantile`` (the
     parts the poster leaves open)."""
