@@ -489,53 +489,35 @@ def root_gap_loss_of(x, y, curv):
     return root_gap_loss(x, y, curv=curv)
 
 
-def test_the_root_anchor_is_a_named_hysac_option(tiny_bert, hf_base, randomize_lora, tiny_base):
+@pytest.mark.parametrize(
+    "option, loss_kind, names, bad",
+    [
+        ("text_anchor", "cosine", ("cosine(S,S0)", "cosine(S*,S0*)"), -1.0),
+        ("root_anchor", "root_gap", ("root_gap(T,F)", "root_gap(T*,F*)"), float("inf")),
+    ],
+)
+def test_each_anchor_is_a_named_hysac_option(
+    option, loss_kind, names, bad, tiny_bert, hf_base, randomize_lora, tiny_base
+):
+    """The text anchor (S to S0) and the root anchor (T to F): off by default, refused where no HF text
+    tower is, and added to HySAC's objective with their weight."""
     from hysafe.demo import DemoConfig
     from hysafe.training.loop import compute_loss
     from hysafe.training.recipes import get_recipe
 
-    recipe = get_recipe("hysac", root_anchor=2.0)
-    gaps = [(t.name, t.weight) for t in recipe.objective.terms if t.loss == "root_gap"]
-    assert gaps == [("root_gap(T,F)", 2.0), ("root_gap(T*,F*)", 2.0)]
-    assert all(t.loss != "root_gap" for t in get_recipe("hysac").objective.terms)  # off by default
-    with pytest.raises(ValueError, match="root_anchor must be a finite number >= 0"):
-        get_recipe("hysac", root_anchor=float("inf"))
-    with pytest.raises(ValueError, match="root_anchor, --root-anchor.*Hugging Face text tower"):
+    recipe = get_recipe("hysac", **{option: 2.0})
+    anchors = [(t.name, t.weight) for t in recipe.objective.terms if t.loss == loss_kind]
+    assert anchors == [(names[0], 2.0), (names[1], 2.0)] and not recipe.objective.needs_reference
+    assert all(t.loss != loss_kind for t in get_recipe("hysac").objective.terms)  # off by default
+    with pytest.raises(ValueError, match=f"{option} must be a finite number >= 0"):
+        get_recipe("hysac", **{option: bad})
+    flag = "--" + option.replace("_", "-")
+    with pytest.raises(ValueError, match=f"{option}, {flag}.*Hugging Face text tower"):
         recipe.check_model(create_model("hysac", "hysafe-tiny", tiny_base))
-    with pytest.raises(ValueError, match="root_anchor .* needs --text-tower"):
-        DemoConfig(root_anchor=1.0)
+    with pytest.raises(ValueError, match=f"{option} .* needs --text-tower"):
+        DemoConfig(**{option: 1.0})
     model = randomize_lora(
-        create_model("hysac", f"hysafe-tiny+hf:{tiny_bert}", hf_base, lora={"modules": ["attn"]})
-    ).eval()
-    recipe.check_model(model)
-    batch = _text_batch(model)
-    images = torch.zeros(2, 3, 32, 32)
-    batch |= {"image": images, "unsafe_image": images + 0.5}
-    loss, terms = compute_loss(model, recipe.objective, batch)
-    assert terms["root_gap(T,F)"] > 0 and terms["root_gap(T*,F*)"] > 0
-    without = compute_loss(model, get_recipe("hysac").objective, batch)[0]
-    expected = without + 2.0 * (terms["root_gap(T,F)"] + terms["root_gap(T*,F*)"])
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
-
-
-def test_the_text_anchor_is_a_named_hysac_option(tiny_bert, hf_base, randomize_lora, tiny_base):
-    from hysafe.demo import DemoConfig
-    from hysafe.training.loop import compute_loss
-    from hysafe.training.recipes import get_recipe
-
-    recipe = get_recipe("hysac", text_anchor=2.0)
-    anchors = [t for t in recipe.objective.terms if t.loss == "cosine"]
-    assert [(t.name, t.weight) for t in anchors] == [("cosine(S,S0)", 2.0), ("cosine(S*,S0*)", 2.0)]
-    assert not recipe.objective.needs_reference
-    assert all(t.loss != "cosine" for t in get_recipe("hysac").objective.terms)  # off by default
-    with pytest.raises(ValueError, match="text_anchor must be a finite number >= 0"):
-        get_recipe("hysac", text_anchor=-1.0)
-    with pytest.raises(ValueError, match="needs a CLIP with a Hugging Face text tower"):
-        recipe.check_model(create_model("hysac", "hysafe-tiny", tiny_base))
-    with pytest.raises(ValueError, match="text_anchor .* needs --text-tower"):
-        DemoConfig(text_anchor=1.0)
-    model = randomize_lora(
-        create_model("hysac", f"hysafe-tiny+hf:{tiny_bert}", hf_base, lora={"modules": ["attn"]})
+        create_model("hysac", f"hysafe-tiny+hf:{tiny_bert}", hf_base, lora={"modules": ["attn", "proj"]})
     )
     recipe.check_model(model)
     model.eval()  # no dropout: the two losses below see the same embeddings
@@ -543,7 +525,7 @@ def test_the_text_anchor_is_a_named_hysac_option(tiny_bert, hf_base, randomize_l
     images = torch.zeros(2, 3, 32, 32)
     batch |= {"image": images, "unsafe_image": images + 0.5}
     loss, terms = compute_loss(model, recipe.objective, batch)
-    assert terms["cosine(S,S0)"] > 0 and terms["cosine(S*,S0*)"] > 0
+    assert terms[names[0]] > 0 and terms[names[1]] > 0
     without = compute_loss(model, get_recipe("hysac").objective, batch)[0]
-    expected = without + 2.0 * (terms["cosine(S,S0)"] + terms["cosine(S*,S0*)"])
+    expected = without + 2.0 * (terms[names[0]] + terms[names[1]])
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
