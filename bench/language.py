@@ -72,6 +72,8 @@ VARIANTS: dict[str, dict] = {
         "rank_weight": 10.0,
         "root_anchor": 10.0,
     },
+    # round 5's second departure (docs/language.md, written before its run)
+    "all-10-rank-10": {"text_tower_lora": "all", "text_tower_epochs": 10, "rank_weight": 10.0},
     "attn-10-anchor-10": {
         "text_tower_lora": "attn",
         "text_tower_epochs": 10,
