@@ -278,7 +278,10 @@ def hysac_objective(
     the gap between each caption's distance to the root and the distance the same projection and lift
     give the language model's sentence embedding before LoRA (``T`` to ``F``, ``T*`` to ``F*``,
     :func:`~hysafe.losses.ordering.root_gap_loss`), so that what the classifier reads, the distance, stays
-    a function of what the untouched language model knows of a caption while LoRA learns to retrieve."""
+    a function of what the untouched language model knows of a caption while LoRA learns to retrieve.
+    Both anchors compare a training pass (``S``, ``T``: with the text model's dropout) with a cached pass
+    without dropout (``S0``, ``F``), so in training neither is zero at the start: each also asks the
+    embedding, or the distance, to be insensitive to dropout."""
     if not isinstance(safety_cones, bool):
         raise ValueError(f"HySAC safety_cones must be True or False, got {safety_cones!r}")
     weights = {

@@ -281,6 +281,15 @@ def test_a_pickle_is_refused_and_never_executed(tmp_path, monkeypatch):
     assert not (tmp_path / "PWNED").exists()
 
 
+def test_loading_a_runs_resume_state_as_a_model_says_which_file_to_load(trained):
+    from hysafe.models.checkpoint import load_model
+
+    out, _ = trained
+    said = r"last.safetensors: a training run's resume state.*best.safetensors"
+    with pytest.raises(ValueError, match=said):
+        load_model(out / "last.safetensors")
+
+
 def test_truncated_training_state_names_the_file_and_the_way_out(trained, world, tiny_base, tmp_path):
     out, _ = trained
     run = tmp_path / "run"

@@ -426,3 +426,14 @@ def test_fused_optimizer_equals_the_reference_update(world, tiny_base, monkeypat
     for n in reference:
         assert torch.allclose(fused[n], reference[n], atol=1e-5), n
     assert not optim.fused_supported([torch.zeros(2, dtype=torch.long)]) and not optim.fused_supported([])
+
+
+def test_train_builds_a_kind_with_the_open_clip_architecture_named_by_model(world, tiny_base):
+    """``train("hysac", data, ..., model=NAME, pretrained=FILE)``: ``model=`` names the architecture of the
+    model ``train`` builds, not ``train``'s own first argument."""
+    cfg = TrainConfig(epochs=1, batch_size=16, progress=False, validate=False)
+    res = train("hysac", world, "hysac", cfg, model=TINY_MODEL, pretrained=tiny_base, lora=LORA)
+    assert res.model.kind == "hysac" and res.steps == 4
+    reference = create_model("hysac", TINY_MODEL, tiny_base, lora=LORA)
+    trunk = "backbone.model.visual.conv1.weight"
+    assert torch.equal(dict(res.model.named_parameters())[trunk], dict(reference.named_parameters())[trunk])

@@ -191,7 +191,7 @@ def _args_hysac_terms(p) -> None:
         "--root-anchor",
         type=float,
         default=argparse.SUPPRESS,
-        help="hysac with a Hugging Face text tower: weight of the gap between each caption's distance "
+        help="hysac with a Hugging Face text tower: weight of the gap between each caption's log distance "
         "to the root and the one the text model before LoRA gives it (default 0: off)",
     )
 

@@ -145,8 +145,9 @@ class DemoConfig:
     root_anchor: float | None = field(
         default=None,
         metadata=_opt(
-            "with --text-tower: weight of HySAC's root anchor, the gap between each caption's distance to "
-            "the root and the one the text model before LoRA gives it (hysafe's option; default: off)"
+            "with --text-tower: weight of HySAC's root anchor, the gap between each caption's log distance "
+            "to the root and the one the text model before LoRA gives it (hysafe's option; default: off, "
+            "as chosen on validation wordings: docs/language.md, round 5)"
         ),
     )
     safety_cones: bool = field(

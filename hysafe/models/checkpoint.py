@@ -48,6 +48,8 @@ __all__ = [
 FORMAT_VERSION = "2"
 _READABLE_VERSIONS = ("1", "2")
 _META_KEY = CHECKPOINT_META_KEY
+#: the metadata key of a training run's resume state (hysafe.training.state), which is not a checkpoint
+TRAINING_STATE_META_KEY = "hysafe_train_state"
 _V1_PREFIXES = ("peft.base_model.model.", "clip.")
 
 
@@ -153,9 +155,16 @@ def read_metadata(path: str | Path) -> dict:
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(_META_KEY)
+            metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
+    raw = metadata.get(_META_KEY)
+    if raw is None and TRAINING_STATE_META_KEY in metadata:
+        raise ValueError(
+            f"{path}: a training run's resume state (its last.safetensors: weights being trained, optimiser "
+            "moments, progress), not a model checkpoint; load the run's best.safetensors, or continue the "
+            "run with hysafe train --out FOLDER"
+        )
     if raw is None:
         raise ValueError(
             f"{path}: safetensors file without hysafe metadata (not saved by hysafe.save); plain open_clip "

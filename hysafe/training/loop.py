@@ -255,6 +255,7 @@ def calibrate(model: SafetyModel, train_set) -> None:
 
 def train(
     model: SafetyModel | str,
+    /,
     data,
     recipe: str | Recipe | Objective | None = None,
     config: TrainConfig | None = None,
@@ -266,7 +267,8 @@ def train(
     """Train ``model`` on quadruplets with a recipe (:func:`~hysafe.training.recipes.get_recipe`).
 
     ``model``: a :class:`~hysafe.models.SafetyModel`, or a kind (``"hysac"``, ``"safeclip"``) built
-    with :func:`~hysafe.models.create_model` and ``model_kwargs`` (``model=``, ``pretrained=``, ...).
+    with :func:`~hysafe.models.create_model` and ``model_kwargs`` (``model=``, ``pretrained=``, ...;
+    ``model`` is positional-only here, so that ``model=`` names the open_clip architecture).
     ``data``: a dataset (:class:`~hysafe.data.QuadrupletDataset`,
     :class:`~hysafe.models.features.FeatureDataset`),
     a manifest path (its ``train`` split; its ``validation`` split validates unless ``val_data``

@@ -19,13 +19,13 @@ from torch import Tensor
 
 from hysafe.losses.objectives import ORDER_LOSSES
 
-from ..models.checkpoint import atomic_save_file
+from ..models.checkpoint import TRAINING_STATE_META_KEY, atomic_save_file
 from ..models.safety_model import trainable_parameters
 from .optim import Optimization
 
 __all__ = ["save_training_state", "load_training_state", "new_progress", "run_fingerprint"]
 
-_META_KEY = "hysafe_train_state"
+_META_KEY = TRAINING_STATE_META_KEY
 
 
 def new_progress() -> dict:
