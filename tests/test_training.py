@@ -437,3 +437,5 @@ def test_train_builds_a_kind_with_the_open_clip_architecture_named_by_model(worl
     reference = create_model("hysac", TINY_MODEL, tiny_base, lora=LORA)
     trunk = "backbone.model.visual.conv1.weight"
     assert torch.equal(dict(res.model.named_parameters())[trunk], dict(reference.named_parameters())[trunk])
+    with pytest.raises(ValueError, match=r"got \['model'\] for building a model, but the model is already"):
+        train(reference, world, "hysac", cfg, model=TINY_MODEL)

@@ -277,6 +277,11 @@ def train(
     model kind. ``callbacks`` receive a dict after every optimiser step (step, epoch, lr, losses).
     """
     cfg = config or TrainConfig()
+    if model_kwargs and not isinstance(model, str):
+        raise ValueError(
+            f"train() got {sorted(model_kwargs)} for building a model, but the model is already built "
+            f"({type(model).__name__}): pass a kind ('hysac', 'safeclip') to build one, or leave them out"
+        )
     model = create_model(model, **model_kwargs) if isinstance(model, str) else model
     recipe = as_recipe(recipe, model)
     dist = init_distributed(cfg.device or model.device)
