@@ -72,6 +72,14 @@ VARIANTS: dict[str, dict] = {
         "rank_weight": 10.0,
         "root_anchor": 10.0,
     },
+    # the same, run again after the anchor's T came from a pass without dropout, as round 5's plan says
+    # (the run above compared T with dropout; docs/language.md)
+    "attn-10-rank-10-root-10-steady": {
+        "text_tower_lora": "attn",
+        "text_tower_epochs": 10,
+        "rank_weight": 10.0,
+        "root_anchor": 10.0,
+    },
     # round 5's second departure (docs/language.md, written before its run)
     "all-10-rank-10": {"text_tower_lora": "all", "text_tower_epochs": 10, "rank_weight": 10.0},
     "attn-10-anchor-10": {

@@ -6,7 +6,8 @@ Embedding names: ``T``, ``V`` (safe text/image, trained towers), ``T*``, ``V*`` 
 text tower, ``S``, ``S*`` (its text model's sentence embeddings, before the CLIP projection, of the
 safe and unsafe captions) and ``S0``, ``S0*`` (the same before LoRA: HySAC's text anchor), and ``F``,
 ``F*`` (the captions' text embeddings as the language model before LoRA gives them, through the current
-projection and lift: HySAC's root anchor).
+projection and lift) and ``T~``, ``T*~`` (the trained text embeddings from a pass without dropout): HySAC's
+root anchor.
 
 A term input may join populations along the batch with ``|`` (``"T|T*"``: safe then unsafe
 texts), so that they compete in one softmax.
@@ -276,12 +277,13 @@ def hysac_objective(
     (``S`` to ``S0``, ``S*`` to ``S0*``), so that the fine-tune keeps what the language model knows of
     wordings training never shows; ``root_anchor > 0`` (a Hugging Face text tower only) adds
     the gap between each caption's distance to the root and the distance the same projection and lift
-    give the language model's sentence embedding before LoRA (``T`` to ``F``, ``T*`` to ``F*``,
+    give the language model's sentence embedding before LoRA (``T~`` to ``F``, ``T*~`` to ``F*``,
     :func:`~hysafe.losses.ordering.root_gap_loss`), so that what the classifier reads, the distance, stays
     a function of what the untouched language model knows of a caption while LoRA learns to retrieve.
-    Both anchors compare a training pass (``S``, ``T``: with the text model's dropout) with a cached pass
-    without dropout (``S0``, ``F``), so in training neither is zero at the start: each also asks the
-    embedding, or the distance, to be insensitive to dropout."""
+    ``T~`` comes from one more pass of the text tower with its dropout off, so the gap is zero at the start
+    of a fine-tune; the text anchor compares the training pass itself (``S``: with the text model's
+    dropout) with a cached pass without it (``S0``), so in training it also asks the sentence embedding
+    to be insensitive to dropout."""
     if not isinstance(safety_cones, bool):
         raise ValueError(f"HySAC safety_cones must be True or False, got {safety_cones!r}")
     weights = {
@@ -318,7 +320,7 @@ def hysac_objective(
     if text_anchor > 0:
         terms += [Term("cosine", ("S", "S0"), text_anchor), Term("cosine", ("S*", "S0*"), text_anchor)]
     if root_anchor > 0:
-        terms += [Term("root_gap", ("T", "F"), root_anchor), Term("root_gap", ("T*", "F*"), root_anchor)]
+        terms += [Term("root_gap", ("T~", "F"), root_anchor), Term("root_gap", ("T*~", "F*"), root_anchor)]
     return Objective(
         name="hysac",
         cones=ConeConfig() if cones is None else cones,

@@ -449,16 +449,25 @@ def test_the_root_anchor_reads_the_text_model_before_lora_through_the_trained_pr
     tiny_bert, hf_base, randomize_lora
 ):
     """F / F*: the lifted text embeddings the text model gives with its adapters off, through the
-    projection and alpha as trained: equal to T / T* while only the projection is adapted, apart once
-    the transformer is, and a gradient that reaches the projection's adapter and alpha only."""
+    projection and alpha as trained; T~ / T*~: the trained ones from a pass without dropout. In training
+    mode at the start of a fine-tune T~ = F exactly while T (with dropout) is not; T~ = F while only the
+    projection is adapted, apart once the transformer is; gradients reach the adapters and alpha, and
+    through F the projection's adapter only."""
     from hysafe.models.embed import embed_quadruplets
 
     lora = {"modules": ["attn", "proj"]}  # the demo's --text-tower-lora attn
-    model = create_model("hysac", f"hysafe-tiny+hf:{tiny_bert}", hf_base, lora=lora).eval()
-    batch, needed = _text_batch(model), {"T", "T*", "F", "F*"}
+    model = create_model("hysac", f"hysafe-tiny+hf:{tiny_bert}", hf_base, lora=lora).train()
+    batch, needed = _text_batch(model), {"T", "T*", "F", "F*", "T~", "T*~"}
+    emb = embed_quadruplets(model, batch, needed)
+    for t, steady, f in (("T", "T~", "F"), ("T*", "T*~", "F*")):
+        assert torch.allclose(emb[steady], emb[f], atol=1e-6)  # the gap starts at zero ...
+        assert (emb[t] - emb[f]).abs().max() > 1e-4  # ... where the dropout pass would not
     clip = model.backbone.model
+    dropouts = [m for m in clip.text.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts and all(m.training for m in dropouts)  # the pass without dropout restores them
     proj_b = [p for n, p in clip.named_parameters() if n.startswith("text.proj") and "lora_B" in n]
     assert proj_b  # the projection carries an adapter of its own
+    model.eval()
     with torch.no_grad():
         for p in proj_b:
             p.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
@@ -466,16 +475,17 @@ def test_the_root_anchor_reads_the_text_model_before_lora_through_the_trained_pr
     for t, f in (("T", "F"), ("T*", "F*")):
         assert torch.allclose(emb[t], emb[f], atol=1e-6)
     randomize_lora(model, std=0.5, generator=torch.Generator().manual_seed(0))
+    model.train()
     emb = embed_quadruplets(model, batch, needed)
-    assert (emb["T"] - emb["F"]).abs().max() > 1e-3
+    assert (emb["T~"] - emb["F"]).abs().max() > 1e-3
     trunk_b = next(
         p for n, p in clip.named_parameters() if n.startswith("text.transformer") and "lora_B" in n
     )
     curv = model.live_space.curv
-    gap = root_gap_loss_of(emb["T"], emb["F"], curv)
+    gap = root_gap_loss_of(emb["T~"], emb["F"], curv)
     grads = torch.autograd.grad(gap, [proj_b[0], trunk_b, model.log_alpha_text], retain_graph=True)
     assert all(g.abs().sum() > 0 for g in grads)
-    only_f = root_gap_loss_of(emb["T"].detach(), emb["F"], curv)
+    only_f = root_gap_loss_of(emb["T~"].detach(), emb["F"], curv)
     f_grads = torch.autograd.grad(only_f, [proj_b[0], trunk_b], allow_unused=True)
     assert f_grads[0].abs().sum() > 0 and (f_grads[1] is None or f_grads[1].abs().sum() == 0)
     with pytest.raises(ValueError, match="a HySAC model's, got a 'safeclip' model"):
@@ -493,7 +503,7 @@ def root_gap_loss_of(x, y, curv):
     "option, loss_kind, names, bad",
     [
         ("text_anchor", "cosine", ("cosine(S,S0)", "cosine(S*,S0*)"), -1.0),
-        ("root_anchor", "root_gap", ("root_gap(T,F)", "root_gap(T*,F*)"), float("inf")),
+        ("root_anchor", "root_gap", ("root_gap(T~,F)", "root_gap(T*~,F*)"), float("inf")),
     ],
 )
 def test_each_anchor_is_a_named_hysac_option(

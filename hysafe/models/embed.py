@@ -5,7 +5,8 @@ instead of the reference code's four separate passes; frozen-reference embedding
 only when the objective asks for them. With a Hugging Face text tower, the text model's sentence
 embeddings (its pooled output, before the CLIP projection) are taken from the same forward pass
 (``S``, ``S*``) and, for the un-adapted text model, from a per-caption cache (``S0``, ``S0*``); that
-cache through the current projection and lift gives ``F``, ``F*`` (HySAC's root anchor).
+cache through the current projection and lift gives ``F``, ``F*``, which HySAC's root anchor compares
+with ``T~``, ``T*~`` (the trained text embeddings from a pass without dropout).
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from .hf_text import hf_text_tower
 from .hf_text_cache import base_sentence_embeddings, base_text_features
 from .safety_model import SafetyModel
 
-__all__ = ["QUADRUPLET_KEYS", "SENTENCE_KEYS", "UNADAPTED_TEXT_KEYS", "embed_quadruplets", "embed_dataset"]
+__all__ = [
+    "QUADRUPLET_KEYS",
+    "SENTENCE_KEYS",
+    "UNADAPTED_TEXT_KEYS",
+    "STEADY_TEXT_KEYS",
+    "embed_quadruplets",
+    "embed_dataset",
+]
 
 #: batch key -> (modality, embedding name under the trained towers, under the frozen reference)
 QUADRUPLET_KEYS = {
@@ -36,6 +44,8 @@ QUADRUPLET_KEYS = {
 SENTENCE_KEYS = {"text": ("S", "S0"), "unsafe_text": ("S*", "S0*")}
 #: batch key -> the name of its text embedding from the text model before LoRA (a HySAC model's lift)
 UNADAPTED_TEXT_KEYS = {"text": "F", "unsafe_text": "F*"}
+#: batch key -> the name of its trained text embedding from a pass with the text tower's dropout off
+STEADY_TEXT_KEYS = {"text": "T~", "unsafe_text": "T*~"}
 
 
 def _encode_many(encode, tensors: list[Tensor]) -> list[Tensor]:
@@ -59,7 +69,31 @@ def embed_quadruplets(model: SafetyModel, batch: dict[str, Tensor], needed: set[
     for key, name in UNADAPTED_TEXT_KEYS.items():
         if name in needed:
             out[name] = _unadapted_text(model, batch[key])
+    steady = [k for k, name in STEADY_TEXT_KEYS.items() if name in needed]
+    if steady:
+        out.update(_steady_text(model, batch, steady))
     return out
+
+
+def _steady_text(model: SafetyModel, batch: dict[str, Tensor], keys: list[str]) -> dict[str, Tensor]:
+    """``T~`` / ``T*~``: the trained text embeddings from one more pass with the text tower's dropout (its
+    own and LoRA's) off, so that at the start of a fine-tune they equal ``F`` / ``F*`` exactly."""
+    with _dropout_off(_hf_text(model)):
+        parts = _encode_many(model.encode_text, [batch[k] for k in keys])
+    return {STEADY_TEXT_KEYS[k]: part for k, part in zip(keys, parts, strict=True)}
+
+
+@contextlib.contextmanager
+def _dropout_off(module: torch.nn.Module):
+    """``module`` and its parts in eval mode inside, as they were after (Hugging Face attention drops its
+    probabilities by the attention module's own mode, not by a dropout layer)."""
+    training = [m for m in module.modules() if m.training]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m in training:
+            m.train()
 
 
 def _unadapted_text(model: SafetyModel, tokens: Tensor) -> Tensor:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from hysafe.losses import ConeConfig, Objective, get_objective, hysac_objective, safer_clip_objective
-from hysafe.models.embed import SENTENCE_KEYS, UNADAPTED_TEXT_KEYS
+from hysafe.models.embed import SENTENCE_KEYS, STEADY_TEXT_KEYS, UNADAPTED_TEXT_KEYS
 from hysafe.models.hf_text import hf_text_tower
 
 __all__ = ["Recipe", "RECIPES", "RECIPE_OPTIONS", "get_recipe", "default_recipe", "as_recipe"]
@@ -58,9 +58,13 @@ class Recipe:
 
 
 #: what only a Hugging Face text tower gives: its sentence embeddings, trained and before LoRA (S, S*,
-#: S0, S0*), and the text embeddings before LoRA (F, F*)
+#: S0, S0*), the text embeddings before LoRA (F, F*) and without dropout (T~, T*~)
 SENTENCE_INPUTS = frozenset(
-    [*(name for names in SENTENCE_KEYS.values() for name in names), *UNADAPTED_TEXT_KEYS.values()]
+    [
+        *(name for names in SENTENCE_KEYS.values() for name in names),
+        *UNADAPTED_TEXT_KEYS.values(),
+        *STEADY_TEXT_KEYS.values(),
+    ]
 )
 
 
