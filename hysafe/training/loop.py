@@ -277,12 +277,7 @@ def train(
     model kind. ``callbacks`` receive a dict after every optimiser step (step, epoch, lr, losses).
     """
     cfg = config or TrainConfig()
-    if model_kwargs and not isinstance(model, str):
-        raise ValueError(
-            f"train() got {sorted(model_kwargs)} for building a model, but the model is already built "
-            f"({type(model).__name__}): pass a kind ('hysac', 'safeclip') to build one, or leave them out"
-        )
-    model = create_model(model, **model_kwargs) if isinstance(model, str) else model
+    model = _model_to_train(model, model_kwargs)
     recipe = as_recipe(recipe, model)
     dist = init_distributed(cfg.device or model.device)
     model.to(dist.device)
@@ -317,6 +312,18 @@ def train(
         seconds=time.time() - start,
         reused_epochs=reused,
     )
+
+
+def _model_to_train(model: SafetyModel | str, model_kwargs: dict) -> SafetyModel:
+    """``model``, or the model of kind ``model`` built with ``model_kwargs`` (refused beside a built one)."""
+    if isinstance(model, str):
+        return create_model(model, **model_kwargs)
+    if model_kwargs:
+        raise ValueError(
+            f"train() got {sorted(model_kwargs)} for building a model, but the model is already built "
+            f"({type(model).__name__}): pass a kind ('hysac', 'safeclip') to build one, or leave them out"
+        )
+    return model
 
 
 def _training_run(model, recipe: Recipe, cfg: TrainConfig, dist, train_set, callbacks) -> TrainingRun:
