@@ -78,13 +78,13 @@ def embed_quadruplets(model: SafetyModel, batch: dict[str, Tensor], needed: set[
 def _steady_text(model: SafetyModel, batch: dict[str, Tensor], keys: list[str]) -> dict[str, Tensor]:
     """``T~`` / ``T*~``: the trained text embeddings from one more pass with the text tower's dropout (its
     own and LoRA's) off, so that at the start of a fine-tune they equal ``F`` / ``F*`` exactly."""
-    with _dropout_off(_hf_text(model)):
+    with _eval_mode(_hf_text(model)):
         parts = _encode_many(model.encode_text, [batch[k] for k in keys])
     return {STEADY_TEXT_KEYS[k]: part for k, part in zip(keys, parts, strict=True)}
 
 
 @contextlib.contextmanager
-def _dropout_off(module: torch.nn.Module):
+def _eval_mode(module: torch.nn.Module):
     """``module`` and its parts in eval mode inside, as they were after (Hugging Face attention drops its
     probabilities by the attention module's own mode, not by a dropout layer)."""
     training = [m for m in module.modules() if m.training]
@@ -140,8 +140,8 @@ def _hf_text(model: SafetyModel):
     text = hf_text_tower(model)
     if text is None:
         raise ValueError(
-            "the text model's sentence embeddings (S, S*, S0, S0*, F, F*: the text and root anchors) "
-            "need a CLIP with a Hugging Face text tower ('VISION+hf:SOURCE'), "
+            "the text model's sentence embeddings (S, S*, S0, S0*, F, F*, T~, T*~: the text and root "
+            "anchors) need a CLIP with a Hugging Face text tower ('VISION+hf:SOURCE'), "
             f"got {type(model).__name__} without one"
         )
     return text
