@@ -68,23 +68,23 @@ def _contrastive(ctx: LossContext, a: Tensor, b: Tensor) -> Tensor:
     return symmetric_info_nce(a, b, similarity=ctx.space.similarity, logit_scale=ctx.logit_scale)
 
 
-def _entailment(ctx: LossContext, x: Tensor, y: Tensor) -> Tensor:
+def _curv(ctx: LossContext, terms: str) -> Tensor | float:
+    """The curvature of ``ctx``'s space, which ``terms`` need to be hyperbolic."""
     if not ctx.space.hyperbolic:
-        raise ValueError(f"entailment terms need a hyperbolic space, got {ctx.space.name!r}")
-    curv = ctx.space.curv
-    return entailment_loss(x, y, curv=curv, **ctx.cones.loss_options())
+        raise ValueError(f"{terms} terms need a hyperbolic space, got {ctx.space.name!r}")
+    return ctx.space.curv
+
+
+def _entailment(ctx: LossContext, x: Tensor, y: Tensor) -> Tensor:
+    return entailment_loss(x, y, curv=_curv(ctx, "entailment"), **ctx.cones.loss_options())
 
 
 def _root_order(ctx: LossContext, x: Tensor, y: Tensor, pairs: str = "rows") -> Tensor:
-    if not ctx.space.hyperbolic:
-        raise ValueError(f"root order terms need a hyperbolic space, got {ctx.space.name!r}")
-    return root_order_loss(x, y, curv=ctx.space.curv, margin=ctx.order_margin, pairs=pairs)
+    return root_order_loss(x, y, curv=_curv(ctx, "root order"), margin=ctx.order_margin, pairs=pairs)
 
 
 def _root_gap(ctx: LossContext, x: Tensor, y: Tensor) -> Tensor:
-    if not ctx.space.hyperbolic:
-        raise ValueError(f"root gap terms need a hyperbolic space, got {ctx.space.name!r}")
-    return root_gap_loss(x, y, curv=ctx.space.curv)
+    return root_gap_loss(x, y, curv=_curv(ctx, "root gap"))
 
 
 LOSSES: dict[str, Callable[..., Tensor]] = {

@@ -134,7 +134,11 @@ def cached_hf_text_features(model: nn.Module, tokens: Tensor) -> Tensor | None:
     pad = getattr(text.config, "pad_token_id", None)
     if pad is None or getattr(text, "output_tokens", False) or tokens.ndim != 2 or not _frozen(text):
         return None
-    pooled = _cached_pooled(text, tokens)
+    return _projected(text, _cached_pooled(text, tokens))
+
+
+def _projected(text: nn.Module, pooled: Tensor) -> Tensor:
+    """The text tower's projection of its pooled outputs, in the projection's dtype."""
     weight = next(text.proj.parameters(), None)  # None: an identity projection
     return text.proj(pooled if weight is None else pooled.to(weight.dtype))
 
@@ -177,7 +181,4 @@ def base_text_features(model: nn.Module, tokens: Tensor, peft_model: nn.Module |
     """The CLIP text features of ``tokens`` as the text model *before* LoRA gives them: its cached
     :func:`base_sentence_embeddings` through the current (trained) projection, so gradients reach the
     projection only."""
-    text = _sentence_tower(model, tokens)
-    pooled = base_sentence_embeddings(model, tokens, peft_model)
-    weight = next(text.proj.parameters(), None)  # None: an identity projection
-    return text.proj(pooled if weight is None else pooled.to(weight.dtype))
+    return _projected(_sentence_tower(model, tokens), base_sentence_embeddings(model, tokens, peft_model))
