@@ -74,6 +74,13 @@ VARIANTS: dict[str, dict] = {
     },
     # round 5's second departure (docs/language.md, written before its run)
     "all-10-rank-10": {"text_tower_lora": "all", "text_tower_epochs": 10, "rank_weight": 10.0},
+    # round 6's departure (docs/language.md, written before its run)
+    "attn-10-rank-10-radius-linear": {
+        "text_tower_lora": "attn",
+        "text_tower_epochs": 10,
+        "rank_weight": 10.0,
+        "text_radius": "linear",
+    },
     "attn-10-anchor-10": {
         "text_tower_lora": "attn",
         "text_tower_epochs": 10,

@@ -27,7 +27,7 @@ def cmd_demo(args) -> int:
 
 
 #: options that only a run with a Hugging Face text tower reads, and the one such a run ignores
-_TOWER_ONLY = ("text_tower_lora", "text_tower_epochs", "text_anchor", "root_anchor")
+_TOWER_ONLY = ("text_tower_lora", "text_tower_epochs", "text_anchor", "root_anchor", "text_radius")
 _NOT_WITH_A_TOWER = "finetune_epochs"
 
 

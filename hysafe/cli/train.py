@@ -49,7 +49,10 @@ def cmd_train(args) -> int:
         model = create_feature_model(recipe.model_kind, *data.dims, device=device)
     elif args.data:
         lora = LoraConfig(**options_to_kwargs(args, LoraConfig, prefix="lora-"))
-        model = create_model(recipe.model_kind, args.model, args.pretrained, lora=lora, device=device)
+        radius = {"text_radius": args.text_radius} if hasattr(args, "text_radius") else {}
+        model = _named_errors(
+            create_model, recipe.model_kind, args.model, args.pretrained, lora=lora, device=device, **radius
+        )
         data, val_data = args.data, None
     else:
         raise ValueError("train needs --data MANIFEST (or --features FILE for the head strategy)")
@@ -147,7 +150,9 @@ def args_train(p) -> None:
 
 
 def _args_hysac_terms(p) -> None:
-    """hysafe's named HySAC options (absent unless given: the published objective)."""
+    """hysafe's named HySAC options (absent unless given: the published objective and model)."""
+    from ..models.text_radius import TEXT_RADII
+
     p.add_argument(
         "--safety-cones",
         action="store_true",
@@ -186,6 +191,14 @@ def _args_hysac_terms(p) -> None:
         default=argparse.SUPPRESS,
         help="hysac with a Hugging Face text tower: weight of the cosine distance of the text model's "
         "sentence embeddings to its own before LoRA (default 0: off)",
+    )
+    p.add_argument(
+        "--text-radius",
+        choices=TEXT_RADII,
+        default=argparse.SUPPRESS,
+        help="hysac with a Hugging Face text tower: the text embeddings' distance to the root, 'norm' "
+        "(as published: the norm of the projected features) or 'linear' (hysafe's option: a linear read "
+        "of the text model's sentence embedding on the log scale; default: norm)",
     )
     p.add_argument(
         "--root-anchor",

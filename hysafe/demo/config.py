@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from ..data import WorldConfig
 from ..models.backbone import TINY_MODEL, LoraConfig
 from ..models.hf_text import HF_PROJ, HF_TEXT_MARK
+from ..models.text_radius import TEXT_RADII
 from ..models.traversal import DEFAULT_TAU
 
 __all__ = ["DemoConfig", "RANK_WEIGHTS", "TEXT_TOWER_LORA", "option_name"]
@@ -150,6 +151,15 @@ class DemoConfig:
             "as chosen on validation wordings: docs/language.md, round 5)"
         ),
     )
+    text_radius: str = field(
+        default="norm",
+        metadata=_opt(
+            "with --text-tower: HySAC's text distance to the root, 'norm' (as published) or 'linear' "
+            "(hysafe's option: a linear read of the text model's sentence embedding, on the log scale; "
+            "docs/language.md, round 6)",
+            choices=TEXT_RADII,
+        ),
+    )
     safety_cones: bool = field(
         default=True,
         metadata=_opt(
@@ -219,6 +229,10 @@ class DemoConfig:
         }
         return {k: v for k, v in given.items() if v is not None}
 
+    def hysac_model_options(self) -> dict:
+        """The HySAC model settings (ModelConfig fields) these settings override."""
+        return {} if self.text_radius == "norm" else {"text_radius": self.text_radius}
+
     select: str = field(
         default="auto",
         metadata=_opt(
@@ -276,6 +290,7 @@ class DemoConfig:
                     f"DemoConfig.{name} ({option_name(name)}) anchors to a Hugging Face text model: it "
                     "needs --text-tower"
                 )
+        self._check_text_radius()
         if self.text_tower_epochs < 1:
             raise ValueError(f"DemoConfig.text_tower_epochs must be >= 1, got {self.text_tower_epochs}")
         if self.text_tower_lora not in TEXT_TOWER_LORA:
@@ -286,6 +301,24 @@ class DemoConfig:
         if self.image_ceiling not in ("auto", "always", "never"):
             raise ValueError(
                 f"DemoConfig.image_ceiling must be 'auto', 'always' or 'never', got {self.image_ceiling!r}"
+            )
+
+    def _check_text_radius(self) -> None:
+        if self.text_radius not in TEXT_RADII:
+            raise ValueError(
+                f"DemoConfig.text_radius must be one of {list(TEXT_RADII)}, got {self.text_radius!r}"
+            )
+        if self.text_radius == "norm":
+            return
+        if self.text_tower is None:
+            raise ValueError(
+                "DemoConfig.text_radius (--text-radius) reads a Hugging Face text model's sentence "
+                "embeddings: it needs --text-tower"
+            )
+        if self.root_anchor is not None:
+            raise ValueError(
+                "DemoConfig.root_anchor (--root-anchor) holds the norm-given distance to the root: it does "
+                "not apply with --text-radius linear"
             )
 
     @classmethod

@@ -164,8 +164,14 @@ def fine_tune(
     weights ``base``, with the demo's LoRA, epochs, seed and selection; run folder under ``out``."""
     recipe = get_recipe(recipe_name, **recipe_options)
     torch.manual_seed(cfg.seed)
+    model_options = cfg.hysac_model_options() if recipe.model_kind == "hysac" else {}
     model = create_model(
-        recipe.model_kind, cfg.backbone_name, base, lora=cfg.fine_tune_lora, device=cfg.device
+        recipe.model_kind,
+        cfg.backbone_name,
+        base,
+        lora=cfg.fine_tune_lora,
+        device=cfg.device,
+        **model_options,
     )
     # 'safety' scores the root-distance ordering: HySAC's; the Euclidean fine-tunes select on recall
     select = cfg.select if cfg.select != "safety" or recipe.model_kind == "hysac" else "recall"

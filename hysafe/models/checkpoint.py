@@ -141,6 +141,9 @@ def save_model(
         "traversal_rule": model.traversal_rule,
         "extra": extra or {},
     }
+    head = getattr(model, "text_radius", None)
+    if merged and head is not None:  # a plain open_clip file has no place for it: beside the scalars
+        meta["text_radius"] = head.to_metadata()
     atomic_save_file(tensors, path, {_META_KEY: json.dumps(meta)})
     logger.info("saved %s checkpoint of %s to %s (%d tensors)", meta["form"], model.kind, path, len(tensors))
     return path
@@ -213,6 +216,7 @@ def load_model(
     if meta["form"] == "merged":
         config.backbone.pretrained = str(path)  # the file may have moved since it was written
         model = build_model(config, device=device)
+        _load_text_radius(model, meta, path)
     else:
         locate_backbone(config, path)
         model = build_model(config, device=device)
@@ -245,6 +249,16 @@ def load_model(
     return model
 
 
+def _load_text_radius(model: SafetyModel, meta: dict, path: Path) -> None:
+    """A merged checkpoint's linear text radius, from its metadata (where ``save_model`` put it)."""
+    head = getattr(model, "text_radius", None)
+    if head is None:
+        return
+    if "text_radius" not in meta:
+        raise ValueError(f"{path}: its config has text_radius='linear' but its metadata holds no text_radius")
+    head.load_metadata_(meta["text_radius"], str(path))
+
+
 def _check_finite(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Refuse weights with NaN/Inf values, naming the file and the tensor (a diverged or damaged run)."""
     for name, value in tensors.items():
@@ -274,6 +288,8 @@ def inference_copy(model: SafetyModel) -> SafetyModel:
     config.backbone.pretrained = None  # the weights come from the merged state dict below
     copied = build_model(config, device=model.device)
     copied.backbone.model.load_state_dict(backbone.merged_state_dict(), strict=True)
+    if getattr(model, "text_radius", None) is not None:
+        copied.text_radius.load_state_dict(model.text_radius.state_dict())
     copied.load_scalars_(model.scalars(), source="the model being copied")
     copied.bounds = copy.deepcopy(model.bounds)
     copied.traversal_rule = model.traversal_rule

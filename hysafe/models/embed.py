@@ -104,6 +104,11 @@ def _unadapted_text(model: SafetyModel, tokens: Tensor) -> Tensor:
             "the text embeddings before LoRA (F, F*: the root anchor) are a HySAC model's, "
             f"got a {model.kind!r} model"
         )
+    if model.text_radius is not None:
+        raise ValueError(
+            "the root anchor holds the distance to the root that the projection's norm gives; a HySAC "
+            f"model with text_radius={model.config.text_radius!r} reads it elsewhere"
+        )
     backbone = model.backbone
     return model.lift(base_text_features(backbone.model, tokens, backbone.peft), model.log_alpha_text)
 

@@ -29,6 +29,8 @@ from ..data.dataset import tokenize_captions
 from .backbone import BackboneConfig, LoraConfig, check_device, create_backbone
 from .classifier import NSFWClassifier, threshold_from_bounds
 from .feature_backbone import FeatureBackbone, FeatureBackboneConfig
+from .hf_text import hf_text_tower, hf_text_type
+from .text_radius import LinearTextRadius, check_text_radius, projection_inputs, radial_lift
 from .traversal import DEFAULT_TAU, TRAINED_TAU, resolve_tau, traverse
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,8 @@ class ModelConfig:
     )
     logit_scale_init: float = 1 / 0.07
     logit_scale_max: float = 100.0
+    # HySAC's text distance to the root: "norm" as published, "linear" hysafe's option (.text_radius)
+    text_radius: str = "norm"
 
     def __post_init__(self):
         if isinstance(self.backbone, dict):
@@ -87,6 +91,7 @@ class ModelConfig:
             raise ValueError(f"unknown model kind {self.kind!r}; expected one of {sorted(MODEL_KINDS)}")
         if self.curv_init <= 0:
             raise ValueError(f"curv_init must be > 0, got {self.curv_init}")
+        check_text_radius(self.text_radius, self.kind)
 
     def to_dict(self) -> dict:
         """JSON-ready form (tuples as lists, the backbone's ``type`` included); inverse of
@@ -288,6 +293,23 @@ class SafeCLIP(SafetyModel):
 #: HySAC's default alpha never lifts the median training feature of a modality further than this from the
 #: origin at the start of training (the paper's alpha lifts a feature of norm sqrt(embed_dim) to 1)
 MAX_INIT_NORM = 2.0
+#: the batch keys of a quadruplet's captions
+TEXT_KEYS = ("text", "unsafe_text")
+
+
+def _text_radius_head(backbone: nn.Module, config: ModelConfig) -> LinearTextRadius | None:
+    """HySAC's linear text radius over the HF text tower's sentence embeddings (``None``: as published)."""
+    if config.text_radius == "norm":
+        return None
+    clip = getattr(backbone, "model", None)
+    if clip is None or hf_text_type(clip) is None:
+        name = getattr(config.backbone, "model", "a feature table")
+        raise ValueError(
+            f"text_radius={config.text_radius!r} reads the distance to the root off a Hugging Face text "
+            "model's sentence embeddings: it needs a CLIP with a Hugging Face text tower "
+            f"('VISION+hf:SOURCE'), got {name!r}"
+        )
+    return LinearTextRadius(clip.text.config.hidden_size)
 
 
 class HySAC(SafetyModel):
@@ -310,6 +332,7 @@ class HySAC(SafetyModel):
         self.log_alpha_image = nn.Parameter(torch.tensor(math.log(alpha)))
         self.log_alpha_text = nn.Parameter(torch.tensor(math.log(alpha)))
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
+        self.text_radius = _text_radius_head(backbone, config)
         self.to(self.device)
 
     @property
@@ -341,10 +364,27 @@ class HySAC(SafetyModel):
         return self.lift(self.backbone.image_features(images), self.log_alpha_image)
 
     def encode_text(self, tokens: Tensor) -> Tensor:
-        return self.lift(self.backbone.text_features(tokens), self.log_alpha_text)
+        if self.text_radius is None:
+            return self.lift(self.backbone.text_features(tokens), self.log_alpha_text)
+        with projection_inputs(hf_text_tower(self)) as sentences:
+            features = self.backbone.text_features(tokens)
+        return radial_lift(features, self.text_radius(torch.cat(sentences)), curv=self.curv)
 
     @torch.no_grad()
     def calibrate(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        """Data-dependent initial scales from training rows ``batch``: the alphas, then the linear text
+        radius's start (``text_radius="linear"``). Returns what was set."""
+        training = self.training
+        self.eval()
+        try:
+            changed = self._calibrate_alphas(batch) if self.config.alpha_init is None else {}
+            if self.text_radius is not None and self.text_radius.untrained:
+                changed["text_radius_start"] = self._start_text_radius(batch)
+        finally:
+            self.train(training)
+        return changed
+
+    def _calibrate_alphas(self, batch: dict[str, Tensor]) -> dict[str, float]:
         """Cap the default alpha by the training data (``alpha_init=None``; a given ``alpha_init`` is kept).
 
         The paper's ``embed_dim ** -0.5`` lifts a feature of norm ``sqrt(embed_dim)`` to norm 1. A tower
@@ -352,10 +392,7 @@ class HySAC(SafetyModel):
         embedding saturated at the distance clamp, where no gradient reaches alpha; so a modality's alpha
         becomes ``MAX_INIT_NORM / median |f|`` over ``batch`` where that is smaller. An alpha that is no
         longer the initial one (a trained model trained further) is kept. Returns the alphas set."""
-        if self.config.alpha_init is not None:
-            return {}
-        changed, training, initial = {}, self.training, math.log(self.paper_alpha)
-        self.eval()
+        changed, initial = {}, math.log(self.paper_alpha)
         for name, keys, features in (
             ("log_alpha_image", ("image", "unsafe_image"), self.backbone.image_features),
             ("log_alpha_text", ("text", "unsafe_text"), self.backbone.text_features),
@@ -367,8 +404,17 @@ class HySAC(SafetyModel):
             if getattr(self, name).item() > cap:
                 getattr(self, name).fill_(cap)
                 changed[name.removeprefix("log_")] = math.exp(cap)
-        self.train(training)
         return changed
+
+    def _start_text_radius(self, batch: dict[str, Tensor]) -> float:
+        """Start the linear text radius at the median distance the published lift gives ``batch``'s
+        captions (``alpha * |f|``); returns that distance."""
+        norms = [self.backbone.text_features(batch[k]).float().norm(dim=-1) for k in TEXT_KEYS if k in batch]
+        if not norms:
+            raise ValueError(f"the linear text radius starts from training captions: no {TEXT_KEYS} given")
+        distance = float(torch.cat(norms).median()) * float(self.log_alpha_text.exp())
+        self.text_radius.start_at(distance)
+        return distance
 
     def scalar_limits(self) -> dict[str, tuple[float, float]]:
         c0, cfg = self.config.curv_init, self.config
