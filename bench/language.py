@@ -99,8 +99,11 @@ VARIANTS: dict[str, dict] = {
 # the root anchor's run again, in a run folder of its own, after the anchor's T came from a pass without
 # dropout, as round 5's plan says (the first run compared T with dropout; docs/language.md)
 VARIANTS["attn-10-rank-10-root-10-steady"] = VARIANTS["attn-10-rank-10-root-10"]
+# the variants before round 6 ran with the published text radius, the norm (DemoConfig's default then)
+for _overrides in VARIANTS.values():
+    _overrides.setdefault("text_radius", "norm")
 #: the variant that is DemoConfig's default (the rule keeps it on a tie)
-CURRENT = "attn-10-rank-10"
+CURRENT = "attn-10-rank-10-radius-linear"
 RECALL_TOLERANCE = 0.05
 
 

@@ -423,7 +423,13 @@ def test_language_rule_chooses_on_validation_text_auc_within_the_recall_toleranc
     current = language.VARIANTS[language.CURRENT]  # the demo's text-tower defaults, as the rule keeps them
     demo = DemoConfig(text_tower="a/text/model").record()  # the demo with a text tower, as it runs
     assert {k: demo[k] for k in current} == current
-    assert current == {"text_tower_lora": "attn", "text_tower_epochs": 10, "rank_weight": 10.0}
+    assert current == {
+        "text_tower_lora": "attn",
+        "text_tower_epochs": 10,
+        "rank_weight": 10.0,
+        "text_radius": "linear",
+    }
+    assert DemoConfig().record()["text_radius"] == "norm"  # the model's own tower: as published
 
 
 def test_language_probe_width_chooses_c_on_one_validation_half_and_reports_the_other():

@@ -217,6 +217,15 @@ def test_evaluate_classify_traverse_plot_embed_train(demo, tmp_path, capsys):
         (["embed", "--data", "missing.jsonl", "--out", "f.safetensors"], "manifest not found"),
         (["demo", "--model", "ViT-B-32", "--quick"], "needs --pretrained"),
         (["train", "--data", "m.jsonl", "--model", "ViT-Nope", "--out", "o"], "unknown open_clip model"),
+        (
+            ["train", "--data", "m.jsonl", "--model", "hysafe-tiny", "--text-radius", "linear", "--out", "o"],
+            "--text-radius: text_radius='linear' reads the distance to the root off a Hugging Face text",
+        ),
+        (
+            ["train", "--data", "m.jsonl", "--objective", "safeclip", "--model", "hysafe-tiny"]
+            + ["--text-radius", "linear", "--out", "o"],
+            "--text-radius: text_radius='linear' sets the distance to the root of HySAC's text",
+        ),
     ],
 )
 def test_bad_input_exits_1_with_a_clear_message(argv, message, capsys, tmp_path, monkeypatch):
@@ -266,6 +275,11 @@ def test_usage_errors_exit_2(capsys, tmp_path):
         (["--text-tower", "/m", "--text-anchor", "-1"], "--text-anchor: HySAC text_anchor must be"),
         (["--root-anchor", "1"], "--root-anchor applies only with --text-tower"),
         (["--text-tower", "/m", "--root-anchor", "nan"], "--root-anchor: HySAC root_anchor must be"),
+        (["--text-radius", "linear"], "--text-radius applies only with --text-tower"),
+        (
+            ["--text-tower", "/m", "--text-radius", "linear", "--root-anchor", "1"],
+            "does not apply with --text-radius linear",
+        ),
     ):  # options this run would ignore
         with pytest.raises(SystemExit) as e:
             main(["demo", "--quick", *argv, "--out", str(tmp_path / "report")])

@@ -10,11 +10,12 @@ import shutil
 import open_clip
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from hysafe.data.dataset import pad_id, truncated_count
-from hysafe.models.checkpoint import load_model, save_model
-from hysafe.models.hf_text import HF_LORA_LAYOUTS, hf_lora_target, split_hf_text_name
+from hysafe.models.checkpoint import inference_copy, load_model, save_model
+from hysafe.models.hf_text import HF_LORA_LAYOUTS, hf_lora_target, registered_name, split_hf_text_name
 from hysafe.models.safety_model import create_model
 
 WORDS = (
@@ -539,3 +540,182 @@ def test_each_anchor_is_a_named_hysac_option(
     without = compute_loss(model, get_recipe("hysac").objective, batch)[0]
     expected = without + 2.0 * (terms[names[0]] + terms[names[1]])
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+# ---------------------------------------------------------------- HySAC's linear text radius (round 6)
+# text_radius="linear": the distance to the root a linear read of the text model's sentence embedding on
+# the log scale, the direction the projection's (docs/language.md, round 6)
+
+RADIUS_SAFE = ["a red circle at the top left", "a small blue star on a street at dusk", "the green square"]
+RADIUS_UNSAFE = ["a red circle covered in blood", "a small blue star with a gun", "the beaten bruised square"]
+
+
+@pytest.fixture(scope="module")
+def bert_clip(tiny_bert, hf_base):
+    """(model name, a plain open_clip weights file) of the tiny CLIP with a random BERT text tower."""
+    return f"hysafe-tiny+hf:{tiny_bert}", hf_base
+
+
+def _linear(bert_clip, **kw):
+    return create_model("hysac", *bert_clip, text_radius="linear", **kw)
+
+
+def _batch(model):
+    return {"text": model.tokenize(RADIUS_SAFE), "unsafe_text": model.tokenize(RADIUS_UNSAFE)}
+
+
+def _randomize_head(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        model.text_radius.linear.weight.copy_(
+            0.1 * torch.randn(model.text_radius.linear.weight.shape, generator=g)
+        )
+        model.text_radius.linear.bias.fill_(-0.3)
+    return model
+
+
+def test_the_distance_is_the_linear_read_and_the_direction_the_projections(bert_clip, randomize_lora):
+    model = _randomize_head(randomize_lora(_linear(bert_clip))).eval()
+    tokens = model.tokenize(RADIUS_SAFE + RADIUS_UNSAFE)
+    with torch.no_grad():
+        x = model.encode_text(tokens)
+        features = model.backbone.text_features(tokens).double()
+        pooled = model.backbone.model.text.transformer(input_ids=tokens, attention_mask=(tokens != 0).long())
+        sentences = model.backbone.model.text.pooler(pooled, (tokens != 0).long()).double()
+    head = model.text_radius.linear
+    want = torch.exp(sentences @ head.weight.double().T + head.bias.double()).squeeze(-1)
+    assert torch.allclose(model.space.dist_to_root(x).double(), want, rtol=1e-5, atol=0)
+    cosine = torch.nn.functional.cosine_similarity(x.double(), features, dim=-1)
+    assert torch.allclose(cosine, torch.ones_like(cosine), atol=1e-6)
+    # the published model on the same weights: same directions, the norm's distances
+    published = create_model("hysac", *bert_clip)
+    published.backbone.model.load_state_dict(model.backbone.model.state_dict())
+    with torch.no_grad():
+        y = published.eval().encode_text(tokens)
+    assert torch.allclose(torch.nn.functional.cosine_similarity(x, y, dim=-1), torch.ones(6), atol=1e-6)
+    norm_distance = features.norm(dim=-1) * published.log_alpha_text.exp().double()
+    assert torch.allclose(published.space.dist_to_root(y).double(), norm_distance, rtol=1e-5, atol=0)
+
+
+def test_calibration_starts_every_caption_at_the_published_median_distance(bert_clip):
+    torch.manual_seed(0)
+    model = _linear(bert_clip)
+    published = create_model("hysac", *bert_clip)
+    batch = _batch(model)
+    published.calibrate(batch)
+    changed = model.calibrate(batch)
+    model.eval(), published.eval()
+    with torch.no_grad():
+        ours = torch.cat([model.space.dist_to_root(model.encode_text(t)) for t in batch.values()])
+        theirs = torch.cat([published.space.dist_to_root(published.encode_text(t)) for t in batch.values()])
+    assert changed["text_radius_start"] == pytest.approx(float(theirs.median()), rel=1e-5)
+    assert torch.allclose(ours, torch.full_like(ours, float(theirs.median())), rtol=1e-5, atol=0)
+    assert model.calibrate(batch) == {}  # a head that is no longer the initial one is kept
+
+
+def test_the_gradient_reaches_the_head_lora_and_projection_and_a_step_orders_the_captions(bert_clip):
+    from hysafe.models.embed import embed_quadruplets
+    from hysafe.training.recipes import get_recipe
+
+    torch.manual_seed(0)
+    model = _linear(bert_clip)
+    batch = _batch(model) | {"image": torch.rand(3, 3, 32, 32)}
+    batch["unsafe_image"] = batch["image"].flip(-1)
+    model.calibrate(batch)
+    objective = get_recipe("hysac", rank_weight=10.0).objective
+    emb = embed_quadruplets(model.train(), batch, objective.inputs)
+    loss, _ = objective(emb, model.live_space, model.logit_scale)
+    loss.backward()
+    named = dict(model.named_parameters())
+    assert named["text_radius.linear.weight"].grad.abs().sum() > 0
+    assert named["text_radius.linear.bias"].grad.abs() > 0
+    lora_b = [p for n, p in named.items() if n.startswith("backbone.") and ".text." in n and "lora_B" in n]
+    assert lora_b and all(p.grad is not None for p in lora_b) and any(p.grad.abs().sum() > 0 for p in lora_b)
+    assert named["log_alpha_text"].grad is None or named["log_alpha_text"].grad == 0  # not read
+
+    def gap() -> float:
+        with torch.no_grad():
+            safe, unsafe = (
+                model.space.dist_to_root(model.encode_text(batch[k])) for k in ("text", "unsafe_text")
+            )
+        return float(unsafe.log().mean() - safe.log().mean())
+
+    assert gap() == pytest.approx(0.0, abs=1e-6)  # every caption starts at one distance
+    head = model.text_radius.parameters()
+    torch.optim.SGD(head, lr=1e-2).step()
+    assert gap() > 0  # the hinges push the unsafe captions further out
+
+
+def test_the_linear_radius_round_trips_through_adapter_and_merged_checkpoints(
+    bert_clip, tmp_path, randomize_lora
+):
+    model = _randomize_head(randomize_lora(_linear(bert_clip))).eval()
+    tokens = model.tokenize(RADIUS_SAFE + RADIUS_UNSAFE)
+    adapter = load_model(save_model(model, tmp_path / "adapter.safetensors"))
+    merged_path = save_model(model, tmp_path / "merged.safetensors", merged=True)
+    merged = load_model(merged_path)
+    with torch.no_grad():
+        want = model.encode_text(tokens)
+        assert torch.equal(adapter.encode_text(tokens), want)
+        assert torch.allclose(merged.encode_text(tokens), want, atol=1e-5, rtol=0)
+        assert torch.allclose(inference_copy(model).encode_text(tokens), want, atol=1e-5, rtol=0)
+    assert torch.equal(merged.text_radius.linear.weight, model.text_radius.linear.weight)  # JSON exact
+    assert "text_radius.linear.weight" in load_file(str(tmp_path / "adapter.safetensors"))
+    cfg = merged.backbone.config
+    theirs = open_clip.create_model(registered_name(cfg.model, cfg.model_cfg), pretrained=str(merged_path))
+    with torch.no_grad():
+        assert torch.allclose(
+            theirs.eval().encode_text(tokens), merged.backbone.text_features(tokens), atol=1e-6, rtol=0
+        )
+
+
+def test_a_merged_file_with_a_damaged_or_missing_head_is_named(bert_clip, tmp_path):
+    path = save_model(_linear(bert_clip), tmp_path / "merged.safetensors", merged=True)
+    with safe_open(str(path), framework="pt") as f:
+        tensors, raw = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    key = next(iter(raw))
+    meta = json.loads(raw[key])
+    for state, said in (
+        ({"weight": [0.0] * 3, "bias": 0.0}, "32 finite numbers"),
+        ({"weight": [float("nan")] * 32, "bias": 0.0}, "32 finite numbers"),
+        (None, "holds no text_radius"),
+    ):
+        edited = {**meta, "text_radius": state} if state is not None else meta.copy()
+        if state is None:
+            del edited["text_radius"]
+        save_file(tensors, str(tmp_path / "bad.safetensors"), metadata={key: json.dumps(edited)})
+        with pytest.raises(ValueError, match=said):
+            load_model(tmp_path / "bad.safetensors")
+
+
+def test_the_linear_radius_is_refused_where_it_has_nothing_to_read(bert_clip, tmp_path):
+    from hysafe.demo import DemoConfig
+    from hysafe.models.embed import embed_quadruplets
+
+    with pytest.raises(ValueError, match="needs a CLIP with a Hugging Face text tower"):
+        create_model("hysac", "hysafe-tiny", None, text_radius="linear")
+    with pytest.raises(ValueError, match="a 'safeclip' model has no such distance"):
+        create_model("safeclip", *bert_clip, text_radius="linear")
+    with pytest.raises(ValueError, match="must be one of"):
+        create_model("hysac", *bert_clip, text_radius="cubic")
+    model = _linear(bert_clip)
+    with pytest.raises(ValueError, match="the root anchor holds the distance"):
+        embed_quadruplets(model, _batch(model), {"F"})
+    with pytest.raises(ValueError, match="it needs --text-tower"):
+        DemoConfig(text_radius="linear")
+    with pytest.raises(ValueError, match="does not apply with --text-radius linear"):
+        DemoConfig(text_tower=str(tmp_path), text_radius="linear", root_anchor=1.0)
+    assert DemoConfig(text_tower=str(tmp_path)).hysac_model_options() == {
+        "text_radius": "linear"
+    }
+    assert DemoConfig().hysac_model_options() == {}
+
+
+def test_a_published_runs_fingerprint_is_the_one_before_the_option_existed(bert_clip):
+    from hysafe.training.recipes import get_recipe
+    from hysafe.training.state import run_fingerprint
+
+    recipe = get_recipe("hysac")
+    published = run_fingerprint(create_model("hysac", *bert_clip), recipe)
+    assert "text_radius" not in published["model"]  # a run folder of an earlier hysafe resumes
+    assert run_fingerprint(_linear(bert_clip), recipe)["model"]["text_radius"] == "linear"

@@ -13,13 +13,18 @@ from ..models.hf_text import HF_PROJ, HF_TEXT_MARK
 from ..models.text_radius import TEXT_RADII
 from ..models.traversal import DEFAULT_TAU
 
-__all__ = ["DemoConfig", "RANK_WEIGHTS", "TEXT_TOWER_LORA", "option_name"]
+__all__ = ["DemoConfig", "RANK_WEIGHTS", "TEXT_RADII_USED", "TEXT_TOWER_LORA", "option_name"]
 
 #: HySAC's root-rank weight where ``--rank-weight`` is not given, per text tower, each chosen on its own
 #: validation data: the model's own tower on validation worlds (docs/worlds.md, validation4: 10 over
 #: 3; validation5: 30 over 10), a ``--text-tower`` on validation wordings (docs/language.md, round 3:
 #: 3 over 0; round 4: 10 over 3; 30 not tried)
 RANK_WEIGHTS = {"own": 30.0, "text tower": 10.0}
+
+#: HySAC's text distance to the root where ``--text-radius`` is not given, per text tower: the model's
+#: own tower as published (the linear radius needs a Hugging Face text model), a ``--text-tower`` the
+#: linear radius, chosen on validation wordings (docs/language.md, round 6: 0.941 over the norm's 0.932)
+TEXT_RADII_USED = {"own": "norm", "text tower": "linear"}
 
 #: ``--text-tower-lora``: the LoRA modules of a Hugging Face text tower (LoraConfig.text_modules)
 TEXT_TOWER_LORA = {
@@ -151,12 +156,12 @@ class DemoConfig:
             "as chosen on validation wordings: docs/language.md, round 5)"
         ),
     )
-    text_radius: str = field(
-        default="norm",
+    text_radius: str | None = field(
+        default=None,
         metadata=_opt(
             "with --text-tower: HySAC's text distance to the root, 'norm' (as published) or 'linear' "
             "(hysafe's option: a linear read of the text model's sentence embedding, on the log scale; "
-            "docs/language.md, round 6)",
+            "default with --text-tower: linear, chosen on validation wordings, docs/language.md, round 6)",
             choices=TEXT_RADII,
         ),
     )
@@ -211,9 +216,18 @@ class DemoConfig:
             return self.rank_weight
         return RANK_WEIGHTS["own" if self.text_tower is None else "text tower"]
 
+    @property
+    def text_radius_used(self) -> str:
+        """``text_radius``, or where it is not given the one validation chose for this text tower
+        (:data:`TEXT_RADII_USED`)."""
+        if self.text_radius is not None:
+            return self.text_radius
+        return TEXT_RADII_USED["own" if self.text_tower is None else "text tower"]
+
     def record(self) -> dict:
-        """The settings as ``demo_config.json`` holds them: every field, the rank weight as used."""
-        return {**asdict(self), "rank_weight": self.rank_weight_used}
+        """The settings as ``demo_config.json`` holds them: every field, the rank weight and the text
+        radius as used."""
+        return {**asdict(self), "rank_weight": self.rank_weight_used, "text_radius": self.text_radius_used}
 
     def hysac_options(self) -> dict:
         """The HySAC recipe options these settings override (none: the recipe's defaults)."""
@@ -231,7 +245,8 @@ class DemoConfig:
 
     def hysac_model_options(self) -> dict:
         """The HySAC model settings (ModelConfig fields) these settings override."""
-        return {} if self.text_radius == "norm" else {"text_radius": self.text_radius}
+        used = self.text_radius_used
+        return {} if used == "norm" else {"text_radius": used}
 
     select: str = field(
         default="auto",
@@ -304,11 +319,11 @@ class DemoConfig:
             )
 
     def _check_text_radius(self) -> None:
-        if self.text_radius not in TEXT_RADII:
+        if self.text_radius not in (None, *TEXT_RADII):
             raise ValueError(
                 f"DemoConfig.text_radius must be one of {list(TEXT_RADII)}, got {self.text_radius!r}"
             )
-        if self.text_radius == "norm":
+        if self.text_radius_used == "norm":
             return
         if self.text_tower is None:
             raise ValueError(
@@ -318,7 +333,7 @@ class DemoConfig:
         if self.root_anchor is not None:
             raise ValueError(
                 "DemoConfig.root_anchor (--root-anchor) holds the norm-given distance to the root: it does "
-                "not apply with --text-radius linear"
+                "not apply with --text-radius linear (the default with --text-tower; add --text-radius norm)"
             )
 
     @classmethod

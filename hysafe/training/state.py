@@ -41,6 +41,8 @@ def run_fingerprint(model, recipe, schedule: dict | None = None, settings: dict 
     another would return the old result as if it were the new one's)."""
     config = model.config.to_dict()
     config["backbone"].pop("pretrained", None)
+    if config.get("text_radius") == "norm":  # as published: absent before the option existed
+        del config["text_radius"]
     fingerprint = {
         "recipe": recipe.name,
         "objective": [list(map(str, (t.loss, t.inputs, t.weight))) for t in recipe.objective.terms],
