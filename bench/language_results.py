@@ -62,6 +62,14 @@ class Round:
 
     number: int
     validation: tuple[str, ...]
+    #: the round that wrote the test wordings read (``None``: this one; round 6 read round 5's, unread)
+    wordings: int | None = None
+
+    @property
+    def test_split(self) -> str:
+        written = self.wordings or self.number
+        later = f", read in round {self.number}" if written != self.number else ""
+        return f"round {written}'s test split{later}"
 
     @property
     def records(self) -> Path:
@@ -84,6 +92,16 @@ ROUNDS = {
     2: Round(2, ("validation_round2.md",)),
     3: Round(3, ("validation_round3.md", "validation_round3_rank.md")),
     4: Round(4, ("validation_round4.md",)),
+    6: Round(
+        6,
+        (
+            "validation_round5.md",
+            "validation_round5_all.md",
+            "validation_round5_steady.md",
+            "validation_round6.md",
+        ),
+        wordings=5,
+    ),
 }
 LATEST = max(ROUNDS)
 
@@ -208,7 +226,7 @@ def readme_sentence(records: dict[str, dict], round_: Round) -> str:
     safe = _retrieval(hf["metrics.json"], "Safe-CLIP", False, SETTINGS[0])
     verdict = "at or above" if _auc(hf, "HySAC") >= _auc(hf, "text-model probe") else "below"
     return (
-        f"On unseen unsafe wordings (round {round_.number}'s test split) HySAC's distance to the root "
+        f"On unseen unsafe wordings ({round_.test_split}) HySAC's distance to the root "
         "reaches text ROC-AUC "
         f"{_auc(hf, 'HySAC'):.3f} with MiniLM ({_auc(tiny, 'HySAC'):.3f} with the tiny tower), {verdict} a "
         f"probe on MiniLM's own sentence embeddings ({_auc(hf, 'text-model probe'):.3f}); with traversal "

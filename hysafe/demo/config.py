@@ -212,17 +212,17 @@ class DemoConfig:
     def rank_weight_used(self) -> float:
         """``rank_weight``, or where it is not given the weight validation chose for this text tower
         (:data:`RANK_WEIGHTS`)."""
-        if self.rank_weight is not None:
-            return self.rank_weight
-        return RANK_WEIGHTS["own" if self.text_tower is None else "text tower"]
+        return self._given_or_chosen(self.rank_weight, RANK_WEIGHTS)
 
     @property
     def text_radius_used(self) -> str:
         """``text_radius``, or where it is not given the one validation chose for this text tower
         (:data:`TEXT_RADII_USED`)."""
-        if self.text_radius is not None:
-            return self.text_radius
-        return TEXT_RADII_USED["own" if self.text_tower is None else "text tower"]
+        return self._given_or_chosen(self.text_radius, TEXT_RADII_USED)
+
+    def _given_or_chosen(self, given, chosen: dict):
+        """``given``, or where it is ``None`` the value ``chosen`` holds for this run's text tower."""
+        return given if given is not None else chosen["own" if self.text_tower is None else "text tower"]
 
     def record(self) -> dict:
         """The settings as ``demo_config.json`` holds them: every field, the rank weight and the text

@@ -86,11 +86,19 @@ def _hysac_line(cfg: DemoConfig) -> str:
     )
     published = {t.name for t in get_recipe("hysac").objective.terms}
     extra = [f"{t.name} x{t.weight:g}" for t in objective.terms if t.name not in published]
+    radius = _text_radius_words(cfg)
     if not extra:
-        return f"{cones} (the published objective)"
+        return f"{cones} (the published objective){radius}"
     ordered = any(t.loss in ORDER_LOSSES for t in objective.terms)
     margin = f", log-distance margin {objective.order_margin:g}" if ordered else ""
-    return f"{cones}, plus {', '.join(extra)}{margin}"
+    return f"{cones}, plus {', '.join(extra)}{margin}{radius}"
+
+
+def _text_radius_words(cfg: DemoConfig) -> str:
+    """How HySAC's text distance to the root is read, where it is not the published norm."""
+    if cfg.text_radius_used == "norm":
+        return ""
+    return ", text distance to the root a linear read of the sentence embedding (--text-radius linear)"
 
 
 def _defaults_line(cfg: DemoConfig) -> str:

@@ -318,6 +318,9 @@ class HySAC(SafetyModel):
 
     Scalars are stored as logs: ``log_curv`` in ``[log(c0/10), log(10 c0)]``,
     ``log_alpha_image/text <= 0``, ``log_logit_scale`` in ``[log(logit_scale_init), log(logit_scale_max)]``.
+    With ``ModelConfig.text_radius="linear"`` (hysafe's option) a text embedding's distance to the root is
+    a linear read of the text model's sentence embedding instead of ``alpha * |f|``
+    (:mod:`~hysafe.models.text_radius`); its direction is the projection's either way.
     """
 
     kind = "hysac"
@@ -395,7 +398,7 @@ class HySAC(SafetyModel):
         changed, initial = {}, math.log(self.paper_alpha)
         for name, keys, features in (
             ("log_alpha_image", ("image", "unsafe_image"), self.backbone.image_features),
-            ("log_alpha_text", ("text", "unsafe_text"), self.backbone.text_features),
+            ("log_alpha_text", TEXT_KEYS, self.backbone.text_features),
         ):
             if abs(getattr(self, name).item() - initial) > 1e-6:
                 continue
