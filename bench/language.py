@@ -137,6 +137,7 @@ def run_variant(cfg: DemoConfig, name: str, base: str, splits, out: Path) -> dic
         "val_recall_sum": v.get("recall_sum"),
         "seconds": round(seconds, 1),
         "seconds_per_epoch": round(seconds / variant.fine_tune_epochs, 1),
+        "reused_epochs": result.reused_epochs,
         "history": [epoch_summary(h) for h in result.history],
     }
 
@@ -154,6 +155,12 @@ def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
+def _per_epoch(row: dict) -> str:
+    """Seconds per epoch, or "re-read" for a finished run the sweep reused (no training time)."""
+    reread = row.get("reused_epochs", 0) >= len(row["history"]) > 0
+    return "re-read" if reread else str(row["seconds_per_epoch"])
+
+
 def markdown(rows: list[dict], winner: str, tower: str) -> str:
     lines = [
         f"HySAC on `synthetic:prose` with the text tower `{tower}`: **validation** split (unsafe wordings "
@@ -168,7 +175,7 @@ def markdown(rows: list[dict], winner: str, tower: str) -> str:
         lines.append(
             f"| {r['variant']} | `{json.dumps(r['overrides'])}` | {r['epoch']} | {r['val_text_auc']:.3f} | "
             f"{_num(r.get('val_text_auc_explicit'))} | {_num(r.get('val_text_auc_euphemisms'))} | "
-            f"{r['val_image_auc']:.3f} | {r['val_recall_sum']:.1f} | {r['seconds_per_epoch']} |"
+            f"{r['val_image_auc']:.3f} | {r['val_recall_sum']:.1f} | {_per_epoch(r)} |"
         )
     return "\n".join(lines) + "\n"
 

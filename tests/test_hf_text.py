@@ -675,17 +675,29 @@ def test_a_merged_file_with_a_damaged_or_missing_head_is_named(bert_clip, tmp_pa
         tensors, raw = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
     key = next(iter(raw))
     meta = json.loads(raw[key])
-    for state, said in (
-        ({"weight": [0.0] * 3, "bias": 0.0}, "32 finite numbers"),
-        ({"weight": [float("nan")] * 32, "bias": 0.0}, "32 finite numbers"),
-        (None, "holds no text_radius"),
+    published = {**meta["config"], "text_radius": "norm"}
+    for edit, said in (
+        ({"text_radius": {"weight": [0.0] * 3, "bias": 0.0}}, "32 finite numbers"),
+        ({"text_radius": {"weight": [float("nan")] * 32, "bias": 0.0}}, "32 finite numbers"),
+        ({"text_radius": None}, "holds no text_radius"),
+        ({"config": published}, "holds a linear text radius but its config has text_radius='norm'"),
     ):
-        edited = {**meta, "text_radius": state} if state is not None else meta.copy()
-        if state is None:
-            del edited["text_radius"]
+        edited = {k: v for k, v in {**meta, **edit}.items() if v is not None}
         save_file(tensors, str(tmp_path / "bad.safetensors"), metadata={key: json.dumps(edited)})
         with pytest.raises(ValueError, match=said):
             load_model(tmp_path / "bad.safetensors")
+
+
+def test_a_log_radius_past_the_exp_maps_cap_saturates_there_instead_of_overflowing():
+    from hysafe.geometry import lorentz
+    from hysafe.models.text_radius import radial_lift
+
+    features = torch.randn(3, 8)
+    x = radial_lift(features, torch.tensor([0.0, 30.0, 500.0]), curv=4.0)
+    assert torch.isfinite(x).all()
+    d = lorentz.dist_to_root(x, curv=4.0)
+    assert d[0].item() == pytest.approx(1.0, rel=1e-6)
+    assert d[1].item() == pytest.approx(lorentz.EXP_MAP_MAX_ARG / 2, rel=1e-4) and d[2] == d[1]
 
 
 def test_the_linear_radius_is_refused_where_it_has_nothing_to_read(bert_clip, tmp_path):
@@ -701,13 +713,17 @@ def test_the_linear_radius_is_refused_where_it_has_nothing_to_read(bert_clip, tm
     model = _linear(bert_clip)
     with pytest.raises(ValueError, match="the root anchor holds the distance"):
         embed_quadruplets(model, _batch(model), {"F"})
+    from hysafe.training.recipes import get_recipe
+
+    with pytest.raises(ValueError, match="--root-anchor.*--text-radius linear.*leave one of them out"):
+        get_recipe("hysac", root_anchor=1.0).check_model(model)  # before any run folder is made
+    get_recipe("hysac", root_anchor=1.0).check_model(create_model("hysac", *bert_clip))
     with pytest.raises(ValueError, match="it needs --text-tower"):
         DemoConfig(text_radius="linear")
     with pytest.raises(ValueError, match="does not apply with --text-radius linear"):
         DemoConfig(text_tower=str(tmp_path), text_radius="linear", root_anchor=1.0)
-    assert DemoConfig(text_tower=str(tmp_path)).hysac_model_options() == {
-        "text_radius": "linear"
-    }
+    assert DemoConfig(text_tower=str(tmp_path), root_anchor=0.0).root_anchor == 0.0  # 0: off, as not given
+    assert DemoConfig(text_tower=str(tmp_path)).hysac_model_options() == {"text_radius": "linear"}
     assert DemoConfig().hysac_model_options() == {}
 
 
@@ -718,4 +734,22 @@ def test_a_published_runs_fingerprint_is_the_one_before_the_option_existed(bert_
     recipe = get_recipe("hysac")
     published = run_fingerprint(create_model("hysac", *bert_clip), recipe)
     assert "text_radius" not in published["model"]  # a run folder of an earlier hysafe resumes
-    assert run_fingerprint(_linear(bert_clip), recipe)["model"]["text_radius"] == "linear"
+    linear = run_fingerprint(_linear(bert_clip), recipe)
+    assert linear["model"]["text_radius"] == "linear"
+    from hysafe.training.state import _differences
+
+    assert _differences(linear, published) == ["text_radius (--text-radius): 'linear' there, 'norm' now"]
+
+
+def test_a_demo_folder_from_before_the_option_stands_for_the_published_norm(tmp_path):
+    from hysafe.demo import DemoConfig
+    from hysafe.demo.settings import changed_runs, flat_settings
+
+    def older(cfg):  # demo_config.json as hysafe wrote it before round 6
+        return {k: v for k, v in flat_settings(cfg).items() if k != "text_radius"}
+
+    tower = DemoConfig(text_tower=str(tmp_path))
+    assert changed_runs(older(tower), flat_settings(tower)) == ["--text-radius: 'norm' there, 'linear' now"]
+    published = DemoConfig(text_tower=str(tmp_path), text_radius="norm")
+    assert changed_runs(older(published), flat_settings(published)) == []
+    assert changed_runs(older(DemoConfig()), flat_settings(DemoConfig())) == []

@@ -330,7 +330,7 @@ class DemoConfig:
                 "DemoConfig.text_radius (--text-radius) reads a Hugging Face text model's sentence "
                 "embeddings: it needs --text-tower"
             )
-        if self.root_anchor is not None:
+        if self.root_anchor:  # 0 is off, as not given
             raise ValueError(
                 "DemoConfig.root_anchor (--root-anchor) holds the norm-given distance to the root: it does "
                 "not apply with --text-radius linear (the default with --text-tower; add --text-radius norm)"

@@ -10,6 +10,7 @@ from .config import DemoConfig, option_name
 __all__ = [
     "RERUN_FREE",
     "OFF_WHEN_UNSET",
+    "ADDED_SETTINGS",
     "flat_settings",
     "option_name",
     "changed_settings",
@@ -36,6 +37,10 @@ def flat_settings(cfg: DemoConfig | dict) -> dict:
     return {k.rstrip("."): v for k, v in flat(data, "").items()}
 
 
+#: settings added after earlier hysafe versions wrote their ``demo_config.json``, with the value such a
+#: record stands for (a run with a text tower from before round 6 used the published norm)
+ADDED_SETTINGS = {"text_radius": "norm"}
+
 #: HySAC's optional terms, off where not given: ``None`` and ``0`` are the same setting
 OFF_WHEN_UNSET = ("order_weight", "safety_rank_weight", "text_anchor", "root_anchor")
 
@@ -52,7 +57,9 @@ def _shown(key: str, value) -> str:
 
 def changed_settings(before: dict, now: dict, *, skip: tuple[str, ...] = ()) -> list[str]:
     """``"OPTION: X there, Y now"`` for each :func:`flat_settings` entry both hold with another value
-    (a setting only one holds, from another hysafe version, is not compared), except under ``skip``."""
+    (a setting only one holds, from another hysafe version, is not compared, except those of
+    :data:`ADDED_SETTINGS`, which an older record holds at their value then), except under ``skip``."""
+    before = {**ADDED_SETTINGS, **before}
     return [
         f"{option_name(k)}: {_shown(k, before[k])} there, {_shown(k, now[k])} now"
         for k in sorted(set(before) & set(now))

@@ -253,6 +253,11 @@ def _load_text_radius(model: SafetyModel, meta: dict, path: Path) -> None:
     """A merged checkpoint's linear text radius, from its metadata (where ``save_model`` put it)."""
     head = getattr(model, "text_radius", None)
     if head is None:
+        if meta.get("text_radius") is not None:
+            raise ValueError(
+                f"{path}: its metadata holds a linear text radius but its config has text_radius="
+                f"{model.config.text_radius!r} (an edited or corrupt checkpoint?)"
+            )
         return
     if "text_radius" not in meta:
         raise ValueError(f"{path}: its config has text_radius='linear' but its metadata holds no text_radius")

@@ -110,7 +110,10 @@ def projection_inputs(text: nn.Module):
 
 def radial_lift(features: Tensor, log_radius: Tensor, *, curv: float | Tensor) -> Tensor:
     """Points on the hyperboloid in the directions of ``features`` ``(B, D)`` at distances
-    ``exp(log_radius)`` ``(B,)`` from the root (float32 math)."""
+    ``exp(log_radius)`` ``(B,)`` from the root (float32 math), saturating where ``exp_map0`` does."""
     features = features.float()
     norm = torch.linalg.vector_norm(features, dim=-1, keepdim=True).clamp(min=1e-12)
+    # exp_map0 saturates at this distance: a log radius beyond it would overflow to inf, not saturate
+    sqrt_curv = torch.as_tensor(curv, dtype=torch.float32, device=features.device).sqrt()
+    log_radius = torch.minimum(log_radius, torch.log(L.EXP_MAP_MAX_ARG / sqrt_curv))
     return L.exp_map0(features / norm * log_radius.unsqueeze(-1).exp(), curv=curv)

@@ -55,6 +55,13 @@ class Recipe:
                 "Hugging Face text tower: leave the anchor out, or train a 'VISION+hf:FOLDER' model "
                 "(--model hysafe-tiny+hf:FOLDER)"
             )
+        linear_radius = getattr(model, "text_radius", None) is not None
+        if self.objective.inputs & set(UNADAPTED_TEXT_KEYS.values()) and linear_radius:
+            raise ValueError(
+                f"objective {self.objective.name!r} holds the distance to the root the projection's norm "
+                "gives (root_anchor, --root-anchor), but the model reads it from its linear text radius "
+                "(text_radius='linear', --text-radius linear): leave one of them out"
+            )
 
 
 #: what only a Hugging Face text tower gives: its sentence embeddings, trained and before LoRA (S, S*,
