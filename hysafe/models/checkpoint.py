@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from .backbone import CHECKPOINT_META_KEY, BackboneConfig
 from .safety_model import ModelConfig, SafetyModel, build_model, trainable_parameters
 from .sources import locate_backbone, locate_text_tower
+from .text_radius import load_text_radius
 from .traversal import check_bounds, check_tau_rule
 
 logger = logging.getLogger(__name__)
@@ -216,7 +217,7 @@ def load_model(
     if meta["form"] == "merged":
         config.backbone.pretrained = str(path)  # the file may have moved since it was written
         model = build_model(config, device=device)
-        _load_text_radius(model, meta, path)
+        load_text_radius(model, meta, str(path))
     else:
         locate_backbone(config, path)
         model = build_model(config, device=device)
@@ -247,21 +248,6 @@ def load_model(
     model.traversal_rule = check_tau_rule(meta.get("traversal_rule"), str(path))
     model.eval()
     return model
-
-
-def _load_text_radius(model: SafetyModel, meta: dict, path: Path) -> None:
-    """A merged checkpoint's linear text radius, from its metadata (where ``save_model`` put it)."""
-    head = getattr(model, "text_radius", None)
-    if head is None:
-        if meta.get("text_radius") is not None:
-            raise ValueError(
-                f"{path}: its metadata holds a linear text radius but its config has text_radius="
-                f"{model.config.text_radius!r} (an edited or corrupt checkpoint?)"
-            )
-        return
-    if "text_radius" not in meta:
-        raise ValueError(f"{path}: its config has text_radius='linear' but its metadata holds no text_radius")
-    head.load_metadata_(meta["text_radius"], str(path))
 
 
 def _check_finite(tensors: dict[str, torch.Tensor], path: Path) -> None:

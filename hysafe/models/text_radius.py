@@ -26,7 +26,14 @@ from torch import Tensor, nn
 
 from hysafe.geometry import lorentz as L
 
-__all__ = ["TEXT_RADII", "LinearTextRadius", "projection_inputs", "radial_lift", "check_text_radius"]
+__all__ = [
+    "TEXT_RADII",
+    "LinearTextRadius",
+    "projection_inputs",
+    "radial_lift",
+    "check_text_radius",
+    "load_text_radius",
+]
 
 #: ``ModelConfig.text_radius`` values: "norm" as published, "linear" hysafe's option
 TEXT_RADII = ("norm", "linear")
@@ -91,6 +98,24 @@ class LinearTextRadius(nn.Module):
             raise ValueError(f"a start distance must be finite and > 0, got {distance}")
         self.linear.weight.zero_()
         self.linear.bias.fill_(math.log(distance))
+
+
+def load_text_radius(model: nn.Module, meta: dict, source: str) -> None:
+    """A merged checkpoint's linear text radius, from its metadata ``meta`` (where it is saved beside the
+    scalars), refusing a head the config does not have and a config whose head the metadata lacks."""
+    head = getattr(model, "text_radius", None)
+    if head is None:
+        if meta.get("text_radius") is not None:
+            raise ValueError(
+                f"{source}: its metadata holds a linear text radius but its config has text_radius="
+                f"{model.config.text_radius!r} (an edited or corrupt checkpoint?)"
+            )
+        return
+    if "text_radius" not in meta:
+        raise ValueError(
+            f"{source}: its config has text_radius='linear' but its metadata holds no text_radius"
+        )
+    head.load_metadata_(meta["text_radius"], source)
 
 
 def _finite_number(value: object) -> bool:
