@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from functools import partial
 
 from .options import SPLITS, add_options, manifest_dataset, options_to_kwargs, positive_int
 
@@ -50,9 +51,9 @@ def cmd_train(args) -> int:
     elif args.data:
         lora = LoraConfig(**options_to_kwargs(args, LoraConfig, prefix="lora-"))
         radius = {"text_radius": args.text_radius} if hasattr(args, "text_radius") else {}
-        model = _named_errors(
-            create_model, recipe.model_kind, args.model, args.pretrained, lora=lora, device=device, **radius
-        )
+        kind = recipe.model_kind
+        build = partial(create_model, kind, args.model, args.pretrained, lora=lora, device=device)
+        model = _named_errors(build, **radius)  # only --text-radius is named in its errors
         data, val_data = args.data, None
     else:
         raise ValueError("train needs --data MANIFEST (or --features FILE for the head strategy)")
