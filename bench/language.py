@@ -81,6 +81,13 @@ VARIANTS: dict[str, dict] = {
         "rank_weight": 10.0,
         "text_radius": "linear",
     },
+    # round 7's departure (docs/language.md, written before its run)
+    "attn-10-rank-10-radius-frozen": {
+        "text_tower_lora": "attn",
+        "text_tower_epochs": 10,
+        "rank_weight": 10.0,
+        "text_radius": "linear-frozen",
+    },
     "attn-10-anchor-10": {
         "text_tower_lora": "attn",
         "text_tower_epochs": 10,

@@ -17,6 +17,7 @@ from hysafe.data.dataset import pad_id, truncated_count
 from hysafe.models.checkpoint import inference_copy, load_model, save_model
 from hysafe.models.hf_text import HF_LORA_LAYOUTS, hf_lora_target, registered_name, split_hf_text_name
 from hysafe.models.safety_model import create_model
+from hysafe.models.text_radius import projection_inputs
 
 WORDS = (
     "a an the of in on at with red blue green yellow circle square triangle star top bottom left right "
@@ -557,7 +558,11 @@ def bert_clip(tiny_bert, hf_base):
 
 
 def _linear(bert_clip, **kw):
-    return create_model("hysac", *bert_clip, text_radius="linear", **kw)
+    return create_model("hysac", *bert_clip, **{"text_radius": "linear", **kw})
+
+
+#: both linear text radii: the sentence embedding of the same (adapted) pass, and the one before LoRA
+LINEAR_RADII = pytest.mark.parametrize("radius", ["linear", "linear-frozen"])
 
 
 def _batch(model):
@@ -597,9 +602,10 @@ def test_the_distance_is_the_linear_read_and_the_direction_the_projections(bert_
     assert torch.allclose(published.space.dist_to_root(y).double(), norm_distance, rtol=1e-5, atol=0)
 
 
-def test_calibration_starts_every_caption_at_the_published_median_distance(bert_clip):
+@LINEAR_RADII
+def test_calibration_starts_every_caption_at_the_published_median_distance(bert_clip, radius):
     torch.manual_seed(0)
-    model = _linear(bert_clip)
+    model = _linear(bert_clip, text_radius=radius)
     published = create_model("hysac", *bert_clip)
     batch = _batch(model)
     published.calibrate(batch)
@@ -613,12 +619,13 @@ def test_calibration_starts_every_caption_at_the_published_median_distance(bert_
     assert model.calibrate(batch) == {}  # a head that is no longer the initial one is kept
 
 
-def test_the_gradient_reaches_the_head_lora_and_projection_and_a_step_orders_the_captions(bert_clip):
+@LINEAR_RADII
+def test_the_gradient_reaches_the_head_lora_and_projection_and_a_step_orders_the_captions(bert_clip, radius):
     from hysafe.models.embed import embed_quadruplets
     from hysafe.training.recipes import get_recipe
 
     torch.manual_seed(0)
-    model = _linear(bert_clip)
+    model = _linear(bert_clip, text_radius=radius)
     batch = _batch(model) | {"image": torch.rand(3, 3, 32, 32)}
     batch["unsafe_image"] = batch["image"].flip(-1)
     model.calibrate(batch)
@@ -646,10 +653,11 @@ def test_the_gradient_reaches_the_head_lora_and_projection_and_a_step_orders_the
     assert gap() > 0  # the hinges push the unsafe captions further out
 
 
+@LINEAR_RADII
 def test_the_linear_radius_round_trips_through_adapter_and_merged_checkpoints(
-    bert_clip, tmp_path, randomize_lora
+    bert_clip, tmp_path, randomize_lora, radius
 ):
-    model = _randomize_head(randomize_lora(_linear(bert_clip))).eval()
+    model = _randomize_head(randomize_lora(_linear(bert_clip, text_radius=radius))).eval()
     tokens = model.tokenize(RADIUS_SAFE + RADIUS_UNSAFE)
     adapter = load_model(save_model(model, tmp_path / "adapter.safetensors"))
     merged_path = save_model(model, tmp_path / "merged.safetensors", merged=True)
@@ -686,6 +694,65 @@ def test_a_merged_file_with_a_damaged_or_missing_head_is_named(bert_clip, tmp_pa
         save_file(tensors, str(tmp_path / "bad.safetensors"), metadata={key: json.dumps(edited)})
         with pytest.raises(ValueError, match=said):
             load_model(tmp_path / "bad.safetensors")
+
+
+# ---------------------------------------------------------------- the frozen linear text radius (round 7)
+# text_radius="linear-frozen": the same read of the sentence embedding before LoRA, S0 (docs/language.md)
+
+
+def _sentences_before_lora(hf_base, model_name, tokens):
+    """S0 from a fresh open_clip model of the un-tuned weights file: its own trunk and pooler."""
+    cfg = create_model("clip", model_name, hf_base).backbone.config
+    theirs = open_clip.create_model(registered_name(cfg.model, cfg.model_cfg), pretrained=hf_base).eval()
+    mask = (tokens != 0).long()
+    with torch.no_grad():
+        return theirs.text.pooler(theirs.text.transformer(input_ids=tokens, attention_mask=mask), mask)
+
+
+def test_the_frozen_radius_reads_the_sentence_embedding_before_lora(bert_clip, randomize_lora):
+    model = _linear(bert_clip, text_radius="linear-frozen")
+    model = _randomize_head(randomize_lora(model, std=0.5)).eval()
+    tokens = model.tokenize(RADIUS_SAFE + RADIUS_UNSAFE)
+    with torch.no_grad():
+        x = model.encode_text(tokens)
+        features = model.backbone.text_features(tokens).double()
+        with projection_inputs(model.backbone.model.text) as adapted:
+            model.backbone.text_features(tokens)
+    head = model.text_radius.linear
+
+    def read(sentences):
+        return torch.exp(sentences.double() @ head.weight.double().T + head.bias.double()).squeeze(-1)
+
+    want = read(_sentences_before_lora(bert_clip[1], bert_clip[0], tokens))
+    assert torch.allclose(model.space.dist_to_root(x).double(), want, rtol=1e-5, atol=0)
+    assert not torch.allclose(read(adapted[0]), want, rtol=1e-3, atol=0)  # LoRA moved S: a real test
+    cosine = torch.nn.functional.cosine_similarity(x.double(), features, dim=-1)
+    assert torch.allclose(cosine, torch.ones_like(cosine), atol=1e-6)  # the adapted projection's direction
+
+
+def test_a_frozen_radius_without_its_text_model_before_lora_is_named(bert_clip, tmp_path, randomize_lora):
+    unsaved = create_model("hysac", bert_clip[0], None, text_radius="linear-frozen")
+    with pytest.raises(ValueError, match="records none .*save the adapter checkpoint"):
+        save_model(unsaved, tmp_path / "merged.safetensors", merged=True)
+    assert not (tmp_path / "merged.safetensors").exists()
+    unsaved = _randomize_head(randomize_lora(unsaved, std=0.5)).eval()  # its copy takes S0 from the model
+    tokens = unsaved.tokenize(RADIUS_SAFE)
+    with torch.no_grad():
+        want = unsaved.encode_text(tokens)
+        assert torch.allclose(inference_copy(unsaved).encode_text(tokens), want, atol=1e-5, rtol=0)
+    path = save_model(
+        _linear(bert_clip, text_radius="linear-frozen"), tmp_path / "m.safetensors", merged=True
+    )
+    with safe_open(str(path), framework="pt") as f:
+        tensors, raw = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    key = next(iter(raw))
+    meta = json.loads(raw[key])
+    meta["config"]["backbone"]["origin"] = str(tmp_path / "moved.safetensors")
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata={key: json.dumps(meta)})
+    with pytest.raises(
+        ValueError, match="merged fine-tune of .*moved.safetensors.*before the fine-tune.*put it"
+    ):
+        load_model(tmp_path / "bad.safetensors")
 
 
 def test_a_log_radius_past_the_exp_maps_cap_saturates_there_instead_of_overflowing():

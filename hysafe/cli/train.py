@@ -198,8 +198,9 @@ def _args_hysac_terms(p) -> None:
         choices=TEXT_RADII,
         default=argparse.SUPPRESS,
         help="hysac with a Hugging Face text tower: the text embeddings' distance to the root, 'norm' "
-        "(as published: the norm of the projected features) or 'linear' (hysafe's option: a linear read "
-        "of the text model's sentence embedding on the log scale; default: norm)",
+        "(as published: the norm of the projected features), 'linear' (hysafe's option: a linear read "
+        "of the text model's sentence embedding on the log scale) or 'linear-frozen' (the same read of "
+        "the sentence embedding before LoRA); default: norm",
     )
     p.add_argument(
         "--root-anchor",

@@ -159,9 +159,10 @@ class DemoConfig:
     text_radius: str | None = field(
         default=None,
         metadata=_opt(
-            "with --text-tower: HySAC's text distance to the root, 'norm' (as published) or 'linear' "
-            "(hysafe's option: a linear read of the text model's sentence embedding, on the log scale; "
-            "default with --text-tower: linear, chosen on validation wordings, docs/language.md, round 6)",
+            "with --text-tower: HySAC's text distance to the root, 'norm' (as published), 'linear' "
+            "(hysafe's option: a linear read of the text model's sentence embedding, on the log scale) "
+            "or 'linear-frozen' (the same read of the sentence embedding before LoRA); default with "
+            "--text-tower: linear, chosen on validation wordings, docs/language.md, round 6",
             choices=TEXT_RADII,
         ),
     )

@@ -23,6 +23,7 @@ from ..evaluation.plots import (
     plot_root_distances,
     plot_traversal,
 )
+from ..models.text_radius import FROZEN_RADIUS
 from ..populations import MODALITIES, POPULATIONS, SAFE_IMAGE, UNSAFE_IMAGE, UNSAFE_TEXT, modality_pair
 from ..training.recipes import get_recipe
 from .ceiling import ceiling_lines
@@ -96,9 +97,11 @@ def _hysac_line(cfg: DemoConfig) -> str:
 
 def _text_radius_words(cfg: DemoConfig) -> str:
     """How HySAC's text distance to the root is read, where it is not the published norm."""
-    if cfg.text_radius_used == "norm":
+    used = cfg.text_radius_used
+    if used == "norm":
         return ""
-    return ", text distance to the root a linear read of the sentence embedding (--text-radius linear)"
+    which = "the sentence embedding before LoRA" if used == FROZEN_RADIUS else "the sentence embedding"
+    return f", text distance to the root a linear read of {which} (--text-radius {used})"
 
 
 def _defaults_line(cfg: DemoConfig) -> str:

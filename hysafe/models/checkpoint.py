@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from .backbone import CHECKPOINT_META_KEY, BackboneConfig
 from .safety_model import ModelConfig, SafetyModel, build_model, trainable_parameters
 from .sources import locate_backbone, locate_text_tower
-from .text_radius import load_text_radius
+from .text_radius import carry_text_before_lora, check_mergeable, load_text_radius
 from .traversal import check_bounds, check_tau_rule
 
 logger = logging.getLogger(__name__)
@@ -121,6 +121,7 @@ def save_model(
         tensors = model.backbone.merged_state_dict()
         config.lora = None
         config.backbone.origin = model_origin(model)
+        check_mergeable(model, config.backbone.origin)
         config.backbone.pretrained = str(path.resolve())  # a merged file is its own backbone source
     else:
         # absolute: loads from any working directory
@@ -281,6 +282,7 @@ def inference_copy(model: SafetyModel) -> SafetyModel:
     copied.backbone.model.load_state_dict(backbone.merged_state_dict(), strict=True)
     if getattr(model, "text_radius", None) is not None:
         copied.text_radius.load_state_dict(model.text_radius.state_dict())
+        carry_text_before_lora(model, copied)
     copied.load_scalars_(model.scalars(), source="the model being copied")
     copied.bounds = copy.deepcopy(model.bounds)
     copied.traversal_rule = model.traversal_rule

@@ -28,6 +28,7 @@ __all__ = [
     "hf_sentence_embeddings",
     "base_sentence_embeddings",
     "base_text_features",
+    "tower_sentence_embeddings",
     "clear_text_cache",
     "MAX_CACHED_CAPTIONS",
 ]
@@ -159,6 +160,19 @@ def hf_sentence_embeddings(model: nn.Module, tokens: Tensor) -> Tensor:
     """The HF text model's own sentence embeddings of ``tokens`` (its pooled output, before the CLIP
     projection; mean pooling is what sentence-transformers' all-MiniLM-L6-v2 uses), cached."""
     return _cached_pooled(_sentence_tower(model, tokens), tokens)
+
+
+def tower_sentence_embeddings(text: nn.Module, tokens: Tensor) -> Tensor:
+    """:func:`hf_sentence_embeddings` of an HF text tower ``text`` itself (open_clip's ``HFTextEncoder``,
+    not the CLIP holding it), cached."""
+    return _cached_pooled(_sentence_tower(_Holding(text), tokens), tokens)
+
+
+class _Holding:
+    """A stand-in CLIP that holds only a text tower."""
+
+    def __init__(self, text: nn.Module):
+        self.text = text
 
 
 def base_sentence_embeddings(model: nn.Module, tokens: Tensor, peft_model: nn.Module | None) -> Tensor:

@@ -30,7 +30,14 @@ from .backbone import BackboneConfig, LoraConfig, check_device, create_backbone
 from .classifier import NSFWClassifier, threshold_from_bounds
 from .feature_backbone import FeatureBackbone, FeatureBackboneConfig
 from .hf_text import hf_text_tower, hf_text_type
-from .text_radius import LinearTextRadius, check_text_radius, projection_inputs, radial_lift
+from .hf_text_cache import base_sentence_embeddings, tower_sentence_embeddings
+from .text_radius import (
+    FROZEN_RADIUS,
+    LinearTextRadius,
+    check_text_radius,
+    projection_inputs,
+    radial_lift,
+)
 from .traversal import DEFAULT_TAU, TRAINED_TAU, resolve_tau, traverse
 
 logger = logging.getLogger(__name__)
@@ -312,6 +319,25 @@ def _text_radius_head(backbone: nn.Module, config: ModelConfig) -> LinearTextRad
     return LinearTextRadius(clip.text.config.hidden_size)
 
 
+def _origin_text_tower(backbone: nn.Module, config: ModelConfig) -> nn.Module | None:
+    """The text tower ``text_radius="linear-frozen"`` reads on a backbone whose own weights are a merged
+    fine-tune: its recorded origin's (``None``: the backbone's own, with the adapters switched off)."""
+    cfg = getattr(backbone, "config", None)
+    origin = getattr(cfg, "origin", None)
+    if config.text_radius != FROZEN_RADIUS or origin is None:
+        return None
+    try:
+        built = create_backbone(replace(cfg, pretrained=origin, origin=None), device="cpu")
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        raise ValueError(
+            f"{cfg.pretrained or 'this model'} is a merged fine-tune of {origin}: its text_radius="
+            f"{FROZEN_RADIUS!r} reads the text model from before the fine-tune there, which does not "
+            f"load here ({e}); put it back"
+        ) from e
+    logger.info("linear-frozen text radius: the text model of %s", origin)
+    return built.model.text.requires_grad_(False).eval()
+
+
 class HySAC(SafetyModel):
     """Hyperbolic safety-aware CLIP (Lorentz model): LoRA-adapted towers, features scaled by
     learnable ``alpha`` and lifted with ``exp_map0`` under a learnable curvature.
@@ -336,6 +362,8 @@ class HySAC(SafetyModel):
         self.log_alpha_text = nn.Parameter(torch.tensor(math.log(alpha)))
         self.log_logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
         self.text_radius = _text_radius_head(backbone, config)
+        # text_radius="linear-frozen" on a merged fine-tune: the text tower of the weights it was tuned from
+        self.base_text = _origin_text_tower(backbone, config)
         self.to(self.device)
 
     @property
@@ -369,9 +397,20 @@ class HySAC(SafetyModel):
     def encode_text(self, tokens: Tensor) -> Tensor:
         if self.text_radius is None:
             return self.lift(self.backbone.text_features(tokens), self.log_alpha_text)
-        with projection_inputs(hf_text_tower(self)) as sentences:
-            features = self.backbone.text_features(tokens)
-        return radial_lift(features, self.text_radius(torch.cat(sentences)), curv=self.curv)
+        if self.config.text_radius == FROZEN_RADIUS:
+            features, sentences = self.backbone.text_features(tokens), self.sentences_before_lora(tokens)
+        else:
+            with projection_inputs(hf_text_tower(self)) as captured:
+                features = self.backbone.text_features(tokens)
+            sentences = torch.cat(captured)
+        return radial_lift(features, self.text_radius(sentences), curv=self.curv)
+
+    def sentences_before_lora(self, tokens: Tensor) -> Tensor:
+        """``S0``: the text model's sentence embeddings before the fine-tune (cached, no gradient): with
+        the adapters switched off, or from the origin's tower of a merged copy (``base_text``)."""
+        if self.base_text is not None:
+            return tower_sentence_embeddings(self.base_text, tokens)
+        return base_sentence_embeddings(self.backbone.model, tokens, self.backbone.peft)
 
     @torch.no_grad()
     def calibrate(self, batch: dict[str, Tensor]) -> dict[str, float]:

@@ -11,6 +11,12 @@ a linear read of the sentence embedding on the log scale (the way a logistic pro
 HySAC's own losses. ``w`` starts at zero and ``b`` at the log of the median distance the published lift
 gives the training captions (:meth:`hysafe.models.HySAC.calibrate`), so every caption starts there.
 
+With ``text_radius="linear-frozen"`` (round 7's option) ``S`` is the sentence embedding of the text model
+*before* LoRA, ``S0`` (the adapters switched off; cached per caption, so a fine-tune computes each caption's
+once): the read a logistic probe on the untouched language model makes, trained by HySAC's losses, while
+LoRA shapes the directions. A merged copy has no adapters to switch off: it reads ``S0`` from the text tower
+of the weights it was fine-tuned from (its recorded ``origin``, :func:`unadapted_text_tower`).
+
 Needs a Hugging Face text tower (``S``: its pooled output, the projection's input, captured from the same
 forward pass). ``w`` and ``b`` are trainable tensors beside the backbone: adapter checkpoints hold them as
 tensors, merged ones (plain open_clip files) in their metadata, like HySAC's scalars.
@@ -19,6 +25,7 @@ tensors, merged ones (plain open_clip files) in their metadata, like HySAC's sca
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 
 import torch
@@ -33,10 +40,16 @@ __all__ = [
     "radial_lift",
     "check_text_radius",
     "load_text_radius",
+    "unadapted_text_tower",
+    "check_mergeable",
+    "carry_text_before_lora",
 ]
 
-#: ``ModelConfig.text_radius`` values: "norm" as published, "linear" hysafe's option
-TEXT_RADII = ("norm", "linear")
+#: ``ModelConfig.text_radius`` values: "norm" as published; "linear" (the adapted sentence embedding)
+#: and "linear-frozen" (the sentence embedding before LoRA) hysafe's options
+TEXT_RADII = ("norm", "linear", "linear-frozen")
+#: the value whose head reads the text model before LoRA
+FROZEN_RADIUS = "linear-frozen"
 
 
 def check_text_radius(value: str, kind: str) -> None:
@@ -113,13 +126,50 @@ def load_text_radius(model: nn.Module, meta: dict, source: str) -> None:
         return
     if "text_radius" not in meta:
         raise ValueError(
-            f"{source}: its config has text_radius='linear' but its metadata holds no text_radius"
+            f"{source}: its config has text_radius={model.config.text_radius!r} but its metadata holds "
+            "no text_radius"
         )
     head.load_metadata_(meta["text_radius"], source)
 
 
 def _finite_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def unadapted_text_tower(tower: nn.Module) -> nn.Module:
+    """A frozen copy of an HF text tower with its LoRA layers taken out (not merged): the text model
+    before the fine-tune, which ``text_radius="linear-frozen"`` reads. ``tower`` is left as it is."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    copied = copy.deepcopy(tower)
+    adapted = [name for name, m in copied.named_modules() if isinstance(m, BaseTunerLayer)]
+    for name in adapted:
+        parent, _, child = name.rpartition(".")
+        owner = copied.get_submodule(parent) if parent else copied
+        setattr(owner, child, getattr(owner, child).get_base_layer())
+    return copied.requires_grad_(False).eval()
+
+
+def check_mergeable(model: nn.Module, origin: str | None) -> None:
+    """Refuse a merged save of a ``linear-frozen`` model that would not know its text model before LoRA:
+    a merged file reads it from the weights it records as its ``origin``, and there are none."""
+    if model.config.text_radius == FROZEN_RADIUS and origin is None:
+        raise ValueError(
+            f"text_radius={FROZEN_RADIUS!r} reads the text model before LoRA, which a merged file takes "
+            "from the weights it was fine-tuned from, and this model records none (built with "
+            "pretrained=None): save the adapter checkpoint (merged=False) of a model built from a file"
+        )
+
+
+def carry_text_before_lora(model: nn.Module, copied: nn.Module) -> None:
+    """Give ``copied``, a merged copy of ``model``, the text model before LoRA that a ``linear-frozen``
+    head reads, where its recorded origin did not already (``model`` built with ``pretrained=None``)."""
+    if model.config.text_radius != FROZEN_RADIUS or copied.base_text is not None:
+        return
+    tower = model.base_text
+    if tower is None:
+        tower = model.backbone.model.text
+    copied.base_text = unadapted_text_tower(tower).to(copied.device)
 
 
 @contextlib.contextmanager

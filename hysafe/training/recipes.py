@@ -60,7 +60,8 @@ class Recipe:
             raise ValueError(
                 f"objective {self.objective.name!r} holds the distance to the root the projection's norm "
                 "gives (root_anchor, --root-anchor), but the model reads it from its linear text radius "
-                "(text_radius='linear', --text-radius linear): leave one of them out"
+                f"(text_radius={model.config.text_radius!r}, --text-radius "
+                f"{model.config.text_radius}): leave one of them out"
             )
 
 
