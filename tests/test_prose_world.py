@@ -16,6 +16,8 @@ from hysafe.data.prose_world import (
     EUPHEMISMS,
     ROUND4_SAFE_WORDINGS,
     ROUND4_WORDINGS,
+    ROUND5_SAFE_WORDINGS,
+    ROUND5_WORDINGS,
     SAFE_WORDINGS,
     TEST_WORDINGS,
     VALIDATION_WORDINGS,
@@ -77,11 +79,14 @@ def test_every_split_words_unsafety_in_its_own_way(prose):
 
 
 def test_each_round_words_its_test_split_anew_and_a_read_test_split_is_never_a_test_split_again():
-    """Round 5's test wordings and phrases appear in no earlier round; round 4's, read once, appear in no
-    split (retired); rounds 1-3's are validation's."""
-    earlier = _wordings(lambda c: (*VALIDATION_WORDINGS[c], *ROUND4_WORDINGS[c])) | _wordings(train_wordings)
+    """Round 7's test wordings and phrases appear in no earlier round; rounds 4 and 5's, read once each,
+    appear in no split (retired); rounds 1-3's are validation's."""
+    retired = _wordings(lambda c: (*ROUND4_WORDINGS[c], *ROUND5_WORDINGS[c]))
+    earlier = _wordings(lambda c: VALIDATION_WORDINGS[c]) | retired | _wordings(train_wordings)
     assert not _wordings(lambda c: TEST_WORDINGS[c]) & earlier
-    earlier_safe = {*SAFE_WORDINGS["train"], *SAFE_WORDINGS["validation"], *ROUND4_SAFE_WORDINGS}
+    assert len(_wordings(lambda c: TEST_WORDINGS[c])) == 3 * len(CATEGORIES)
+    retired_safe = {*ROUND4_SAFE_WORDINGS, *ROUND5_SAFE_WORDINGS}
+    earlier_safe = {*SAFE_WORDINGS["train"], *SAFE_WORDINGS["validation"], *retired_safe}
     assert not set(SAFE_WORDINGS["test"]) & earlier_safe and len(set(SAFE_WORDINGS["test"])) == 20
     used = {
         w for split in ("train", "validation", "test") for c in CATEGORIES for w in wording_pools(c, split)[0]
@@ -89,7 +94,7 @@ def test_each_round_words_its_test_split_anew_and_a_read_test_split_is_never_a_t
     used_safe = {
         w for split in ("train", "validation", "test") for w in wording_pools(CATEGORIES[0], split)[1]
     }
-    assert not used & _wordings(lambda c: ROUND4_WORDINGS[c]) and not used_safe & set(ROUND4_SAFE_WORDINGS)
+    assert not used & retired and not used_safe & retired_safe
 
 
 def test_euphemisms_name_nothing_unsafe_and_captions_are_sentences_about_the_scene(prose):
