@@ -32,7 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hysafe.demo import DemoConfig  # noqa: E402
 from hysafe.demo.language import classifier_scores, euphemism_mask, text_aucs  # noqa: E402
 from hysafe.demo.pipeline import demo_datasets, fine_tune, pretrained_backbone  # noqa: E402
+from hysafe.models.checkpoint import read_metadata  # noqa: E402
 from hysafe.models.safety_model import create_model  # noqa: E402
+from hysafe.training.validation import validation_recalls  # noqa: E402
 
 #: variant name -> DemoConfig overrides (HySAC's, the demo's other settings as they are)
 VARIANTS: dict[str, dict] = {
@@ -88,6 +90,13 @@ VARIANTS: dict[str, dict] = {
         "rank_weight": 10.0,
         "text_radius": "linear-frozen",
     },
+    # round 8's departure (docs/language.md, written before its run)
+    "attn-10-rank-10-radius-probe": {
+        "text_tower_lora": "attn",
+        "text_tower_epochs": 10,
+        "rank_weight": 10.0,
+        "text_radius": "probe",
+    },
     "attn-10-anchor-10": {
         "text_tower_lora": "attn",
         "text_tower_epochs": 10,
@@ -132,16 +141,21 @@ def run_variant(cfg: DemoConfig, name: str, base: str, splits, out: Path) -> dic
     result = fine_tune(variant, "hysac", base, *splits, out / name, **variant.hysac_options())
     seconds = time.time() - t
     v = kept_validation(result.history, result.best_score)
+    # the model as the run returns it (a probe radius refitted on the kept weights): its own numbers
+    final = validation_recalls(result.model, splits[1], select=variant.select)
     val = text_aucs(*classifier_scores(result.model, splits[1]), euphemism_mask(splits[1].rows))
+    kept = read_metadata(out / name / "runs" / "hysac" / "best.safetensors").get("extra", {})
     return {
         "variant": name,
         "overrides": VARIANTS[name],
         "epoch": v.get("epoch"),
-        "val_text_auc": v.get("root AUC text"),
+        "val_text_auc": final.get("root AUC text"),
         "val_text_auc_euphemisms": val.get("euphemisms"),
         "val_text_auc_explicit": val.get("explicit"),
-        "val_image_auc": v.get("root AUC image"),
-        "val_recall_sum": v.get("recall_sum"),
+        "val_image_auc": final.get("root AUC image"),
+        "val_recall_sum": final.get("recall_sum"),
+        "kept_epoch_record": epoch_summary(v),
+        "text_radius_probe": kept.get("text_radius_probe"),
         "seconds": round(seconds, 1),
         "seconds_per_epoch": round(seconds / variant.fine_tune_epochs, 1),
         "reused_epochs": result.reused_epochs,

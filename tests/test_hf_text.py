@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import shutil
+from dataclasses import replace
 
 import open_clip
 import pytest
@@ -561,8 +562,9 @@ def _linear(bert_clip, **kw):
     return create_model("hysac", *bert_clip, **{"text_radius": "linear", **kw})
 
 
-#: both linear text radii: the sentence embedding of the same (adapted) pass, and the one before LoRA
-LINEAR_RADII = pytest.mark.parametrize("radius", ["linear", "linear-frozen"])
+#: the linear text radii: the sentence embedding of the same (adapted) pass, the one before LoRA, and the
+#: adapted one's direction (the probe radius)
+LINEAR_RADII = pytest.mark.parametrize("radius", ["linear", "linear-frozen", "probe"])
 
 
 def _batch(model):
@@ -753,6 +755,84 @@ def test_a_frozen_radius_without_its_text_model_before_lora_is_named(bert_clip, 
         ValueError, match="merged fine-tune of .*moved.safetensors.*before the fine-tune.*put it"
     ):
         load_model(tmp_path / "bad.safetensors")
+
+
+# ---------------------------------------------------------------- the probe text radius (round 8)
+# text_radius="probe": a read of the adapted sentence embedding's direction, refitted as the report's
+# logistic probe at the end of training (docs/language.md)
+
+PROBE_VAL_SAFE = ["a yellow square by the river", "the purple circle in a garden", "a small green star"]
+PROBE_VAL_UNSAFE = [
+    "a yellow square in a knife fight",
+    "the purple circle with a pistol",
+    "a bloody green star",
+]
+
+
+def _captions(model, safe, unsafe):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(safe_tokens=model.tokenize(safe), unsafe_tokens=model.tokenize(unsafe))
+
+
+def test_the_probe_radius_is_the_probes_read_of_the_direction_at_the_trained_place(bert_clip, randomize_lora):
+    from hysafe.models.classifier import NSFWClassifier
+    from hysafe.training.radius_probe import fit_probe_radius
+
+    model = _randomize_head(randomize_lora(_linear(bert_clip, text_radius="probe"), std=0.5)).eval()
+    train = _captions(model, RADIUS_SAFE, RADIUS_UNSAFE)
+    val = _captions(model, PROBE_VAL_SAFE, PROBE_VAL_UNSAFE)
+    tokens = torch.cat([train.safe_tokens, train.unsafe_tokens])
+    with torch.no_grad():
+        sentences = model.radius_inputs(tokens).double()
+        before = model.space.dist_to_root(model.encode_text(tokens)).double().log()
+    head = model.text_radius.linear
+    unit = torch.nn.functional.normalize(sentences, dim=-1)  # the closed form reads the direction
+    assert torch.allclose(before, (unit @ head.weight.double().T + head.bias.double()).squeeze(-1), atol=1e-5)
+    fitted = fit_probe_radius(model, train, val)
+    labels = torch.tensor([0] * 3 + [1] * 3)
+    theirs = NSFWClassifier.tuned_logistic_probe(
+        (sentences.float(), labels),
+        (model.radius_inputs(torch.cat([val.safe_tokens, val.unsafe_tokens])).float(), labels),
+    )
+    assert fitted["C"] == theirs.params["C"]
+    direction = torch.as_tensor(theirs.params["direction"], dtype=torch.float64)
+    weight = head.weight.detach().double().squeeze(0)
+    assert torch.nn.functional.cosine_similarity(weight, direction, dim=0) == pytest.approx(1.0, abs=1e-6)
+    with torch.no_grad():
+        after = model.space.dist_to_root(model.encode_text(tokens)).double().log()
+    # the probe's order, at the place the losses gave the captions: the same mean and spread of log d0
+    assert torch.allclose(after, (unit @ weight) + head.bias.double(), atol=1e-5)
+    assert after.mean() == pytest.approx(float(before.mean()), abs=1e-5)
+    assert after.std() == pytest.approx(float(before.std()), rel=1e-4)
+    assert torch.equal(torch.argsort(after), torch.argsort(theirs.score(sentences.float()).double()))
+    again = fit_probe_radius(model, train, val)  # a fitted head is the fit's fixed point
+    assert again["C"] == fitted["C"]
+    assert torch.allclose(head.weight.detach().double().squeeze(0), weight, rtol=1e-5, atol=1e-7)
+
+
+def test_training_fits_the_probe_radius_on_the_kept_weights_and_a_rerun_keeps_it(bert_clip, tmp_path):
+    from hysafe import train
+    from hysafe.data import WorldConfig, generate_world
+    from hysafe.models.checkpoint import read_metadata
+    from hysafe.models.classifier import PROBE_CS
+    from hysafe.training import TrainConfig
+
+    manifest = generate_world(
+        tmp_path / "world", WorldConfig(n_train=32, n_val=16, n_test=8, kind="prose"), progress=False
+    )
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=1e-3, output_dir=str(tmp_path / "run"), progress=False)
+    torch.manual_seed(0)
+    model = _linear(bert_clip, text_radius="probe")
+    res = train(model, manifest, "hysac", cfg)
+    fitted = read_metadata(res.best_checkpoint)["extra"]["text_radius_probe"]
+    assert fitted["C"] in PROBE_CS and set(fitted["val_roc_auc"]) == {str(c) for c in PROBE_CS}
+    weight = model.text_radius.linear.weight.detach().clone()
+    assert torch.equal(load_model(res.best_checkpoint).text_radius.linear.weight, weight)  # saved fitted
+    rerun = train(_linear(bert_clip, text_radius="probe"), manifest, "hysac", cfg)  # finished: re-read
+    assert rerun.reused_epochs == 1 and torch.equal(rerun.model.text_radius.linear.weight, weight)
+    with pytest.raises(ValueError, match="C chosen on validation captions: give validation data"):
+        train(_linear(bert_clip, text_radius="probe"), manifest, "hysac", replace(cfg, validate=False))
 
 
 def test_a_log_radius_past_the_exp_maps_cap_saturates_there_instead_of_overflowing():

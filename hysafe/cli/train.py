@@ -199,8 +199,9 @@ def _args_hysac_terms(p) -> None:
         default=argparse.SUPPRESS,
         help="hysac with a Hugging Face text tower: the text embeddings' distance to the root, 'norm' "
         "(as published: the norm of the projected features), 'linear' (hysafe's option: a linear read "
-        "of the text model's sentence embedding on the log scale) or 'linear-frozen' (the same read of "
-        "the sentence embedding before LoRA); default: norm",
+        "of the text model's sentence embedding on the log scale), 'linear-frozen' (the same read of "
+        "the sentence embedding before LoRA) or 'probe' (a read of its direction, refitted as a logistic "
+        "probe after training, C chosen on the validation split); default: norm",
     )
     p.add_argument(
         "--root-anchor",

@@ -161,8 +161,9 @@ class DemoConfig:
         metadata=_opt(
             "with --text-tower: HySAC's text distance to the root, 'norm' (as published), 'linear' "
             "(hysafe's option: a linear read of the text model's sentence embedding, on the log scale) "
-            "or 'linear-frozen' (the same read of the sentence embedding before LoRA); default with "
-            "--text-tower: linear, chosen on validation wordings, docs/language.md, round 6",
+            "'linear-frozen' (the same read of the sentence embedding before LoRA) or 'probe' (a read of "
+            "its direction, refitted as a logistic probe after training, C chosen on validation); default "
+            "with --text-tower: linear, chosen on validation wordings, docs/language.md, round 6",
             choices=TEXT_RADII,
         ),
     )

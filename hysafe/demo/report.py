@@ -23,7 +23,6 @@ from ..evaluation.plots import (
     plot_root_distances,
     plot_traversal,
 )
-from ..models.text_radius import FROZEN_RADIUS
 from ..populations import MODALITIES, POPULATIONS, SAFE_IMAGE, UNSAFE_IMAGE, UNSAFE_TEXT, modality_pair
 from ..training.recipes import get_recipe
 from .ceiling import ceiling_lines
@@ -100,8 +99,15 @@ def _text_radius_words(cfg: DemoConfig) -> str:
     used = cfg.text_radius_used
     if used == "norm":
         return ""
-    which = "the sentence embedding before LoRA" if used == FROZEN_RADIUS else "the sentence embedding"
-    return f", text distance to the root a linear read of {which} (--text-radius {used})"
+    return f", text distance to the root {RADIUS_WORDS[used]} (--text-radius {used})"
+
+
+#: how each of hysafe's text radii reads the distance to the root, in the report's words
+RADIUS_WORDS = {
+    "linear": "a linear read of the sentence embedding",
+    "linear-frozen": "a linear read of the sentence embedding before LoRA",
+    "probe": "a read of the sentence embedding's direction, refitted as a logistic probe after training",
+}
 
 
 def _defaults_line(cfg: DemoConfig) -> str:

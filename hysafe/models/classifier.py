@@ -144,7 +144,8 @@ class NSFWClassifier:
     @classmethod
     def logistic_probe(cls, embeddings: Tensor, labels, *, C: float = 1.0, seed: int = 0) -> "NSFWClassifier":
         """A logistic-regression probe trained on labelled embeddings (L2-normalised), solved to its
-        optimum (:func:`fit_logistic`), so that its scores depend on the embeddings alone."""
+        optimum (:func:`fit_logistic`), so that its scores depend on the embeddings alone. ``params``: its
+        ``C`` and ``direction``, the weights it reads the unit embeddings with."""
 
         def prep(e):
             return _np(torch.nn.functional.normalize(e.float(), dim=-1))
@@ -154,7 +155,7 @@ class NSFWClassifier:
             scorer=lambda e: torch.from_numpy(clf.decision_function(prep(e))),
             name="logistic-probe",
             threshold=0.0,
-            params={"C": C},
+            params={"C": C, "direction": clf.coef_[0].copy()},
         )
 
     @classmethod
@@ -172,7 +173,7 @@ class NSFWClassifier:
             probes.append(probe)
             aucs.append(float(skm.roc_auc_score(_np(val[1]).astype(int), _np(probe.score(val[0])))))
         best = int(np.argmax(aucs))
-        probes[best].params = {"C": Cs[best], "val_roc_auc": dict(zip(Cs, aucs, strict=True))}
+        probes[best].params["val_roc_auc"] = dict(zip(Cs, aucs, strict=True))
         return probes[best]
 
 

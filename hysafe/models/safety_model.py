@@ -33,6 +33,7 @@ from .hf_text import hf_text_tower, hf_text_type
 from .hf_text_cache import base_sentence_embeddings, tower_sentence_embeddings
 from .text_radius import (
     FROZEN_RADIUS,
+    PROBE_RADIUS,
     LinearTextRadius,
     check_text_radius,
     projection_inputs,
@@ -316,7 +317,7 @@ def _text_radius_head(backbone: nn.Module, config: ModelConfig) -> LinearTextRad
             "model's sentence embeddings: it needs a CLIP with a Hugging Face text tower "
             f"('VISION+hf:SOURCE'), got {name!r}"
         )
-    return LinearTextRadius(clip.text.config.hidden_size)
+    return LinearTextRadius(clip.text.config.hidden_size, unit=config.text_radius == PROBE_RADIUS)
 
 
 def _origin_text_tower(backbone: nn.Module, config: ModelConfig) -> nn.Module | None:
@@ -397,13 +398,21 @@ class HySAC(SafetyModel):
     def encode_text(self, tokens: Tensor) -> Tensor:
         if self.text_radius is None:
             return self.lift(self.backbone.text_features(tokens), self.log_alpha_text)
-        if self.config.text_radius == FROZEN_RADIUS:
-            features, sentences = self.backbone.text_features(tokens), self.sentences_before_lora(tokens)
-        else:
-            with projection_inputs(hf_text_tower(self)) as captured:
-                features = self.backbone.text_features(tokens)
-            sentences = torch.cat(captured)
+        features, sentences = self._features_and_radius_inputs(tokens)
         return radial_lift(features, self.text_radius(sentences), curv=self.curv)
+
+    def radius_inputs(self, tokens: Tensor) -> Tensor:
+        """The sentence embeddings the linear text radius reads (``text_radius`` other than "norm")."""
+        if self.text_radius is None:
+            raise ValueError("a HySAC model with text_radius='norm' reads no sentence embeddings")
+        return self._features_and_radius_inputs(tokens)[1]
+
+    def _features_and_radius_inputs(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        if self.config.text_radius == FROZEN_RADIUS:
+            return self.backbone.text_features(tokens), self.sentences_before_lora(tokens)
+        with projection_inputs(hf_text_tower(self)) as captured:
+            features = self.backbone.text_features(tokens)
+        return features, torch.cat(captured)
 
     def sentences_before_lora(self, tokens: Tensor) -> Tensor:
         """``S0``: the text model's sentence embeddings before the fine-tune (cached, no gradient): with

@@ -45,11 +45,14 @@ __all__ = [
     "carry_text_before_lora",
 ]
 
-#: ``ModelConfig.text_radius`` values: "norm" as published; "linear" (the adapted sentence embedding)
-#: and "linear-frozen" (the sentence embedding before LoRA) hysafe's options
-TEXT_RADII = ("norm", "linear", "linear-frozen")
+#: ``ModelConfig.text_radius`` values: "norm" as published; "linear" (the adapted sentence embedding),
+#: "linear-frozen" (the sentence embedding before LoRA) and "probe" (the adapted sentence embedding's
+#: direction, the head fitted as a logistic probe at the end of training) hysafe's options
+TEXT_RADII = ("norm", "linear", "linear-frozen", "probe")
 #: the value whose head reads the text model before LoRA
 FROZEN_RADIUS = "linear-frozen"
+#: the value whose head reads unit sentence embeddings and is fitted as the probe after training
+PROBE_RADIUS = "probe"
 
 
 def check_text_radius(value: str, kind: str) -> None:
@@ -64,10 +67,12 @@ def check_text_radius(value: str, kind: str) -> None:
 
 
 class LinearTextRadius(nn.Module):
-    """``log d0 = w . S + b`` over the text model's sentence embeddings ``S`` ``(B, width)``."""
+    """``log d0 = w . S + b`` over the text model's sentence embeddings ``S`` ``(B, width)``; with
+    ``unit``, over their directions ``S / |S|`` (``text_radius="probe"``, the probe's input)."""
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, *, unit: bool = False):
         super().__init__()
+        self.unit = unit
         self.linear = nn.Linear(width, 1)
         with torch.no_grad():
             self.linear.weight.zero_()
@@ -75,7 +80,23 @@ class LinearTextRadius(nn.Module):
 
     def forward(self, sentences: Tensor) -> Tensor:
         """The log distances to the root ``(B,)`` (float32 math)."""
-        return self.linear(sentences.float()).squeeze(-1)
+        sentences = sentences.float()
+        if self.unit:
+            sentences = nn.functional.normalize(sentences, dim=-1)
+        return self.linear(sentences).squeeze(-1)
+
+    @torch.no_grad()
+    def set_read(self, direction: Tensor, scores: Tensor, reference: Tensor) -> None:
+        """Read along ``direction`` ``(width,)``, scaled and offset so that the log distances of the
+        sentences whose ``direction`` scores are ``scores`` have the mean and spread of ``reference``
+        (their log distances before): the same place in the space, another order within it."""
+        scores, reference = scores.double(), reference.double()
+        spread = float(scores.std())
+        if not (spread > 0 and math.isfinite(spread)):
+            raise ValueError(f"a text radius read needs scores that vary, got a spread of {spread}")
+        scale = float(reference.std()) / spread
+        self.linear.weight.copy_((scale * direction.double()).reshape(1, -1).float())
+        self.linear.bias.fill_(float(reference.mean()) - scale * float(scores.mean()))
 
     @property
     def untrained(self) -> bool:

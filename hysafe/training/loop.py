@@ -33,6 +33,7 @@ from .data import training_datasets
 from .distributed import DistributedContext, init_distributed
 from .logs import RunLog
 from .optim import Optimization, build_optimization, optimizer_settings
+from .radius_probe import check_probe_data, fit_probe_radius, needs_probe_fit
 from .recipes import Recipe, as_recipe
 from .run_folder import locked_run_folder
 from .sampler import ResumableBatchSampler
@@ -293,6 +294,7 @@ def train(
         validate=cfg.validate,
         progress=cfg.progress,
     )
+    check_probe_data(model, val_set)
     run = _training_run(model, recipe, cfg, dist, train_set, callbacks)
     start = time.time()
     with (
@@ -374,15 +376,22 @@ def _resume_and_fit(run: TrainingRun, recipe: Recipe, val_set) -> tuple[bool, in
 
 
 def _keep_best(run: TrainingRun, val_set, ran: bool) -> None:
-    """The best weights back into the model, with safety bounds from validation (else training)
-    rows, saved as ``best.safetensors``. A finished run re-run keeps its files as they are."""
+    """The best weights back into the model (a probe text radius fitted on them), with safety bounds
+    from validation (else training) rows, saved as ``best.safetensors``. A finished run re-run keeps its
+    files as they are."""
     model, best_path = run.model, run.best.path
     run.best.restore(model)
     model.eval()
-    if not ran and best_path is not None and best_path.is_file():
-        model.bounds = read_metadata(best_path).get("bounds")
+    kept = read_metadata(best_path) if best_path is not None and best_path.is_file() else None
+    extra = {"best_validation_score": run.progress["best"], "select": run.cfg.select}
+    if needs_probe_fit(model):  # deterministic: a re-run fits the restored weights' head the same way
+        extra["text_radius_probe"] = fit_probe_radius(
+            model, run.data, val_set, batch_size=run.cfg.eval_batch_size
+        )
+    saved_fit = not needs_probe_fit(model) or "text_radius_probe" in (kept or {}).get("extra", {})
+    if not ran and kept is not None and saved_fit:
+        model.bounds = kept.get("bounds")
         return
     model.bounds = safety_bounds(model, val_set or run.data, batch_size=run.cfg.eval_batch_size)
     if best_path is not None:
-        extra = {"best_validation_score": run.progress["best"], "select": run.cfg.select}
         save_best(model, best_path, extra=extra)
