@@ -119,7 +119,7 @@ VARIANTS["attn-10-rank-10-root-10-steady"] = VARIANTS["attn-10-rank-10-root-10"]
 for _overrides in VARIANTS.values():
     _overrides.setdefault("text_radius", "norm")
 #: the variant that is DemoConfig's default (the rule keeps it on a tie)
-CURRENT = "attn-10-rank-10-radius-linear"
+CURRENT = "attn-10-rank-10-radius-probe"
 RECALL_TOLERANCE = 0.05
 
 

@@ -427,7 +427,7 @@ def test_language_rule_chooses_on_validation_text_auc_within_the_recall_toleranc
         "text_tower_lora": "attn",
         "text_tower_epochs": 10,
         "rank_weight": 10.0,
-        "text_radius": "linear",
+        "text_radius": "probe",
     }
     assert DemoConfig().record()["text_radius"] == "norm"  # the model's own tower: as published
 

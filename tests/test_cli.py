@@ -437,13 +437,13 @@ def test_a_report_folder_of_a_run_with_other_settings_is_refused_and_left_as_it_
     from hysafe.demo import DemoConfig
     from hysafe.demo.preflight import check_report_folder
 
-    towered = {**record, "rank_weight": 10.0, "text_tower": "tower", "text_radius": "linear"}
+    towered = {**record, "rank_weight": 10.0, "text_tower": "tower", "text_radius": "probe"}
     (out / "demo_config.json").write_text(json.dumps(towered))
     check_report_folder(DemoConfig.quick(text_tower="tower"), out)
     # one from before round 6 used the published norm: refused up front, not half-way through its runs
     del towered["text_radius"]
     (out / "demo_config.json").write_text(json.dumps(towered))
-    with pytest.raises(ValueError, match="--text-radius: 'norm' there, 'linear' now"):
+    with pytest.raises(ValueError, match="--text-radius: 'norm' there, 'probe' now"):
         check_report_folder(DemoConfig.quick(text_tower="tower"), out)
     check_report_folder(DemoConfig.quick(text_tower="tower", text_radius="norm"), out)
 

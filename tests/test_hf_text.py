@@ -871,7 +871,7 @@ def test_the_linear_radius_is_refused_where_it_has_nothing_to_read(bert_clip, tm
     with pytest.raises(ValueError, match="does not apply with --text-radius linear"):
         DemoConfig(text_tower=str(tmp_path), text_radius="linear", root_anchor=1.0)
     assert DemoConfig(text_tower=str(tmp_path), root_anchor=0.0).root_anchor == 0.0  # 0: off, as not given
-    assert DemoConfig(text_tower=str(tmp_path)).hysac_model_options() == {"text_radius": "linear"}
+    assert DemoConfig(text_tower=str(tmp_path)).hysac_model_options() == {"text_radius": "probe"}
     assert DemoConfig().hysac_model_options() == {}
 
 
@@ -897,7 +897,7 @@ def test_a_demo_folder_from_before_the_option_stands_for_the_published_norm(tmp_
         return {k: v for k, v in flat_settings(cfg).items() if k != "text_radius"}
 
     tower = DemoConfig(text_tower=str(tmp_path))
-    assert changed_runs(older(tower), flat_settings(tower)) == ["--text-radius: 'norm' there, 'linear' now"]
+    assert changed_runs(older(tower), flat_settings(tower)) == ["--text-radius: 'norm' there, 'probe' now"]
     published = DemoConfig(text_tower=str(tmp_path), text_radius="norm")
     assert changed_runs(older(published), flat_settings(published)) == []
     assert changed_runs(older(DemoConfig()), flat_settings(DemoConfig())) == []

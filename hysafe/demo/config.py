@@ -22,9 +22,10 @@ __all__ = ["DemoConfig", "RANK_WEIGHTS", "TEXT_RADII_USED", "TEXT_TOWER_LORA", "
 RANK_WEIGHTS = {"own": 30.0, "text tower": 10.0}
 
 #: HySAC's text distance to the root where ``--text-radius`` is not given, per text tower: the model's
-#: own tower as published (the linear radius needs a Hugging Face text model), a ``--text-tower`` the
-#: linear radius, chosen on validation wordings (docs/language.md, round 6: 0.941 over the norm's 0.932)
-TEXT_RADII_USED = {"own": "norm", "text tower": "linear"}
+#: own tower as published (hysafe's radii need a Hugging Face text model), a ``--text-tower`` the probe
+#: radius, chosen on validation wordings (docs/language.md, round 6: linear 0.941 over the norm's 0.932;
+#: round 7: linear-frozen 0.849, not chosen; round 8: probe 0.967 over linear's 0.941)
+TEXT_RADII_USED = {"own": "norm", "text tower": "probe"}
 
 #: ``--text-tower-lora``: the LoRA modules of a Hugging Face text tower (LoraConfig.text_modules)
 TEXT_TOWER_LORA = {
@@ -163,7 +164,7 @@ class DemoConfig:
             "(hysafe's option: a linear read of the text model's sentence embedding, on the log scale) "
             "'linear-frozen' (the same read of the sentence embedding before LoRA) or 'probe' (a read of "
             "its direction, refitted as a logistic probe after training, C chosen on validation); default "
-            "with --text-tower: linear, chosen on validation wordings, docs/language.md, round 6",
+            "with --text-tower: probe, chosen on validation wordings, docs/language.md, round 8",
             choices=TEXT_RADII,
         ),
     )
@@ -333,9 +334,10 @@ class DemoConfig:
                 "embeddings: it needs --text-tower"
             )
         if self.root_anchor:  # 0 is off, as not given
+            default = " (the default with --text-tower)" if self.text_radius is None else ""
             raise ValueError(
                 "DemoConfig.root_anchor (--root-anchor) holds the norm-given distance to the root: it does "
-                "not apply with --text-radius linear (the default with --text-tower; add --text-radius norm)"
+                f"not apply with --text-radius {self.text_radius_used}{default}; add --text-radius norm"
             )
 
     @classmethod
