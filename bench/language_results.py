@@ -62,7 +62,8 @@ class Round:
 
     number: int
     validation: tuple[str, ...]
-    #: the round that wrote the test wordings read (``None``: this one; round 6 read round 5's, unread)
+    #: the round that wrote the test wordings read (``None``: this one; round 6 read round 5's, round 8
+    #: round 7's, each unread until then)
     wordings: int | None = None
 
     @property
@@ -102,6 +103,7 @@ ROUNDS = {
         ),
         wordings=5,
     ),
+    8: Round(8, ("validation_round7.md", "validation_round8.md"), wordings=7),
 }
 LATEST = max(ROUNDS)
 

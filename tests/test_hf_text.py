@@ -831,7 +831,7 @@ def test_training_fits_the_probe_radius_on_the_kept_weights_and_a_rerun_keeps_it
     assert torch.equal(load_model(res.best_checkpoint).text_radius.linear.weight, weight)  # saved fitted
     rerun = train(_linear(bert_clip, text_radius="probe"), manifest, "hysac", cfg)  # finished: re-read
     assert rerun.reused_epochs == 1 and torch.equal(rerun.model.text_radius.linear.weight, weight)
-    with pytest.raises(ValueError, match="C chosen on validation captions: give validation data"):
+    with pytest.raises(ValueError, match="C chosen on validation captions, and validation is off"):
         train(_linear(bert_clip, text_radius="probe"), manifest, "hysac", replace(cfg, validate=False))
 
 

@@ -161,7 +161,7 @@ class DemoConfig:
         default=None,
         metadata=_opt(
             "with --text-tower: HySAC's text distance to the root, 'norm' (as published), 'linear' "
-            "(hysafe's option: a linear read of the text model's sentence embedding, on the log scale) "
+            "(hysafe's option: a linear read of the text model's sentence embedding, on the log scale), "
             "'linear-frozen' (the same read of the sentence embedding before LoRA) or 'probe' (a read of "
             "its direction, refitted as a logistic probe after training, C chosen on validation); default "
             "with --text-tower: probe, chosen on validation wordings, docs/language.md, round 8",

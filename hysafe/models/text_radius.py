@@ -17,6 +17,10 @@ once): the read a logistic probe on the untouched language model makes, trained 
 LoRA shapes the directions. A merged copy has no adapters to switch off: it reads ``S0`` from the text tower
 of the weights it was fine-tuned from (its recorded ``origin``, :func:`unadapted_text_tower`).
 
+With ``text_radius="probe"`` (round 8's option) the head reads the direction ``S / |S|`` of the adapted
+sentence embedding, and at the end of training its read is refitted as the report's logistic probe is
+(:mod:`hysafe.training.radius_probe`).
+
 Needs a Hugging Face text tower (``S``: its pooled output, the projection's input, captured from the same
 forward pass). ``w`` and ``b`` are trainable tensors beside the backbone: adapter checkpoints hold them as
 tensors, merged ones (plain open_clip files) in their metadata, like HySAC's scalars.

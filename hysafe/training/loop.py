@@ -294,7 +294,7 @@ def train(
         validate=cfg.validate,
         progress=cfg.progress,
     )
-    check_probe_data(model, val_set)
+    check_probe_data(model, val_set, validate=cfg.validate)
     run = _training_run(model, recipe, cfg, dist, train_set, callbacks)
     start = time.time()
     with (

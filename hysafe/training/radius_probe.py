@@ -36,14 +36,20 @@ def needs_probe_fit(model) -> bool:
     return getattr(getattr(model, "config", None), "text_radius", None) == PROBE_RADIUS
 
 
-def check_probe_data(model, val_set) -> None:
+def check_probe_data(model, val_set, *, validate: bool = True) -> None:
     """Refuse to train a probe radius without validation captions, before any step: its C is chosen
-    on them."""
-    if needs_probe_fit(model) and val_set is None:
-        raise ValueError(
-            f"text_radius={PROBE_RADIUS!r} fits its head at the end of training with C chosen on "
-            "validation captions: give validation data (val_data=, or a manifest with a validation split)"
-        )
+    on them (``validate``: whether the run validates at all)."""
+    if not needs_probe_fit(model) or val_set is not None:
+        return
+    why = (
+        "validation is off (TrainConfig(validate=False), --no-validate): turn it back on"
+        if not validate
+        else "the data has none: give a manifest with a validation split (or val_data= in Python)"
+    )
+    raise ValueError(
+        f"text_radius={PROBE_RADIUS!r} fits its head at the end of training with C chosen on validation "
+        f"captions, and {why}"
+    )
 
 
 @torch.no_grad()

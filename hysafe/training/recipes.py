@@ -59,9 +59,9 @@ class Recipe:
         if self.objective.inputs & set(UNADAPTED_TEXT_KEYS.values()) and linear_radius:
             raise ValueError(
                 f"objective {self.objective.name!r} holds the distance to the root the projection's norm "
-                "gives (root_anchor, --root-anchor), but the model reads it from its linear text radius "
-                f"(text_radius={model.config.text_radius!r}, --text-radius "
-                f"{model.config.text_radius}): leave one of them out"
+                "gives (root_anchor, --root-anchor), but the model reads it from a text radius head of its "
+                f"own (text_radius={model.config.text_radius!r}, --text-radius "
+                f"{model.config.text_radius}): leave one of them out (--text-radius norm keeps the anchor)"
             )
 
 
