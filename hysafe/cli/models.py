@@ -110,14 +110,15 @@ def cmd_classify(args) -> int:
             )
             print(
                 f"{modality}: accuracy {m['accuracy']:.1f}  FPR {m['fpr']:.1f}  "
-                f"FNR {m['fnr']:.1f}  ROC-AUC {m['roc_auc']:.3f}  (threshold {clf.threshold:.4f})"
+                f"FNR {m['fnr']:.1f}  ROC-AUC {m['roc_auc']:.3f}  (threshold {clf.threshold:.6g})"
             )
     for modality, label, e in items:
         clf = _classifier(model, modality, args.threshold)
         score = float(clf.score(e[None].cpu())[0])
         print(
-            f"{'UNSAFE' if score >= clf.threshold else 'safe  '}\t{score:.4f}\t(threshold "
-            f"{clf.threshold:.4f})\t{modality}: {label}"
+            # six significant digits: a narrow band of distances (a short run) is still told apart
+            f"{'UNSAFE' if score >= clf.threshold else 'safe  '}\t{score:.6g}\t(threshold "
+            f"{clf.threshold:.6g})\t{modality}: {label}"
         )
     return 0
 
