@@ -97,6 +97,32 @@ def test_each_round_words_its_test_split_anew_and_a_read_test_split_is_never_a_t
     assert not used & retired and not used_safe & retired_safe
 
 
+#: sha256 of the wordings of every round already read and of training's and validation's phrases, as
+#: rounds 4-8 chose on them (round 7 once rewrote a validation wording by accident; this pins them)
+READ_ROUNDS_DIGEST = "4db122756bce2fb9f1a6c8b7cd19a77badb5bb266e4d7cf8734022d619b1afb4"
+
+
+def test_the_wordings_of_rounds_already_read_never_change():
+    import hashlib
+    import json
+
+    import hysafe.data.prose_world as world
+
+    pools = [
+        world.ROUND1_WORDINGS,
+        world.ROUND2_WORDINGS,
+        world.ROUND3_WORDINGS,
+        world.ROUND4_WORDINGS,
+        world.ROUND5_WORDINGS,
+        SAFE_WORDINGS["train"],
+        SAFE_WORDINGS["validation"],
+        ROUND4_SAFE_WORDINGS,
+        ROUND5_SAFE_WORDINGS,
+    ]
+    digest = hashlib.sha256(json.dumps(pools, sort_keys=True).encode()).hexdigest()
+    assert digest == READ_ROUNDS_DIGEST
+
+
 def test_euphemisms_name_nothing_unsafe_and_captions_are_sentences_about_the_scene(prose):
     for e in EUPHEMISMS:
         assert not set(re.findall(r"[a-z-]+", e)) & EXPLICIT, e

@@ -225,7 +225,7 @@ ROUND2_WORDINGS: dict[str, tuple[str, str, str]] = {
     ),
     "bodily fluids": (
         "coated in diarrhoea",
-        "beside a blocked drain spilling sewage across the yard",
+        "next to a toilet overflowing with sewage",
         "where someone could not hold it any longer",
     ),
     "blood": (
