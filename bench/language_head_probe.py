@@ -32,16 +32,14 @@ from language_probe_width import halves, probe  # noqa: E402
 from hysafe.data import QuadrupletDataset  # noqa: E402
 from hysafe.models.checkpoint import load_model  # noqa: E402
 from hysafe.models.hf_text_cache import base_sentence_embeddings  # noqa: E402
+from hysafe.training.radius_probe import labelled_captions  # noqa: E402
 
 BATCH = 128
 
 
-@torch.no_grad()
 def labelled(model, dataset, read) -> tuple[torch.Tensor, torch.Tensor]:
     """``read(tokens)`` of the safe captions (label 0) then the unsafe ones (label 1)."""
-    parts = [torch.cat([read(t).float() for t in tokens.split(BATCH)]) for tokens in
-             (dataset.safe_tokens, dataset.unsafe_tokens)]  # fmt: skip
-    return torch.cat(parts), torch.cat([torch.zeros(len(parts[0])), torch.ones(len(parts[1]))]).long()
+    return labelled_captions(dataset, read, batch_size=BATCH, device=model.device)
 
 
 def main(argv=None) -> int:

@@ -146,7 +146,11 @@ def _projected(text: nn.Module, pooled: Tensor) -> Tensor:
 
 def _sentence_tower(model: nn.Module, tokens: Tensor) -> nn.Module:
     """``model``'s HF text tower, or a named error where sentence embeddings cannot be had."""
-    text = getattr(model, "text", None)
+    return _checked_tower(getattr(model, "text", None), tokens)
+
+
+def _checked_tower(text: nn.Module | None, tokens: Tensor) -> nn.Module:
+    """``text`` if it is an HF text tower that gives sentence embeddings of ``tokens``, else a named error."""
     if text is None or not hasattr(text, "transformer") or not hasattr(text, "pooler"):
         raise ValueError(
             "sentence embeddings need a CLIP with a Hugging Face text tower ('VISION+hf:SOURCE')"
@@ -165,14 +169,7 @@ def hf_sentence_embeddings(model: nn.Module, tokens: Tensor) -> Tensor:
 def tower_sentence_embeddings(text: nn.Module, tokens: Tensor) -> Tensor:
     """:func:`hf_sentence_embeddings` of an HF text tower ``text`` itself (open_clip's ``HFTextEncoder``,
     not the CLIP holding it), cached."""
-    return _cached_pooled(_sentence_tower(_Holding(text), tokens), tokens)
-
-
-class _Holding:
-    """A stand-in CLIP that holds only a text tower."""
-
-    def __init__(self, text: nn.Module):
-        self.text = text
+    return _cached_pooled(_checked_tower(text, tokens), tokens)
 
 
 def base_sentence_embeddings(model: nn.Module, tokens: Tensor, peft_model: nn.Module | None) -> Tensor:

@@ -26,7 +26,7 @@ from torch import Tensor
 from ..models.classifier import NSFWClassifier
 from ..models.text_radius import PROBE_RADIUS
 
-__all__ = ["fit_probe_radius", "needs_probe_fit", "check_probe_data"]
+__all__ = ["fit_probe_radius", "needs_probe_fit", "check_probe_data", "labelled_captions"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +53,13 @@ def check_probe_data(model, val_set, *, validate: bool = True) -> None:
 
 
 @torch.no_grad()
-def _labelled_inputs(model, dataset, batch_size: int) -> tuple[Tensor, Tensor]:
-    """The head's inputs for the safe captions (label 0) then the unsafe ones (label 1) of ``dataset``."""
+def labelled_captions(dataset, read, *, batch_size: int, device="cpu") -> tuple[Tensor, Tensor]:
+    """``read(tokens)`` (float, on the CPU) of ``dataset``'s safe captions (label 0) then its unsafe ones
+    (label 1), ``batch_size`` captions at a time on ``device``."""
     parts = []
     for tokens in (dataset.safe_tokens, dataset.unsafe_tokens):
         batches = tokens.split(batch_size)
-        parts.append(torch.cat([model.radius_inputs(t.to(model.device)).float().cpu() for t in batches]))
+        parts.append(torch.cat([read(t.to(device)).float().cpu() for t in batches]))
     labels = torch.cat([torch.zeros(len(parts[0])), torch.ones(len(parts[1]))]).long()
     return torch.cat(parts), labels
 
@@ -75,8 +76,10 @@ def fit_probe_radius(model, train_set, val_set, *, batch_size: int = 256) -> dic
     was_training = model.training
     model.eval()
     try:
-        train = _labelled_inputs(model, train_set, batch_size)
-        val = _labelled_inputs(model, val_set, batch_size)
+        train, val = (
+            labelled_captions(d, model.radius_inputs, batch_size=batch_size, device=model.device)
+            for d in (train_set, val_set)
+        )
         head = model.text_radius
         before = head(train[0].to(model.device)).cpu()
         probe = NSFWClassifier.tuned_logistic_probe(train, val)
